@@ -1,0 +1,145 @@
+"""Daemon configuration: command-line flags override the environment, which overrides defaults."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any
+
+import platformdirs
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_LISTEN = "127.0.0.1:8787"
+DEFAULT_CORS_ORIGINS = (
+    "http://localhost:3000",
+    "http://127.0.0.1:3000",
+    "http://localhost:4173",
+    "http://127.0.0.1:4173",
+)
+
+
+class ConfigError(Exception):
+    """A configuration value is unusable; the message is one line for the operator."""
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory used when none is configured."""
+    return Path(platformdirs.user_data_dir("oore", appauthor=False))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) and check both halves."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"listen address must look like HOST:PORT, got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"listen port must be 0..65535, got {port}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    return host, port
+
+
+def parse_origins(value: str) -> tuple[str, ...]:
+    """Split a comma- or newline-separated origin list, dropping blanks and duplicates."""
+    seen: list[str] = []
+    for raw in value.replace("\n", ",").split(","):
+        origin = raw.strip().rstrip("/")
+        if not origin:
+            continue
+        if "://" not in origin:
+            raise ValueError(f"CORS origin must be scheme://host[:port], got {origin!r}")
+        if origin not in seen:
+            seen.append(origin)
+    return tuple(seen)
+
+
+class Settings(BaseSettings):
+    """Everything `oored` reads from its flags and environment."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    listen: str = Field(
+        DEFAULT_LISTEN, validation_alias=AliasChoices("listen", "OORED_LISTEN_ADDR")
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        validation_alias=AliasChoices("data_dir", "OORED_DATA_DIR", "OORE_DATA_DIR"),
+    )
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("database_url", "OORED_DATABASE_URL")
+    )
+    cors_origins_env: Annotated[str | None, NoDecode] = Field(
+        None, validation_alias=AliasChoices("cors_origins_env", "OORE_CORS_ORIGINS")
+    )
+    cors_origin_env: str | None = Field(
+        None, validation_alias=AliasChoices("cors_origin_env", "OORE_CORS_ORIGIN")
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, gt=0, validation_alias=AliasChoices("shutdown_grace_seconds", "OORED_SHUTDOWN_GRACE")
+    )
+    database_pool_size: int = Field(
+        10, ge=2, le=200, validation_alias=AliasChoices("database_pool_size", "OORED_DB_POOL_SIZE")
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("OORED_DATABASE_URL must start with postgresql://")
+        return value.strip()
+
+    @field_validator("cors_origins_env", "cors_origin_env")
+    @classmethod
+    def _check_origins(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_origins(value)
+        return value
+
+    @property
+    def listen_host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """Allowed origins: OORE_CORS_ORIGINS, else OORE_CORS_ORIGIN, else the four defaults."""
+        if self.cors_origins_env and parse_origins(self.cors_origins_env):
+            return parse_origins(self.cors_origins_env)
+        if self.cors_origin_env and parse_origins(self.cors_origin_env):
+            return parse_origins(self.cors_origin_env)
+        return DEFAULT_CORS_ORIGINS
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment plus explicit overrides, or raise ConfigError."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "configuration"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid {where}: {message}") from None
+
+
+def settings_from_argv(argv: list[str] | None) -> Settings:
+    """Parse `oored` flags; flags win over the environment."""
+    parser = argparse.ArgumentParser(prog="oored", description="Run the oore CI control plane.")
+    parser.add_argument("--listen", help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN})")
+    parser.add_argument("--data-dir", type=Path, help="data directory (embedded PostgreSQL, keys)")
+    args = parser.parse_args(argv)
+    return load_settings(listen=args.listen, data_dir=args.data_dir)

@@ -1,0 +1,123 @@
+"""``oored``: the daemon. Opens the data directory, the database and the app, then serves."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from functools import partial
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from oore.config import ConfigError, Settings, settings_from_argv
+from oore.control import serve_control
+from oore.datadir import PGDATA_DIR, SOCKET_FILE, DataDirBusy, DataDirLock
+from oore.errors import ApiError
+from oore.http.app import create_app
+from oore.http.context import AppServices
+from oore.runtime import Runtime, open_runtime
+from oore.services.clock import SystemClock
+from oore.store import Store, open_store
+from oore.store.embedded import embedded_postgres
+
+log = logging.getLogger("oored")
+
+
+@asynccontextmanager
+async def open_database_url(settings: Settings) -> AsyncIterator[str]:
+    """OORED_DATABASE_URL if set, else the embedded PostgreSQL in the data directory."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    async with embedded_postgres(settings.data_dir / PGDATA_DIR) as url:
+        yield url
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    host, port = settings.listen_host, settings.listen_port
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = settings.shutdown_grace_seconds
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+async def run_daemon(
+    settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until SIGINT/SIGTERM, then stop within the configured grace period."""
+    clock = SystemClock()
+    async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(open_database_url(settings))
+        store: Store = await stack.enter_async_context(
+            open_store(url, pool_size=settings.database_pool_size)
+        )
+        await store.instance.ensure(clock.now())
+        runtime: Runtime = await stack.enter_async_context(open_runtime(store, clock))
+        app = create_app(
+            AppServices(
+                store=store,
+                identity=runtime.identity,
+                actor_stats=runtime.actor_statistics,
+                cors_origins=settings.cors_origins,
+            )
+        )
+        stop = trio.Event()
+        async with trio.open_nursery() as background:
+            background.start_soon(_wait_for_signal, stop)
+            await background.start(serve_control, settings.data_dir / SOCKET_FILE, runtime.identity)
+            async with trio.open_nursery() as http:
+                http.start_soon(_bound_shutdown, stop, http.cancel_scope, settings)
+                binds: list[str] = await http.start(
+                    partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop.wait)
+                )
+                print(f"oored listening on {binds[0]} (data directory {settings.data_dir})",
+                      flush=True)
+                task_status.started(binds)
+            background.cancel_scope.cancel()
+        log.info("stopped serving; closing actors and the database")
+
+
+async def _bound_shutdown(stop: trio.Event, scope: trio.CancelScope, settings: Settings) -> None:
+    """Once asked to stop, give connections the grace period, then cut them off."""
+    await stop.wait()
+    log.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
+    scope.deadline = trio.current_time() + settings.shutdown_grace_seconds + 1
+
+
+async def _wait_for_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if stop.is_set():
+                raise KeyboardInterrupt  # a second signal: stop now
+            stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_argv(argv)
+    except ConfigError as exc:
+        print(f"oored: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with DataDirLock(settings.data_dir):
+            trio.run(run_daemon, settings)
+    except DataDirBusy as exc:
+        print(f"oored: {exc}", file=sys.stderr)
+        return 1
+    except ApiError as exc:
+        print(f"oored: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

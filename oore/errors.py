@@ -1,0 +1,146 @@
+"""The one error type of oore, and the codes it carries.
+
+Every failure a client can see is an :class:`ApiError`; the HTTP layer turns it into
+``{"error": <message>, "code": <code>, "details"?: <details>}`` in exactly one place.
+
+    ApiError(status, code, message, details)
+     ├── InvalidRequest        400 invalid_request   body/query could not be decoded
+     ├── InvalidInput          400 invalid_input     semantic validation failed
+     ├── Unauthorized          401 <code>            missing_auth, invalid_session, ...
+     ├── Forbidden             403 <code>            permission_denied, mode_restricted, ...
+     ├── NotFound              404 <code>            not_found, user_not_found, ...
+     ├── Conflict              409 <code>            already_configured, invalid_state, ...
+     ├── Gone                  410 <code>            token_consumed, token_expired
+     ├── PayloadTooLarge       413 payload_too_large
+     ├── TooManyRequests       429 <code>            too_many_attempts, ...
+     ├── ServiceUnavailable    503 <code>            overloaded, not_ready
+     └── InternalError         500 <code>            no_bootstrap_token, ...
+          └── StoreError       500 store_error       the database failed
+
+Each subclass has a stable default code and message; raise it with a more specific code
+where the contract names one (``Unauthorized("invalid_session", "...")``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a machine-readable code and a human message."""
+
+    status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Internal server error"
+
+    def __init__(
+        self,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        details: str | None = None,
+    ) -> None:
+        self.code = code or self.default_code
+        self.message = message or self.default_message
+        self.details = details
+        super().__init__(f"{self.code}: {self.message}")
+
+    def to_json(self) -> dict[str, str]:
+        """The wire envelope; ``details`` is omitted when unset."""
+        body = {"error": self.message, "code": self.code}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class InvalidRequest(ApiError):
+    """The request body or query string could not be decoded."""
+
+    status = 400
+    default_code = "invalid_request"
+    default_message = "Request parameters or body are invalid"
+
+
+class InvalidInput(ApiError):
+    """The request decoded but its values are not acceptable."""
+
+    status = 400
+    default_code = "invalid_input"
+    default_message = "Request validation failed"
+
+
+class Unauthorized(ApiError):
+    """No credential, or one that is not valid."""
+
+    status = 401
+    default_code = "missing_auth"
+    default_message = "Authorization header not provided"
+
+
+class Forbidden(ApiError):
+    """The caller is known but may not do this."""
+
+    status = 403
+    default_code = "permission_denied"
+    default_message = "Permission denied"
+
+
+class NotFound(ApiError):
+    """The resource does not exist, or the caller may not know it does."""
+
+    status = 404
+    default_code = "not_found"
+    default_message = "Not found"
+
+
+class Conflict(ApiError):
+    """The request is not valid in the resource's current state."""
+
+    status = 409
+    default_code = "conflict"
+    default_message = "Conflict with the current state"
+
+
+class Gone(ApiError):
+    """The thing asked for existed but can no longer be used."""
+
+    status = 410
+    default_code = "gone"
+    default_message = "No longer available"
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is over the route's limit."""
+
+    status = 413
+    default_code = "payload_too_large"
+    default_message = "Request body is too large"
+
+
+class TooManyRequests(ApiError):
+    """A rate or capacity limit was hit; the client may retry later."""
+
+    status = 429
+    default_code = "too_many_requests"
+    default_message = "Too many requests"
+
+
+class ServiceUnavailable(ApiError):
+    """The server cannot take this request now (overloaded, not ready)."""
+
+    status = 503
+    default_code = "service_unavailable"
+    default_message = "Service unavailable"
+
+
+class InternalError(ApiError):
+    """The server failed; the client did nothing wrong."""
+
+    status = 500
+
+
+class StoreError(InternalError):
+    """The database failed or could not be reached."""
+
+    default_code = "store_error"
+    default_message = "Database error"

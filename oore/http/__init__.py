@@ -1,0 +1,1 @@
+"""Transport: the Quart-Trio app, its routes, auth extraction, errors, CORS and metrics."""

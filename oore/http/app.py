@@ -1,0 +1,39 @@
+"""The app factory: one Quart-Trio app per daemon, built from explicit services."""
+
+from __future__ import annotations
+
+from quart_schema import HttpSecurityScheme, Info, QuartSchema
+from quart_trio import QuartTrio
+
+from oore.http.context import AppServices
+from oore.http.cors import install_cors
+from oore.http.errors import install_error_handlers
+from oore.http.metrics import Metrics
+from oore.http.routes import auth, health, setup
+
+MAX_JSON_BODY = 2 * 1024 * 1024
+
+
+def create_app(app_services: AppServices) -> QuartTrio:
+    """Build the app; nothing global, so tests can build as many as they like."""
+    app = QuartTrio("oore")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_JSON_BODY
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+    app.extensions["oore"] = app_services
+    QuartSchema(
+        app,
+        openapi_path="/v1/openapi.json",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path=None,
+        info=Info(title="oored", version=app_services.version),
+        security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="hex")},
+    )
+    metrics = Metrics(app_services.actor_stats)
+    metrics.install(app)
+    install_cors(app, app_services.cors_origins)
+    install_error_handlers(app)
+    app.register_blueprint(health.blueprint(metrics))
+    app.register_blueprint(setup.blueprint)
+    app.register_blueprint(auth.blueprint)
+    return app

@@ -1,0 +1,63 @@
+"""Request bodies: JSON only, decoded into strict pydantic models, documented in OpenAPI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from quart import request
+from quart_schema import document_request
+
+from oore.errors import InvalidRequest
+
+M = TypeVar("M", bound=BaseModel)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Body(BaseModel):
+    """Base of every request body: unknown fields are refused, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+async def read_body(model: type[M], *, optional: bool = False) -> M:
+    """Decode the request body as ``model``; 400 ``invalid_request`` when it does not fit.
+
+    With ``optional``, an empty body counts as ``{}``.
+    """
+    raw = await request.get_data(as_text=False)
+    if optional and not raw.strip():
+        data: Any = {}
+    else:
+        if request.mimetype != "application/json":
+            raise InvalidRequest(details="Content-Type must be application/json")
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidRequest(details="body is not valid JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise InvalidRequest(details=f"{where}: {first['msg']}") from None
+
+
+def json_body(
+    model: type[M], *, optional: bool = False
+) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    """Decorator: decode the body and pass it to the view as ``body=``."""
+
+    def decorate(view: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        @wraps(view)
+        async def wrapper(*args: Any, **kwargs: Any) -> R:
+            return await view(*args, body=await read_body(model, optional=optional), **kwargs)
+
+        documented: Callable[..., Awaitable[R]] = document_request(model)(wrapper)
+        return documented
+
+    return decorate

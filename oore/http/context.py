@@ -1,0 +1,43 @@
+"""What routes reach through the app: the services, the client address, the caller's session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from quart import current_app, request
+
+from oore import __version__
+from oore.actors import ActorStatistics
+from oore.domain.client_ip import effective_client_ip
+from oore.domain.users import Session
+from oore.services.identity import Identity
+from oore.store import Store
+
+
+@dataclass(frozen=True)
+class AppServices:
+    """Everything the HTTP layer needs, built by the daemon (or a test) and handed to the app."""
+
+    store: Store
+    identity: Identity
+    actor_stats: Callable[[], Mapping[str, ActorStatistics]]
+    cors_origins: tuple[str, ...]
+    version: str = __version__
+
+
+def services() -> AppServices:
+    found: AppServices = current_app.extensions["oore"]
+    return found
+
+
+def client_ip() -> str | None:
+    """The effective client IP of the current request (contract §0.3)."""
+    peer = request.remote_addr
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    return effective_client_ip(peer, headers)
+
+
+async def require_session() -> Session:
+    """The caller's user session; 401 ``missing_auth`` / ``invalid_session`` otherwise."""
+    return await services().identity.authenticate(request.headers.get("Authorization"))

@@ -1,0 +1,55 @@
+"""The one mapping from failures to ``{"error", "code", "details"?}`` responses."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response, jsonify
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from oore.errors import ApiError, InternalError, InvalidRequest, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: InvalidRequest(),
+    404: ApiError("not_found", "No route matches this path"),
+    405: ApiError("method_not_allowed", "This route does not accept that method"),
+    413: PayloadTooLarge(),
+}
+
+
+def error_response(error: ApiError, status: int | None = None) -> Response:
+    response = jsonify(error.to_json())
+    response.status_code = status or error.status
+    return response
+
+
+def install_error_handlers(app: Quart) -> None:
+    """Register the handlers; nothing else in the app builds an error body."""
+
+    @app.errorhandler(ApiError)
+    async def on_api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def on_schema_error(_: RequestSchemaValidationError) -> Response:
+        return error_response(InvalidRequest())
+
+    @app.errorhandler(HTTPException)
+    async def on_http_exception(error: HTTPException) -> Response:
+        status = error.code or 500
+        mapped = _HTTP_CODES.get(status) or ApiError("http_error", error.description or "Error")
+        response = error_response(mapped, status)
+        if status == 405:
+            allowed = error.get_headers()
+            for name, value in allowed:
+                if name.lower() == "allow":
+                    response.headers["Allow"] = value
+        return response
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(error: Exception) -> Response:
+        log.exception("unhandled error", exc_info=error)
+        return error_response(InternalError())

@@ -1,0 +1,80 @@
+"""Auth API (local login, logout) and ``/v1/users/me``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from quart import Blueprint, Response, jsonify
+from quart_schema import document_response, security_scheme
+
+from oore.http.body import Body, json_body
+from oore.http.context import client_ip, require_session, services
+
+blueprint = Blueprint("auth", __name__)
+
+
+class LocalLoginIn(Body):
+    email: str | None = None
+    recovery_capability: str | None = None
+
+
+class LoginUserOut(BaseModel):
+    email: str
+    oidc_subject: str
+    user_id: str | None = None
+    role: str | None = None
+    avatar_url: str | None = None
+
+
+class LoginOut(BaseModel):
+    session_token: str
+    expires_at: int
+    user: LoginUserOut
+
+
+class OkOut(BaseModel):
+    ok: bool
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    display_name: str | None = None
+    role: str
+    status: str
+    avatar_url: str | None = None
+    created_at: int
+    updated_at: int
+
+
+class MeOut(BaseModel):
+    user: UserOut
+
+
+@blueprint.post("/v1/auth/local/login")
+@json_body(LocalLoginIn, optional=True)
+@document_response(LoginOut)
+async def local_login(body: LocalLoginIn) -> Response:
+    """Sign in from this machine; on a fresh local instance this finishes setup as owner."""
+    result = await services().identity.local_login(
+        email=body.email, recovery_capability=body.recovery_capability, client_ip=client_ip()
+    )
+    return jsonify(result.to_json())
+
+
+@blueprint.post("/v1/auth/logout")
+@security_scheme([{"bearer": []}])
+@document_response(OkOut)
+async def logout() -> Response:
+    """End the caller's session."""
+    session = await require_session()
+    await services().identity.logout(session)
+    return jsonify({"ok": True})
+
+
+@blueprint.get("/v1/users/me")
+@security_scheme([{"bearer": []}])
+@document_response(MeOut)
+async def me() -> Response:
+    """The signed-in user."""
+    session = await require_session()
+    return jsonify({"user": session.user.to_json()})

@@ -1,0 +1,62 @@
+"""``/healthz``, ``/readyz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from quart import Blueprint, Response, jsonify
+from quart_schema import document_response
+
+from oore.http.context import services
+from oore.http.metrics import Metrics
+
+
+class Health(BaseModel):
+    version: str
+    channel: str | None
+    github_repo: str | None
+    package_version: str
+    ok: bool
+
+
+class Ready(BaseModel):
+    ok: bool
+    database: bool
+    migrations: bool
+
+
+def blueprint(metrics: Metrics) -> Blueprint:
+    bp = Blueprint("health", __name__)
+
+    @bp.get("/healthz")
+    @document_response(Health)
+    async def healthz() -> Response:
+        """Liveness: the process answers."""
+        version = services().version
+        return jsonify(
+            {
+                "version": version,
+                "channel": None,
+                "github_repo": None,
+                "package_version": version,
+                "ok": True,
+            }
+        )
+
+    @bp.get("/readyz")
+    @document_response(Ready, 200)
+    @document_response(Ready, 503)
+    async def readyz() -> Response:
+        """Readiness: the database answers and its schema is current."""
+        state = await services().store.readiness()
+        ok = state.database and state.migrations
+        response = jsonify({"ok": ok, "database": state.database, "migrations": state.migrations})
+        response.status_code = 200 if ok else 503
+        return response
+
+    @bp.get("/metrics")
+    async def metrics_text() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    return bp

@@ -1,0 +1,134 @@
+"""Setup status, bootstrap tokens, local login and session authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oore.domain.client_ip import is_loopback
+from oore.domain.setup import LOCAL_OWNER_EMAIL, RuntimeMode, SetupState, SetupStatus
+from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
+from oore.domain.users import USER_SESSION_TTL, Session, User, UserStatus, local_subject
+from oore.errors import Forbidden, InvalidInput, Unauthorized
+from oore.services.clock import WallClock
+from oore.store import Store
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    session_token: str
+    expires_at: int
+    user: User
+
+    def to_json(self) -> dict[str, object]:
+        user: dict[str, object] = {
+            "email": self.user.email,
+            "oidc_subject": self.user.oidc_subject,
+            "user_id": self.user.id,
+            "role": self.user.role.value,
+        }
+        if self.user.avatar_url:
+            user["avatar_url"] = self.user.avatar_url
+        return {"session_token": self.session_token, "expires_at": self.expires_at, "user": user}
+
+
+class Identity:
+    """Who may do what first: setup, local sign-in and session checks."""
+
+    def __init__(self, store: Store, clock: WallClock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def setup_status(self) -> SetupStatus:
+        instance = await self._store.instance.get()
+        prefs = await self._store.instance.preferences()
+        return SetupStatus(
+            instance.instance_id, instance.state, prefs.runtime_mode, prefs.remote_auth_mode
+        )
+
+    async def mint_bootstrap_token(self, ttl_seconds: int) -> IssuedToken:
+        """A new single-use bootstrap token (out of band only: never over HTTP)."""
+        now = self._clock.now()
+        token = new_token()
+        expires_at = now + ttl_seconds
+        await self._store.instance.mint_bootstrap_token(hash_token(token), expires_at, now)
+        return IssuedToken(token, expires_at)
+
+    async def verify_bootstrap_token(self, token: str) -> IssuedToken:
+        """Exchange a bootstrap token for a setup session (30 min, sliding)."""
+        session = new_token()
+        expires_at = await self._store.instance.verify_bootstrap_token(
+            hash_token(token), hash_token(session), self._clock.now()
+        )
+        return IssuedToken(session, expires_at)
+
+    async def local_login(
+        self, *, email: str | None, recovery_capability: str | None, client_ip: str | None
+    ) -> LoginResult:
+        """Sign in from this machine; before setup is complete, this completes it as owner."""
+        prefs = await self._store.instance.preferences()
+        instance = await self._store.instance.get()
+        if prefs.runtime_mode is RuntimeMode.LOCAL and not is_loopback(client_ip):
+            raise Forbidden(
+                "local_login_loopback_required", "Local login is only allowed from this machine"
+            )
+        now = self._clock.now()
+        token = new_token()
+        expires_at = now + USER_SESSION_TTL
+        if instance.state is not SetupState.READY:
+            if prefs.runtime_mode is not RuntimeMode.LOCAL:
+                raise Forbidden("mode_restricted", "Local login is not available in remote mode")
+            owner_email = instance.owner_email or LOCAL_OWNER_EMAIL
+            owner = await self._store.users.complete_local_setup(
+                email=owner_email,
+                subject=instance.owner_subject or local_subject(owner_email),
+                token_hash=hash_token(token),
+                now=now,
+                expires_at=expires_at,
+                client_ip=client_ip,
+            )
+            if owner is not None:
+                return LoginResult(token, expires_at, owner)
+            # Someone else completed setup meanwhile: sign in as a ready instance would.
+        if prefs.runtime_mode is RuntimeMode.REMOTE:
+            # Recovery capabilities are minted over the operator socket; none is valid here yet.
+            if not recovery_capability:
+                raise Forbidden(
+                    "local_recovery_capability_required",
+                    "Local login on a remote instance needs a recovery capability",
+                )
+            raise Forbidden(
+                "local_recovery_capability_invalid", "Recovery capability is invalid or used"
+            )
+        user = await self._pick_local_user(email)
+        await self._store.users.create_session(hash_token(token), user.id, now, expires_at)
+        return LoginResult(token, expires_at, user)
+
+    async def _pick_local_user(self, email: str | None) -> User:
+        wanted = email.strip() if email and email.strip() else None
+        users = await self._store.users.active_users(wanted)
+        if wanted is None and len(users) > 1:
+            raise InvalidInput("email_required", "Several users exist; say which email to use")
+        if not users or users[0].status is not UserStatus.ACTIVE:
+            raise Forbidden("user_not_found", "No active local user for this identity")
+        return users[0]
+
+    async def authenticate(self, authorization: str | None) -> Session:
+        """The live user session named by an Authorization header, or 401 (contract §0.2)."""
+        if authorization is None:
+            raise Unauthorized("missing_auth", "Authorization header not provided")
+        bearer = parse_bearer(authorization)
+        if bearer is None or not looks_like_token(bearer):
+            raise Unauthorized("invalid_session", "Session token is invalid")
+        session = await self._store.users.session(hash_token(bearer), self._clock.now())
+        if session is None:
+            raise Unauthorized("invalid_session", "Session token is invalid")
+        return session
+
+    async def logout(self, session: Session) -> None:
+        await self._store.users.delete_session(session.token_hash)

@@ -1,0 +1,49 @@
+"""The store: the only package that holds SQL or talks to PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from oore.errors import ApiError
+from oore.store.audit import AuditEntry, AuditStore
+from oore.store.database import Database, open_database
+from oore.store.instance import InstanceStore
+from oore.store.migrations import applied_versions, known_migrations, migrate
+from oore.store.users import UserStore
+
+__all__ = ["AuditEntry", "Store", "open_store"]
+
+
+@dataclass(frozen=True)
+class Readiness:
+    database: bool
+    migrations: bool
+
+
+class Store:
+    """One object per aggregate, sharing one pool."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.instance = InstanceStore(db)
+        self.users = UserStore(db)
+        self.audit = AuditStore(db)
+
+    async def readiness(self) -> Readiness:
+        """Can we reach the database, and is its schema the one this code expects?"""
+        try:
+            applied = await applied_versions(self.db)
+        except ApiError:  # the store logged the cause
+            return Readiness(database=False, migrations=False)
+        expected = [m.version for m in known_migrations()]
+        return Readiness(database=True, migrations=applied == expected)
+
+
+@asynccontextmanager
+async def open_store(url: str, *, pool_size: int = 10) -> AsyncIterator[Store]:
+    """Connect, migrate under the advisory lock, and yield the store."""
+    async with open_database(url, pool_size=pool_size) as db:
+        await migrate(db)
+        yield Store(db)

@@ -1,0 +1,78 @@
+"""Shared fixtures: one embedded PostgreSQL per test session, one database per test.
+
+The schema is migrated once into a template database; each test gets a file-level copy
+(``CREATE DATABASE ... TEMPLATE``), so tests are isolated and start from a real schema.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from oore.store import Store, open_store
+from oore.store.admin import clone_database, drop_database, recreate_database
+from oore.store.embedded import EmbeddedPostgres
+
+TEMPLATE = "oore_template"
+
+
+class PostgresForTests:
+    """The session's PostgreSQL server and a way to name databases on it."""
+
+    def __init__(self, server: EmbeddedPostgres, uri: str) -> None:
+        self.server = server
+        self.admin_url = uri
+        self._counter = itertools.count()
+
+    def url(self, database: str) -> str:
+        base, _, query = self.admin_url.partition("?")
+        root = base.rsplit("/", 1)[0]
+        return f"{root}/{database}?{query}" if query else f"{root}/{database}"
+
+    def new_name(self) -> str:
+        return f"t{os.getpid()}_{next(self._counter)}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresForTests]:
+    external = os.environ.get("OORE_TEST_DATABASE_URL")
+    if external:
+        pg = PostgresForTests(EmbeddedPostgres(Path("/nonexistent")), external)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="oore-test-pg-"))
+        server = EmbeddedPostgres(root / "pg")
+        pg = PostgresForTests(server, server.start())
+
+    async def prepare() -> None:
+        await recreate_database(pg.admin_url, TEMPLATE)
+        async with open_store(pg.url(TEMPLATE)):
+            pass
+
+    trio.run(prepare)
+    try:
+        yield pg
+    finally:
+        pg.server.stop()
+
+
+@pytest.fixture
+def database_url(postgres: PostgresForTests) -> Iterator[str]:
+    """A fresh, migrated database for this test only."""
+    name = postgres.new_name()
+    trio.run(clone_database, postgres.admin_url, TEMPLATE, name)
+    try:
+        yield postgres.url(name)
+    finally:
+        trio.run(drop_database, postgres.admin_url, name)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    async with open_store(database_url, pool_size=4) as opened:
+        yield opened
