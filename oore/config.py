@@ -125,13 +125,25 @@ class Settings(BaseSettings):
         return DEFAULT_CORS_ORIGINS
 
 
+_SOURCES = {
+    "listen": "--listen / OORED_LISTEN_ADDR",
+    "data_dir": "--data-dir / OORED_DATA_DIR",
+    "database_url": "OORED_DATABASE_URL",
+    "cors_origins_env": "OORE_CORS_ORIGINS",
+    "cors_origin_env": "OORE_CORS_ORIGIN",
+    "shutdown_grace_seconds": "OORED_SHUTDOWN_GRACE",
+    "database_pool_size": "OORED_DB_POOL_SIZE",
+}
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment plus explicit overrides, or raise ConfigError."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "configuration"
+        field = str(first["loc"][0]) if first["loc"] else ""
+        where = _SOURCES.get(field, field or "configuration")
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"invalid {where}: {message}") from None
 

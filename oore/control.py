@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket as stdsocket
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ async def serve_control(
     path: Path, identity: Identity, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Listen on ``path`` until cancelled; the socket file is removed on exit."""
-    path.unlink(missing_ok=True)
+    await trio.to_thread.run_sync(partial(path.unlink, missing_ok=True))
     sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
     await sock.bind(str(path))
     os.chmod(path, 0o600)
@@ -79,7 +80,8 @@ async def serve_control(
             task_status.started()
             await trio.serve_listeners(handle, [listener])
     finally:
-        path.unlink(missing_ok=True)
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(partial(path.unlink, missing_ok=True))
 
 
 def call_control(path: Path, request: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +98,9 @@ def call_control(path: Path, request: dict[str, Any]) -> dict[str, Any]:
                     break
                 data += chunk
     except (FileNotFoundError, ConnectionRefusedError):
-        raise OperatorError(f"oored is not running on this data directory ({path.parent})") from None
+        raise OperatorError(
+            f"oored is not running on this data directory ({path.parent})"
+        ) from None
     except OSError as exc:
         raise OperatorError(f"could not talk to oored at {path}: {exc}") from None
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -76,8 +76,10 @@ async def run_daemon(
                 binds: list[str] = await http.start(
                     partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop.wait)
                 )
-                print(f"oored listening on {binds[0]} (data directory {settings.data_dir})",
-                      flush=True)
+                print(
+                    f"oored listening on {binds[0]} (data directory {settings.data_dir})",
+                    flush=True,
+                )
                 task_status.started(binds)
             background.cancel_scope.cancel()
         log.info("stopped serving; closing actors and the database")
@@ -99,7 +101,9 @@ async def _wait_for_signal(stop: trio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = settings_from_argv(argv)
     except ConfigError as exc:

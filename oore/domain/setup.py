@@ -126,5 +126,3 @@ def judge_bootstrap(
             attempts, TooManyRequests("too_many_attempts", "Too many bootstrap attempts")
         )
     return BootstrapRejected(attempts, Unauthorized("invalid_token", "Bootstrap token is invalid"))
-
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from oore.domain.client_ip import is_loopback
 from oore.domain.setup import LOCAL_OWNER_EMAIL, RuntimeMode, SetupState, SetupStatus
@@ -10,7 +11,13 @@ from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_be
 from oore.domain.users import USER_SESSION_TTL, Session, User, UserStatus, local_subject
 from oore.errors import Forbidden, InvalidInput, Unauthorized
 from oore.services.clock import WallClock
-from oore.store import Store
+from oore.store import AuditEntry, Store
+
+
+class AuditSink(Protocol):
+    """Where audit entries go; ``submit_one`` returns once the entry is durable."""
+
+    async def submit_one(self, row: AuditEntry) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,32 @@ class LoginResult:
 class Identity:
     """Who may do what first: setup, local sign-in and session checks."""
 
-    def __init__(self, store: Store, clock: WallClock) -> None:
+    def __init__(self, store: Store, clock: WallClock, audit: AuditSink) -> None:
         self._store = store
         self._clock = clock
+        self._audit = audit
+
+    async def _record(
+        self,
+        action: str,
+        *,
+        user: User | None = None,
+        resource_type: str = "instance",
+        client_ip: str | None = None,
+        now: int,
+    ) -> None:
+        await self._audit.submit_one(
+            AuditEntry(
+                actor_id=user.id if user else None,
+                actor_email=user.email if user else None,
+                action=action,
+                resource_type=resource_type,
+                resource_id=user.id if user and resource_type == "user" else None,
+                details=None,
+                client_ip=client_ip,
+                created_at=now,
+            )
+        )
 
     async def setup_status(self) -> SetupStatus:
         instance = await self._store.instance.get()
@@ -57,14 +87,17 @@ class Identity:
         token = new_token()
         expires_at = now + ttl_seconds
         await self._store.instance.mint_bootstrap_token(hash_token(token), expires_at, now)
+        await self._record("bootstrap_token_minted", now=now)
         return IssuedToken(token, expires_at)
 
-    async def verify_bootstrap_token(self, token: str) -> IssuedToken:
+    async def verify_bootstrap_token(self, token: str, client_ip: str | None) -> IssuedToken:
         """Exchange a bootstrap token for a setup session (30 min, sliding)."""
         session = new_token()
+        now = self._clock.now()
         expires_at = await self._store.instance.verify_bootstrap_token(
-            hash_token(token), hash_token(session), self._clock.now()
+            hash_token(token), hash_token(session), now
         )
+        await self._record("bootstrap_token_verified", client_ip=client_ip, now=now)
         return IssuedToken(session, expires_at)
 
     async def local_login(
@@ -107,6 +140,9 @@ class Identity:
             )
         user = await self._pick_local_user(email)
         await self._store.users.create_session(hash_token(token), user.id, now, expires_at)
+        await self._record(
+            "local_login", user=user, resource_type="user", client_ip=client_ip, now=now
+        )
         return LoginResult(token, expires_at, user)
 
     async def _pick_local_user(self, email: str | None) -> User:

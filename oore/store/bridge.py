@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,9 +31,7 @@ class AsyncioBridge:
         self._token = token
         self.crossings = 0
 
-    async def call(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the asyncio loop and return its result.
 
         Cancellation: if the calling trio task is cancelled, the asyncio task is cancelled
@@ -49,10 +48,8 @@ class AsyncioBridge:
         done = trio.Event()
 
         def wake(_: concurrent.futures.Future[T]) -> None:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(done.set)
-            except trio.RunFinishedError:
-                pass
 
         future.add_done_callback(wake)
         try:

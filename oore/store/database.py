@@ -73,7 +73,9 @@ class Database:
 
 
 async def _init_connection(conn: Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog")
+    await conn.set_type_codec(
+        "jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog"
+    )
 
 
 def _json_dumps(value: Any) -> str:

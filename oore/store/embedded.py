@@ -63,8 +63,15 @@ class EmbeddedPostgres:
         self._server = None
         try:
             subprocess.run(
-                [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w",
-                 "stop"],
+                [
+                    str(POSTGRES_BIN_PATH / "pg_ctl"),
+                    "-D",
+                    str(self.pgdata),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ],
                 user=server.system_user,
                 check=True,
                 capture_output=True,

@@ -58,6 +58,18 @@ async def _preferences(conn: Connection) -> Preferences:
     return Preferences(RuntimeMode(row["runtime_mode"]), RemoteAuthMode(row["remote_auth_mode"]))
 
 
+async def _set_preferences(conn: Connection, prefs: Preferences, now: int) -> None:
+    await conn.execute(
+        """INSERT INTO instance_preferences (runtime_mode, remote_auth_mode, updated_at)
+           VALUES ($1, $2, $3)
+           ON CONFLICT (singleton) DO UPDATE SET runtime_mode = EXCLUDED.runtime_mode,
+               remote_auth_mode = EXCLUDED.remote_auth_mode, updated_at = EXCLUDED.updated_at""",
+        prefs.runtime_mode.value,
+        prefs.remote_auth_mode.value,
+        now,
+    )
+
+
 async def _mint(conn: Connection, token_hash: str, expires_at: int, now: int) -> Instance:
     instance = await _locked(conn)
     ensure_not_ready(instance)
@@ -110,6 +122,9 @@ class InstanceStore:
 
     async def preferences(self) -> Preferences:
         return await self._db.run(_preferences)
+
+    async def set_preferences(self, prefs: Preferences, now: int) -> None:
+        await self._db.run(_set_preferences, prefs, now)
 
     async def mint_bootstrap_token(self, token_hash: str, expires_at: int, now: int) -> None:
         """Replace any bootstrap token; resets consumption and the wrong-guess budget."""

@@ -86,6 +86,23 @@ async def _complete_local(
     return owner
 
 
+async def _create(
+    conn: Connection, email: str, role: Role, status: UserStatus, subject: str | None, now: int
+) -> User:
+    user_id = new_id()
+    row = await conn.fetchrow(
+        """INSERT INTO users (id, email, role, status, oidc_subject, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING *""",
+        user_id,
+        email,
+        role.value,
+        status.value,
+        subject or f"pending-{user_id}",
+        now,
+    )
+    return user_from_row(row)
+
+
 async def _active_users(conn: Connection, email: str | None) -> list[User]:
     if email is None:
         rows = await conn.fetch(
@@ -115,9 +132,10 @@ async def _session(conn: Connection, token_hash: str, now: int) -> Session | Non
 
 
 async def _delete_session(conn: Connection, token_hash: str) -> bool:
-    return await conn.fetchval(
-        "DELETE FROM sessions WHERE token_hash = $1 RETURNING true", token_hash
-    ) is True
+    return (
+        await conn.fetchval("DELETE FROM sessions WHERE token_hash = $1 RETURNING true", token_hash)
+        is True
+    )
 
 
 class UserStore:
@@ -141,11 +159,19 @@ class UserStore:
             _complete_local, email, subject, token_hash, now, expires_at, client_ip
         )
 
+    async def create(
+        self, *, email: str, role: Role, status: UserStatus, subject: str | None, now: int
+    ) -> User:
+        """Insert a user; invited users get the placeholder subject ``pending-<id>``."""
+        return await self._db.run(_create, email, role, status, subject, now)
+
     async def active_users(self, email: str | None) -> list[User]:
         """Active users with this email (case-insensitive), or up to two of any email."""
         return await self._db.run(_active_users, email)
 
-    async def create_session(self, token_hash: str, user_id: str, now: int, expires_at: int) -> None:
+    async def create_session(
+        self, token_hash: str, user_id: str, now: int, expires_at: int
+    ) -> None:
         await self._db.run(_insert_session, token_hash, user_id, now, expires_at)
 
     async def session(self, token_hash: str, now: int) -> Session | None:

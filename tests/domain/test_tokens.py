@@ -23,8 +23,14 @@ def test_same_hash_never_matches_none() -> None:
 
 @pytest.mark.parametrize(
     ("header", "token"),
-    [("Bearer abc", "abc"), ("bearer abc", None), ("Bearer  abc", " abc"), ("Bearer ", None),
-     (None, None), ("Basic abc", None)],
+    [
+        ("Bearer abc", "abc"),
+        ("bearer abc", None),
+        ("Bearer  abc", " abc"),
+        ("Bearer ", None),
+        (None, None),
+        ("Basic abc", None),
+    ],
 )
 def test_bearer_parsing_is_exact(header: str | None, token: str | None) -> None:
     assert parse_bearer(header) == token

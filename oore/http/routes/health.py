@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response
 
@@ -23,6 +23,10 @@ class Ready(BaseModel):
     ok: bool
     database: bool
     migrations: bool
+
+
+class MetricsText(RootModel[str]):
+    """Prometheus text exposition format."""
 
 
 def blueprint(metrics: Metrics) -> Blueprint:
@@ -55,6 +59,7 @@ def blueprint(metrics: Metrics) -> Blueprint:
         return response
 
     @bp.get("/metrics")
+    @document_response(MetricsText)
     async def metrics_text() -> Response:
         """Prometheus text exposition."""
         return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)

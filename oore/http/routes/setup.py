@@ -7,7 +7,7 @@ from quart import Blueprint, Response, jsonify
 from quart_schema import document_response
 
 from oore.http.body import Body, json_body
-from oore.http.context import services
+from oore.http.context import client_ip, services
 
 blueprint = Blueprint("setup", __name__)
 
@@ -43,5 +43,5 @@ async def setup_status() -> Response:
 @document_response(SetupSessionOut)
 async def verify_bootstrap(body: VerifyBootstrapIn) -> Response:
     """Exchange the out-of-band bootstrap token for a 30-minute setup session."""
-    issued = await services().identity.verify_bootstrap_token(body.token)
+    issued = await services().identity.verify_bootstrap_token(body.token, client_ip())
     return jsonify({"session_token": issued.token, "expires_at": issued.expires_at})

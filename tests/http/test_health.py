@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from openapi_spec_validator import validate
+
+from oore import __version__
+from tests.http.conftest import Api
+
+
+async def test_healthz(api: Api) -> None:
+    reply = await api.get("/healthz")
+    assert reply.status == 200
+    assert reply.body["ok"] is True
+    assert reply.body["version"] == reply.body["package_version"] == __version__
+    assert reply.body["channel"] is None
+
+
+async def test_readyz_when_database_and_schema_are_current(api: Api) -> None:
+    reply = await api.get("/readyz")
+    assert (reply.status, reply.body) == (200, {"ok": True, "database": True, "migrations": True})
+
+
+async def test_metrics_count_requests_by_route_template(api: Api, owner_token: str) -> None:
+    await api.get("/v1/users/me", token=owner_token)
+    await api.get("/v1/users/me")
+    await api.get("/v1/does-not-exist")
+    text = (await api.get("/metrics")).body
+    assert 'http_requests_total{method="GET",path="/v1/users/me",status="200"} 1.0' in text
+    assert 'http_requests_total{method="GET",path="/v1/users/me",status="401"} 1.0' in text
+    assert 'path="__unmatched__",status="404"' in text
+    assert "http_request_duration_seconds_bucket" in text
+    assert 'oore_actor_mailbox_depth{actor="audit"}' in text
+    assert 'oore_actor_restarts_total{actor="audit"}' in text
+
+
+async def test_openapi_is_valid_and_lists_every_route(api: Api) -> None:
+    reply = await api.get("/v1/openapi.json")
+    assert reply.status == 200
+    document = reply.body
+    validate(document)
+    documented = {
+        (path, method.upper())
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+    served = set()
+    for rule in api.app.url_map.iter_rules():
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods or ():
+            if method not in {"HEAD", "OPTIONS"} and rule.endpoint != "static":
+                served.add((path, method))
+    served.discard(("/v1/openapi.json", "GET"))
+    assert served
+    assert served <= documented, served - documented

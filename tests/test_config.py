@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oore.config import DEFAULT_CORS_ORIGINS, ConfigError, settings_from_argv
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "OORED_LISTEN_ADDR",
+        "OORED_DATA_DIR",
+        "OORE_DATA_DIR",
+        "OORED_DATABASE_URL",
+        "OORE_CORS_ORIGINS",
+        "OORE_CORS_ORIGIN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    settings = settings_from_argv([])
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 8787)
+    assert settings.database_url is None
+    assert settings.cors_origins == DEFAULT_CORS_ORIGINS
+    assert settings.data_dir.name == "oore"
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OORED_LISTEN_ADDR", "0.0.0.0:9000")
+    monkeypatch.setenv("OORED_DATA_DIR", "/env/dir")
+    assert settings_from_argv([]).listen == "0.0.0.0:9000"
+    settings = settings_from_argv(["--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)])
+    assert settings.listen_port == 0 and settings.data_dir == tmp_path
+
+
+def test_cors_origin_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OORE_CORS_ORIGINS", raising=False)
+    monkeypatch.setenv("OORE_CORS_ORIGIN", "https://one.example")
+    assert settings_from_argv([]).cors_origins == ("https://one.example",)
+    monkeypatch.setenv(
+        "OORE_CORS_ORIGINS", "https://a.example, https://b.example/\nhttps://a.example"
+    )
+    assert settings_from_argv([]).cors_origins == ("https://a.example", "https://b.example")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("OORED_LISTEN_ADDR", "nonsense", "HOST:PORT"),
+        ("OORED_LISTEN_ADDR", "127.0.0.1:70000", "0..65535"),
+        ("OORED_DATABASE_URL", "mysql://x", "postgresql://"),
+        ("OORE_CORS_ORIGINS", "not-an-origin", "scheme://"),
+    ],
+)
+def test_bad_values_give_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        settings_from_argv([])
+    message = str(caught.value)
+    assert fragment in message and "\n" not in message
+    assert variable in message
