@@ -21,8 +21,10 @@ with warnings.catch_warnings():
     # pgserver asks platformdirs for a runtime directory at import; without
     # XDG_RUNTIME_DIR it falls back to /tmp and warns. The fallback is fine for us.
     warnings.simplefilter("ignore")
-    import pgserver
-    from pgserver.postgres_server import POSTGRES_BIN_PATH
+    from pgserver import postgres_server
+
+    # pgserver keeps the path of its bundled binaries in a private module.
+    from pgserver._commands import POSTGRES_BIN_PATH
 
 from oore.errors import StoreError
 
@@ -34,13 +36,13 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata
-        self._server: pgserver.PostgresServer | None = None
+        self._server: postgres_server.PostgresServer | None = None
 
     def start(self) -> str:
         """Initialise (first time) and start the cluster; return its connection URI."""
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
+            self._server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
         except (OSError, subprocess.SubprocessError, AssertionError) as exc:
             log_file = self.pgdata / "log"
             tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers
 
 from oore.http.app import create_app
 from oore.http.context import AppServices
@@ -35,7 +36,7 @@ class FakeClock:
 class Reply:
     status: int
     body: Any
-    headers: Mapping[str, str]
+    headers: Headers
 
     @property
     def code(self) -> str | None:

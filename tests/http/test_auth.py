@@ -73,11 +73,19 @@ async def test_forwarded_header_from_a_loopback_proxy_counts(api: Api) -> None:
     assert (reply.status, reply.code) == (403, "local_login_loopback_required")
 
 
-async def test_login_after_setup_signs_in_the_only_user(api: Api, owner_token: str) -> None:
+async def test_login_after_setup_signs_in_the_only_user(
+    api: Api, store: Store, owner_token: str
+) -> None:
     reply = await api.post("/v1/auth/local/login", json={})
     assert reply.status == 200
     assert reply.body["session_token"] != owner_token
     assert reply.body["user"]["role"] == "owner"
+    latest = (await store.audit.recent(1))[0]
+    assert (latest.action, latest.actor_email, latest.client_ip) == (
+        "local_login",
+        "owner@local",
+        "127.0.0.1",
+    )
 
 
 async def test_several_users_need_an_email(
