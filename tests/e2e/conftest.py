@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
@@ -25,12 +26,14 @@ class Daemon:
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.data_dir = data_dir
         self.env = env
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._partial = b""
         self.url = ""
         self.output: list[str] = []
 
     def start(self, *extra: str, wait: bool = True) -> Daemon:
         self.output = []
+        self._partial = b""
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -44,7 +47,6 @@ class Daemon:
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
             env=self.env,
         )
         if wait:
@@ -52,21 +54,26 @@ class Daemon:
         return self
 
     def wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
-        """Read output lines until one matches; fail with the output if the process ends."""
+        """Read output until a line matches; fail with the output if the process ends."""
         assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            sel.register(fd, selectors.EVENT_READ)
             while time.monotonic() < deadline:
-                if not sel.select(timeout=deadline - time.monotonic()):
+                while b"\n" in self._partial:
+                    raw, self._partial = self._partial.split(b"\n", 1)
+                    line = raw.decode(errors="replace") + "\n"
+                    self.output.append(line)
+                    match = pattern.search(line)
+                    if match:
+                        return match
+                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
                     continue
-                line = self.proc.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                self.output.append(line)
-                match = pattern.search(line)
-                if match:
-                    return match
+                self._partial += chunk
         raise AssertionError(f"oored did not print {pattern.pattern!r}:\n{self.text()}")
 
     def text(self) -> str:
@@ -75,16 +82,18 @@ class Daemon:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10.0)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the process (unless ``sig`` is None), wait for it, keep its output."""
         assert self.proc is not None
-        if self.proc.poll() is None:
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate()
-        self.output.append(out or "")
+        self.output.append((self._partial + (out or b"")).decode(errors="replace"))
+        self._partial = b""
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -113,17 +122,21 @@ def daemon_env() -> dict[str, str]:
     return env
 
 
+class DaemonFactory(Protocol):
+    def __call__(self, data_dir: Path | None = None) -> Daemon: ...
+
+
 @pytest.fixture
-def make_daemon(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[type[Daemon]]:
+def make_daemon(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[DaemonFactory]:
     """Daemons started by a test are stopped by it, and so is any embedded PostgreSQL left."""
     started: list[Daemon] = []
 
-    class Tracked(Daemon):
-        def __init__(self, data_dir: Path | None = None, env: dict[str, str] | None = None):
-            super().__init__(data_dir or tmp_path / "data", env or daemon_env)
-            started.append(self)
+    def make(data_dir: Path | None = None) -> Daemon:
+        daemon = Daemon(data_dir or tmp_path / "data", daemon_env)
+        started.append(daemon)
+        return daemon
 
-    yield Tracked
+    yield make
     for daemon in started:
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.kill()

@@ -1,0 +1,60 @@
+"""Supervised trio actors with bounded mailboxes (see ``base``, ``supervisor``)."""
+
+from oore.actors.base import (
+    Actor,
+    ActorCrashed,
+    ActorError,
+    ActorRef,
+    ActorStatistics,
+    ActorStopped,
+    MailboxFull,
+    Reply,
+)
+from oore.actors.groupcommit import GroupCommitStatistics, GroupCommitter, Submit
+from oore.actors.registry import AlreadyRegistered, HasStatistics, NotRegistered, Registry
+from oore.actors.supervisor import (
+    DEFAULT_GRACE,
+    ChildSpec,
+    ChildStatistics,
+    Restart,
+    StartFn,
+    Supervised,
+    Supervisor,
+    SupervisorError,
+    SupervisorEscalation,
+    SupervisorNotRunning,
+    SupervisorStatistics,
+    actor_spec,
+    supervisor_spec,
+)
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "Actor",
+    "ActorCrashed",
+    "ActorError",
+    "ActorRef",
+    "ActorStatistics",
+    "ActorStopped",
+    "AlreadyRegistered",
+    "ChildSpec",
+    "ChildStatistics",
+    "GroupCommitStatistics",
+    "GroupCommitter",
+    "HasStatistics",
+    "MailboxFull",
+    "NotRegistered",
+    "Registry",
+    "Reply",
+    "Restart",
+    "StartFn",
+    "Submit",
+    "Supervised",
+    "Supervisor",
+    "SupervisorError",
+    "SupervisorEscalation",
+    "SupervisorNotRunning",
+    "SupervisorStatistics",
+    "actor_spec",
+    "supervisor_spec",
+]
