@@ -18,7 +18,6 @@ from oore.control import serve_control
 from oore.datadir import PGDATA_DIR, SOCKET_FILE, DataDirBusy, DataDirLock
 from oore.errors import ApiError
 from oore.http.app import create_app
-from oore.http.context import AppServices
 from oore.runtime import Runtime, open_runtime
 from oore.services.clock import SystemClock
 from oore.store import Store, open_store
@@ -59,14 +58,7 @@ async def run_daemon(
         )
         await store.instance.ensure(clock.now())
         runtime: Runtime = await stack.enter_async_context(open_runtime(store, clock))
-        app = create_app(
-            AppServices(
-                store=store,
-                identity=runtime.identity,
-                actor_stats=runtime.actor_statistics,
-                cors_origins=settings.cors_origins,
-            )
-        )
+        app = create_app(runtime.app_services(store, settings.cors_origins))
         stop = trio.Event()
         async with trio.open_nursery() as background:
             background.start_soon(_wait_for_signal, stop)

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 import trio
 
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
+from oore.http.context import AppServices
+from oore.services.access import Access
 from oore.services.clock import WallClock
 from oore.services.identity import Identity
+from oore.services.projects import Projects
 from oore.store import AuditEntry, Store
 
 AUDIT_MAX_BATCH = 500
@@ -22,8 +25,21 @@ class Runtime:
     """What the daemon hands to its transports once the actors are running."""
 
     identity: Identity
+    access: Access
+    projects: Projects
     supervisor: Supervisor
     audit: GroupCommitter[AuditEntry]
+
+    def app_services(self, store: Store, cors_origins: tuple[str, ...]) -> AppServices:
+        """What the HTTP layer needs from this runtime."""
+        return AppServices(
+            store=store,
+            identity=self.identity,
+            access=self.access,
+            projects=self.projects,
+            actor_stats=self.actor_statistics,
+            cors_origins=cors_origins,
+        )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
         """Per-actor statistics for ``/metrics``, keyed by actor id."""
@@ -40,6 +56,13 @@ async def open_runtime(store: Store, clock: WallClock) -> AsyncIterator[Runtime]
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         try:
-            yield Runtime(Identity(store, clock, audit), root, audit)
+            access = Access(store)
+            yield Runtime(
+                identity=Identity(store, clock, audit),
+                access=access,
+                projects=Projects(store, clock, audit, access),
+                supervisor=root,
+                audit=audit,
+            )
         finally:
             root.stop()

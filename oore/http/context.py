@@ -11,7 +11,9 @@ from oore import __version__
 from oore.actors import ActorStatistics
 from oore.domain.client_ip import effective_client_ip
 from oore.domain.users import Session
+from oore.services.access import Access
 from oore.services.identity import Identity
+from oore.services.projects import Projects
 from oore.store import Store
 
 
@@ -21,6 +23,8 @@ class AppServices:
 
     store: Store
     identity: Identity
+    access: Access
+    projects: Projects
     actor_stats: Callable[[], Mapping[str, ActorStatistics]]
     cors_origins: tuple[str, ...]
     version: str = __version__

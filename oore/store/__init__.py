@@ -11,6 +11,7 @@ from oore.store.audit import AuditEntry, AuditStore
 from oore.store.database import Database, open_database
 from oore.store.instance import InstanceStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
+from oore.store.projects import ProjectStore
 from oore.store.users import UserStore
 
 __all__ = ["AuditEntry", "Store", "open_store"]
@@ -30,6 +31,7 @@ class Store:
         self.instance = InstanceStore(db)
         self.users = UserStore(db)
         self.audit = AuditStore(db)
+        self.projects = ProjectStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

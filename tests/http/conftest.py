@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
+from oore.domain.tokens import hash_token, new_token
+from oore.domain.users import USER_SESSION_TTL, Role, User, UserStatus
 from oore.http.app import create_app
-from oore.http.context import AppServices
 from oore.runtime import Runtime, open_runtime
 from oore.store import Store
 
@@ -102,12 +104,7 @@ async def runtime(store: Store, clock: FakeClock) -> AsyncIterator[Runtime]:
 @pytest.fixture
 def app(store: Store, runtime: Runtime) -> QuartTrio:
     return create_app(
-        AppServices(
-            store=store,
-            identity=runtime.identity,
-            actor_stats=runtime.actor_statistics,
-            cors_origins=("http://localhost:3000", "https://ci.example.com"),
-        )
+        runtime.app_services(store, ("http://localhost:3000", "https://ci.example.com"))
     )
 
 
@@ -122,3 +119,34 @@ async def owner_token(api: Api) -> str:
     assert reply.status == 200, reply.body
     token: str = reply.body["session_token"]
     return token
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A user with a live session token."""
+
+    user: User
+    token: str
+
+
+class UserFactory(Protocol):
+    async def __call__(self, role: Role, email: str | None = None) -> SignedIn: ...
+
+
+@pytest.fixture
+def make_user(store: Store, clock: FakeClock, owner_token: str) -> UserFactory:
+    """Active users of any role with a session each (setup is completed first)."""
+    counter = itertools.count(1)
+
+    async def make(role: Role, email: str | None = None) -> SignedIn:
+        address = email or f"{role.value}{next(counter)}@example.com"
+        user = await store.users.create(
+            email=address, role=role, status=UserStatus.ACTIVE, subject=None, now=clock.now()
+        )
+        token = new_token()
+        await store.users.create_session(
+            hash_token(token), user.id, clock.now(), clock.now() + USER_SESSION_TTL
+        )
+        return SignedIn(user, token)
+
+    return make

@@ -1,0 +1,75 @@
+"""Runners as the API shows them (contract §2.8, §5)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from oore.errors import InvalidInput
+
+PROTOCOL_VERSION = 4
+MAX_WAIT_SECONDS = 60
+MAX_LABELS = 32
+_LABEL = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+
+
+class RunnerStatus(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    BUSY = "busy"
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True)
+class Runner:
+    id: str
+    name: str
+    status: RunnerStatus
+    capabilities: Any
+    labels: tuple[str, ...]
+    max_concurrent: int
+    draining: bool
+    last_heartbeat_at: int | None
+    registered_by: str | None
+    created_at: int
+    updated_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "capabilities": self.capabilities,
+            "labels": list(self.labels),
+            "max_concurrent": self.max_concurrent,
+            "draining": self.draining,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+        if self.last_heartbeat_at is not None:
+            body["last_heartbeat_at"] = self.last_heartbeat_at
+        if self.registered_by is not None:
+            body["registered_by"] = self.registered_by
+        return body
+
+
+def check_runner_name(name: str) -> str:
+    """Trimmed, 1..255 bytes; 400 ``invalid_name`` otherwise."""
+    trimmed = name.strip()
+    if not trimmed or len(trimmed.encode("utf-8")) > 255:
+        raise InvalidInput("invalid_name", "Runner name must be 1..255 bytes")
+    return trimmed
+
+
+def check_labels(labels: list[str]) -> tuple[str, ...]:
+    """Up to 32 labels of ``[A-Za-z0-9_.:/-]{1,64}``, de-duplicated and sorted."""
+    if len(labels) > MAX_LABELS:
+        raise InvalidInput("invalid_labels", f"At most {MAX_LABELS} labels")
+    for label in labels:
+        if not _LABEL.match(label):
+            raise InvalidInput(
+                "invalid_labels", f"Label {label!r} must be 1..64 of A-Z a-z 0-9 _ . : / -"
+            )
+    return tuple(sorted(set(labels)))

@@ -1,0 +1,48 @@
+"""One place that decides whether a session may act on a project (contract §1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oore.domain.projects import Project
+from oore.domain.rbac import (
+    ProjectPermission,
+    ProjectRole,
+    effective_project_role,
+    is_instance_admin,
+    require_project,
+)
+from oore.domain.users import Session
+from oore.errors import NotFound
+from oore.store import Store
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    project: Project
+    role: ProjectRole
+
+
+class Access:
+    """Resolves the caller's role on a project and enforces one permission."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def role_on(self, session: Session, project_id: str) -> ProjectRole | None:
+        """The caller's effective project role, or None when they have no access."""
+        user = session.user
+        if is_instance_admin(user.role):
+            return effective_project_role(user.role, None)
+        membership = await self._store.projects.membership(project_id, user.id)
+        return effective_project_role(user.role, membership)
+
+    async def project(
+        self, session: Session, project_id: str, permission: ProjectPermission
+    ) -> ProjectAccess:
+        """The project and the caller's role on it: 404 if unknown or hidden, 403 if denied."""
+        project = await self._store.projects.get(project_id)
+        if project is None:
+            raise NotFound("not_found", "Project not found")
+        role = require_project(await self.role_on(session, project_id), permission)
+        return ProjectAccess(project, role)
