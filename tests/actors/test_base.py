@@ -18,31 +18,13 @@ from oore.actors import (
     MailboxFull,
     Reply,
 )
-
-
-class Boom(Exception):
-    """The failure test actors raise on purpose."""
-
-
-@dataclass(frozen=True)
-class Add:
-    n: int
-
-
-@dataclass(frozen=True)
-class Total:
-    reply: Reply[int]
+from tests.actors.kit import Add, Boom, Explode, Hold, Total
 
 
 @dataclass(frozen=True)
 class Lookup:
     reply: Reply[str]
     key: str
-
-
-@dataclass(frozen=True)
-class Explode:
-    reply: Reply[None]
 
 
 @dataclass(frozen=True)
@@ -53,11 +35,6 @@ class Park:
 @dataclass(frozen=True)
 class Release:
     value: str
-
-
-@dataclass(frozen=True)
-class Hold:
-    gate: trio.Event
 
 
 @dataclass(frozen=True)

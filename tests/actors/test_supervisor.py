@@ -19,7 +19,6 @@ from oore.actors import (
     ActorStatistics,
     ActorStopped,
     ChildSpec,
-    Reply,
     Restart,
     Supervisor,
     SupervisorEscalation,
@@ -27,34 +26,11 @@ from oore.actors import (
     actor_spec,
     supervisor_spec,
 )
-
-
-class Boom(Exception):
-    """The failure test children raise on purpose."""
-
-
-@dataclass(frozen=True)
-class Add:
-    n: int
-
-
-@dataclass(frozen=True)
-class Total:
-    reply: Reply[int]
-
-
-@dataclass(frozen=True)
-class Explode:
-    reply: Reply[None]
+from tests.actors.kit import Add, Boom, Explode, Hold, Total
 
 
 @dataclass(frozen=True)
 class ExplodeAfter:
-    gate: trio.Event
-
-
-@dataclass(frozen=True)
-class Hold:
     gate: trio.Event
 
 

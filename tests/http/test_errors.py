@@ -55,3 +55,13 @@ async def test_database_failure_is_500_store_error_and_not_ready(
     ready = await api.get("/readyz")
     assert ready.status == 503
     assert ready.body == {"ok": False, "database": False, "migrations": False}
+
+
+async def test_an_unexpected_failure_is_a_json_500_not_a_traceback(api: Api) -> None:
+    async def broken() -> str:
+        raise RuntimeError("bug")
+
+    api.app.add_url_rule("/v1/test-broken", "broken", broken)
+    reply = await api.get("/v1/test-broken")
+    assert (reply.status, reply.code) == (500, "internal_error")
+    assert "bug" not in reply.body["error"]
