@@ -85,6 +85,30 @@ class Settings(BaseSettings):
         10, ge=2, le=200, validation_alias=AliasChoices("database_pool_size", "OORED_DB_POOL_SIZE")
     )
 
+    runner_lease_seconds: float = Field(
+        120.0,
+        gt=0,
+        le=86400,
+        validation_alias=AliasChoices("runner_lease_seconds", "OORED_RUNNER_LEASE_SECONDS"),
+    )
+    assign_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        validation_alias=AliasChoices("assign_timeout_seconds", "OORED_ASSIGN_TIMEOUT_SECONDS"),
+    )
+    build_timeout_seconds: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86400,
+        validation_alias=AliasChoices("build_timeout_seconds", "OORED_BUILD_TIMEOUT_SECONDS"),
+    )
+    log_lines_per_build: int = Field(
+        1_000_000,
+        ge=1,
+        validation_alias=AliasChoices("log_lines_per_build", "OORED_LOG_LINES_PER_BUILD"),
+    )
+
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
@@ -133,6 +157,10 @@ _SOURCES = {
     "cors_origin_env": "OORE_CORS_ORIGIN",
     "shutdown_grace_seconds": "OORED_SHUTDOWN_GRACE",
     "database_pool_size": "OORED_DB_POOL_SIZE",
+    "runner_lease_seconds": "OORED_RUNNER_LEASE_SECONDS",
+    "assign_timeout_seconds": "OORED_ASSIGN_TIMEOUT_SECONDS",
+    "build_timeout_seconds": "OORED_BUILD_TIMEOUT_SECONDS",
+    "log_lines_per_build": "OORED_LOG_LINES_PER_BUILD",
 }
 
 

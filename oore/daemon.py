@@ -20,6 +20,7 @@ from oore.errors import ApiError
 from oore.http.app import create_app
 from oore.runtime import Runtime, open_runtime
 from oore.services.clock import SystemClock
+from oore.services.scheduling import SchedulingConfig
 from oore.store import Store, open_store
 from oore.store.embedded import embedded_postgres
 
@@ -34,6 +35,15 @@ async def open_database_url(settings: Settings) -> AsyncIterator[str]:
         return
     async with embedded_postgres(settings.data_dir / PGDATA_DIR) as url:
         yield url
+
+
+def scheduling_config(settings: Settings) -> SchedulingConfig:
+    return SchedulingConfig(
+        runner_lease=settings.runner_lease_seconds,
+        assign_timeout=settings.assign_timeout_seconds,
+        build_timeout=settings.build_timeout_seconds,
+        log_lines_per_build=settings.log_lines_per_build,
+    )
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -57,7 +67,9 @@ async def run_daemon(
             open_store(url, pool_size=settings.database_pool_size)
         )
         await store.instance.ensure(clock.now())
-        runtime: Runtime = await stack.enter_async_context(open_runtime(store, clock))
+        runtime: Runtime = await stack.enter_async_context(
+            open_runtime(store, clock, scheduling_config(settings))
+        )
         app = create_app(runtime.app_services(store, settings.cors_origins))
         stop = trio.Event()
         async with trio.open_nursery() as background:

@@ -11,9 +11,12 @@ import trio
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.http.context import AppServices
 from oore.services.access import Access
+from oore.services.builds import Builds
 from oore.services.clock import WallClock
 from oore.services.identity import Identity
 from oore.services.projects import Projects
+from oore.services.runners import Runners
+from oore.services.scheduling import Scheduling, SchedulingConfig, start_scheduling
 from oore.store import AuditEntry, Store
 
 AUDIT_MAX_BATCH = 500
@@ -27,6 +30,9 @@ class Runtime:
     identity: Identity
     access: Access
     projects: Projects
+    builds: Builds
+    runners: Runners
+    scheduling: Scheduling
     supervisor: Supervisor
     audit: GroupCommitter[AuditEntry]
 
@@ -37,6 +43,8 @@ class Runtime:
             identity=self.identity,
             access=self.access,
             projects=self.projects,
+            builds=self.builds,
+            runners=self.runners,
             actor_stats=self.actor_statistics,
             cors_origins=cors_origins,
         )
@@ -47,7 +55,9 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_runtime(store: Store, clock: WallClock) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    store: Store, clock: WallClock, config: SchedulingConfig | None = None
+) -> AsyncIterator[Runtime]:
     """Start the supervision tree; on exit stop it in reverse order within its grace."""
     audit: GroupCommitter[AuditEntry] = GroupCommitter(
         "audit", store.audit.append, max_batch=AUDIT_MAX_BATCH, capacity=AUDIT_MAILBOX
@@ -56,11 +66,16 @@ async def open_runtime(store: Store, clock: WallClock) -> AsyncIterator[Runtime]
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         try:
+            scheduling = await start_scheduling(store, clock, config or SchedulingConfig(), root)
             access = Access(store)
+            identity = Identity(store, clock, audit)
             yield Runtime(
-                identity=Identity(store, clock, audit),
+                identity=identity,
                 access=access,
                 projects=Projects(store, clock, audit, access),
+                builds=Builds(scheduling, access),
+                runners=Runners(scheduling, identity, audit),
+                scheduling=scheduling,
                 supervisor=root,
                 audit=audit,
             )

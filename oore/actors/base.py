@@ -108,13 +108,14 @@ class Reply(Generic[R]):
     cancelled), so an asker never hangs on a dead actor; its own deadline bounds the rest.
     """
 
-    __slots__ = ("_abandoned", "_error", "_event", "_holder", "_value")
+    __slots__ = ("_abandoned", "_delivered", "_error", "_event", "_holder", "_value")
 
     def __init__(self) -> None:
         self._event = trio.Event()
         self._value: R | None = None
         self._error: Exception | None = None
         self._abandoned = False
+        self._delivered = False
         self._holder: set[Reply[Any]] | None = None
 
     @property
@@ -155,6 +156,24 @@ class Reply(Generic[R]):
             self._holder.discard(self)
             self._holder = None
 
+    async def wait(self) -> R:
+        """Wait for the answer of a request the caller enqueued itself (see ``_put``).
+
+        Raises what the actor passed to :meth:`fail`. On cancellation the reply is marked
+        abandoned, unless the answer had already arrived: see :meth:`undelivered`.
+        """
+        return await self._wait()
+
+    def undelivered(self) -> R | None:
+        """A value that was sent but never reached the asker (it was cancelled meanwhile).
+
+        A caller that hands out resources through replies checks this after a cancellation
+        and gives the value back; None if nothing is owed.
+        """
+        if self._event.is_set() and not self._delivered and self._error is None:
+            return self._value
+        return None
+
     async def _wait(self) -> R:
         """Wait for the answer; on cancellation, mark the reply abandoned."""
         try:
@@ -165,6 +184,7 @@ class Reply(Generic[R]):
                 if self._holder is not None:  # nobody to fail it for any more
                     self._holder.discard(self)
                     self._holder = None
+        self._delivered = True
         if self._error is not None:
             raise self._error
         return cast("R", self._value)

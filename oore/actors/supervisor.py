@@ -162,7 +162,7 @@ def actor_spec(
     id: str | None = None,
     restart: Restart = Restart.PERMANENT,
     grace: float = DEFAULT_GRACE,
-    on_exit: Callable[[], None] | None = None,
+    on_exit: Callable[[], object] | None = None,
 ) -> ChildSpec[RefT]:
     """A spec that runs ``factory(ref)`` for each incarnation of the actor behind ``ref``.
 

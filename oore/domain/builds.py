@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -233,3 +234,28 @@ def redact_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
         {**entry, "value": REDACTED} if isinstance(entry, dict) else entry for entry in ui["env"]
     ]
     return {**snapshot, "ui_execution_config": {**ui, "env": env}}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A compare-and-set status change with the columns that go with it."""
+
+    build_id: str
+    expected: BuildStatus
+    target: BuildStatus
+    actor: str | None
+    reason: str | None
+    now: int
+    exit_code: int | None = None
+    steps: Sequence[StepResult] | None = None
+    requeue: bool = False
+    runner_id: str | None = None
+
+
+@dataclass(frozen=True)
+class QueuedBuild:
+    """What the dispatcher needs of a queued build."""
+
+    id: str
+    required_labels: frozenset[str]
+    queued_at: int

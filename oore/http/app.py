@@ -9,7 +9,7 @@ from oore.http.context import AppServices
 from oore.http.cors import install_cors
 from oore.http.errors import install_error_handlers
 from oore.http.metrics import Metrics
-from oore.http.routes import auth, health, pipelines, projects, setup
+from oore.http.routes import auth, builds, health, pipelines, projects, runners, setup
 
 MAX_JSON_BODY = 2 * 1024 * 1024
 
@@ -38,4 +38,6 @@ def create_app(app_services: AppServices) -> QuartTrio:
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(projects.blueprint)
     app.register_blueprint(pipelines.blueprint)
+    app.register_blueprint(builds.blueprint)
+    app.register_blueprint(runners.blueprint)
     return app

@@ -10,10 +10,13 @@ from quart import current_app, request
 from oore import __version__
 from oore.actors import ActorStatistics
 from oore.domain.client_ip import effective_client_ip
+from oore.domain.runners import Runner
 from oore.domain.users import Session
 from oore.services.access import Access
+from oore.services.builds import Builds
 from oore.services.identity import Identity
 from oore.services.projects import Projects
+from oore.services.runners import Runners
 from oore.store import Store
 
 
@@ -25,6 +28,8 @@ class AppServices:
     identity: Identity
     access: Access
     projects: Projects
+    builds: Builds
+    runners: Runners
     actor_stats: Callable[[], Mapping[str, ActorStatistics]]
     cors_origins: tuple[str, ...]
     version: str = __version__
@@ -45,3 +50,8 @@ def client_ip() -> str | None:
 async def require_session() -> Session:
     """The caller's user session; 401 ``missing_auth`` / ``invalid_session`` otherwise."""
     return await services().identity.authenticate(request.headers.get("Authorization"))
+
+
+async def require_runner(runner_id: str) -> Runner:
+    """The runner owning the presented token; 401 without one, 403 for another runner's path."""
+    return await services().runners.authenticate(request.headers.get("Authorization"), runner_id)

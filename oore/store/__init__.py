@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 from oore.errors import ApiError
 from oore.store.audit import AuditEntry, AuditStore
+from oore.store.builds import BuildStore
 from oore.store.database import Database, open_database
 from oore.store.instance import InstanceStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
 from oore.store.projects import ProjectStore
+from oore.store.runners import RunnerStore
 from oore.store.users import UserStore
 
 __all__ = ["AuditEntry", "Store", "open_store"]
@@ -32,6 +34,8 @@ class Store:
         self.users = UserStore(db)
         self.audit = AuditStore(db)
         self.projects = ProjectStore(db)
+        self.builds = BuildStore(db)
+        self.runners = RunnerStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

@@ -1,0 +1,153 @@
+"""Builds API and build logs (contract §2.7, §6.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from quart import Blueprint, Response, jsonify
+from quart_schema import document_response, security_scheme
+
+from oore.http.body import Body, json_body
+from oore.http.context import require_session, services
+from oore.http.query import query_choice, query_int, query_str
+from oore.services.builds import BuildQuery, TriggerRequest
+
+blueprint = Blueprint("builds", __name__)
+
+BUILD_SORTS = ("created_at", "status", "project_name", "pipeline_name", "branch")
+
+
+class TriggerIn(Body):
+    pipeline_id: str
+    platforms: list[str] | None = None
+    branch: str | None = None
+    commit_sha: str | None = None
+    trigger_ref: str | None = None
+    changelog: str | None = None
+
+
+class BuildOut(BaseModel):
+    build: dict[str, Any]
+
+
+class BuildDetailOut(BaseModel):
+    build: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+class BuildListOut(BaseModel):
+    builds: list[dict[str, Any]]
+    total: int
+
+
+class LogsOut(BaseModel):
+    logs: list[dict[str, Any]]
+    total: int
+
+
+@blueprint.post("/v1/projects/<project_id>/builds")
+@security_scheme([{"bearer": []}])
+@json_body(TriggerIn)
+@document_response(BuildOut, 201)
+async def trigger(project_id: str, body: TriggerIn) -> tuple[Response, int]:
+    """Queue a manual build of one of the project's pipelines."""
+    session = await require_session()
+    build = await services().builds.trigger(
+        session,
+        project_id,
+        TriggerRequest(
+            pipeline_id=body.pipeline_id,
+            platforms=body.platforms,
+            branch=body.branch,
+            commit_sha=body.commit_sha,
+            trigger_ref=body.trigger_ref,
+            changelog=body.changelog,
+        ),
+    )
+    return jsonify({"build": build.to_json()}), 201
+
+
+@blueprint.get("/v1/builds")
+@security_scheme([{"bearer": []}])
+@document_response(BuildListOut)
+async def list_builds() -> Response:
+    """Builds of the projects the caller may see, newest first unless sorted otherwise."""
+    session = await require_session()
+    limit = query_int("limit")
+    query = BuildQuery(
+        project_id=query_str("project_id"),
+        pipeline_id=query_str("pipeline_id"),
+        status=query_str("status"),
+        branch=query_str("branch"),
+        sort=query_choice("sort", BUILD_SORTS) or "created_at",
+        descending=(query_choice("direction", ("asc", "desc")) or "desc") == "desc",
+        limit=50 if limit is None else limit,
+        offset=query_int("offset") or 0,
+    )
+    builds, total = await services().builds.page(session, query)
+    return jsonify(
+        {"builds": [b.to_json(redact=True, with_context=True) for b in builds], "total": total}
+    )
+
+
+@blueprint.get("/v1/builds/<build_id>")
+@security_scheme([{"bearer": []}])
+@document_response(BuildDetailOut)
+async def get_build(build_id: str) -> Response:
+    """One build with its events, oldest first."""
+    session = await require_session()
+    build, events = await services().builds.detail(session, build_id)
+    return jsonify(
+        {
+            "build": build.to_json(redact=True, with_context=True),
+            "events": [event.to_json() for event in events],
+        }
+    )
+
+
+@blueprint.post("/v1/builds/<build_id>/cancel")
+@security_scheme([{"bearer": []}])
+@document_response(BuildOut)
+async def cancel(build_id: str) -> Response:
+    """Cancel a build that has not finished; its runner hears of it at once."""
+    session = await require_session()
+    build = await services().builds.cancel(session, build_id)
+    return jsonify({"build": build.to_json()})
+
+
+@blueprint.post("/v1/builds/<build_id>/rerun")
+@security_scheme([{"bearer": []}])
+@document_response(BuildOut, 201)
+async def rerun(build_id: str) -> tuple[Response, int]:
+    """Queue a new build with a finished build's config snapshot."""
+    session = await require_session()
+    build = await services().builds.rerun(session, build_id)
+    return jsonify({"build": build.to_json()}), 201
+
+
+@blueprint.get("/v1/builds/<build_id>/logs")
+@security_scheme([{"bearer": []}])
+@document_response(LogsOut)
+async def logs(build_id: str) -> Response:
+    """Stored log lines after ``after_sequence`` (default all), at most ``limit`` (≤ 5000)."""
+    session = await require_session()
+    after = query_int("after_sequence")
+    limit = query_int("limit")
+    if limit is None:
+        limit = 1000
+    lines, total = await services().builds.logs(
+        session,
+        build_id,
+        after=-1 if after is None else after,
+        limit=None if limit < 0 else min(limit, 5000),
+    )
+    return jsonify(
+        {
+            "logs": [
+                {"sequence": line.sequence, "content": line.content, "stream": line.stream}
+                for line in lines
+            ],
+            "total": total,
+        }
+    )

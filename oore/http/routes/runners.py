@@ -1,0 +1,347 @@
+"""Runners API, runner enrollment tokens, and the runner protocol (contract §2.8, §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+from quart import Blueprint, Response, jsonify, request
+from quart_schema import document_response, security_scheme
+
+from oore.domain.builds import StepResult
+from oore.errors import InvalidInput
+from oore.http.body import Body, json_body
+from oore.http.context import require_runner, require_session, services
+from oore.http.query import query_int, query_str
+from oore.store.builds import LogLine
+
+blueprint = Blueprint("runners", __name__)
+
+RUNNER_SORTS = ("name", "status", "last_heartbeat_at")
+
+
+class RegisterIn(Body):
+    name: str
+    capabilities: Any = None
+    labels: list[str] = Field(default_factory=list)
+    max_concurrent: int = 1
+
+
+class RegisterOut(BaseModel):
+    runner: dict[str, Any]
+    token: str
+
+
+class RunnerOut(BaseModel):
+    runner: dict[str, Any]
+
+
+class RunnerListOut(BaseModel):
+    runners: list[dict[str, Any]]
+    total: int
+    online_total: int
+
+
+class RunnerPatchIn(Body):
+    name: str | None = None
+    labels: list[str] | None = None
+    max_concurrent: int | None = None
+    draining: bool | None = None
+
+
+class EnrollmentIn(Body):
+    label: str
+    labels: list[str] = Field(default_factory=list)
+    max_uses: int | None = None
+    ttl_seconds: int | None = None
+
+
+class EnrollmentOut(BaseModel):
+    enrollment_token: dict[str, Any]
+    token: str
+
+
+class EnrollmentListOut(BaseModel):
+    tokens: list[dict[str, Any]]
+    total: int
+
+
+class HeartbeatIn(Body):
+    status: str
+    capabilities: Any = None
+
+
+class ClaimIn(Body):
+    protocol_version: int
+    wait_seconds: float = 0
+
+
+class ClaimOut(BaseModel):
+    job: dict[str, Any] | None = None
+
+
+class JobStateOut(BaseModel):
+    status: str
+
+
+class StepIn(Body):
+    name: str
+    status: str
+    exit_code: int | None = None
+    started_at: int
+    finished_at: int
+    duration_ms: int
+
+
+class JobStatusIn(Body):
+    status: str
+    exit_code: int | None = None
+    error_message: str | None = None
+    steps: list[StepIn] | None = None
+
+
+class JobStatusOut(BaseModel):
+    build: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+class ChunkIn(Body):
+    sequence: int
+    content: str
+    stream: str
+
+
+class LogsIn(Body):
+    chunks: list[ChunkIn]
+
+
+class AppendedOut(BaseModel):
+    appended: int
+
+
+def _empty(status: int) -> Response:
+    return Response(b"", status=status)
+
+
+# -- user side -------------------------------------------------------------------------
+
+
+@blueprint.post("/v1/runners/register")
+@security_scheme([{"bearer": []}])
+@json_body(RegisterIn)
+@document_response(RegisterOut)
+async def register(body: RegisterIn) -> Response:
+    """Register a runner with an owner/admin session or an enrollment token; token shown once."""
+    registration = await services().runners.register(
+        request.headers.get("Authorization"),
+        name=body.name,
+        capabilities=body.capabilities,
+        labels=body.labels,
+        max_concurrent=body.max_concurrent,
+    )
+    return jsonify({"runner": registration.runner.to_json(), "token": registration.token})
+
+
+@blueprint.get("/v1/runners")
+@security_scheme([{"bearer": []}])
+@document_response(RunnerListOut)
+async def list_runners() -> Response:
+    """Runners, with how many are online or busy."""
+    session = await require_session()
+    limit = query_int("limit")
+    page = await services().runners.page(
+        session,
+        q=query_str("q"),
+        sort=sort if (sort := query_str("sort")) in RUNNER_SORTS and sort else "created_at",
+        descending=query_str("direction") != "asc",
+        limit=20 if limit is None else max(1, min(limit, 100)),
+        offset=max(0, query_int("offset") or 0),
+    )
+    return jsonify(
+        {
+            "runners": [runner.to_json() for runner in page.runners],
+            "total": page.total,
+            "online_total": page.online_total,
+        }
+    )
+
+
+@blueprint.get("/v1/runners/<runner_id>")
+@security_scheme([{"bearer": []}])
+@document_response(RunnerOut)
+async def get_runner(runner_id: str) -> Response:
+    """One runner."""
+    session = await require_session()
+    runner = await services().runners.get(session, runner_id)
+    return jsonify({"runner": runner.to_json()})
+
+
+@blueprint.patch("/v1/runners/<runner_id>")
+@security_scheme([{"bearer": []}])
+@json_body(RunnerPatchIn)
+@document_response(RunnerOut)
+async def patch_runner(runner_id: str, body: RunnerPatchIn) -> Response:
+    """Rename a runner, change its labels or capacity, or drain it."""
+    session = await require_session()
+    if body.model_dump(exclude_none=True) == {}:
+        raise InvalidInput("invalid_input", "Nothing to change: give name, labels, ...")
+    runner = await services().runners.update(
+        session,
+        runner_id,
+        name=body.name,
+        labels=body.labels,
+        max_concurrent=body.max_concurrent,
+        draining=body.draining,
+    )
+    return jsonify({"runner": runner.to_json()})
+
+
+@blueprint.post("/v1/runners/<runner_id>/drain")
+@security_scheme([{"bearer": []}])
+@document_response(RunnerOut)
+async def drain(runner_id: str) -> Response:
+    """Stop giving the runner new builds; it finishes the ones it has."""
+    session = await require_session()
+    runner = await services().runners.update(
+        session, runner_id, name=None, labels=None, max_concurrent=None, draining=True
+    )
+    return jsonify({"runner": runner.to_json()})
+
+
+@blueprint.post("/v1/runners/<runner_id>/undrain")
+@security_scheme([{"bearer": []}])
+@document_response(RunnerOut)
+async def undrain(runner_id: str) -> Response:
+    """Give the runner new builds again."""
+    session = await require_session()
+    runner = await services().runners.update(
+        session, runner_id, name=None, labels=None, max_concurrent=None, draining=False
+    )
+    return jsonify({"runner": runner.to_json()})
+
+
+@blueprint.delete("/v1/runners/<runner_id>")
+@security_scheme([{"bearer": []}])
+async def delete_runner(runner_id: str) -> Response:
+    """Delete a runner that never ran a build (204)."""
+    session = await require_session()
+    await services().runners.delete(session, runner_id)
+    return _empty(204)
+
+
+@blueprint.post("/v1/runner-enrollment-tokens")
+@security_scheme([{"bearer": []}])
+@json_body(EnrollmentIn)
+@document_response(EnrollmentOut, 201)
+async def create_enrollment_token(body: EnrollmentIn) -> tuple[Response, int]:
+    """A token runners can register with (optional TTL, use limit and labels); shown once."""
+    session = await require_session()
+    created, token = await services().runners.create_enrollment_token(
+        session,
+        label=body.label,
+        labels=body.labels,
+        max_uses=body.max_uses,
+        ttl_seconds=body.ttl_seconds,
+    )
+    return jsonify({"enrollment_token": created.to_json(), "token": token}), 201
+
+
+@blueprint.get("/v1/runner-enrollment-tokens")
+@security_scheme([{"bearer": []}])
+@document_response(EnrollmentListOut)
+async def list_enrollment_tokens() -> Response:
+    """Every enrollment token (never the token itself)."""
+    session = await require_session()
+    tokens = await services().runners.enrollment_tokens(session)
+    return jsonify({"tokens": [token.to_json() for token in tokens], "total": len(tokens)})
+
+
+@blueprint.delete("/v1/runner-enrollment-tokens/<token_id>")
+@security_scheme([{"bearer": []}])
+@document_response(EnrollmentListOut)
+async def revoke_enrollment_token(token_id: str) -> Response:
+    """Revoke an enrollment token; runners registered with it keep working."""
+    session = await require_session()
+    revoked = await services().runners.revoke_enrollment_token(session, token_id)
+    return jsonify({"revoked": True, "enrollment_token": revoked.to_json()})
+
+
+# -- runner side -------------------------------------------------------------------------
+
+
+@blueprint.post("/v1/runners/<runner_id>/heartbeat")
+@security_scheme([{"bearer": []}])
+@json_body(HeartbeatIn)
+async def heartbeat(runner_id: str, body: HeartbeatIn) -> Response:
+    """Report the runner's status; renews the leases of its builds (204)."""
+    runner = await require_runner(runner_id)
+    await services().runners.heartbeat(runner, body.status, body.capabilities)
+    return _empty(204)
+
+
+@blueprint.post("/v1/runners/<runner_id>/claim")
+@security_scheme([{"bearer": []}])
+@json_body(ClaimIn)
+@document_response(ClaimOut)
+async def claim(runner_id: str, body: ClaimIn) -> Response:
+    """The oldest eligible build, or ``{}``; ``wait_seconds`` (≤ 60) long-polls for one."""
+    runner = await require_runner(runner_id)
+    job = await services().runners.claim(runner, body.protocol_version, body.wait_seconds)
+    return jsonify({} if job is None else {"job": job.to_json()})
+
+
+@blueprint.get("/v1/runners/<runner_id>/jobs/<build_id>")
+@security_scheme([{"bearer": []}])
+@document_response(JobStateOut)
+async def job_state(runner_id: str, build_id: str) -> Response:
+    """The build's status; ``wait_seconds`` (≤ 60) answers as soon as it changes."""
+    runner = await require_runner(runner_id)
+    wait = query_int("wait_seconds") or 0
+    status = await services().builds.job_state(runner, build_id, wait)
+    return jsonify({"status": status.value})
+
+
+@blueprint.post("/v1/runners/<runner_id>/jobs/<build_id>/status")
+@security_scheme([{"bearer": []}])
+@json_body(JobStatusIn)
+@document_response(JobStatusOut)
+async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Response:
+    """Report running, succeeded or failed, with the exit code and per-step results."""
+    runner = await require_runner(runner_id)
+    steps = None
+    if body.steps is not None:
+        steps = [
+            StepResult(
+                name=s.name,
+                status=s.status,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+                duration_ms=s.duration_ms,
+                exit_code=s.exit_code,
+            )
+            for s in body.steps
+        ]
+    build, events = await services().builds.report(
+        runner,
+        build_id,
+        status=body.status,
+        exit_code=body.exit_code,
+        error_message=body.error_message,
+        steps=steps,
+    )
+    return jsonify({"build": build.to_json(), "events": [e.to_json() for e in events]})
+
+
+@blueprint.post("/v1/runners/<runner_id>/jobs/<build_id>/logs")
+@security_scheme([{"bearer": []}])
+@json_body(LogsIn)
+@document_response(AppendedOut)
+async def job_logs(runner_id: str, build_id: str, body: LogsIn) -> Response:
+    """Append log lines; sequences the build already has are ignored."""
+    runner = await require_runner(runner_id)
+    appended = await services().builds.append_logs(
+        runner,
+        build_id,
+        [LogLine(c.sequence, c.content, c.stream) for c in body.chunks],
+    )
+    return jsonify({"appended": appended})

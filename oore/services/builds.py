@@ -1,0 +1,442 @@
+"""Builds: trigger, list, inspect, cancel, rerun; runner reports and log lines (§2.7, §4, §5.6)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from oore.actors import ActorError
+from oore.domain.builds import (
+    CHANGELOG_MAX_BYTES,
+    RUNNER_REPORTABLE,
+    Build,
+    BuildEvent,
+    BuildStatus,
+    QueuedBuild,
+    StepResult,
+    Transition,
+    TriggerType,
+    check_transition,
+    concurrent_modification,
+)
+from oore.domain.projects import Pipeline, Project, RepositoryProvider
+from oore.domain.rbac import ProjectPermission, is_instance_admin, project_allows
+from oore.domain.runners import MAX_WAIT_SECONDS, Runner
+from oore.domain.users import Session
+from oore.errors import Conflict, Forbidden, InvalidInput, NotFound
+from oore.services.access import Access
+from oore.services.git import resolve_commit
+from oore.services.scheduling import Scheduling
+from oore.store.builds import BuildFilter, LogLine, NewBuild
+from oore.store.projects import as_uuid
+
+MAX_LINE_BYTES = 4096
+CANCEL_ATTEMPTS = 5
+STATUS_FILTER_MAX = 9
+
+
+@dataclass(frozen=True)
+class TriggerRequest:
+    pipeline_id: str
+    platforms: list[str] | None = None
+    branch: str | None = None
+    commit_sha: str | None = None
+    trigger_ref: str | None = None
+    changelog: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildQuery:
+    project_id: str | None = None
+    pipeline_id: str | None = None
+    status: str | None = None
+    branch: str | None = None
+    sort: str = "created_at"
+    descending: bool = True
+    limit: int = 50
+    offset: int = 0
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def truncate_utf8(text: str, limit: int = MAX_LINE_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+def build_snapshot(
+    project: Project,
+    pipeline: Pipeline,
+    *,
+    commit_sha: str | None,
+    branch: str | None,
+    selected_platforms: list[str] | None,
+    trigger_type: TriggerType,
+    now: int,
+) -> dict[str, Any]:
+    """The immutable per-build copy of the pipeline's config (contract §4.6)."""
+    repository = project.repository
+    assert repository is not None
+    snapshot: dict[str, Any] = {
+        "snapshot_version": 2,
+        "config_resolution_policy": "file_first_ui_fallback",
+        "config_path": pipeline.config_path,
+        "config_path_explicit": pipeline.config_path_explicit,
+        "ui_execution_config": pipeline.execution_config,
+        "artifact_patterns": pipeline.execution_config.get("artifact_patterns", []),
+        "trigger_type": trigger_type.value,
+        "commit_sha": commit_sha,
+        "branch": branch,
+        "repo_url": repository.clone_url,
+        "repository_id": repository.id,
+        "captured_at": now,
+    }
+    if selected_platforms is not None:
+        snapshot["selected_platforms"] = selected_platforms
+    if pipeline.runner_labels:
+        snapshot["runner_labels"] = list(pipeline.runner_labels)
+    return snapshot
+
+
+class Builds:
+    """Use cases of the Builds API and of the runner job endpoints."""
+
+    def __init__(self, scheduling: Scheduling, access: Access) -> None:
+        self._scheduling = scheduling
+        self._store = scheduling.store
+        self._clock = scheduling.clock
+        self._access = access
+
+    # -- user side -----------------------------------------------------------------------
+
+    async def trigger(self, session: Session, project_id: str, req: TriggerRequest) -> Build:
+        """Queue a manual build (contract §2.7, checks in the documented order)."""
+        changelog = _blank_to_none(req.changelog)
+        if changelog is not None and len(changelog.encode()) > CHANGELOG_MAX_BYTES:
+            raise InvalidInput("invalid_input", "changelog is longer than 4000 bytes")
+        access = await self._access.project(session, project_id, ProjectPermission.TRIGGER_BUILD)
+        project = access.project
+        if project.repository is None:
+            raise Conflict("source_not_configured", "The project has no source repository")
+        commit_sha = _blank_to_none(req.commit_sha)
+        branch = _blank_to_none(req.branch)
+        if branch is None and commit_sha is None:
+            branch = project.default_branch or project.repository.default_branch
+        if branch is None and commit_sha is None:
+            raise InvalidInput("invalid_input", "Give a branch or a commit_sha")
+        trigger_ref = _blank_to_none(req.trigger_ref) or branch
+        pipeline = await self._store.pipelines.get(req.pipeline_id)
+        if pipeline is None or pipeline.project_id != project.id:
+            raise NotFound("not_found", "Pipeline not found")
+        selected = self._selected_platforms(pipeline, req.platforms)
+        if commit_sha is None:
+            assert branch is not None
+            commit_sha = await self._resolve(project, branch)
+        build = await self._insert(
+            project,
+            pipeline,
+            actor=session.user.email,
+            commit_sha=commit_sha,
+            branch=branch,
+            trigger_ref=trigger_ref,
+            changelog=changelog,
+            selected=selected,
+        )
+        if pipeline.cancel_previous:
+            await self._supersede(build)
+        return build
+
+    @staticmethod
+    def _selected_platforms(pipeline: Pipeline, wanted: list[str] | None) -> list[str] | None:
+        if wanted is None:
+            return None
+        available = pipeline.platforms
+        if not wanted or len(set(wanted)) != len(wanted) or not set(wanted) <= set(available):
+            raise InvalidInput(
+                "invalid_input",
+                "platforms must be non-empty, unique, and among the pipeline's platforms",
+            )
+        return [platform for platform in available if platform in wanted]
+
+    async def _resolve(self, project: Project, branch: str) -> str:
+        repository = project.repository
+        assert repository is not None
+        if repository.provider is RepositoryProvider.LOCAL_GIT and repository.local_path:
+            return await resolve_commit(repository.local_path, f"refs/heads/{branch}")
+        raise Conflict(
+            "source_unresolvable", "The branch head of this source cannot be resolved here"
+        )
+
+    async def _insert(
+        self,
+        project: Project,
+        pipeline: Pipeline,
+        *,
+        actor: str,
+        commit_sha: str | None,
+        branch: str | None,
+        trigger_ref: str | None,
+        changelog: str | None,
+        selected: list[str] | None,
+        snapshot: dict[str, Any] | None = None,
+        source: Build | None = None,
+    ) -> Build:
+        now = self._clock.now()
+        if snapshot is None:
+            snapshot = build_snapshot(
+                project,
+                pipeline,
+                commit_sha=commit_sha,
+                branch=branch,
+                selected_platforms=selected,
+                trigger_type=TriggerType.MANUAL,
+                now=now,
+            )
+        labels = snapshot.get("runner_labels") or []
+        build = await self._store.builds.create(
+            NewBuild(
+                project_id=project.id,
+                pipeline_id=pipeline.id,
+                trigger_type=TriggerType.MANUAL,
+                trigger_actor=actor,
+                trigger_event="rerun" if source else None,
+                trigger_ref=trigger_ref,
+                commit_sha=commit_sha,
+                branch=branch,
+                changelog=changelog,
+                source_build_id=source.id if source else None,
+                config_snapshot=snapshot,
+                required_labels=tuple(sorted(labels)),
+                reason=f"re-run of build #{source.build_number}" if source else "build created",
+                now=now,
+            )
+        )
+        if build is None:
+            raise NotFound("not_found", "Project not found")
+        await self._scheduling.dispatcher.enqueue(
+            [QueuedBuild(build.id, frozenset(build.required_labels), build.queued_at)]
+        )
+        return build
+
+    async def _supersede(self, build: Build) -> None:
+        """``cancel_previous``: older unfinished builds of the pipeline and branch end."""
+        for older in await self._store.builds.older_active(
+            build.pipeline_id, build.branch, build.id
+        ):
+            try:
+                await self._cancel(older, actor="system", reason="superseded by new build")
+            except Conflict:
+                continue  # it finished meanwhile
+
+    async def rerun(self, session: Session, build_id: str) -> Build:
+        """A new build with the original's snapshot (contract §4.4)."""
+        source = await self._store.builds.get(build_id)
+        if source is None:
+            raise NotFound("not_found", "Build not found")
+        if not source.status.terminal:
+            raise Conflict("build_not_terminal", "Only a finished build can be re-run")
+        access = await self._access.project(
+            session, source.project_id, ProjectPermission.TRIGGER_BUILD
+        )
+        project = access.project
+        if project.repository is None or project.repository.id != source.config_snapshot.get(
+            "repository_id"
+        ):
+            raise Conflict("source_changed", "The project's source changed since this build")
+        pipeline = await self._store.pipelines.get(source.pipeline_id)
+        if pipeline is None:
+            raise NotFound("not_found", "Pipeline not found")
+        return await self._insert(
+            project,
+            pipeline,
+            actor=session.user.email,
+            commit_sha=source.commit_sha,
+            branch=source.branch,
+            trigger_ref=source.trigger_ref,
+            changelog=source.changelog,
+            selected=None,
+            snapshot=dict(source.config_snapshot),
+            source=source,
+        )
+
+    async def visible(self, session: Session, build_id: str) -> Build:
+        """The build if the caller may read its project; 404 otherwise."""
+        build = await self._store.builds.get(build_id)
+        if build is None:
+            raise NotFound("not_found", "Build not found")
+        role = await self._access.role_on(session, build.project_id)
+        if not project_allows(role, ProjectPermission.READ):
+            raise NotFound("not_found", "Build not found")
+        return build
+
+    async def detail(self, session: Session, build_id: str) -> tuple[Build, list[BuildEvent]]:
+        build = await self.visible(session, build_id)
+        return build, await self._store.builds.events(build.id)
+
+    async def page(self, session: Session, query: BuildQuery) -> tuple[list[Build], int]:
+        """``GET /v1/builds``: filters, stable order, only projects the caller may see."""
+        if query.limit <= 0:
+            raise InvalidInput("invalid_input", "limit must be positive")
+        if query.offset < 0:
+            raise InvalidInput("invalid_input", "offset must not be negative")
+        statuses: tuple[str, ...] | None = None
+        if query.status is not None:
+            wanted = {part.strip() for part in query.status.split(",") if part.strip()}
+            if len(wanted) > STATUS_FILTER_MAX:
+                raise InvalidInput("invalid_input", "At most 9 status values")
+            for status in wanted:
+                if status not in BuildStatus.__members__.values():
+                    raise InvalidInput("invalid_input", f"Unknown build status {status!r}")
+            statuses = tuple(sorted(wanted))
+        project_key = pipeline_key = None
+        if query.project_id is not None:
+            project_key = as_uuid(query.project_id)
+            if project_key is None:
+                return [], 0
+        if query.pipeline_id is not None:
+            pipeline_key = as_uuid(query.pipeline_id)
+            if pipeline_key is None:
+                return [], 0
+        member_of = None if is_instance_admin(session.user.role) else session.user.id
+        return await self._store.builds.page(
+            BuildFilter(project_key, pipeline_key, statuses, query.branch, member_of),
+            sort=query.sort,
+            descending=query.descending,
+            limit=min(query.limit, 200),
+            offset=query.offset,
+        )
+
+    async def cancel(self, session: Session, build_id: str) -> Build:
+        """Cancel from queued/scheduled/assigned/running (§4.3); 409 from a terminal state."""
+        build = await self.visible(session, build_id)
+        await self._access.project(session, build.project_id, ProjectPermission.CANCEL_BUILD)
+        return await self._cancel(build, actor=session.user.email, reason="canceled by user")
+
+    async def _cancel(self, build: Build, *, actor: str, reason: str) -> Build:
+        for _ in range(CANCEL_ATTEMPTS):
+            check_transition(build.status, BuildStatus.CANCELED)
+            try:
+                if build.status.active:
+                    handle = await self._scheduling.build_actor(build)
+                    if handle is not None:
+                        return await handle.cancel(actor=actor, reason=reason)
+                else:
+                    canceled = await self._store.builds.transition(
+                        Transition(
+                            build.id,
+                            build.status,
+                            BuildStatus.CANCELED,
+                            actor,
+                            reason,
+                            self._clock.now(),
+                        )
+                    )
+                    await self._scheduling.dispatcher.remove(build.id)
+                    return canceled
+            except ActorError:
+                pass  # the actor ended meanwhile: look again
+            except Conflict as exc:
+                if exc.code != "concurrent_modification":
+                    raise
+            fresh = await self._store.builds.get(build.id)
+            if fresh is None:
+                raise NotFound("not_found", "Build not found")
+            build = fresh
+        raise concurrent_modification()
+
+    # -- runner side -----------------------------------------------------------------------
+
+    async def _bound(self, runner: Runner, build_id: str) -> Build:
+        build = await self._store.builds.get(build_id)
+        if build is None:
+            raise NotFound("not_found", "Build not found")
+        if build.runner_id != runner.id:
+            raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
+        return build
+
+    async def job_state(self, runner: Runner, build_id: str, wait_seconds: float) -> BuildStatus:
+        """The build's status; with a wait, answered as soon as it changes (cancel push)."""
+        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+            raise InvalidInput("invalid_input", f"wait_seconds must be 0..{MAX_WAIT_SECONDS}")
+        build = await self._bound(runner, build_id)
+        if wait_seconds > 0 and build.status.active:
+            handle = await self._scheduling.build_actor(build)
+            if handle is not None:
+                with trio.move_on_after(wait_seconds):
+                    try:
+                        build = await handle.watch(build.status)
+                    except (ActorError, Forbidden):
+                        build = await self._bound(runner, build_id)
+        if build.runner_id != runner.id:
+            raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
+        return build.status
+
+    async def report(
+        self,
+        runner: Runner,
+        build_id: str,
+        *,
+        status: str,
+        exit_code: int | None,
+        error_message: str | None,
+        steps: Sequence[StepResult] | None,
+    ) -> tuple[Build, list[BuildEvent]]:
+        """A runner's status report (§5.6); answered once the transition is committed."""
+        try:
+            target = BuildStatus(status)
+        except ValueError:
+            raise InvalidInput("invalid_status", f"Unknown build status {status!r}") from None
+        if target not in RUNNER_REPORTABLE:
+            raise InvalidInput(
+                "invalid_runner_status", "A runner may report running, succeeded or failed"
+            )
+        build = await self._bound(runner, build_id)
+        handle = await self._scheduling.build_actor(build)
+        if handle is None:
+            raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
+        try:
+            updated = await handle.report(
+                runner.id,
+                target,
+                exit_code=exit_code,
+                error_message=_blank_to_none(error_message),
+                steps=steps or None,
+            )
+        except ActorError:
+            await self._bound(runner, build_id)
+            raise concurrent_modification() from None
+        return updated, await self._store.builds.events(build_id)
+
+    async def append_logs(self, runner: Runner, build_id: str, lines: Sequence[LogLine]) -> int:
+        """Store log lines (§6.1): duplicates ignored, lines cut to 4096 bytes, capped per build."""
+        for line in lines:
+            if line.stream not in ("stdout", "stderr"):
+                raise InvalidInput("invalid_input", "stream must be stdout or stderr")
+        build = await self._bound(runner, build_id)
+        if not lines:
+            return 0
+        cut = [LogLine(line.sequence, truncate_utf8(line.content), line.stream) for line in lines]
+        return await self._store.builds.append_logs(
+            build.id,
+            cut,
+            cap=self._scheduling.config.log_lines_per_build,
+            now=self._clock.now(),
+        )
+
+    async def logs(
+        self, session: Session, build_id: str, *, after: int, limit: int | None
+    ) -> tuple[list[LogLine], int]:
+        """Stored lines after a sequence (§6.2)."""
+        build = await self.visible(session, build_id)
+        return await self._store.builds.logs(build.id, after=after, limit=limit)

@@ -1,0 +1,374 @@
+"""Runners: registration, enrollment tokens, heartbeats and claims (contract §2.8, §5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from oore.actors import ActorError
+from oore.actors.dispatcher import Offer, RunnerSlot
+from oore.domain.builds import Build, BuildStatus, QueuedBuild, Transition
+from oore.domain.rbac import Action, Resource, require
+from oore.domain.runners import (
+    MAX_WAIT_SECONDS,
+    PROTOCOL_VERSION,
+    Runner,
+    RunnerStatus,
+    check_labels,
+    check_runner_name,
+)
+from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
+from oore.domain.users import Session
+from oore.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from oore.services.identity import AuditSink, Identity
+from oore.services.scheduling import Scheduling
+from oore.store import AuditEntry
+from oore.store.builds import ClaimRow
+from oore.store.runners import EnrollmentToken, Heartbeat, NewRunner, RunnerChanges
+
+CLAIM_COMMIT_DEADLINE = 30.0
+MAX_ENROLLMENT_TTL = 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Registration:
+    runner: Runner
+    token: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a claim hands to a runner (contract §5.4, plus ``attempt``)."""
+
+    build: Build
+    signing_token: str
+    lease_expires_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        build = self.build
+        job: dict[str, Any] = {
+            "build_id": build.id,
+            "project_id": build.project_id,
+            "pipeline_id": build.pipeline_id,
+            "build_number": build.build_number,
+            "config_snapshot": build.config_snapshot,
+            "lease_expires_at": self.lease_expires_at,
+            "signing_token": self.signing_token,
+            "attempt": build.attempt,
+        }
+        if build.commit_sha:
+            job["commit_sha"] = build.commit_sha
+        if build.branch:
+            job["branch"] = build.branch
+        return job
+
+
+@dataclass(frozen=True)
+class RunnerPage:
+    runners: list[Runner]
+    total: int
+    online_total: int
+
+
+class Runners:
+    """Use cases of the runner protocol and the user-facing Runners API."""
+
+    def __init__(self, scheduling: Scheduling, identity: Identity, audit: AuditSink) -> None:
+        self._scheduling = scheduling
+        self._store = scheduling.store
+        self._clock = scheduling.clock
+        self._identity = identity
+        self._audit = audit
+
+    async def _record(self, action: str, session: Session | None, runner_id: str) -> None:
+        user = session.user if session else None
+        await self._audit.submit_one(
+            AuditEntry(
+                actor_id=user.id if user else None,
+                actor_email=user.email if user else None,
+                action=action,
+                resource_type="runner",
+                resource_id=runner_id,
+                details=None,
+                client_ip=None,
+                created_at=self._clock.now(),
+            )
+        )
+
+    # -- runner credentials ----------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None, runner_id: str) -> Runner:
+        """The runner whose token is presented; 401 without one, 403 for another runner's path."""
+        if authorization is None:
+            raise Unauthorized("missing_auth", "Authorization header not provided")
+        token = parse_bearer(authorization)
+        if token is None or not looks_like_token(token):
+            raise Unauthorized("invalid_token", "Runner token is invalid")
+        runner = await self._store.runners.by_token(hash_token(token))
+        if runner is None:
+            raise Unauthorized("invalid_token", "Runner token is invalid")
+        if runner.id != runner_id:
+            raise Forbidden("runner_mismatch", "The token belongs to another runner")
+        await self._scheduling.runner_seen(runner.id)
+        return runner
+
+    async def register(
+        self,
+        authorization: str | None,
+        *,
+        name: str,
+        capabilities: Any,
+        labels: list[str],
+        max_concurrent: int,
+    ) -> Registration:
+        """Register with an owner/admin session or a runner enrollment token (§5.1)."""
+        if authorization is None:
+            raise Unauthorized("missing_auth", "Authorization header not provided")
+        session: Session | None = None
+        enrollment_hash: str | None = None
+        try:
+            session = await self._identity.authenticate(authorization)
+        except Unauthorized:
+            bearer = parse_bearer(authorization)
+            if bearer is None or not looks_like_token(bearer):
+                raise
+            enrollment_hash = hash_token(bearer)
+        if session is not None:
+            require(session.user.role, Resource.RUNNERS, Action.WRITE)
+        if not 1 <= max_concurrent <= 64:
+            raise InvalidInput("invalid_input", "max_concurrent must be 1..64")
+        token = new_token()
+        runner = await self._store.runners.register(
+            NewRunner(
+                name=check_runner_name(name),
+                capabilities=capabilities,
+                labels=check_labels(labels),
+                max_concurrent=max_concurrent,
+                token_hash=hash_token(token),
+                registered_by=session.user.id if session else None,
+                enrollment_token_hash=enrollment_hash,
+                now=self._clock.now(),
+            )
+        )
+        await self._record("runner_registered", session, runner.id)
+        return Registration(runner, token)
+
+    # -- user-facing -----------------------------------------------------------------
+
+    async def page(
+        self,
+        session: Session,
+        *,
+        q: str | None,
+        sort: str,
+        descending: bool,
+        limit: int,
+        offset: int,
+    ) -> RunnerPage:
+        require(session.user.role, Resource.RUNNERS, Action.READ)
+        runners, total, online = await self._store.runners.page(
+            q=q, sort=sort, descending=descending, limit=limit, offset=offset
+        )
+        return RunnerPage(runners, total, online)
+
+    async def get(self, session: Session, runner_id: str) -> Runner:
+        require(session.user.role, Resource.RUNNERS, Action.READ)
+        runner = await self._store.runners.get(runner_id)
+        if runner is None:
+            raise NotFound("not_found", "Runner not found")
+        return runner
+
+    async def update(
+        self,
+        session: Session,
+        runner_id: str,
+        *,
+        name: str | None,
+        labels: list[str] | None,
+        max_concurrent: int | None,
+        draining: bool | None,
+    ) -> Runner:
+        """Rename, relabel, resize or drain a runner (``runners:write``)."""
+        require(session.user.role, Resource.RUNNERS, Action.WRITE)
+        if max_concurrent is not None and not 1 <= max_concurrent <= 64:
+            raise InvalidInput("invalid_input", "max_concurrent must be 1..64")
+        changes = RunnerChanges(
+            name=None if name is None else check_runner_name(name),
+            labels=None if labels is None else check_labels(labels),
+            max_concurrent=max_concurrent,
+            draining=draining,
+        )
+        updated = await self._store.runners.update(runner_id, changes, self._clock.now())
+        if updated is None:
+            raise NotFound("not_found", "Runner not found")
+        before, after = updated
+        if before.name != after.name:
+            await self._record("runner_renamed", session, runner_id)
+        if before.draining != after.draining:
+            await self._record(
+                "runner_drained" if after.draining else "runner_undrained", session, runner_id
+            )
+        if before.labels != after.labels or before.max_concurrent != after.max_concurrent:
+            await self._record("runner_updated", session, runner_id)
+        return after
+
+    async def delete(self, session: Session, runner_id: str) -> None:
+        require(session.user.role, Resource.RUNNERS, Action.DELETE)
+        if not await self._store.runners.delete(runner_id):
+            raise NotFound("not_found", "Runner not found")
+        await self._record("runner_deleted", session, runner_id)
+
+    # -- enrollment tokens -------------------------------------------------------------
+
+    async def create_enrollment_token(
+        self,
+        session: Session,
+        *,
+        label: str,
+        labels: list[str],
+        max_uses: int | None,
+        ttl_seconds: int | None,
+    ) -> tuple[EnrollmentToken, str]:
+        """A new enrollment token (shown once); owner/admin only."""
+        require(session.user.role, Resource.RUNNERS, Action.WRITE)
+        trimmed = label.strip()
+        if not trimmed or len(trimmed) > 255:
+            raise InvalidInput("invalid_name", "Label must be 1..255 characters")
+        if max_uses is not None and max_uses < 1:
+            raise InvalidInput("invalid_input", "max_uses must be at least 1")
+        if ttl_seconds is not None and not 60 <= ttl_seconds <= MAX_ENROLLMENT_TTL:
+            raise InvalidInput("invalid_input", "ttl_seconds must be 60 .. 31536000")
+        now = self._clock.now()
+        token = new_token()
+        created = await self._store.runners.create_enrollment_token(
+            label=trimmed,
+            labels=check_labels(labels),
+            token_hash=hash_token(token),
+            max_uses=max_uses,
+            expires_at=None if ttl_seconds is None else now + ttl_seconds,
+            created_by=session.user.id,
+            now=now,
+        )
+        await self._audit.submit_one(
+            AuditEntry(
+                session.user.id,
+                session.user.email,
+                "runner_enrollment_token_created",
+                "runner_enrollment_token",
+                created.id,
+                None,
+                None,
+                now,
+            )
+        )
+        return created, token
+
+    async def enrollment_tokens(self, session: Session) -> list[EnrollmentToken]:
+        require(session.user.role, Resource.RUNNERS, Action.WRITE)
+        return await self._store.runners.enrollment_tokens()
+
+    async def revoke_enrollment_token(self, session: Session, token_id: str) -> EnrollmentToken:
+        require(session.user.role, Resource.RUNNERS, Action.WRITE)
+        now = self._clock.now()
+        revoked = await self._store.runners.revoke_enrollment_token(token_id, now)
+        if revoked is None:
+            raise NotFound("not_found", "Enrollment token not found")
+        await self._audit.submit_one(
+            AuditEntry(
+                session.user.id,
+                session.user.email,
+                "runner_enrollment_token_revoked",
+                "runner_enrollment_token",
+                token_id,
+                None,
+                None,
+                now,
+            )
+        )
+        return revoked
+
+    # -- runner protocol -----------------------------------------------------------------
+
+    async def heartbeat(self, runner: Runner, status: str, capabilities: Any) -> None:
+        """Record a heartbeat (durable before answering); 400 ``invalid_status``."""
+        try:
+            parsed = RunnerStatus(status)
+        except ValueError:
+            raise InvalidInput("invalid_status", f"Unknown runner status {status!r}") from None
+        caps = capabilities if isinstance(capabilities, dict) and capabilities else None
+        await self._scheduling.heartbeats.submit_one(
+            Heartbeat(runner.id, parsed, caps, self._clock.now())
+        )
+
+    async def claim(self, runner: Runner, protocol_version: int, wait_seconds: float) -> Job | None:
+        """The oldest eligible build, committed to this runner; None after ``wait_seconds``."""
+        if protocol_version != PROTOCOL_VERSION:
+            raise Conflict(
+                "runner_protocol_mismatch",
+                f"This server speaks runner protocol {PROTOCOL_VERSION}",
+            )
+        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+            raise InvalidInput("invalid_input", f"wait_seconds must be 0..{MAX_WAIT_SECONDS}")
+        deadline = trio.current_time() + wait_seconds
+        if runner.draining or runner.status is RunnerStatus.DRAINING:
+            await trio.sleep_until(deadline)
+            return None
+        slot = RunnerSlot(runner.id, frozenset(runner.labels), runner.max_concurrent)
+        dispatcher = self._scheduling.dispatcher
+        while True:
+            remaining = max(0.0, deadline - trio.current_time())
+            try:
+                offer = await dispatcher.claim(slot, wait=remaining)
+            except ActorError:
+                raise Conflict("dispatcher_restarting", "Try the claim again") from None
+            if offer is None:
+                return None
+            job = await self._commit(runner, offer.build)
+            if job is not None:
+                return job
+            await dispatcher.release(runner.id, offer.build_id)
+
+    async def _commit(self, runner: Runner, queued: QueuedBuild) -> Job | None:
+        """Commit one offer; None if the build left the queue meanwhile."""
+        now = self._clock.now()
+        signing = new_token()
+        lease = now + int(self._scheduling.config.runner_lease)
+        row = ClaimRow(queued.id, runner.id, hash_token(signing), lease, now)
+        dispatcher = self._scheduling.dispatcher
+        try:
+            with trio.CancelScope(shield=True), trio.fail_after(CLAIM_COMMIT_DEADLINE):
+                await self._scheduling.claims.submit_one(row)
+        except BaseException:
+            await dispatcher.give_back(Offer(queued, runner.id))
+            raise
+        build = row.build
+        if build is None:
+            return None
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_COMMIT_DEADLINE):
+                await self._undo_claim(build)
+            raise
+        await self._scheduling.build_actor(build)
+        return Job(build, signing, lease)
+
+    async def _undo_claim(self, build: Build) -> None:
+        """The runner went away before hearing of its claim: put the build back."""
+        undone = await self._store.builds.transition(
+            Transition(
+                build.id,
+                BuildStatus.ASSIGNED,
+                BuildStatus.QUEUED,
+                "system",
+                "claim answer not delivered",
+                self._clock.now(),
+            )
+        )
+        if build.runner_id is not None:
+            await self._scheduling.dispatcher.release(build.runner_id, build.id)
+        await self._scheduling.dispatcher.enqueue(
+            [QueuedBuild(undone.id, frozenset(undone.required_labels), undone.queued_at)]
+        )

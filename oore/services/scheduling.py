@@ -1,0 +1,167 @@
+"""The scheduling runtime: the dispatcher, the build and runner actors, the hot-path commits.
+
+This is where the actors meet the store. It starts a BuildActor for every build bound to
+a runner and a RunnerActor for every runner that calls in, finds them again by id, and
+turns a lost runner into requeued builds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from oore.actors import GroupCommitter, Registry, Supervisor, SupervisorNotRunning
+from oore.actors.build import (
+    BuildActorDeps,
+    BuildHandle,
+    BuildTimeouts,
+    build_actor_spec,
+)
+from oore.actors.dispatcher import Dispatcher
+from oore.actors.runner import RunnerHandle, runner_actor_spec
+from oore.actors.supervisor import supervisor_spec
+from oore.domain.builds import Build, QueuedBuild
+from oore.services.clock import WallClock
+from oore.store import Store
+from oore.store.builds import ClaimRow
+from oore.store.runners import Heartbeat
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 256
+HEARTBEAT_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class SchedulingConfig:
+    """Timings of leases and timeouts, in seconds."""
+
+    runner_lease: float = 120.0
+    assign_timeout: float = 300.0
+    build_timeout: float = 3600.0
+    log_lines_per_build: int = 1_000_000
+
+
+class Scheduling:
+    """Owns the scheduling actors; services reach them through it."""
+
+    def __init__(self, store: Store, clock: WallClock, config: SchedulingConfig) -> None:
+        self.store = store
+        self.clock = clock
+        self.config = config
+        self.dispatcher = Dispatcher(self._load_dispatcher)
+        self.claims: GroupCommitter[ClaimRow] = GroupCommitter(
+            "claims", store.builds.commit_claims, max_batch=CLAIM_BATCH, capacity=8192
+        )
+        self.heartbeats: GroupCommitter[Heartbeat] = GroupCommitter(
+            "heartbeats",
+            store.runners.commit_heartbeats,
+            max_batch=HEARTBEAT_BATCH,
+            capacity=16384,
+        )
+        self.build_actors: Registry[str, BuildHandle] = Registry("builds")
+        self.runner_actors: Registry[str, RunnerHandle] = Registry("runners")
+        self.builds_supervisor = Supervisor("builds", max_restarts=100, period=10.0)
+        self.runners_supervisor = Supervisor("runners", max_restarts=100, period=10.0)
+        self._deps = BuildActorDeps(
+            records=store.builds,
+            dispatcher=self.dispatcher,
+            wall_now=clock.now,
+            timeouts=BuildTimeouts(config.assign_timeout, config.build_timeout),
+            on_end=self._build_ended,
+        )
+
+    def supervisor(self) -> Supervisor:
+        """The subtree to put under the root supervisor, in start order."""
+        return Supervisor(
+            "scheduling",
+            [
+                self.claims.spec(),
+                self.heartbeats.spec(),
+                self.dispatcher.spec(),
+                supervisor_spec(self.builds_supervisor),
+                supervisor_spec(self.runners_supervisor),
+            ],
+            max_restarts=5,
+            period=10.0,
+        )
+
+    async def _load_dispatcher(self) -> tuple[list[QueuedBuild], dict[str, int]]:
+        return await self.store.builds.queued(), await self.store.builds.active_counts()
+
+    async def recover(self) -> None:
+        """Give every build bound to a runner its actor, and its runner a fresh lease."""
+        for build in await self.store.builds.active():
+            await self.build_actor(build)
+            if build.runner_id is not None:
+                await self.runner_seen(build.runner_id)
+
+    async def build_actor(self, build: Build) -> BuildHandle | None:
+        """The actor of a build bound to a runner, started if needed; None for other builds."""
+        handle = self.build_actors.get(build.id)
+        if handle is not None and not handle.stopping:
+            return handle
+        if not build.status.active or handle is not None:
+            return None
+        handle = BuildHandle(build.id)
+        self.build_actors.register(build.id, handle)
+        spec = build_actor_spec(
+            handle,
+            self._deps,
+            build,
+            on_exit=lambda: self.build_actors.unregister(build.id, handle),
+        )
+        try:
+            await self.builds_supervisor.start_child(spec)
+        except (SupervisorNotRunning, ValueError):
+            self.build_actors.unregister(build.id, handle)
+            return None
+        return handle
+
+    async def runner_seen(self, runner_id: str) -> None:
+        """Renew the runner's lease, starting its actor on its first call."""
+        handle = self.runner_actors.get(runner_id)
+        if handle is None:
+            handle = RunnerHandle(runner_id)
+            self.runner_actors.register(runner_id, handle)
+            spec = runner_actor_spec(
+                handle,
+                lease=self.config.runner_lease,
+                on_lost=self._runner_lost,
+                on_exit=lambda: self.runner_actors.unregister(runner_id, handle),
+            )
+            try:
+                await self.runners_supervisor.start_child(spec)
+            except (SupervisorNotRunning, ValueError):
+                self.runner_actors.unregister(runner_id, handle)
+                return
+        handle.seen()
+
+    async def _runner_lost(self, runner_id: str) -> None:
+        """No call from the runner within its lease: requeue its builds, mark it offline."""
+        now = self.clock.now()
+        log.warning("runner %s lost (no call for %.0fs)", runner_id, self.config.runner_lease)
+        for build in await self.store.builds.active(runner_id=runner_id):
+            handle = await self.build_actor(build)
+            if handle is not None:
+                with trio.move_on_after(10):
+                    await handle.runner_lost(runner_id)
+        await self.store.runners.mark_offline(runner_id, now)
+
+    async def _build_ended(self, build: Build) -> None:
+        """A build left assigned/running (hook for notifications and log streams)."""
+
+
+async def start_scheduling(
+    store: Store, clock: WallClock, config: SchedulingConfig, parent: Supervisor
+) -> Scheduling:
+    """Start the scheduling subtree under ``parent`` (which stops it) and recover state."""
+    scheduling = Scheduling(store, clock, config)
+    recovered = await store.builds.recover_scheduled(clock.now())
+    if recovered:
+        log.info("moved %d scheduled builds back to the queue", recovered)
+    await parent.start_child(supervisor_spec(scheduling.supervisor()))
+    await scheduling.recover()
+    return scheduling

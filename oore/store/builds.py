@@ -1,0 +1,542 @@
+"""SQL for builds, their events, claims and log lines.
+
+Every status change is a compare-and-set on the current status, in the same transaction
+as its event row, so two writers (two oored processes, or a user and a runner) can never
+both win one transition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from oore.domain.builds import (
+    TERMINAL,
+    Build,
+    BuildEvent,
+    BuildStatus,
+    QueuedBuild,
+    StepResult,
+    Transition,
+    TriggerType,
+    check_transition,
+    concurrent_modification,
+)
+from oore.domain.ids import new_id
+from oore.errors import NotFound
+from oore.store.database import Connection, Database
+from oore.store.projects import as_uuid
+
+_TERMINAL = [status.value for status in TERMINAL]
+
+
+def _steps(value: Any) -> tuple[StepResult, ...] | None:
+    if not isinstance(value, list):
+        return None
+    return tuple(
+        StepResult(
+            name=step["name"],
+            status=step["status"],
+            started_at=step["started_at"],
+            finished_at=step["finished_at"],
+            duration_ms=step["duration_ms"],
+            exit_code=step.get("exit_code"),
+        )
+        for step in value
+    )
+
+
+def build_from_row(row: Any) -> Build:
+    keys = row.keys()
+    context = {
+        "project_name": row["project_name"] if "project_name" in keys else None,
+        "pipeline_name": row["pipeline_name"] if "pipeline_name" in keys else None,
+        "runner_name": row["runner_name"] if "runner_name" in keys else None,
+    }
+    return Build(
+        id=str(row["id"]),
+        project_id=str(row["project_id"]),
+        pipeline_id=str(row["pipeline_id"]),
+        build_number=row["build_number"],
+        status=BuildStatus(row["status"]),
+        trigger_type=TriggerType(row["trigger_type"]),
+        trigger_actor=row["trigger_actor"],
+        trigger_event=row["trigger_event"],
+        trigger_ref=row["trigger_ref"],
+        commit_sha=row["commit_sha"],
+        branch=row["branch"],
+        changelog=row["changelog"],
+        source_build_id=str(row["source_build_id"]) if row["source_build_id"] else None,
+        config_snapshot=row["config_snapshot"],
+        required_labels=tuple(row["required_labels"]),
+        runner_id=str(row["runner_id"]) if row["runner_id"] else None,
+        step_results=_steps(row["step_results"]),
+        exit_code=row["exit_code"],
+        attempt=row["attempt"],
+        lease_expires_at=row["lease_expires_at"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        context=context,
+    )
+
+
+def _event_from_row(row: Any) -> BuildEvent:
+    return BuildEvent(
+        id=str(row["id"]),
+        build_id=str(row["build_id"]),
+        from_status=BuildStatus(row["from_status"]) if row["from_status"] else None,
+        to_status=BuildStatus(row["to_status"]),
+        actor=row["actor"],
+        reason=row["reason"],
+        created_at=row["created_at"],
+    )
+
+
+@dataclass(frozen=True)
+class EventRow:
+    build_id: uuid.UUID | str
+    from_status: BuildStatus | None
+    to_status: BuildStatus
+    actor: str | None
+    reason: str | None
+    created_at: int
+
+
+async def _insert_events(conn: Connection, events: Sequence[EventRow]) -> None:
+    await conn.executemany(
+        """INSERT INTO build_events (id, build_id, from_status, to_status, actor, reason,
+                                     created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        [
+            (
+                new_id(),
+                e.build_id,
+                e.from_status.value if e.from_status else None,
+                e.to_status.value,
+                e.actor,
+                e.reason,
+                e.created_at,
+            )
+            for e in events
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class NewBuild:
+    """A build to insert in ``queued``; the store numbers it."""
+
+    project_id: str
+    pipeline_id: str
+    trigger_type: TriggerType
+    trigger_actor: str | None
+    trigger_event: str | None
+    trigger_ref: str | None
+    commit_sha: str | None
+    branch: str | None
+    changelog: str | None
+    source_build_id: str | None
+    config_snapshot: dict[str, Any]
+    required_labels: tuple[str, ...]
+    reason: str
+    now: int
+
+
+async def _create(conn: Connection, new: NewBuild) -> Build | None:
+    # Locking the project row serialises numbering per project (contract §4.5).
+    locked = await conn.fetchval("SELECT id FROM projects WHERE id = $1 FOR UPDATE", new.project_id)
+    if locked is None:
+        return None
+    row = await conn.fetchrow(
+        """INSERT INTO builds (id, project_id, pipeline_id, build_number, status, trigger_type,
+               trigger_actor, trigger_event, trigger_ref, commit_sha, branch, changelog,
+               source_build_id, config_snapshot, required_labels, queued_at, created_at,
+               updated_at)
+           SELECT $1, $2, $3, COALESCE(MAX(build_number), 0) + 1, 'queued', $4, $5, $6, $7,
+                  $8, $9, $10, $11, $12, $13, $14, $14, $14
+           FROM builds WHERE project_id = $2
+           RETURNING *""",
+        new_id(),
+        new.project_id,
+        new.pipeline_id,
+        new.trigger_type.value,
+        new.trigger_actor,
+        new.trigger_event,
+        new.trigger_ref,
+        new.commit_sha,
+        new.branch,
+        new.changelog,
+        new.source_build_id,
+        new.config_snapshot,
+        list(new.required_labels),
+        new.now,
+    )
+    await _insert_events(
+        conn,
+        [EventRow(row["id"], None, BuildStatus.QUEUED, new.trigger_actor, new.reason, new.now)],
+    )
+    return build_from_row(row)
+
+
+_DETAIL_COLUMNS = """b.*, p.name AS project_name, pl.name AS pipeline_name,
+    r.name AS runner_name"""
+_DETAIL_FROM = """builds b JOIN projects p ON p.id = b.project_id
+    JOIN pipelines pl ON pl.id = b.pipeline_id LEFT JOIN runners r ON r.id = b.runner_id"""
+
+
+async def _get(conn: Connection, build_id: uuid.UUID) -> Build | None:
+    row = await conn.fetchrow(
+        f"SELECT {_DETAIL_COLUMNS} FROM {_DETAIL_FROM} WHERE b.id = $1", build_id
+    )
+    return None if row is None else build_from_row(row)
+
+
+async def _events(conn: Connection, build_id: uuid.UUID) -> list[BuildEvent]:
+    rows = await conn.fetch("SELECT * FROM build_events WHERE build_id = $1 ORDER BY seq", build_id)
+    return [_event_from_row(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class BuildFilter:
+    """What ``GET /v1/builds`` may narrow by; ``member_of`` limits to a user's projects."""
+
+    project_id: uuid.UUID | None = None
+    pipeline_id: uuid.UUID | None = None
+    statuses: tuple[str, ...] | None = None
+    branch: str | None = None
+    member_of: str | None = None
+
+
+_SORTS = {
+    "created_at": "b.created_at",
+    "status": "b.status",
+    "project_name": "p.name",
+    "pipeline_name": "pl.name",
+    "branch": "b.branch",
+}
+
+
+async def _list(
+    conn: Connection,
+    where: BuildFilter,
+    sort: str,
+    descending: bool,
+    limit: int,
+    offset: int,
+) -> tuple[list[Build], int]:
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if where.project_id is not None:
+        clauses.append(f"b.project_id = {arg(where.project_id)}")
+    if where.pipeline_id is not None:
+        clauses.append(f"b.pipeline_id = {arg(where.pipeline_id)}")
+    if where.statuses is not None:
+        clauses.append(f"b.status = ANY({arg(list(where.statuses))}::text[])")
+    if where.branch is not None:
+        clauses.append(f"b.branch = {arg(where.branch)}")
+    if where.member_of is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM project_members m WHERE m.project_id = b.project_id"
+            f" AND m.user_id = {arg(where.member_of)})"
+        )
+    condition = " AND ".join(clauses) or "true"
+    total = await conn.fetchval(f"SELECT count(*) FROM {_DETAIL_FROM} WHERE {condition}", *args)
+    direction = "DESC" if descending else "ASC"
+    # The id breaks ties, so pages are stable while equal sort keys exist.
+    order = f"{_SORTS[sort]} {direction} NULLS LAST, b.id {direction}"
+    rows = await conn.fetch(
+        f"""SELECT {_DETAIL_COLUMNS} FROM {_DETAIL_FROM} WHERE {condition}
+            ORDER BY {order} LIMIT {arg(limit)} OFFSET {arg(offset)}""",
+        *args,
+    )
+    return [build_from_row(row) for row in rows], total
+
+
+@dataclass
+class ClaimRow:
+    """One claim to commit: ``build`` is set by the store when the claim won."""
+
+    build_id: str
+    runner_id: str
+    signing_token_hash: str
+    lease_expires_at: int
+    now: int
+    build: Build | None = field(default=None)
+
+
+async def _commit_claims(conn: Connection, claims: list[ClaimRow]) -> None:
+    rows = await conn.fetch(
+        """UPDATE builds b
+           SET status = 'assigned', runner_id = c.runner_id,
+               signing_token_hash = c.signing_hash, lease_expires_at = c.lease,
+               updated_at = c.now
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[])
+                AS c(build_id, runner_id, signing_hash, lease, now)
+           WHERE b.id = c.build_id AND b.status = 'queued' AND b.runner_id IS NULL
+           RETURNING b.*""",
+        [c.build_id for c in claims],
+        [c.runner_id for c in claims],
+        [c.signing_token_hash for c in claims],
+        [c.lease_expires_at for c in claims],
+        [c.now for c in claims],
+    )
+    won = {str(row["id"]): build_from_row(row) for row in rows}
+    events: list[EventRow] = []
+    for claim in claims:
+        build = won.get(claim.build_id)
+        if build is None or build.runner_id != claim.runner_id:
+            continue
+        claim.build = build
+        actor = f"runner:{claim.runner_id}"
+        events.append(
+            EventRow(
+                claim.build_id,
+                BuildStatus.QUEUED,
+                BuildStatus.SCHEDULED,
+                actor,
+                "claimed by runner",
+                claim.now,
+            )
+        )
+        events.append(
+            EventRow(
+                claim.build_id,
+                BuildStatus.SCHEDULED,
+                BuildStatus.ASSIGNED,
+                actor,
+                "assigned to runner",
+                claim.now,
+            )
+        )
+    if events:
+        await _insert_events(conn, events)
+
+
+async def _transition(conn: Connection, t: Transition) -> Build:
+    check_transition(t.expected, t.target)
+    sets = ["status = $3", "updated_at = $4"]
+    args: list[Any] = [t.build_id, t.expected.value, t.target.value, t.now]
+    if t.target is BuildStatus.RUNNING:
+        sets.append("started_at = COALESCE(started_at, $4)")
+    if t.target in TERMINAL and t.expected not in TERMINAL:
+        sets.append("finished_at = $4")
+    if t.target in TERMINAL or t.target is BuildStatus.QUEUED:
+        sets += ["runner_id = NULL", "signing_token_hash = NULL", "lease_expires_at = NULL"]
+    if t.requeue:
+        sets += ["attempt = attempt + 1", "queued_at = $4", "started_at = NULL"]
+    if t.exit_code is not None:
+        args.append(t.exit_code)
+        sets.append(f"exit_code = ${len(args)}")
+    if t.steps:
+        args.append([step.to_json() for step in t.steps])
+        sets.append(f"step_results = ${len(args)}::jsonb")
+    guard = ""
+    if t.runner_id is not None:
+        args.append(t.runner_id)
+        guard = f" AND runner_id = ${len(args)}"
+    row = await conn.fetchrow(
+        f"""UPDATE builds SET {", ".join(sets)}
+            WHERE id = $1 AND status = $2{guard} RETURNING *""",
+        *args,
+    )
+    if row is None:
+        exists = await conn.fetchval("SELECT true FROM builds WHERE id = $1", t.build_id)
+        if not exists:
+            raise NotFound("not_found", "Build not found")
+        raise concurrent_modification()
+    await _insert_events(
+        conn, [EventRow(t.build_id, t.expected, t.target, t.actor, t.reason, t.now)]
+    )
+    return build_from_row(row)
+
+
+async def _queued(conn: Connection) -> list[QueuedBuild]:
+    rows = await conn.fetch(
+        """SELECT id, required_labels, queued_at FROM builds WHERE status = 'queued'
+           ORDER BY queued_at, id"""
+    )
+    return [
+        QueuedBuild(str(r["id"]), frozenset(r["required_labels"]), r["queued_at"]) for r in rows
+    ]
+
+
+async def _active(conn: Connection, runner_id: str | None) -> list[Build]:
+    rows = await conn.fetch(
+        """SELECT * FROM builds WHERE status IN ('assigned', 'running')
+             AND ($1::uuid IS NULL OR runner_id = $1) ORDER BY queued_at""",
+        runner_id,
+    )
+    return [build_from_row(row) for row in rows]
+
+
+async def _recover_scheduled(conn: Connection, now: int) -> int:
+    rows = await conn.fetch(
+        """UPDATE builds SET status = 'queued', runner_id = NULL, signing_token_hash = NULL,
+               updated_at = $1
+           WHERE status = 'scheduled' RETURNING id""",
+        now,
+    )
+    await _insert_events(
+        conn,
+        [
+            EventRow(
+                r["id"],
+                BuildStatus.SCHEDULED,
+                BuildStatus.QUEUED,
+                "system",
+                "daemon restart recovery",
+                now,
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+async def _older_active(
+    conn: Connection, pipeline_id: str, branch: str | None, newer_than: str
+) -> list[Build]:
+    rows = await conn.fetch(
+        """SELECT * FROM builds
+           WHERE pipeline_id = $1 AND branch IS NOT DISTINCT FROM $2 AND id <> $3
+             AND status <> ALL($4::text[]) ORDER BY build_number""",
+        pipeline_id,
+        branch,
+        newer_than,
+        _TERMINAL,
+    )
+    return [build_from_row(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    sequence: int
+    content: str
+    stream: str
+
+
+async def _append_logs(
+    conn: Connection, build_id: str, lines: Sequence[LogLine], cap: int, now: int
+) -> int:
+    have = await conn.fetchval("SELECT log_lines FROM builds WHERE id = $1 FOR UPDATE", build_id)
+    room = max(0, cap - (have or 0))
+    if room == 0 or not lines:
+        return 0
+    inserted = await conn.fetch(
+        """INSERT INTO build_logs (build_id, sequence, content, stream, created_at)
+           SELECT $1, s, c, t, $5
+           FROM unnest($2::bigint[], $3::text[], $4::text[]) AS l(s, c, t)
+           ON CONFLICT (build_id, sequence) DO NOTHING
+           RETURNING sequence""",
+        build_id,
+        [line.sequence for line in lines[:room]],
+        [line.content for line in lines[:room]],
+        [line.stream for line in lines[:room]],
+        now,
+    )
+    if inserted:
+        await conn.execute(
+            "UPDATE builds SET log_lines = log_lines + $2 WHERE id = $1", build_id, len(inserted)
+        )
+    return len(inserted)
+
+
+async def _logs(
+    conn: Connection, build_id: uuid.UUID, after: int, limit: int | None
+) -> tuple[list[LogLine], int]:
+    rows = await conn.fetch(
+        """SELECT sequence, content, stream FROM build_logs
+           WHERE build_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3""",
+        build_id,
+        after,
+        limit,
+    )
+    total = await conn.fetchval("SELECT count(*) FROM build_logs WHERE build_id = $1", build_id)
+    return [LogLine(r["sequence"], r["content"], r["stream"]) for r in rows], total
+
+
+async def _active_counts(conn: Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        """SELECT runner_id, count(*) AS n FROM builds
+           WHERE status IN ('assigned', 'running') AND runner_id IS NOT NULL
+           GROUP BY runner_id"""
+    )
+    return {str(r["runner_id"]): r["n"] for r in rows}
+
+
+class BuildStore:
+    """Builds, build events, claims and log lines."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, new: NewBuild) -> Build | None:
+        """Insert a queued build with the next number of its project; None if no project."""
+        return await self._db.transaction(_create, new)
+
+    async def get(self, build_id: str) -> Build | None:
+        key = as_uuid(build_id)
+        return None if key is None else await self._db.run(_get, key)
+
+    async def events(self, build_id: str) -> list[BuildEvent]:
+        key = as_uuid(build_id)
+        return [] if key is None else await self._db.run(_events, key)
+
+    async def page(
+        self, where: BuildFilter, *, sort: str, descending: bool, limit: int, offset: int
+    ) -> tuple[list[Build], int]:
+        return await self._db.run(_list, where, sort, descending, limit, offset)
+
+    async def commit_claims(self, claims: list[ClaimRow]) -> None:
+        """The claim group-commit target: each claim's ``build`` is set if it won."""
+        await self._db.transaction(_commit_claims, claims)
+
+    async def transition(self, t: Transition) -> Build:
+        """Compare-and-set; 409 ``invalid_transition`` / ``concurrent_modification``."""
+        return await self._db.transaction(_transition, t)
+
+    async def queued(self) -> list[QueuedBuild]:
+        """Every queued build, oldest first (the dispatcher's start-up index)."""
+        return await self._db.run(_queued)
+
+    async def active(self, *, runner_id: str | None = None) -> list[Build]:
+        """Builds bound to a runner (assigned or running): all, or those of one runner."""
+        return await self._db.run(_active, runner_id)
+
+    async def active_counts(self) -> dict[str, int]:
+        """Per runner, how many builds it holds."""
+        return await self._db.run(_active_counts)
+
+    async def recover_scheduled(self, now: int) -> int:
+        """Move every ``scheduled`` build back to ``queued`` (daemon start, contract §4.2)."""
+        return await self._db.transaction(_recover_scheduled, now)
+
+    async def older_active(
+        self, pipeline_id: str, branch: str | None, newer_than: str
+    ) -> list[Build]:
+        """Non-terminal builds of the same pipeline and branch, other than ``newer_than``."""
+        return await self._db.run(_older_active, pipeline_id, branch, newer_than)
+
+    async def append_logs(
+        self, build_id: str, lines: Iterable[LogLine], *, cap: int, now: int
+    ) -> int:
+        """Insert lines, ignoring known sequences, up to ``cap`` per build; rows inserted."""
+        return await self._db.transaction(_append_logs, build_id, list(lines), cap, now)
+
+    async def logs(
+        self, build_id: str, *, after: int, limit: int | None
+    ) -> tuple[list[LogLine], int]:
+        key = as_uuid(build_id)
+        if key is None:
+            return [], 0
+        return await self._db.run(_logs, key, after, limit)
