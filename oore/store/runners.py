@@ -55,7 +55,11 @@ async def _register(conn: Connection, new: NewRunner) -> Runner:
             new.now,
         )
         if token is None:
-            raise Unauthorized("invalid_enrollment_token", "Enrollment token is invalid or used up")
+            raise Unauthorized(
+                "invalid_session",
+                "Not a valid session or runner enrollment token"
+                " (unknown, expired, revoked or used up)",
+            )
         enrollment_id = token["id"]
         labels = sorted(set(labels) | set(token["labels"]))
     row = await conn.fetchrow(
