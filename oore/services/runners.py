@@ -365,6 +365,7 @@ class Runners:
                 "system",
                 "claim answer not delivered",
                 self._clock.now(),
+                requeue=True,
             )
         )
         if build.runner_id is not None:

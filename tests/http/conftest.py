@@ -15,6 +15,7 @@ from oore.domain.tokens import hash_token, new_token
 from oore.domain.users import USER_SESSION_TTL, Role, User, UserStatus
 from oore.http.app import create_app
 from oore.runtime import Runtime, open_runtime
+from oore.services.scheduling import SchedulingConfig
 from oore.store import Store
 
 LOOPBACK = ("127.0.0.1", 40000)
@@ -95,9 +96,17 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def runtime(store: Store, clock: FakeClock) -> AsyncIterator[Runtime]:
+def scheduling_config() -> SchedulingConfig:
+    """Leases and timeouts of the runtime under test; modules override it to shorten them."""
+    return SchedulingConfig()
+
+
+@pytest.fixture
+async def runtime(
+    store: Store, clock: FakeClock, scheduling_config: SchedulingConfig
+) -> AsyncIterator[Runtime]:
     await store.instance.ensure(clock.now())
-    async with open_runtime(store, clock) as opened:
+    async with open_runtime(store, clock, scheduling_config) as opened:
         yield opened
 
 
