@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -50,8 +50,34 @@ class Runtime:
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
-        """Per-actor statistics for ``/metrics``, keyed by actor id."""
-        return dict(self.supervisor.statistics().actors())
+        """Per-actor statistics for ``/metrics``, keyed by actor path.
+
+        The per-build and per-runner actors are summed into one entry per kind
+        (``.../builds/*``), so a large fleet does not mean thousands of series.
+        """
+        found: dict[str, ActorStatistics] = {}
+        for path, stats in self.supervisor.statistics().actors():
+            parent, _, _ = path.rpartition("/")
+            if parent.endswith(("/builds", "/runners")):
+                key = f"{parent}/*"
+                total = found.get(key)
+                found[key] = stats if total is None else _summed(total, stats, key)
+            else:
+                found[path] = stats
+        return found
+
+
+def _summed(a: ActorStatistics, b: ActorStatistics, name: str) -> ActorStatistics:
+    return replace(
+        a,
+        name=name,
+        mailbox_depth=a.mailbox_depth + b.mailbox_depth,
+        mailbox_capacity=a.mailbox_capacity + b.mailbox_capacity,
+        blocked_senders=a.blocked_senders + b.blocked_senders,
+        processed=a.processed + b.processed,
+        restarts=a.restarts + b.restarts,
+        lag=max(a.lag, b.lag),
+    )
 
 
 @asynccontextmanager
