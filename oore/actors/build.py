@@ -237,6 +237,10 @@ class _BuildActor(Actor[BuildMsg]):
     ) -> Build:
         if self.build.runner_id != runner_id or not self.build.status.active:
             raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
+        if status is self.build.status:
+            # A retried report whose first answer was lost (the daemon restarted after
+            # committing it): already true, so acknowledge it instead of oored's 409.
+            return self.build
         return await self._move(
             status,
             f"runner:{runner_id}",

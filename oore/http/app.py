@@ -9,6 +9,7 @@ from oore.http.context import AppServices
 from oore.http.cors import install_cors
 from oore.http.errors import install_error_handlers
 from oore.http.metrics import Metrics
+from oore.http.openapi import Provider
 from oore.http.routes import auth, builds, health, pipelines, projects, runners, setup
 
 MAX_JSON_BODY = 2 * 1024 * 1024
@@ -28,6 +29,7 @@ def create_app(app_services: AppServices) -> QuartTrio:
         swagger_ui_path=None,
         info=Info(title="oored", version=app_services.version),
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="hex")},
+        openapi_provider_class=Provider,
     )
     metrics = Metrics(app_services.actor_stats)
     metrics.install(app)

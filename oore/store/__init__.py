@@ -12,6 +12,7 @@ from oore.store.builds import BuildStore
 from oore.store.database import Database, open_database
 from oore.store.instance import InstanceStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
+from oore.store.pipelines import PipelineStore
 from oore.store.projects import ProjectStore
 from oore.store.runners import RunnerStore
 from oore.store.users import UserStore
@@ -34,6 +35,7 @@ class Store:
         self.users = UserStore(db)
         self.audit = AuditStore(db)
         self.projects = ProjectStore(db)
+        self.pipelines = PipelineStore(db)
         self.builds = BuildStore(db)
         self.runners = RunnerStore(db)
 

@@ -252,8 +252,8 @@ async def _list(
     condition = " AND ".join(clauses) or "true"
     total = await conn.fetchval(f"SELECT count(*) FROM {_DETAIL_FROM} WHERE {condition}", *args)
     direction = "DESC" if descending else "ASC"
-    # The id breaks ties, so pages are stable while equal sort keys exist.
-    order = f"{_SORTS[sort]} {direction} NULLS LAST, b.id {direction}"
+    # Creation order breaks ties, so pages are stable and same-second builds keep their order.
+    order = f"{_SORTS[sort]} {direction} NULLS LAST, b.seq {direction}"
     rows = await conn.fetch(
         f"""SELECT {_DETAIL_COLUMNS} FROM {_DETAIL_FROM} WHERE {condition}
             ORDER BY {order} LIMIT {arg(limit)} OFFSET {arg(offset)}""",
@@ -363,7 +363,7 @@ async def _transition(conn: Connection, t: Transition) -> Build:
 async def _queued(conn: Connection) -> list[QueuedBuild]:
     rows = await conn.fetch(
         """SELECT id, required_labels, queued_at FROM builds WHERE status = 'queued'
-           ORDER BY queued_at, id"""
+           ORDER BY queued_at, seq"""
     )
     return [
         QueuedBuild(str(r["id"]), frozenset(r["required_labels"]), r["queued_at"]) for r in rows

@@ -28,7 +28,7 @@ async def test_a_triggered_build_is_queued_with_a_snapshot(setup: Setup, repo: P
     assert build["status"] == "queued"
     assert build["build_number"] == 1
     assert build["trigger_type"] == "manual"
-    assert build["trigger_actor"] == "owner@localhost"
+    assert build["trigger_actor"] == "owner@local"
     assert build["commit_sha"] == setup.head
     assert build["branch"] == build["trigger_ref"] == "main"
     snapshot = build["config_snapshot"]
@@ -127,6 +127,11 @@ async def test_runner_reports_are_checked(setup: Setup) -> None:
         assert (reply.status, reply.code) == (code_status, code), status
     missing = await runner.report("00000000-0000-4000-8000-000000000000", "running")
     assert (missing.status, missing.code) == (404, "not_found")
+    first = await runner.report(build["id"], "running")
+    repeated = await runner.report(build["id"], "running")
+    assert first.status == repeated.status == 200
+    # A repeat whose first answer was lost is acknowledged, not recorded twice.
+    assert [e["to_status"] for e in repeated.body["events"]].count("running") == 1
 
 
 async def test_cancel_a_queued_build_and_refuse_a_finished_one(setup: Setup) -> None:
@@ -158,7 +163,7 @@ async def test_a_cancel_reaches_a_waiting_job_poll_at_once(setup: Setup) -> None
             assert canceled.body["build"]["status"] == "canceled"
     assert (answers[0].status, answers[0].code) == (403, "runner_mismatch")
     detail = await setup.build(build["id"])
-    assert detail["events"][-1]["actor"] == "owner@localhost"
+    assert detail["events"][-1]["actor"] == "owner@local"
 
 
 async def test_a_parked_claim_gets_a_build_queued_later(setup: Setup) -> None:

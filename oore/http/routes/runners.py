@@ -12,6 +12,7 @@ from oore.domain.builds import StepResult
 from oore.errors import InvalidInput
 from oore.http.body import Body, json_body
 from oore.http.context import require_runner, require_session, services
+from oore.http.openapi import no_content
 from oore.http.query import query_int, query_str
 from oore.store.builds import LogLine
 
@@ -119,10 +120,6 @@ class AppendedOut(BaseModel):
     appended: int
 
 
-def _empty(status: int) -> Response:
-    return Response(b"", status=status)
-
-
 # -- user side -------------------------------------------------------------------------
 
 
@@ -222,11 +219,11 @@ async def undrain(runner_id: str) -> Response:
 
 @blueprint.delete("/v1/runners/<runner_id>")
 @security_scheme([{"bearer": []}])
-async def delete_runner(runner_id: str) -> Response:
-    """Delete a runner that never ran a build (204)."""
+@no_content
+async def delete_runner(runner_id: str) -> None:
+    """Delete a runner that never ran a build."""
     session = await require_session()
     await services().runners.delete(session, runner_id)
-    return _empty(204)
 
 
 @blueprint.post("/v1/runner-enrollment-tokens")
@@ -272,11 +269,11 @@ async def revoke_enrollment_token(token_id: str) -> Response:
 @blueprint.post("/v1/runners/<runner_id>/heartbeat")
 @security_scheme([{"bearer": []}])
 @json_body(HeartbeatIn)
-async def heartbeat(runner_id: str, body: HeartbeatIn) -> Response:
-    """Report the runner's status; renews the leases of its builds (204)."""
+@no_content
+async def heartbeat(runner_id: str, body: HeartbeatIn) -> None:
+    """Report the runner's status; renews the leases of its builds."""
     runner = await require_runner(runner_id)
     await services().runners.heartbeat(runner, body.status, body.capabilities)
-    return _empty(204)
 
 
 @blueprint.post("/v1/runners/<runner_id>/claim")

@@ -82,6 +82,8 @@ CREATE TABLE runner_enrollment_tokens (
 
 CREATE TABLE builds (
     id uuid PRIMARY KEY,
+    -- Creation order: timestamps are whole seconds, so this breaks ties in listings.
+    seq bigserial NOT NULL UNIQUE,
     project_id uuid NOT NULL REFERENCES projects (id),
     pipeline_id uuid NOT NULL REFERENCES pipelines (id),
     build_number integer NOT NULL,
@@ -111,10 +113,10 @@ CREATE TABLE builds (
     updated_at bigint NOT NULL,
     UNIQUE (project_id, build_number)
 );
-CREATE INDEX builds_queue ON builds (queued_at, id) WHERE status = 'queued';
+CREATE INDEX builds_queue ON builds (queued_at, seq) WHERE status = 'queued';
 CREATE INDEX builds_active_runner ON builds (runner_id) WHERE runner_id IS NOT NULL;
 CREATE INDEX builds_pipeline ON builds (pipeline_id);
-CREATE INDEX builds_created ON builds (created_at DESC, id DESC);
+CREATE INDEX builds_created ON builds (created_at DESC, seq DESC);
 
 -- One row per transition. `seq` orders events of one build (ids are UUIDs).
 CREATE TABLE build_events (

@@ -1,0 +1,363 @@
+"""The runner side of the runner protocol (contract §5, §6.1): an HTTP client on httpx.
+
+    RunnerError                     anything a call can fail with
+     ├── ConnectionFailed           no answer: refused, reset, timed out (retry later)
+     ├── ProtocolError              an answer that is not what the protocol promises (retry)
+     └── ServerError(status, code)  the server answered with its error envelope
+                                    (retryable when 5xx, 408 or 429)
+
+Every call has a total deadline: ``timeout`` seconds, or a long-poll's wait plus
+:data:`LONG_POLL_MARGIN`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+import trio
+
+from oore.domain.builds import StepResult
+
+PROTOCOL_VERSION = 4
+DEFAULT_TIMEOUT = 30.0
+LONG_POLL_MARGIN = 10.0
+MAX_WAIT_SECONDS = 60
+
+T = TypeVar("T")
+Stream = Literal["stdout", "stderr"]
+RunnerStatus = Literal["online", "offline", "busy", "draining"]
+ReportStatus = Literal["running", "succeeded", "failed"]
+
+
+class RunnerError(Exception):
+    """A runner-protocol call failed."""
+
+
+class ConnectionFailed(RunnerError):
+    """The server could not be reached or did not answer in time."""
+
+
+class ProtocolError(RunnerError):
+    """The server answered, but not with what the protocol promises."""
+
+
+class ServerError(RunnerError):
+    """The server answered with an error: HTTP status, machine code, human message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{status} {code}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        """A server-side or transient failure that may pass if the call is repeated."""
+        return self.status >= 500 or self.status in (408, 429)
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether repeating the call that raised ``exc`` may succeed."""
+    if isinstance(exc, ServerError):
+        return exc.retryable
+    return isinstance(exc, ConnectionFailed | ProtocolError)
+
+
+@dataclass(frozen=True)
+class RunnerCredentials:
+    """Who the runner is: its id and its 64-hex token (shown once, at registration)."""
+
+    runner_id: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    credentials: RunnerCredentials
+    runner: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed build (contract §5.4)."""
+
+    build_id: str
+    project_id: str
+    pipeline_id: str
+    build_number: int
+    config_snapshot: dict[str, Any]
+    lease_expires_at: int
+    signing_token: str
+    commit_sha: str | None = None
+    branch: str | None = None
+    attempt: int | None = None
+
+    @classmethod
+    def from_json(cls, data: object) -> Job:
+        """Read the ``job`` object of a claim answer; ProtocolError when it is malformed."""
+        if not isinstance(data, dict):
+            raise ProtocolError("claim answer: job is not an object")
+        snapshot = data.get("config_snapshot")
+        if not isinstance(snapshot, dict):
+            raise ProtocolError("claim answer: job.config_snapshot is not an object")
+        return cls(
+            build_id=_field(data, "build_id", str),
+            project_id=_field(data, "project_id", str),
+            pipeline_id=_field(data, "pipeline_id", str),
+            build_number=_field(data, "build_number", int),
+            config_snapshot=snapshot,
+            lease_expires_at=_field(data, "lease_expires_at", int),
+            signing_token=_field(data, "signing_token", str),
+            commit_sha=_optional(data, "commit_sha", str),
+            branch=_optional(data, "branch", str),
+            attempt=_optional(data, "attempt", int),
+        )
+
+
+def _field(data: Mapping[str, object], key: str, kind: type[T]) -> T:
+    value = data.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ProtocolError(f"claim answer: job.{key} is missing or not a {kind.__name__}")
+    return value
+
+
+def _optional(data: Mapping[str, object], key: str, kind: type[T]) -> T | None:
+    return None if data.get(key) is None else _field(data, key, kind)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """One log line of a build; ``sequence`` orders the build's lines (from 0)."""
+
+    sequence: int
+    content: str
+    stream: Stream
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sequence": self.sequence, "content": self.content, "stream": self.stream}
+
+
+class RunnerClient:
+    """The calls a runner makes, each bounded by a deadline, mapped to typed results.
+
+    Use as ``async with RunnerClient(url) as client``. Calls other than :meth:`register`
+    need credentials: pass them here, set :attr:`credentials`, or register.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        credentials: RunnerCredentials | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.credentials = credentials
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(base_url=self.server_url, transport=transport)
+
+    async def __aenter__(self) -> RunnerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def register(
+        self,
+        name: str,
+        labels: Sequence[str],
+        max_concurrent: int,
+        capabilities: Mapping[str, Any],
+        credential: str,
+    ) -> Registration:
+        """Register with a user session/API token or an enrollment token; adopt the result."""
+        body = {
+            "name": name,
+            "capabilities": dict(capabilities),
+            "labels": list(labels),
+            "max_concurrent": max_concurrent,
+        }
+        answer = _object(await self._call("POST", "/v1/runners/register", credential, json=body))
+        runner = answer.get("runner")
+        token = answer.get("token")
+        if not isinstance(runner, dict) or not isinstance(runner.get("id"), str):
+            raise ProtocolError("register answer lacks runner.id")
+        if not isinstance(token, str) or not token:
+            raise ProtocolError("register answer lacks the runner token")
+        self.credentials = RunnerCredentials(runner["id"], token)
+        return Registration(self.credentials, runner)
+
+    async def heartbeat(
+        self, status: RunnerStatus, capabilities: Mapping[str, Any] | None = None
+    ) -> None:
+        body: dict[str, Any] = {"status": status}
+        if capabilities:
+            body["capabilities"] = dict(capabilities)
+        await self._runner_call("POST", "heartbeat", json=body)
+
+    async def claim(self, wait_seconds: int = 0) -> Job | None:
+        """The next build for this runner, or None after ``wait_seconds`` (0..60) without one."""
+        wait = _wait(wait_seconds)
+        body = {"protocol_version": PROTOCOL_VERSION, "wait_seconds": wait}
+        answer = _object(
+            await self._runner_call("POST", "claim", json=body, limit=wait + LONG_POLL_MARGIN)
+        )
+        job = answer.get("job")
+        return None if job is None else Job.from_json(job)
+
+    async def job_state(self, build_id: str, wait_seconds: int = 0) -> str:
+        """The build's status, answered as soon as it changes or after ``wait_seconds``.
+
+        A 403 ``runner_mismatch`` (raised as :class:`ServerError`) means the build is no
+        longer this runner's: it was canceled, timed out or requeued.
+        """
+        wait = _wait(wait_seconds)
+        answer = _object(
+            await self._runner_call(
+                "GET",
+                f"jobs/{quote(build_id, safe='')}",
+                params={"wait_seconds": wait},
+                limit=wait + LONG_POLL_MARGIN,
+            )
+        )
+        status = answer.get("status")
+        if not isinstance(status, str):
+            raise ProtocolError("job state answer lacks status")
+        return status
+
+    async def report(
+        self,
+        build_id: str,
+        status: ReportStatus,
+        exit_code: int | None = None,
+        error_message: str | None = None,
+        steps: Sequence[StepResult] | None = None,
+    ) -> dict[str, Any]:
+        """Report ``running``, ``succeeded`` or ``failed``; answers the build as stored."""
+        body: dict[str, Any] = {"status": status}
+        if exit_code is not None:
+            body["exit_code"] = exit_code
+        if error_message is not None:
+            body["error_message"] = error_message
+        if steps:
+            body["steps"] = [step.to_json() for step in steps]
+        answer = _object(
+            await self._runner_call("POST", f"jobs/{quote(build_id, safe='')}/status", json=body)
+        )
+        build = answer.get("build")
+        return build if isinstance(build, dict) else {}
+
+    async def append_logs(self, build_id: str, chunks: Sequence[LogChunk]) -> int:
+        """Append log lines; answers how many were new (the server ignores known sequences)."""
+        body = {"chunks": [chunk.to_json() for chunk in chunks]}
+        answer = _object(
+            await self._runner_call("POST", f"jobs/{quote(build_id, safe='')}/logs", json=body)
+        )
+        appended = answer.get("appended")
+        if not isinstance(appended, int):
+            raise ProtocolError("log append answer lacks appended")
+        return appended
+
+    # -- transport --------------------------------------------------------------------------
+
+    async def _runner_call(
+        self,
+        method: str,
+        action: str,
+        *,
+        json: object = None,
+        params: Mapping[str, int] | None = None,
+        limit: float | None = None,
+    ) -> httpx.Response:
+        if self.credentials is None:
+            raise RuntimeError("RunnerClient has no runner credentials; register first")
+        runner = quote(self.credentials.runner_id, safe="")
+        return await self._call(
+            method,
+            f"/v1/runners/{runner}/{action}",
+            self.credentials.token,
+            json=json,
+            params=params,
+            limit=limit,
+        )
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        bearer: str,
+        *,
+        json: object = None,
+        params: Mapping[str, int] | None = None,
+        limit: float | None = None,
+    ) -> httpx.Response:
+        seconds = self._timeout if limit is None else limit
+        try:
+            with trio.fail_after(seconds):
+                response = await self._http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    headers={"Authorization": f"Bearer {bearer}"},
+                    timeout=seconds,
+                )
+        except (httpx.TransportError, trio.TooSlowError) as exc:
+            detail = str(exc) or "no answer in time"
+            raise ConnectionFailed(
+                f"{method} {self.server_url}{path}: {type(exc).__name__}: {detail}"
+            ) from exc
+        if response.status_code >= 400:
+            raise _server_error(response)
+        return response
+
+
+def _wait(wait_seconds: int) -> int:
+    if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+        raise ValueError(f"wait_seconds must be 0..{MAX_WAIT_SECONDS}, got {wait_seconds}")
+    return wait_seconds
+
+
+def _object(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a 2xx answer (``{}`` for an empty body)."""
+    if not response.content:
+        return {}
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise ProtocolError(f"{response.status_code} answer is not JSON") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{response.status_code} answer is not a JSON object")
+    return data
+
+
+def _server_error(response: httpx.Response) -> ServerError:
+    code, message = f"http_{response.status_code}", response.reason_phrase or "error"
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        if isinstance(data.get("code"), str):
+            code = data["code"]
+        if isinstance(data.get("error"), str):
+            message = data["error"]
+    elif response.text.strip():
+        message = response.text.strip()[:200]
+    return ServerError(response.status_code, code, message)

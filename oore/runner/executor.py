@@ -1,0 +1,189 @@
+"""Run a build's steps as real shell commands, one process group per step.
+
+Each step is ``/bin/sh -c <command>`` in the checkout, leading its own process group
+(``start_new_session``). Its stdout and stderr are read concurrently, line by line, and
+handed to the sink in the order each stream produced them. When the shell exits, whatever
+it left running in its group is ended too (SIGTERM, grace, SIGKILL). The run stops at the
+first failing step; later steps are recorded ``skipped``.
+
+Cancellation: cancelling the task that awaits :meth:`Executor.run` ends the running step's
+group the same way (shielded, bounded by the grace period), records it ``canceled`` and
+the rest ``skipped`` in ``results``, and re-raises.
+"""
+
+from __future__ import annotations
+
+import codecs
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from oore.domain.builds import StepResult
+from oore.domain.pipeline_config import EnvVar, Step
+from oore.runner.client import Stream
+from oore.runner.processes import end_group, exit_status
+
+DEFAULT_GRACE = 10.0
+DRAIN_TIMEOUT = 5.0
+MAX_LINE_CHARS = 16384
+SPAWN_FAILED = 127
+
+LineSink = Callable[[Stream, str], Awaitable[None]]
+
+
+class StepObserver(Protocol):
+    """Told when a step starts and how it finished (not for skipped steps)."""
+
+    async def step_started(self, step: Step) -> None: ...
+
+    async def step_finished(self, result: StepResult) -> None: ...
+
+
+def build_environment(
+    base: Mapping[str, str],
+    pipeline_env: Sequence[EnvVar],
+    *,
+    build_id: str,
+    build_number: int,
+    commit_sha: str | None,
+    branch: str | None,
+) -> dict[str, str]:
+    """The steps' environment: ``base``, then the pipeline's variables, then oore's own."""
+    env = dict(base)
+    env.update((var.key, var.value) for var in pipeline_env)
+    env.update(
+        OORE_BUILD_ID=build_id,
+        OORE_BUILD_NUMBER=str(build_number),
+        OORE_COMMIT_SHA=commit_sha or "",
+        OORE_BRANCH=branch or "",
+        CI="true",
+    )
+    return env
+
+
+class Executor:
+    """Runs steps; ``grace`` is how long a process group gets between SIGTERM and SIGKILL."""
+
+    def __init__(self, *, grace: float = DEFAULT_GRACE, shell: str = "/bin/sh") -> None:
+        self.grace = grace
+        self.shell = shell
+
+    async def run(
+        self,
+        steps: Sequence[Step],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        sink: LineSink,
+        observer: StepObserver | None = None,
+        results: list[StepResult] | None = None,
+    ) -> list[StepResult]:
+        """Run ``steps`` in order until one fails; one result per step, appended to ``results``.
+
+        ``results`` (a fresh list when omitted) is filled as steps end, so a caller that
+        cancels the run still sees what happened.
+        """
+        results = [] if results is None else results
+        first = len(results)
+        current: tuple[Step, float, float] | None = None
+        returncode: list[int] = []
+        try:
+            for step in steps:
+                current = (step, time.time(), trio.current_time())
+                returncode.clear()
+                if observer is not None:
+                    await observer.step_started(step)
+                code = await self._run_step(step, cwd, env, sink, returncode)
+                results.append(_result(step, "succeeded" if code == 0 else "failed", current, code))
+                current = None
+                if observer is not None:
+                    await observer.step_finished(results[-1])
+                if code != 0:
+                    break
+        finally:
+            if current is not None:
+                killed = exit_status(returncode[0]) if returncode else None
+                results.append(_result(current[0], "canceled", current, killed))
+            now = int(time.time())
+            results.extend(
+                StepResult(step.name, "skipped", started_at=now, finished_at=now, duration_ms=0)
+                for step in steps[len(results) - first :]
+            )
+        return results
+
+    async def _run_step(
+        self,
+        step: Step,
+        cwd: Path,
+        env: Mapping[str, str],
+        sink: LineSink,
+        returncode: list[int],
+    ) -> int:
+        """Run one step to its end; its exit status (127 when the shell could not start)."""
+        try:
+            process = await trio.lowlevel.open_process(
+                [self.shell, "-c", step.command],
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            await sink("stderr", f"could not start {self.shell} in {cwd}: {exc}")
+            return SPAWN_FAILED
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_pump, process.stdout, "stdout", sink)
+                nursery.start_soon(_pump, process.stderr, "stderr", sink)
+                await process.wait()
+                # The shell is done: end what it left running so the pipes reach EOF.
+                await end_group(process, self.grace)
+                # A process that left the group may still hold a pipe: do not wait forever.
+                nursery.cancel_scope.deadline = trio.current_time() + DRAIN_TIMEOUT
+        finally:
+            with trio.CancelScope(shield=True):
+                await end_group(process, self.grace)
+                await process.stdout.aclose()
+                await process.stderr.aclose()
+                if process.returncode is not None:
+                    returncode.append(process.returncode)
+        assert process.returncode is not None
+        return exit_status(process.returncode)
+
+
+def _result(
+    step: Step, status: str, started: tuple[Step, float, float], exit_code: int | None
+) -> StepResult:
+    _, wall, clock = started
+    return StepResult(
+        name=step.name,
+        status=status,
+        started_at=int(wall),
+        finished_at=int(time.time()),
+        duration_ms=int((trio.current_time() - clock) * 1000),
+        exit_code=exit_code,
+    )
+
+
+async def _pump(stream: trio.abc.ReceiveStream, name: Stream, sink: LineSink) -> None:
+    """Hand each line of ``stream`` to the sink, decoded as UTF-8, without its newline."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    async for data in stream:
+        pending += decoder.decode(data)
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            await sink(name, line.removesuffix("\r"))
+        while len(pending) > MAX_LINE_CHARS:
+            await sink(name, pending[:MAX_LINE_CHARS])
+            pending = pending[MAX_LINE_CHARS:]
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        await sink(name, pending.removesuffix("\r"))

@@ -1,0 +1,286 @@
+"""One claimed build, from the ``running`` report to the final one (contract §5.6).
+
+Order: report ``running`` → check out → resolve the config → plan the steps → run them
+while a watcher long-polls the build's state → ship the logs → report ``succeeded`` or
+``failed`` with the steps. When the watcher hears that the build is no longer ours
+(403 ``runner_mismatch`` or a status other than assigned/running) the work is cancelled
+and nothing more is reported. When the agent itself is cancelled (shutting down), the
+work is cancelled and ``failed`` is reported, shielded and bounded.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from oore.domain.builds import StepResult
+from oore.domain.pipeline_config import Step, plan_steps
+from oore.runner.checkout import CheckoutError, checkout
+from oore.runner.client import Job, ReportStatus, RunnerClient, ServerError, Stream, retryable
+from oore.runner.executor import Executor, build_environment
+from oore.runner.logs import LogBatcher, open_log_batcher
+from oore.runner.resolve import ConfigError, resolve_config
+from oore.runner.retry import Backoff, with_retries
+
+JOB_STATE_WAIT = 20
+FINAL_REPORT_DEADLINE = 10.0
+CLEANUP_DEADLINE = 60.0
+RUNNER_FAILED = 1
+
+T = TypeVar("T")
+Say = Callable[[str], None]
+
+
+class TokenRejected(Exception):
+    """The server no longer accepts the runner's token (401): the agent must stop."""
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"  # the server took the build back; nothing reported
+    REFUSED = "refused"  # the server refused a report; the build is not ours any more
+
+
+@dataclass(frozen=True)
+class Failure:
+    exit_code: int
+    message: str
+
+
+class JobRunner:
+    """Runs claimed builds in ``<builds_dir>/<build_id>``, reporting through ``client``."""
+
+    def __init__(
+        self,
+        client: RunnerClient,
+        *,
+        builds_dir: Path,
+        executor: Executor,
+        say: Say,
+        base_env: Mapping[str, str],
+        job_state_wait: int = JOB_STATE_WAIT,
+        log_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._client = client
+        self._builds_dir = builds_dir
+        self._executor = executor
+        self._say = say
+        self._base_env = base_env
+        self._job_state_wait = job_state_wait
+        self._log_options = log_options or {}
+
+    async def run(self, job: Job) -> Outcome:
+        """Run one claimed build to its end. Raises TokenRejected when the token is gone."""
+        label = f"build #{job.build_number}"
+        self._say(f"claimed {label} ({job.build_id})")
+        started = trio.current_time()
+        try:
+            await self._retrying(lambda: self._client.report(job.build_id, "running"), label)
+        except ServerError as exc:
+            self._say(f"{label}: the server refused the running report ({exc}); dropping it")
+            return Outcome.REFUSED
+        results: list[StepResult] = []
+        stop = _Stop()
+        failure: Failure | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.CancelScope() as work:
+                    nursery.start_soon(self._watch, job, work, stop)
+                    failure = await self._work(job, label, results)
+                nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            if stop.reason is None:
+                why = (
+                    "runner stopped during the build"
+                    if _cancellation(exc)
+                    else f"runner error: {exc!r}"
+                )
+                with trio.CancelScope(shield=True), trio.move_on_after(FINAL_REPORT_DEADLINE):
+                    self._say(f"{label}: interrupted ({why}); reporting it failed")
+                    await self._report_quietly(job.build_id, why, results)
+            raise
+        if stop.reason is not None:
+            self._say(f"{label} stopped: {stop.reason}")
+            return Outcome.STOPPED
+        status: ReportStatus = "succeeded" if failure is None else "failed"
+        try:
+            await self._retrying(
+                lambda: self._client.report(
+                    job.build_id,
+                    status,
+                    exit_code=0 if failure is None else failure.exit_code,
+                    error_message=None if failure is None else failure.message,
+                    steps=results,
+                ),
+                label,
+            )
+        except ServerError as exc:
+            self._say(f"{label}: the server refused the final report ({exc})")
+            return Outcome.REFUSED
+        took = trio.current_time() - started
+        detail = "" if failure is None else f": {failure.message}"
+        self._say(f"{label} {status} in {took:.1f}s{detail}")
+        return Outcome.SUCCEEDED if failure is None else Outcome.FAILED
+
+    async def _work(self, job: Job, label: str, results: list[StepResult]) -> Failure | None:
+        """Everything between the running report and the final one; the logs are shipped."""
+        dest = self._builds_dir / job.build_id
+        try:
+            async with open_log_batcher(
+                lambda chunks: self._client.append_logs(job.build_id, chunks), **self._log_options
+            ) as logs:
+                log = _BuildLog(logs, label, self._say)
+                return await self._steps(job, dest, log, results)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_DEADLINE):
+                await trio.to_thread.run_sync(shutil.rmtree, dest, True)
+
+    async def _steps(
+        self, job: Job, dest: Path, log: _BuildLog, results: list[StepResult]
+    ) -> Failure | None:
+        snapshot: dict[str, Any] = job.config_snapshot
+        commit = job.commit_sha or _text(snapshot.get("commit_sha"))
+        branch = job.branch or _text(snapshot.get("branch"))
+        repo_url = _text(snapshot.get("repo_url"))
+        if repo_url is None:
+            return await log.fail("the build's snapshot has no repo_url")
+        await trio.to_thread.run_sync(shutil.rmtree, dest, True)
+        await trio.Path(dest.parent).mkdir(parents=True, exist_ok=True)
+        await log.info(f"checking out {repo_url} at {commit or branch or 'the default branch'}")
+        try:
+            tree = await checkout(repo_url, dest, commit_sha=commit, branch=branch)
+        except CheckoutError as exc:
+            return await log.fail(f"checkout failed: {exc}")
+        try:
+            resolved = await trio.to_thread.run_sync(resolve_config, dest, snapshot)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                await log.error(f"{exc.source}: {problem}")
+            return await log.fail(str(exc))
+        await log.info(f"using the configuration from {resolved.source}")
+        selected = snapshot.get("selected_platforms")
+        try:
+            steps = plan_steps(resolved.config, selected if isinstance(selected, list) else None)
+        except ValueError as exc:
+            return await log.fail(f"cannot plan the steps: {exc}")
+        env = build_environment(
+            self._base_env,
+            resolved.config.env,
+            build_id=job.build_id,
+            build_number=job.build_number,
+            commit_sha=tree.commit_sha,
+            branch=branch,
+        )
+        await self._executor.run(
+            steps, cwd=dest, env=env, sink=log.write, observer=log, results=results
+        )
+        failed = next((r for r in results if r.status == "failed"), None)
+        if failed is None:
+            return None
+        code = failed.exit_code if failed.exit_code is not None else RUNNER_FAILED
+        return Failure(code, f"step {failed.name} failed with exit code {code}")
+
+    async def _watch(self, job: Job, work: trio.CancelScope, stop: _Stop) -> None:
+        """Long-poll the build's state; cancel ``work`` once the build is no longer ours."""
+        backoff = Backoff()
+        while True:
+            try:
+                status = await self._client.job_state(job.build_id, self._job_state_wait)
+            except ServerError as exc:
+                if exc.status == 401:
+                    raise TokenRejected(str(exc)) from exc
+                if exc.status in (403, 404):
+                    stop.reason = f"the server took it back ({exc.code}: {exc.message})"
+                    break
+                if not exc.retryable:
+                    raise
+                await trio.sleep(backoff.next())
+                continue
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                await trio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            if status not in ("assigned", "running"):
+                stop.reason = f"the build is {status}"
+                break
+        self._say(f"cancel received for build #{job.build_number}: {stop.reason}")
+        work.cancel()
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], label: str) -> T:
+        try:
+            return await with_retries(call, what=f"{label}: report", say=self._say)
+        except ServerError as exc:
+            if exc.status == 401:
+                raise TokenRejected(str(exc)) from exc
+            raise
+
+    async def _report_quietly(
+        self, build_id: str, message: str, steps: Sequence[StepResult]
+    ) -> None:
+        """One attempt at reporting ``failed``; a failure is only told on the terminal."""
+        try:
+            await self._client.report(
+                build_id, "failed", exit_code=RUNNER_FAILED, error_message=message, steps=steps
+            )
+        except Exception as exc:
+            self._say(f"final report not delivered: {exc}")
+
+
+@dataclass
+class _Stop:
+    """Why the server took the build back; set by the watcher."""
+
+    reason: str | None = None
+
+
+def _cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is a trio cancellation, alone or grouped."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_cancellation(inner) for inner in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
+class _BuildLog:
+    """The build's log as the runner writes it, and the terminal's step lines."""
+
+    def __init__(self, logs: LogBatcher, label: str, say: Say) -> None:
+        self._logs = logs
+        self._label = label
+        self._say = say
+
+    async def write(self, stream: Stream, line: str) -> None:
+        await self._logs.write(stream, line)
+
+    async def info(self, message: str) -> None:
+        await self._logs.write("stdout", f"[oore] {message}")
+
+    async def error(self, message: str) -> None:
+        await self._logs.write("stderr", f"[oore] {message}")
+
+    async def fail(self, message: str) -> Failure:
+        await self.error(message)
+        self._say(f"{self._label}: {message}")
+        return Failure(RUNNER_FAILED, message)
+
+    async def step_started(self, step: Step) -> None:
+        self._say(f"{self._label}: step {step.name} started: {step.command}")
+        await self.info(f"step {step.name}: {step.command}")
+
+    async def step_finished(self, result: StepResult) -> None:
+        took = result.duration_ms / 1000
+        what = f"step {result.name} {result.status} (exit {result.exit_code}, {took:.1f}s)"
+        self._say(f"{self._label}: {what}")
+        await (self.info if result.status == "succeeded" else self.error)(what)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

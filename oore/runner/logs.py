@@ -1,0 +1,110 @@
+"""The log batcher: numbers a build's lines and ships them in batches (contract §6.1).
+
+Lines are numbered 0, 1, 2... in the order :meth:`LogBatcher.write` is called. A batch
+leaves when it holds ``max_lines`` lines or ``interval`` seconds after its first line,
+whichever comes first. A failed send that may pass is repeated with backoff (the server
+ignores sequences it already has); a refused one (the build is no longer ours) stops
+shipping, and later lines are counted in :attr:`LogBatcher.dropped`. At most ``capacity``
+lines wait; beyond that :meth:`LogBatcher.write` waits for room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from oore.runner.client import LogChunk, RunnerError, Stream, retryable
+from oore.runner.retry import Backoff
+
+MAX_BATCH_LINES = 200
+BATCH_INTERVAL = 0.25
+CAPACITY = 1000
+
+SendChunks = Callable[[Sequence[LogChunk]], Awaitable[Any]]
+
+
+class LogBatcher:
+    """Numbers lines and ships them through ``send``; run :meth:`run` in a task."""
+
+    def __init__(
+        self,
+        send: SendChunks,
+        *,
+        max_lines: int = MAX_BATCH_LINES,
+        interval: float = BATCH_INTERVAL,
+        capacity: int = CAPACITY,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        if max_lines < 1 or capacity < 1:
+            raise ValueError("max_lines and capacity must be at least 1")
+        self._send_chunks = send
+        self._max_lines = max_lines
+        self._interval = interval
+        self._backoff = backoff
+        self._in, self._out = trio.open_memory_channel[LogChunk](capacity)
+        self._next_sequence = 0
+        self.sent = 0
+        self.dropped = 0
+        self.retries = 0
+        self.error: RunnerError | None = None
+
+    async def write(self, stream: Stream, content: str) -> None:
+        """Queue one line; waits while ``capacity`` lines are already waiting."""
+        chunk = LogChunk(self._next_sequence, content, stream)
+        self._next_sequence += 1
+        await self._in.send(chunk)
+
+    def close(self) -> None:
+        """No more lines: :meth:`run` ships what is queued and returns."""
+        self._in.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Ship batches until :meth:`close` was called and every queued line is handled."""
+        task_status.started()
+        async with self._out:
+            while True:
+                try:
+                    batch = [await self._out.receive()]
+                except trio.EndOfChannel:
+                    return
+                with trio.move_on_after(self._interval):
+                    while len(batch) < self._max_lines:
+                        try:
+                            batch.append(await self._out.receive())
+                        except trio.EndOfChannel:
+                            break
+                await self._deliver(batch)
+
+    async def _deliver(self, batch: list[LogChunk]) -> None:
+        if self.error is not None:
+            self.dropped += len(batch)
+            return
+        backoff = self._backoff()
+        while True:
+            try:
+                await self._send_chunks(batch)
+            except RunnerError as exc:
+                if not retryable(exc):
+                    self.error = exc
+                    self.dropped += len(batch)
+                    return
+                self.retries += 1
+                await trio.sleep(backoff.next())
+            else:
+                self.sent += len(batch)
+                return
+
+
+@asynccontextmanager
+async def open_log_batcher(send: SendChunks, **options: Any) -> AsyncIterator[LogBatcher]:
+    """A running :class:`LogBatcher`; leaving the block normally waits until all is shipped."""
+    batcher = LogBatcher(send, **options)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(batcher.run)
+        try:
+            yield batcher
+        finally:
+            batcher.close()

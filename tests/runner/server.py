@@ -1,0 +1,150 @@
+"""A small in-process stand-in for the runner side of ``oored``, behind httpx.MockTransport.
+
+It keeps what a runner sent (registrations, heartbeats, reports, log lines) and answers
+like the contract says: claims and job-state calls long-poll, a build taken back answers
+403 ``runner_mismatch``, a rejected token 401. The real server is tested end to end
+elsewhere; this one makes the agent's behaviour observable in a unit test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+RUNNER_ID = "runner-1"
+TOKEN = "f" * 64
+
+
+def job(repo: Path, sha: str, number: int = 1, **snapshot: Any) -> dict[str, Any]:
+    """A claim answer's ``job`` for a build of the local repository ``repo``."""
+    config_snapshot: dict[str, Any] = {
+        "snapshot_version": 2,
+        "config_resolution_policy": "file_first_ui_fallback",
+        "config_path": None,
+        "config_path_explicit": False,
+        "ui_execution_config": {"platforms": ["android"], "commands": {"build": ["echo ui"]}},
+        "commit_sha": sha,
+        "branch": "main",
+        "repo_url": str(repo),
+    }
+    config_snapshot.update(snapshot)
+    return {
+        "build_id": f"build-{number}",
+        "project_id": "project-1",
+        "pipeline_id": "pipeline-1",
+        "build_number": number,
+        "config_snapshot": config_snapshot,
+        "commit_sha": sha,
+        "branch": "main",
+        "lease_expires_at": 0,
+        "signing_token": "a" * 64,
+    }
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+        self.registrations: list[tuple[str, dict[str, Any]]] = []
+        self.heartbeats: list[str] = []
+        self.reports: dict[str, list[dict[str, Any]]] = {}
+        self.logs: dict[str, dict[int, dict[str, Any]]] = {}
+        self.taken_back: set[str] = set()
+        self.token_rejected = False
+        self.unreachable_calls = 0
+        self.requests: list[httpx.Request] = []
+        self._changed = trio.Event()
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self._handle)
+
+    # -- what tests do ----------------------------------------------------------------------
+
+    def add_job(self, body: dict[str, Any]) -> None:
+        self.jobs.append(body)
+        self._notify()
+
+    def take_back(self, build_id: str) -> None:
+        self.taken_back.add(build_id)
+        self._notify()
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait (at most 20 s) until ``condition()`` holds after some call or test action."""
+        with trio.fail_after(20):
+            await self._wait(condition)
+
+    async def _wait(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            await self._changed.wait()
+
+    def statuses(self, build_id: str) -> list[str]:
+        return [report["status"] for report in self.reports.get(build_id, [])]
+
+    def log_lines(self, build_id: str) -> list[tuple[str, str]]:
+        lines = self.logs.get(build_id, {})
+        assert sorted(lines) == list(range(len(lines))), "sequences run from 0 without gaps"
+        return [(lines[i]["stream"], lines[i]["content"]) for i in sorted(lines)]
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.unreachable_calls > 0:
+            self.unreachable_calls -= 1
+            raise httpx.ConnectError("connection refused", request=request)
+        try:
+            return await self._route(request)
+        finally:
+            self._notify()
+
+    async def _route(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(await request.aread() or b"null")
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        path = request.url.path
+        if path == "/v1/runners/register":
+            self.registrations.append((bearer, body))
+            runner = {"id": RUNNER_ID, "name": body["name"], "status": "offline"}
+            return httpx.Response(200, json={"runner": runner, "token": TOKEN})
+        if self.token_rejected or bearer != TOKEN:
+            return _error(401, "invalid_token", "Runner token is not valid")
+        match = re.fullmatch(rf"/v1/runners/{RUNNER_ID}/(\w+)(?:/([\w-]+)(?:/(\w+))?)?", path)
+        assert match is not None, path
+        action, build_id, sub = match.groups()
+        if action == "heartbeat":
+            self.heartbeats.append(body["status"])
+            return httpx.Response(204)
+        if action == "claim":
+            assert body["protocol_version"] == 4
+            with trio.move_on_after(body["wait_seconds"]):
+                await self._wait(lambda: bool(self.jobs))
+            return httpx.Response(200, json={"job": self.jobs.pop(0)} if self.jobs else {})
+        assert action == "jobs" and build_id is not None
+        if build_id in self.taken_back:
+            return _error(403, "runner_mismatch", "This build is not assigned to this runner")
+        if sub is None:
+            with trio.move_on_after(int(request.url.params["wait_seconds"])):
+                await self._wait(lambda: build_id in self.taken_back)
+            if build_id in self.taken_back:
+                return _error(403, "runner_mismatch", "This build is not assigned to this runner")
+            return httpx.Response(200, json={"status": "running"})
+        if sub == "status":
+            self.reports.setdefault(build_id, []).append(body)
+            return httpx.Response(200, json={"build": {"id": build_id}, "events": []})
+        assert sub == "logs"
+        known = self.logs.setdefault(build_id, {})
+        new = [chunk for chunk in body["chunks"] if chunk["sequence"] not in known]
+        known.update((chunk["sequence"], chunk) for chunk in new)
+        return httpx.Response(200, json={"appended": len(new)})
+
+
+def _error(status: int, code: str, message: str) -> httpx.Response:
+    return httpx.Response(status, json={"error": message, "code": code})
