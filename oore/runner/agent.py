@@ -25,6 +25,7 @@ import platform
 import shutil
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ STATE_FILE = "runner.json"
 LOCK_FILE = "runner.lock"
 BUILDS_DIR = "builds"
 HEARTBEAT_INTERVAL = 10.0
+MIN_HEARTBEAT_INTERVAL = 0.5
 CLAIM_WAIT = 30
 IDLE_PAUSE = 5.0
 GOODBYE_DEADLINE = 5.0
@@ -201,6 +203,8 @@ class Agent:
         self._running = 0
         self._claimed = 0
         self._outcomes: dict[str, int] = {}
+        self._beat_every = config.heartbeat_interval
+        self._beat_sooner = trio.Event()
 
     def statistics(self) -> AgentStatistics:
         return AgentStatistics(self._running, self._claimed, dict(self._outcomes))
@@ -307,7 +311,17 @@ class Agent:
                 )
             except ServerError as exc:
                 raise self._refused("heartbeat", exc) from exc
-            await trio.sleep(self._config.heartbeat_interval)
+            with trio.move_on_after(self._beat_every):
+                await self._beat_sooner.wait()
+            self._beat_sooner = trio.Event()
+
+    def _learn_lease(self, job: Job) -> None:
+        """Heartbeat at least four times per lease, so a short server lease never lapses."""
+        lease = job.lease_expires_at - time.time()
+        every = max(MIN_HEARTBEAT_INTERVAL, lease / 4)
+        if every < self._beat_every:
+            self._beat_every = every
+            self._beat_sooner.set()
 
     async def _claims(self, nursery: trio.Nursery) -> None:
         slots = trio.Semaphore(self._config.concurrency)
@@ -329,6 +343,7 @@ class Agent:
                     await trio.sleep(IDLE_PAUSE)
                 continue
             self._claimed += 1
+            self._learn_lease(job)
             nursery.start_soon(self._run_job, job, slots)
 
     async def _run_job(self, job: Job, slots: trio.Semaphore) -> None:

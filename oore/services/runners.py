@@ -353,6 +353,9 @@ class Runners:
                 await self._undo_claim(build)
             raise
         await self._scheduling.build_actor(build)
+        # A long-poll may outlast the lease it started with; the lease of the build just
+        # handed over runs from now.
+        await self._scheduling.runner_seen(runner.id)
         return Job(build, signing, lease)
 
     async def _undo_claim(self, build: Build) -> None:
