@@ -21,7 +21,7 @@ from oore.domain.runners import (
 )
 from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
 from oore.domain.users import Session
-from oore.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from oore.errors import ApiError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from oore.services.identity import AuditSink, Identity
 from oore.services.scheduling import Scheduling
 from oore.store import AuditEntry
@@ -336,12 +336,12 @@ class Runners:
         signing = new_token()
         lease = now + int(self._scheduling.config.runner_lease)
         row = ClaimRow(queued.id, runner.id, hash_token(signing), lease, now)
-        dispatcher = self._scheduling.dispatcher
         try:
             with trio.CancelScope(shield=True), trio.fail_after(CLAIM_COMMIT_DEADLINE):
                 await self._scheduling.claims.submit_one(row)
         except BaseException:
-            await dispatcher.give_back(Offer(queued, runner.id))
+            with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_COMMIT_DEADLINE):
+                await self._settle_failed_commit(runner, queued)
             raise
         build = row.build
         if build is None:
@@ -357,6 +357,30 @@ class Runners:
         # handed over runs from now.
         await self._scheduling.runner_seen(runner.id)
         return Job(build, signing, lease)
+
+    async def _settle_failed_commit(self, runner: Runner, queued: QueuedBuild) -> None:
+        """The claim's commit failed, or its outcome is unknown (deadline): ask the database.
+
+        Committed after all: the runner will not hear of it, so requeue it (a build left
+        assigned without its BuildActor would wait for a restart). Otherwise the offer goes
+        back to the front of the queue.
+        """
+        try:
+            current = await self._store.builds.get(queued.id)
+        except ApiError:
+            current = None
+        if (
+            current is not None
+            and current.status is BuildStatus.ASSIGNED
+            and current.runner_id == runner.id
+        ):
+            try:
+                await self._undo_claim(current)
+            except ApiError:
+                pass
+            else:
+                return
+        await self._scheduling.dispatcher.give_back(Offer(queued, runner.id))
 
     async def _undo_claim(self, build: Build) -> None:
         """The runner went away before hearing of its claim: put the build back."""
