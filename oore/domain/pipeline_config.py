@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from oore.domain.runners import MAX_LABELS, label_problem
+
 Platform = Literal["android", "ios", "macos"]
 PLATFORMS: tuple[str, ...] = ("android", "ios", "macos")
 TRIGGER_EVENTS: tuple[str, ...] = ("push", "pull_request", "tag_push")
@@ -35,8 +37,6 @@ MAX_ENV_ENTRIES = 128
 MAX_ENV_KEY_CHARS = 128
 MAX_ENV_VALUE_CHARS = 4096
 MAX_CONCURRENT = 100
-MAX_RUNNER_LABELS = 32
-MAX_LABEL_CHARS = 64
 
 DEFAULT_ARTIFACT_PATTERNS: tuple[str, ...] = ("build/app/outputs/flutter-apk/*.apk",)
 # What a repository file collects when it has no `artifacts` section (§8.1).
@@ -53,7 +53,6 @@ DEFAULT_BUILD_COMMANDS: Mapping[str, str] = {
 
 _YAML_NON_STRINGS = (bool, int, float, datetime.date)
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_LABEL = re.compile(r"[A-Za-z0-9_.:/-]+")
 _EXECUTION_KEYS = (
     "platforms",
     "flutter_version",
@@ -681,16 +680,14 @@ def parse_runner_labels(data: object) -> tuple[tuple[str, ...] | None, list[str]
     """
     root = "runner_labels"
     reader = _Reader(yaml_file=False)
-    labels = reader.items(data, root, max_items=MAX_RUNNER_LABELS, noun="labels")
+    labels = reader.items(data, root, max_items=MAX_LABELS, noun="labels")
     found: set[str] = set()
     for i, label in enumerate(labels):
         path = _index(root, i)
         if not isinstance(label, str):
             reader.wrong_type(path, "a string", label)
-        elif not 1 <= len(label) <= MAX_LABEL_CHARS:
-            reader.problem(path, f"must be 1 to {MAX_LABEL_CHARS} characters (got {len(label)})")
-        elif not _LABEL.fullmatch(label):
-            reader.problem(path, f"may hold only letters, digits and _ . : / -, got {label!r}")
+        elif (problem := label_problem(label)) is not None:
+            reader.problem(path, problem)
         else:
             found.add(label)
     if reader.problems:

@@ -12,7 +12,8 @@ from oore.errors import InvalidInput
 PROTOCOL_VERSION = 4
 MAX_WAIT_SECONDS = 60
 MAX_LABELS = 32
-_LABEL = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+MAX_LABEL_CHARS = 64
+_LABEL = re.compile(r"[A-Za-z0-9_.:/-]+")
 
 
 class RunnerStatus(StrEnum):
@@ -63,13 +64,21 @@ def check_runner_name(name: str) -> str:
     return trimmed
 
 
+def label_problem(label: str) -> str | None:
+    """What is wrong with one runner label (the rule runners and pipelines share), or None."""
+    if not 1 <= len(label) <= MAX_LABEL_CHARS:
+        return f"must be 1 to {MAX_LABEL_CHARS} characters (got {len(label)})"
+    if not _LABEL.fullmatch(label):
+        return f"may hold only letters, digits and _ . : / -, got {label!r}"
+    return None
+
+
 def check_labels(labels: list[str]) -> tuple[str, ...]:
     """Up to 32 labels of ``[A-Za-z0-9_.:/-]{1,64}``, de-duplicated and sorted."""
     if len(labels) > MAX_LABELS:
         raise InvalidInput("invalid_labels", f"At most {MAX_LABELS} labels")
     for label in labels:
-        if not _LABEL.match(label):
-            raise InvalidInput(
-                "invalid_labels", f"Label {label!r} must be 1..64 of A-Z a-z 0-9 _ . : / -"
-            )
+        problem = label_problem(label)
+        if problem is not None:
+            raise InvalidInput("invalid_labels", f"A label {problem}")
     return tuple(sorted(set(labels)))
