@@ -20,7 +20,7 @@ from oore.errors import ApiError
 from oore.http.app import create_app
 from oore.runtime import Runtime, open_runtime
 from oore.services.clock import SystemClock
-from oore.services.scheduling import SchedulingConfig
+from oore.services.scheduling import Scheduling, SchedulingConfig
 from oore.store import Store, open_store
 from oore.store.embedded import embedded_postgres
 
@@ -76,7 +76,9 @@ async def run_daemon(
             background.start_soon(_wait_for_signal, stop)
             await background.start(serve_control, settings.data_dir / SOCKET_FILE, runtime.identity)
             async with trio.open_nursery() as http:
-                http.start_soon(_bound_shutdown, stop, http.cancel_scope, settings)
+                http.start_soon(
+                    _bound_shutdown, stop, http.cancel_scope, settings, runtime.scheduling
+                )
                 binds: list[str] = await http.start(
                     partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop.wait)
                 )
@@ -89,10 +91,13 @@ async def run_daemon(
         log.info("stopped serving; closing actors and the database")
 
 
-async def _bound_shutdown(stop: trio.Event, scope: trio.CancelScope, settings: Settings) -> None:
-    """Once asked to stop, give connections the grace period, then cut them off."""
+async def _bound_shutdown(
+    stop: trio.Event, scope: trio.CancelScope, settings: Settings, scheduling: Scheduling
+) -> None:
+    """Once asked to stop, answer the long-polls, give requests the grace period, then cut."""
     await stop.wait()
     log.info("shutting down (grace %.0fs)", settings.shutdown_grace_seconds)
+    scheduling.end_long_polls()
     scope.deadline = trio.current_time() + settings.shutdown_grace_seconds + 1
 
 

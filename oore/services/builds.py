@@ -373,7 +373,7 @@ class Builds:
         if wait_seconds > 0 and build.status.active:
             handle = await self._scheduling.build_actor(build)
             if handle is not None:
-                with trio.move_on_after(wait_seconds):
+                with self._scheduling.long_poll(), trio.move_on_after(wait_seconds):
                     try:
                         build = await handle.watch(build.status)
                     except (ActorError, Forbidden):

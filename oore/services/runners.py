@@ -313,16 +313,19 @@ class Runners:
             raise InvalidInput("invalid_input", f"wait_seconds must be 0..{MAX_WAIT_SECONDS}")
         deadline = trio.current_time() + wait_seconds
         if runner.draining or runner.status is RunnerStatus.DRAINING:
-            await trio.sleep_until(deadline)
+            with self._scheduling.long_poll():
+                await trio.sleep_until(deadline)
             return None
         slot = RunnerSlot(runner.id, frozenset(runner.labels), runner.max_concurrent)
         dispatcher = self._scheduling.dispatcher
         while True:
             remaining = max(0.0, deadline - trio.current_time())
-            try:
-                offer = await dispatcher.claim(slot, wait=remaining)
-            except ActorError:
-                raise Conflict("dispatcher_restarting", "Try the claim again") from None
+            offer = None
+            with self._scheduling.long_poll():
+                try:
+                    offer = await dispatcher.claim(slot, wait=remaining)
+                except ActorError:
+                    raise Conflict("dispatcher_restarting", "Try the claim again") from None
             if offer is None:
                 return None
             job = await self._commit(runner, offer.build)

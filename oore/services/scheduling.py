@@ -8,6 +8,8 @@ turns a lost runner into requeued builds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import trio
@@ -61,6 +63,8 @@ class Scheduling:
             max_batch=HEARTBEAT_BATCH,
             capacity=16384,
         )
+        self._long_polls: set[trio.CancelScope] = set()
+        self._ending = False
         self.build_actors: Registry[str, BuildHandle] = Registry("builds")
         self.runner_actors: Registry[str, RunnerHandle] = Registry("runners")
         self.builds_supervisor = Supervisor("builds", max_restarts=100, period=10.0)
@@ -72,6 +76,29 @@ class Scheduling:
             timeouts=BuildTimeouts(config.assign_timeout, config.build_timeout),
             on_end=self._build_ended,
         )
+
+    @contextmanager
+    def long_poll(self) -> Iterator[trio.CancelScope]:
+        """The scope of a long-poll wait, cut short when the daemon begins to stop.
+
+        Stopping answers parked claims (no job) and job-state polls (current status) at
+        once, so shutdown does not sit out its grace period on idle runners.
+        """
+        scope = trio.CancelScope()
+        if self._ending:
+            scope.cancel()
+        self._long_polls.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._long_polls.discard(scope)
+
+    def end_long_polls(self) -> None:
+        """The daemon is stopping: every long-poll, open or to come, answers now."""
+        self._ending = True
+        for scope in list(self._long_polls):
+            scope.cancel()
 
     def supervisor(self) -> Supervisor:
         """The subtree to put under the root supervisor, in start order."""

@@ -3,9 +3,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import Daemon, DaemonFactory, alive, postgres_pid
@@ -140,3 +142,37 @@ def test_cli_without_a_daemon_says_so(tmp_path: Path) -> None:
         timeout=30,
     )
     assert result.returncode == 1 and "not running" in result.stderr
+
+
+def test_stopping_answers_parked_claims_at_once(make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon().start()
+    with daemon.client() as client:
+        token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
+        reg = client.post(
+            "/v1/runners/register",
+            json={"name": "parked"},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+    answers: list[httpx.Response] = []
+
+    def park() -> None:
+        with httpx.Client(base_url=daemon.url, timeout=90) as runner:
+            answers.append(
+                runner.post(
+                    f"/v1/runners/{reg['runner']['id']}/claim",
+                    json={"protocol_version": 4, "wait_seconds": 60},
+                    headers={"Authorization": f"Bearer {reg['token']}"},
+                )
+            )
+
+    parked = threading.Thread(target=park)
+    parked.start()
+    time.sleep(0.5)  # the claim is parked
+    began = time.monotonic()
+    assert daemon.stop() == 0
+    took = time.monotonic() - began
+    parked.join(timeout=10)
+    # No work: `{}` (contract §5.4), answered when the daemon began to stop.
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {})]
+    # The grace period is 10 s; a parked claim must not hold the daemon for it.
+    assert took < 5.0, daemon.text()
