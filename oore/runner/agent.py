@@ -318,6 +318,8 @@ class Agent:
     def _learn_lease(self, job: Job) -> None:
         """Heartbeat at least four times per lease, so a short server lease never lapses."""
         lease = job.lease_expires_at - time.time()
+        if lease <= 0:
+            return  # a server that does not say (or a clock far off): keep the interval
         every = max(MIN_HEARTBEAT_INTERVAL, lease / 4)
         if every < self._beat_every:
             self._beat_every = every

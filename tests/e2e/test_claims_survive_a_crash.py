@@ -6,7 +6,6 @@ lost. The runners are plain HTTP clients in this test process, the daemon its ow
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from tests.e2e.conftest import Daemon, DaemonFactory
+from tests.e2e.conftest import Daemon, DaemonFactory, free_port
 
 # Requests cut off by the SIGKILL leave httpx's request-body generators unfinished; their
 # garbage collection warns. That is the point of this test, not a leak of ours.
@@ -25,13 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 BUILDS = 1000
 RUNNERS = 24
 KILL_AFTER = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_repo(root: Path) -> Path:

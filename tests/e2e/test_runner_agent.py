@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import DaemonFactory, alive
+from tests.e2e.conftest import DaemonFactory, alive, free_port
 
 GRACE = 2.0
 LEASE = 4
@@ -179,7 +179,8 @@ def test_two_runners_run_real_builds(
     repo = make_repo(tmp_path, marks)
     daemon = make_daemon()
     daemon.env["OORED_RUNNER_LEASE_SECONDS"] = str(LEASE)
-    daemon.start()
+    port = free_port()
+    daemon.start("--listen", f"127.0.0.1:{port}")
     leftovers: list[Path] = [marks / "stubborn.pid", marks / "handoff.1"]
     try:
         with daemon.client() as client:
@@ -297,6 +298,17 @@ def test_two_runners_run_real_builds(
             assert len(requeued) == 1 and "lease expired" in requeued[0]["reason"]
             texts = [line["content"] for line in api.logs(moving)]
             assert "second attempt" in texts
+
+        # The daemon restarts: the surviving runner reconnects (with backoff) and builds on.
+        assert daemon.stop() == 0
+        daemon.start("--listen", f"127.0.0.1:{port}")
+        with daemon.client() as client:
+            api = Api(client, token)
+            after = api.finished(trigger(handoff))
+            assert after["build"]["status"] == "succeeded", after
+            assert [e["actor"] for e in after["events"] if e["to_status"] == "assigned"] == [
+                f"runner:{ids[other]}"
+            ]
     finally:
         # The SIGKILLed runner could not end its build's process: do it here.
         for path in leftovers:
