@@ -6,9 +6,10 @@ import argparse
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
@@ -108,6 +109,46 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias=AliasChoices("log_lines_per_build", "OORED_LOG_LINES_PER_BUILD"),
     )
+    log_viewers_per_build: int = Field(
+        10_000,
+        ge=1,
+        validation_alias=AliasChoices("log_viewers_per_build", "OORED_LOG_VIEWERS_PER_BUILD"),
+    )
+    log_viewers_per_user: int = Field(
+        10_000,
+        ge=1,
+        validation_alias=AliasChoices("log_viewers_per_user", "OORED_LOG_VIEWERS_PER_USER"),
+    )
+    log_viewers_total: int = Field(
+        50_000,
+        ge=1,
+        validation_alias=AliasChoices("log_viewers_total", "OORED_LOG_VIEWERS_TOTAL"),
+    )
+
+    public_url: str | None = Field(
+        None, validation_alias=AliasChoices("public_url", "OORE_PUBLIC_URL")
+    )
+    artifact_ttl_days: int | None = Field(
+        None,
+        ge=1,
+        le=36500,
+        validation_alias=AliasChoices("artifact_ttl_days", "OORED_ARTIFACT_TTL_DAYS"),
+    )
+    s3_bucket: str | None = Field(
+        None, validation_alias=AliasChoices("s3_bucket", "OORE_S3_BUCKET")
+    )
+    s3_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("s3_endpoint", "OORE_S3_ENDPOINT")
+    )
+    s3_region: str | None = Field(
+        None, validation_alias=AliasChoices("s3_region", "OORE_S3_REGION")
+    )
+    aws_access_key_id: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("aws_access_key_id", "AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY")
+    )
 
     @field_validator("listen")
     @classmethod
@@ -123,6 +164,16 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("OORED_DATABASE_URL must start with postgresql://")
         return value.strip()
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+            raise ValueError("must be http(s)://host[:port] without credentials")
+        return value.strip().rstrip("/")
 
     @field_validator("cors_origins_env", "cors_origin_env")
     @classmethod
@@ -161,6 +212,11 @@ _SOURCES = {
     "assign_timeout_seconds": "OORED_ASSIGN_TIMEOUT_SECONDS",
     "build_timeout_seconds": "OORED_BUILD_TIMEOUT_SECONDS",
     "log_lines_per_build": "OORED_LOG_LINES_PER_BUILD",
+    "log_viewers_per_build": "OORED_LOG_VIEWERS_PER_BUILD",
+    "log_viewers_per_user": "OORED_LOG_VIEWERS_PER_USER",
+    "log_viewers_total": "OORED_LOG_VIEWERS_TOTAL",
+    "public_url": "OORE_PUBLIC_URL",
+    "artifact_ttl_days": "OORED_ARTIFACT_TTL_DAYS",
 }
 
 

@@ -12,14 +12,19 @@ from functools import partial
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
+from pydantic import SecretStr
 
 from oore.config import ConfigError, Settings, settings_from_argv
 from oore.control import serve_control
-from oore.datadir import PGDATA_DIR, SOCKET_FILE, DataDirBusy, DataDirLock
+from oore.datadir import PGDATA_DIR, SOCKET_FILE, DataDirBusy, DataDirLock, load_or_create_key
+from oore.domain.artifact_storage import EnvironmentStorage
+from oore.domain.crypto import SecretBox
 from oore.errors import ApiError
 from oore.http.app import create_app
 from oore.runtime import Runtime, open_runtime
+from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
+from oore.services.logs import LogConfig
 from oore.services.scheduling import Scheduling, SchedulingConfig
 from oore.store import Store, open_store
 from oore.store.embedded import embedded_postgres
@@ -42,7 +47,34 @@ def scheduling_config(settings: Settings) -> SchedulingConfig:
         runner_lease=settings.runner_lease_seconds,
         assign_timeout=settings.assign_timeout_seconds,
         build_timeout=settings.build_timeout_seconds,
-        log_lines_per_build=settings.log_lines_per_build,
+    )
+
+
+def log_config(settings: Settings) -> LogConfig:
+    return LogConfig(
+        lines_per_build=settings.log_lines_per_build,
+        viewers_per_build=settings.log_viewers_per_build,
+        viewers_per_user=settings.log_viewers_per_user,
+        viewers_total=settings.log_viewers_total,
+    )
+
+
+def artifacts_config(settings: Settings, key: bytes) -> ArtifactsConfig:
+    def plain(secret: SecretStr | None) -> str | None:
+        return None if secret is None else secret.get_secret_value()
+
+    return ArtifactsConfig(
+        data_dir=settings.data_dir,
+        secrets=SecretBox(key),
+        environment=EnvironmentStorage(
+            bucket=settings.s3_bucket,
+            access_key_id=plain(settings.aws_access_key_id),
+            secret_access_key=plain(settings.aws_secret_access_key),
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+        ),
+        public_url=settings.public_url,
+        ttl_days=settings.artifact_ttl_days,
     )
 
 
@@ -67,8 +99,15 @@ async def run_daemon(
             open_store(url, pool_size=settings.database_pool_size)
         )
         await store.instance.ensure(clock.now())
+        key = await trio.to_thread.run_sync(load_or_create_key, settings.data_dir)
         runtime: Runtime = await stack.enter_async_context(
-            open_runtime(store, clock, scheduling_config(settings))
+            open_runtime(
+                store,
+                clock,
+                scheduling_config(settings),
+                log_config(settings),
+                artifacts_config(settings, key),
+            )
         )
         app = create_app(runtime.app_services(store, settings.cors_origins))
         stop = trio.Event()
@@ -86,6 +125,7 @@ async def run_daemon(
                     f"oored listening on {binds[0]} (data directory {settings.data_dir})",
                     flush=True,
                 )
+                runtime.artifacts.storage.listening_on(binds[0])
                 task_status.started(binds)
             background.cancel_scope.cancel()
         log.info("stopped serving; closing actors and the database")

@@ -1,11 +1,15 @@
-"""The data directory: created private to this user, and locked by one daemon at a time."""
+"""The data directory: created private to this user, locked by one daemon at a time, and
+holding the instance's encryption key."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 from pathlib import Path
 from types import TracebackType
+
+from oore.errors import InternalError
 
 LOCK_FILE = "oored.lock"
 SOCKET_FILE = "oored.sock"
@@ -50,3 +54,52 @@ class DataDirLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+ENCRYPTION_KEY_FILE = "encryption.key"
+KEY_BYTES = 32
+
+
+def load_or_create_key(data_dir: Path) -> bytes:
+    """The instance's AES-256 key in ``<data_dir>/encryption.key``, created (0600) if missing.
+
+    Blocking I/O. A file of the wrong size stops the daemon (``encryption_error``): the
+    secrets stored under the old key could not be read with a new one.
+    """
+    path = data_dir / ENCRYPTION_KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = _create_key(path)
+    except OSError as exc:
+        raise InternalError("encryption_error", f"cannot read {path}: {exc}") from None
+    if len(key) != KEY_BYTES:
+        raise InternalError(
+            "encryption_error", f"{path} must hold {KEY_BYTES} raw bytes, it holds {len(key)}"
+        )
+    return key
+
+
+def _create_key(path: Path) -> bytes:
+    """Write a fresh key under a private temporary name, then link it into place.
+
+    The link fails if another process created the key first; its key is used then.
+    """
+    key = secrets.token_bytes(KEY_BYTES)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return path.read_bytes()
+    except OSError as exc:
+        raise InternalError("encryption_error", f"cannot create {path}: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return key

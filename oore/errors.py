@@ -10,8 +10,10 @@ Every failure a client can see is an :class:`ApiError`; the HTTP layer turns it 
      ├── Forbidden             403 <code>            permission_denied, mode_restricted, ...
      ├── NotFound              404 <code>            not_found, user_not_found, ...
      ├── Conflict              409 <code>            already_configured, invalid_state, ...
-     ├── Gone                  410 <code>            token_consumed, token_expired
+     ├── RequestTimeout        408 request_timeout   the client stopped sending its body
+     ├── Gone                  410 <code>            token_consumed, artifact_expired, ...
      ├── PayloadTooLarge       413 payload_too_large
+     ├── RangeNotSatisfiable   416 range_not_satisfiable
      ├── TooManyRequests       429 <code>            too_many_attempts, ...
      ├── ServiceUnavailable    503 <code>            overloaded, not_ready
      └── InternalError         500 <code>            no_bootstrap_token, ...
@@ -101,6 +103,14 @@ class Conflict(ApiError):
     default_message = "Conflict with the current state"
 
 
+class RequestTimeout(ApiError):
+    """The client stopped sending the request body before it was complete."""
+
+    status = 408
+    default_code = "request_timeout"
+    default_message = "The request body did not arrive in time"
+
+
 class Gone(ApiError):
     """The thing asked for existed but can no longer be used."""
 
@@ -115,6 +125,14 @@ class PayloadTooLarge(ApiError):
     status = 413
     default_code = "payload_too_large"
     default_message = "Request body is too large"
+
+
+class RangeNotSatisfiable(ApiError):
+    """The requested byte range lies outside the resource."""
+
+    status = 416
+    default_code = "range_not_satisfiable"
+    default_message = "The requested range is not satisfiable"
 
 
 class TooManyRequests(ApiError):

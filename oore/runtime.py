@@ -11,9 +11,12 @@ import trio
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.http.context import AppServices
 from oore.services.access import Access
+from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
+from oore.services.artifacts import Artifacts
 from oore.services.builds import Builds
 from oore.services.clock import WallClock
 from oore.services.identity import Identity
+from oore.services.logs import LogConfig, Logs
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.scheduling import Scheduling, SchedulingConfig, start_scheduling
@@ -32,6 +35,8 @@ class Runtime:
     projects: Projects
     builds: Builds
     runners: Runners
+    artifacts: Artifacts
+    logs: Logs
     scheduling: Scheduling
     supervisor: Supervisor
     audit: GroupCommitter[AuditEntry]
@@ -45,6 +50,9 @@ class Runtime:
             projects=self.projects,
             builds=self.builds,
             runners=self.runners,
+            artifacts=self.artifacts,
+            artifact_storage=self.artifacts.storage,
+            logs=self.logs,
             actor_stats=self.actor_statistics,
             cors_origins=cors_origins,
         )
@@ -82,7 +90,11 @@ def _summed(a: ActorStatistics, b: ActorStatistics, name: str) -> ActorStatistic
 
 @asynccontextmanager
 async def open_runtime(
-    store: Store, clock: WallClock, config: SchedulingConfig | None = None
+    store: Store,
+    clock: WallClock,
+    config: SchedulingConfig | None = None,
+    log_config: LogConfig | None = None,
+    artifacts_config: ArtifactsConfig | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start the supervision tree; on exit stop it in reverse order within its grace."""
     audit: GroupCommitter[AuditEntry] = GroupCommitter(
@@ -95,12 +107,22 @@ async def open_runtime(
             scheduling = await start_scheduling(store, clock, config or SchedulingConfig(), root)
             access = Access(store)
             identity = Identity(store, clock, audit)
+            builds = Builds(scheduling, access)
+            logs = Logs(scheduling, builds, access, identity, log_config or LogConfig())
+            await root.start_child(logs.spec())
+            artifacts_config = artifacts_config or ArtifactsConfig()
+            storage = ArtifactStorageService(store, clock, audit, artifacts_config)
+            await storage.reload()
+            artifacts = Artifacts(store, clock, access, audit, storage, artifacts_config)
+            await root.start_child(artifacts.spec())
             yield Runtime(
                 identity=identity,
                 access=access,
                 projects=Projects(store, clock, audit, access),
-                builds=Builds(scheduling, access),
+                builds=builds,
                 runners=Runners(scheduling, identity, audit),
+                artifacts=artifacts,
+                logs=logs,
                 scheduling=scheduling,
                 supervisor=root,
                 audit=audit,

@@ -49,6 +49,9 @@ def test_cors_origin_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         ("OORED_LISTEN_ADDR", "127.0.0.1:70000", "0..65535"),
         ("OORED_DATABASE_URL", "mysql://x", "postgresql://"),
         ("OORE_CORS_ORIGINS", "not-an-origin", "scheme://"),
+        ("OORE_PUBLIC_URL", "ftp://ci.example", "http(s)://"),
+        ("OORE_PUBLIC_URL", "https://user@ci.example", "without credentials"),
+        ("OORED_ARTIFACT_TTL_DAYS", "0", "greater than or equal to 1"),
     ],
 )
 def test_bad_values_give_one_clear_line(
@@ -60,3 +63,24 @@ def test_bad_values_give_one_clear_line(
     message = str(caught.value)
     assert fragment in message and "\n" not in message
     assert variable in message
+
+
+def test_artifact_storage_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OORE_PUBLIC_URL", " https://ci.example/ ")
+    monkeypatch.setenv("OORED_ARTIFACT_TTL_DAYS", "30")
+    monkeypatch.setenv("OORE_S3_BUCKET", "builds")
+    monkeypatch.setenv("OORE_S3_ENDPOINT", "https://s3.example")
+    monkeypatch.setenv("OORE_S3_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hush")
+    settings = settings_from_argv([])
+    assert settings.public_url == "https://ci.example"
+    assert settings.artifact_ttl_days == 30
+    assert (settings.s3_bucket, settings.s3_endpoint, settings.s3_region) == (
+        "builds",
+        "https://s3.example",
+        "eu-west-1",
+    )
+    assert settings.aws_secret_access_key is not None
+    assert settings.aws_secret_access_key.get_secret_value() == "hush"
+    assert "hush" not in repr(settings)

@@ -10,7 +10,17 @@ from oore.http.cors import install_cors
 from oore.http.errors import install_error_handlers
 from oore.http.metrics import Metrics
 from oore.http.openapi import Provider
-from oore.http.routes import auth, builds, health, pipelines, projects, runners, setup
+from oore.http.routes import (
+    artifacts,
+    auth,
+    builds,
+    health,
+    pipelines,
+    projects,
+    runners,
+    settings,
+    setup,
+)
 
 MAX_JSON_BODY = 2 * 1024 * 1024
 
@@ -42,4 +52,6 @@ def create_app(app_services: AppServices) -> QuartTrio:
     app.register_blueprint(pipelines.blueprint)
     app.register_blueprint(builds.blueprint)
     app.register_blueprint(runners.blueprint)
+    app.register_blueprint(settings.blueprint)
+    artifacts.install(app, app_services)
     return app

@@ -13,8 +13,11 @@ from oore.domain.client_ip import effective_client_ip
 from oore.domain.runners import Runner
 from oore.domain.users import Session
 from oore.services.access import Access
+from oore.services.artifact_storage import ArtifactStorageService
+from oore.services.artifacts import Artifacts
 from oore.services.builds import Builds
 from oore.services.identity import Identity
+from oore.services.logs import Logs
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.store import Store
@@ -30,6 +33,9 @@ class AppServices:
     projects: Projects
     builds: Builds
     runners: Runners
+    artifacts: Artifacts
+    artifact_storage: ArtifactStorageService
+    logs: Logs
     actor_stats: Callable[[], Mapping[str, ActorStatistics]]
     cors_origins: tuple[str, ...]
     version: str = __version__

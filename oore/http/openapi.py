@@ -1,16 +1,33 @@
-"""OpenAPI details quart-schema leaves to us: routes that answer 204 with no body."""
+"""OpenAPI details quart-schema leaves to us: answers that are not JSON models."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from quart import Response
 from quart_schema import OpenAPIProvider
 from werkzeug.routing import Rule
 
-_NO_CONTENT = "_oore_no_content"
+_RAW = "_oore_raw_responses"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def raw_response(status: int, description: str, media_type: str | None = None) -> Callable[[F], F]:
+    """Decorator: document an answer without a JSON model (an event stream, no content)."""
+
+    def decorate(view: F) -> F:
+        documented: dict[int, dict[str, Any]] = dict(getattr(view, _RAW, {}))
+        answer: dict[str, Any] = {"description": description}
+        if media_type is not None:
+            answer["content"] = {media_type: {"schema": {"type": "string"}}}
+        documented[status] = answer
+        setattr(view, _RAW, documented)
+        return view
+
+    return decorate
 
 
 def no_content(view: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[Response]]:
@@ -21,20 +38,17 @@ def no_content(view: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[
         await view(*args, **kwargs)
         return Response(b"", status=204)
 
-    setattr(wrapper, _NO_CONTENT, True)
-    return wrapper
+    return raw_response(204, "No content")(wrapper)
 
 
 class Provider(OpenAPIProvider):
-    """Adds the 204 answer of :func:`no_content` views to their operations."""
+    """Adds the answers documented with :func:`raw_response` to their operations."""
 
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
-        if getattr(self._app.view_functions[rule.endpoint], _NO_CONTENT, False):
+        raw = getattr(self._app.view_functions[rule.endpoint], _RAW, None)
+        if raw:
             for operations in paths.values():
                 for operation in operations.values():
-                    operation["responses"] = {
-                        **operation["responses"],
-                        204: {"description": "No content"},
-                    }
+                    operation["responses"] = {**operation["responses"], **raw}
         return paths, components

@@ -12,11 +12,11 @@ Every call has a total deadline: ``timeout`` seconds, or a long-poll's wait plus
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import trio
@@ -27,6 +27,9 @@ PROTOCOL_VERSION = 4
 DEFAULT_TIMEOUT = 30.0
 LONG_POLL_MARGIN = 10.0
 MAX_WAIT_SECONDS = 60
+# An upload has no total deadline (it may be large); each step of it has this one.
+UPLOAD_STEP_TIMEOUT = 60.0
+LOCAL_UPLOAD_PATH = "/v1/artifacts/local-upload/"
 
 T = TypeVar("T")
 Stream = Literal["stdout", "stderr"]
@@ -140,6 +143,19 @@ class LogChunk:
 
     def to_json(self) -> dict[str, Any]:
         return {"sequence": self.sequence, "content": self.content, "stream": self.stream}
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An artifact reservation (contract §6.5): where to PUT the bytes.
+
+    ``upload_url`` is empty when the server already has the bytes (``state`` is
+    ``available``) or keeps no artifacts (``state`` is ``pending``).
+    """
+
+    artifact_id: str
+    state: str
+    upload_url: str
 
 
 class RunnerClient:
@@ -273,6 +289,86 @@ class RunnerClient:
         if not isinstance(appended, int):
             raise ProtocolError("log append answer lacks appended")
         return appended
+
+    async def reserve_artifact(
+        self,
+        build_id: str,
+        *,
+        name: str,
+        artifact_type: str,
+        file_size: int,
+        checksum: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        """Reserve an upload of one artifact of the build."""
+        body: dict[str, Any] = {
+            "name": name,
+            "artifact_type": artifact_type,
+            "file_size": file_size,
+            "checksum": checksum,
+        }
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        answer = _object(
+            await self._runner_call("POST", f"jobs/{quote(build_id, safe='')}/artifacts", json=body)
+        )
+        artifact = answer.get("artifact")
+        url = answer.get("upload_url")
+        if not isinstance(artifact, dict) or not isinstance(artifact.get("id"), str):
+            raise ProtocolError("reservation answer lacks artifact.id")
+        if not isinstance(url, str):
+            raise ProtocolError("reservation answer lacks upload_url")
+        return Reservation(artifact["id"], str(artifact.get("state", "")), url)
+
+    async def complete_artifact(self, build_id: str, artifact_id: str) -> None:
+        """The bytes are uploaded: the artifact becomes available."""
+        await self._runner_call(
+            "POST",
+            f"jobs/{quote(build_id, safe='')}/artifacts/{quote(artifact_id, safe='')}/complete",
+            json={},
+        )
+
+    async def abort_artifact(self, build_id: str, artifact_id: str, error_message: str) -> None:
+        """The upload failed; the server marks the artifact failed with ``error_message``."""
+        await self._runner_call(
+            "POST",
+            f"jobs/{quote(build_id, safe='')}/artifacts/{quote(artifact_id, safe='')}/abort",
+            json={"error_message": error_message},
+        )
+
+    def upload_target(self, upload_url: str) -> str:
+        """Where to PUT: a local-storage URL goes to this runner's own server (the one it
+        reaches), whatever base the server wrote into it; other URLs are used as given."""
+        parts = urlsplit(upload_url)
+        if parts.path.startswith(LOCAL_UPLOAD_PATH):
+            return f"{self.server_url}{parts.path}"
+        return upload_url
+
+    async def upload(self, upload_url: str, body: AsyncIterable[bytes], size: int) -> None:
+        """PUT ``size`` bytes from ``body`` to an upload URL, streamed, with Content-Length.
+
+        No Authorization header: the URL itself is the credential (a local upload token
+        or a presigned S3 URL). Each network step is bounded, the whole upload is not.
+        """
+        url = self.upload_target(upload_url)
+        try:
+            response = await self._http.request(
+                "PUT",
+                url,
+                content=body,
+                headers={
+                    "Content-Length": str(size),
+                    "Content-Type": "application/octet-stream",
+                },
+                timeout=httpx.Timeout(UPLOAD_STEP_TIMEOUT),
+            )
+        except httpx.TransportError as exc:
+            detail = str(exc) or "no answer in time"
+            raise ConnectionFailed(
+                f"PUT {urlsplit(url).path}: {type(exc).__name__}: {detail}"
+            ) from exc
+        if response.status_code >= 400:
+            raise _server_error(response)
 
     # -- transport --------------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """One claimed build, from the ``running`` report to the final one (contract §5.6).
 
 Order: report ``running`` → check out → resolve the config → plan the steps → run them
-while a watcher long-polls the build's state → ship the logs → report ``succeeded`` or
-``failed`` with the steps. When the watcher hears that the build is no longer ours
-(403 ``runner_mismatch`` or a status other than assigned/running) the work is cancelled
-and nothing more is reported. When the agent itself is cancelled (shutting down), the
-work is cancelled and ``failed`` is reported, shielded and bounded.
+while a watcher long-polls the build's state → upload the artifacts (when the steps
+succeeded) → ship the logs → report ``succeeded`` or ``failed`` with the steps. When the
+watcher hears that the build is no longer ours (403 ``runner_mismatch`` or a status other
+than assigned/running) the work is cancelled and nothing more is reported. When the agent
+itself is cancelled (shutting down), the work is cancelled and ``failed`` is reported,
+shielded and bounded.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import trio
 
 from oore.domain.builds import StepResult
 from oore.domain.pipeline_config import Step, plan_steps
+from oore.runner.artifacts import ArtifactUploader, UploadFailed
 from oore.runner.checkout import CheckoutError, checkout
 from oore.runner.client import Job, ReportStatus, RunnerClient, ServerError, Stream, retryable
 from oore.runner.executor import Executor, build_environment
@@ -182,10 +184,15 @@ class JobRunner:
             steps, cwd=dest, env=env, sink=log.write, observer=log, results=results
         )
         failed = next((r for r in results if r.status == "failed"), None)
-        if failed is None:
-            return None
-        code = failed.exit_code if failed.exit_code is not None else RUNNER_FAILED
-        return Failure(code, f"step {failed.name} failed with exit code {code}")
+        if failed is not None:
+            code = failed.exit_code if failed.exit_code is not None else RUNNER_FAILED
+            return Failure(code, f"step {failed.name} failed with exit code {code}")
+        uploader = ArtifactUploader(self._client, job.build_id, log, self._say)
+        try:
+            await uploader.upload_all(dest, resolved.config.artifact_patterns)
+        except UploadFailed as exc:
+            return await log.fail(str(exc))
+        return None
 
     async def _watch(self, job: Job, work: trio.CancelScope, stop: _Stop) -> None:
         """Long-poll the build's state; cancel ``work`` once the build is no longer ours."""

@@ -30,10 +30,9 @@ from oore.errors import Conflict, Forbidden, InvalidInput, NotFound
 from oore.services.access import Access
 from oore.services.git import resolve_commit
 from oore.services.scheduling import Scheduling
-from oore.store.builds import BuildFilter, LogLine, NewBuild
+from oore.store.builds import BuildFilter, NewBuild
 from oore.store.projects import as_uuid
 
-MAX_LINE_BYTES = 4096
 CANCEL_ATTEMPTS = 5
 STATUS_FILTER_MAX = 9
 
@@ -65,14 +64,6 @@ def _blank_to_none(value: str | None) -> str | None:
         return None
     value = value.strip()
     return value or None
-
-
-def truncate_utf8(text: str, limit: int = MAX_LINE_BYTES) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
-    encoded = text.encode("utf-8", errors="replace")
-    if len(encoded) <= limit:
-        return text
-    return encoded[:limit].decode("utf-8", errors="ignore")
 
 
 def build_snapshot(
@@ -357,7 +348,7 @@ class Builds:
 
     # -- runner side -----------------------------------------------------------------------
 
-    async def _bound(self, runner: Runner, build_id: str) -> Build:
+    async def bound(self, runner: Runner, build_id: str) -> Build:
         build = await self._store.builds.get(build_id)
         if build is None:
             raise NotFound("not_found", "Build not found")
@@ -369,7 +360,7 @@ class Builds:
         """The build's status; with a wait, answered as soon as it changes (cancel push)."""
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
             raise InvalidInput("invalid_input", f"wait_seconds must be 0..{MAX_WAIT_SECONDS}")
-        build = await self._bound(runner, build_id)
+        build = await self.bound(runner, build_id)
         if wait_seconds > 0 and build.status.active:
             handle = await self._scheduling.build_actor(build)
             if handle is not None:
@@ -377,7 +368,7 @@ class Builds:
                     try:
                         build = await handle.watch(build.status)
                     except (ActorError, Forbidden):
-                        build = await self._bound(runner, build_id)
+                        build = await self.bound(runner, build_id)
         if build.runner_id != runner.id:
             raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
         return build.status
@@ -401,7 +392,7 @@ class Builds:
             raise InvalidInput(
                 "invalid_runner_status", "A runner may report running, succeeded or failed"
             )
-        build = await self._bound(runner, build_id)
+        build = await self.bound(runner, build_id)
         handle = await self._scheduling.build_actor(build)
         if handle is None:
             raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
@@ -414,29 +405,6 @@ class Builds:
                 steps=steps or None,
             )
         except ActorError:
-            await self._bound(runner, build_id)
+            await self.bound(runner, build_id)
             raise concurrent_modification() from None
         return updated, await self._store.builds.events(build_id)
-
-    async def append_logs(self, runner: Runner, build_id: str, lines: Sequence[LogLine]) -> int:
-        """Store log lines (§6.1): duplicates ignored, lines cut to 4096 bytes, capped per build."""
-        for line in lines:
-            if line.stream not in ("stdout", "stderr"):
-                raise InvalidInput("invalid_input", "stream must be stdout or stderr")
-        build = await self._bound(runner, build_id)
-        if not lines:
-            return 0
-        cut = [LogLine(line.sequence, truncate_utf8(line.content), line.stream) for line in lines]
-        return await self._store.builds.append_logs(
-            build.id,
-            cut,
-            cap=self._scheduling.config.log_lines_per_build,
-            now=self._clock.now(),
-        )
-
-    async def logs(
-        self, session: Session, build_id: str, *, after: int, limit: int | None
-    ) -> tuple[list[LogLine], int]:
-        """Stored lines after a sequence (§6.2)."""
-        build = await self.visible(session, build_id)
-        return await self._store.builds.logs(build.id, after=after, limit=limit)

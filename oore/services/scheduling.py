@@ -43,7 +43,6 @@ class SchedulingConfig:
     runner_lease: float = 120.0
     assign_timeout: float = 300.0
     build_timeout: float = 3600.0
-    log_lines_per_build: int = 1_000_000
 
 
 class Scheduling:
@@ -93,6 +92,11 @@ class Scheduling:
                 yield scope
         finally:
             self._long_polls.discard(scope)
+
+    @property
+    def ending(self) -> bool:
+        """True once the daemon has begun to stop."""
+        return self._ending
 
     def end_long_polls(self) -> None:
         """The daemon is stopping: every long-poll, open or to come, answers now."""

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from oore.errors import ApiError
+from oore.store.artifacts import ArtifactStore
 from oore.store.audit import AuditEntry, AuditStore
 from oore.store.builds import BuildStore
 from oore.store.database import Database, open_database
@@ -38,6 +39,7 @@ class Store:
         self.pipelines = PipelineStore(db)
         self.builds = BuildStore(db)
         self.runners = RunnerStore(db)
+        self.artifacts = ArtifactStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

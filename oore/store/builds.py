@@ -8,7 +8,7 @@ both win one transition.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,8 @@ from oore.domain.builds import (
     concurrent_modification,
 )
 from oore.domain.ids import new_id
-from oore.errors import NotFound
+from oore.domain.logs import LogLine
+from oore.errors import Conflict, NotFound
 from oore.store.database import Connection, Database
 from oore.store.projects import as_uuid
 
@@ -148,10 +149,16 @@ class NewBuild:
 
 
 async def _create(conn: Connection, new: NewBuild) -> Build | None:
-    # Locking the project row serialises numbering per project (contract §4.5).
-    locked = await conn.fetchval("SELECT id FROM projects WHERE id = $1 FOR UPDATE", new.project_id)
+    # Locking the project row serialises numbering per project (contract §4.5) and orders
+    # the insert against a change of the project's source (which cancels waiting builds).
+    locked = await conn.fetchrow(
+        "SELECT repository_id FROM projects WHERE id = $1 FOR UPDATE", new.project_id
+    )
     if locked is None:
         return None
+    source = new.config_snapshot.get("repository_id")
+    if source is not None and str(locked["repository_id"]) != source:
+        raise Conflict("source_changed", "The project's source changed while the build was made")
     row = await conn.fetchrow(
         """INSERT INTO builds (id, project_id, pipeline_id, build_number, status, trigger_type,
                trigger_actor, trigger_event, trigger_ref, commit_sha, branch, changelog,
@@ -419,36 +426,90 @@ async def _older_active(
 
 
 @dataclass(frozen=True)
-class LogLine:
-    sequence: int
-    content: str
-    stream: str
+class LogAppend:
+    """What one group of appends stored: each append's new rows, and all of them in order
+    (with the truncation notice, if this group filled the log)."""
+
+    counts: list[int]
+    lines: list[LogLine]
 
 
 async def _append_logs(
-    conn: Connection, build_id: str, lines: Sequence[LogLine], cap: int, now: int
-) -> int:
-    have = await conn.fetchval("SELECT log_lines FROM builds WHERE id = $1 FOR UPDATE", build_id)
-    room = max(0, cap - (have or 0))
-    if room == 0 or not lines:
-        return 0
-    inserted = await conn.fetch(
-        """INSERT INTO build_logs (build_id, sequence, content, stream, created_at)
-           SELECT $1, s, c, t, $5
-           FROM unnest($2::bigint[], $3::text[], $4::text[]) AS l(s, c, t)
-           ON CONFLICT (build_id, sequence) DO NOTHING
-           RETURNING sequence""",
-        build_id,
-        [line.sequence for line in lines[:room]],
-        [line.content for line in lines[:room]],
-        [line.stream for line in lines[:room]],
-        now,
+    conn: Connection,
+    build_id: str,
+    batches: Sequence[Sequence[LogLine]],
+    cap: int,
+    notice: str,
+    now: int,
+) -> LogAppend:
+    row = await conn.fetchrow(
+        "SELECT log_lines, log_truncated FROM builds WHERE id = $1 FOR UPDATE", build_id
     )
-    if inserted:
-        await conn.execute(
-            "UPDATE builds SET log_lines = log_lines + $2 WHERE id = $1", build_id, len(inserted)
+    counts = [0] * len(batches)
+    if row is None or row["log_truncated"]:
+        return LogAppend(counts, [])
+    owners: dict[int, tuple[int, LogLine]] = {}
+    for index, batch in enumerate(batches):
+        for line in batch:
+            owners.setdefault(line.sequence, (index, line))
+    if not owners:
+        return LogAppend(counts, [])
+    known = {
+        r["sequence"]
+        for r in await conn.fetch(
+            """SELECT sequence FROM build_logs
+               WHERE build_id = $1 AND sequence = ANY($2::bigint[])""",
+            build_id,
+            list(owners),
         )
-    return len(inserted)
+    }
+    fresh = [owners[seq] for seq in owners if seq not in known]
+    room = max(0, cap - row["log_lines"])
+    kept = [line for _, line in fresh[:room]]
+    for index, _ in fresh[:room]:
+        counts[index] += 1
+    if kept:
+        await conn.execute(
+            """INSERT INTO build_logs (build_id, sequence, content, stream, created_at)
+               SELECT $1, s, c, t, $5
+               FROM unnest($2::bigint[], $3::text[], $4::text[]) AS l(s, c, t)""",
+            build_id,
+            [line.sequence for line in kept],
+            [line.content for line in kept],
+            [line.stream for line in kept],
+            now,
+        )
+    stored = sorted(kept, key=lambda line: line.sequence)
+    truncated = len(fresh) > room
+    if truncated:
+        last = await conn.fetchval(
+            "SELECT max(sequence) FROM build_logs WHERE build_id = $1", build_id
+        )
+        marker = LogLine((last if last is not None else -1) + 1, notice, "stderr")
+        await conn.execute(
+            """INSERT INTO build_logs (build_id, sequence, content, stream, created_at)
+               VALUES ($1, $2, $3, $4, $5)""",
+            build_id,
+            marker.sequence,
+            marker.content,
+            marker.stream,
+            now,
+        )
+        stored.append(marker)
+    if kept or truncated:
+        await conn.execute(
+            """UPDATE builds SET log_lines = log_lines + $2,
+                      log_truncated = log_truncated OR $3 WHERE id = $1""",
+            build_id,
+            len(kept),
+            truncated,
+        )
+    return LogAppend(counts, stored)
+
+
+async def _status(conn: Connection, build_id: uuid.UUID) -> str | None:
+    status: str | None = await conn.fetchval("SELECT status FROM builds WHERE id = $1", build_id)
+    return status
 
 
 async def _logs(
@@ -481,7 +542,8 @@ class BuildStore:
         self._db = db
 
     async def create(self, new: NewBuild) -> Build | None:
-        """Insert a queued build with the next number of its project; None if no project."""
+        """Insert a queued build with the next number of its project; None if no project,
+        409 ``source_changed`` if the project no longer links the snapshot's repository."""
         return await self._db.transaction(_create, new)
 
     async def get(self, build_id: str) -> Build | None:
@@ -528,10 +590,25 @@ class BuildStore:
         return await self._db.run(_older_active, pipeline_id, branch, newer_than)
 
     async def append_logs(
-        self, build_id: str, lines: Iterable[LogLine], *, cap: int, now: int
-    ) -> int:
-        """Insert lines, ignoring known sequences, up to ``cap`` per build; rows inserted."""
-        return await self._db.transaction(_append_logs, build_id, list(lines), cap, now)
+        self,
+        build_id: str,
+        batches: Sequence[Sequence[LogLine]],
+        *,
+        cap: int,
+        notice: str,
+        now: int,
+    ) -> LogAppend:
+        """Insert several appends in one transaction (§6.1): a sequence already stored or
+        listed earlier is ignored; past ``cap`` lines the log ends with ``notice``, once."""
+        return await self._db.transaction(_append_logs, build_id, batches, cap, notice, now)
+
+    async def log_status(self, build_id: str) -> BuildStatus | None:
+        """The build's status, or None once it is gone (for open log streams)."""
+        key = as_uuid(build_id)
+        if key is None:
+            return None
+        status = await self._db.run(_status, key)
+        return None if status is None else BuildStatus(status)
 
     async def logs(
         self, build_id: str, *, after: int, limit: int | None

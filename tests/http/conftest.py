@@ -5,16 +5,20 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
+from oore.domain.crypto import SecretBox
 from oore.domain.tokens import hash_token, new_token
 from oore.domain.users import USER_SESSION_TTL, Role, User, UserStatus
 from oore.http.app import create_app
 from oore.runtime import Runtime, open_runtime
+from oore.services.artifact_storage import ArtifactsConfig
+from oore.services.logs import LogConfig
 from oore.services.scheduling import SchedulingConfig
 from oore.store import Store
 
@@ -102,11 +106,29 @@ def scheduling_config() -> SchedulingConfig:
 
 
 @pytest.fixture
+def log_config() -> LogConfig:
+    """Log limits of the runtime under test; modules override it."""
+    return LogConfig()
+
+
+@pytest.fixture
+def artifacts_config(tmp_path: Path) -> ArtifactsConfig:
+    """Artifact storage of the runtime under test: local under a temporary data directory."""
+    return ArtifactsConfig(data_dir=tmp_path / "data", secrets=SecretBox(bytes(range(32))))
+
+
+@pytest.fixture
 async def runtime(
-    store: Store, clock: FakeClock, scheduling_config: SchedulingConfig
+    store: Store,
+    clock: FakeClock,
+    scheduling_config: SchedulingConfig,
+    log_config: LogConfig,
+    artifacts_config: ArtifactsConfig,
 ) -> AsyncIterator[Runtime]:
     await store.instance.ensure(clock.now())
-    async with open_runtime(store, clock, scheduling_config) as opened:
+    async with open_runtime(
+        store, clock, scheduling_config, log_config, artifacts_config
+    ) as opened:
         yield opened
 
 
@@ -159,3 +181,34 @@ def make_user(store: Store, clock: FakeClock, owner_token: str) -> UserFactory:
         return SignedIn(user, token)
 
     return make
+
+
+@pytest.fixture
+async def refused_sessions(
+    store: Store, clock: FakeClock, make_user: UserFactory
+) -> list[tuple[str | None, str]]:
+    """Credentials every user route refuses (contract §0.2), each with its 401 code."""
+    now = clock.now()
+    expired = await make_user(Role.ADMIN)
+    expired_token = new_token()
+    await store.users.create_session(
+        hash_token(expired_token), expired.user.id, now - USER_SESSION_TTL, now
+    )
+    disabled = await store.users.create(
+        email="disabled@example.com",
+        role=Role.ADMIN,
+        status=UserStatus.DISABLED,
+        subject=None,
+        now=now,
+    )
+    disabled_token = new_token()
+    await store.users.create_session(
+        hash_token(disabled_token), disabled.id, now, now + USER_SESSION_TTL
+    )
+    return [
+        (None, "missing_auth"),
+        ("ab" * 32, "invalid_session"),
+        ("not-a-token", "invalid_session"),
+        (expired_token, "invalid_session"),
+        (disabled_token, "invalid_session"),
+    ]

@@ -1,9 +1,9 @@
 """A small in-process stand-in for the runner side of ``oored``, behind httpx.MockTransport.
 
-It keeps what a runner sent (registrations, heartbeats, reports, log lines) and answers
-like the contract says: claims and job-state calls long-poll, a build taken back answers
-403 ``runner_mismatch``, a rejected token 401. The real server is tested end to end
-elsewhere; this one makes the agent's behaviour observable in a unit test.
+It keeps what a runner sent (registrations, heartbeats, reports, log lines, artifacts and
+their bytes) and answers like the contract says: claims and job-state calls long-poll, a
+build taken back answers 403 ``runner_mismatch``, a rejected token 401. The real server is
+tested end to end elsewhere; this one makes the agent's behaviour observable in a unit test.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import trio
 
 RUNNER_ID = "runner-1"
 TOKEN = "f" * 64
+UPLOAD_PATH = "/v1/artifacts/local-upload/"
 
 
 def job(repo: Path, sha: str, number: int = 1, **snapshot: Any) -> dict[str, Any]:
@@ -58,6 +59,11 @@ class FakeServer:
         self.token_rejected = False
         self.unreachable_calls = 0
         self.requests: list[httpx.Request] = []
+        self.artifacts: dict[str, dict[str, Any]] = {}
+        self.uploaded: dict[str, bytes] = {}
+        # "local": upload URLs on another host (the runner must send them to its server);
+        # "disabled": no upload URL; "failing": uploads answer 500.
+        self.storage = "local"
         self._changed = trio.Event()
 
     def transport(self) -> httpx.MockTransport:
@@ -106,16 +112,28 @@ class FakeServer:
         finally:
             self._notify()
 
+    def calls(self) -> list[str]:
+        """``METHOD path`` of every request so far, in order."""
+        return [f"{r.method} {r.url.path}" for r in self.requests]
+
     async def _route(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.startswith(UPLOAD_PATH):
+            return await self._upload(request, path.removeprefix(UPLOAD_PATH))
         body = json.loads(await request.aread() or b"null")
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        path = request.url.path
         if path == "/v1/runners/register":
             self.registrations.append((bearer, body))
             runner = {"id": RUNNER_ID, "name": body["name"], "status": "offline"}
             return httpx.Response(200, json={"runner": runner, "token": TOKEN})
         if self.token_rejected or bearer != TOKEN:
             return _error(401, "invalid_token", "Runner token is not valid")
+        artifact = re.fullmatch(
+            rf"/v1/runners/{RUNNER_ID}/jobs/([\w-]+)/artifacts(?:/([\w-]+)/(complete|abort))?", path
+        )
+        if artifact is not None:
+            build, artifact_id, verb = artifact.groups()
+            return self._artifact(build, artifact_id, verb, body)
         match = re.fullmatch(rf"/v1/runners/{RUNNER_ID}/(\w+)(?:/([\w-]+)(?:/(\w+))?)?", path)
         assert match is not None, path
         action, build_id, sub = match.groups()
@@ -144,6 +162,46 @@ class FakeServer:
         new = [chunk for chunk in body["chunks"] if chunk["sequence"] not in known]
         known.update((chunk["sequence"], chunk) for chunk in new)
         return httpx.Response(200, json={"appended": len(new)})
+
+    async def _upload(self, request: httpx.Request, artifact_id: str) -> httpx.Response:
+        assert request.headers["Host"] == "oore.test", "local uploads go to the runner's server"
+        assert "Authorization" not in request.headers, "the URL is the credential"
+        data = await request.aread()
+        assert int(request.headers["Content-Length"]) == len(data)
+        if self.storage == "failing":
+            return _error(500, "storage_error", "disk on fire")
+        if artifact_id in self.uploaded or artifact_id not in self.artifacts:
+            return _error(401, "invalid_upload_token", "The upload token is unknown or used")
+        self.uploaded[artifact_id] = data
+        return httpx.Response(200)
+
+    def _artifact(
+        self, build_id: str, artifact_id: str | None, action: str | None, body: Any
+    ) -> httpx.Response:
+        if build_id in self.taken_back:
+            return _error(403, "runner_mismatch", "This build is not assigned to this runner")
+        if artifact_id is None:
+            for twin in self.artifacts.values():
+                if twin["checksum"] == body["checksum"] and twin["state"] == "available":
+                    return httpx.Response(200, json={"artifact": twin, "upload_url": ""})
+            created = {
+                **body,
+                "id": f"artifact-{len(self.artifacts) + 1}",
+                "build_id": build_id,
+                "state": "pending",
+            }
+            self.artifacts[created["id"]] = created
+            url = f"http://127.0.0.1:8787{UPLOAD_PATH}{created['id']}"
+            if self.storage == "disabled":
+                url = ""
+            return httpx.Response(200, json={"artifact": created, "upload_url": url})
+        known = self.artifacts.get(artifact_id)
+        if known is None or known["state"] != "pending":
+            return _error(409, "artifact_not_pending", "The artifact is not pending")
+        known["state"] = "available" if action == "complete" else "failed"
+        if action == "abort":
+            known["error_message"] = body.get("error_message")
+        return httpx.Response(200, json={"artifact": known})
 
 
 def _error(status: int, code: str, message: str) -> httpx.Response:

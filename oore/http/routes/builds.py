@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from quart import Blueprint, Response, jsonify
+from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
+from oore.http.openapi import raw_response
 from oore.http.query import query_choice, query_int, query_str
 from oore.services.builds import BuildQuery, TriggerRequest
 
@@ -136,11 +137,8 @@ async def logs(build_id: str) -> Response:
     limit = query_int("limit")
     if limit is None:
         limit = 1000
-    lines, total = await services().builds.logs(
-        session,
-        build_id,
-        after=-1 if after is None else after,
-        limit=None if limit < 0 else min(limit, 5000),
+    lines, total = await services().logs.lines(
+        session, build_id, after=-1 if after is None else after, limit=None if limit < 0 else limit
     )
     return jsonify(
         {
@@ -151,3 +149,40 @@ async def logs(build_id: str) -> Response:
             "total": total,
         }
     )
+
+
+class StreamTokenOut(BaseModel):
+    token: str
+    expires_at: int
+
+
+@blueprint.post("/v1/builds/<build_id>/stream-token")
+@security_scheme([{"bearer": []}])
+@document_response(StreamTokenOut)
+async def stream_token(build_id: str) -> Response:
+    """A single-use token (5 minutes) to open this build's log stream without a header."""
+    session = await require_session()
+    token, expires_at = await services().logs.mint_stream_token(session, build_id)
+    return jsonify({"token": token, "expires_at": expires_at})
+
+
+@blueprint.get("/v1/builds/<build_id>/logs/stream")
+@security_scheme([{"bearer": []}])
+@raw_response(200, "Server-sent events: log, done", "text/event-stream")
+async def log_stream(build_id: str) -> Response:
+    """Server-sent events: stored lines, then live ones (``event: log``, ``id`` = sequence),
+    then ``event: done``. ``?token=`` (a stream token) or a session header; resumes after
+    ``Last-Event-ID``."""
+    events = await services().logs.open_stream(
+        build_id,
+        query_token=request.args.get("token"),
+        authorization=request.headers.get("Authorization"),
+        last_event_id=request.headers.get("Last-Event-ID"),
+    )
+    response = Response(
+        events,
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    response.timeout = None  # open as long as the build writes (and the grant lasts)
+    return response

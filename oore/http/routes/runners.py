@@ -9,12 +9,12 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.domain.builds import StepResult
+from oore.domain.logs import LogLine
 from oore.errors import InvalidInput
 from oore.http.body import Body, json_body
 from oore.http.context import require_runner, require_session, services
 from oore.http.openapi import no_content
 from oore.http.query import query_int, query_str
-from oore.store.builds import LogLine
 
 blueprint = Blueprint("runners", __name__)
 
@@ -336,7 +336,7 @@ async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Respon
 async def job_logs(runner_id: str, build_id: str, body: LogsIn) -> Response:
     """Append log lines; sequences the build already has are ignored."""
     runner = await require_runner(runner_id)
-    appended = await services().builds.append_logs(
+    appended = await services().logs.append(
         runner,
         build_id,
         [LogLine(c.sequence, c.content, c.stream) for c in body.chunks],

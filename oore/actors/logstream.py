@@ -1,0 +1,271 @@
+"""LogStream: one actor per build whose log is being written or watched.
+
+Appends from the runner queue in its mailbox; each turn takes every append waiting,
+commits them in one transaction and answers each runner only once its lines are durable.
+The committed lines are then encoded once as server-sent events and offered to every
+viewer: the same bytes, one write per batch. Offering never waits. A viewer whose
+bounded buffer would overflow is marked lagging and offered nothing more until its own
+task has caught up from the database (:meth:`Viewer.resync`), so a slow viewer costs
+bounded memory and never slows the runner, and no viewer misses or reorders a line.
+
+Every ``check_every`` seconds while anyone watches, the actor re-checks the viewers'
+authorizations (once per distinct grant) and the build's status: a grant that no longer
+holds ends its viewers with ``authorization_ended``; a finished build ends them all with
+``build_finished`` (after the lines committed before it), a deleted one with
+``build_not_found``.
+
+The viewer set lives on the handle, which outlives a crash: a restarted incarnation
+marks every viewer lagging, and they resync from the database, so a crash loses nothing.
+The actor stops itself after ``idle`` seconds without appends or viewers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, assert_never
+
+import trio
+
+from oore.actors.base import Actor, ActorRef, ActorStopped, MailboxFull, Reply
+from oore.actors.supervisor import ChildSpec, Restart, actor_spec
+from oore.domain.logs import LogLine, log_events
+
+MAX_GROUP = 64
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Committed lines in sequence order and their SSE bytes, encoded once."""
+
+    lines: tuple[LogLine, ...]
+    data: bytes
+
+    @property
+    def last(self) -> int:
+        return self.lines[-1].sequence
+
+    def after(self, sequence: int) -> bytes:
+        """The bytes of the lines after ``sequence`` (all of them, usually)."""
+        if self.lines[0].sequence > sequence:
+            return self.data
+        return log_events(line for line in self.lines if line.sequence > sequence)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What one group commit stored: per-append counts, and the lines to fan out."""
+
+    counts: list[int]
+    lines: list[LogLine]
+
+
+class LogRecords(Protocol):
+    """What the actor needs from the services below it."""
+
+    async def commit(self, build_id: str, batches: Sequence[Sequence[LogLine]]) -> Appended: ...
+
+    async def finished(self, build_id: str) -> bool | None:
+        """True once the build is terminal, None when it no longer exists."""
+        ...
+
+    async def still_allowed(self, build_id: str, grants: set[Hashable]) -> set[Hashable]:
+        """The grants that still give read access to the build now."""
+        ...
+
+
+@dataclass(eq=False)
+class Viewer:
+    """One open stream: a byte-bounded buffer of batches, filled by the actor only."""
+
+    grant: Hashable
+    limit: int
+    queue: deque[Batch] = field(default_factory=deque)
+    queued_bytes: int = 0
+    lagging: bool = False
+    ended: str | None = None
+    _wake: trio.Event = field(default_factory=trio.Event)
+
+    def offer(self, batch: Batch) -> None:
+        """Queue a batch without waiting; past the limit, switch to catch-up instead."""
+        if self.lagging or self.ended is not None:
+            return
+        if self.queued_bytes + len(batch.data) > self.limit:
+            self.lagging = True
+            self.queue.clear()
+            self.queued_bytes = 0
+        else:
+            self.queue.append(batch)
+            self.queued_bytes += len(batch.data)
+        self._wake.set()
+
+    def end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+            self._wake.set()
+
+    def take(self) -> Batch | None:
+        if not self.queue:
+            return None
+        batch = self.queue.popleft()
+        self.queued_bytes -= len(batch.data)
+        return batch
+
+    def resync(self) -> None:
+        """The viewer's task is about to read the database from its last line: live
+        batches from now on are offered again (any it also reads are skipped by it)."""
+        self.lagging = False
+        self.queue.clear()
+        self.queued_bytes = 0
+
+    async def wait(self) -> None:
+        """Until something is offered, or the viewer lags or ends (the caller bounds it)."""
+        if self.queue or self.lagging or self.ended is not None:
+            return
+        self._wake = trio.Event()
+        await self._wake.wait()
+
+
+@dataclass(frozen=True)
+class Append:
+    reply: Reply[int]
+    lines: tuple[LogLine, ...]
+
+
+@dataclass(frozen=True)
+class Watch:
+    viewer: Viewer
+
+
+@dataclass(frozen=True)
+class Unwatch:
+    viewer: Viewer
+
+
+LogMsg = Append | Watch | Unwatch
+
+
+class LogStreamHandle(ActorRef[LogMsg]):
+    def __init__(self, build_id: str, *, capacity: int = 1024) -> None:
+        super().__init__(f"log:{build_id}", capacity=capacity)
+        self.build_id = build_id
+        # Kept here, not in the actor, so that a restarted incarnation still knows them.
+        self.viewers: set[Viewer] = set()
+
+    async def append(self, lines: Sequence[LogLine]) -> int:
+        """Store lines; answered with how many were new once they are durable."""
+        return await self.ask(Append, tuple(lines))
+
+    def watch(self, viewer: Viewer) -> None:
+        """Add a viewer now: batches committed from here on are offered to it."""
+        self.viewers.add(viewer)
+        self.try_tell_or_ignore(Watch(viewer))
+
+    def unwatch(self, viewer: Viewer) -> None:
+        self.viewers.discard(viewer)
+        self.try_tell_or_ignore(Unwatch(viewer))
+
+    def try_tell_or_ignore(self, msg: LogMsg) -> None:
+        """Wake the actor; a full mailbox or a stopped actor needs no wake-up (the set
+        changed already; the next turn or incarnation sees it)."""
+        with contextlib.suppress(MailboxFull, ActorStopped):
+            self.try_tell(msg)
+
+
+@dataclass(frozen=True)
+class LogStreamTimings:
+    check_every: float = 1.0
+    idle: float = 30.0
+
+
+def log_stream_spec(
+    handle: LogStreamHandle,
+    records: LogRecords,
+    timings: LogStreamTimings,
+    *,
+    on_exit: Callable[[], object] | None = None,
+) -> ChildSpec[LogStreamHandle]:
+    return actor_spec(
+        handle,
+        lambda ref: _LogStream(ref, records, timings),
+        restart=Restart.TRANSIENT,
+        grace=5.0,
+        on_exit=on_exit,
+    )
+
+
+class _LogStream(Actor[LogMsg]):
+    def __init__(
+        self, handle: LogStreamHandle, records: LogRecords, timings: LogStreamTimings
+    ) -> None:
+        super().__init__(handle)
+        self._handle = handle
+        self._records = records
+        self._timings = timings
+        self._idle_since = trio.current_time()
+
+    async def on_start(self) -> None:
+        # Batches may have been committed by a crashed incarnation and never offered.
+        for viewer in self._handle.viewers:
+            viewer.lagging = True
+            viewer._wake.set()
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._handle.viewers:
+            self.deadline = trio.current_time() + self._timings.check_every
+        else:
+            self.deadline = self._idle_since + self._timings.idle
+
+    async def handle(self, msg: LogMsg) -> None:
+        match msg:
+            case Append():
+                await self._commit(msg)
+            case Watch() | Unwatch():
+                pass  # the handle already changed the set; re-arm the timer below
+            case _:
+                assert_never(msg)
+        self._idle_since = trio.current_time()
+        self._arm()
+
+    async def _commit(self, first: Append) -> None:
+        group = [first]
+        while len(group) < MAX_GROUP:
+            more = self.take_nowait()
+            if more is None:
+                break
+            if isinstance(more, Append):
+                group.append(more)
+        appended = await self._records.commit(self._handle.build_id, [a.lines for a in group])
+        for append, count in zip(group, appended.counts, strict=True):
+            append.reply.send(count)
+        if appended.lines:
+            batch = Batch(tuple(appended.lines), log_events(appended.lines))
+            for viewer in self._handle.viewers:
+                viewer.offer(batch)
+
+    async def on_deadline(self) -> None:
+        viewers = self._handle.viewers
+        if not viewers:
+            if trio.current_time() - self._idle_since >= self._timings.idle:
+                self._handle.stop()
+            else:
+                self._arm()
+            return
+        build_id = self._handle.build_id
+        finished = await self._records.finished(build_id)
+        if finished is None:
+            for viewer in list(viewers):
+                viewer.end("build_not_found")
+        else:
+            grants = {viewer.grant for viewer in viewers}
+            allowed = await self._records.still_allowed(build_id, grants)
+            for viewer in list(viewers):
+                if viewer.grant not in allowed:
+                    viewer.end("authorization_ended")
+                elif finished:
+                    viewer.end("build_finished")
+        self._idle_since = trio.current_time()
+        self._arm()

@@ -1,0 +1,130 @@
+"""Build log lines: the 4096-byte cut, secret masking and the SSE wire form (contract §6).
+
+Pure functions; the LogStream actor and the HTTP layer share them so that a batch is
+encoded once and the same bytes go to every viewer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_LINE_BYTES = 4096
+MASK = "********"
+# Shorter values ("1", "yes") would blank out ordinary output without protecting anything.
+MIN_SECRET_CHARS = 4
+STREAMS = ("stdout", "stderr")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    sequence: int
+    content: str
+    stream: str
+
+
+def truncate_utf8(text: str, limit: int = MAX_LINE_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+def truncation_notice(cap: int) -> str:
+    return (
+        f"[oore] log truncated: this build reached its limit of {cap:,} lines; "
+        "later output was not stored"
+    )
+
+
+def secret_values(snapshot: Mapping[str, Any]) -> tuple[str, ...]:
+    """The values to mask in a build's logs: its pipeline's env values (shown to nobody
+    without ManagePipelines, so never in a log either), longest first."""
+    ui = snapshot.get("ui_execution_config")
+    env = ui.get("env") if isinstance(ui, dict) else None
+    if not isinstance(env, list):
+        return ()
+    values = {
+        entry["value"]
+        for entry in env
+        if isinstance(entry, dict)
+        and isinstance(entry.get("value"), str)
+        and len(entry["value"].strip()) >= MIN_SECRET_CHARS
+    }
+    return tuple(sorted(values, key=len, reverse=True))
+
+
+def mask_secrets(lines: Sequence[LogLine], secrets: Sequence[str]) -> list[LogLine]:
+    """``lines`` with every occurrence of a secret replaced by :data:`MASK`.
+
+    The lines of one batch are searched as one text, so a secret split across consecutive
+    lines (or a multi-line secret printed line by line) is found too; each line keeps its
+    own part of the mask.
+    """
+    if not secrets or not lines:
+        return list(lines)
+    text = "".join(line.content for line in lines)
+    hidden = bytearray(len(text))
+    for secret in secrets:
+        for needle in dict.fromkeys((secret, secret.replace("\n", ""))):
+            if not needle:
+                continue
+            start = text.find(needle)
+            while start != -1:
+                hidden[start : start + len(needle)] = b"\x01" * len(needle)
+                start = text.find(needle, start + 1)
+    if not any(hidden):
+        return list(lines)
+    masked: list[LogLine] = []
+    offset = 0
+    for line in lines:
+        end = offset + len(line.content)
+        masked.append(
+            LogLine(line.sequence, _masked(line.content, hidden[offset:end]), line.stream)
+        )
+        offset = end
+    return masked
+
+
+def _masked(content: str, hidden: bytearray) -> str:
+    if not any(hidden):
+        return content
+    parts: list[str] = []
+    inside = False
+    for char, flag in zip(content, hidden, strict=True):
+        if flag:
+            if not inside:
+                parts.append(MASK)
+                inside = True
+        else:
+            parts.append(char)
+            inside = False
+    return "".join(parts)
+
+
+# -- server-sent events ---------------------------------------------------------------------
+
+
+def log_event(line: LogLine) -> bytes:
+    """One ``event: log`` whose ``id`` is the line's sequence (a resume point)."""
+    data = json.dumps(
+        {"sequence": line.sequence, "content": line.content, "stream": line.stream},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return f"event: log\nid: {line.sequence}\ndata: {data}\n\n".encode()
+
+
+def log_events(lines: Iterable[LogLine]) -> bytes:
+    return b"".join(log_event(line) for line in lines)
+
+
+def done_event(reason: str) -> bytes:
+    """``event: done`` with a plain-text reason, after which the server closes the stream."""
+    return f"event: done\ndata: {reason}\n\n".encode()
+
+
+KEEP_ALIVE = b": keep-alive\n\n"

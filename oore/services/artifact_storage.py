@@ -1,0 +1,227 @@
+"""Artifact storage settings and the backend built from them (contract §7.1, §10.1).
+
+The effective configuration is the database row, else the environment (``OORE_S3_BUCKET``
+with the AWS keys), else local storage under ``<data dir>/artifacts``. The backend is
+rebuilt whenever the settings are saved; when it cannot be built, storage is disabled
+while the settings API still reports what was saved.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+
+from oore.domain.artifact_storage import (
+    DEFAULT_REGION,
+    EnvironmentStorage,
+    StorageProvider,
+    StorageTarget,
+    StorageUpdate,
+    StorageView,
+    StoredStorageSettings,
+    check_update,
+    default_view,
+    environment_target,
+    view_of_environment,
+    view_of_row,
+)
+from oore.domain.artifacts import MAX_CONCURRENT_DOWNLOADS
+from oore.domain.crypto import SecretBox
+from oore.domain.rbac import Action, Resource, require
+from oore.domain.users import Session
+from oore.errors import ApiError, InternalError
+from oore.services.clock import WallClock
+from oore.services.identity import AuditSink
+from oore.storage import (
+    ArtifactStorage,
+    DisabledStorage,
+    StorageUnavailable,
+    StoredObject,
+    TokenTable,
+    open_storage,
+)
+from oore.store import AuditEntry, Store
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS_DIR = "artifacts"
+DEFAULT_PUBLIC_BASE = "http://127.0.0.1:8787"
+
+
+@dataclass(frozen=True)
+class ArtifactsConfig:
+    """How artifacts are kept, from the daemon's settings.
+
+    Without ``data_dir`` there is no default local directory (storage defaults to
+    disabled), and without ``secrets`` S3 keys cannot be saved or read.
+    """
+
+    data_dir: Path | None = None
+    secrets: SecretBox | None = field(default=None, repr=False)
+    environment: EnvironmentStorage = field(default_factory=EnvironmentStorage)
+    public_url: str | None = None
+    ttl_days: int | None = None
+    pending_ttl: int = 30 * 60
+
+    @property
+    def default_base_dir(self) -> str | None:
+        return None if self.data_dir is None else str(self.data_dir / ARTIFACTS_DIR)
+
+
+def _no_key() -> InternalError:
+    return InternalError("encryption_error", "No encryption key is configured")
+
+
+class ArtifactStorageService:
+    """The settings API and the backend in use, with what outlives a reload: the local
+    URL tokens and the download slots."""
+
+    def __init__(
+        self, store: Store, clock: WallClock, audit: AuditSink, config: ArtifactsConfig
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._audit = audit
+        self._config = config
+        self.uploads: TokenTable[StoredObject] = TokenTable(clock.now)
+        self.downloads: TokenTable[StoredObject] = TokenTable(clock.now)
+        self.download_slots = trio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
+        self._backend: ArtifactStorage = DisabledStorage("not loaded yet")
+        self._listening: str | None = None
+        self._reload_lock = trio.Lock()
+
+    @property
+    def backend(self) -> ArtifactStorage:
+        """The backend in use now (replaced, never changed, by a reload)."""
+        return self._backend
+
+    def listening_on(self, url: str) -> None:
+        """The daemon's own address, the base of local storage URLs without a public URL;
+        a wildcard address (``0.0.0.0``, ``::``) is reached through loopback."""
+        parts = urlsplit(url.rstrip("/"))
+        host = parts.hostname or ""
+        if host in ("0.0.0.0", "::", ""):
+            loopback = "127.0.0.1" if host != "::" else "[::1]"
+            port = f":{parts.port}" if parts.port is not None else ""
+            parts = parts._replace(netloc=f"{loopback}{port}")
+        self._listening = urlunsplit(parts)
+
+    def public_base(self) -> str:
+        """``public_url``, else the address the daemon listens on, else the default."""
+        if self._config.public_url:
+            return self._config.public_url.rstrip("/")
+        return self._listening or DEFAULT_PUBLIC_BASE
+
+    # -- the settings API -------------------------------------------------------------
+
+    async def view(self, session: Session) -> StorageView:
+        """``GET /v1/settings/artifact-storage`` (owner/admin)."""
+        require(session.user.role, Resource.INSTANCE_SETTINGS, Action.READ)
+        return self._view(await self._store.artifacts.storage_settings())
+
+    def _view(self, row: StoredStorageSettings | None) -> StorageView:
+        if row is not None:
+            return view_of_row(row)
+        if self._config.environment.configured:
+            return view_of_environment(self._config.environment)
+        return default_view(self._config.default_base_dir)
+
+    async def update(self, session: Session, update: StorageUpdate) -> StorageView:
+        """``PUT /v1/settings/artifact-storage``: validate, encrypt the keys, save, reload."""
+        require(session.user.role, Resource.INSTANCE_SETTINGS, Action.WRITE)
+        previous = await self._store.artifacts.storage_settings()
+        stored_id = previous.access_key_id_encrypted if previous else None
+        stored_secret = previous.secret_access_key_encrypted if previous else None
+        check_update(
+            update, stored_key_id=stored_id is not None, stored_secret=stored_secret is not None
+        )
+        now = self._clock.now()
+        provider = update.provider
+        if provider is StorageProvider.LOCAL:
+            row = StoredStorageSettings(
+                provider, local_base_dir=update.local_base_dir, updated_at=now
+            )
+        elif provider.s3_compatible:
+            row = StoredStorageSettings(
+                provider,
+                s3_bucket=update.s3_bucket,
+                s3_region=update.s3_region or DEFAULT_REGION,
+                s3_endpoint=update.s3_endpoint,
+                access_key_id_encrypted=self._encrypt(update.access_key_id, stored_id),
+                secret_access_key_encrypted=self._encrypt(update.secret_access_key, stored_secret),
+                updated_at=now,
+            )
+        else:
+            row = StoredStorageSettings(StorageProvider.DISABLED, updated_at=now)
+        await self._store.artifacts.save_storage_settings(row)
+        await self.reload()
+        await self._audit.submit_one(
+            AuditEntry(
+                session.user.id,
+                session.user.email,
+                "artifact_storage_settings_updated",
+                "instance_settings",
+                "artifact_storage",
+                {"provider": provider.value},
+                None,
+                now,
+            )
+        )
+        return view_of_row(row)
+
+    def _encrypt(self, plain: str | None, stored: str | None) -> str | None:
+        if plain is None:
+            return stored
+        if self._config.secrets is None:
+            raise _no_key()
+        return self._config.secrets.encrypt(plain)
+
+    # -- the backend --------------------------------------------------------------------
+
+    async def reload(self) -> ArtifactStorage:
+        """Rebuild the backend from the effective settings; disabled when that fails."""
+        async with self._reload_lock:
+            try:
+                target = self._target(await self._store.artifacts.storage_settings())
+                backend = await open_storage(
+                    target,
+                    uploads=self.uploads,
+                    downloads=self.downloads,
+                    public_base=self.public_base,
+                )
+            except (StorageUnavailable, ApiError) as exc:
+                reason = getattr(exc, "message", None) or str(exc)
+                log.warning("artifact storage disabled: %s", reason)
+                backend = DisabledStorage(reason)
+            self._backend = backend
+            log.info("artifact storage: %s", backend.provider)
+            return backend
+
+    def _target(self, row: StoredStorageSettings | None) -> StorageTarget:
+        if row is None:
+            if self._config.environment.configured:
+                return environment_target(self._config.environment)
+            base = self._config.default_base_dir
+            if base is None:
+                return StorageTarget(StorageProvider.DISABLED)
+            return StorageTarget(StorageProvider.LOCAL, local_base_dir=base)
+        return StorageTarget(
+            row.provider,
+            local_base_dir=row.local_base_dir,
+            bucket=row.s3_bucket,
+            region=row.s3_region or DEFAULT_REGION,
+            endpoint=row.s3_endpoint,
+            access_key_id=self._decrypt(row.access_key_id_encrypted),
+            secret_access_key=self._decrypt(row.secret_access_key_encrypted),
+        )
+
+    def _decrypt(self, stored: str | None) -> str | None:
+        if stored is None:
+            return None
+        if self._config.secrets is None:
+            raise _no_key()
+        return self._config.secrets.decrypt(stored)

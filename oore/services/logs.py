@@ -1,0 +1,385 @@
+"""Build logs: runner ingestion, reads, stream tokens and live SSE streams (contract §6).
+
+Appends and viewers of a build meet in its LogStream actor (``oore/actors/logstream.py``);
+this service authorizes them, masks secrets before anything is stored, admits viewers
+within the configured limits and turns a viewer into the bytes of an SSE response:
+backlog from the database, then live batches, catching up from the database whenever the
+viewer fell behind, keep-alive comments in silence, and ``event: done`` at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Hashable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from oore.actors import ActorError, Registry, Supervisor, SupervisorNotRunning
+from oore.actors.logstream import (
+    Appended,
+    LogStreamHandle,
+    LogStreamTimings,
+    Viewer,
+    log_stream_spec,
+)
+from oore.actors.supervisor import ChildSpec, supervisor_spec
+from oore.domain.logs import (
+    KEEP_ALIVE,
+    STREAMS,
+    LogLine,
+    done_event,
+    log_events,
+    mask_secrets,
+    secret_values,
+    truncate_utf8,
+    truncation_notice,
+)
+from oore.domain.rbac import ProjectPermission, project_allows
+from oore.domain.runners import Runner
+from oore.domain.tokens import hash_token, looks_like_token, new_token
+from oore.domain.users import Session
+from oore.errors import (
+    Forbidden,
+    InvalidInput,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
+from oore.services.access import Access
+from oore.services.builds import Builds
+from oore.services.identity import Identity
+from oore.services.scheduling import Scheduling
+
+log = logging.getLogger(__name__)
+
+STREAM_TOKEN_TTL = 300
+TOKENS_TOTAL = 256
+TOKENS_PER_USER = 16
+TOKENS_PER_BUILD = 32
+MAX_READ_LIMIT = 5000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Limits of log storage and streaming; defaults sized for thousands of viewers."""
+
+    lines_per_build: int = 1_000_000
+    viewers_per_build: int = 10_000
+    viewers_per_user: int = 10_000
+    viewers_total: int = 50_000
+    viewer_buffer_bytes: int = 256 * 1024
+    keep_alive: float = 15.0
+    check_every: float = 1.0
+    stream_seconds: int = 300
+    page: int = 500
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Why a viewer may watch: a credential, its user, the project, and until when."""
+
+    credential_hash: str
+    user_id: str
+    project_id: str
+    expires_at: int
+
+
+@dataclass
+class _Cursor:
+    """The last sequence a viewer was sent."""
+
+    last: int
+
+
+@dataclass(frozen=True)
+class _StreamToken:
+    build_id: str
+    user_id: str
+    credential_hash: str
+    expires_at: int
+
+
+class _Records:
+    """The LogStream actors' view of the store and of authorization."""
+
+    def __init__(self, logs: Logs) -> None:
+        self._logs = logs
+
+    async def commit(self, build_id: str, batches: Sequence[Sequence[LogLine]]) -> Appended:
+        logs = self._logs
+        cap = logs.config.lines_per_build
+        stored = await logs.store.builds.append_logs(
+            build_id, batches, cap=cap, notice=truncation_notice(cap), now=logs.clock.now()
+        )
+        return Appended(stored.counts, stored.lines)
+
+    async def finished(self, build_id: str) -> bool | None:
+        status = await self._logs.store.builds.log_status(build_id)
+        return None if status is None else status.terminal
+
+    async def still_allowed(self, build_id: str, grants: set[Hashable]) -> set[Hashable]:
+        allowed: set[Hashable] = set()
+        for grant in grants:
+            if isinstance(grant, Grant) and await self._logs.grant_holds(grant):
+                allowed.add(grant)
+        return allowed
+
+
+class Logs:
+    """Use cases of build logs; owns the LogStream actors under their supervisor."""
+
+    def __init__(
+        self,
+        scheduling: Scheduling,
+        builds: Builds,
+        access: Access,
+        identity: Identity,
+        config: LogConfig,
+    ) -> None:
+        self.store = scheduling.store
+        self.clock = scheduling.clock
+        self.config = config
+        self._scheduling = scheduling
+        self._builds = builds
+        self._access = access
+        self._identity = identity
+        self._records = _Records(self)
+        self._timings = LogStreamTimings(check_every=config.check_every)
+        self.streams: Registry[str, LogStreamHandle] = Registry("logs")
+        self.supervisor = Supervisor("logs", max_restarts=100, period=10.0)
+        self._tokens: dict[str, _StreamToken] = {}
+        self._per_build: Counter[str] = Counter()
+        self._per_user: Counter[str] = Counter()
+        self._open = 0
+        self.catch_ups = 0  # times a viewer fell behind and read the database to catch up
+
+    @property
+    def open_streams(self) -> int:
+        return self._open
+
+    def spec(self) -> ChildSpec[Supervisor]:
+        return supervisor_spec(self.supervisor)
+
+    async def _stream(self, build_id: str) -> LogStreamHandle:
+        handle = self.streams.get(build_id)
+        if handle is not None and not handle.stopping:
+            return handle
+        handle = LogStreamHandle(build_id)
+        self.streams.register(build_id, handle)
+        spec = log_stream_spec(
+            handle,
+            self._records,
+            self._timings,
+            on_exit=lambda: self.streams.unregister(build_id, handle),
+        )
+        try:
+            await self.supervisor.start_child(spec)
+        except (SupervisorNotRunning, ValueError):
+            self.streams.unregister(build_id, handle)
+            raise ServiceUnavailable("shutting_down", "The server is stopping") from None
+        return handle
+
+    # -- runner side ----------------------------------------------------------------------
+
+    async def append(self, runner: Runner, build_id: str, lines: Sequence[LogLine]) -> int:
+        """Store a runner's lines (§6.1): cut to 4096 bytes, secrets masked, duplicates
+        ignored, capped per build; answered once durable, never waiting for viewers."""
+        for line in lines:
+            if line.stream not in STREAMS:
+                raise InvalidInput("invalid_input", "stream must be stdout or stderr")
+        build = await self._builds.bound(runner, build_id)
+        if not lines:
+            return 0
+        cut = [LogLine(line.sequence, truncate_utf8(line.content), line.stream) for line in lines]
+        masked = mask_secrets(cut, secret_values(build.config_snapshot))
+        for _ in range(3):
+            handle = await self._stream(build.id)
+            try:
+                return await handle.append(masked)
+            except ActorError:
+                continue  # the stream was stopping or restarting: a fresh one takes it
+        raise ServiceUnavailable("log_stream_unavailable", "Try the log append again")
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def lines(
+        self, session: Session, build_id: str, *, after: int, limit: int | None
+    ) -> tuple[list[LogLine], int]:
+        """Stored lines after a sequence (§6.2)."""
+        build = await self._builds.visible(session, build_id)
+        if limit is not None:
+            limit = min(limit, MAX_READ_LIMIT)
+        return await self.store.builds.logs(build.id, after=after, limit=limit)
+
+    # -- stream tokens --------------------------------------------------------------------
+
+    async def mint_stream_token(self, session: Session, build_id: str) -> tuple[str, int]:
+        """A single-use token for one stream of this build (§6.3)."""
+        build = await self._builds.visible(session, build_id)
+        now = self.clock.now()
+        self._tokens = {k: t for k, t in self._tokens.items() if t.expires_at > now}
+        user = session.user.id
+        for key, token in list(self._tokens.items()):
+            if token.user_id == user and token.build_id == build.id:
+                del self._tokens[key]  # a new token replaces the unused one
+        held = list(self._tokens.values())
+        if (
+            len(held) >= TOKENS_TOTAL
+            or sum(t.user_id == user for t in held) >= TOKENS_PER_USER
+            or sum(t.build_id == build.id for t in held) >= TOKENS_PER_BUILD
+        ):
+            raise TooManyRequests("stream_token_limit", "Too many unused stream tokens")
+        secret = new_token()
+        expires_at = min(now + STREAM_TOKEN_TTL, session.expires_at)
+        self._tokens[hash_token(secret)] = _StreamToken(
+            build.id, user, session.token_hash, expires_at
+        )
+        return secret, expires_at
+
+    # -- streams --------------------------------------------------------------------------
+
+    async def open_stream(
+        self,
+        build_id: str,
+        *,
+        query_token: str | None,
+        authorization: str | None,
+        last_event_id: str | None,
+    ) -> AsyncIterator[bytes]:
+        """Authorize and admit a viewer (§6.4), then the SSE bytes of its stream.
+
+        Every refusal is raised here, before the response starts.
+        """
+        now = self.clock.now()
+        if query_token is not None:
+            session, expires_at = await self._redeem(query_token, build_id, now)
+        else:
+            session = await self._identity.authenticate(authorization)
+            expires_at = min(now + self.config.stream_seconds, session.expires_at)
+        build = await self._builds.visible(session, build_id)
+        after = _resume_point(last_event_id)
+        grant = Grant(session.token_hash, session.user.id, build.project_id, expires_at)
+        self._admit(build.id, session.user.id)
+        try:
+            handle = await self._stream(build.id)
+            viewer = Viewer(grant, self.config.viewer_buffer_bytes)
+            handle.watch(viewer)
+        except BaseException:
+            self._leave(build.id, session.user.id)
+            raise
+        return self._events(handle, viewer, build.id, after, build.status.terminal)
+
+    async def _redeem(self, token: str, build_id: str, now: int) -> tuple[Session, int]:
+        stored = self._tokens.pop(hash_token(token), None) if looks_like_token(token) else None
+        if stored is None or stored.expires_at <= now:
+            raise Unauthorized("invalid_stream_token", "Stream token is invalid or used")
+        if stored.build_id != build_id:
+            raise Forbidden("stream_token_build_mismatch", "The token is for another build")
+        session = await self.store.users.session(stored.credential_hash, now)
+        if session is None:
+            raise Unauthorized("invalid_stream_token", "Stream token is invalid or used")
+        return session, stored.expires_at
+
+    def _admit(self, build_id: str, user_id: str) -> None:
+        config = self.config
+        if (
+            self._open >= config.viewers_total
+            or self._per_build[build_id] >= config.viewers_per_build
+            or self._per_user[user_id] >= config.viewers_per_user
+        ):
+            raise TooManyRequests("stream_limit", "Too many open log streams")
+        self._open += 1
+        self._per_build[build_id] += 1
+        self._per_user[user_id] += 1
+
+    def _leave(self, build_id: str, user_id: str) -> None:
+        self._open -= 1
+        for counter, key in ((self._per_build, build_id), (self._per_user, user_id)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+
+    async def grant_holds(self, grant: Grant) -> bool:
+        """Is the grant still good: in its time box, session live, project readable?"""
+        now = self.clock.now()
+        if grant.expires_at <= now:
+            return False
+        session = await self.store.users.session(grant.credential_hash, now)
+        if session is None or session.user.id != grant.user_id:
+            return False
+        role = await self._access.role_on(session, grant.project_id)
+        return project_allows(role, ProjectPermission.READ)
+
+    async def _backlog(self, build_id: str, cursor: _Cursor) -> AsyncIterator[bytes]:
+        """Stored lines after ``cursor.last``, a page at a time; the cursor follows."""
+        while True:
+            lines, _ = await self.store.builds.logs(
+                build_id, after=cursor.last, limit=self.config.page
+            )
+            if lines:
+                cursor.last = lines[-1].sequence
+                yield log_events(lines)
+            if len(lines) < self.config.page:
+                return
+
+    async def _events(
+        self,
+        handle: LogStreamHandle,
+        viewer: Viewer,
+        build_id: str,
+        after: int,
+        finished_at_start: bool,
+    ) -> AsyncIterator[bytes]:
+        grant = viewer.grant
+        assert isinstance(grant, Grant)
+        cursor = _Cursor(after)
+        try:
+            async for chunk in self._backlog(build_id, cursor):
+                yield chunk
+            if finished_at_start:
+                yield done_event("build_finished")
+                return
+            while True:
+                if viewer.ended is not None and viewer.ended != "build_finished":
+                    yield done_event(viewer.ended)  # nothing newer once access has ended
+                    return
+                if viewer.lagging:
+                    self.catch_ups += 1
+                    viewer.resync()
+                    async for chunk in self._backlog(build_id, cursor):
+                        yield chunk
+                    continue
+                parts: list[bytes] = []
+                while (batch := viewer.take()) is not None:
+                    if batch.last > cursor.last:
+                        parts.append(batch.after(cursor.last))
+                        cursor.last = batch.last
+                if parts:
+                    yield b"".join(parts)  # several events, one write
+                    continue
+                if viewer.ended == "build_finished":
+                    async for chunk in self._backlog(build_id, cursor):
+                        yield chunk
+                    yield done_event("build_finished")
+                    return
+                with self._scheduling.long_poll(), trio.move_on_after(self.config.keep_alive):
+                    await viewer.wait()
+                if self._scheduling.ending:
+                    return  # the daemon is stopping; the client resumes with Last-Event-ID
+                if not (viewer.queue or viewer.lagging or viewer.ended):
+                    yield KEEP_ALIVE
+        finally:
+            handle.unwatch(viewer)
+            self._leave(build_id, grant.user_id)
+
+
+def _resume_point(last_event_id: str | None) -> int:
+    """``Last-Event-ID`` as the last sequence seen; absent or not a number → everything."""
+    if last_event_id is None:
+        return -1
+    try:
+        return int(last_event_id.strip())
+    except ValueError:
+        return -1

@@ -1,0 +1,179 @@
+"""LogStream: group commit, one encoding per batch, lagging viewers, re-checks, restarts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Hashable, Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from oore.actors import ActorCrashed, Supervisor
+from oore.actors.logstream import (
+    Appended,
+    LogStreamHandle,
+    LogStreamTimings,
+    Viewer,
+    log_stream_spec,
+)
+from oore.domain.logs import LogLine
+
+
+class Records:
+    """An in-memory log with the store's rules: first sequence wins."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, LogLine] = {}
+        self.commits: list[int] = []
+        self.gate: trio.Event | None = None
+        self.finished_value: bool | None = False
+        self.allowed: set[Hashable] | None = None
+        self.fail_next = False
+
+    async def commit(self, build_id: str, batches: Sequence[Sequence[LogLine]]) -> Appended:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("store down")
+        counts, fresh = [], []
+        for batch in batches:
+            count = 0
+            for line in batch:
+                if line.sequence not in self.rows:
+                    self.rows[line.sequence] = line
+                    fresh.append(line)
+                    count += 1
+            counts.append(count)
+        self.commits.append(len(batches))
+        return Appended(counts, sorted(fresh, key=lambda line: line.sequence))
+
+    async def finished(self, build_id: str) -> bool | None:
+        return self.finished_value
+
+    async def still_allowed(self, build_id: str, grants: set[Hashable]) -> set[Hashable]:
+        return grants if self.allowed is None else grants & self.allowed
+
+
+def line(n: int, text: str = "x") -> LogLine:
+    return LogLine(n, f"{text}{n}", "stdout")
+
+
+@pytest.fixture
+def records() -> Records:
+    return Records()
+
+
+@pytest.fixture
+async def stream(records: Records) -> AsyncIterator[LogStreamHandle]:
+    supervisor = Supervisor("logs", max_restarts=10, period=10.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        handle = LogStreamHandle("b1")
+        await supervisor.start_child(
+            log_stream_spec(handle, records, LogStreamTimings(check_every=1.0, idle=30.0))
+        )
+        yield handle
+        supervisor.stop()
+
+
+async def test_appends_waiting_together_are_committed_together(
+    stream: LogStreamHandle, records: Records
+) -> None:
+    records.gate = trio.Event()
+    counts: list[int] = []
+
+    async def append(lines: list[LogLine]) -> None:
+        counts.append(await stream.append(lines))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(append, [line(0), line(1)])
+        await trio.testing.wait_all_tasks_blocked()
+        for start in (2, 4, 6):
+            nursery.start_soon(append, [line(start), line(start + 1), line(0)])
+        await trio.testing.wait_all_tasks_blocked()
+        records.gate.set()
+    assert records.commits == [1, 3]
+    assert sorted(counts) == [2, 2, 2, 2]
+    assert sorted(records.rows) == list(range(8))
+
+
+async def test_viewers_get_the_same_bytes_of_each_committed_batch(
+    stream: LogStreamHandle,
+) -> None:
+    viewers = [Viewer(grant="g", limit=1 << 20) for _ in range(3)]
+    for viewer in viewers:
+        stream.watch(viewer)
+    assert await stream.append([line(1), line(0)]) == 2
+    assert await stream.append([line(1)]) == 0  # a duplicate is not sent again
+    batches = [viewer.take() for viewer in viewers]
+    assert all(batch is not None for batch in batches)
+    first = batches[0]
+    assert first is not None and [x.sequence for x in first.lines] == [0, 1]
+    assert all(batch is first for batch in batches)  # encoded once, shared
+    assert all(viewer.take() is None for viewer in viewers)
+
+
+async def test_a_viewer_that_falls_behind_lags_and_the_runner_never_waits(
+    stream: LogStreamHandle,
+) -> None:
+    slow = Viewer(grant="g", limit=600)
+    fast = Viewer(grant="g", limit=1 << 20)
+    stream.watch(slow)
+    stream.watch(fast)
+    with trio.fail_after(5):  # nobody reads either viewer: appends still complete
+        for n in range(20):
+            assert await stream.append([line(n, "a" * 50)]) == 1
+    assert slow.lagging and not slow.queue and slow.queued_bytes == 0
+    assert [batch.last for batch in fast.queue] == list(range(20))
+    slow.resync()  # its task reads the database from its last line, then rejoins
+    await stream.append([line(20)])
+    again = slow.take()
+    assert again is not None and again.last == 20 and not slow.lagging
+
+
+async def test_partial_overlap_is_cut_at_the_viewers_last_line(stream: LogStreamHandle) -> None:
+    viewer = Viewer(grant="g", limit=1 << 20)
+    stream.watch(viewer)
+    await stream.append([line(0), line(1), line(2)])
+    batch = viewer.take()
+    assert batch is not None
+    assert batch.after(-1) is batch.data
+    assert b"id: 0\n" not in batch.after(0) and b"id: 2\n" in batch.after(0)
+
+
+async def test_checks_end_viewers_whose_grant_lapsed_or_when_the_build_ends(
+    stream: LogStreamHandle, records: Records
+) -> None:
+    kept, dropped = Viewer(grant="kept", limit=1024), Viewer(grant="dropped", limit=1024)
+    stream.watch(kept)
+    stream.watch(dropped)
+    records.allowed = {"kept"}
+    with trio.fail_after(3):
+        await dropped.wait()
+    assert dropped.ended == "authorization_ended" and kept.ended is None
+    records.finished_value = True
+    with trio.fail_after(3):
+        await kept.wait()
+    assert kept.ended == "build_finished"
+    gone = Viewer(grant="kept", limit=1024)
+    stream.watch(gone)
+    records.finished_value = None
+    with trio.fail_after(3):
+        await gone.wait()
+    assert gone.ended == "build_not_found"
+
+
+async def test_a_crash_marks_viewers_lagging_so_they_resync(
+    stream: LogStreamHandle, records: Records
+) -> None:
+    viewer = Viewer(grant="g", limit=1 << 20)
+    stream.watch(viewer)
+    records.fail_next = True
+    with pytest.raises(ActorCrashed):  # the asker learns of the crash
+        await stream.append([line(0)])
+    with trio.fail_after(3):
+        while stream.statistics().restarts == 0:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        assert await stream.append([line(1)]) == 1
+    assert viewer.lagging  # whatever the crashed incarnation did, the database has it

@@ -1,0 +1,155 @@
+"""Artifacts in S3 (a real S3-compatible server on loopback): configured from the
+environment or the settings API, presigned uploads and downloads (contract §7.1, §7.2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import trio
+
+from oore.domain.artifact_storage import EnvironmentStorage
+from oore.domain.crypto import SecretBox
+from oore.runtime import Runtime
+from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
+from oore.store import AuditEntry, Store
+from tests.http.artifacts_kit import running_job, upload
+from tests.http.builds_kit import Setup, repo, setup
+from tests.http.conftest import FakeClock
+from tests.s3_kit import ACCESS_KEY_ID, SECRET_ACCESS_KEY, S3Server, s3_server
+
+__all__ = ["repo", "s3_server", "setup"]
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server) -> str:
+    return s3_server.new_bucket()
+
+
+@pytest.fixture
+def artifacts_config(tmp_path: Path, s3_server: S3Server, bucket: str) -> ArtifactsConfig:
+    """Storage configured the way an operator would with OORE_S3_* and AWS_* variables."""
+    return ArtifactsConfig(
+        data_dir=tmp_path / "data",
+        secrets=SecretBox(bytes(32)),
+        environment=EnvironmentStorage(
+            bucket=bucket,
+            access_key_id=ACCESS_KEY_ID,
+            secret_access_key=SECRET_ACCESS_KEY,
+            endpoint=s3_server.endpoint,
+            region="us-east-1",
+        ),
+    )
+
+
+def expires(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["X-Amz-Expires"][0]
+
+
+async def test_artifacts_go_to_the_bucket_through_presigned_urls(
+    setup: Setup, s3_server: S3Server, bucket: str
+) -> None:
+    settings = await setup.api.get("/v1/settings/artifact-storage", token=setup.token)
+    assert settings.body["settings"] == {
+        "provider": "s3",
+        "s3_bucket": bucket,
+        "s3_region": "us-east-1",
+        "s3_endpoint": s3_server.endpoint,
+        "has_access_key_id": True,
+        "has_secret_access_key": True,
+        "source": "environment",
+    }
+    job = await running_job(setup)
+    reserved = await job.reserve("app release.apk", artifact_type="apk")
+    artifact, put_url = reserved.body["artifact"], reserved.body["upload_url"]
+    parts = urlsplit(put_url)
+    assert f"{parts.scheme}://{parts.netloc}" == s3_server.endpoint
+    assert parts.path == f"/{bucket}/{artifact['file_path'].replace(' ', '%20')}"
+    assert expires(put_url) == "1800"
+    body = bytes(range(256)) * 1000
+    async with httpx.AsyncClient() as http:
+        assert (await http.put(put_url, content=body)).status_code == 200
+        done = await job.finish(artifact["id"], "complete")
+        assert done.body["artifact"]["state"] == "available"
+        link = await job.link(artifact["id"])
+        assert link.status == 200, link.body
+        get_url = link.body["download_url"]
+        assert expires(get_url) == "900"
+        fetched = await http.get(get_url)
+        assert fetched.status_code == 200 and fetched.content == body
+        assert fetched.headers["Content-Disposition"].startswith(
+            'attachment; filename="app release.apk"'
+        )
+        ranged = await http.get(get_url, headers={"Range": "bytes=10-19"})
+        assert ranged.status_code == 206 and ranged.content == body[10:20]
+
+        aborted = await job.reserve("broken.bin")
+        assert (await http.put(aborted.body["upload_url"], content=b"half")).status_code == 200
+        keys = await trio.to_thread.run_sync(s3_server.keys, bucket)
+        assert sorted(keys) == sorted(
+            [artifact["file_path"], aborted.body["artifact"]["file_path"]]
+        )
+        await job.finish(aborted.body["artifact"]["id"], "abort", error_message="upload broke")
+    assert await trio.to_thread.run_sync(s3_server.keys, bucket) == [artifact["file_path"]]
+
+
+async def test_saved_settings_win_over_the_environment_at_once(
+    setup: Setup, s3_server: S3Server, bucket: str, runtime: Runtime, tmp_path: Path
+) -> None:
+    job = await running_job(setup)
+    api, token = setup.api, setup.token
+    local = await api.call(
+        "PUT",
+        "/v1/settings/artifact-storage",
+        json={"provider": "local", "local_base_dir": str(tmp_path / "local")},
+        token=token,
+    )
+    assert local.body["settings"]["source"] == "database"
+    local_reservation = await job.reserve("local.bin")
+    assert "/v1/artifacts/local-upload/" in local_reservation.body["upload_url"]
+
+    other = await trio.to_thread.run_sync(s3_server.new_bucket)
+    r2 = {
+        "provider": "r2",
+        "s3_bucket": other,
+        "s3_endpoint": s3_server.endpoint,
+        "s3_region": "auto",
+        "access_key_id": ACCESS_KEY_ID,
+        "secret_access_key": SECRET_ACCESS_KEY,
+    }
+    saved = await api.call("PUT", "/v1/settings/artifact-storage", json=r2, token=token)
+    assert saved.status == 200 and saved.body["settings"]["source"] == "database"
+    assert runtime.artifacts.storage.backend.provider == "r2"
+    # A local upload token is worthless once storage is not local.
+    stale = await upload(api, local_reservation.body["upload_url"], b"x")
+    assert (stale.status, stale.code) == (401, "invalid_upload_token")
+    reserved = await job.reserve("r2.bin")
+    assert urlsplit(reserved.body["upload_url"]).path.startswith(f"/{other}/")
+    async with httpx.AsyncClient() as http:
+        assert (await http.put(reserved.body["upload_url"], content=b"r2!")).status_code == 200
+    assert (
+        await trio.to_thread.run_sync(s3_server.read, other, reserved.body["artifact"]["file_path"])
+        == b"r2!"
+    )
+    assert await trio.to_thread.run_sync(s3_server.keys, bucket) == []
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+
+    async def submit_one(self, row: AuditEntry) -> None:
+        self.entries.append(row)
+
+
+async def test_environment_without_keys_disables_storage(
+    store: Store, s3_server: S3Server, bucket: str, clock: FakeClock
+) -> None:
+    config = ArtifactsConfig(
+        environment=EnvironmentStorage(bucket=bucket, endpoint=s3_server.endpoint)
+    )
+    service = ArtifactStorageService(store, clock, Audit(), config)
+    backend = await service.reload()
+    assert backend.provider == "disabled"

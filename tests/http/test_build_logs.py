@@ -1,0 +1,346 @@
+"""Build logs over real loopback HTTP: ingestion rules, reads, stream tokens and SSE fan-out."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart_trio import QuartTrio
+
+from oore.domain.logs import MASK
+from oore.domain.users import Role
+from oore.runtime import Runtime
+from oore.services.logs import LogConfig
+from tests.http.builds_kit import Runner, Setup, make_setup, repo, setup
+from tests.http.conftest import Api, UserFactory
+
+__all__ = ["repo", "setup"]
+
+# A client that stops reading a stream early (that is what these tests do) leaves httpx's
+# nested body generators to the garbage collector, which warns; the server side is what
+# is under test here.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+LINE = "y" * 400
+
+
+@pytest.fixture
+def log_config() -> LogConfig:
+    return LogConfig(viewer_buffer_bytes=64 * 1024, check_every=0.2, keep_alive=1.0)
+
+
+@pytest.fixture
+async def served(app: QuartTrio) -> AsyncIterator[str]:
+    """The app behind hypercorn on a loopback port, as the daemon serves it."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.graceful_timeout = 1.0
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(serve, app, config, shutdown_trigger=stop.wait)
+        )
+        yield binds[0]
+        stop.set()
+        nursery.cancel_scope.deadline = trio.current_time() + 5
+
+
+@dataclass
+class Events:
+    """What one SSE client received, parsed."""
+
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    done: str | None = None
+    comments: int = 0
+
+    def feed(self, block: str) -> None:
+        fields: dict[str, str] = {}
+        for raw in block.split("\n"):
+            if raw.startswith(":"):
+                self.comments += 1
+            elif raw:
+                name, _, value = raw.partition(": ")
+                fields[name] = value
+        if fields.get("event") == "log":
+            self.ids.append(int(fields["id"]))
+            self.logs.append(json.loads(fields["data"]))
+        elif fields.get("event") == "done":
+            self.done = fields["data"]
+
+    @property
+    def sequences(self) -> list[int]:
+        return [entry["sequence"] for entry in self.logs]
+
+
+async def read_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    events: Events,
+    *,
+    stop_after: int | None = None,
+) -> int:
+    """Read SSE until ``done`` (or ``stop_after`` log events); answers the status code."""
+    async with client.stream("GET", url, headers=headers) as reply:
+        if reply.status_code != 200:
+            return reply.status_code
+        pending = ""
+        async for text in reply.aiter_text():
+            pending += text
+            while "\n\n" in pending:
+                block, pending = pending.split("\n\n", 1)
+                events.feed(block)
+                if events.done or (stop_after is not None and len(events.logs) >= stop_after):
+                    return 200
+    return 200
+
+
+async def until(check: Callable[[], bool], within: float = 5) -> None:
+    """Wait (bounded) for something another task makes true."""
+    with trio.fail_after(within):
+        while not check():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+async def claimed(setup: Setup) -> tuple[dict[str, Any], Runner]:
+    build = await setup.trigger()
+    runner = await setup.runner()
+    assert await runner.claim() is not None
+    assert (await runner.report(build["id"], "running")).status == 200
+    return build, runner
+
+
+def chunks(start: int, count: int, text: str = LINE) -> list[dict[str, Any]]:
+    return [
+        {"sequence": n, "content": f"{n} {text}", "stream": "stdout"}
+        for n in range(start, start + count)
+    ]
+
+
+async def test_backlog_then_live_lines_then_done(setup: Setup, served: str) -> None:
+    build, runner = await claimed(setup)
+    assert (await runner.logs(build["id"], chunks(0, 5))).body == {"appended": 5}
+    events = Events()
+    auth = {"Authorization": f"Bearer {setup.token}"}
+    url = f"{served}/v1/builds/{build['id']}/logs/stream"
+    async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(read_stream, client, url, auth, events)
+        await until(lambda: len(events.logs) >= 5)
+        await runner.logs(build["id"], chunks(5, 5))
+        await runner.report(build["id"], "succeeded", exit_code=0)
+    assert events.sequences == list(range(10)) and events.ids == list(range(10))
+    assert events.done == "build_finished"
+    # A finished build: the backlog, then done at once.
+    again = Events()
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert await read_stream(client, url, auth, again) == 200
+    assert again.sequences == list(range(10)) and again.done == "build_finished"
+
+
+async def test_hundreds_of_viewers_and_a_stalled_one(
+    setup: Setup, served: str, runtime: Runtime
+) -> None:
+    build, runner = await claimed(setup)
+    viewers = [Events() for _ in range(200)]
+    auth = {"Authorization": f"Bearer {setup.token}"}
+    path = f"/v1/builds/{build['id']}/logs/stream"
+    host, port = served.removeprefix("http://").rsplit(":", 1)
+    # The stalled viewer: a tiny receive window, and nobody reads it until the end.
+    stalled = trio.socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await stalled.connect((host, int(port)))
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {setup.token}\r\n\r\n"
+    await stalled.send(request.encode())
+    total = 3000
+    limits = httpx.Limits(max_connections=300)
+    async with (
+        httpx.AsyncClient(timeout=30, limits=limits) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for events in viewers:
+            nursery.start_soon(read_stream, client, served + path, auth, events)
+        await until(lambda: runtime.logs.open_streams == len(viewers) + 1, within=20)
+        with trio.fail_after(30):  # the appends never wait for any viewer
+            for start in range(0, total, 200):
+                reply = await runner.logs(build["id"], chunks(start, 200))
+                assert reply.body == {"appended": 200}
+        await runner.report(build["id"], "succeeded", exit_code=0)
+    for events in viewers:
+        assert events.sequences == list(range(total)) and events.done == "build_finished"
+    assert runtime.logs.catch_ups >= 1, "the stalled viewer never fell behind"
+    # Now the stalled viewer reads: everything, in order, without a gap, then done.
+    received = b""
+    with trio.fail_after(30):
+        while b"event: done" not in received:
+            data = await stalled.recv(1 << 20)
+            assert data, "stream closed before done"
+            received += data
+    stalled.close()
+    body = received.split(b"\r\n\r\n", 1)[1].decode(errors="replace")
+    sequences = [int(part.split("\n", 1)[0]) for part in body.split("\nid: ")[1:]]
+    assert sequences == list(range(total))
+
+
+async def test_last_event_id_resumes_with_exactly_the_missing_lines(
+    setup: Setup, served: str
+) -> None:
+    build, runner = await claimed(setup)
+    await runner.logs(build["id"], chunks(0, 10, "a"))
+    auth = {"Authorization": f"Bearer {setup.token}"}
+    url = f"{served}/v1/builds/{build['id']}/logs/stream"
+    first = Events()
+    async with httpx.AsyncClient(timeout=10) as client:
+        await read_stream(client, url, auth, first, stop_after=4)  # then the connection drops
+    assert first.ids[:4] == [0, 1, 2, 3]
+    await runner.logs(build["id"], chunks(10, 5, "b"))
+    await runner.report(build["id"], "succeeded", exit_code=0)
+    resumed = Events()
+    async with httpx.AsyncClient(timeout=10) as client:
+        await read_stream(client, url, {**auth, "Last-Event-ID": "3"}, resumed)
+    assert resumed.sequences == list(range(4, 15)) and resumed.done == "build_finished"
+
+
+async def test_stream_tokens_are_single_use_and_bound_to_their_build(
+    setup: Setup, served: str, make_user: UserFactory
+) -> None:
+    build, runner = await claimed(setup)
+    other = await setup.trigger()
+    minted = await setup.api.post(f"/v1/builds/{build['id']}/stream-token", token=setup.token)
+    assert minted.status == 200 and set(minted.body) == {"token", "expires_at"}
+    token = minted.body["token"]
+    base = f"{served}/v1/builds/{build['id']}/logs/stream"
+    await runner.report(build["id"], "succeeded", exit_code=0)
+
+    async def status(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.get(url, headers=headers or {})
+            try:
+                return reply.status_code, reply.json().get("code")
+            except ValueError:
+                return reply.status_code, reply.text
+
+    first = await status(f"{base}?token={token}")
+    assert first[0] == 200 and "event: done" in first[1]
+    assert await status(f"{base}?token={token}") == (401, "invalid_stream_token")
+    assert await status(f"{base}?token={'0' * 64}") == (401, "invalid_stream_token")
+    elsewhere = await setup.api.post(f"/v1/builds/{other['id']}/stream-token", token=setup.token)
+    mismatch = await status(f"{base}?token={elsewhere.body['token']}")
+    assert mismatch == (403, "stream_token_build_mismatch")
+    assert await status(base) == (401, "missing_auth")
+    assert await status(base, {"Authorization": "Bearer nonsense"}) == (401, "invalid_session")
+    stranger = await make_user(Role.DEVELOPER)
+    assert await status(base, {"Authorization": f"Bearer {stranger.token}"}) == (
+        404,
+        "not_found",
+    )
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert (
+        await setup.api.post(f"/v1/builds/{missing}/stream-token", token=setup.token)
+    ).status == 404
+    assert (await setup.api.post(f"/v1/builds/{build['id']}/stream-token")).code == "missing_auth"
+
+
+async def test_unused_stream_tokens_are_capped_per_user(setup: Setup) -> None:
+    builds = [await setup.trigger() for _ in range(17)]
+    codes = []
+    for build in builds:
+        reply = await setup.api.post(f"/v1/builds/{build['id']}/stream-token", token=setup.token)
+        codes.append(reply.status)
+    assert codes == [200] * 16 + [429]
+    again = await setup.api.post(f"/v1/builds/{builds[0]['id']}/stream-token", token=setup.token)
+    assert again.status == 200  # a new token for the same build replaces the unused one
+    over = await setup.api.post(f"/v1/builds/{builds[16]['id']}/stream-token", token=setup.token)
+    assert (over.status, over.code) == (429, "stream_token_limit")
+
+
+async def test_a_stream_ends_when_its_session_does(setup: Setup, served: str) -> None:
+    build, runner = await claimed(setup)
+    await runner.logs(build["id"], chunks(0, 3))
+    events = Events()
+    auth = {"Authorization": f"Bearer {setup.token}"}
+    url = f"{served}/v1/builds/{build['id']}/logs/stream"
+    async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(read_stream, client, url, auth, events)
+        await until(lambda: len(events.logs) >= 3)
+        assert (await setup.api.post("/v1/auth/logout", token=setup.token)).status == 200
+        await until(lambda: events.done is not None)
+        await runner.logs(build["id"], chunks(3, 3))
+    assert events.done == "authorization_ended" and events.sequences == [0, 1, 2]
+
+
+class TestLimits:
+    @pytest.fixture
+    def log_config(self) -> LogConfig:
+        return LogConfig(lines_per_build=5, viewers_per_build=1, check_every=0.2)
+
+    async def test_the_log_ends_with_one_visible_truncation_line(self, setup: Setup) -> None:
+        build, runner = await claimed(setup)
+        assert (await runner.logs(build["id"], chunks(0, 3))).body == {"appended": 3}
+        assert (await runner.logs(build["id"], chunks(3, 4))).body == {"appended": 2}
+        assert (await runner.logs(build["id"], chunks(7, 2))).body == {"appended": 0}
+        stored = await setup.api.get(f"/v1/builds/{build['id']}/logs", token=setup.token)
+        lines = stored.body["logs"]
+        assert [line["sequence"] for line in lines] == [0, 1, 2, 3, 4, 5]
+        assert "log truncated" in lines[-1]["content"] and lines[-1]["stream"] == "stderr"
+
+    async def test_admission_is_limited_per_build(self, setup: Setup, served: str) -> None:
+        build, _ = await claimed(setup)
+        auth = {"Authorization": f"Bearer {setup.token}"}
+        url = f"{served}/v1/builds/{build['id']}/logs/stream"
+        async with httpx.AsyncClient(timeout=10) as client:
+            async with client.stream("GET", url, headers=auth) as first:
+                assert first.status_code == 200
+                second = await client.get(url, headers=auth)
+                assert (second.status_code, second.json()["code"]) == (429, "stream_limit")
+            with trio.fail_after(5):  # the slot is released when the stream ends
+                while True:
+                    async with client.stream("GET", url, headers=auth) as third:
+                        if third.status_code == 200:
+                            break
+                    await trio.sleep(0.05)
+
+
+async def test_secrets_never_reach_the_stored_log(api: Api, owner_token: str, repo: Path) -> None:
+    secret = "pa55-w0rd-value"
+    config = {
+        "platforms": ["android"],
+        "commands": {"build": ["true"]},
+        "env": [{"key": "TOKEN", "value": secret}, {"key": "FLAG", "value": "1"}],
+    }
+    setup_ = await make_setup(api, owner_token, repo, execution_config=config)
+    build, runner = await claimed(setup_)
+    sent = [
+        {"sequence": 0, "content": f"token is {secret}!", "stream": "stdout"},
+        {"sequence": 1, "content": "half pa55-w", "stream": "stdout"},
+        {"sequence": 2, "content": "0rd-value end, flag 1", "stream": "stdout"},
+    ]
+    assert (await runner.logs(build["id"], sent)).body == {"appended": 3}
+    stored = await api.get(f"/v1/builds/{build['id']}/logs", token=owner_token)
+    assert [line["content"] for line in stored.body["logs"]] == [
+        f"token is {MASK}!",
+        f"half {MASK}",
+        f"{MASK} end, flag 1",
+    ]
+
+
+async def test_silence_is_filled_with_keep_alive_comments(setup: Setup, served: str) -> None:
+    build, runner = await claimed(setup)
+    events = Events()
+    auth = {"Authorization": f"Bearer {setup.token}"}
+    url = f"{served}/v1/builds/{build['id']}/logs/stream"
+    async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(read_stream, client, url, auth, events)
+        await until(lambda: events.comments >= 1, within=5)  # keep_alive is 1 s here
+        await runner.report(build["id"], "succeeded", exit_code=0)
+    assert events.logs == [] and events.done == "build_finished"
