@@ -1,4 +1,5 @@
-"""The real ``oored`` and a real ``oore runner``: a build's file comes back byte for byte.
+"""The real ``oored`` and a real ``oore runner``: a build's log arrives whole and in order,
+and its file comes back byte for byte.
 
 The repository's pipeline writes a file; the runner uploads it to the daemon's local
 storage before reporting success; a download link serves it whole and in ranges.
@@ -23,6 +24,7 @@ PIPELINE = """version: 1
 platforms: [android]
 commands:
   build:
+    - "for i in $(seq 1 1000); do echo line $i; done"
     - "mkdir -p dist && seq 1 500000 > dist/numbers.txt"
     - "printf 'not collected' > dist/notes.log"
 artifacts:
@@ -81,8 +83,13 @@ def test_a_runner_uploads_and_a_link_downloads_the_same_bytes(
         assert artifact["metadata"] == {"path": "dist/numbers.txt"}
         stored = daemon.data_dir / "artifacts" / artifact["file_path"]
         assert stored.read_bytes() == EXPECTED
-        texts = [line["content"] for line in api.logs(build_id)]
+        logs = api.logs(build_id)
+        texts = [line["content"] for line in logs]
         assert "[oore] artifact dist/numbers.txt uploaded" in texts
+        # The log is complete and in order: every printed line once, sequences ascending.
+        assert [t for t in texts if t.startswith("line ")] == [f"line {i}" for i in range(1, 1001)]
+        sequences = [line["sequence"] for line in logs]
+        assert sequences == sorted(set(sequences))
 
         link = api.call("POST", f"/v1/artifacts/{artifact['id']}/download-link")
         url = link["download_url"]
