@@ -117,7 +117,7 @@ async def _local_repository(
 class NewProject:
     name: str
     description: str | None
-    repository_id: str
+    repository_id: str | None  # None: no source repository (the API always links one)
     default_branch: str | None
     created_by: str
     now: int

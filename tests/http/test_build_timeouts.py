@@ -26,6 +26,12 @@ async def test_a_build_that_runs_too_long_times_out(setup: Setup) -> None:
     assert "finished_at" in detail["build"]
     gone = await runner.job(build["id"])
     assert (gone.status, gone.code) == (403, "runner_mismatch")
+    late = await runner.report(build["id"], "succeeded", exit_code=0)
+    assert (late.status, late.code) == (403, "runner_mismatch")
+    cancel = await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
+    assert (cancel.status, cancel.code) == (409, "invalid_transition")
+    rerun = await setup.api.post(f"/v1/builds/{build['id']}/rerun", token=setup.token)
+    assert rerun.status == 201, rerun.body
 
 
 async def test_a_claimed_build_that_never_starts_goes_back_to_the_queue(setup: Setup) -> None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from oore.domain.builds import Build, BuildStatus, Transition
 from oore.domain.users import Role
+from oore.services.git import resolve_commit
 from oore.services.scheduling import SchedulingConfig
-from tests.http.builds_kit import Setup, eventually, make_setup, repo, setup
-from tests.http.conftest import Api, UserFactory
+from oore.store import Store
+from oore.store.projects import NewProject, ProjectChanges
+from tests.http.builds_kit import Setup, eventually, git, make_setup, repo, setup
+from tests.http.conftest import Api, FakeClock, UserFactory
+from tests.http.test_projects import CALLERS, add_build, add_member
 
 __all__ = ["repo", "setup"]
 
@@ -329,3 +336,301 @@ async def test_build_access_follows_project_roles(setup: Setup, make_user: UserF
     cancel = await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=outsider.token)
     assert (cancel.status, cancel.code) == (404, "not_found")
     assert (await setup.api.get("/v1/builds")).code == "missing_auth"
+
+
+# -- documented errors, one table per endpoint group ---------------------------------------------
+
+MISSING = "00000000-0000-4000-8000-000000000000"
+
+
+async def test_every_route_needs_a_live_session(
+    setup: Setup, refused_sessions: list[tuple[str | None, str]]
+) -> None:
+    build = await setup.trigger()
+    calls: list[tuple[str, str, Any]] = [
+        ("POST", f"/v1/projects/{setup.project_id}/builds", {"pipeline_id": setup.pipeline_id}),
+        ("GET", "/v1/builds", None),
+        ("GET", f"/v1/builds/{build['id']}", None),
+        ("POST", f"/v1/builds/{build['id']}/cancel", None),
+        ("POST", f"/v1/builds/{build['id']}/rerun", None),
+    ]
+    for method, path, body in calls:
+        for token, code in refused_sessions:
+            reply = await setup.api.call(method, path, json=body, token=token)
+            assert (reply.status, reply.code) == (401, code), (method, path, token)
+    listed = await setup.api.get("/v1/builds", token=setup.token)
+    assert [b["status"] for b in listed.body["builds"]] == ["queued"]
+
+
+# Expected statuses per caller, in CALLERS order (owner, admin, dev maintainer, dev developer,
+# dev viewer, dev not a member, qa viewer, no token).
+BUILD_RBAC: list[tuple[str, list[int]]] = [
+    ("get", [200, 200, 200, 200, 200, 404, 200, 401]),
+    ("trigger", [201, 201, 201, 201, 403, 404, 403, 401]),
+    ("cancel", [200, 200, 200, 200, 403, 404, 403, 401]),
+    ("rerun", [201, 201, 201, 201, 403, 404, 403, 401]),
+]
+
+
+@pytest.mark.parametrize("who", list(CALLERS))
+async def test_build_permissions(setup: Setup, make_user: UserFactory, who: str) -> None:
+    role, membership = CALLERS[who]
+    waiting = await setup.trigger()
+    finished = await setup.trigger()
+    await setup.api.post(f"/v1/builds/{finished['id']}/cancel", token=setup.token)
+    token: str | None = setup.token
+    if role is None:
+        token = None
+    elif role is not Role.OWNER:
+        user = await make_user(role)
+        token = user.token
+        if membership is not None:
+            await add_member(setup.api, setup.token, setup.project_id, user.user.id, membership)
+    column = list(CALLERS).index(who)
+    codes = {401: "missing_auth", 403: "permission_denied", 404: "not_found"}
+    for action, statuses in BUILD_RBAC:
+        expected = statuses[column]
+        if action == "get":
+            reply = await setup.api.get(f"/v1/builds/{waiting['id']}", token=token)
+        elif action == "trigger":
+            reply = await setup.api.post(
+                f"/v1/projects/{setup.project_id}/builds",
+                json={"pipeline_id": setup.pipeline_id},
+                token=token,
+            )
+        elif action == "cancel":
+            reply = await setup.api.post(f"/v1/builds/{waiting['id']}/cancel", token=token)
+        else:
+            reply = await setup.api.post(f"/v1/builds/{finished['id']}/rerun", token=token)
+        assert reply.status == expected, (action, reply.body)
+        if expected in codes:
+            assert reply.code == codes[expected], (action, reply.body)
+    status = (await setup.build(waiting["id"]))["build"]["status"]
+    assert status == ("canceled" if BUILD_RBAC[2][1][column] == 200 else "queued")
+
+
+async def test_unknown_builds_and_projects_are_not_found(setup: Setup) -> None:
+    mine = await setup.api.get(f"/v1/projects/{setup.project_id}", token=setup.token)
+    other = await setup.api.post(
+        "/v1/projects",
+        json={"name": "other", "repository_id": mine.body["project"]["repository_id"]},
+        token=setup.token,
+    )
+    assert other.status == 201, other.body
+    foreign = await setup.api.post(
+        f"/v1/projects/{other.body['project']['id']}/pipelines",
+        json={"name": "theirs"},
+        token=setup.token,
+    )
+    cases: list[tuple[str, str, Any]] = [
+        ("GET", f"/v1/builds/{MISSING}", None),
+        ("GET", "/v1/builds/not-a-uuid", None),
+        ("POST", f"/v1/builds/{MISSING}/cancel", None),
+        ("POST", f"/v1/builds/{MISSING}/rerun", None),
+        ("POST", f"/v1/projects/{MISSING}/builds", {"pipeline_id": setup.pipeline_id}),
+        ("POST", "/v1/projects/nope/builds", {"pipeline_id": setup.pipeline_id}),
+        # A pipeline of another project is not this project's pipeline.
+        (
+            "POST",
+            f"/v1/projects/{setup.project_id}/builds",
+            {"pipeline_id": foreign.body["pipeline"]["id"]},
+        ),
+    ]
+    for method, path, body in cases:
+        reply = await setup.api.call(method, path, json=body, token=setup.token)
+        assert (reply.status, reply.code) == (404, "not_found"), (method, path, reply.body)
+    # The changelog limit is checked before the project is looked up.
+    long = await setup.api.post(
+        f"/v1/projects/{MISSING}/builds",
+        json={"pipeline_id": setup.pipeline_id, "changelog": "x" * 4001},
+        token=setup.token,
+    )
+    assert (long.status, long.code) == (400, "invalid_input")
+
+
+async def test_too_many_status_values_are_refused(setup: Setup) -> None:
+    await setup.trigger()
+    ten = ",".join([*(status.value for status in BuildStatus), "lost"])
+    reply = await setup.api.get(f"/v1/builds?status={ten}", token=setup.token)
+    assert (reply.status, reply.code) == (400, "invalid_input")
+    commas = await setup.api.get("/v1/builds?status=,,", token=setup.token)
+    assert commas.status == 200 and commas.body["total"] == 0
+    nine = ",".join(status.value for status in BuildStatus)
+    everything = await setup.api.get(f"/v1/builds?status={nine}", token=setup.token)
+    assert everything.body["total"] == 1
+
+
+async def test_a_trigger_needs_a_branch_when_the_project_has_no_default(
+    api: Api, owner_token: str, repo: Path
+) -> None:
+    git(repo, "checkout", "-q", "--detach")
+    setup = await make_setup(api, owner_token, repo)
+    path = f"/v1/projects/{setup.project_id}/builds"
+    no_branch = await api.post(path, json={"pipeline_id": setup.pipeline_id}, token=owner_token)
+    assert (no_branch.status, no_branch.code) == (400, "invalid_input")
+    blank = await api.post(
+        path, json={"pipeline_id": setup.pipeline_id, "branch": "  "}, token=owner_token
+    )
+    assert (blank.status, blank.code) == (400, "invalid_input")
+    by_commit = await setup.trigger(commit_sha=setup.head)
+    assert (by_commit["commit_sha"], by_commit.get("branch")) == (setup.head, None)
+
+
+async def test_a_repository_git_cannot_read_is_a_git_error(setup: Setup, repo: Path) -> None:
+    shutil.rmtree(repo)
+    reply = await setup.api.post(
+        f"/v1/projects/{setup.project_id}/builds",
+        json={"pipeline_id": setup.pipeline_id, "branch": "main"},
+        token=setup.token,
+    )
+    assert (reply.status, reply.code) == (500, "git_error")
+    # A given commit is not verified, so git is not needed then.
+    assert (await setup.trigger(commit_sha="a" * 40))["commit_sha"] == "a" * 40
+
+
+async def test_a_project_without_a_source_cannot_build(
+    setup: Setup, store: Store, clock: FakeClock
+) -> None:
+    me = (await setup.api.get("/v1/users/me", token=setup.token)).body["user"]
+    bare = await store.projects.create(
+        NewProject(
+            name="orphan",
+            description=None,
+            repository_id=None,
+            default_branch="main",
+            created_by=me["id"],
+            now=clock.now(),
+        )
+    )
+    pipeline = await setup.api.post(
+        f"/v1/projects/{bare.id}/pipelines", json={"name": "ci"}, token=setup.token
+    )
+    assert pipeline.status == 201, pipeline.body
+    reply = await setup.api.post(
+        f"/v1/projects/{bare.id}/builds",
+        json={"pipeline_id": pipeline.body["pipeline"]["id"], "commit_sha": "a" * 40},
+        token=setup.token,
+    )
+    assert (reply.status, reply.code) == (409, "source_not_configured")
+    old = await add_build(store, clock, bare.id, status=BuildStatus.CANCELED)
+    rerun = await setup.api.post(f"/v1/builds/{old}/rerun", token=setup.token)
+    assert (rerun.status, rerun.code) == (409, "source_changed")
+
+
+@pytest.fixture
+def other_repo(repo: Path, tmp_path: Path) -> Path:
+    """A second local repository, for a project to be relinked to."""
+    path = tmp_path / "other"
+    subprocess.run(["git", "clone", "-q", str(repo), str(path)], check=True)
+    return path
+
+
+async def test_a_source_change_refuses_reruns_of_older_builds(
+    setup: Setup, other_repo: Path
+) -> None:
+    build = await setup.trigger()
+    await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
+    moved = await make_setup(setup.api, setup.token, other_repo)
+    new_source = (await setup.api.get(f"/v1/projects/{moved.project_id}", token=setup.token)).body[
+        "project"
+    ]["repository_id"]
+    relinked = await setup.api.call(
+        "PATCH",
+        f"/v1/projects/{setup.project_id}",
+        json={"repository_id": new_source},
+        token=setup.token,
+    )
+    assert relinked.status == 200, relinked.body
+    reply = await setup.api.post(f"/v1/builds/{build['id']}/rerun", token=setup.token)
+    assert (reply.status, reply.code) == (409, "source_changed")
+    assert (await setup.trigger())["config_snapshot"]["repository_id"] == new_source
+
+
+async def test_a_source_change_during_a_trigger_is_refused(
+    setup: Setup, other_repo: Path, store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moved = await make_setup(setup.api, setup.token, other_repo)
+    new_source = (await setup.api.get(f"/v1/projects/{moved.project_id}", token=setup.token)).body[
+        "project"
+    ]["repository_id"]
+
+    async def racing(path: str, ref: str) -> str:
+        # The source changes after the trigger read the project, before its insert.
+        head = await resolve_commit(path, ref)
+        await store.projects.update(
+            setup.project_id,
+            ProjectChanges(repository_id=new_source),
+            cancel_reason="test",
+            now=clock.now(),
+        )
+        return head
+
+    monkeypatch.setattr("oore.services.builds.resolve_commit", racing)
+    reply = await setup.api.post(
+        f"/v1/projects/{setup.project_id}/builds",
+        json={"pipeline_id": setup.pipeline_id},
+        token=setup.token,
+    )
+    assert (reply.status, reply.code) == (409, "source_changed")
+    listed = await setup.api.get(f"/v1/builds?project_id={setup.project_id}", token=setup.token)
+    assert listed.body["total"] == 0
+
+
+async def test_a_cancel_that_keeps_losing_the_race_is_a_conflict(
+    setup: Setup, store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = await setup.trigger()
+    real = store.builds.transition
+
+    async def racing(t: Transition) -> Build:
+        # Every attempt to cancel finds the build moved on since it was read.
+        if t.target is BuildStatus.CANCELED:
+            current = await store.builds.get(t.build_id)
+            assert current is not None
+            moved = (
+                BuildStatus.SCHEDULED
+                if current.status is BuildStatus.QUEUED
+                else BuildStatus.QUEUED
+            )
+            await real(Transition(t.build_id, current.status, moved, "test", "race", clock.now()))
+        return await real(t)
+
+    monkeypatch.setattr(store.builds, "transition", racing)
+    reply = await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
+    assert (reply.status, reply.code) == (409, "concurrent_modification")
+    assert (await setup.build(build["id"]))["build"]["status"] in ("queued", "scheduled")
+
+
+@pytest.mark.parametrize("state", ["assigned", "running"])
+async def test_a_canceled_job_is_closed_to_its_runner(setup: Setup, state: str) -> None:
+    build = await setup.trigger()
+    runner = await setup.runner()
+    await runner.claim()
+    if state == "running":
+        await runner.report(build["id"], "running")
+    assert (await setup.build(build["id"]))["build"]["status"] == state
+    canceled = await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
+    assert (canceled.status, canceled.body["build"]["status"]) == (200, "canceled")
+    for reply in (
+        await runner.job(build["id"]),
+        await runner.report(build["id"], "succeeded", exit_code=0),
+        await runner.logs(build["id"], [{"sequence": 0, "content": "x", "stream": "stdout"}]),
+    ):
+        assert (reply.status, reply.code) == (403, "runner_mismatch")
+    assert (await setup.build(build["id"]))["build"]["status"] == "canceled"
+
+
+@pytest.mark.parametrize("final", ["succeeded", "failed"])
+async def test_a_finished_build_cannot_be_canceled_but_can_be_rerun(
+    setup: Setup, final: str
+) -> None:
+    build = await setup.trigger()
+    runner = await setup.runner()
+    await runner.claim()
+    await runner.report(build["id"], "running")
+    await runner.report(build["id"], final, exit_code=0 if final == "succeeded" else 1)
+    reply = await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
+    assert (reply.status, reply.code) == (409, "invalid_transition")
+    assert (await setup.build(build["id"]))["build"]["status"] == final
+    rerun = await setup.api.post(f"/v1/builds/{build['id']}/rerun", token=setup.token)
+    assert rerun.status == 201, rerun.body

@@ -407,6 +407,37 @@ async def test_pipeline_permissions(
             assert reply.code == codes[expected], (action, reply.body)
 
 
+async def test_every_route_needs_a_live_session(
+    api: Api,
+    owner_token: str,
+    project: dict[str, Any],
+    refused_sessions: list[tuple[str | None, str]],
+) -> None:
+    pipeline_id = (await create_pipeline(api, owner_token, project["id"])).body["pipeline"]["id"]
+    # Bodies that decode: a body that does not is refused (400) before the session is read.
+    calls: list[tuple[str, str, Any]] = [
+        ("GET", f"/v1/projects/{project['id']}/pipelines", None),
+        ("POST", f"/v1/projects/{project['id']}/pipelines", {"name": "ci"}),
+        ("GET", f"/v1/pipelines/{pipeline_id}", None),
+        ("PATCH", f"/v1/pipelines/{pipeline_id}", {"enabled": False}),
+        ("DELETE", f"/v1/pipelines/{pipeline_id}", None),
+        ("POST", "/v1/pipelines/validate", {}),
+    ]
+    for method, path, body in calls:
+        for token, code in refused_sessions:
+            reply = await api.call(method, path, json=body, token=token)
+            assert (reply.status, reply.code) == (401, code), (method, path, token)
+    after = await api.get(f"/v1/pipelines/{pipeline_id}", token=owner_token)
+    assert after.body["pipeline"]["enabled"] is True
+
+
+async def test_unknown_pipelines_are_not_found(api: Api, owner_token: str) -> None:
+    for missing in (str(uuid.uuid4()), "not-a-uuid"):
+        for method, body in (("GET", None), ("PATCH", {"name": "x"}), ("DELETE", None)):
+            reply = await api.call(method, f"/v1/pipelines/{missing}", json=body, token=owner_token)
+            assert (reply.status, reply.code) == (404, "not_found"), (method, missing)
+
+
 # -- validate ----------------------------------------------------------------------------------
 
 VALID_YAML = """\

@@ -235,6 +235,7 @@ async def test_local_repositories_need_local_mode(
     api: Api, owner_token: str, repo: Path, store: Store, clock: FakeClock
 ) -> None:
     first = await create_project(api, owner_token, repo)
+    second = await create_project(api, owner_token, make_repo(repo.parent / "other"), "other")
     await store.instance.set_preferences(Preferences(runtime_mode=RuntimeMode.REMOTE), clock.now())
     by_path = await api.post(
         "/v1/projects", json={"name": "x", "local_repository_path": str(repo)}, token=owner_token
@@ -246,6 +247,12 @@ async def test_local_repositories_need_local_mode(
         token=owner_token,
     )
     assert (by_id.status, by_id.code) == (403, "mode_restricted")
+    relinked = await patch(
+        api, f"/v1/projects/{second['id']}", {"repository_id": first["repository_id"]}, owner_token
+    )
+    assert (relinked.status, relinked.code) == (403, "mode_restricted")
+    shown = await api.get(f"/v1/projects/{second['id']}", token=owner_token)
+    assert shown.body["project"]["repository_id"] == second["repository_id"]
 
 
 @pytest.mark.parametrize(
@@ -266,8 +273,11 @@ async def test_only_owner_and_admin_create(
     assert (reply.status, reply.code) == (status, code)
 
 
-async def test_every_route_needs_a_session(api: Api) -> None:
-    some = str(uuid.uuid4())
+async def test_every_route_needs_a_live_session(
+    api: Api, owner_token: str, repo: Path, refused_sessions: list[tuple[str | None, str]]
+) -> None:
+    # A real project: a refusal must come from the credential, not from a missing project.
+    some = (await create_project(api, owner_token, repo))["id"]
     calls = [
         ("GET", "/v1/projects"),
         ("POST", "/v1/projects"),
@@ -286,8 +296,10 @@ async def test_every_route_needs_a_session(api: Api) -> None:
         body = bodies.get(path, {"user_id": some, "role": "viewer"}) if method == "POST" else None
         if method == "PATCH":
             body = {"role": "viewer"} if "/members/" in path else {}
-        reply = await api.call(method, path, json=body)
-        assert (reply.status, reply.code) == (401, "missing_auth"), (method, path)
+        for token, code in refused_sessions:
+            reply = await api.call(method, path, json=body, token=token)
+            assert (reply.status, reply.code) == (401, code), (method, path, token)
+    assert (await api.get(f"/v1/projects/{some}", token=owner_token)).status == 200
 
 
 # -- list and get --------------------------------------------------------------------------------
@@ -394,6 +406,8 @@ RBAC: list[tuple[str, list[int]]] = [
     ("patch", [200, 200, 200, 403, 403, 404, 403, 401]),
     ("add member", [201, 201, 201, 403, 403, 404, 403, 401]),
     ("candidates", [200, 200, 200, 403, 403, 404, 403, 401]),
+    ("set member role", [200, 200, 200, 403, 403, 404, 403, 401]),
+    ("remove member", [200, 200, 200, 403, 403, 404, 403, 401]),
     ("delete", [200, 200, 200, 403, 403, 404, 403, 401]),
 ]
 
@@ -417,6 +431,9 @@ async def test_project_permissions(
         if membership is not None:
             await add_member(api, owner_token, pid, user.user.id, membership)
     newcomer = await make_user(Role.DEVELOPER)
+    # A member for the member routes to change, whoever is allowed to add one.
+    member = await make_user(Role.DEVELOPER)
+    await add_member(api, owner_token, pid, member.user.id, "viewer")
     column = list(CALLERS).index(who)
     for action, statuses in RBAC:
         expected = statuses[column]
@@ -434,6 +451,12 @@ async def test_project_permissions(
             )
         elif action == "candidates":
             reply = await api.get(f"/v1/projects/{pid}/members/candidates", token=token)
+        elif action == "set member role":
+            reply = await patch(
+                api, f"/v1/projects/{pid}/members/{member.user.id}", {"role": "developer"}, token
+            )
+        elif action == "remove member":
+            reply = await delete(api, f"/v1/projects/{pid}/members/{member.user.id}", token)
         else:
             reply = await delete(api, f"/v1/projects/{pid}", token)
         assert reply.status == expected, (action, reply.body)

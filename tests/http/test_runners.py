@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from oore.domain.users import Role
+from tests.http.builds_kit import Setup, repo, setup
 from tests.http.conftest import Api, FakeClock, UserFactory
+
+__all__ = ["repo", "setup"]
+
+MISSING = "00000000-0000-4000-8000-000000000000"
 
 
 async def register(api: Api, token: str, name: str = "mac-1", **extra: object) -> dict[str, str]:
@@ -213,24 +218,176 @@ async def test_delete_an_unused_runner(api: Api, owner_token: str) -> None:
     assert (again.status, again.code) == (404, "not_found")
 
 
-@pytest.mark.parametrize(
-    ("role", "read", "write"),
-    [
-        (Role.ADMIN, 200, 200),
-        (Role.DEVELOPER, 200, 403),
-        (Role.QA_VIEWER, 403, 403),
-    ],
-)
+# (action, expected status for owner, admin, developer, qa_viewer): runners:read for
+# developers, runners:write and runners:delete for owner/admin only (contract §1.1).
+RUNNER_RBAC: list[tuple[str, list[int]]] = [
+    ("list", [200, 200, 200, 403]),
+    ("get", [200, 200, 200, 403]),
+    ("register", [200, 200, 403, 403]),
+    ("patch", [200, 200, 403, 403]),
+    ("drain", [200, 200, 403, 403]),
+    ("undrain", [200, 200, 403, 403]),
+    ("create enrollment token", [201, 201, 403, 403]),
+    ("list enrollment tokens", [200, 200, 403, 403]),
+    ("delete", [204, 204, 403, 403]),
+]
+ROLES = [Role.OWNER, Role.ADMIN, Role.DEVELOPER, Role.QA_VIEWER]
+
+
+@pytest.mark.parametrize("role", ROLES)
 async def test_runner_permissions_follow_the_matrix(
-    api: Api, owner_token: str, make_user: UserFactory, role: Role, read: int, write: int
+    api: Api, owner_token: str, make_user: UserFactory, role: Role
 ) -> None:
     runner = await register(api, owner_token)
-    user = await make_user(role)
-    assert (await api.get("/v1/runners", token=user.token)).status == read
-    assert (await api.get(f"/v1/runners/{runner['id']}", token=user.token)).status == read
-    patched = await api.call(
-        "PATCH", f"/v1/runners/{runner['id']}", json={"name": "n"}, token=user.token
+    path = f"/v1/runners/{runner['id']}"
+    token = owner_token if role is Role.OWNER else (await make_user(role)).token
+    column = ROLES.index(role)
+    for action, statuses in RUNNER_RBAC:
+        if action == "list":
+            reply = await api.get("/v1/runners", token=token)
+        elif action == "get":
+            reply = await api.get(path, token=token)
+        elif action == "register":
+            reply = await api.post("/v1/runners/register", json={"name": "r"}, token=token)
+        elif action == "patch":
+            reply = await api.call("PATCH", path, json={"name": "n"}, token=token)
+        elif action in ("drain", "undrain"):
+            reply = await api.post(f"{path}/{action}", token=token)
+        elif action == "create enrollment token":
+            reply = await api.post("/v1/runner-enrollment-tokens", json={"label": "a"}, token=token)
+        elif action == "list enrollment tokens":
+            reply = await api.get("/v1/runner-enrollment-tokens", token=token)
+        else:
+            reply = await api.call("DELETE", path, token=token)
+        expected = statuses[column]
+        assert reply.status == expected, (action, reply.body)
+        if expected == 403:
+            assert reply.code == "permission_denied", (action, reply.body)
+    still = await api.get(path, token=owner_token)
+    assert still.status == (404 if RUNNER_RBAC[-1][1][column] == 204 else 200)
+
+
+async def test_every_user_route_needs_a_live_session(
+    api: Api, owner_token: str, refused_sessions: list[tuple[str | None, str]]
+) -> None:
+    runner = await register(api, owner_token)
+    path = f"/v1/runners/{runner['id']}"
+    enrollment = await api.post(
+        "/v1/runner-enrollment-tokens", json={"label": "a"}, token=owner_token
     )
-    assert patched.status == write
-    if write == 403:
-        assert patched.code == "permission_denied"
+    calls: list[tuple[str, str, object]] = [
+        ("POST", "/v1/runners/register", {"name": "r"}),
+        ("GET", "/v1/runners", None),
+        ("GET", path, None),
+        ("PATCH", path, {"name": "n"}),
+        ("POST", f"{path}/drain", None),
+        ("POST", f"{path}/undrain", None),
+        ("DELETE", path, None),
+        ("POST", "/v1/runner-enrollment-tokens", {"label": "b"}),
+        ("GET", "/v1/runner-enrollment-tokens", None),
+        (
+            "DELETE",
+            f"/v1/runner-enrollment-tokens/{enrollment.body['enrollment_token']['id']}",
+            None,
+        ),
+    ]
+    for method, route, body in calls:
+        for token, code in refused_sessions:
+            reply = await api.call(method, route, json=body, token=token)
+            assert (reply.status, reply.code) == (401, code), (method, route, token)
+    listed = await api.get("/v1/runners", token=owner_token)
+    assert [(r["name"], r["draining"]) for r in listed.body["runners"]] == [("mac-1", False)]
+
+
+async def test_unknown_runners_are_not_found(api: Api, owner_token: str) -> None:
+    for missing in (MISSING, "not-a-uuid"):
+        path = f"/v1/runners/{missing}"
+        for method, route, body in (
+            ("GET", path, None),
+            ("PATCH", path, {"name": "n"}),
+            ("POST", f"{path}/drain", None),
+            ("POST", f"{path}/undrain", None),
+            ("DELETE", path, None),
+        ):
+            reply = await api.call(method, route, json=body, token=owner_token)
+            assert (reply.status, reply.code) == (404, "not_found"), (method, route)
+
+
+async def test_rename_refuses_a_name_over_255_bytes(api: Api, owner_token: str) -> None:
+    runner = await register(api, owner_token)
+    path = f"/v1/runners/{runner['id']}"
+    for name in ("x" * 256, "é" * 128):
+        reply = await api.call("PATCH", path, json={"name": name}, token=owner_token)
+        assert (reply.status, reply.code) == (400, "invalid_name"), len(name)
+    fits = await api.call("PATCH", path, json={"name": "é" * 127}, token=owner_token)
+    assert fits.status == 200
+
+
+async def test_a_runner_that_took_a_build_cannot_be_deleted(setup: Setup) -> None:
+    build = await setup.trigger()
+    runner = await setup.runner("worker")
+    idle = await setup.runner("idle")
+    await runner.claim()
+    path = f"/v1/runners/{runner.id}"
+    bound = await setup.api.call("DELETE", path, token=setup.token)
+    assert (bound.status, bound.code) == (409, "runner_has_builds")
+    await runner.report(build["id"], "running")
+    await runner.report(build["id"], "succeeded", exit_code=0)
+    # Finished: the build no longer names the runner, but its events do.
+    assert "runner_id" not in (await setup.build(build["id"]))["build"]
+    after = await setup.api.call("DELETE", path, token=setup.token)
+    assert (after.status, after.code) == (409, "runner_has_builds")
+    assert (await setup.api.get(path, token=setup.token)).status == 200
+    unused = await setup.api.call("DELETE", f"/v1/runners/{idle.id}", token=setup.token)
+    assert unused.status == 204
+
+
+# -- runner side: every protocol route checks the runner token the same way ---------------------
+
+
+def runner_routes(runner_id: str, build_id: str) -> list[tuple[str, str, object]]:
+    """The runner-token routes of contract §5 (artifacts and signing aside), valid bodies."""
+    job = f"/v1/runners/{runner_id}/jobs/{build_id}"
+    return [
+        ("POST", f"/v1/runners/{runner_id}/heartbeat", {"status": "online"}),
+        ("POST", f"/v1/runners/{runner_id}/claim", {"protocol_version": 4}),
+        ("GET", job, None),
+        ("POST", f"{job}/status", {"status": "running"}),
+        ("POST", f"{job}/logs", {"chunks": []}),
+    ]
+
+
+async def test_runner_routes_check_the_runner_token(api: Api, owner_token: str) -> None:
+    first = await register(api, owner_token, "a")
+    second = await register(api, owner_token, "b")
+    credentials = [
+        (None, 401, "missing_auth"),
+        ("not-a-token", 401, "invalid_token"),
+        ("cd" * 32, 401, "invalid_token"),
+        (owner_token, 401, "invalid_token"),
+        (second["token"], 403, "runner_mismatch"),
+    ]
+    for method, route, body in runner_routes(first["id"], MISSING):
+        for token, status, code in credentials:
+            reply = await api.call(method, route, json=body, token=token)
+            assert (reply.status, reply.code) == (status, code), (method, route, token)
+    shown = await api.get(f"/v1/runners/{first['id']}", token=owner_token)
+    assert shown.body["runner"]["status"] == "offline"
+
+
+async def test_job_routes_answer_not_found_for_unknown_builds(api: Api, owner_token: str) -> None:
+    runner = await register(api, owner_token)
+    for build_id in (MISSING, "not-a-uuid"):
+        for method, route, body in runner_routes(runner["id"], build_id)[2:]:
+            reply = await api.call(method, route, json=body, token=runner["token"])
+            assert (reply.status, reply.code) == (404, "not_found"), (method, route)
+
+
+async def test_claim_checks_the_runner_before_the_protocol(api: Api, owner_token: str) -> None:
+    first = await register(api, owner_token, "a")
+    second = await register(api, owner_token, "b")
+    path = f"/v1/runners/{first['id']}/claim"
+    other = await api.post(path, json={"protocol_version": 3}, token=second["token"])
+    assert (other.status, other.code) == (403, "runner_mismatch")
+    own = await api.post(path, json={"protocol_version": 5}, token=first["token"])
+    assert (own.status, own.code) == (409, "runner_protocol_mismatch")
