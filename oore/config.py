@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, validation_alias=AliasChoices("public_url", "OORE_PUBLIC_URL")
     )
+    artifact_delivery_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("artifact_delivery_url", "OORE_ARTIFACT_DELIVERY_URL"),
+    )
     artifact_ttl_days: int | None = Field(
         None,
         ge=1,
@@ -165,7 +169,7 @@ class Settings(BaseSettings):
             raise ValueError("OORED_DATABASE_URL must start with postgresql://")
         return value.strip()
 
-    @field_validator("public_url")
+    @field_validator("public_url", "artifact_delivery_url")
     @classmethod
     def _check_public_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
@@ -216,6 +220,7 @@ _SOURCES = {
     "log_viewers_per_user": "OORED_LOG_VIEWERS_PER_USER",
     "log_viewers_total": "OORED_LOG_VIEWERS_TOTAL",
     "public_url": "OORE_PUBLIC_URL",
+    "artifact_delivery_url": "OORE_ARTIFACT_DELIVERY_URL",
     "artifact_ttl_days": "OORED_ARTIFACT_TTL_DAYS",
 }
 

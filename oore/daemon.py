@@ -74,6 +74,7 @@ def artifacts_config(settings: Settings, key: bytes) -> ArtifactsConfig:
             region=settings.s3_region,
         ),
         public_url=settings.public_url,
+        artifact_delivery_url=settings.artifact_delivery_url,
         ttl_days=settings.artifact_ttl_days,
     )
 

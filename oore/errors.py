@@ -12,8 +12,10 @@ Every failure a client can see is an :class:`ApiError`; the HTTP layer turns it 
      ├── Conflict              409 <code>            already_configured, invalid_state, ...
      ├── RequestTimeout        408 request_timeout   the client stopped sending its body
      ├── Gone                  410 <code>            token_consumed, artifact_expired, ...
+     ├── PreconditionFailed    412 <code>            external_access_required, ...
      ├── PayloadTooLarge       413 payload_too_large
      ├── RangeNotSatisfiable   416 range_not_satisfiable
+     ├── Unprocessable         422 <code>            artifact_not_installable, ...
      ├── TooManyRequests       429 <code>            too_many_attempts, ...
      ├── ServiceUnavailable    503 <code>            overloaded, not_ready
      └── InternalError         500 <code>            no_bootstrap_token, ...
@@ -119,6 +121,14 @@ class Gone(ApiError):
     default_message = "No longer available"
 
 
+class PreconditionFailed(ApiError):
+    """The server is not set up for this request (for example no external URL)."""
+
+    status = 412
+    default_code = "precondition_failed"
+    default_message = "A precondition of this request is not met"
+
+
 class PayloadTooLarge(ApiError):
     """The request body is over the route's limit."""
 
@@ -133,6 +143,14 @@ class RangeNotSatisfiable(ApiError):
     status = 416
     default_code = "range_not_satisfiable"
     default_message = "The requested range is not satisfiable"
+
+
+class Unprocessable(ApiError):
+    """The request is well formed but its target cannot be used this way."""
+
+    status = 422
+    default_code = "unprocessable"
+    default_message = "The request cannot be processed"
 
 
 class TooManyRequests(ApiError):

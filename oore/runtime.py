@@ -12,6 +12,7 @@ from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.http.context import AppServices
 from oore.services.access import Access
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
+from oore.services.artifact_tokens import ArtifactTokens
 from oore.services.artifacts import Artifacts
 from oore.services.builds import Builds
 from oore.services.clock import WallClock
@@ -36,6 +37,7 @@ class Runtime:
     builds: Builds
     runners: Runners
     artifacts: Artifacts
+    artifact_tokens: ArtifactTokens
     logs: Logs
     scheduling: Scheduling
     supervisor: Supervisor
@@ -52,6 +54,7 @@ class Runtime:
             runners=self.runners,
             artifacts=self.artifacts,
             artifact_storage=self.artifacts.storage,
+            artifact_tokens=self.artifact_tokens,
             logs=self.logs,
             actor_stats=self.actor_statistics,
             cors_origins=cors_origins,
@@ -122,6 +125,7 @@ async def open_runtime(
                 builds=builds,
                 runners=Runners(scheduling, identity, audit),
                 artifacts=artifacts,
+                artifact_tokens=ArtifactTokens(store, clock, access, audit, storage),
                 logs=logs,
                 scheduling=scheduling,
                 supervisor=root,

@@ -51,6 +51,7 @@ def test_cors_origin_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         ("OORE_CORS_ORIGINS", "not-an-origin", "scheme://"),
         ("OORE_PUBLIC_URL", "ftp://ci.example", "http(s)://"),
         ("OORE_PUBLIC_URL", "https://user@ci.example", "without credentials"),
+        ("OORE_ARTIFACT_DELIVERY_URL", "ftp://dl.example", "http(s)://"),
         ("OORED_ARTIFACT_TTL_DAYS", "0", "greater than or equal to 1"),
     ],
 )
@@ -67,6 +68,7 @@ def test_bad_values_give_one_clear_line(
 
 def test_artifact_storage_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OORE_PUBLIC_URL", " https://ci.example/ ")
+    monkeypatch.setenv("OORE_ARTIFACT_DELIVERY_URL", "https://dl.example/")
     monkeypatch.setenv("OORED_ARTIFACT_TTL_DAYS", "30")
     monkeypatch.setenv("OORE_S3_BUCKET", "builds")
     monkeypatch.setenv("OORE_S3_ENDPOINT", "https://s3.example")
@@ -75,6 +77,7 @@ def test_artifact_storage_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hush")
     settings = settings_from_argv([])
     assert settings.public_url == "https://ci.example"
+    assert settings.artifact_delivery_url == "https://dl.example"
     assert settings.artifact_ttl_days == 30
     assert (settings.s3_bucket, settings.s3_endpoint, settings.s3_region) == (
         "builds",

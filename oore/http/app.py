@@ -11,6 +11,7 @@ from oore.http.errors import install_error_handlers
 from oore.http.metrics import Metrics
 from oore.http.openapi import Provider
 from oore.http.routes import (
+    artifact_tokens,
     artifacts,
     auth,
     builds,
@@ -53,5 +54,6 @@ def create_app(app_services: AppServices) -> QuartTrio:
     app.register_blueprint(builds.blueprint)
     app.register_blueprint(runners.blueprint)
     app.register_blueprint(settings.blueprint)
+    app.register_blueprint(artifact_tokens.blueprint)
     artifacts.install(app, app_services)
     return app

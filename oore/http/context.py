@@ -14,6 +14,7 @@ from oore.domain.runners import Runner
 from oore.domain.users import Session
 from oore.services.access import Access
 from oore.services.artifact_storage import ArtifactStorageService
+from oore.services.artifact_tokens import ArtifactTokens
 from oore.services.artifacts import Artifacts
 from oore.services.builds import Builds
 from oore.services.identity import Identity
@@ -35,6 +36,7 @@ class AppServices:
     runners: Runners
     artifacts: Artifacts
     artifact_storage: ArtifactStorageService
+    artifact_tokens: ArtifactTokens
     logs: Logs
     actor_stats: Callable[[], Mapping[str, ActorStatistics]]
     cors_origins: tuple[str, ...]

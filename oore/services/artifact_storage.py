@@ -64,6 +64,7 @@ class ArtifactsConfig:
     secrets: SecretBox | None = field(default=None, repr=False)
     environment: EnvironmentStorage = field(default_factory=EnvironmentStorage)
     public_url: str | None = None
+    artifact_delivery_url: str | None = None
     ttl_days: int | None = None
     pending_ttl: int = 30 * 60
 
@@ -115,6 +116,18 @@ class ArtifactStorageService:
         if self._config.public_url:
             return self._config.public_url.rstrip("/")
         return self._listening or DEFAULT_PUBLIC_BASE
+
+    def delivery_base(self) -> str:
+        """Where redeemed scoped tokens send local downloads: the artifact delivery URL,
+        else :meth:`public_base`."""
+        if self._config.artifact_delivery_url:
+            return self._config.artifact_delivery_url.rstrip("/")
+        return self.public_base()
+
+    @property
+    def external_urls(self) -> tuple[str | None, str | None]:
+        """The configured artifact delivery URL and public URL (either may be unset)."""
+        return self._config.artifact_delivery_url, self._config.public_url
 
     # -- the settings API -------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Local artifact storage: objects under a base directory, reached through token URLs.
 
 Upload URLs (``/v1/artifacts/local-upload/<token>``, single use, 30 minutes) and download
-URLs (``/v1/artifacts/download/<token>``, reusable for 15 minutes) carry in-memory tokens
-(contract §7.1). The token tables are handed in, so they outlive a settings reload.
+URLs (``/v1/artifacts/download/<token>``, or ``/install/download/<token>`` behind a scoped
+token, reusable for 15 minutes) carry in-memory tokens (contract §7.1). The token tables
+are handed in, so they outlive a settings reload.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from oore.storage.tokens import TokenTable
 
 UPLOAD_PATH = "/v1/artifacts/local-upload/"
 DOWNLOAD_PATH = "/v1/artifacts/download/"
+INSTALL_DOWNLOAD_PATH = "/install/download/"
 WRITE_BUFFER_BYTES = 1024 * 1024
 # Linux allows 255 bytes per file name; longer artifact names are stored under a digest
 # (the download keeps the artifact's own name).
@@ -102,6 +104,12 @@ class LocalStorage:
         self.path_of(obj.key)
         issued = self._downloads.issue(obj, DOWNLOAD_URL_TTL)
         return f"{self._public_base()}{DOWNLOAD_PATH}{issued.token}"
+
+    async def delivery_url(self, obj: StoredObject, base: str) -> str:
+        """A 15-minute download URL under another base: ``<base>/install/download/<t>``."""
+        self.path_of(obj.key)
+        issued = self._downloads.issue(obj, DOWNLOAD_URL_TTL)
+        return f"{base}{INSTALL_DOWNLOAD_PATH}{issued.token}"
 
     def accept_upload(self, token: str) -> StoredObject | None:
         """The object an upload token was issued for; the token is used up."""

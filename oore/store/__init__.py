@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from oore.errors import ApiError
+from oore.store.artifact_tokens import ArtifactTokenStore
 from oore.store.artifacts import ArtifactStore
 from oore.store.audit import AuditEntry, AuditStore
 from oore.store.builds import BuildStore
@@ -40,6 +41,7 @@ class Store:
         self.builds = BuildStore(db)
         self.runners = RunnerStore(db)
         self.artifacts = ArtifactStore(db)
+        self.artifact_tokens = ArtifactTokenStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

@@ -93,6 +93,7 @@ class SimulatedRunner:
                         break  # taken back from us (lease): stop working on it
 
 
+@pytest.mark.timeout(300)  # about 20 s alone; a loaded machine needs far more headroom
 async def test_sigkill_during_claims_loses_nothing_and_double_assigns_nothing(
     make_daemon: DaemonFactory, tmp_path: Path
 ) -> None:

@@ -187,6 +187,14 @@ async def local_download(token: str) -> Response:
     return await _send(token)
 
 
+@blueprint.get("/install/download/<token>")
+@raw_response(200, "The artifact's bytes", "application/octet-stream")
+@raw_response(206, "The requested range of the artifact's bytes", "application/octet-stream")
+async def install_download(token: str) -> Response:
+    """The same as ``/v1/artifacts/download/{token}``; where redeemed scoped tokens lead."""
+    return await _send(token)
+
+
 async def _send(token: str) -> Response:
     found = await services().artifacts.local_download(token)
     wanted = byte_range(request.headers.get("Range"), found.size)
