@@ -1,81 +1,27 @@
 """Long-poll pickup: how soon a parked claim hears of a build queued after it.
 
-Run: ``.venv/bin/python bench/pickup.py [--samples N] [--runners R]``. Starts ``oored`` as
+Run: ``.venv/bin/python -m bench pickup [--samples N] [--runners R]``. Starts ``oored`` as
 its own process (embedded PostgreSQL in a temporary directory) unless ``--url`` and
 ``--token`` name a running one. R runners each park a claim (``wait_seconds``: 60); then,
 one sample at a time, a build is triggered over HTTP and the time until one of the parked
 claims is answered is taken from the moment the trigger request was sent (``pickup``).
 Beside it: the trigger's own round trip (it commits the build before answering) and the
 claim's answer measured from the trigger's answer (negative when the runner heard first).
-Prints a table of percentiles and writes ``bench/results/pickup.json``.
+Prints medians (min..max over ``--repeat`` runs) and writes ``bench/results/pickup.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-RESULTS = Path(__file__).parent / "results"
-LISTENING = re.compile(r"oored listening on (http://\S+)")
-
-
-@contextmanager
-def started_daemon() -> Iterator[str]:
-    """A fresh ``oored`` on a free loopback port; stopped (SIGTERM) on exit."""
-    data = Path(tempfile.mkdtemp(prefix="oore-bench-"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "oore.daemon", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))},
-    )
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            match = LISTENING.search(line)
-            if match:
-                break
-        else:
-            raise SystemExit("oored ended before it listened")
-        # Keep draining its output so a full pipe never blocks it.
-        drain = subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-        yield match[1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if "drain" in locals():
-            drain.wait(timeout=5)
-
-
-def make_repo(root: Path) -> Path:
-    repo = root / "repo"
-    repo.mkdir()
-    git = ["git", "-C", str(repo), "-c", "user.email=b@e", "-c", "user.name=b"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
-    (repo / "README").write_text("bench\n")
-    subprocess.run([*git, "add", "README"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "bench"], check=True)
-    return repo
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from bench.harness import make_repo, percentile, report, started_daemon
 
 
 class Bench:
@@ -94,7 +40,7 @@ async def measure(base: str, token: str, samples: int, runners: int) -> dict[str
     limits = httpx.Limits(max_connections=runners + 8)
     async with httpx.AsyncClient(base_url=base, timeout=90, limits=limits) as client:
         bench = Bench(client, token)
-        repo = make_repo(Path(tempfile.mkdtemp(prefix="oore-bench-repo-")))
+        repo, _ = make_repo(Path(tempfile.mkdtemp(prefix="oore-bench-repo-")))
         project = await bench.post(
             "/v1/projects", {"name": f"pickup-{time.time_ns()}", "local_repository_path": str(repo)}
         )
@@ -159,52 +105,39 @@ async def local_token(base: str) -> str:
         return token
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def figures(series: dict[str, list[float]]) -> dict[str, float]:
+    """One repetition's figures, in milliseconds."""
+    out: dict[str, float] = {}
+    for name, values in series.items():
+        base = name.removesuffix("_ms")
+        out[f"{base}_p50_ms"] = percentile(values, 0.50)
+        out[f"{base}_p99_ms"] = percentile(values, 0.99)
+        out[f"{base}_max_ms"] = max(values)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench pickup", description=__doc__)
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--runners", type=int, default=4)
+    parser.add_argument("--runners", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--url", help="a running oored (default: start one)")
     parser.add_argument("--token", help="an owner/admin session for --url")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    runs: list[dict[str, float]] = []
     if args.url:
         if not args.token:
             raise SystemExit("--url needs --token")
-        series = trio.run(measure, args.url, args.token, args.samples, args.runners)
+        for _ in range(args.repeat):
+            runs.append(
+                figures(trio.run(measure, args.url, args.token, args.samples, args.runners))
+            )
     else:
-        with started_daemon() as base:
-            token = trio.run(local_token, base)
-            series = trio.run(measure, base, token, args.samples, args.runners)
-    summary = {
-        name: {
-            "p50": percentile(values, 0.50),
-            "p90": percentile(values, 0.90),
-            "p99": percentile(values, 0.99),
-            "max": max(values),
-            "mean": statistics.fmean(values),
-        }
-        for name, values in series.items()
-    }
-    print(f"{args.samples} samples, {args.runners} parked runners, {os.cpu_count()} cores")
-    print(f"{'ms':<12} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
-    for name, fig in summary.items():
-        cells = " ".join(f"{fig[key]:>8.2f}" for key in ("p50", "p90", "p99", "max"))
-        print(f"{name:<12} {cells}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "pickup.json"
-    out.write_text(
-        json.dumps(
-            {
-                "cores": os.cpu_count(),
-                "samples": args.samples,
-                "runners": args.runners,
-                "series": series,
-                "summary": summary,
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()
+        with started_daemon() as server:
+            token = trio.run(local_token, server.url)
+            for _ in range(args.repeat):
+                series = trio.run(measure, server.url, token, args.samples, args.runners)
+                runs.append(figures(series))
+    params = {"samples": args.samples, "runners": args.runners}
+    report("pickup", params, runs)
+    return {"params": params, "runs": runs}

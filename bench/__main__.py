@@ -1,0 +1,32 @@
+"""``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
+
+Scenarios: claims, pickup. Each prints a table of medians (min..max over its repetitions)
+and writes bench/results/<scenario>.json. ``python -m bench <scenario> --help`` lists its
+options.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from bench import claims, pickup
+
+SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
+    "claims": claims.main,
+    "pickup": pickup.main,
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in SCENARIOS:
+        print(__doc__, file=sys.stderr)
+        print(f"scenarios: {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    SCENARIOS[argv[0]](argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,164 @@
+"""claims: N runners over the runner protocol drain M queued builds as fast as they can.
+
+Figures: durable claims per second (a claim is answered only once it is committed), the
+same server's trivial-endpoint rate (``GET /healthz``) measured by the same load processes
+in the same run, and the ratio of the two. The load runs in ``--procs`` processes of its
+own, never in the server's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import httpx
+import trio
+
+from bench.harness import (
+    Target,
+    done_progress,
+    prepare,
+    progress,
+    report,
+    run_processes,
+    started_daemon,
+)
+
+MAX_CONCURRENT = 64
+HEALTHZ_SECONDS = 3.0
+
+
+def _worker(results: Any, url: str, mode: str, runners: list[tuple[str, str]], at: float) -> None:
+    results.put(trio.run(_load, url, mode, runners, at))
+
+
+async def _load(url: str, mode: str, runners: list[tuple[str, str]], at: float) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=min(len(runners), 256))
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        await trio.sleep(max(0.0, at - time.time()))
+        count = 0
+        last = time.time()
+
+        async def healthz() -> None:
+            nonlocal count
+            stop = at + HEALTHZ_SECONDS
+            while time.time() < stop:
+                reply = await client.get("/healthz")
+                reply.raise_for_status()
+                count += 1
+
+        async def claim(runner_id: str, token: str) -> None:
+            nonlocal count, last
+            headers = {"Authorization": f"Bearer {token}"}
+            body = {"protocol_version": 4, "wait_seconds": 0}
+            while True:
+                reply = await client.post(
+                    f"/v1/runners/{runner_id}/claim", json=body, headers=headers
+                )
+                reply.raise_for_status()
+                if "job" not in reply.json():
+                    return
+                count += 1
+                last = time.time()
+
+        async with trio.open_nursery() as nursery:
+            for runner_id, token in runners:
+                if mode == "claims":
+                    nursery.start_soon(claim, runner_id, token)
+                else:
+                    nursery.start_soon(healthz)
+        return {"count": count, "last": last}
+
+
+async def _register(target: Target, count: int) -> list[tuple[str, str]]:
+    registered: list[tuple[str, str]] = []
+    async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
+
+        async def one(i: int) -> None:
+            reply = await client.post(
+                "/v1/runners/register",
+                json={"name": f"bench-{time.time_ns()}-{i}", "max_concurrent": MAX_CONCURRENT},
+                headers=target.auth,
+            )
+            reply.raise_for_status()
+            registered.append((reply.json()["runner"]["id"], reply.json()["token"]))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(one, i)
+    return registered
+
+
+async def _queue(target: Target, count: int) -> None:
+    """Queue ``count`` builds at the known head (no git run per build), 32 at a time."""
+    async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
+        sent = 0
+        limiter = trio.CapacityLimiter(32)
+
+        async def one() -> None:
+            nonlocal sent
+            async with limiter:
+                reply = await client.post(
+                    f"/v1/projects/{target.project_id}/builds",
+                    json={"pipeline_id": target.pipeline_id, "commit_sha": target.commit_sha},
+                    headers=target.auth,
+                )
+                reply.raise_for_status()
+                sent += 1
+                if sent % 500 == 0:
+                    progress(f"queued {sent}/{count} builds")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(one)
+
+
+def _split(items: list[tuple[str, str]], parts: int) -> list[list[tuple[str, str]]]:
+    return [items[i::parts] for i in range(parts) if items[i::parts]]
+
+
+def repetition(target: Target, runners: int, builds: int, procs: int) -> dict[str, float]:
+    if runners * MAX_CONCURRENT < builds:
+        raise SystemExit(f"{runners} runners hold at most {runners * MAX_CONCURRENT} builds")
+    progress(f"registering {runners} runners")
+    fleet = trio.run(_register, target, runners)
+    trio.run(_queue, target, builds)
+    progress("trivial endpoint rate")
+    at = time.time() + 1.0
+    loads = _split([("", "")] * min(runners, 64 * procs), procs)
+    healthz = run_processes(_worker, [(target.url, "healthz", part, at) for part in loads])
+    healthz_rate = sum(r["count"] for r in healthz) / HEALTHZ_SECONDS
+    progress(f"{runners} runners claiming {builds} builds")
+    at = time.time() + 1.0
+    claimed = run_processes(
+        _worker, [(target.url, "claims", part, at) for part in _split(fleet, procs)]
+    )
+    total = sum(r["count"] for r in claimed)
+    if total != builds:
+        raise SystemExit(f"claimed {total} of {builds} builds")
+    took = max(r["last"] for r in claimed) - at
+    done_progress()
+    rate = total / took
+    return {
+        "claims_per_s": rate,
+        "healthz_per_s": healthz_rate,
+        "claims_to_healthz": rate / healthz_rate,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench claims", description=__doc__)
+    parser.add_argument("--runners", type=int, default=1000)
+    parser.add_argument("--builds", type=int, default=50_000)
+    parser.add_argument("--procs", type=int, default=2, help="load processes")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    with started_daemon() as server:
+        target = prepare(server)
+        runs = [
+            repetition(target, args.runners, args.builds, args.procs) for _ in range(args.repeat)
+        ]
+    params = {"runners": args.runners, "builds": args.builds, "procs": args.procs}
+    report("claims", params, runs)
+    return {"params": params, "runs": runs}

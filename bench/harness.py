@@ -1,0 +1,178 @@
+"""What every scenario shares: a real ``oored`` in its own process, a project to build,
+load processes, repetitions summarised as median/min/max, a table and a JSON file."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+RESULTS_ENV = "OORE_BENCH_RESULTS"  # where the JSON files go (default bench/results)
+LISTENING = re.compile(r"oored listening on (http://\S+)")
+START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+
+@contextmanager
+def started_daemon(env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    """A fresh ``oored`` on a free loopback port (embedded PostgreSQL in a temporary data
+    directory, or ``OORED_DATABASE_URL``); stopped with SIGTERM on exit."""
+    data = Path(tempfile.mkdtemp(prefix="oore-bench-"))
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("OORE_")}
+    child_env.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oore.daemon", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env,
+    )
+    assert proc.stdout is not None
+    found: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:  # keep reading, so a full pipe never blocks the daemon
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if not found and (match := LISTENING.search(line)):
+                found.append(match[1])
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        if not ready.wait(START_TIMEOUT) or not found:
+            raise SystemExit("oored did not start")
+        yield Server(found[0], proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+
+
+def make_repo(root: Path) -> tuple[Path, str]:
+    """A local git repository with one commit; its path and head."""
+    repo = root / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=b@e", "-c", "user.name=b"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    (repo / "README").write_text("bench\n")
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "bench"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True)
+    return repo, head.stdout.strip()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A signed-in owner and a pipeline to queue builds of, on one server."""
+
+    url: str
+    token: str
+    project_id: str
+    pipeline_id: str
+    commit_sha: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def prepare(server: Server) -> Target:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        repo, head = make_repo(Path(tempfile.mkdtemp(prefix="oore-bench-repo-")))
+        project = client.post(
+            "/v1/projects",
+            json={"name": f"bench-{time.time_ns()}", "local_repository_path": str(repo)},
+            headers=auth,
+        )
+        project_id = project.json()["project"]["id"]
+        pipeline = client.post(
+            f"/v1/projects/{project_id}/pipelines", json={"name": "bench"}, headers=auth
+        )
+        return Target(server.url, token, project_id, pipeline.json()["pipeline"]["id"], head)
+
+
+def run_processes(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]]
+) -> list[dict[str, Any]]:
+    """Run ``target(queue, *a)`` in one process per ``a``; gather what each put back."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    procs = [context.Process(target=target, args=(results, *a)) for a in args]
+    for proc in procs:
+        proc.start()
+    gathered = [results.get(timeout=3600) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    return gathered
+
+
+def progress(text: str) -> None:
+    """One status line, rewritten in place while a scenario runs."""
+    print(f"\r  {text:<70}", end="", file=sys.stderr, flush=True)
+
+
+def done_progress() -> None:
+    print(file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summarize(runs: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Per figure: median, min and max over the repetitions."""
+    return {
+        key: {
+            "median": statistics.median(run[key] for run in runs),
+            "min": min(run[key] for run in runs),
+            "max": max(run[key] for run in runs),
+        }
+        for key in runs[0]
+    }
+
+
+def report(scenario: str, params: Mapping[str, Any], runs: Sequence[Mapping[str, float]]) -> Path:
+    """Print the table and write ``bench/results/<scenario>.json``; answers its path."""
+    summary = summarize(runs)
+    cores = os.cpu_count()
+    shown = ", ".join(f"{k}={v}" for k, v in params.items())
+    print(f"\n{scenario}: {shown}; {len(runs)} repetitions; {cores} cores")
+    print(f"{'figure':<34} {'median':>12} {'min':>12} {'max':>12}")
+    for key, fig in summary.items():
+        print(f"{key:<34} {fig['median']:>12.2f} {fig['min']:>12.2f} {fig['max']:>12.2f}")
+    results = Path(os.environ.get(RESULTS_ENV) or Path(__file__).parent / "results")
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"{scenario}.json"
+    body = {"scenario": scenario, "cores": cores, "params": dict(params), "runs": list(runs)}
+    out.write_text(json.dumps({**body, "summary": summary}, indent=2))
+    print(f"wrote {out}")
+    return out

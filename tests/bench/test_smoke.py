@@ -1,0 +1,43 @@
+"""Every benchmark scenario runs end to end at a tiny size, so the harness cannot rot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCENARIOS = {
+    "claims": ["--runners", "4", "--builds", "40", "--procs", "1", "--repeat", "1"],
+    "pickup": ["--samples", "5", "--runners", "3", "--repeat", "1"],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_scenario_prints_its_table_and_writes_its_figures(scenario: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
+    env["OORE_BENCH_RESULTS"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", scenario, *SCENARIOS[scenario]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{scenario}:" in done.stdout and "median" in done.stdout
+    written = json.loads((tmp_path / f"{scenario}.json").read_text())
+    assert written["scenario"] == scenario and len(written["runs"]) == 1
+    assert all(fig["min"] <= fig["median"] <= fig["max"] for fig in written["summary"].values())
+    assert all(value > 0 for key, value in written["runs"][0].items() if "per_s" in key)
+
+
+def test_an_unknown_scenario_lists_the_known_ones() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "nonsense"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2 and "claims" in done.stderr and "pickup" in done.stderr
