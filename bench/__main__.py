@@ -1,6 +1,6 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
-Scenarios: claims, pickup. Each prints a table of medians (min..max over its repetitions)
+Scenarios: claims, logs, pickup. Each prints a table of medians (min..max over its repetitions)
 and writes bench/results/<scenario>.json. ``python -m bench <scenario> --help`` lists its
 options.
 """
@@ -11,10 +11,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import claims, pickup
+from bench import claims, logs, pickup
 
 SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "claims": claims.main,
+    "logs": logs.main,
     "pickup": pickup.main,
 }
 

@@ -13,6 +13,18 @@ import pytest
 SCENARIOS = {
     "claims": ["--runners", "4", "--builds", "40", "--procs", "1", "--repeat", "1"],
     "pickup": ["--samples", "5", "--runners", "3", "--repeat", "1"],
+    "logs": [
+        "--viewers",
+        "6",
+        "--stalled",
+        "0.2",
+        "--seconds",
+        "1",
+        "--procs",
+        "1",
+        "--repeat",
+        "1",
+    ],
 }
 
 
@@ -33,11 +45,14 @@ def test_scenario_prints_its_table_and_writes_its_figures(scenario: str, tmp_pat
     written = json.loads((tmp_path / f"{scenario}.json").read_text())
     assert written["scenario"] == scenario and len(written["runs"]) == 1
     assert all(fig["min"] <= fig["median"] <= fig["max"] for fig in written["summary"].values())
-    assert all(value > 0 for key, value in written["runs"][0].items() if "per_s" in key)
+    run = written["runs"][0]
+    assert all(value > 0 for key, value in run.items() if "per_s" in key)
+    assert run.get("lines_lost", 0) == 0 and run.get("lines_reordered", 0) == 0
 
 
 def test_an_unknown_scenario_lists_the_known_ones() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "nonsense"], capture_output=True, text=True, check=False
     )
-    assert done.returncode == 2 and "claims" in done.stderr and "pickup" in done.stderr
+    assert done.returncode == 2
+    assert all(name in done.stderr for name in ("claims", "logs", "pickup"))

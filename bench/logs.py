@@ -1,0 +1,321 @@
+"""logs: one build's runner appends lines at a fixed rate while V viewers stream it (SSE).
+
+Each line carries the time it was sent, so every viewer measures end-to-end latency; each
+viewer also counts lines lost (a sequence never received) and reordered (a sequence not
+above the previous one). ``--stalled`` makes that fraction of viewers stop reading until the
+runner is done (they must still end with every line). The runner's append latency is
+measured with the viewers and, first, with none. The server's RSS and CPU come from /proc.
+Viewers are raw sockets in ``--procs`` load processes; the runner is this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from bench.harness import (
+    Server,
+    Target,
+    done_progress,
+    percentile,
+    prepare,
+    progress,
+    report,
+    run_processes,
+    started_daemon,
+)
+
+BATCH_INTERVAL = 0.05
+CONNECT_AT_ONCE = 200
+_EVENT = re.compile(rb'id: (\d+)\ndata: \{"sequence":\d+,"content":"\d+ ([0-9.]+)')
+
+
+class _Chunked:
+    """Incremental decoder of an HTTP/1.1 chunked body."""
+
+    def __init__(self) -> None:
+        self.raw = b""
+        self.left = -1  # -1: at a size line; > 0: chunk bytes to read; 0: its CRLF next
+        self.ended = False
+
+    def feed(self, data: bytes) -> bytes:
+        self.raw += data
+        out = bytearray()
+        while not self.ended:
+            if self.left == -1:
+                end = self.raw.find(b"\r\n")
+                if end < 0:
+                    break
+                size = int(self.raw[:end].split(b";")[0], 16)
+                self.raw = self.raw[end + 2 :]
+                self.ended = size == 0
+                self.left = size
+            elif self.left > 0:
+                taken = self.raw[: self.left]
+                out += taken
+                self.raw = self.raw[len(taken) :]
+                self.left -= len(taken)
+                if self.left > 0:
+                    break
+            else:
+                if len(self.raw) < 2:
+                    break
+                self.raw = self.raw[2:]
+                self.left = -1
+        return bytes(out)
+
+
+async def _view(
+    host: str, port: int, path: str, token: str, stall_until: float | None, out: list[Any]
+) -> None:
+    stalled = stall_until is not None
+    sock = trio.socket.socket()
+    if stall_until is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((host, port))
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    await sock.send(request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = await sock.recv(65536)
+        if not data:
+            raise RuntimeError("stream closed before its headers")
+        head += data
+    head, body = head.split(b"\r\n\r\n", 1)
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"stream refused: {head[:60]!r}")
+    decoder = _Chunked()
+    pending = decoder.feed(body)
+    last = -1
+    got = 0
+    reordered = 0
+    latencies: list[float] = []
+    done = False
+    while not done:
+        if stall_until is not None:
+            await trio.sleep(max(0.0, stall_until - time.time()))  # a wall-clock instant
+            stall_until = None
+        *events, pending = pending.split(b"\n\n")
+        now = time.time()
+        for event in events:
+            if event.startswith(b"event: done"):
+                done = True
+                continue
+            match = _EVENT.search(event)
+            if match is None:
+                continue
+            sequence = int(match[1])
+            if sequence <= last:
+                reordered += 1
+            else:
+                got += 1
+                last = sequence
+            latencies.append(now - float(match[2]))
+        if done or decoder.ended:
+            break
+        data = await sock.recv(1 << 16)
+        if not data:
+            break
+        pending += decoder.feed(data)
+    sock.close()
+    out.append({"got": got, "reordered": reordered, "latencies": latencies, "stalled": stalled})
+
+
+def _viewers(
+    results: Any, url: str, path: str, token: str, count: int, stalled: int, until: float
+) -> None:
+    results.put(trio.run(_view_all, url, path, token, count, stalled, until))
+
+
+async def _view_all(
+    url: str, path: str, token: str, count: int, stalled: int, until: float
+) -> dict[str, Any]:
+    """``count`` viewers, the first ``stalled`` of which read nothing before ``until``."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    out: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            stall = until if i < stalled else None
+            nursery.start_soon(_view, host, int(port), path, token, stall, out)
+            if i % CONNECT_AT_ONCE == CONNECT_AT_ONCE - 1:
+                await trio.sleep(0.05)  # the listen backlog is finite
+    return {"viewers": out}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def _running_build(target: Target) -> tuple[str, str, dict[str, str]]:
+    """A build claimed and running: its id, its runner id and the runner's headers."""
+    async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
+        reg = await client.post(
+            "/v1/runners/register", json={"name": f"logs-{time.time_ns()}"}, headers=target.auth
+        )
+        runner_id, headers = (
+            reg.json()["runner"]["id"],
+            {"Authorization": f"Bearer {reg.json()['token']}"},
+        )
+        build = await client.post(
+            f"/v1/projects/{target.project_id}/builds",
+            json={"pipeline_id": target.pipeline_id, "commit_sha": target.commit_sha},
+            headers=target.auth,
+        )
+        build_id = build.json()["build"]["id"]
+        claim = await client.post(
+            f"/v1/runners/{runner_id}/claim", json={"protocol_version": 4}, headers=headers
+        )
+        assert claim.json()["job"]["build_id"] == build_id
+        await client.post(
+            f"/v1/runners/{runner_id}/jobs/{build_id}/status",
+            json={"status": "running"},
+            headers=headers,
+        )
+        return build_id, runner_id, headers
+
+
+async def _append(
+    target: Target,
+    build_id: str,
+    runner_id: str,
+    headers: dict[str, str],
+    rate: int,
+    seconds: float,
+) -> list[float]:
+    """Append ``rate`` lines/s for ``seconds``, then end the build; the append latencies."""
+    per_batch = max(1, round(rate * BATCH_INTERVAL))
+    latencies: list[float] = []
+    padding = "x" * 80
+    async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
+        path = f"/v1/runners/{runner_id}/jobs/{build_id}/logs"
+        sequence = 0
+        began = trio.current_time()
+        tick = began
+        while trio.current_time() - began < seconds:
+            now = time.time()
+            chunks = [
+                {"sequence": n, "content": f"{n} {now:.6f} {padding}", "stream": "stdout"}
+                for n in range(sequence, sequence + per_batch)
+            ]
+            sequence += per_batch
+            sent = time.perf_counter()
+            reply = await client.post(path, json={"chunks": chunks}, headers=headers)
+            reply.raise_for_status()
+            latencies.append(time.perf_counter() - sent)
+            tick += BATCH_INTERVAL
+            await trio.sleep_until(tick)
+        await client.post(
+            f"/v1/runners/{runner_id}/jobs/{build_id}/status",
+            json={"status": "succeeded", "exit_code": 0},
+            headers=headers,
+        )
+    return latencies
+
+
+def repetition(
+    server: Server,
+    target: Target,
+    viewers: int,
+    rate: int,
+    seconds: float,
+    stalled: float,
+    procs: int,
+) -> dict[str, float]:
+    progress("runner alone (0 viewers)")
+    alone = trio.run(_append, target, *trio.run(_running_build, target), rate, seconds / 2)
+    build_id, runner_id, headers = trio.run(_running_build, target)
+    path = f"/v1/builds/{build_id}/logs/stream"
+    stalled_count = round(viewers * stalled)
+    shares = [viewers // procs + (1 if i < viewers % procs else 0) for i in range(procs)]
+    stalls = [
+        stalled_count // procs + (1 if i < stalled_count % procs else 0) for i in range(procs)
+    ]
+    progress(f"{viewers} viewers connecting, then {rate} lines/s for {seconds:g}s")
+    lead = 2 + viewers / 2000  # time for the viewers to connect
+    until = time.time() + lead + seconds + 1
+    results: list[dict[str, Any]] = []
+    loader = threading.Thread(
+        target=lambda: results.extend(
+            run_processes(
+                _viewers,
+                [
+                    (target.url, path, target.token, share, stall, until)
+                    for share, stall in zip(shares, stalls, strict=True)
+                    if share
+                ],
+            )
+        )
+    )
+    loader.start()
+    time.sleep(lead)
+    cpu_before, wall_before = _cpu_seconds(server.pid), time.monotonic()
+    with_viewers = trio.run(_append, target, build_id, runner_id, headers, rate, seconds)
+    cpu = (_cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before)
+    rss_kb = _rss_kb(server.pid)
+    loader.join(timeout=900)
+    done_progress()
+    sent = len(with_viewers) * max(1, round(rate * BATCH_INTERVAL))
+    everyone = [v for r in results for v in r["viewers"]]
+    live = [v for v in everyone if not v["stalled"]]  # stalled ones are late on purpose
+    latencies = [x for v in live for x in v["latencies"]]
+    worst_p99 = max((percentile(v["latencies"], 0.99) for v in live if v["latencies"]), default=0)
+    return {
+        "viewers_finished": float(len(everyone)),
+        "lines_sent": float(sent),
+        "lines_lost": float(sum(sent - v["got"] for v in everyone)),
+        "lines_reordered": float(sum(v["reordered"] for v in everyone)),
+        "delivered_lines_per_s": sum(v["got"] for v in everyone) / seconds,
+        "latency_p50_ms": percentile(latencies, 0.5) * 1000 if latencies else 0.0,
+        "latency_p99_ms": percentile(latencies, 0.99) * 1000 if latencies else 0.0,
+        "worst_viewer_p99_ms": worst_p99 * 1000,
+        "append_p50_ms": percentile(with_viewers, 0.5) * 1000,
+        "append_p99_ms": percentile(with_viewers, 0.99) * 1000,
+        "append_p50_ms_0_viewers": percentile(alone, 0.5) * 1000,
+        "append_p99_ms_0_viewers": percentile(alone, 0.99) * 1000,
+        "server_cpu_cores": cpu,
+        "server_rss_mb": rss_kb / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench logs", description=__doc__)
+    parser.add_argument("--viewers", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=200, help="lines per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--stalled", type=float, default=0.0, help="fraction of stalled viewers")
+    parser.add_argument("--procs", type=int, default=2, help="viewer processes")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    with started_daemon() as server:
+        target = prepare(server)
+        runs = [
+            repetition(
+                server, target, args.viewers, args.rate, args.seconds, args.stalled, args.procs
+            )
+            for _ in range(args.repeat)
+        ]
+    params = {
+        "viewers": args.viewers,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "stalled": args.stalled,
+        "procs": args.procs,
+    }
+    report("logs", params, runs)
+    return {"params": params, "runs": runs}
