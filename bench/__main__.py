@@ -1,8 +1,8 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
-Scenarios: claims, logs, pickup. Each prints a table of medians (min..max over its repetitions)
-and writes bench/results/<scenario>.json. ``python -m bench <scenario> --help`` lists its
-options.
+Scenarios: claims, fleet, logs, memory, pickup. Each prints a table of medians (min..max
+over its repetitions) and writes bench/results/<scenario>.json. ``python -m bench <scenario>
+--help`` lists its options.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import claims, logs, pickup
+from bench import claims, fleet, logs, memory, pickup
 
 SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "claims": claims.main,
+    "fleet": fleet.main,
     "logs": logs.main,
+    "memory": memory.main,
     "pickup": pickup.main,
 }
 

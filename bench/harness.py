@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,7 @@ def started_daemon(env: Mapping[str, str] | None = None) -> Iterator[Server]:
             proc.kill()
             proc.wait()
         reader.join(timeout=5)
+        shutil.rmtree(data, ignore_errors=True)  # the embedded PostgreSQL went with oored
 
 
 def make_repo(root: Path) -> tuple[Path, str]:

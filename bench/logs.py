@@ -15,7 +15,6 @@ import re
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +31,7 @@ from bench.harness import (
     run_processes,
     started_daemon,
 )
+from bench.procfs import cpu_seconds, rss_kb
 
 BATCH_INTERVAL = 0.05
 CONNECT_AT_ONCE = 200
@@ -150,18 +150,6 @@ async def _view_all(
     return {"viewers": out}
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 async def _running_build(target: Target) -> tuple[str, str, dict[str, str]]:
     """A build claimed and running: its id, its runner id and the runner's headers."""
     async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
@@ -264,10 +252,10 @@ def repetition(
     )
     loader.start()
     time.sleep(lead)
-    cpu_before, wall_before = _cpu_seconds(server.pid), time.monotonic()
+    cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
     with_viewers = trio.run(_append, target, build_id, runner_id, headers, rate, seconds)
-    cpu = (_cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before)
-    rss_kb = _rss_kb(server.pid)
+    cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before)
+    rss = rss_kb(server.pid)
     loader.join(timeout=900)
     done_progress()
     sent = len(with_viewers) * max(1, round(rate * BATCH_INTERVAL))
@@ -289,7 +277,7 @@ def repetition(
         "append_p50_ms_0_viewers": percentile(alone, 0.5) * 1000,
         "append_p99_ms_0_viewers": percentile(alone, 0.99) * 1000,
         "server_cpu_cores": cpu,
-        "server_rss_mb": rss_kb / 1024,
+        "server_rss_mb": rss / 1024,
     }
 
 

@@ -13,6 +13,19 @@ import pytest
 SCENARIOS = {
     "claims": ["--runners", "4", "--builds", "40", "--procs", "1", "--repeat", "1"],
     "pickup": ["--samples", "5", "--runners", "3", "--repeat", "1"],
+    "fleet": [
+        "--runners",
+        "20",
+        "--interval",
+        "1",
+        "--seconds",
+        "3",
+        "--procs",
+        "1",
+        "--repeat",
+        "1",
+    ],
+    "memory": ["--runners", "20", "--viewers", "20", "--repeat", "1"],
     "logs": [
         "--viewers",
         "6",
@@ -55,4 +68,4 @@ def test_an_unknown_scenario_lists_the_known_ones() -> None:
         [sys.executable, "-m", "bench", "nonsense"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 2
-    assert all(name in done.stderr for name in ("claims", "logs", "pickup"))
+    assert all(name in done.stderr for name in ("claims", "fleet", "logs", "memory", "pickup"))

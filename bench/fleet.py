@@ -1,0 +1,260 @@
+"""fleet: R registered runners each heartbeat every ``--interval`` seconds, at a random
+phase, for ``--seconds``: what a fleet of idle runners costs the server.
+
+Figures: heartbeat latency p50/p99/max as the load processes see it (from the beat's due
+instant, or the previous beat's answer if that came later, to the 204, so waiting for a
+free connection counts), the heartbeats answered per second in the steady window (R /
+interval are due: fewer means the server cannot keep up), how many failed and how many
+were sent over a second late (a runner beats again only once its previous beat is
+answered), the daemon's CPU in cores over the steady window (from ``--interval`` after
+the start to the end, from /proc/<pid>/stat), the embedded PostgreSQL's CPU likewise
+(its postmaster and children; absent with an external database), and the load processes'
+own CPU. The runners are registered once (concurrently) and beat in every repetition.
+The load runs in ``--procs`` processes of its own, never in the server's, as bare
+HTTP/1.1 over ``--connections`` keep-alive connections per process (0: each runner its
+own connection, opened again once the server's 5 s keep-alive may have closed it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import threading
+import time
+from typing import Any
+
+import httpx
+import trio
+
+from bench import procfs
+from bench.harness import (
+    Server,
+    Target,
+    done_progress,
+    percentile,
+    prepare,
+    progress,
+    report,
+    run_processes,
+    started_daemon,
+)
+from bench.rawhttp import FAILURES, RawConn
+
+BODY = json.dumps({"status": "online"}).encode()
+KEEP_ALIVE = 4.0  # seconds a connection of its own is kept idle (hypercorn closes at 5)
+REGISTER_AT_ONCE = 64
+LATE = 1.0  # seconds behind its schedule that makes a heartbeat late
+
+
+def _worker(
+    results: Any,
+    url: str,
+    runners: list[tuple[str, str]],
+    at: float,
+    window: float,
+    stop: float,
+    interval: float,
+    connections: int,
+) -> None:
+    results.put(trio.run(_beat, url, runners, at, window, stop, interval, connections))
+
+
+async def _beat(
+    url: str,
+    runners: list[tuple[str, str]],
+    at: float,
+    window: float,
+    stop: float,
+    interval: float,
+    connections: int,
+) -> dict[str, Any]:
+    """Every runner beats from a random instant in ``[at, at + interval)`` until ``stop``
+    (wall-clock times), over one of ``connections`` shared keep-alive connections (0: a
+    connection of its own, opened again once the server may have closed it); latencies
+    of the beats due from ``window`` on."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    wall_before = time.monotonic()
+    host, port_text = url.removeprefix("http://").rsplit(":", 1)
+    port = int(port_text)
+    latencies: list[float] = []
+    counts = {"sent": 0, "failed": 0, "late": 0, "answered_in_window": 0}
+    offset = trio.current_time() - time.time()  # wall clock -> trio clock
+    pool: list[tuple[RawConn, float]] = []  # idle shared connections, last used when
+    free = trio.Semaphore(connections) if connections else None
+
+    async def beat(kept: tuple[RawConn, float] | None, path: str, token: str) -> RawConn | None:
+        """One heartbeat, on a kept connection (unless the server may have closed it
+        meanwhile) or a new one; answers the connection to keep."""
+        conn = kept[0] if kept else None
+        if kept and trio.current_time() - kept[1] > KEEP_ALIVE:
+            await kept[0].aclose()
+            conn = None
+        for attempt in (1, 2):  # a kept connection the server has closed: once more
+            try:
+                if conn is None:
+                    conn = await RawConn.open(host, port)
+                status, _ = await conn.request("POST", path, token, BODY)
+                counts["failed"] += status != 204
+                return conn
+            except FAILURES:
+                if conn is not None:
+                    await conn.aclose()
+                conn = None
+                counts["failed"] += attempt == 2
+        return None
+
+    async def runner(runner_id: str, token: str) -> None:
+        path = f"/v1/runners/{runner_id}/heartbeat"
+        own: tuple[RawConn, float] | None = None
+        due = at + random.random() * interval
+        while due < stop:
+            await trio.sleep_until(due + offset)
+            began = time.perf_counter()
+            counts["late"] += time.time() - due > LATE
+            if free is None:
+                conn = await beat(own, path, token)
+                own = (conn, trio.current_time()) if conn else None
+            else:
+                async with free:
+                    conn = await beat(pool.pop() if pool else None, path, token)
+                    if conn is not None:
+                        pool.append((conn, trio.current_time()))
+            counts["sent"] += 1
+            counts["answered_in_window"] += window <= time.time() < stop
+            if due >= window:
+                latencies.append(time.perf_counter() - began)
+            due += interval
+
+    async with trio.open_nursery() as nursery:
+        for runner_id, token in runners:
+            nursery.start_soon(runner, runner_id, token)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "latencies": latencies,
+        **counts,
+        "cpu_cores": (usage.ru_utime + usage.ru_stime - cpu_before)
+        / (time.monotonic() - wall_before),
+    }
+
+
+async def _register(target: Target, count: int) -> list[tuple[str, str]]:
+    registered: list[tuple[str, str]] = []
+    limits = httpx.Limits(max_connections=REGISTER_AT_ONCE)
+    async with httpx.AsyncClient(base_url=target.url, timeout=120, limits=limits) as client:
+        limiter = trio.CapacityLimiter(REGISTER_AT_ONCE)
+        stamp = time.time_ns()
+
+        async def one(i: int) -> None:
+            async with limiter:
+                reply = await client.post(
+                    "/v1/runners/register",
+                    json={"name": f"fleet-{stamp}-{i}"},
+                    headers=target.auth,
+                )
+            reply.raise_for_status()
+            registered.append((reply.json()["runner"]["id"], reply.json()["token"]))
+            if len(registered) % 250 == 0:
+                progress(f"registered {len(registered)}/{count} runners")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(one, i)
+    return registered
+
+
+def _split(items: list[tuple[str, str]], parts: int) -> list[list[tuple[str, str]]]:
+    return [items[i::parts] for i in range(parts) if items[i::parts]]
+
+
+def repetition(
+    server: Server,
+    fleet: list[tuple[str, str]],
+    interval: float,
+    seconds: float,
+    procs: int,
+    connections: int,
+) -> dict[str, float]:
+    at = time.time() + 2.0  # the load processes start meanwhile
+    stop = at + seconds
+    window = at + interval if seconds > interval else at  # every runner has beaten once
+    results: list[dict[str, Any]] = []
+    args = [
+        (server.url, part, at, window, stop, interval, connections) for part in _split(fleet, procs)
+    ]
+    loader = threading.Thread(target=lambda: results.extend(run_processes(_worker, args)))
+    loader.start()
+    postmaster = procfs.postmaster_pid(server.pid)
+    while time.time() < window:
+        progress(f"{len(fleet)} runners starting: {max(0.0, window - time.time()):.0f}s")
+        time.sleep(min(1.0, max(0.0, window - time.time())))
+    server_before = procfs.cpu_seconds(server.pid)
+    pg_before = procfs.tree_cpu_seconds(postmaster) if postmaster else 0.0
+    began = time.monotonic()
+    while time.time() < stop:
+        progress(f"{len(fleet)} runners beating: {max(0.0, stop - time.time()):.0f}s left")
+        time.sleep(min(1.0, max(0.0, stop - time.time())))
+    took = time.monotonic() - began
+    server_cpu = (procfs.cpu_seconds(server.pid) - server_before) / took
+    pg_cpu = (procfs.tree_cpu_seconds(postmaster) - pg_before) / took if postmaster else 0.0
+    rss_kb = procfs.rss_kb(server.pid)
+    progress("waiting for the load processes")
+    loader.join(timeout=600)
+    done_progress()
+    if len(results) != len(args):
+        raise SystemExit("a load process did not report")
+    latencies = [x for r in results for x in r["latencies"]]
+    if not latencies:
+        raise SystemExit("no heartbeat in the steady window")
+    answered = sum(r["answered_in_window"] for r in results)
+    figures = {
+        "heartbeats_answered_per_s": answered / (stop - window),
+        "heartbeats_failed": float(sum(r["failed"] for r in results)),
+        "heartbeats_late": float(sum(r["late"] for r in results)),
+        "latency_p50_ms": percentile(latencies, 0.5) * 1000,
+        "latency_p99_ms": percentile(latencies, 0.99) * 1000,
+        "latency_max_ms": max(latencies) * 1000,
+        "server_cpu_cores": server_cpu,
+        "server_rss_mb": rss_kb / 1024,
+        "load_cpu_cores": sum(r["cpu_cores"] for r in results),
+    }
+    if postmaster:
+        figures["postgres_cpu_cores"] = pg_cpu
+    return figures
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench fleet", description=__doc__)
+    parser.add_argument("--runners", type=int, default=10_000)
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between beats")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--procs", type=int, default=2, help="load processes")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=64,
+        help="keep-alive connections per load process (0: one per runner)",
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    with started_daemon() as server:
+        target = prepare(server)
+        progress(f"registering {args.runners} runners")
+        fleet = trio.run(_register, target, args.runners)
+        if procfs.postmaster_pid(server.pid) is None:
+            print("\nno embedded PostgreSQL found: its CPU is not reported")
+        runs = [
+            repetition(server, fleet, args.interval, args.seconds, args.procs, args.connections)
+            for _ in range(args.repeat)
+        ]
+    params = {
+        "runners": args.runners,
+        "interval": args.interval,
+        "seconds": args.seconds,
+        "procs": args.procs,
+        "connections": args.connections,
+    }
+    report("fleet", params, runs)
+    return {"params": params, "runs": runs}

@@ -1,0 +1,82 @@
+"""What /proc says about the server: CPU seconds, resident memory, and its embedded
+PostgreSQL's processes (``pg_ctl`` detaches the postmaster, so it is no child of the
+daemon: it is found through ``postmaster.pid`` in the daemon's ``--data-dir``)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    # the fields after "(comm)", which may itself hold spaces and parentheses
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of ``pid`` so far."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_kb(pid: int) -> int:
+    """``VmRSS`` of ``pid`` in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _data_dir(daemon_pid: int) -> Path | None:
+    argv = Path(f"/proc/{daemon_pid}/cmdline").read_bytes().split(b"\0")
+    for flag, value in itertools.pairwise(argv):
+        if flag == b"--data-dir":
+            return Path(os.fsdecode(value))
+    return None
+
+
+def postmaster_pid(daemon_pid: int) -> int | None:
+    """The embedded PostgreSQL's postmaster, or None when the daemon uses an external
+    database (``OORED_DATABASE_URL``) or none can be found."""
+    data = _data_dir(daemon_pid)
+    if data is None:
+        return None
+    for pidfile in data.glob("**/postmaster.pid"):
+        try:
+            return int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def tree_cpu_seconds(parent: int) -> float:
+    """CPU seconds of ``parent``, of its live children and of its children that have
+    ended (``cutime``/``cstime``), so the difference of two readings covers the
+    children that came and went between them."""
+    fields = _stat(parent)
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICKS
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                child = _stat(int(entry.name))
+                if int(child[1]) == parent:
+                    total += (int(child[11]) + int(child[12])) / TICKS
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+    return total
+
+
+def wait_idle(pid: int, below: float = 0.05, step: float = 0.5, limit: float = 30.0) -> float:
+    """Wait until ``pid`` uses under ``below`` cores over ``step`` seconds (at most
+    ``limit`` seconds); answers how long it took."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit:
+        before = cpu_seconds(pid)
+        time.sleep(step)
+        if (cpu_seconds(pid) - before) / step < below:
+            break
+    return time.monotonic() - began
