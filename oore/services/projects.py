@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -126,8 +126,19 @@ def _blank(value: str | None) -> bool:
     return value is None or not value.strip()
 
 
+T = TypeVar("T")
+
+
 def _problems(code: str, problems: list[str]) -> InvalidInput:
     return InvalidInput(code, "; ".join(problems) or "Invalid value")
+
+
+def _checked(parse: Callable[[object], tuple[T | None, list[str]]], data: object, code: str) -> T:
+    """``parse(data)``'s value, or 400 ``code`` listing every problem it found."""
+    parsed, problems = parse(data)
+    if parsed is None or problems:
+        raise _problems(code, problems)
+    return parsed
 
 
 class Projects:
@@ -590,9 +601,7 @@ def _trigger(data: Any, project: Project) -> dict[str, Any] | None:
     """The checked trigger config as JSON, or None when absent; 400 ``invalid_trigger_config``."""
     if data is None:
         return None
-    parsed, problems = pipeline_config.parse_trigger_config(data)
-    if parsed is None or problems:
-        raise _problems("invalid_trigger_config", problems)
+    parsed = _checked(pipeline_config.parse_trigger_config, data, "invalid_trigger_config")
     body: dict[str, Any] = parsed.to_json()
     local = project.repository is not None and (
         project.repository.provider is RepositoryProvider.LOCAL_GIT
@@ -609,10 +618,9 @@ def _trigger(data: Any, project: Project) -> dict[str, Any] | None:
 def _concurrency(data: Any) -> dict[str, Any] | None:
     if data is None:
         return None
-    parsed, problems = pipeline_config.parse_concurrency(data)
-    if parsed is None or problems:
-        raise _problems("invalid_concurrency", problems)
-    body: dict[str, Any] = parsed.to_json()
+    body: dict[str, Any] = _checked(
+        pipeline_config.parse_concurrency, data, "invalid_concurrency"
+    ).to_json()
     return body
 
 
@@ -628,17 +636,13 @@ def _config_path(path: str | None) -> str | None:
 def _execution(data: Any) -> dict[str, Any] | None:
     if data is None:
         return None
-    parsed, problems = pipeline_config.parse_execution_config(data)
-    if parsed is None or problems:
-        raise _problems("invalid_execution_config", problems)
-    body: dict[str, Any] = parsed.to_json()
+    body: dict[str, Any] = _checked(
+        pipeline_config.parse_execution_config, data, "invalid_execution_config"
+    ).to_json()
     return body
 
 
 def _labels(data: Any) -> tuple[str, ...] | None:
     if data is None:
         return None
-    parsed, problems = pipeline_config.parse_runner_labels(data)
-    if parsed is None or problems:
-        raise _problems("invalid_runner_labels", problems)
-    return parsed
+    return _checked(pipeline_config.parse_runner_labels, data, "invalid_runner_labels")
