@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from typing import Any
 
 import httpx
@@ -20,8 +21,10 @@ from bench.harness import (
     done_progress,
     prepare,
     progress,
+    register_runners,
     report,
     run_processes,
+    split,
     started_daemon,
 )
 
@@ -71,25 +74,6 @@ async def _load(url: str, mode: str, runners: list[tuple[str, str]], at: float) 
         return {"count": count, "last": last}
 
 
-async def _register(target: Target, count: int) -> list[tuple[str, str]]:
-    registered: list[tuple[str, str]] = []
-    async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
-
-        async def one(i: int) -> None:
-            reply = await client.post(
-                "/v1/runners/register",
-                json={"name": f"bench-{time.time_ns()}-{i}", "max_concurrent": MAX_CONCURRENT},
-                headers=target.auth,
-            )
-            reply.raise_for_status()
-            registered.append((reply.json()["runner"]["id"], reply.json()["token"]))
-
-        async with trio.open_nursery() as nursery:
-            for i in range(count):
-                nursery.start_soon(one, i)
-    return registered
-
-
 async def _queue(target: Target, count: int) -> None:
     """Queue ``count`` builds at the known head (no git run per build), 32 at a time."""
     async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
@@ -114,25 +98,23 @@ async def _queue(target: Target, count: int) -> None:
                 nursery.start_soon(one)
 
 
-def _split(items: list[tuple[str, str]], parts: int) -> list[list[tuple[str, str]]]:
-    return [items[i::parts] for i in range(parts) if items[i::parts]]
-
-
 def repetition(target: Target, runners: int, builds: int, procs: int) -> dict[str, float]:
     if runners * MAX_CONCURRENT < builds:
         raise SystemExit(f"{runners} runners hold at most {runners * MAX_CONCURRENT} builds")
     progress(f"registering {runners} runners")
-    fleet = trio.run(_register, target, runners)
+    fleet = trio.run(
+        partial(register_runners, target, runners, "claims", max_concurrent=MAX_CONCURRENT)
+    )
     trio.run(_queue, target, builds)
     progress("trivial endpoint rate")
     at = time.time() + 1.0
-    loads = _split([("", "")] * min(runners, 64 * procs), procs)
+    loads = split([("", "")] * min(runners, 64 * procs), procs)
     healthz = run_processes(_worker, [(target.url, "healthz", part, at) for part in loads])
     healthz_rate = sum(r["count"] for r in healthz) / HEALTHZ_SECONDS
     progress(f"{runners} runners claiming {builds} builds")
     at = time.time() + 1.0
     claimed = run_processes(
-        _worker, [(target.url, "claims", part, at) for part in _split(fleet, procs)]
+        _worker, [(target.url, "claims", part, at) for part in split(fleet, procs)]
     )
     total = sum(r["count"] for r in claimed)
     if total != builds:

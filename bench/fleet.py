@@ -23,28 +23,28 @@ import random
 import resource
 import threading
 import time
+from functools import partial
 from typing import Any
 
-import httpx
 import trio
 
 from bench import procfs
 from bench.harness import (
     Server,
-    Target,
     done_progress,
     percentile,
     prepare,
     progress,
+    register_runners,
     report,
     run_processes,
+    split,
     started_daemon,
 )
 from bench.rawhttp import FAILURES, RawConn
 
 BODY = json.dumps({"status": "online"}).encode()
 KEEP_ALIVE = 4.0  # seconds a connection of its own is kept idle (hypercorn closes at 5)
-REGISTER_AT_ONCE = 64
 LATE = 1.0  # seconds behind its schedule that makes a heartbeat late
 
 
@@ -140,35 +140,6 @@ async def _beat(
     }
 
 
-async def _register(target: Target, count: int) -> list[tuple[str, str]]:
-    registered: list[tuple[str, str]] = []
-    limits = httpx.Limits(max_connections=REGISTER_AT_ONCE)
-    async with httpx.AsyncClient(base_url=target.url, timeout=120, limits=limits) as client:
-        limiter = trio.CapacityLimiter(REGISTER_AT_ONCE)
-        stamp = time.time_ns()
-
-        async def one(i: int) -> None:
-            async with limiter:
-                reply = await client.post(
-                    "/v1/runners/register",
-                    json={"name": f"fleet-{stamp}-{i}"},
-                    headers=target.auth,
-                )
-            reply.raise_for_status()
-            registered.append((reply.json()["runner"]["id"], reply.json()["token"]))
-            if len(registered) % 250 == 0:
-                progress(f"registered {len(registered)}/{count} runners")
-
-        async with trio.open_nursery() as nursery:
-            for i in range(count):
-                nursery.start_soon(one, i)
-    return registered
-
-
-def _split(items: list[tuple[str, str]], parts: int) -> list[list[tuple[str, str]]]:
-    return [items[i::parts] for i in range(parts) if items[i::parts]]
-
-
 def repetition(
     server: Server,
     fleet: list[tuple[str, str]],
@@ -182,7 +153,7 @@ def repetition(
     window = at + interval if seconds > interval else at  # every runner has beaten once
     results: list[dict[str, Any]] = []
     args = [
-        (server.url, part, at, window, stop, interval, connections) for part in _split(fleet, procs)
+        (server.url, part, at, window, stop, interval, connections) for part in split(fleet, procs)
     ]
     loader = threading.Thread(target=lambda: results.extend(run_processes(_worker, args)))
     loader.start()
@@ -242,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with started_daemon() as server:
         target = prepare(server)
         progress(f"registering {args.runners} runners")
-        fleet = trio.run(_register, target, args.runners)
+        fleet = trio.run(partial(register_runners, target, args.runners, "fleet"))
         if procfs.postmaster_pid(server.pid) is None:
             print("\nno embedded PostgreSQL found: its CPU is not reported")
         runs = [

@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import trio
 
+T = TypeVar("T")
 RESULTS_ENV = "OORE_BENCH_RESULTS"  # where the JSON files go (default bench/results)
 LISTENING = re.compile(r"oored listening on (http://\S+)")
 START_TIMEOUT = 60.0
@@ -119,6 +121,43 @@ def prepare(server: Server) -> Target:
             f"/v1/projects/{project_id}/pipelines", json={"name": "bench"}, headers=auth
         )
         return Target(server.url, token, project_id, pipeline.json()["pipeline"]["id"], head)
+
+
+REGISTER_AT_ONCE = 64
+
+
+async def register_runners(
+    target: Target, count: int, prefix: str, *, max_concurrent: int | None = None
+) -> list[tuple[str, str]]:
+    """Register ``count`` runners, ``REGISTER_AT_ONCE`` at a time; their ids and tokens."""
+    registered: list[tuple[str, str]] = []
+    limits = httpx.Limits(max_connections=REGISTER_AT_ONCE)
+    body: dict[str, Any] = {} if max_concurrent is None else {"max_concurrent": max_concurrent}
+    async with httpx.AsyncClient(base_url=target.url, timeout=120, limits=limits) as client:
+        limiter = trio.CapacityLimiter(REGISTER_AT_ONCE)
+        stamp = time.time_ns()
+
+        async def one(i: int) -> None:
+            async with limiter:
+                reply = await client.post(
+                    "/v1/runners/register",
+                    json={"name": f"{prefix}-{stamp}-{i}", **body},
+                    headers=target.auth,
+                )
+            reply.raise_for_status()
+            registered.append((reply.json()["runner"]["id"], reply.json()["token"]))
+            if len(registered) % 250 == 0:
+                progress(f"registered {len(registered)}/{count} runners")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(one, i)
+    return registered
+
+
+def split(items: list[T], parts: int) -> list[list[T]]:
+    """``items`` dealt round-robin into at most ``parts`` non-empty shares."""
+    return [items[i::parts] for i in range(parts) if items[i::parts]]
 
 
 def run_processes(

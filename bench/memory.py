@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from bench.harness import (
     done_progress,
     prepare,
     progress,
+    register_runners,
     report,
     run_processes,
     started_daemon,
@@ -37,7 +39,6 @@ from bench.harness import (
 from bench.rawhttp import FAILURES, RawConn
 
 CONNECT_AT_ONCE = 50  # the server's listen backlog is finite
-REGISTER_AT_ONCE = 64
 STEP_TIMEOUT = 300.0
 CLAIM = json.dumps({"protocol_version": 4, "wait_seconds": 60}).encode()
 HEARTBEAT = json.dumps({"status": "online"}).encode()
@@ -155,29 +156,6 @@ async def _hold(
     }
 
 
-async def _register(target: Target, count: int) -> list[tuple[str, str]]:
-    registered: list[tuple[str, str]] = []
-    limits = httpx.Limits(max_connections=REGISTER_AT_ONCE)
-    async with httpx.AsyncClient(base_url=target.url, timeout=120, limits=limits) as client:
-        limiter = trio.CapacityLimiter(REGISTER_AT_ONCE)
-        stamp = time.time_ns()
-
-        async def one(i: int) -> None:
-            async with limiter:
-                reply = await client.post(
-                    "/v1/runners/register",
-                    json={"name": f"memory-{stamp}-{i}"},
-                    headers=target.auth,
-                )
-            reply.raise_for_status()
-            registered.append((reply.json()["runner"]["id"], reply.json()["token"]))
-
-        async with trio.open_nursery() as nursery:
-            for i in range(count):
-                nursery.start_soon(one, i)
-    return registered
-
-
 async def _running_build(target: Target) -> str:
     """A build triggered, claimed by a runner of its own and reported running; its id.
     Another runner parks a claim and a viewer opens the stream, once each, so that
@@ -239,7 +217,7 @@ def repetition(runners: int, viewers: int) -> dict[str, float]:
         build_id = trio.run(_running_build, target)
         start_kb = _settled_rss_kb(server)
         progress(f"registering {runners} runners")
-        fleet = trio.run(_register, target, runners)
+        fleet = trio.run(partial(register_runners, target, runners, "memory"))
         baseline_kb = _settled_rss_kb(server)
         progress(f"{runners} runners: a heartbeat each, then a parked claim")
         results: list[dict[str, Any]] = []
