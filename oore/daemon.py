@@ -25,6 +25,7 @@ from oore.runtime import Runtime, open_runtime
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
 from oore.services.logs import LogConfig
+from oore.services.network import NetworkDefaults
 from oore.services.scheduling import Scheduling, SchedulingConfig
 from oore.store import Store, open_store
 from oore.store.embedded import embedded_postgres
@@ -108,6 +109,9 @@ async def run_daemon(
                 scheduling_config(settings),
                 log_config(settings),
                 artifacts_config(settings, key),
+                NetworkDefaults(
+                    settings.cors_origins, settings.public_url, settings.artifact_delivery_url
+                ),
             )
         )
         app = create_app(runtime.app_services(store, settings.cors_origins))

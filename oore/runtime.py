@@ -18,6 +18,7 @@ from oore.services.builds import Builds
 from oore.services.clock import WallClock
 from oore.services.identity import Identity
 from oore.services.logs import LogConfig, Logs
+from oore.services.network import Network, NetworkDefaults
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.scheduling import Scheduling, SchedulingConfig, start_scheduling
@@ -42,6 +43,7 @@ class Runtime:
     scheduling: Scheduling
     supervisor: Supervisor
     audit: GroupCommitter[AuditEntry]
+    network: Network
 
     def app_services(self, store: Store, cors_origins: tuple[str, ...]) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -56,6 +58,7 @@ class Runtime:
             artifact_storage=self.artifacts.storage,
             artifact_tokens=self.artifact_tokens,
             logs=self.logs,
+            network=self.network,
             actor_stats=self.actor_statistics,
             cors_origins=cors_origins,
         )
@@ -98,6 +101,7 @@ async def open_runtime(
     config: SchedulingConfig | None = None,
     log_config: LogConfig | None = None,
     artifacts_config: ArtifactsConfig | None = None,
+    network_defaults: NetworkDefaults | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start the supervision tree; on exit stop it in reverse order within its grace."""
     audit: GroupCommitter[AuditEntry] = GroupCommitter(
@@ -109,11 +113,12 @@ async def open_runtime(
         try:
             scheduling = await start_scheduling(store, clock, config or SchedulingConfig(), root)
             access = Access(store)
-            identity = Identity(store, clock, audit)
+            artifacts_config = artifacts_config or ArtifactsConfig()
+            network = Network(store, network_defaults or NetworkDefaults())
+            identity = Identity(store, clock, audit, artifacts_config.secrets)
             builds = Builds(scheduling, access)
             logs = Logs(scheduling, builds, access, identity, log_config or LogConfig())
             await root.start_child(logs.spec())
-            artifacts_config = artifacts_config or ArtifactsConfig()
             storage = ArtifactStorageService(store, clock, audit, artifacts_config)
             await storage.reload()
             artifacts = Artifacts(store, clock, access, audit, storage, artifacts_config)
@@ -130,6 +135,7 @@ async def open_runtime(
                 scheduling=scheduling,
                 supervisor=root,
                 audit=audit,
+                network=network,
             )
         finally:
             root.stop()

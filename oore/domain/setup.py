@@ -46,6 +46,9 @@ class Instance:
     bootstrap_failed_attempts: int
     owner_email: str | None
     owner_subject: str | None
+    setup_session_hash: str | None = None
+    setup_session_expires_at: int | None = None
+    setup_generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,19 @@ def ensure_not_ready(instance: Instance) -> None:
     """Every setup mutation is refused once setup is complete."""
     if instance.state is SetupState.READY:
         raise Conflict("already_configured", "Setup is already complete")
+
+
+def judge_setup_session(instance: Instance, presented_hash: str | None, now: int) -> int:
+    """The setup session's new expiry (slid to now + 30 min), or the 401 the contract names:
+    ``no_session`` when none is open, ``invalid_session`` for another token,
+    ``session_expired`` once it lapsed."""
+    if instance.setup_session_hash is None:
+        raise Unauthorized("no_session", "No active setup session exists")
+    if presented_hash is None or not same_hash(instance.setup_session_hash, presented_hash):
+        raise Unauthorized("invalid_session", "Setup session token is invalid")
+    if instance.setup_session_expires_at is None or now >= instance.setup_session_expires_at:
+        raise Unauthorized("session_expired", "Setup session has expired")
+    return now + SETUP_SESSION_TTL
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from oore.services.artifacts import Artifacts
 from oore.services.builds import Builds
 from oore.services.identity import Identity
 from oore.services.logs import Logs
+from oore.services.network import Network
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.store import Store
@@ -38,6 +39,7 @@ class AppServices:
     artifact_storage: ArtifactStorageService
     artifact_tokens: ArtifactTokens
     logs: Logs
+    network: Network
     actor_stats: Callable[[], Mapping[str, ActorStatistics]]
     cors_origins: tuple[str, ...]
     version: str = __version__
@@ -58,6 +60,11 @@ def client_ip() -> str | None:
 async def require_session() -> Session:
     """The caller's user session; 401 ``missing_auth`` / ``invalid_session`` otherwise."""
     return await services().identity.authenticate(request.headers.get("Authorization"))
+
+
+async def require_setup_session() -> int:
+    """Validate the caller's setup session and slide it; returns its new expiry (§2.2)."""
+    return await services().identity.check_setup_session(request.headers.get("Authorization"))
 
 
 async def require_runner(runner_id: str) -> Runner:

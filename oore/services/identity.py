@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oore.domain.client_ip import is_loopback
+from oore.domain.crypto import SecretBox
 from oore.domain.setup import LOCAL_OWNER_EMAIL, RuntimeMode, SetupState, SetupStatus
 from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
 from oore.domain.users import USER_SESSION_TTL, Session, User, UserStatus, local_subject
@@ -47,10 +48,17 @@ class LoginResult:
 class Identity:
     """Who may do what first: setup, local sign-in and session checks."""
 
-    def __init__(self, store: Store, clock: WallClock, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: WallClock,
+        audit: AuditSink,
+        secrets: SecretBox | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
+        self.secrets = secrets
 
     async def _record(
         self,
@@ -165,6 +173,17 @@ class Identity:
         if session is None:
             raise Unauthorized("invalid_session", "Session token is invalid")
         return session
+
+    async def check_setup_session(self, authorization: str | None) -> int:
+        """Validate the setup session named by an Authorization header and slide it forward.
+
+        Returns the session's new expiry (echoed as ``session_expires_at``). A missing or
+        malformed header counts as a wrong token: 401 ``no_session`` when no setup session
+        is open at all, else ``invalid_session``; ``session_expired`` once it lapsed.
+        """
+        bearer = parse_bearer(authorization)
+        presented = hash_token(bearer) if bearer is not None else None
+        return await self._store.instance.touch_setup_session(presented, self._clock.now())
 
     async def logout(self, session: Session) -> None:
         await self._store.users.delete_session(session.token_hash)

@@ -14,6 +14,7 @@ from oore.store.builds import BuildStore
 from oore.store.database import Database, open_database
 from oore.store.instance import InstanceStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
+from oore.store.oidc import OidcStore
 from oore.store.pipelines import PipelineStore
 from oore.store.projects import ProjectStore
 from oore.store.runners import RunnerStore
@@ -36,6 +37,7 @@ class Store:
         self.instance = InstanceStore(db)
         self.users = UserStore(db)
         self.audit = AuditStore(db)
+        self.oidc = OidcStore(db)
         self.projects = ProjectStore(db)
         self.pipelines = PipelineStore(db)
         self.builds = BuildStore(db)

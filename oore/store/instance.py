@@ -15,6 +15,7 @@ from oore.domain.setup import (
     SetupState,
     ensure_not_ready,
     judge_bootstrap,
+    judge_setup_session,
 )
 from oore.errors import ApiError
 from oore.store.database import Connection, Database
@@ -30,6 +31,9 @@ def _instance(row: Any) -> Instance:
         bootstrap_failed_attempts=row["bootstrap_failed_attempts"],
         owner_email=row["owner_email"],
         owner_subject=row["owner_subject"],
+        setup_session_hash=row["setup_session_hash"],
+        setup_session_expires_at=row["setup_session_expires_at"],
+        setup_generation=row["setup_generation"],
     )
 
 
@@ -107,6 +111,14 @@ async def _verify(
     return verdict.error
 
 
+async def _touch_setup_session(conn: Connection, presented_hash: str | None, now: int) -> int:
+    expires_at = judge_setup_session(await _locked(conn), presented_hash, now)
+    await conn.execute(
+        "UPDATE instance SET setup_session_expires_at = $1, updated_at = $2", expires_at, now
+    )
+    return expires_at
+
+
 class InstanceStore:
     """The single instance row."""
 
@@ -136,3 +148,10 @@ class InstanceStore:
         if isinstance(outcome, ApiError):
             raise outcome
         return outcome
+
+    async def touch_setup_session(self, presented_hash: str | None, now: int) -> int:
+        """Validate the setup session and slide it forward; returns its new expiry.
+
+        401 ``no_session`` / ``invalid_session`` / ``session_expired`` (contract §2.2).
+        """
+        return await self._db.transaction(_touch_setup_session, presented_hash, now)
