@@ -1,8 +1,8 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
-Scenarios: claims, fleet, logs, memory, pickup. Each prints a table of medians (min..max
-over its repetitions) and writes bench/results/<scenario>.json. ``python -m bench <scenario>
---help`` lists its options.
+Scenarios: claims, fleet, logs, memory, peers (needs the ``bench`` extra: pgqueuer), pickup.
+Each prints a table of medians (min..max over its repetitions) and writes
+bench/results/<scenario>.json. ``python -m bench <scenario> --help`` lists its options.
 """
 
 from __future__ import annotations
@@ -13,11 +13,19 @@ from typing import Any
 
 from bench import claims, fleet, logs, memory, pickup
 
+
+def _peers(argv: list[str] | None) -> dict[str, Any]:
+    from bench import peers  # pgqueuer is an optional extra: the others run without it
+
+    return peers.main(argv)
+
+
 SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "claims": claims.main,
     "fleet": fleet.main,
     "logs": logs.main,
     "memory": memory.main,
+    "peers": _peers,
     "pickup": pickup.main,
 }
 

@@ -98,7 +98,9 @@ async def _queue(target: Target, count: int) -> None:
                 nursery.start_soon(one)
 
 
-def repetition(target: Target, runners: int, builds: int, procs: int) -> dict[str, float]:
+def queue_fleet(target: Target, runners: int, builds: int) -> list[tuple[str, str]]:
+    """Register ``runners`` runners (ids and tokens answered) and queue ``builds`` builds
+    for them to claim."""
     if runners * MAX_CONCURRENT < builds:
         raise SystemExit(f"{runners} runners hold at most {runners * MAX_CONCURRENT} builds")
     progress(f"registering {runners} runners")
@@ -106,22 +108,33 @@ def repetition(target: Target, runners: int, builds: int, procs: int) -> dict[st
         partial(register_runners, target, runners, "claims", max_concurrent=MAX_CONCURRENT)
     )
     trio.run(_queue, target, builds)
+    return fleet
+
+
+def drain(target: Target, fleet: list[tuple[str, str]], builds: int, procs: int) -> float:
+    """Every runner of ``fleet`` claims until none of the ``builds`` queued is left, from
+    ``procs`` load processes; durable claims per second."""
+    progress(f"{len(fleet)} runners claiming {builds} builds")
+    at = time.time() + 1.0
+    claimed = run_processes(
+        _worker, [(target.url, "claims", part, at) for part in split(fleet, procs)]
+    )
+    total: int = sum(r["count"] for r in claimed)
+    if total != builds:
+        raise SystemExit(f"claimed {total} of {builds} builds")
+    took: float = max(r["last"] for r in claimed) - at
+    done_progress()
+    return total / took
+
+
+def repetition(target: Target, runners: int, builds: int, procs: int) -> dict[str, float]:
+    fleet = queue_fleet(target, runners, builds)
     progress("trivial endpoint rate")
     at = time.time() + 1.0
     loads = split([("", "")] * min(runners, 64 * procs), procs)
     healthz = run_processes(_worker, [(target.url, "healthz", part, at) for part in loads])
     healthz_rate = sum(r["count"] for r in healthz) / HEALTHZ_SECONDS
-    progress(f"{runners} runners claiming {builds} builds")
-    at = time.time() + 1.0
-    claimed = run_processes(
-        _worker, [(target.url, "claims", part, at) for part in split(fleet, procs)]
-    )
-    total = sum(r["count"] for r in claimed)
-    if total != builds:
-        raise SystemExit(f"claimed {total} of {builds} builds")
-    took = max(r["last"] for r in claimed) - at
-    done_progress()
-    rate = total / took
+    rate = drain(target, fleet, builds, procs)
     return {
         "claims_per_s": rate,
         "healthz_per_s": healthz_rate,

@@ -19,9 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import trio
+
+from oore.datadir import PGDATA_DIR
 
 T = TypeVar("T")
 RESULTS_ENV = "OORE_BENCH_RESULTS"  # where the JSON files go (default bench/results)
@@ -33,6 +36,22 @@ START_TIMEOUT = 60.0
 class Server:
     url: str
     pid: int
+    data_dir: Path
+    database_url: str | None  # the OORED_DATABASE_URL it was given; None: embedded
+
+
+def postgres_url(server: Server) -> str:
+    """The PostgreSQL server the daemon uses: its ``OORED_DATABASE_URL``, or the embedded
+    one in its data directory, reached over the Unix socket that ``postmaster.pid`` names
+    (lines: pid, data directory, start time, port, socket directory, listen address)."""
+    if server.database_url:
+        return server.database_url
+    lines = (server.data_dir / PGDATA_DIR / "postmaster.pid").read_text().splitlines()
+    port, socket_dir, address = lines[3].strip(), lines[4].strip(), lines[5].strip()
+    if socket_dir:
+        return f"postgresql://postgres@/postgres?host={quote(socket_dir, safe='/')}&port={port}"
+    host = "127.0.0.1" if address in ("", "*", "0.0.0.0") else address
+    return f"postgresql://postgres@{host}:{port}/postgres"
 
 
 @contextmanager
@@ -66,7 +85,7 @@ def started_daemon(env: Mapping[str, str] | None = None) -> Iterator[Server]:
     try:
         if not ready.wait(START_TIMEOUT) or not found:
             raise SystemExit("oored did not start")
-        yield Server(found[0], proc.pid)
+        yield Server(found[0], proc.pid, data, child_env.get("OORED_DATABASE_URL"))
     finally:
         proc.terminate()
         try:

@@ -26,6 +26,7 @@ SCENARIOS = {
         "1",
     ],
     "memory": ["--runners", "20", "--viewers", "20", "--repeat", "1"],
+    "peers": ["--runners", "4", "--builds", "40", "--procs", "1", "--repeat", "1"],
     "logs": [
         "--viewers",
         "6",
@@ -68,4 +69,5 @@ def test_an_unknown_scenario_lists_the_known_ones() -> None:
         [sys.executable, "-m", "bench", "nonsense"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 2
-    assert all(name in done.stderr for name in ("claims", "fleet", "logs", "memory", "pickup"))
+    names = ("claims", "fleet", "logs", "memory", "peers", "pickup")
+    assert all(name in done.stderr for name in names)
