@@ -55,8 +55,9 @@ def group_alive(pgid: int, leader: trio.Process | None = None) -> bool:
 async def end_group(leader: trio.Process, grace: float) -> None:
     """SIGTERM the leader's group, wait up to ``grace`` seconds, SIGKILL, reap the leader.
 
-    Returns at once when the group is already empty. Bounded: at most ``grace`` plus
-    :data:`REAP_TIMEOUT` seconds. Callers that must finish it under cancellation shield it.
+    Returns once the leader is reaped and no member is left alive, at once when the group
+    is already empty. Bounded: at most ``grace`` plus :data:`REAP_TIMEOUT` seconds.
+    Callers that must finish it under cancellation shield it.
     """
     pgid = leader.pid
     if group_alive(pgid, leader):
@@ -69,6 +70,10 @@ async def end_group(leader: trio.Process, grace: float) -> None:
             signal_group(pgid, signal.SIGKILL)
     with trio.move_on_after(REAP_TIMEOUT):
         await leader.wait()
+        # SIGKILL is delivered at once but a member takes a moment to die; the step is
+        # over only when none is left.
+        while group_alive(pgid):  # noqa: ASYNC110
+            await trio.sleep(POLL_INTERVAL)
 
 
 def exit_status(returncode: int) -> int:
