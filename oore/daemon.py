@@ -114,7 +114,7 @@ async def run_daemon(
                 ),
             )
         )
-        app = create_app(runtime.app_services(store, settings.cors_origins))
+        app = create_app(runtime.app_services(store))
         stop = trio.Event()
         async with trio.open_nursery() as background:
             background.start_soon(_wait_for_signal, stop)

@@ -17,6 +17,7 @@ Every failure a client can see is an :class:`ApiError`; the HTTP layer turns it 
      ├── RangeNotSatisfiable   416 range_not_satisfiable
      ├── Unprocessable         422 <code>            artifact_not_installable, ...
      ├── TooManyRequests       429 <code>            too_many_attempts, ...
+     ├── BadGateway            502 <code>            oidc_discovery_error, token_exchange_error, ...
      ├── ServiceUnavailable    503 <code>            overloaded, not_ready
      └── InternalError         500 <code>            no_bootstrap_token, ...
           └── StoreError       500 store_error       the database failed
@@ -159,6 +160,14 @@ class TooManyRequests(ApiError):
     status = 429
     default_code = "too_many_requests"
     default_message = "Too many requests"
+
+
+class BadGateway(ApiError):
+    """A server we depend on (an OpenID Provider) failed or answered something unusable."""
+
+    status = 502
+    default_code = "bad_gateway"
+    default_message = "An upstream service failed"
 
 
 class ServiceUnavailable(ApiError):

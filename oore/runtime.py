@@ -11,9 +11,11 @@ import trio
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.http.context import AppServices
 from oore.services.access import Access
+from oore.services.api_tokens import ApiTokens
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
 from oore.services.artifact_tokens import ArtifactTokens
 from oore.services.artifacts import Artifacts
+from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
 from oore.services.clock import WallClock
 from oore.services.identity import Identity
@@ -22,6 +24,10 @@ from oore.services.network import Network, NetworkDefaults
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.scheduling import Scheduling, SchedulingConfig, start_scheduling
+from oore.services.settings import InstanceSettings
+from oore.services.setup import Setup
+from oore.services.signin import SignIn
+from oore.services.users import Users
 from oore.store import AuditEntry, Store
 
 AUDIT_MAX_BATCH = 500
@@ -44,8 +50,14 @@ class Runtime:
     supervisor: Supervisor
     audit: GroupCommitter[AuditEntry]
     network: Network
+    setup: Setup
+    instance_settings: InstanceSettings
+    users: Users
+    api_tokens: ApiTokens
+    audit_log: AuditLog
+    signin: SignIn
 
-    def app_services(self, store: Store, cors_origins: tuple[str, ...]) -> AppServices:
+    def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
         return AppServices(
             store=store,
@@ -60,7 +72,12 @@ class Runtime:
             logs=self.logs,
             network=self.network,
             actor_stats=self.actor_statistics,
-            cors_origins=cors_origins,
+            setup=self.setup,
+            instance_settings=self.instance_settings,
+            users=self.users,
+            api_tokens=self.api_tokens,
+            audit_log=self.audit_log,
+            signin=self.signin,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
@@ -114,12 +131,20 @@ async def open_runtime(
             scheduling = await start_scheduling(store, clock, config or SchedulingConfig(), root)
             access = Access(store)
             artifacts_config = artifacts_config or ArtifactsConfig()
-            network = Network(store, network_defaults or NetworkDefaults())
+            network = Network(
+                store,
+                network_defaults
+                or NetworkDefaults(
+                    public_url=artifacts_config.public_url,
+                    artifact_delivery_url=artifacts_config.artifact_delivery_url,
+                ),
+            )
+            await network.reload()
             identity = Identity(store, clock, audit, artifacts_config.secrets)
             builds = Builds(scheduling, access)
             logs = Logs(scheduling, builds, access, identity, log_config or LogConfig())
             await root.start_child(logs.spec())
-            storage = ArtifactStorageService(store, clock, audit, artifacts_config)
+            storage = ArtifactStorageService(store, clock, audit, artifacts_config, network)
             await storage.reload()
             artifacts = Artifacts(store, clock, access, audit, storage, artifacts_config)
             await root.start_child(artifacts.spec())
@@ -136,6 +161,12 @@ async def open_runtime(
                 supervisor=root,
                 audit=audit,
                 network=network,
+                setup=Setup(store, clock, audit, identity),
+                instance_settings=InstanceSettings(store, clock, audit, identity, network),
+                users=Users(store, clock, audit),
+                api_tokens=ApiTokens(store, clock, audit),
+                audit_log=AuditLog(store),
+                signin=SignIn(store, clock, identity, network),
             )
         finally:
             root.stop()

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 _FORWARD_HEADERS = ("cf-connecting-ip", "forwarded", "x-forwarded-for", "x-real-ip")
 
 
-def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address from a header value or peer (quotes, brackets and a port allowed)."""
     text = text.strip().strip('"')
     if text.startswith("[") and "]" in text:
         text = text[1 : text.index("]")]
@@ -35,7 +36,7 @@ def _candidates(name: str, value: str) -> list[str]:
 
 
 def is_loopback(address: str | None) -> bool:
-    ip = _parse_ip(address) if address else None
+    ip = parse_ip(address) if address else None
     return ip is not None and ip.is_loopback
 
 
@@ -49,7 +50,7 @@ def effective_client_ip(peer: str | None, headers: Mapping[str, str]) -> str | N
         if not value:
             continue
         for candidate in _candidates(name, value):
-            ip = _parse_ip(candidate)
+            ip = parse_ip(candidate)
             if ip is None:
                 continue
             if first is None:

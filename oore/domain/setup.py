@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from oore.domain.tokens import same_hash
-from oore.errors import Conflict, Gone, InternalError, TooManyRequests, Unauthorized
+from oore.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    InternalError,
+    InvalidInput,
+    TooManyRequests,
+    Unauthorized,
+)
 
 BOOTSTRAP_TTL_MIN = 1
 BOOTSTRAP_TTL_MAX = 3600
@@ -51,10 +59,40 @@ class Instance:
     setup_generation: int = 0
 
 
+KEY_STORAGE_MODE = "file"
+
+
 @dataclass(frozen=True)
 class Preferences:
+    """The instance preferences row; the defaults stand in while none is saved."""
+
     runtime_mode: RuntimeMode = RuntimeMode.LOCAL
     remote_auth_mode: RemoteAuthMode = RemoteAuthMode.OIDC
+    direct_macos_runner_paused: bool = False
+    updated_at: int | None = None
+
+    @property
+    def auth_policy(self) -> tuple[RuntimeMode, RemoteAuthMode]:
+        """What decides how people sign in; changing it ends every session."""
+        return self.runtime_mode, self.remote_auth_mode
+
+    @property
+    def remote_with(self) -> RemoteAuthMode | None:
+        """The remote sign-in method in force, or None in local mode."""
+        return self.remote_auth_mode if self.runtime_mode is RuntimeMode.REMOTE else None
+
+    def to_json(self) -> dict[str, object]:
+        """The settings API shape (contract §10.2); ``restart_required`` is always false."""
+        body: dict[str, object] = {
+            "key_storage_mode": KEY_STORAGE_MODE,
+            "runtime_mode": self.runtime_mode.value,
+            "remote_auth_mode": self.remote_auth_mode.value,
+            "direct_macos_runner_paused": self.direct_macos_runner_paused,
+            "restart_required": False,
+        }
+        if self.updated_at is not None:
+            body["updated_at"] = self.updated_at
+        return body
 
 
 @dataclass(frozen=True)
@@ -95,6 +133,98 @@ def ensure_not_ready(instance: Instance) -> None:
     """Every setup mutation is refused once setup is complete."""
     if instance.state is SetupState.READY:
         raise Conflict("already_configured", "Setup is already complete")
+
+
+def require_state(instance: Instance, *allowed: SetupState) -> None:
+    """409 ``invalid_state`` unless setup is in one of ``allowed``."""
+    if instance.state not in allowed:
+        raise Conflict("invalid_state", f"Not allowed while setup is {instance.state.value}")
+
+
+def ensure_before_owner(instance: Instance) -> None:
+    """The setup steps that choose how the owner signs in end once an owner exists."""
+    ensure_not_ready(instance)
+    if instance.state is SetupState.OWNER_CREATED:
+        raise Conflict("invalid_state", "An owner has already been created")
+
+
+def require_remote(prefs: Preferences, method: RemoteAuthMode) -> None:
+    """403 ``mode_restricted`` unless the instance runs remote with this sign-in method."""
+    if prefs.remote_with is not method:
+        raise Forbidden(
+            "mode_restricted", f"Only available in remote mode with {method.value} sign-in"
+        )
+
+
+def require_local(prefs: Preferences) -> None:
+    if prefs.runtime_mode is not RuntimeMode.LOCAL:
+        raise Forbidden("mode_restricted", "Only available in local mode")
+
+
+def chosen_preferences(
+    runtime_mode: RuntimeMode, remote_auth_mode: RemoteAuthMode | None, current: Preferences
+) -> Preferences:
+    """What ``POST /v1/setup/preferences`` stores: local forces oidc, remote defaults to it."""
+    auth = RemoteAuthMode.OIDC
+    if runtime_mode is RuntimeMode.REMOTE and remote_auth_mode is not None:
+        auth = remote_auth_mode
+    return Preferences(runtime_mode, auth, current.direct_macos_runner_paused)
+
+
+def erases_oidc(state: SetupState, chosen: Preferences) -> bool:
+    """A configured provider is dropped when the new choice no longer signs in with it."""
+    return state is SetupState.IDP_CONFIGURED and chosen.remote_with is not RemoteAuthMode.OIDC
+
+
+def owner_email(raw: str) -> str:
+    """The owner's email, trimmed and lower-cased; 400 ``invalid_input`` without an ``@``."""
+    email = raw.strip().lower()
+    if "@" not in email:
+        raise InvalidInput("invalid_input", "A valid email address is required")
+    return email
+
+
+def trusted_proxy_subject(email: str) -> str:
+    """The identity subject of a user signed in through the trusted proxy."""
+    return f"trusted-proxy::{email}"
+
+
+@dataclass(frozen=True)
+class PreferencesChange:
+    """A decided ``PUT /v1/settings/preferences``: the new row and what else it implies."""
+
+    new: Preferences
+    auth_policy_changed: bool
+
+    @property
+    def needs_preflight(self) -> bool:
+        return self.auth_policy_changed and self.new.runtime_mode is RuntimeMode.REMOTE
+
+
+def decide_preferences(
+    current: Preferences,
+    *,
+    runtime_mode: RuntimeMode | None,
+    remote_auth_mode: RemoteAuthMode | None,
+    direct_macos_runner_paused: bool | None,
+    is_owner: bool,
+) -> PreferencesChange:
+    """Omitted fields keep their values; an auth-policy change is the owner's alone."""
+    new = Preferences(
+        runtime_mode or current.runtime_mode,
+        remote_auth_mode or current.remote_auth_mode,
+        current.direct_macos_runner_paused
+        if direct_macos_runner_paused is None
+        else direct_macos_runner_paused,
+        current.updated_at,
+    )
+    changed = new.auth_policy != current.auth_policy
+    if changed and not is_owner:
+        raise Forbidden(
+            "external_access_owner_required",
+            "Only the owner can change the runtime or remote sign-in mode",
+        )
+    return PreferencesChange(new, changed)
 
 
 def judge_setup_session(instance: Instance, presented_hash: str | None, now: int) -> int:

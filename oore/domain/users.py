@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from oore.errors import Forbidden, InvalidInput
+
 USER_SESSION_TTL = 24 * 60 * 60
+MAX_EMAIL = 256
 
 
 class Role(StrEnum):
@@ -13,6 +16,33 @@ class Role(StrEnum):
     ADMIN = "admin"
     DEVELOPER = "developer"
     QA_VIEWER = "qa_viewer"
+
+
+_RANK = {Role.QA_VIEWER: 0, Role.DEVELOPER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+def outranks(a: Role, b: Role) -> bool:
+    """True when role ``a`` is strictly above role ``b``."""
+    return _RANK[a] > _RANK[b]
+
+
+def lower_role(a: Role, b: Role) -> Role:
+    """The lower of two roles."""
+    return b if outranks(a, b) else a
+
+
+def assignable_role(text: str) -> Role:
+    """A role the API may give a user (never owner); else 400 ``invalid_role``."""
+    if text not in (Role.ADMIN.value, Role.DEVELOPER.value, Role.QA_VIEWER.value):
+        raise InvalidInput("invalid_role", "Role must be admin, developer or qa_viewer")
+    return Role(text)
+
+
+def check_invite_email(email: str) -> str:
+    """An invitation address as given (not trimmed or lower-cased); else ``invalid_email``."""
+    if not email or "@" not in email or len(email) > MAX_EMAIL:
+        raise InvalidInput("invalid_email", "Email must contain @ and be at most 256 characters")
+    return email
 
 
 class UserStatus(StrEnum):
@@ -49,11 +79,30 @@ class User:
 
 @dataclass(frozen=True)
 class Session:
-    """A user session that has been authenticated (user active, not expired)."""
+    """An authenticated credential (user active, not expired): a session or an API token.
+
+    For an API token, ``user.role`` is already the effective role (the lower of the
+    token's and the creator's current role) and ``expires_at`` is None when the token
+    never expires.
+    """
 
     token_hash: str
     user: User
-    expires_at: int
+    expires_at: int | None
+    via_api_token: bool = False
+
+    def capped(self, at: int) -> int:
+        """``at``, or the credential's expiry when that comes first."""
+        return at if self.expires_at is None else min(at, self.expires_at)
+
+
+def manage_target(caller: User, target: User, *, owner_code: str) -> None:
+    """The shared gates of changing another user (§2.4): never the owner, and an admin
+    target needs the owner; 403 ``owner_code`` / ``insufficient_role``."""
+    if target.role is Role.OWNER:
+        raise Forbidden(owner_code, "The owner cannot be changed through the API")
+    if target.role is Role.ADMIN and caller.role is not Role.OWNER:
+        raise Forbidden("insufficient_role", "Only the owner may change an admin")
 
 
 def local_subject(email: str) -> str:

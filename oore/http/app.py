@@ -11,16 +11,20 @@ from oore.http.errors import install_error_handlers
 from oore.http.metrics import Metrics
 from oore.http.openapi import Provider
 from oore.http.routes import (
+    api_tokens,
     artifact_tokens,
     artifacts,
+    audit_logs,
     auth,
     builds,
     health,
+    oidc,
     pipelines,
     projects,
     runners,
     settings,
     setup,
+    users,
 )
 
 MAX_JSON_BODY = 2 * 1024 * 1024
@@ -44,16 +48,20 @@ def create_app(app_services: AppServices) -> QuartTrio:
     )
     metrics = Metrics(app_services.actor_stats)
     metrics.install(app)
-    install_cors(app, app_services.cors_origins)
+    install_cors(app)
     install_error_handlers(app)
     app.register_blueprint(health.blueprint(metrics))
     app.register_blueprint(setup.blueprint)
     app.register_blueprint(auth.blueprint)
+    app.register_blueprint(oidc.blueprint)
     app.register_blueprint(projects.blueprint)
     app.register_blueprint(pipelines.blueprint)
     app.register_blueprint(builds.blueprint)
     app.register_blueprint(runners.blueprint)
     app.register_blueprint(settings.blueprint)
     app.register_blueprint(artifact_tokens.blueprint)
+    app.register_blueprint(users.blueprint)
+    app.register_blueprint(api_tokens.blueprint)
+    app.register_blueprint(audit_logs.blueprint)
     artifacts.install(app, app_services)
     return app

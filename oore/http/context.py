@@ -13,15 +13,21 @@ from oore.domain.client_ip import effective_client_ip
 from oore.domain.runners import Runner
 from oore.domain.users import Session
 from oore.services.access import Access
+from oore.services.api_tokens import ApiTokens
 from oore.services.artifact_storage import ArtifactStorageService
 from oore.services.artifact_tokens import ArtifactTokens
 from oore.services.artifacts import Artifacts
+from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
 from oore.services.identity import Identity
 from oore.services.logs import Logs
 from oore.services.network import Network
 from oore.services.projects import Projects
 from oore.services.runners import Runners
+from oore.services.settings import InstanceSettings
+from oore.services.setup import Setup
+from oore.services.signin import SignIn
+from oore.services.users import Users
 from oore.store import Store
 
 
@@ -41,7 +47,12 @@ class AppServices:
     logs: Logs
     network: Network
     actor_stats: Callable[[], Mapping[str, ActorStatistics]]
-    cors_origins: tuple[str, ...]
+    setup: Setup
+    instance_settings: InstanceSettings
+    users: Users
+    api_tokens: ApiTokens
+    audit_log: AuditLog
+    signin: SignIn
     version: str = __version__
 
 
@@ -60,6 +71,11 @@ def client_ip() -> str | None:
 async def require_session() -> Session:
     """The caller's user session; 401 ``missing_auth`` / ``invalid_session`` otherwise."""
     return await services().identity.authenticate(request.headers.get("Authorization"))
+
+
+async def require_user_session() -> Session:
+    """Like :func:`require_session`, but an API token is 401 ``invalid_session``."""
+    return await services().identity.authenticate_session(request.headers.get("Authorization"))
 
 
 async def require_setup_session() -> int:

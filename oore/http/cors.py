@@ -1,10 +1,13 @@
-"""CORS: exact-match origin allowlist, credentials allowed (contract §0.4, seed 000)."""
+"""CORS: exact-match origin allowlist, credentials allowed (contract §0.4, seed 000).
+
+The allowlist is the one in force in the network settings, read on every request, so a
+saved change applies to the very next request."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from quart import Quart, Response, request
+
+from oore.http.context import services
 
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOWED_HEADERS = "Content-Type, Authorization"
@@ -17,9 +20,12 @@ def _outside(path: str) -> bool:
     return any(path == p or path.startswith(p) for p in OUTSIDE_CORS_PREFIXES)
 
 
-def install_cors(app: Quart, origins: Iterable[str]) -> None:
+def _allowed(origin: str | None) -> bool:
+    return origin is not None and origin in services().network.allowed_origins
+
+
+def install_cors(app: Quart) -> None:
     """Answer preflights and decorate responses for allowed origins."""
-    allowed = frozenset(origins)
 
     @app.before_request
     async def preflight() -> Response | None:
@@ -29,7 +35,7 @@ def install_cors(app: Quart, origins: Iterable[str]) -> None:
             return None
         response = Response("", status=204)
         origin = request.headers.get("Origin")
-        if origin in allowed:
+        if _allowed(origin):
             response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
             response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
             response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
@@ -41,7 +47,7 @@ def install_cors(app: Quart, origins: Iterable[str]) -> None:
         if origin is None or _outside(request.path):
             return response
         response.vary.add("Origin")
-        if origin in allowed:
+        if _allowed(origin):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Credentials"] = "true"
         return response

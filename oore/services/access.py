@@ -32,10 +32,11 @@ class Access:
     async def role_on(self, session: Session, project_id: str) -> ProjectRole | None:
         """The caller's effective project role, or None when they have no access."""
         user = session.user
+        via_token = session.via_api_token
         if is_instance_admin(user.role):
-            return effective_project_role(user.role, None)
+            return effective_project_role(user.role, None, via_api_token=via_token)
         membership = await self._store.projects.membership(project_id, user.id)
-        return effective_project_role(user.role, membership)
+        return effective_project_role(user.role, membership, via_api_token=via_token)
 
     async def project(
         self, session: Session, project_id: str, permission: ProjectPermission

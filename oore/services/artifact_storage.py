@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
@@ -57,7 +58,9 @@ class ArtifactsConfig:
     """How artifacts are kept, from the daemon's settings.
 
     Without ``data_dir`` there is no default local directory (storage defaults to
-    disabled), and without ``secrets`` S3 keys cannot be saved or read.
+    disabled), and without ``secrets`` S3 keys cannot be saved or read. ``public_url`` and
+    ``artifact_delivery_url`` are the environment's; the runtime's network settings start
+    from them and take over once saved.
     """
 
     data_dir: Path | None = None
@@ -73,6 +76,16 @@ class ArtifactsConfig:
         return None if self.data_dir is None else str(self.data_dir / ARTIFACTS_DIR)
 
 
+class ExternalUrls(Protocol):
+    """Where the daemon is reached from outside; the live network settings provide it."""
+
+    @property
+    def public_url(self) -> str | None: ...
+
+    @property
+    def artifact_delivery_url(self) -> str | None: ...
+
+
 def _no_key() -> InternalError:
     return InternalError("encryption_error", "No encryption key is configured")
 
@@ -82,12 +95,18 @@ class ArtifactStorageService:
     URL tokens and the download slots."""
 
     def __init__(
-        self, store: Store, clock: WallClock, audit: AuditSink, config: ArtifactsConfig
+        self,
+        store: Store,
+        clock: WallClock,
+        audit: AuditSink,
+        config: ArtifactsConfig,
+        urls: ExternalUrls | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
         self._config = config
+        self._urls: ExternalUrls = config if urls is None else urls
         self.uploads: TokenTable[StoredObject] = TokenTable(clock.now)
         self.downloads: TokenTable[StoredObject] = TokenTable(clock.now)
         self.download_slots = trio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
@@ -113,21 +132,21 @@ class ArtifactStorageService:
 
     def public_base(self) -> str:
         """``public_url``, else the address the daemon listens on, else the default."""
-        if self._config.public_url:
-            return self._config.public_url.rstrip("/")
+        if self._urls.public_url:
+            return self._urls.public_url.rstrip("/")
         return self._listening or DEFAULT_PUBLIC_BASE
 
     def delivery_base(self) -> str:
         """Where redeemed scoped tokens send local downloads: the artifact delivery URL,
         else :meth:`public_base`."""
-        if self._config.artifact_delivery_url:
-            return self._config.artifact_delivery_url.rstrip("/")
+        if self._urls.artifact_delivery_url:
+            return self._urls.artifact_delivery_url.rstrip("/")
         return self.public_base()
 
     @property
     def external_urls(self) -> tuple[str | None, str | None]:
         """The configured artifact delivery URL and public URL (either may be unset)."""
-        return self._config.artifact_delivery_url, self._config.public_url
+        return self._urls.artifact_delivery_url, self._urls.public_url
 
     # -- the settings API -------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from oore.domain.api_tokens import token_session
 from oore.domain.client_ip import is_loopback
 from oore.domain.crypto import SecretBox
 from oore.domain.setup import LOCAL_OWNER_EMAIL, RuntimeMode, SetupState, SetupStatus
@@ -163,16 +164,52 @@ class Identity:
         return users[0]
 
     async def authenticate(self, authorization: str | None) -> Session:
-        """The live user session named by an Authorization header, or 401 (contract §0.2)."""
+        """The user session or API token named by an Authorization header, or 401 (§0.2).
+
+        Sessions are looked up first, then API tokens (unrevoked, unexpired, creator
+        active); an API token's Session carries the effective role.
+        """
+        presented = self._presented(authorization)
+        now = self._clock.now()
+        session = await self._store.users.session(presented, now)
+        if session is None:
+            session = await self._api_token_session(presented, now, touch=True)
+        if session is None:
+            raise Unauthorized("invalid_session", "Session token is invalid")
+        return session
+
+    async def authenticate_session(self, authorization: str | None) -> Session:
+        """Like :meth:`authenticate` but user sessions only: an API token is 401
+        ``invalid_session`` (logout, the SSE header path)."""
+        presented = self._presented(authorization)
+        session = await self._store.users.session(presented, self._clock.now())
+        if session is None:
+            raise Unauthorized("invalid_session", "Session token is invalid")
+        return session
+
+    async def recheck(self, credential_hash: str, *, via_api_token: bool) -> Session | None:
+        """The credential behind an earlier authentication, if it is still good now
+        (session live, or API token unrevoked with an active creator and current role)."""
+        now = self._clock.now()
+        if via_api_token:
+            return await self._api_token_session(credential_hash, now, touch=False)
+        return await self._store.users.session(credential_hash, now)
+
+    def _presented(self, authorization: str | None) -> str:
+        """The hash of a well-formed bearer token; 401 otherwise."""
         if authorization is None:
             raise Unauthorized("missing_auth", "Authorization header not provided")
         bearer = parse_bearer(authorization)
         if bearer is None or not looks_like_token(bearer):
             raise Unauthorized("invalid_session", "Session token is invalid")
-        session = await self._store.users.session(hash_token(bearer), self._clock.now())
-        if session is None:
-            raise Unauthorized("invalid_session", "Session token is invalid")
-        return session
+        return hash_token(bearer)
+
+    async def _api_token_session(self, token_hash: str, now: int, *, touch: bool) -> Session | None:
+        found = await self._store.api_tokens.holder(token_hash, now, touch=touch)
+        if found is None:
+            return None
+        token, creator = found
+        return token_session(token_hash, token, creator)
 
     async def check_setup_session(self, authorization: str | None) -> int:
         """Validate the setup session named by an Authorization header and slide it forward.
@@ -185,5 +222,13 @@ class Identity:
         presented = hash_token(bearer) if bearer is not None else None
         return await self._store.instance.touch_setup_session(presented, self._clock.now())
 
-    async def logout(self, session: Session) -> None:
+    async def logout(self, session: Session, client_ip: str | None) -> None:
+        """End a user session (never an API token) and record it."""
         await self._store.users.delete_session(session.token_hash)
+        await self._record(
+            "logout",
+            user=session.user,
+            resource_type="user",
+            client_ip=client_ip,
+            now=self._clock.now(),
+        )

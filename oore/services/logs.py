@@ -84,6 +84,7 @@ class Grant:
     user_id: str
     project_id: str
     expires_at: int
+    via_api_token: bool = False
 
 
 @dataclass
@@ -99,6 +100,7 @@ class _StreamToken:
     user_id: str
     credential_hash: str
     expires_at: int
+    via_api_token: bool
 
 
 class _Records:
@@ -232,9 +234,9 @@ class Logs:
         ):
             raise TooManyRequests("stream_token_limit", "Too many unused stream tokens")
         secret = new_token()
-        expires_at = min(now + STREAM_TOKEN_TTL, session.expires_at)
+        expires_at = session.capped(now + STREAM_TOKEN_TTL)
         self._tokens[hash_token(secret)] = _StreamToken(
-            build.id, user, session.token_hash, expires_at
+            build.id, user, session.token_hash, expires_at, session.via_api_token
         )
         return secret, expires_at
 
@@ -256,11 +258,17 @@ class Logs:
         if query_token is not None:
             session, expires_at = await self._redeem(query_token, build_id, now)
         else:
-            session = await self._identity.authenticate(authorization)
-            expires_at = min(now + self.config.stream_seconds, session.expires_at)
+            session = await self._identity.authenticate_session(authorization)
+            expires_at = session.capped(now + self.config.stream_seconds)
         build = await self._builds.visible(session, build_id)
         after = _resume_point(last_event_id)
-        grant = Grant(session.token_hash, session.user.id, build.project_id, expires_at)
+        grant = Grant(
+            session.token_hash,
+            session.user.id,
+            build.project_id,
+            expires_at,
+            session.via_api_token,
+        )
         self._admit(build.id, session.user.id)
         try:
             handle = await self._stream(build.id)
@@ -277,7 +285,9 @@ class Logs:
             raise Unauthorized("invalid_stream_token", "Stream token is invalid or used")
         if stored.build_id != build_id:
             raise Forbidden("stream_token_build_mismatch", "The token is for another build")
-        session = await self.store.users.session(stored.credential_hash, now)
+        session = await self._identity.recheck(
+            stored.credential_hash, via_api_token=stored.via_api_token
+        )
         if session is None:
             raise Unauthorized("invalid_stream_token", "Stream token is invalid or used")
         return session, stored.expires_at
@@ -302,11 +312,14 @@ class Logs:
                 del counter[key]
 
     async def grant_holds(self, grant: Grant) -> bool:
-        """Is the grant still good: in its time box, session live, project readable?"""
+        """Is the grant still good: in its time box, credential live (session, or API token
+        with an active creator, at the current effective role), project readable?"""
         now = self.clock.now()
         if grant.expires_at <= now:
             return False
-        session = await self.store.users.session(grant.credential_hash, now)
+        session = await self._identity.recheck(
+            grant.credential_hash, via_api_token=grant.via_api_token
+        )
         if session is None or session.user.id != grant.user_id:
             return False
         role = await self._access.role_on(session, grant.project_id)

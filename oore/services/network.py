@@ -6,15 +6,16 @@ database, and replaced at once when the settings are saved."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
+import trio
+
+from oore.domain.network import LOCAL_ORIGINS, NetworkSettings, with_local_defaults
 from oore.store import Store
 
-LOCAL_ORIGINS = (
-    "http://localhost:3000",
-    "http://127.0.0.1:3000",
-    "http://localhost:4173",
-    "http://127.0.0.1:4173",
-)
+__all__ = ["LOCAL_ORIGINS", "Network", "NetworkDefaults"]
+
+Source = Literal["database", "environment", "default"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class NetworkDefaults:
     public_url: str | None = None
     artifact_delivery_url: str | None = None
 
+    @property
+    def source(self) -> Source:
+        return "default" if self == NetworkDefaults() else "environment"
+
 
 class Network:
     """The network settings in force; read synchronously by CORS and the redirect rule."""
@@ -32,6 +37,58 @@ class Network:
     def __init__(self, store: Store, defaults: NetworkDefaults) -> None:
         self._store = store
         self._defaults = defaults
-        self.allowed_origins: tuple[str, ...] = defaults.allowed_origins
+        self._saving = trio.Lock()
+        self.allowed_origins: tuple[str, ...] = with_local_defaults(defaults.allowed_origins)
         self.public_url: str | None = defaults.public_url
         self.artifact_delivery_url: str | None = defaults.artifact_delivery_url
+        self.source: Source = defaults.source
+        self.updated_at: int | None = None
+
+    async def reload(self) -> None:
+        """Take the saved row if there is one, else the defaults."""
+        async with self._saving:
+            self._apply(await self._store.settings.network())
+
+    async def save(self, settings: NetworkSettings, now: int) -> None:
+        """Store the settings and put them in force before returning."""
+        async with self._saving:
+            await self._store.settings.save_network(settings, now)
+            self._apply(
+                NetworkSettings(
+                    settings.public_url,
+                    settings.artifact_delivery_url,
+                    settings.allowed_origins,
+                    now,
+                )
+            )
+
+    def _apply(self, row: NetworkSettings | None) -> None:
+        if row is None:
+            defaults = self._defaults
+            self.allowed_origins = with_local_defaults(defaults.allowed_origins)
+            self.public_url = defaults.public_url
+            self.artifact_delivery_url = defaults.artifact_delivery_url
+            self.source = defaults.source
+            self.updated_at = None
+            return
+        self.allowed_origins = with_local_defaults(row.allowed_origins)
+        self.public_url = row.public_url
+        # A saved row without a delivery URL still honours the environment's.
+        self.artifact_delivery_url = (
+            row.artifact_delivery_url or self._defaults.artifact_delivery_url
+        )
+        self.source = "database"
+        self.updated_at = row.updated_at
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``GET …/network`` shape: optional values omitted when unset."""
+        body: dict[str, Any] = {}
+        if self.public_url is not None:
+            body["public_url"] = self.public_url
+        if self.artifact_delivery_url is not None:
+            body["artifact_delivery_url"] = self.artifact_delivery_url
+        body["allowed_origins"] = list(self.allowed_origins)
+        body["source"] = self.source
+        if self.updated_at is not None:
+            body["updated_at"] = self.updated_at
+        return body

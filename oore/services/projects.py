@@ -194,7 +194,10 @@ class Projects:
             ProjectAccess(
                 row.project,
                 require_project(
-                    effective_project_role(user.role, row.membership), ProjectPermission.READ
+                    effective_project_role(
+                        user.role, row.membership, via_api_token=session.via_api_token
+                    ),
+                    ProjectPermission.READ,
                 ),
             )
             for row in rows
@@ -348,7 +351,8 @@ class Projects:
     # -- members ---------------------------------------------------------------------------
 
     async def members(self, session: Session, project_id: str) -> list[Member]:
-        found = await self._access.project(session, project_id, ProjectPermission.READ)
+        """The membership rows; like every members route, this needs ManageMembers (§2.5)."""
+        found = await self._access.project(session, project_id, ProjectPermission.MANAGE_MEMBERS)
         return await self._store.projects.members(found.project.id)
 
     async def member_candidates(self, session: Session, project_id: str) -> list[User]:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from oore.errors import ApiError
+from oore.store.api_tokens import ApiTokenStore
 from oore.store.artifact_tokens import ArtifactTokenStore
 from oore.store.artifacts import ArtifactStore
 from oore.store.audit import AuditEntry, AuditStore
@@ -18,6 +19,7 @@ from oore.store.oidc import OidcStore
 from oore.store.pipelines import PipelineStore
 from oore.store.projects import ProjectStore
 from oore.store.runners import RunnerStore
+from oore.store.settings import SettingsStore
 from oore.store.users import UserStore
 
 __all__ = ["AuditEntry", "Store", "open_store"]
@@ -36,8 +38,10 @@ class Store:
         self.db = db
         self.instance = InstanceStore(db)
         self.users = UserStore(db)
+        self.api_tokens = ApiTokenStore(db)
         self.audit = AuditStore(db)
         self.oidc = OidcStore(db)
+        self.settings = SettingsStore(db)
         self.projects = ProjectStore(db)
         self.pipelines = PipelineStore(db)
         self.builds = BuildStore(db)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from oore.store.database import Connection, Database
+
+# Sort keys of GET /v1/audit-logs and the column each one orders by.
+AUDIT_SORTS = {
+    "created_at": "created_at",
+    "actor_email": "actor_email",
+    "action": "action",
+    "resource_type": "resource_type",
+}
 
 
 @dataclass(frozen=True)
@@ -42,25 +52,94 @@ async def insert_audit(conn: Connection, entries: list[AuditEntry]) -> None:
     )
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """A stored entry as the audit-log API shows it."""
+
+    id: int
+    entry: AuditEntry
+
+    def to_json(self) -> dict[str, Any]:
+        """``details`` is JSON text (or null); every key is always present."""
+        e = self.entry
+        return {
+            "id": self.id,
+            "actor_id": e.actor_id,
+            "actor_email": e.actor_email,
+            "action": e.action,
+            "resource_type": e.resource_type,
+            "resource_id": e.resource_id,
+            "details": None
+            if e.details is None
+            else json.dumps(e.details, separators=(",", ":"), sort_keys=True),
+            "client_ip": e.client_ip,
+            "created_at": e.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters and order of an audit-log page; ``sort`` is a key of AUDIT_SORTS."""
+
+    actor_id: uuid.UUID | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    from_ts: int | None = None
+    to_ts: int | None = None
+    sort: str = "created_at"
+    descending: bool = True
+    limit: int = 50
+    offset: int = 0
+
+
+def _entry(r: Any) -> AuditEntry:
+    return AuditEntry(
+        str(r["actor_id"]) if r["actor_id"] else None,
+        r["actor_email"],
+        r["action"],
+        r["resource_type"],
+        r["resource_id"],
+        r["details"],
+        r["client_ip"],
+        r["created_at"],
+    )
+
+
+async def _query(conn: Connection, query: AuditQuery) -> tuple[list[AuditRecord], int]:
+    conditions: list[str] = []
+    args: list[Any] = []
+    for clause, value in (
+        ("actor_id = ${}", query.actor_id),
+        ("action = ${}", query.action),
+        ("resource_type = ${}", query.resource_type),
+        ("created_at >= ${}", query.from_ts),
+        ("created_at <= ${}", query.to_ts),
+    ):
+        if value is not None:
+            args.append(value)
+            conditions.append(clause.format(len(args)))
+    where = " AND ".join(conditions) or "true"
+    direction = "DESC" if query.descending else "ASC"
+    n = len(args)
+    rows = await conn.fetch(
+        f"""SELECT * FROM audit_log WHERE {where}
+            ORDER BY {AUDIT_SORTS[query.sort]} {direction} NULLS LAST, id {direction}
+            LIMIT ${n + 1} OFFSET ${n + 2}""",
+        *args,
+        query.limit,
+        query.offset,
+    )
+    total = await conn.fetchval(f"SELECT count(*) FROM audit_log WHERE {where}", *args)
+    return [AuditRecord(r["id"], _entry(r)) for r in rows], total
+
+
 async def _recent(conn: Connection, limit: int) -> list[AuditEntry]:
     rows = await conn.fetch(
         """SELECT actor_id, actor_email, action, resource_type, resource_id, details, client_ip,
                   created_at FROM audit_log ORDER BY id DESC LIMIT $1""",
         limit,
     )
-    return [
-        AuditEntry(
-            str(r["actor_id"]) if r["actor_id"] else None,
-            r["actor_email"],
-            r["action"],
-            r["resource_type"],
-            r["resource_id"],
-            r["details"],
-            r["client_ip"],
-            r["created_at"],
-        )
-        for r in rows
-    ]
+    return [_entry(r) for r in rows]
 
 
 class AuditStore:
@@ -76,3 +155,7 @@ class AuditStore:
 
     async def recent(self, limit: int = 50) -> list[AuditEntry]:
         return await self._db.run(_recent, limit)
+
+    async def query(self, query: AuditQuery) -> tuple[list[AuditRecord], int]:
+        """One page of entries matching the filters, and how many match in all."""
+        return await self._db.run(_query, query)

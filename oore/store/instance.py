@@ -1,4 +1,4 @@
-"""SQL for the instance row: setup state, bootstrap token, setup session, preferences."""
+"""SQL for the instance row: setup state, bootstrap token, setup session, owner, preferences."""
 
 from __future__ import annotations
 
@@ -13,12 +13,18 @@ from oore.domain.setup import (
     RemoteAuthMode,
     RuntimeMode,
     SetupState,
+    ensure_before_owner,
     ensure_not_ready,
+    erases_oidc,
     judge_bootstrap,
     judge_setup_session,
+    require_state,
 )
-from oore.errors import ApiError
+from oore.domain.users import User
+from oore.errors import ApiError, Conflict
+from oore.store.audit import AuditEntry, insert_audit
 from oore.store.database import Connection, Database
+from oore.store.users import _upsert_owner
 
 
 def _instance(row: Any) -> Instance:
@@ -55,23 +61,122 @@ async def _get(conn: Connection) -> Instance:
     return _instance(await conn.fetchrow("SELECT * FROM instance"))
 
 
-async def _preferences(conn: Connection) -> Preferences:
-    row = await conn.fetchrow("SELECT runtime_mode, remote_auth_mode FROM instance_preferences")
+def _preferences_of(row: Any) -> Preferences:
     if row is None:
         return Preferences()
-    return Preferences(RuntimeMode(row["runtime_mode"]), RemoteAuthMode(row["remote_auth_mode"]))
+    return Preferences(
+        RuntimeMode(row["runtime_mode"]),
+        RemoteAuthMode(row["remote_auth_mode"]),
+        row["direct_macos_runner_paused"],
+        row["updated_at"],
+    )
+
+
+async def _preferences(conn: Connection) -> Preferences:
+    return _preferences_of(await conn.fetchrow("SELECT * FROM instance_preferences"))
 
 
 async def _set_preferences(conn: Connection, prefs: Preferences, now: int) -> None:
     await conn.execute(
-        """INSERT INTO instance_preferences (runtime_mode, remote_auth_mode, updated_at)
-           VALUES ($1, $2, $3)
+        """INSERT INTO instance_preferences
+               (runtime_mode, remote_auth_mode, direct_macos_runner_paused, updated_at)
+           VALUES ($1, $2, $3, $4)
            ON CONFLICT (singleton) DO UPDATE SET runtime_mode = EXCLUDED.runtime_mode,
-               remote_auth_mode = EXCLUDED.remote_auth_mode, updated_at = EXCLUDED.updated_at""",
+               remote_auth_mode = EXCLUDED.remote_auth_mode,
+               direct_macos_runner_paused = EXCLUDED.direct_macos_runner_paused,
+               updated_at = EXCLUDED.updated_at""",
         prefs.runtime_mode.value,
         prefs.remote_auth_mode.value,
+        prefs.direct_macos_runner_paused,
         now,
     )
+
+
+async def _save_setup_preferences(conn: Connection, chosen: Preferences, now: int) -> bool:
+    instance = await _locked(conn)
+    ensure_before_owner(instance)
+    erase = erases_oidc(instance.state, chosen)
+    if erase:
+        await conn.execute("DELETE FROM oidc_config")
+    await _set_preferences(conn, chosen, now)
+    # Pending setup sign-ins remember the generation they started under: now stale.
+    await conn.execute(
+        "UPDATE instance SET setup_generation = setup_generation + 1, updated_at = $1", now
+    )
+    return erase
+
+
+async def _record_owner(
+    conn: Connection, allowed: tuple[SetupState, ...], email: str, subject: str, now: int
+) -> None:
+    instance = await _locked(conn)
+    ensure_not_ready(instance)
+    require_state(instance, *allowed)
+    await conn.execute(
+        """UPDATE instance SET state = 'owner_created', owner_email = $1, owner_subject = $2,
+               updated_at = $3""",
+        email,
+        subject,
+        now,
+    )
+
+
+async def _complete(conn: Connection, now: int, client_ip: str | None) -> tuple[Instance, User]:
+    instance = await _locked(conn)
+    ensure_not_ready(instance)
+    require_state(instance, SetupState.OWNER_CREATED)
+    if instance.owner_email is None or instance.owner_subject is None:
+        raise Conflict("invalid_state", "No owner has been recorded")
+    owner = await _upsert_owner(conn, instance.owner_email, instance.owner_subject, now)
+    await conn.execute(
+        """UPDATE instance SET state = 'ready', setup_session_hash = NULL,
+               setup_session_expires_at = NULL, updated_at = $1""",
+        now,
+    )
+    await insert_audit(
+        conn,
+        [
+            AuditEntry(
+                owner.id, owner.email, "owner_created", "user", owner.id, None, client_ip, now
+            ),
+            AuditEntry(
+                owner.id, owner.email, "setup_completed", "instance", None, None, client_ip, now
+            ),
+        ],
+    )
+    return instance, owner
+
+
+async def _update_preferences(
+    conn: Connection, seen: Preferences, new: Preferences, revoke_sessions: bool, now: int
+) -> int:
+    current = _preferences_of(await conn.fetchrow("SELECT * FROM instance_preferences FOR UPDATE"))
+    if current != seen:
+        raise Conflict("preferences_changed", "Preferences were changed meanwhile; reload them")
+    inserted = await conn.fetchval(
+        """INSERT INTO instance_preferences
+               (runtime_mode, remote_auth_mode, direct_macos_runner_paused, updated_at)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (singleton) DO UPDATE SET runtime_mode = EXCLUDED.runtime_mode,
+               remote_auth_mode = EXCLUDED.remote_auth_mode,
+               direct_macos_runner_paused = EXCLUDED.direct_macos_runner_paused,
+               updated_at = EXCLUDED.updated_at
+           WHERE instance_preferences.updated_at IS NOT DISTINCT FROM $5
+           RETURNING true""",
+        new.runtime_mode.value,
+        new.remote_auth_mode.value,
+        new.direct_macos_runner_paused,
+        now,
+        seen.updated_at,
+    )
+    if inserted is not True:  # a first row was inserted concurrently
+        raise Conflict("preferences_changed", "Preferences were changed meanwhile; reload them")
+    if not revoke_sessions:
+        return 0
+    revoked: int = await conn.fetchval(
+        "WITH gone AS (DELETE FROM sessions RETURNING 1) SELECT count(*) FROM gone"
+    )
+    return revoked
 
 
 async def _mint(conn: Connection, token_hash: str, expires_at: int, now: int) -> Instance:
@@ -137,6 +242,31 @@ class InstanceStore:
 
     async def set_preferences(self, prefs: Preferences, now: int) -> None:
         await self._db.run(_set_preferences, prefs, now)
+
+    async def save_setup_preferences(self, chosen: Preferences, now: int) -> bool:
+        """Store the setup-time choice and make pending setup sign-ins stale; in
+        ``idp_configured`` a provider the choice no longer uses is erased (returns True).
+        409 ``already_configured`` / ``invalid_state`` once an owner exists."""
+        return await self._db.transaction(_save_setup_preferences, chosen, now)
+
+    async def record_owner(
+        self, allowed: tuple[SetupState, ...], *, email: str, subject: str, now: int
+    ) -> None:
+        """Move to ``owner_created`` with this owner, if setup is in one of ``allowed``."""
+        await self._db.transaction(_record_owner, allowed, email, subject, now)
+
+    async def complete(self, now: int, client_ip: str | None) -> tuple[Instance, User]:
+        """Atomically: the recorded owner upserted by email and promoted, audit
+        ``owner_created`` + ``setup_completed``, state ``ready``, setup session cleared."""
+        return await self._db.transaction(_complete, now, client_ip)
+
+    async def update_preferences(
+        self, seen: Preferences, new: Preferences, *, revoke_sessions: bool, now: int
+    ) -> int:
+        """Replace the preferences read as ``seen`` (409 ``preferences_changed`` if they moved
+        meanwhile); with ``revoke_sessions`` every user session ends in the same transaction.
+        Returns how many sessions were deleted."""
+        return await self._db.transaction(_update_preferences, seen, new, revoke_sessions, now)
 
     async def mint_bootstrap_token(self, token_hash: str, expires_at: int, now: int) -> None:
         """Replace any bootstrap token; resets consumption and the wrong-guess budget."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from oore.domain.ids import new_id
@@ -9,6 +10,16 @@ from oore.domain.setup import SetupState
 from oore.domain.users import Role, Session, User, UserStatus
 from oore.store.audit import AuditEntry, insert_audit
 from oore.store.database import Connection, Database
+
+# The user columns of ``users u``, aliased with the ``u_`` prefix user_from_row reads.
+USER_COLUMNS = (
+    "u.id AS u_id, u.email AS u_email, u.display_name AS u_display_name, u.role AS u_role,"
+    " u.status AS u_status, u.oidc_subject AS u_oidc_subject, u.avatar_url AS u_avatar_url,"
+    " u.created_at AS u_created_at, u.updated_at AS u_updated_at"
+)
+
+# Sort keys of GET /v1/users; anything else sorts by creation time.
+USER_SORTS = {"email": "email", "role": "role", "status": "status", "created_at": "created_at"}
 
 
 def user_from_row(row: Any, prefix: str = "") -> User:
@@ -117,12 +128,9 @@ async def _active_users(conn: Connection, email: str | None) -> list[User]:
 
 async def _session(conn: Connection, token_hash: str, now: int) -> Session | None:
     row = await conn.fetchrow(
-        """SELECT s.token_hash, s.expires_at, u.id AS u_id, u.email AS u_email,
-                  u.display_name AS u_display_name, u.role AS u_role, u.status AS u_status,
-                  u.oidc_subject AS u_oidc_subject, u.avatar_url AS u_avatar_url,
-                  u.created_at AS u_created_at, u.updated_at AS u_updated_at
-           FROM sessions s JOIN users u ON u.id = s.user_id
-           WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.status = 'active'""",
+        f"""SELECT s.token_hash, s.expires_at, {USER_COLUMNS}
+            FROM sessions s JOIN users u ON u.id = s.user_id
+            WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.status = 'active'""",
         token_hash,
         now,
     )
@@ -136,6 +144,96 @@ async def _delete_session(conn: Connection, token_hash: str) -> bool:
         await conn.fetchval("DELETE FROM sessions WHERE token_hash = $1 RETURNING true", token_hash)
         is True
     )
+
+
+async def _invite(conn: Connection, email: str, role: Role, now: int) -> User | None:
+    user_id = new_id()
+    row = await conn.fetchrow(
+        """INSERT INTO users (id, email, display_name, role, status, oidc_subject,
+                              created_at, updated_at)
+           VALUES ($1, $2, $2, $3, 'invited', $4, $5, $5)
+           ON CONFLICT (email) DO NOTHING RETURNING *""",
+        user_id,
+        email,
+        role.value,
+        f"pending-{user_id}",
+        now,
+    )
+    return None if row is None else user_from_row(row)
+
+
+async def _get(conn: Connection, user_id: uuid.UUID) -> User | None:
+    row = await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+    return None if row is None else user_from_row(row)
+
+
+async def _page(
+    conn: Connection, q: str | None, sort: str, descending: bool, limit: int, offset: int
+) -> tuple[list[User], int]:
+    condition = (
+        "true"
+        if q is None
+        else """(strpos(lower(email), lower($3)) > 0
+                 OR strpos(lower(coalesce(display_name, '')), lower($3)) > 0
+                 OR strpos(role, lower($3)) > 0 OR strpos(status, lower($3)) > 0)"""
+    )
+    args: list[Any] = [limit, offset] + ([] if q is None else [q])
+    direction = "DESC" if descending else "ASC"
+    rows = await conn.fetch(
+        f"""SELECT * FROM users WHERE {condition}
+            ORDER BY {USER_SORTS[sort]} {direction}, id {direction} LIMIT $1 OFFSET $2""",
+        *args,
+    )
+    total = await conn.fetchval(
+        f"SELECT count(*) FROM users WHERE {condition.replace('$3', '$1')}", *args[2:]
+    )
+    return [user_from_row(row) for row in rows], total
+
+
+async def _set_role(conn: Connection, user_id: uuid.UUID, role: Role, now: int) -> User | None:
+    row = await conn.fetchrow(
+        """UPDATE users SET role = $2, updated_at = $3 WHERE id = $1 AND role <> 'owner'
+           RETURNING *""",
+        user_id,
+        role.value,
+        now,
+    )
+    return None if row is None else user_from_row(row)
+
+
+async def _disable(conn: Connection, user_id: uuid.UUID, now: int) -> User | None:
+    row = await conn.fetchrow(
+        """UPDATE users SET status = 'disabled', updated_at = $2
+           WHERE id = $1 AND role <> 'owner' RETURNING *""",
+        user_id,
+        now,
+    )
+    if row is None:
+        return None
+    await conn.execute(
+        "UPDATE api_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id,
+        now,
+    )
+    await conn.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
+    return user_from_row(row)
+
+
+async def _enable(conn: Connection, user_id: uuid.UUID, now: int) -> User | None:
+    row = await conn.fetchrow(
+        """UPDATE users SET status = 'active', updated_at = $2
+           WHERE id = $1 AND status = 'disabled' AND role <> 'owner' RETURNING *""",
+        user_id,
+        now,
+    )
+    return None if row is None else user_from_row(row)
+
+
+def _key(user_id: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(user_id)
+    except ValueError:
+        return None
 
 
 class UserStore:
@@ -180,3 +278,33 @@ class UserStore:
 
     async def delete_session(self, token_hash: str) -> bool:
         return await self._db.run(_delete_session, token_hash)
+
+    async def invite(self, email: str, role: Role, now: int) -> User | None:
+        """A new invited user (display name = email); None when the email is taken."""
+        return await self._db.run(_invite, email, role, now)
+
+    async def get(self, user_id: str) -> User | None:
+        """A user by id; None for an unknown id or one that is not a UUID."""
+        key = _key(user_id)
+        return None if key is None else await self._db.run(_get, key)
+
+    async def page(
+        self, *, q: str | None, sort: str, descending: bool, limit: int, offset: int
+    ) -> tuple[list[User], int]:
+        """Users matching ``q`` (case-insensitive substring of email, name, role, status)."""
+        return await self._db.run(_page, q, sort, descending, limit, offset)
+
+    async def set_role(self, user_id: str, role: Role, now: int) -> User | None:
+        """Change a (non-owner) user's role; None if there is no such user."""
+        key = _key(user_id)
+        return None if key is None else await self._db.run(_set_role, key, role, now)
+
+    async def disable(self, user_id: str, now: int) -> User | None:
+        """Atomically: status ``disabled``, every API token revoked, every session deleted."""
+        key = _key(user_id)
+        return None if key is None else await self._db.transaction(_disable, key, now)
+
+    async def enable(self, user_id: str, now: int) -> User | None:
+        """A disabled (non-owner) user made active again; None if it was not disabled."""
+        key = _key(user_id)
+        return None if key is None else await self._db.run(_enable, key, now)

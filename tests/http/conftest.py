@@ -19,6 +19,7 @@ from oore.http.app import create_app
 from oore.runtime import Runtime, open_runtime
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.logs import LogConfig
+from oore.services.network import LOCAL_ORIGINS, NetworkDefaults
 from oore.services.scheduling import SchedulingConfig
 from oore.store import Store
 
@@ -118,25 +119,34 @@ def artifacts_config(tmp_path: Path) -> ArtifactsConfig:
 
 
 @pytest.fixture
+def network_defaults(artifacts_config: ArtifactsConfig) -> NetworkDefaults:
+    """The network settings of the runtime before any are saved (the daemon's environment)."""
+    return NetworkDefaults(
+        (*LOCAL_ORIGINS, "https://ci.example.com"),
+        artifacts_config.public_url,
+        artifacts_config.artifact_delivery_url,
+    )
+
+
+@pytest.fixture
 async def runtime(
     store: Store,
     clock: FakeClock,
     scheduling_config: SchedulingConfig,
     log_config: LogConfig,
     artifacts_config: ArtifactsConfig,
+    network_defaults: NetworkDefaults,
 ) -> AsyncIterator[Runtime]:
     await store.instance.ensure(clock.now())
     async with open_runtime(
-        store, clock, scheduling_config, log_config, artifacts_config
+        store, clock, scheduling_config, log_config, artifacts_config, network_defaults
     ) as opened:
         yield opened
 
 
 @pytest.fixture
 def app(store: Store, runtime: Runtime) -> QuartTrio:
-    return create_app(
-        runtime.app_services(store, ("http://localhost:3000", "https://ci.example.com"))
-    )
+    return create_app(runtime.app_services(store))
 
 
 @pytest.fixture

@@ -402,7 +402,7 @@ CALLERS: dict[str, tuple[Role | None, str | None]] = {
 # Expected statuses per caller, in CALLERS order.
 RBAC: list[tuple[str, list[int]]] = [
     ("get", [200, 200, 200, 200, 200, 404, 200, 401]),
-    ("list members", [200, 200, 200, 200, 200, 404, 200, 401]),
+    ("list members", [200, 200, 200, 403, 403, 404, 403, 401]),
     ("patch", [200, 200, 200, 403, 403, 404, 403, 401]),
     ("add member", [201, 201, 201, 403, 403, 404, 403, 401]),
     ("candidates", [200, 200, 200, 403, 403, 404, 403, 401]),
@@ -586,8 +586,10 @@ async def test_member_lifecycle(
         "role": "developer",
         "created_at": member["created_at"],
     }
-    listed = await api.get(base, token=dev.token)
+    listed = await api.get(base, token=owner_token)
     assert listed.body == {"members": [member], "total": 1}
+    hidden = await api.get(base, token=dev.token)  # a project developer may not manage members
+    assert (hidden.status, hidden.code) == (403, "permission_denied")
     changed = await patch(api, f"{base}/{dev.user.id}", {"role": "maintainer"}, owner_token)
     assert (changed.status, changed.body["member"]["role"]) == (200, "maintainer")
     removed_last = await delete(api, f"{base}/{dev.user.id}", owner_token)

@@ -7,7 +7,7 @@ from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
 from oore.http.body import Body, json_body
-from oore.http.context import client_ip, require_session, services
+from oore.http.context import client_ip, require_session, require_user_session, services
 
 blueprint = Blueprint("auth", __name__)
 
@@ -65,9 +65,9 @@ async def local_login(body: LocalLoginIn) -> Response:
 @security_scheme([{"bearer": []}])
 @document_response(OkOut)
 async def logout() -> Response:
-    """End the caller's session."""
-    session = await require_session()
-    await services().identity.logout(session)
+    """End the caller's session (user sessions only: an API token is 401)."""
+    session = await require_user_session()
+    await services().identity.logout(session, client_ip())
     return jsonify({"ok": True})
 
 
@@ -75,6 +75,6 @@ async def logout() -> Response:
 @security_scheme([{"bearer": []}])
 @document_response(MeOut)
 async def me() -> Response:
-    """The signed-in user."""
+    """The signed-in user (with an API token: the token's effective role)."""
     session = await require_session()
     return jsonify({"user": session.user.to_json()})

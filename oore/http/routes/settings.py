@@ -1,4 +1,5 @@
-"""Settings API: artifact storage (contract §10.1)."""
+"""Settings API: artifact storage (contract §10.1), preferences (§10.2) and external
+access without OIDC (§10.3)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from quart_schema import document_response, security_scheme
 
 from oore.domain.artifact_storage import StorageProvider, StorageUpdate
 from oore.domain.artifacts import blank_to_none
+from oore.domain.setup import RemoteAuthMode, RuntimeMode
 from oore.http.body import Body, json_body
-from oore.http.context import require_session, services
+from oore.http.context import client_ip, require_session, services
 
 blueprint = Blueprint("settings", __name__)
 
@@ -59,3 +61,135 @@ async def put_artifact_storage(body: ArtifactStorageIn) -> Response:
     )
     view = await services().artifact_storage.update(session, update)
     return jsonify({"settings": view.to_json()})
+
+
+class PreferencesIn(Body):
+    key_storage_mode: Literal["file", "keychain"]
+    runtime_mode: Literal["local", "remote"] | None = None
+    remote_auth_mode: Literal["oidc", "trusted_proxy"] | None = None
+    direct_macos_runner_paused: bool | None = None
+
+
+class PreferencesOut(BaseModel):
+    preferences: dict[str, Any]
+
+
+class NetworkIn(Body):
+    public_url: str | None = None
+    artifact_delivery_url: str | None = None
+    allowed_origins: list[str]
+
+
+class NetworkOut(BaseModel):
+    settings: dict[str, Any]
+
+
+class TrustedProxyIn(Body):
+    user_email_header: str | None = None
+    trusted_proxy_cidrs: list[str] | None = None
+    shared_secret: str | None = None
+    warpgate_ticket: str | None = None
+
+
+class TrustedProxyOut(BaseModel):
+    settings: dict[str, Any]
+
+
+class PreflightOut(BaseModel):
+    ready: bool
+    checks: list[dict[str, Any]]
+
+
+@blueprint.get("/v1/settings/preferences")
+@security_scheme([{"bearer": []}])
+@document_response(PreferencesOut)
+async def get_preferences() -> Response:
+    """Runtime mode, remote sign-in method and the macOS runner claim pause (owner/admin)."""
+    session = await require_session()
+    prefs = await services().instance_settings.preferences(session)
+    return jsonify({"preferences": prefs.to_json()})
+
+
+@blueprint.put("/v1/settings/preferences")
+@security_scheme([{"bearer": []}])
+@json_body(PreferencesIn)
+@document_response(PreferencesOut)
+async def put_preferences(body: PreferencesIn) -> Response:
+    """Change preferences; a sign-in policy change is the owner's, must pass the preflight
+    when it enables remote mode, and ends every session."""
+    session = await require_session()
+    prefs = await services().instance_settings.update_preferences(
+        session,
+        key_storage_mode=body.key_storage_mode,
+        runtime_mode=None if body.runtime_mode is None else RuntimeMode(body.runtime_mode),
+        remote_auth_mode=None
+        if body.remote_auth_mode is None
+        else RemoteAuthMode(body.remote_auth_mode),
+        direct_macos_runner_paused=body.direct_macos_runner_paused,
+        client_ip=client_ip(),
+    )
+    return jsonify({"preferences": prefs.to_json()})
+
+
+@blueprint.get("/v1/settings/external-access/network")
+@security_scheme([{"bearer": []}])
+@document_response(NetworkOut)
+async def get_network() -> Response:
+    """The public URL, artifact delivery URL and CORS allowlist in force, and their source."""
+    session = await require_session()
+    return jsonify({"settings": services().instance_settings.network(session)})
+
+
+@blueprint.put("/v1/settings/external-access/network")
+@security_scheme([{"bearer": []}])
+@json_body(NetworkIn)
+@document_response(NetworkOut)
+async def put_network(body: NetworkIn) -> Response:
+    """Save the network settings (owner); they take effect at once."""
+    session = await require_session()
+    settings = await services().instance_settings.update_network(
+        session,
+        public_url=body.public_url,
+        artifact_delivery_url=body.artifact_delivery_url,
+        allowed_origins=body.allowed_origins,
+        client_ip=client_ip(),
+    )
+    return jsonify({"settings": settings})
+
+
+@blueprint.get("/v1/settings/external-access/trusted-proxy")
+@security_scheme([{"bearer": []}])
+@document_response(TrustedProxyOut)
+async def get_trusted_proxy() -> Response:
+    """The trusted-proxy settings; secrets are never shown."""
+    session = await require_session()
+    settings = await services().instance_settings.trusted_proxy(session)
+    return jsonify({"settings": settings.to_json()})
+
+
+@blueprint.put("/v1/settings/external-access/trusted-proxy")
+@security_scheme([{"bearer": []}])
+@json_body(TrustedProxyIn)
+@document_response(TrustedProxyOut)
+async def put_trusted_proxy(body: TrustedProxyIn) -> Response:
+    """Replace the identity header and proxy networks (owner); an omitted secret is kept."""
+    session = await require_session()
+    settings = await services().instance_settings.update_trusted_proxy(
+        session,
+        user_email_header=body.user_email_header,
+        trusted_proxy_cidrs=body.trusted_proxy_cidrs,
+        shared_secret=body.shared_secret,
+        warpgate_ticket=body.warpgate_ticket,
+        client_ip=client_ip(),
+    )
+    return jsonify({"settings": settings.to_json()})
+
+
+@blueprint.get("/v1/settings/external-access/preflight")
+@security_scheme([{"bearer": []}])
+@document_response(PreflightOut)
+async def get_preflight() -> Response:
+    """Check by check: is this instance ready for remote mode?"""
+    session = await require_session()
+    preflight = await services().instance_settings.preflight(session)
+    return jsonify(preflight.to_json())
