@@ -128,6 +128,17 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, validation_alias=AliasChoices("public_url", "OORE_PUBLIC_URL")
     )
+    github_api_url: str = Field(
+        "https://api.github.com",
+        validation_alias=AliasChoices("github_api_url", "OORE_GITHUB_API_URL"),
+    )
+    github_web_url: str = Field(
+        "https://github.com",
+        validation_alias=AliasChoices("github_web_url", "OORE_GITHUB_WEB_URL"),
+    )
+    cookie_secure: bool = Field(
+        False, validation_alias=AliasChoices("cookie_secure", "OORE_COOKIE_SECURE")
+    )
     artifact_delivery_url: str | None = Field(
         None,
         validation_alias=AliasChoices("artifact_delivery_url", "OORE_ARTIFACT_DELIVERY_URL"),
@@ -220,6 +231,9 @@ _SOURCES = {
     "log_viewers_per_user": "OORED_LOG_VIEWERS_PER_USER",
     "log_viewers_total": "OORED_LOG_VIEWERS_TOTAL",
     "public_url": "OORE_PUBLIC_URL",
+    "github_api_url": "OORE_GITHUB_API_URL",
+    "github_web_url": "OORE_GITHUB_WEB_URL",
+    "cookie_secure": "OORE_COOKIE_SECURE",
     "artifact_delivery_url": "OORE_ARTIFACT_DELIVERY_URL",
     "artifact_ttl_days": "OORED_ARTIFACT_TTL_DAYS",
 }

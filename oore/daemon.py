@@ -27,6 +27,7 @@ from oore.services.clock import SystemClock
 from oore.services.logs import LogConfig
 from oore.services.network import NetworkDefaults
 from oore.services.scheduling import Scheduling, SchedulingConfig
+from oore.services.scm import ScmConfig
 from oore.store import Store, open_store
 from oore.store.embedded import embedded_postgres
 
@@ -112,6 +113,11 @@ async def run_daemon(
                 NetworkDefaults(
                     settings.cors_origins, settings.public_url, settings.artifact_delivery_url
                 ),
+                scm_config=ScmConfig(
+                    github_api_url=settings.github_api_url,
+                    github_web_url=settings.github_web_url,
+                ),
+                cookie_secure=settings.cookie_secure,
             )
         )
         app = create_app(runtime.app_services(store))

@@ -19,15 +19,18 @@ from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
 from oore.services.clock import WallClock
 from oore.services.identity import Identity
+from oore.services.integrations import Integrations
 from oore.services.logs import LogConfig, Logs
 from oore.services.network import Network, NetworkDefaults
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.scheduling import Scheduling, SchedulingConfig, start_scheduling
+from oore.services.scm import ScmClient, ScmConfig
 from oore.services.settings import InstanceSettings
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.users import Users
+from oore.services.webhooks import Webhooks
 from oore.store import AuditEntry, Store
 
 AUDIT_MAX_BATCH = 500
@@ -56,6 +59,8 @@ class Runtime:
     api_tokens: ApiTokens
     audit_log: AuditLog
     signin: SignIn
+    integrations: Integrations
+    webhooks: Webhooks
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -78,6 +83,8 @@ class Runtime:
             api_tokens=self.api_tokens,
             audit_log=self.audit_log,
             signin=self.signin,
+            integrations=self.integrations,
+            webhooks=self.webhooks,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
@@ -119,6 +126,9 @@ async def open_runtime(
     log_config: LogConfig | None = None,
     artifacts_config: ArtifactsConfig | None = None,
     network_defaults: NetworkDefaults | None = None,
+    *,
+    scm_config: ScmConfig | None = None,
+    cookie_secure: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Start the supervision tree; on exit stop it in reverse order within its grace."""
     audit: GroupCommitter[AuditEntry] = GroupCommitter(
@@ -148,6 +158,8 @@ async def open_runtime(
             await storage.reload()
             artifacts = Artifacts(store, clock, access, audit, storage, artifacts_config)
             await root.start_child(artifacts.spec())
+            webhooks = Webhooks(store, clock, identity, builds)
+            await root.start_child(webhooks.spec())
             yield Runtime(
                 identity=identity,
                 access=access,
@@ -167,6 +179,16 @@ async def open_runtime(
                 api_tokens=ApiTokens(store, clock, audit),
                 audit_log=AuditLog(store),
                 signin=SignIn(store, clock, identity, network),
+                integrations=Integrations(
+                    store,
+                    clock,
+                    audit,
+                    artifacts_config.secrets,
+                    network,
+                    ScmClient(scm_config or ScmConfig()),
+                    cookie_secure=cookie_secure,
+                ),
+                webhooks=webhooks,
             )
         finally:
             root.stop()

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -32,6 +32,8 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+
+from tests.loopback_http import serving
 
 PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
 NPM_TIMEOUT = 300.0
@@ -363,13 +365,6 @@ def _handler(provider: FaultyProvider) -> type[BaseHTTPRequestHandler]:
 def faulty_provider() -> Iterator[FaultyProvider]:
     """A misbehaving provider on 127.0.0.1 (thread), shut down after the test."""
     provider = FaultyProvider()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(provider))
-    provider.issuer = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(provider)) as base:
+        provider.issuer = base
         yield provider
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=STOP_TIMEOUT)

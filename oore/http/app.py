@@ -18,6 +18,7 @@ from oore.http.routes import (
     auth,
     builds,
     health,
+    integrations,
     oidc,
     pipelines,
     projects,
@@ -25,6 +26,7 @@ from oore.http.routes import (
     settings,
     setup,
     users,
+    webhooks,
 )
 
 MAX_JSON_BODY = 2 * 1024 * 1024
@@ -63,5 +65,7 @@ def create_app(app_services: AppServices) -> QuartTrio:
     app.register_blueprint(users.blueprint)
     app.register_blueprint(api_tokens.blueprint)
     app.register_blueprint(audit_logs.blueprint)
+    app.register_blueprint(integrations.blueprint)
+    app.register_blueprint(webhooks.blueprint)
     artifacts.install(app, app_services)
     return app

@@ -20,6 +20,7 @@ from oore.services.artifacts import Artifacts
 from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
 from oore.services.identity import Identity
+from oore.services.integrations import Integrations
 from oore.services.logs import Logs
 from oore.services.network import Network
 from oore.services.projects import Projects
@@ -28,6 +29,7 @@ from oore.services.settings import InstanceSettings
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.users import Users
+from oore.services.webhooks import Webhooks
 from oore.store import Store
 
 
@@ -53,6 +55,8 @@ class AppServices:
     api_tokens: ApiTokens
     audit_log: AuditLog
     signin: SignIn
+    integrations: Integrations
+    webhooks: Webhooks
     version: str = __version__
 
 

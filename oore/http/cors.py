@@ -13,7 +13,15 @@ ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOWED_HEADERS = "Content-Type, Authorization"
 PREFLIGHT_MAX_AGE = "600"
 # Paths served outside CORS: machine-to-machine endpoints browsers have no business calling.
-OUTSIDE_CORS_PREFIXES = ("/metrics", "/v1/webhooks/")
+OUTSIDE_CORS_PREFIXES = (
+    "/metrics",
+    "/v1/webhooks/",
+    # Pages a provider's redirect lands on in the browser (contract §0.4).
+    "/v1/integrations/github/create",
+    "/v1/integrations/github/callback",
+    "/v1/integrations/github/installed",
+    "/v1/integrations/gitlab/callback",
+)
 
 
 def _outside(path: str) -> bool:

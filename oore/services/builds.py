@@ -182,6 +182,8 @@ class Builds:
         selected: list[str] | None,
         snapshot: dict[str, Any] | None = None,
         source: Build | None = None,
+        trigger_type: TriggerType = TriggerType.MANUAL,
+        trigger_event: str | None = None,
     ) -> Build:
         now = self._clock.now()
         if snapshot is None:
@@ -191,7 +193,7 @@ class Builds:
                 commit_sha=commit_sha,
                 branch=branch,
                 selected_platforms=selected,
-                trigger_type=TriggerType.MANUAL,
+                trigger_type=trigger_type,
                 now=now,
             )
         labels = snapshot.get("runner_labels") or []
@@ -199,9 +201,9 @@ class Builds:
             NewBuild(
                 project_id=project.id,
                 pipeline_id=pipeline.id,
-                trigger_type=TriggerType.MANUAL,
+                trigger_type=trigger_type,
                 trigger_actor=actor,
-                trigger_event="rerun" if source else None,
+                trigger_event="rerun" if source else trigger_event,
                 trigger_ref=trigger_ref,
                 commit_sha=commit_sha,
                 branch=branch,
@@ -229,6 +231,37 @@ class Builds:
                 await self._cancel(older, actor="system", reason="superseded by new build")
             except Conflict:
                 continue  # it finished meanwhile
+
+    async def trigger_from_webhook(
+        self,
+        project: Project,
+        pipeline: Pipeline,
+        *,
+        commit_sha: str | None,
+        branch: str | None,
+        event: str,
+        actor: str | None,
+    ) -> Build:
+        """Queue the build a webhook delivery asked for (§9.3); honours ``cancel_previous``."""
+        if project.repository is None:
+            raise Conflict("source_not_configured", "The project has no source repository")
+        if branch is None and commit_sha is None:
+            raise InvalidInput("invalid_input", "A webhook build needs a branch or a commit")
+        build = await self._insert(
+            project,
+            pipeline,
+            actor=actor or "webhook",
+            commit_sha=commit_sha,
+            branch=branch,
+            trigger_ref=branch,
+            changelog=None,
+            selected=None,
+            trigger_type=TriggerType.WEBHOOK,
+            trigger_event=event,
+        )
+        if pipeline.cancel_previous:
+            await self._supersede(build)
+        return build
 
     async def rerun(self, session: Session, build_id: str) -> Build:
         """A new build with the original's snapshot (contract §4.4)."""

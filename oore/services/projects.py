@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -179,11 +180,19 @@ class Projects:
         """Projects the caller may see, each with the caller's role on it."""
         user = session.user
         require(user.role, Resource.PROJECTS, Action.READ)
+        integration: uuid.UUID | None = None
         if query.integration_id is not None:
-            return [], 0  # no integrations exist here, so none can own a project
+            try:
+                integration = uuid.UUID(query.integration_id)
+            except ValueError:
+                return [], 0  # not an id, so no integration owns a project
         admin = is_instance_admin(user.role)
         rows, total = await self._store.projects.page(
-            ProjectFilter(search=query.search, member_of=None if admin else user.id),
+            ProjectFilter(
+                search=query.search,
+                member_of=None if admin else user.id,
+                integration_id=integration,
+            ),
             viewer=user.id,
             sort=query.sort,
             descending=query.descending,
@@ -278,12 +287,15 @@ class Projects:
                 )
         head = await git(canonical, "symbolic-ref", "--quiet", "--short", "HEAD")
         branch = head.stdout.decode(errors="replace").strip() if head.returncode == 0 else None
-        return await self._store.projects.local_repository(
-            local_path=canonical,
-            full_name=os.path.basename(canonical.rstrip(os.sep)) or canonical,
-            default_branch=branch or None,
-            now=now,
+        name = os.path.basename(canonical.rstrip(os.sep)) or canonical
+        repository = await self._store.projects.local_repository(
+            local_path=canonical, full_name=name, default_branch=branch or None, now=now
         )
+        # The repository is listed under a local_git integration (one per canonical path).
+        await self._store.integrations.local_integration(
+            repository_id=repository.id, local_path=canonical, name=name, now=now
+        )
+        return repository
 
     async def detail(self, session: Session, project_id: str) -> ProjectDetail:
         """``GET /v1/projects/{id}`` with pipeline and build counts."""

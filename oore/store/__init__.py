@@ -14,6 +14,7 @@ from oore.store.audit import AuditEntry, AuditStore
 from oore.store.builds import BuildStore
 from oore.store.database import Database, open_database
 from oore.store.instance import InstanceStore
+from oore.store.integrations import IntegrationStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
 from oore.store.oidc import OidcStore
 from oore.store.pipelines import PipelineStore
@@ -21,6 +22,7 @@ from oore.store.projects import ProjectStore
 from oore.store.runners import RunnerStore
 from oore.store.settings import SettingsStore
 from oore.store.users import UserStore
+from oore.store.webhooks import WebhookStore
 
 __all__ = ["AuditEntry", "Store", "open_store"]
 
@@ -48,6 +50,8 @@ class Store:
         self.runners = RunnerStore(db)
         self.artifacts = ArtifactStore(db)
         self.artifact_tokens = ArtifactTokenStore(db)
+        self.webhooks = WebhookStore(db)
+        self.integrations = IntegrationStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

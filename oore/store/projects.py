@@ -140,6 +140,7 @@ class ProjectFilter:
 
     search: str | None = None
     member_of: str | None = None
+    integration_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,12 @@ async def _page(
         clauses.append(
             "EXISTS (SELECT 1 FROM project_members o WHERE o.project_id = p.id"
             f" AND o.user_id = {arg(where.member_of)})"
+        )
+    if where.integration_id is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM repositories r JOIN integration_installations i"
+            " ON i.id = r.installation_id WHERE r.id = p.repository_id"
+            f" AND i.integration_id = {arg(where.integration_id)})"
         )
     if where.search is not None:
         pattern = arg(like_pattern(where.search))

@@ -21,6 +21,7 @@ from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.logs import LogConfig
 from oore.services.network import LOCAL_ORIGINS, NetworkDefaults
 from oore.services.scheduling import SchedulingConfig
+from oore.services.scm import ScmConfig
 from oore.store import Store
 
 LOOPBACK = ("127.0.0.1", 40000)
@@ -129,6 +130,12 @@ def network_defaults(artifacts_config: ArtifactsConfig) -> NetworkDefaults:
 
 
 @pytest.fixture
+def scm_config() -> ScmConfig:
+    """Where the runtime under test finds GitHub; tests/scm_kit.py points it at loopback."""
+    return ScmConfig()
+
+
+@pytest.fixture
 async def runtime(
     store: Store,
     clock: FakeClock,
@@ -136,10 +143,17 @@ async def runtime(
     log_config: LogConfig,
     artifacts_config: ArtifactsConfig,
     network_defaults: NetworkDefaults,
+    scm_config: ScmConfig,
 ) -> AsyncIterator[Runtime]:
     await store.instance.ensure(clock.now())
     async with open_runtime(
-        store, clock, scheduling_config, log_config, artifacts_config, network_defaults
+        store,
+        clock,
+        scheduling_config,
+        log_config,
+        artifacts_config,
+        network_defaults,
+        scm_config=scm_config,
     ) as opened:
         yield opened
 

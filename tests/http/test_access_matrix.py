@@ -57,6 +57,8 @@ class Route:
     codes: Mapping[Role, str] = field(default_factory=dict)
     # Runner registration also takes an enrollment token instead of a session.
     enrollment: bool = False
+    # Remote-mode only: in this local-mode world allowed roles get 403 mode_restricted.
+    remote_only: bool = False
 
     @property
     def id(self) -> str:
@@ -116,6 +118,8 @@ ROUTES = [
     public("GET", "/v1/auth/oidc/start"),
     public("POST", "/v1/auth/oidc/callback"),
     public("POST", "/v1/auth/trusted-proxy/login"),
+    public("POST", "/v1/webhooks/github"),
+    public("POST", "/v1/webhooks/gitlab"),
     # setup steps (the world is past setup)
     setup_step("POST", "/v1/setup/preferences", body={"runtime_mode": "local"}),
     setup_step(
@@ -154,6 +158,45 @@ ROUTES = [
     user("POST", "/v1/api-tokens", Role.DEVELOPER, body={"name": "t", "role": "qa_viewer"}),
     user("DELETE", "/v1/api-tokens/<api_token_id>", Role.DEVELOPER),
     admin("GET", "/v1/audit-logs"),
+    # integrations (the flows need remote mode; this world is local)
+    user("GET", "/v1/integrations"),
+    user("GET", "/v1/integration-repositories"),
+    user("GET", "/v1/integrations/local-git"),
+    admin("DELETE", "/v1/integrations/local-git/<integration_id>"),
+    user("GET", "/v1/integrations/<integration_id>"),
+    admin("DELETE", "/v1/integrations/<integration_id>"),
+    user("GET", "/v1/integrations/<integration_id>/repositories"),
+    user("GET", "/v1/integrations/<integration_id>/installations"),
+    admin("POST", "/v1/integrations/<integration_id>/installations", remote_only=True),
+    admin("POST", "/v1/integrations/<integration_id>/gitlab-token/check", remote_only=True),
+    admin(
+        "POST",
+        "/v1/integration-repositories/<integration_id>/gitlab-webhook-secret",
+        remote_only=True,
+    ),
+    admin(
+        "POST",
+        "/v1/integrations/github/start",
+        body={"webhook_url": "https://ci.example.com", "redirect_url": "https://ci.example.com"},
+        remote_only=True,
+    ),
+    admin("POST", "/v1/integrations/github/complete", body={"code": "c"}, remote_only=True),
+    admin(
+        "POST",
+        "/v1/integrations/gitlab/start",
+        body={"host_url": "https://gitlab.example.com"},
+        remote_only=True,
+    ),
+    admin(
+        "POST",
+        "/v1/integrations/gitlab/authorize",
+        body={"integration_id": "<integration_id>", "redirect_url": "https://ci.example.com"},
+        remote_only=True,
+    ),
+    public("GET", "/v1/integrations/github/create"),
+    public("GET", "/v1/integrations/github/callback"),
+    public("GET", "/v1/integrations/github/installed"),
+    public("GET", "/v1/integrations/gitlab/callback"),
     # projects and members (developer = project developer, QA = project viewer)
     user("GET", "/v1/projects"),
     admin(
@@ -404,6 +447,7 @@ async def world(
             "spare_id": spare.user.id,
             "target_id": target.user.id,
             "api_token_id": api_token.body["id"],
+            "integration_id": "00000000-0000-4000-8000-0000000000a1",
             "token": new_token(),
         },
         runner_token=job.runner.token,
@@ -460,6 +504,8 @@ async def _user_route_problems(world: World, route: Route) -> list[str]:
         denial = _expected_denial(route, role)
         if denial is not None:
             expect(role.value, reply, 403, denial)
+        elif route.remote_only and (reply.status, reply.code) == (403, "mode_restricted"):
+            continue
         elif reply.status in (401, 403, 500):
             problems.append(f"{route.id} {role.value}: {reply.status} {reply.body}")
     return problems

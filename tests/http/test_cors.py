@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from tests.http.conftest import Api
 
 
@@ -40,6 +42,17 @@ async def test_errors_carry_cors_headers_too(api: Api) -> None:
     assert reply.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
 
 
-async def test_metrics_is_outside_cors(api: Api) -> None:
-    reply = await api.get("/metrics", headers={"Origin": "http://localhost:3000"})
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/metrics",
+        "/v1/integrations/github/create?state=x",
+        "/v1/integrations/github/callback?code=c&state=x",
+        "/v1/integrations/github/installed",
+        "/v1/integrations/gitlab/callback?code=c&state=x",
+    ],
+)
+async def test_machine_and_provider_pages_are_outside_cors(api: Api, path: str) -> None:
+    reply = await api.get(path, headers={"Origin": "http://localhost:3000"})
+    assert reply.status != 404
     assert "Access-Control-Allow-Origin" not in reply.headers

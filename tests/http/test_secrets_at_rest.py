@@ -8,16 +8,67 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from oore.domain.tokens import hash_token
 from oore.runtime import Runtime
+from oore.services.scm import ScmConfig
 from oore.store import Store
 from oore.store.database import Connection
 from tests.http.artifacts_kit import running_job
 from tests.http.builds_kit import make_setup, repo
 from tests.http.conftest import Api
 from tests.oidc_kit import CLIENT_ID, OidcProvider, oidc_provider
+from tests.scm_kit import CLIENT_SECRET, GITLAB_TOKEN, WEBHOOK_SECRET, FakeScm, fake_scm
 
-__all__ = ["oidc_provider", "repo"]
+__all__ = ["fake_scm", "oidc_provider", "repo"]
+
+
+@pytest.fixture
+def scm_config(fake_scm: FakeScm) -> ScmConfig:
+    return fake_scm.scm_config
+
+
+async def _mint_integration_secrets(
+    api: Api, store: Store, owner: str, fake_scm: FakeScm, seen: dict[str, str]
+) -> None:
+    """A GitHub App, a GitLab token integration and a rotated GitLab webhook secret."""
+
+    async def remote(conn: Connection) -> None:
+        # Integrations need remote mode; every other secret is minted by now.
+        await conn.execute(
+            """INSERT INTO instance_preferences (runtime_mode, updated_at) VALUES ('remote', 0)
+               ON CONFLICT (singleton) DO UPDATE SET runtime_mode = 'remote'"""
+        )
+
+    await store.db.run(remote)
+    app = await api.post(
+        "/v1/integrations/github/complete", json={"code": "good-code"}, token=owner
+    )
+    assert app.status == 200, app.body
+    seen["GitHub App client secret"] = CLIENT_SECRET
+    seen["GitHub App webhook secret"] = WEBHOOK_SECRET
+    seen["GitHub App private key"] = fake_scm.key.as_pem(private=True).decode().splitlines()[1]
+    gitlab = await api.post(
+        "/v1/integrations/gitlab/start",
+        json={
+            "host_url": fake_scm.base,
+            "auth_mode": "personal_token",
+            "access_token": GITLAB_TOKEN,
+        },
+        token=owner,
+    )
+    assert gitlab.status == 200, gitlab.body
+    seen["GitLab access token"] = GITLAB_TOKEN
+    repos = await api.get(
+        f"/v1/integrations/{gitlab.body['integration']['id']}/repositories", token=owner
+    )
+    rotated = await api.post(
+        f"/v1/integration-repositories/{repos.body['repositories'][0]['id']}/gitlab-webhook-secret",
+        token=owner,
+    )
+    assert rotated.status == 200, rotated.body
+    seen["GitLab webhook secret"] = rotated.body["webhook_secret"]
 
 
 async def _every_row_as_text(store: Store) -> list[str]:
@@ -37,7 +88,12 @@ async def _every_row_as_text(store: Store) -> list[str]:
 
 
 async def test_no_credential_or_secret_is_stored_in_the_clear(
-    api: Api, runtime: Runtime, store: Store, repo: Path, oidc_provider: OidcProvider
+    api: Api,
+    runtime: Runtime,
+    store: Store,
+    repo: Path,
+    oidc_provider: OidcProvider,
+    fake_scm: FakeScm,
 ) -> None:
     seen: dict[str, str] = {}
 
@@ -126,6 +182,7 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
     stream = await api.post(f"/v1/builds/{job.build_id}/stream-token", token=owner)
     assert stream.status == 200, stream.body
     seen["stream token"] = stream.body["token"]
+    await _mint_integration_secrets(api, store, owner, fake_scm, seen)
 
     assert all(len(value) >= 16 for value in seen.values()), seen
     rows = await _every_row_as_text(store)

@@ -1,0 +1,285 @@
+"""Webhooks: receive signed deliveries (§9.3) and turn stored ones into builds, exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from oore.actors import ActorError, ChildSpec
+from oore.actors.webhooks import WebhookWorkerHandle, webhook_worker_spec
+from oore.domain.setup import RuntimeMode
+from oore.domain.webhooks import (
+    RETRY_SECONDS,
+    SECRET_CACHE_SECONDS,
+    DeliveryStatus,
+    Ignored,
+    Provider,
+    Trigger,
+    gitlab_delivery_key,
+    gitlab_project_id,
+    is_stale,
+    map_event,
+    pipeline_matches,
+    signature_matches,
+    token_matches,
+)
+from oore.errors import (
+    ApiError,
+    Forbidden,
+    InvalidInput,
+    ServiceUnavailable,
+    StoreError,
+    Unauthorized,
+)
+from oore.services.builds import Builds
+from oore.services.clock import WallClock
+from oore.services.identity import Identity
+from oore.store import Store
+from oore.store.webhooks import Delivery, NewDelivery, SigningSecret
+
+log = logging.getLogger(__name__)
+
+LEASE_BATCH = 50
+GITLAB_CACHE_ENTRIES = 1024
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to an accepted delivery: stored now, or seen before."""
+
+    duplicate: bool
+
+    def to_json(self) -> dict[str, bool]:
+        return {"ok": True, "duplicate": True} if self.duplicate else {"ok": True}
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    loaded_at: int
+    found: tuple[tuple[str, str], ...]  # (integration id, plaintext secret)
+
+
+def _payload(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidInput("invalid_payload", "The webhook body is not valid JSON") from None
+
+
+class Webhooks:
+    """The two receivers and the worker behind them."""
+
+    def __init__(self, store: Store, clock: WallClock, identity: Identity, builds: Builds) -> None:
+        self._store = store
+        self._clock = clock
+        self._identity = identity
+        self._builds = builds
+        self.worker = WebhookWorkerHandle()
+        self._github: _Secrets | None = None
+        self._gitlab: OrderedDict[str, _Secrets] = OrderedDict()
+
+    def spec(self) -> ChildSpec[WebhookWorkerHandle]:
+        """The queue worker, to run under the root supervisor."""
+        return webhook_worker_spec(self.worker, drain=self.drain)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def receive_github(
+        self, body: bytes, *, signature: str | None, event: str | None, delivery: str | None
+    ) -> Accepted:
+        """``POST /v1/webhooks/github`` after the size check, in the order of §9.3."""
+        if not signature:
+            raise Unauthorized("missing_signature", "X-Hub-Signature-256 header is required")
+        payload = _payload(body)
+        await self._require_remote()
+        integration_id = await self._github_signer(signature, body)
+        if integration_id is None:
+            raise Unauthorized("invalid_signature", "The webhook signature does not match")
+        self._require_worker()
+        new = NewDelivery(
+            provider=Provider.GITHUB,
+            integration_id=integration_id,
+            delivery_key=(delivery or "").strip(),
+            event=(event or "").strip() or "unknown",
+            payload=payload,
+            now=self._clock.now(),
+        )
+        if new.delivery_key:
+            stored = await self._store.webhooks.insert(new)
+        else:
+            stored = await self._store.webhooks.insert_unkeyed(new)
+        return self._accepted(stored)
+
+    async def receive_gitlab(
+        self, body: bytes, *, token: str | None, event: str | None, event_uuid: str | None
+    ) -> Accepted:
+        """``POST /v1/webhooks/gitlab`` after the size check, in the order of §9.3."""
+        if not token:
+            raise Unauthorized("missing_token", "X-Gitlab-Token header is required")
+        payload = _payload(body)
+        await self._require_remote()
+        project_id = gitlab_project_id(payload)
+        integration_id = None if project_id is None else await self._gitlab_owner(project_id, token)
+        if integration_id is None:
+            raise Unauthorized("invalid_token", "The webhook token does not match")
+        self._require_worker()
+        name = (event or "").strip() or "unknown"
+        key = (event_uuid or "").strip() or gitlab_delivery_key(integration_id, name, body)
+        if await self._store.webhooks.known(integration_id, key):
+            return Accepted(duplicate=True)
+        now = self._clock.now()
+        if is_stale(payload, now):
+            raise InvalidInput("stale_event", "The webhook event is older than five minutes")
+        stored = await self._store.webhooks.insert(
+            NewDelivery(Provider.GITLAB, integration_id, key, name, payload, now)
+        )
+        return self._accepted(stored)
+
+    def _accepted(self, stored: str | None) -> Accepted:
+        if stored is None:
+            return Accepted(duplicate=True)
+        with contextlib.suppress(ActorError):  # stored: the worker finds it when it runs
+            self.worker.wake()
+        return Accepted(duplicate=False)
+
+    async def _require_remote(self) -> None:
+        prefs = await self._store.instance.preferences()
+        if prefs.runtime_mode is not RuntimeMode.REMOTE:
+            raise Forbidden("mode_restricted", "Webhooks are accepted only in remote mode")
+
+    def _require_worker(self) -> None:
+        if not self.worker.available:
+            raise ServiceUnavailable(
+                "webhook_queue_unavailable", "The webhook queue is not running"
+            )
+
+    # -- secrets -----------------------------------------------------------------------
+
+    def _opened(self, found: list[SigningSecret]) -> _Secrets:
+        box = self._identity.secrets
+        opened: list[tuple[str, str]] = []
+        for secret in found:
+            if box is None:
+                break
+            try:
+                opened.append((secret.integration_id, box.decrypt(secret.secret_enc)))
+            except ApiError:
+                log.warning("webhook secret of integration %s does not open", secret.integration_id)
+        return _Secrets(self._clock.now(), tuple(opened))
+
+    def _fresh(self, cached: _Secrets | None) -> bool:
+        return cached is not None and self._clock.now() - cached.loaded_at < SECRET_CACHE_SECONDS
+
+    async def _github_signer(self, signature: str, body: bytes) -> str | None:
+        """The active GitHub integration whose secret made ``signature``, if any."""
+        refreshed = False
+        if not self._fresh(self._github):
+            self._github = self._opened(await self._store.webhooks.github_secrets())
+            refreshed = True
+        assert self._github is not None
+        found = _signer(self._github, lambda secret: signature_matches(signature, secret, body))
+        if found is None and not refreshed:
+            self._github = self._opened(await self._store.webhooks.github_secrets())
+            found = _signer(self._github, lambda secret: signature_matches(signature, secret, body))
+        return found
+
+    async def _gitlab_owner(self, project_id: str, token: str) -> str | None:
+        """The active GitLab integration whose repository ``project_id`` has this token."""
+        cached = self._gitlab.get(project_id)
+        refreshed = False
+        if cached is None or not self._fresh(cached):
+            cached = await self._load_gitlab(project_id)
+            refreshed = True
+        found = _signer(cached, lambda secret: token_matches(token, secret))
+        if found is None and not refreshed:
+            found = _signer(
+                await self._load_gitlab(project_id), lambda secret: token_matches(token, secret)
+            )
+        return found
+
+    async def _load_gitlab(self, project_id: str) -> _Secrets:
+        loaded = self._opened(await self._store.webhooks.gitlab_secrets(project_id))
+        self._gitlab[project_id] = loaded
+        self._gitlab.move_to_end(project_id)
+        while len(self._gitlab) > GITLAB_CACHE_ENTRIES:
+            self._gitlab.popitem(last=False)
+        return loaded
+
+    # -- the worker's side -------------------------------------------------------------
+
+    async def drain(self) -> float | None:
+        """Process every due delivery; seconds until the next falls due, or None."""
+        try:
+            while True:
+                batch = await self._store.webhooks.lease(self._clock.now(), LEASE_BATCH)
+                for delivery in batch:
+                    await self._process(delivery)
+                if len(batch) < LEASE_BATCH:
+                    break
+            due = await self._store.webhooks.next_due()
+        except StoreError:
+            return float(RETRY_SECONDS)  # the store logged the cause; look again later
+        return None if due is None else float(max(0, due - self._clock.now()))
+
+    async def _process(self, delivery: Delivery) -> None:
+        mapped = map_event(delivery.provider, delivery.event, delivery.payload)
+        if isinstance(mapped, Ignored):
+            await self._finish(delivery, DeliveryStatus.IGNORED, mapped.reason)
+            return
+        try:
+            reason = await self._build(delivery, mapped)
+        except (ApiError, ActorError) as exc:
+            log.warning("webhook delivery %s failed: %s", delivery.id, exc)
+            await self._store.webhooks.retry(delivery.id, str(exc), self._clock.now())
+            return
+        status = DeliveryStatus.PROCESSED if reason is None else DeliveryStatus.IGNORED
+        await self._finish(delivery, status, reason)
+
+    async def _finish(self, delivery: Delivery, status: DeliveryStatus, reason: str | None) -> None:
+        await self._store.webhooks.finish(delivery.id, status.value, reason, self._clock.now())
+
+    async def _build(self, delivery: Delivery, trigger: Trigger) -> str | None:
+        """One build per matching pipeline; the reason when nothing could match."""
+        if trigger.branch is None and trigger.commit_sha is None:
+            return "the event names neither a branch nor a commit"
+        targets = await self._store.webhooks.targets(
+            delivery.integration_id, trigger.full_name, trigger.external_id
+        )
+        if not targets:
+            return "no project is linked to this repository under the integration"
+        for project, pipelines in targets:
+            for pipeline in pipelines:
+                if not pipeline_matches(pipeline.trigger_config, trigger.event, trigger.branch):
+                    continue
+                if not await self._store.webhooks.claim(
+                    delivery.id, pipeline.id, self._clock.now()
+                ):
+                    continue  # built by an earlier attempt
+                try:
+                    build = await self._builds.trigger_from_webhook(
+                        project,
+                        pipeline,
+                        commit_sha=trigger.commit_sha,
+                        branch=trigger.branch,
+                        event=trigger.event,
+                        actor=trigger.actor,
+                    )
+                except (ApiError, ActorError):
+                    await self._store.webhooks.settle_claim(delivery.id, pipeline.id, None)
+                    raise
+                await self._store.webhooks.settle_claim(delivery.id, pipeline.id, build.id)
+        return None
+
+
+def _signer(secrets: _Secrets, matches: Callable[[str], bool]) -> str | None:
+    """The first integration whose secret ``matches``; every secret is compared."""
+    found: str | None = None
+    for integration_id, secret in secrets.found:
+        if matches(secret) and found is None:
+            found = integration_id
+    return found

@@ -1,0 +1,292 @@
+"""GitHub and GitLab on loopback: a thread serving the providers' documented responses.
+
+The real :class:`oore.services.scm.ScmClient` talks to it with only its base URLs changed:
+GitHub's API lives under ``/gh-api`` and its web pages under ``/gh-web``; GitLab lives at
+the root (``host_url`` = the server's origin, allowed over http because it is a loopback
+IP). Every request is recorded so tests can check method, path, headers and body; the
+GitHub App JWT is verified with the app's public key.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from oore.services.scm import ScmConfig
+from tests.loopback_http import serving
+
+STOP_TIMEOUT = 5.0
+APP_ID = 424242
+APP_SLUG = "oore-ci-test"
+INSTALLATION_ID = 31337
+GITLAB_TOKEN = "glpat-loopback-token-0123456789"
+GITLAB_OAUTH_TOKEN = "gitlab-oauth-access-token-0123456789"
+CLIENT_SECRET = "github-client-secret-0123456789abcdef"
+WEBHOOK_SECRET = "github-webhook-secret-0123456789abcdef"
+INSTALLATION_TOKEN = "ghs_installation_token_0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeScm:
+    """What the loopback providers answer; tests flip the ``*_fault`` fields.
+
+    Faults: ``"reject"`` (HTTP 401), ``"broken"`` (HTTP 500), ``"garbage"`` (not JSON),
+    and ``hold``: while set up, every request waits for it (a provider that hangs).
+    """
+
+    base: str = ""
+    key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, private=True))
+    github_fault: str | None = None
+    gitlab_fault: str | None = None
+    hold: threading.Event | None = None
+    requests: list[Recorded] = field(default_factory=list)
+    github_repos: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {
+                "id": 1001,
+                "node_id": "R_1001",
+                "name": "app",
+                "full_name": "acme/app",
+                "private": True,
+                "default_branch": "main",
+                "owner": {"login": "acme", "avatar_url": "https://avatars.example/acme"},
+                "html_url": "https://github.com/acme/app",
+            },
+            {
+                "id": 1002,
+                "node_id": "R_1002",
+                "name": "lib",
+                "full_name": "acme/lib",
+                "private": False,
+                "default_branch": "trunk",
+                "owner": {"login": "acme", "avatar_url": "https://avatars.example/acme"},
+                "html_url": "https://github.com/acme/lib",
+            },
+        ]
+    )
+    gitlab_projects: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {
+                "id": 100 + n,
+                "name": f"svc{n}",
+                "path_with_namespace": f"group/svc{n}",
+                "default_branch": "main",
+                "visibility": "public" if n == 0 else "private",
+                "avatar_url": None,
+                "web_url": f"https://gitlab.example/group/svc{n}",
+            }
+            for n in range(3)
+        ]
+    )
+
+    @property
+    def scm_config(self) -> ScmConfig:
+        return ScmConfig(github_api_url=f"{self.base}/gh-api", github_web_url=f"{self.base}/gh-web")
+
+    def seen(self, path: str) -> list[Recorded]:
+        return [r for r in self.requests if r.path == path]
+
+    def app_jwt_claims(self, request: Recorded) -> dict[str, Any]:
+        """The verified claims of the app JWT a request carried."""
+        header = request.headers.get("authorization", "")
+        assert header.startswith("Bearer "), header
+        token = jwt.decode(header[len("Bearer ") :], self.key, algorithms=["RS256"])
+        return dict(token.claims)
+
+    # -- GitHub --------------------------------------------------------------------------
+
+    def _app_authorized(self, request: Recorded) -> bool:
+        try:
+            claims = self.app_jwt_claims(request)
+        except (AssertionError, ValueError, Exception):
+            return False
+        return claims.get("iss") == str(APP_ID)
+
+    def github(self, request: Recorded) -> tuple[int, Any, dict[str, str]]:
+        path = request.path[len("/gh-api") :]
+        if self.github_fault == "reject" and not path.startswith("/app-manifests/"):
+            return 401, {"message": "Bad credentials"}, {}
+        if self.github_fault == "broken":
+            return 500, {"message": "Server Error"}, {}
+        if path.startswith("/app-manifests/") and request.method == "POST":
+            code = path.split("/")[2]
+            if code != "good-code":
+                return 404, {"message": "Not Found"}, {}
+            pem = self.key.as_pem(private=True).decode()
+            return (
+                201,
+                {
+                    "id": APP_ID,
+                    "slug": APP_SLUG,
+                    "node_id": "A_1",
+                    "owner": {"login": "acme", "id": 7, "type": "Organization"},
+                    "name": "oore-ci",
+                    "description": None,
+                    "external_url": "https://ci.example.com",
+                    "html_url": f"https://github.com/apps/{APP_SLUG}",
+                    "created_at": "2026-01-01T00:00:00Z",
+                    "updated_at": "2026-01-01T00:00:00Z",
+                    "client_id": "Iv1.0123456789abcdef",
+                    "client_secret": CLIENT_SECRET,
+                    "webhook_secret": WEBHOOK_SECRET,
+                    "pem": pem,
+                },
+                {},
+            )
+        if path == "/app/installations" and request.method == "GET":
+            if not self._app_authorized(request):
+                return 401, {"message": "A JSON web token could not be decoded"}, {}
+            return (
+                200,
+                [
+                    {
+                        "id": INSTALLATION_ID,
+                        "account": {"login": "acme", "id": 7, "type": "Organization"},
+                        "app_id": APP_ID,
+                        "target_type": "Organization",
+                        "repository_selection": "selected",
+                    }
+                ],
+                {},
+            )
+        if path == f"/app/installations/{INSTALLATION_ID}/access_tokens":
+            if not self._app_authorized(request):
+                return 401, {"message": "A JSON web token could not be decoded"}, {}
+            return 201, {"token": INSTALLATION_TOKEN, "expires_at": "2030-01-01T00:00:00Z"}, {}
+        if path == "/installation/repositories":
+            if request.headers.get("authorization") != f"Bearer {INSTALLATION_TOKEN}":
+                return 401, {"message": "Bad credentials"}, {}
+            return (
+                200,
+                {"total_count": len(self.github_repos), "repositories": self.github_repos},
+                {},
+            )
+        return 404, {"message": "Not Found"}, {}
+
+    # -- GitLab --------------------------------------------------------------------------
+
+    def _gitlab_authorized(self, request: Recorded) -> bool:
+        return request.headers.get("private-token") == GITLAB_TOKEN or (
+            request.headers.get("authorization") == f"Bearer {GITLAB_OAUTH_TOKEN}"
+        )
+
+    def gitlab(self, request: Recorded) -> tuple[int, Any, dict[str, str]]:
+        path = request.path
+        if self.gitlab_fault == "broken":
+            return 500, {"message": "500 Internal Server Error"}, {}
+        if path == "/api/v4/version":
+            if not self._gitlab_authorized(request):
+                return 401, {"message": "401 Unauthorized"}, {}
+            return 200, {"version": "17.0.1-ee", "revision": "abc1234"}, {}
+        if path == "/oauth/token" and request.method == "POST":
+            form = dict(parse_qsl(request.body.decode()))
+            if form.get("code") != "gitlab-code":
+                return 400, {"error": "invalid_grant"}, {}
+            return (
+                200,
+                {
+                    "access_token": GITLAB_OAUTH_TOKEN,
+                    "token_type": "Bearer",
+                    "expires_in": 7200,
+                    "refresh_token": "gitlab-refresh-token-0123456789",
+                    "scope": "read_api read_repository",
+                    "created_at": 1_800_000_000,
+                },
+                {},
+            )
+        if self.gitlab_fault == "reject" or not self._gitlab_authorized(request):
+            return 401, {"message": "401 Unauthorized"}, {}
+        if self.gitlab_fault == "garbage":
+            return 200, "<html>not json</html>", {}
+        if path == "/api/v4/user":
+            return (
+                200,
+                {
+                    "id": 55,
+                    "username": "jane",
+                    "name": "Jane Doe",
+                    "state": "active",
+                    "avatar_url": None,
+                    "web_url": "https://gitlab.example/jane",
+                },
+                {},
+            )
+        if path == "/api/v4/projects":
+            per_page = int(request.query.get("per_page", "20"))
+            page = int(request.query.get("page", "1"))
+            # Two projects a page, whatever was asked, to exercise X-Next-Page.
+            size = min(per_page, 2)
+            chunk = self.gitlab_projects[(page - 1) * size : page * size]
+            more = page * size < len(self.gitlab_projects)
+            headers = {
+                "X-Page": str(page),
+                "X-Per-Page": str(size),
+                "X-Next-Page": str(page + 1) if more else "",
+                "X-Total": str(len(self.gitlab_projects)),
+            }
+            return 200, chunk, headers
+        return 404, {"message": "404 Not Found"}, {}
+
+
+def _handler(scm: FakeScm) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _answer(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length", "0"))
+            request = Recorded(
+                method=self.command,
+                path=parts.path,
+                query=dict(parse_qsl(parts.query)),
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=self.rfile.read(length) if length else b"",
+            )
+            scm.requests.append(request)
+            if scm.hold is not None:
+                scm.hold.wait(STOP_TIMEOUT)  # a hanging provider; the client must give up
+            if parts.path.startswith("/gh-api/"):
+                status, body, headers = scm.github(request)
+            else:
+                status, body, headers = scm.gitlab(request)
+            raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        do_GET = _answer
+        do_POST = _answer
+
+    return Handler
+
+
+@pytest.fixture
+def fake_scm() -> Iterator[FakeScm]:
+    """GitHub and GitLab on 127.0.0.1 (a thread), shut down after the test."""
+    scm = FakeScm()
+    with serving(_handler(scm)) as base:
+        scm.base = base
+        yield scm
