@@ -63,12 +63,11 @@ class ApiTokens:
         if token.user_id != session.user.id:
             details["user_id"] = token.user_id
         await self._audit.submit_one(
-            AuditEntry(
-                actor_id=session.user.id,
-                actor_email=session.user.email,
-                action=action,
-                resource_type="api_token",
-                resource_id=token.id,
+            AuditEntry.by(
+                session.user,
+                action,
+                "api_token",
+                token.id,
                 details=details,
                 client_ip=client_ip,
                 created_at=now,

@@ -192,15 +192,13 @@ class ArtifactStorageService:
         await self._store.artifacts.save_storage_settings(row)
         await self.reload()
         await self._audit.submit_one(
-            AuditEntry(
-                session.user.id,
-                session.user.email,
+            AuditEntry.by(
+                session.user,
                 "artifact_storage_settings_updated",
                 "instance_settings",
                 "artifact_storage",
-                {"provider": provider.value},
-                None,
-                now,
+                details={"provider": provider.value},
+                created_at=now,
             )
         )
         return view_of_row(row)

@@ -152,15 +152,13 @@ class ArtifactTokens:
         self, session: Session | None, action: str, resource_id: str, details: dict[str, Any]
     ) -> None:
         await self._audit.submit_one(
-            AuditEntry(
-                None if session is None else session.user.id,
-                None if session is None else session.user.email,
+            AuditEntry.by(
+                None if session is None else session.user,
                 action,
                 "artifact",
                 resource_id,
-                details,
-                None,
-                self._clock.now(),
+                details=details,
+                created_at=self._clock.now(),
             )
         )
 

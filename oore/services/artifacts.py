@@ -279,15 +279,13 @@ class Artifacts:
             raise Gone("artifact_expired", "The artifact has expired")
         url = await self.storage.backend.download_url(stored_object(artifact))
         await self._audit.submit_one(
-            AuditEntry(
-                session.user.id,
-                session.user.email,
+            AuditEntry.by(
+                session.user,
                 "artifact_download_link_generated",
                 "artifact",
                 artifact.id,
-                {"build_id": artifact.build_id, "name": artifact.name},
-                None,
-                now,
+                details={"build_id": artifact.build_id, "name": artifact.name},
+                created_at=now,
             )
         )
         return DownloadLink(url, now + DOWNLOAD_URL_TTL)

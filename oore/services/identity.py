@@ -71,13 +71,11 @@ class Identity:
         now: int,
     ) -> None:
         await self._audit.submit_one(
-            AuditEntry(
-                actor_id=user.id if user else None,
-                actor_email=user.email if user else None,
-                action=action,
-                resource_type=resource_type,
-                resource_id=user.id if user and resource_type == "user" else None,
-                details=None,
+            AuditEntry.by(
+                user,
+                action,
+                resource_type,
+                user.id if user and resource_type == "user" else None,
                 client_ip=client_ip,
                 created_at=now,
             )

@@ -183,14 +183,12 @@ class Integrations:
         self, user: User, action: str, resource_id: str, details: dict[str, Any] | None
     ) -> None:
         await self._audit.submit_one(
-            AuditEntry(
-                actor_id=user.id,
-                actor_email=user.email,
-                action=action,
-                resource_type="integration",
-                resource_id=resource_id,
+            AuditEntry.by(
+                user,
+                action,
+                "integration",
+                resource_id,
                 details=details,
-                client_ip=None,
                 created_at=self._clock.now(),
             )
         )

@@ -5,7 +5,7 @@ database, and replaced at once when the settings are saved."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import trio
@@ -38,11 +38,12 @@ class Network:
         self._store = store
         self._defaults = defaults
         self._saving = trio.Lock()
-        self.allowed_origins: tuple[str, ...] = with_local_defaults(defaults.allowed_origins)
-        self.public_url: str | None = defaults.public_url
-        self.artifact_delivery_url: str | None = defaults.artifact_delivery_url
-        self.source: Source = defaults.source
-        self.updated_at: int | None = None
+        self.allowed_origins: tuple[str, ...]
+        self.public_url: str | None
+        self.artifact_delivery_url: str | None
+        self.source: Source
+        self.updated_at: int | None
+        self._apply(None)
 
     async def reload(self) -> None:
         """Take the saved row if there is one, else the defaults."""
@@ -53,14 +54,7 @@ class Network:
         """Store the settings and put them in force before returning."""
         async with self._saving:
             await self._store.settings.save_network(settings, now)
-            self._apply(
-                NetworkSettings(
-                    settings.public_url,
-                    settings.artifact_delivery_url,
-                    settings.allowed_origins,
-                    now,
-                )
-            )
+            self._apply(replace(settings, updated_at=now))
 
     def _apply(self, row: NetworkSettings | None) -> None:
         if row is None:

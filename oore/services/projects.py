@@ -160,17 +160,9 @@ class Projects:
         details: dict[str, Any] | None,
         now: int,
     ) -> None:
-        user = session.user
         await self._audit.submit_one(
-            AuditEntry(
-                actor_id=user.id,
-                actor_email=user.email,
-                action=action,
-                resource_type=resource_type,
-                resource_id=resource_id,
-                details=details,
-                client_ip=None,
-                created_at=now,
+            AuditEntry.by(
+                session.user, action, resource_type, resource_id, details=details, created_at=now
             )
         )
 

@@ -85,16 +85,7 @@ class Runners:
     async def _record(self, action: str, session: Session | None, runner_id: str) -> None:
         user = session.user if session else None
         await self._audit.submit_one(
-            AuditEntry(
-                actor_id=user.id if user else None,
-                actor_email=user.email if user else None,
-                action=action,
-                resource_type="runner",
-                resource_id=runner_id,
-                details=None,
-                client_ip=None,
-                created_at=self._clock.now(),
-            )
+            AuditEntry.by(user, action, "runner", runner_id, created_at=self._clock.now())
         )
 
     # -- runner credentials ----------------------------------------------------------
@@ -252,15 +243,12 @@ class Runners:
             now=now,
         )
         await self._audit.submit_one(
-            AuditEntry(
-                session.user.id,
-                session.user.email,
+            AuditEntry.by(
+                session.user,
                 "runner_enrollment_token_created",
                 "runner_enrollment_token",
                 created.id,
-                None,
-                None,
-                now,
+                created_at=now,
             )
         )
         return created, token
@@ -276,15 +264,12 @@ class Runners:
         if revoked is None:
             raise NotFound("not_found", "Enrollment token not found")
         await self._audit.submit_one(
-            AuditEntry(
-                session.user.id,
-                session.user.email,
+            AuditEntry.by(
+                session.user,
                 "runner_enrollment_token_revoked",
                 "runner_enrollment_token",
                 token_id,
-                None,
-                None,
-                now,
+                created_at=now,
             )
         )
         return revoked

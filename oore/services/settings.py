@@ -61,15 +61,14 @@ class InstanceSettings:
         client_ip: str | None,
     ) -> None:
         await self._audit.submit_one(
-            AuditEntry(
-                session.user.id,
-                session.user.email,
+            AuditEntry.by(
+                session.user,
                 action,
                 "instance_settings",
                 resource_id,
-                details,
-                client_ip,
-                self._clock.now(),
+                details=details,
+                client_ip=client_ip,
+                created_at=self._clock.now(),
             )
         )
 

@@ -75,15 +75,14 @@ class Setup:
         details: dict[str, Any] | None = None,
     ) -> None:
         await self._audit.submit_one(
-            AuditEntry(
-                user.id if user else None,
-                user.email if user else None,
+            AuditEntry.by(
+                user,
                 action,
                 resource_type,
                 user.id if user and resource_type == "user" else None,
-                details,
-                client_ip,
-                self._clock.now(),
+                details=details,
+                client_ip=client_ip,
+                created_at=self._clock.now(),
             )
         )
 

@@ -64,12 +64,11 @@ class Users:
         now: int,
     ) -> None:
         await self._audit.submit_one(
-            AuditEntry(
-                actor_id=session.user.id,
-                actor_email=session.user.email,
-                action=action,
-                resource_type="user",
-                resource_id=target.id,
+            AuditEntry.by(
+                session.user,
+                action,
+                "user",
+                target.id,
                 details=details,
                 client_ip=client_ip,
                 created_at=now,

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from oore.domain.users import User
 from oore.store.database import Connection, Database
 
 # Sort keys of GET /v1/audit-logs and the column each one orders by.
@@ -28,6 +29,31 @@ class AuditEntry:
     details: dict[str, Any] | None
     client_ip: str | None
     created_at: int
+
+    @classmethod
+    def by(
+        cls,
+        actor: User | None,
+        action: str,
+        resource_type: str,
+        resource_id: str | None,
+        *,
+        created_at: int,
+        details: dict[str, Any] | None = None,
+        client_ip: str | None = None,
+    ) -> AuditEntry:
+        """An entry recording that ``actor`` (None: the system or an anonymous caller) did
+        ``action`` to a resource."""
+        return cls(
+            actor.id if actor else None,
+            actor.email if actor else None,
+            action,
+            resource_type,
+            resource_id,
+            details,
+            client_ip,
+            created_at,
+        )
 
 
 async def insert_audit(conn: Connection, entries: list[AuditEntry]) -> None:
