@@ -9,9 +9,11 @@ own, never in the server's.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -27,6 +29,7 @@ from bench.harness import (
     split,
     started_daemon,
 )
+from bench.rawhttp import RawConn
 
 MAX_CONCURRENT = 64
 HEALTHZ_SECONDS = 3.0
@@ -37,41 +40,47 @@ def _worker(results: Any, url: str, mode: str, runners: list[tuple[str, str]], a
 
 
 async def _load(url: str, mode: str, runners: list[tuple[str, str]], at: float) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=min(len(runners), 256))
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    """One keep-alive connection per runner (as a real fleet holds), opened before ``at``."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    conns = [await RawConn.open(host, port) for _ in runners]
+    count = 0
+    last = time.time()
+    body = json.dumps({"protocol_version": 4, "wait_seconds": 0}).encode()
+
+    async def healthz(conn: RawConn) -> None:
+        nonlocal count
+        stop = at + HEALTHZ_SECONDS
+        while time.time() < stop:
+            status, _ = await conn.request("GET", "/healthz", "-")
+            if status != 200:
+                raise SystemExit(f"GET /healthz answered {status}")
+            count += 1
+
+    async def claim(conn: RawConn, runner_id: str, token: str) -> None:
+        nonlocal count, last
+        path = f"/v1/runners/{runner_id}/claim"
+        while True:
+            status, reply = await conn.request("POST", path, token, body)
+            if status != 200:
+                raise SystemExit(f"claim answered {status}: {reply[:200]!r}")
+            if "job" not in json.loads(reply):
+                return
+            count += 1
+            last = time.time()
+
+    try:
         await trio.sleep(max(0.0, at - time.time()))
-        count = 0
-        last = time.time()
-
-        async def healthz() -> None:
-            nonlocal count
-            stop = at + HEALTHZ_SECONDS
-            while time.time() < stop:
-                reply = await client.get("/healthz")
-                reply.raise_for_status()
-                count += 1
-
-        async def claim(runner_id: str, token: str) -> None:
-            nonlocal count, last
-            headers = {"Authorization": f"Bearer {token}"}
-            body = {"protocol_version": 4, "wait_seconds": 0}
-            while True:
-                reply = await client.post(
-                    f"/v1/runners/{runner_id}/claim", json=body, headers=headers
-                )
-                reply.raise_for_status()
-                if "job" not in reply.json():
-                    return
-                count += 1
-                last = time.time()
-
         async with trio.open_nursery() as nursery:
-            for runner_id, token in runners:
+            for conn, (runner_id, token) in zip(conns, runners, strict=True):
                 if mode == "claims":
-                    nursery.start_soon(claim, runner_id, token)
+                    nursery.start_soon(claim, conn, runner_id, token)
                 else:
-                    nursery.start_soon(healthz)
-        return {"count": count, "last": last}
+                    nursery.start_soon(healthz, conn)
+    finally:
+        for conn in conns:
+            await conn.aclose()
+    return {"count": count, "last": last}
 
 
 async def _queue(target: Target, count: int) -> None:

@@ -81,11 +81,18 @@ def artifacts_config(settings: Settings, key: bytes) -> ArtifactsConfig:
     )
 
 
+LISTEN_BACKLOG = 4096
+
+
 def hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
     host, port = settings.listen_host, settings.listen_port
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = settings.shutdown_grace_seconds
+    # A fleet reconnecting at once (a daemon restart, a thousand runners starting) opens
+    # more connections than Hypercorn's default backlog of 100 holds; the kernel caps this
+    # at net.core.somaxconn.
+    config.backlog = LISTEN_BACKLOG
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     return config

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -30,6 +30,47 @@ from oore.store.runners import EnrollmentToken, Heartbeat, NewRunner, RunnerChan
 
 CLAIM_COMMIT_DEADLINE = 30.0
 MAX_ENROLLMENT_TTL = 365 * 24 * 3600
+KNOWN_RUNNERS = 65_536  # runner tokens remembered in memory (a fleet, with room to spare)
+
+
+class KnownRunners:
+    """Runners by token hash, so the runner protocol's hot calls skip a query each.
+
+    This daemon is the only writer of runners, and every write that a runner's calls
+    depend on (rename, relabel, resize, drain, delete, a heartbeat's status) passes
+    through :class:`Runners`, which forgets or updates the entry. A lookup that raced
+    with such a write is not remembered (the epoch moved meanwhile).
+    """
+
+    def __init__(self, capacity: int = KNOWN_RUNNERS) -> None:
+        self._capacity = capacity
+        self._by_hash: dict[str, Runner] = {}
+        self._hash_of: dict[str, str] = {}
+        self.epoch = 0
+
+    def get(self, token_hash: str) -> Runner | None:
+        return self._by_hash.get(token_hash)
+
+    def remember(self, token_hash: str, runner: Runner, epoch: int) -> None:
+        if epoch != self.epoch:
+            return
+        if len(self._by_hash) >= self._capacity:
+            oldest = next(iter(self._by_hash))
+            self._hash_of.pop(self._by_hash.pop(oldest).id, None)
+        self._by_hash[token_hash] = runner
+        self._hash_of[runner.id] = token_hash
+
+    def forget(self, runner_id: str) -> None:
+        self.epoch += 1
+        token_hash = self._hash_of.pop(runner_id, None)
+        if token_hash is not None:
+            self._by_hash.pop(token_hash, None)
+
+    def set_status(self, runner_id: str, status: RunnerStatus) -> None:
+        token_hash = self._hash_of.get(runner_id)
+        runner = None if token_hash is None else self._by_hash.get(token_hash)
+        if token_hash is not None and runner is not None and runner.status is not status:
+            self._by_hash[token_hash] = replace(runner, status=status)
 
 
 @dataclass(frozen=True)
@@ -81,6 +122,7 @@ class Runners:
         self._clock = scheduling.clock
         self._identity = identity
         self._audit = audit
+        self._known = KnownRunners()
 
     async def _record(self, action: str, session: Session | None, runner_id: str) -> None:
         user = session.user if session else None
@@ -97,9 +139,14 @@ class Runners:
         token = parse_bearer(authorization)
         if token is None or not looks_like_token(token):
             raise Unauthorized("invalid_token", "Runner token is invalid")
-        runner = await self._store.runners.by_token(hash_token(token))
+        digest = hash_token(token)
+        runner = self._known.get(digest)
         if runner is None:
-            raise Unauthorized("invalid_token", "Runner token is invalid")
+            epoch = self._known.epoch
+            runner = await self._store.runners.by_token(digest)
+            if runner is None:
+                raise Unauthorized("invalid_token", "Runner token is invalid")
+            self._known.remember(digest, runner, epoch)
         if runner.id != runner_id:
             raise Forbidden("runner_mismatch", "The token belongs to another runner")
         await self._scheduling.runner_seen(runner.id)
@@ -191,7 +238,11 @@ class Runners:
             max_concurrent=max_concurrent,
             draining=draining,
         )
-        updated = await self._store.runners.update(runner_id, changes, self._clock.now())
+        self._known.forget(runner_id)
+        try:
+            updated = await self._store.runners.update(runner_id, changes, self._clock.now())
+        finally:
+            self._known.forget(runner_id)
         if updated is None:
             raise NotFound("not_found", "Runner not found")
         before, after = updated
@@ -207,7 +258,12 @@ class Runners:
 
     async def delete(self, session: Session, runner_id: str) -> None:
         require(session.user.role, Resource.RUNNERS, Action.DELETE)
-        if not await self._store.runners.delete(runner_id):
+        self._known.forget(runner_id)
+        try:
+            deleted = await self._store.runners.delete(runner_id)
+        finally:
+            self._known.forget(runner_id)
+        if not deleted:
             raise NotFound("not_found", "Runner not found")
         await self._record("runner_deleted", session, runner_id)
 
@@ -286,6 +342,7 @@ class Runners:
         await self._scheduling.heartbeats.submit_one(
             Heartbeat(runner.id, parsed, caps, self._clock.now())
         )
+        self._known.set_status(runner.id, parsed)
 
     async def claim(self, runner: Runner, protocol_version: int, wait_seconds: float) -> Job | None:
         """The oldest eligible build, committed to this runner; None after ``wait_seconds``."""

@@ -86,6 +86,15 @@ def _json_loads(value: str) -> Any:
     return json.loads(value)
 
 
+async def _keep_session(conn: Connection) -> None:
+    """Release without asyncpg's default reset query, a round trip per acquire.
+
+    The store sets no session state: no ``SET`` outside a transaction, no ``LISTEN``,
+    advisory locks only transaction-scoped. An open transaction is still rolled back by
+    the pool before this runs.
+    """
+
+
 @asynccontextmanager
 async def open_database(url: str, *, pool_size: int = 10) -> AsyncIterator[Database]:
     """Connect a pool (on a fresh bridge) and close it on exit; StoreError if unreachable."""
@@ -97,6 +106,7 @@ async def open_database(url: str, *, pool_size: int = 10) -> AsyncIterator[Datab
                 min_size=min(2, pool_size),
                 max_size=pool_size,
                 init=_init_connection,
+                reset=_keep_session,
                 command_timeout=60,
             )
 

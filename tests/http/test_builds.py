@@ -218,6 +218,49 @@ async def test_max_concurrent_and_drain_limit_what_a_runner_gets(setup: Setup) -
     assert failed["events"][-1]["reason"] == "tests failed"
 
 
+async def test_a_runner_is_judged_by_its_current_record_not_a_remembered_one(
+    setup: Setup,
+) -> None:
+    # Each change lands after the runner has made calls (so its token is remembered).
+    build = await setup.trigger()
+    runner = await setup.runner(labels=["linux"])
+    assert await runner.claim() is not None
+    await runner.report(build["id"], "running")
+    await runner.report(build["id"], "succeeded", exit_code=0)
+    beat = f"/v1/runners/{runner.id}/heartbeat"
+    reply = await setup.api.post(beat, json={"status": "draining"}, token=runner.token)
+    assert reply.status == 204
+    await setup.trigger()
+    assert await runner.claim() is None
+    reply = await setup.api.post(beat, json={"status": "online"}, token=runner.token)
+    assert reply.status == 204
+    second = await runner.claim()
+    assert second is not None
+    await runner.report(second["build_id"], "running")
+    await runner.report(second["build_id"], "succeeded", exit_code=0)
+    renamed = await setup.api.call(
+        "PATCH", f"/v1/runners/{runner.id}", json={"max_concurrent": 2}, token=setup.token
+    )
+    assert renamed.body["runner"]["max_concurrent"] == 2
+    await setup.trigger()
+    await setup.trigger()
+    assert await runner.claim() is not None
+    assert await runner.claim() is not None
+
+
+async def test_a_deleted_runner_token_stops_working_at_once(setup: Setup) -> None:
+    runner = await setup.runner()
+    assert await runner.claim() is None
+    gone = await setup.api.call("DELETE", f"/v1/runners/{runner.id}", token=setup.token)
+    assert gone.status == 204
+    reply = await setup.api.post(
+        f"/v1/runners/{runner.id}/claim",
+        json={"protocol_version": 4, "wait_seconds": 0},
+        token=runner.token,
+    )
+    assert (reply.status, reply.code) == (401, "invalid_token")
+
+
 async def test_a_lost_runner_gives_its_build_back_then_fails_it_after_three_attempts(
     setup: Setup,
 ) -> None:
