@@ -1,6 +1,7 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
-Scenarios: claims, fleet, logs, memory, peers (needs the ``bench`` extra: pgqueuer), pickup.
+Scenarios: claims, fleet, logs, memory, peers (needs the ``bench`` extra: pgqueuer), pickup;
+``all`` runs every one of them at the issue's sizes, one after another.
 Each prints a table of medians (min..max over its repetitions) and writes
 bench/results/<scenario>.json. ``python -m bench <scenario> --help`` lists its options.
 """
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import claims, fleet, logs, memory, pickup
+from bench import claims, fleet, logs, memory, pickup, suite
 
 
 def _peers(argv: list[str] | None) -> dict[str, Any]:
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "peers": _peers,
     "pickup": pickup.main,
 }
+SCENARIOS["all"] = lambda argv: suite.main(SCENARIOS, argv)
 
 
 def main(argv: list[str]) -> int:

@@ -9,7 +9,6 @@ own, never in the server's.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from functools import partial
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from bench.channel import TRANSPORTS, RunnerLink, open_link
 from bench.harness import (
     Target,
     done_progress,
@@ -33,6 +33,7 @@ from bench.rawhttp import RawConn
 
 MAX_CONCURRENT = 64
 HEALTHZ_SECONDS = 3.0
+START = 3.0  # seconds for the load processes to start
 
 
 def _worker(results: Any, url: str, mode: str, runners: list[tuple[str, str]], at: float) -> None:
@@ -40,13 +41,10 @@ def _worker(results: Any, url: str, mode: str, runners: list[tuple[str, str]], a
 
 
 async def _load(url: str, mode: str, runners: list[tuple[str, str]], at: float) -> dict[str, Any]:
-    """One keep-alive connection per runner (as a real fleet holds), opened before ``at``."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    conns = [await RawConn.open(host, port) for _ in runners]
+    """``mode``: ``healthz``, or a transport: each runner on a link of its own (as a real
+    fleet holds them), opened before ``at``, claiming until it gets nothing."""
     count = 0
     last = time.time()
-    body = json.dumps({"protocol_version": 4, "wait_seconds": 0}).encode()
 
     async def healthz(conn: RawConn) -> None:
         nonlocal count
@@ -57,29 +55,32 @@ async def _load(url: str, mode: str, runners: list[tuple[str, str]], at: float) 
                 raise SystemExit(f"GET /healthz answered {status}")
             count += 1
 
-    async def claim(conn: RawConn, runner_id: str, token: str) -> None:
+    async def claim(link: RunnerLink) -> None:
         nonlocal count, last
-        path = f"/v1/runners/{runner_id}/claim"
-        while True:
-            status, reply = await conn.request("POST", path, token, body)
-            if status != 200:
-                raise SystemExit(f"claim answered {status}: {reply[:200]!r}")
-            if "job" not in json.loads(reply):
-                return
+        while await link.claim() is not None:
             count += 1
             last = time.time()
 
-    try:
-        await trio.sleep(max(0.0, at - time.time()))
-        async with trio.open_nursery() as nursery:
-            for conn, (runner_id, token) in zip(conns, runners, strict=True):
-                if mode == "claims":
-                    nursery.start_soon(claim, conn, runner_id, token)
-                else:
-                    nursery.start_soon(healthz, conn)
-    finally:
-        for conn in conns:
-            await conn.aclose()
+    async with trio.open_nursery() as readers:
+        if mode == "healthz":
+            parts = urlsplit(url)
+            host, port = parts.hostname or "127.0.0.1", parts.port or 80
+            links: list[Any] = [await RawConn.open(host, port) for _ in runners]
+        else:
+            links = [
+                await open_link(mode, readers, url, runner_id, token)
+                for runner_id, token in runners
+            ]
+        try:
+            if time.time() > at:
+                raise SystemExit("the links took longer to open than the start allowed")
+            await trio.sleep(at - time.time())
+            async with trio.open_nursery() as nursery:
+                for link in links:
+                    nursery.start_soon(healthz if mode == "healthz" else claim, link)
+        finally:
+            for link in links:
+                await link.aclose()
     return {"count": count, "last": last}
 
 
@@ -120,13 +121,15 @@ def queue_fleet(target: Target, runners: int, builds: int) -> list[tuple[str, st
     return fleet
 
 
-def drain(target: Target, fleet: list[tuple[str, str]], builds: int, procs: int) -> float:
-    """Every runner of ``fleet`` claims until none of the ``builds`` queued is left, from
-    ``procs`` load processes; durable claims per second."""
-    progress(f"{len(fleet)} runners claiming {builds} builds")
-    at = time.time() + 1.0
+def drain(
+    target: Target, fleet: list[tuple[str, str]], builds: int, procs: int, transport: str
+) -> float:
+    """Every runner of ``fleet`` claims over ``transport`` until none of the ``builds``
+    queued is left, from ``procs`` load processes; durable claims per second."""
+    progress(f"{len(fleet)} runners claiming {builds} builds over {transport}")
+    at = time.time() + START + len(fleet) / 200  # every link open by then
     claimed = run_processes(
-        _worker, [(target.url, "claims", part, at) for part in split(fleet, procs)]
+        _worker, [(target.url, transport, part, at) for part in split(fleet, procs)]
     )
     total: int = sum(r["count"] for r in claimed)
     if total != builds:
@@ -136,14 +139,16 @@ def drain(target: Target, fleet: list[tuple[str, str]], builds: int, procs: int)
     return total / took
 
 
-def repetition(target: Target, runners: int, builds: int, procs: int) -> dict[str, float]:
+def repetition(
+    target: Target, runners: int, builds: int, procs: int, transport: str
+) -> dict[str, float]:
     fleet = queue_fleet(target, runners, builds)
     progress("trivial endpoint rate")
-    at = time.time() + 1.0
+    at = time.time() + START
     loads = split([("", "")] * min(runners, 64 * procs), procs)
     healthz = run_processes(_worker, [(target.url, "healthz", part, at) for part in loads])
     healthz_rate = sum(r["count"] for r in healthz) / HEALTHZ_SECONDS
-    rate = drain(target, fleet, builds, procs)
+    rate = drain(target, fleet, builds, procs, transport)
     return {
         "claims_per_s": rate,
         "healthz_per_s": healthz_rate,
@@ -157,12 +162,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--builds", type=int, default=50_000)
     parser.add_argument("--procs", type=int, default=2, help="load processes")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
+    )
     args = parser.parse_args(argv)
-    with started_daemon() as server:
-        target = prepare(server)
-        runs = [
-            repetition(target, args.runners, args.builds, args.procs) for _ in range(args.repeat)
-        ]
-    params = {"runners": args.runners, "builds": args.builds, "procs": args.procs}
+    runs = []
+    for _ in range(args.repeat):
+        # A fresh daemon each time: the builds claimed before are still assigned, and
+        # their assignment timeout would hand them out again in a later repetition.
+        with started_daemon() as server:
+            target = prepare(server)
+            runs.append(repetition(target, args.runners, args.builds, args.procs, args.transport))
+    params = {
+        "runners": args.runners,
+        "builds": args.builds,
+        "procs": args.procs,
+        "transport": args.transport,
+    }
     report("claims", params, runs)
     return {"params": params, "runs": runs}

@@ -10,9 +10,11 @@ answered), the daemon's CPU in cores over the steady window (from ``--interval``
 the start to the end, from /proc/<pid>/stat), the embedded PostgreSQL's CPU likewise
 (its postmaster and children; absent with an external database), and the load processes'
 own CPU. The runners are registered once (concurrently) and beat in every repetition.
-The load runs in ``--procs`` processes of its own, never in the server's, as bare
-HTTP/1.1 over ``--connections`` keep-alive connections per process (0: each runner its
-own connection, opened again once the server's 5 s keep-alive may have closed it).
+The load runs in ``--procs`` processes of its own, never in the server's: each runner on
+its channel (``--transport channel``, a WebSocket held open, what oore's agent does), or
+as bare HTTP/1.1 over ``--connections`` keep-alive connections per process (0: each
+runner its own connection, opened again once the server's 5 s keep-alive may have closed
+it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any
 import trio
 
 from bench import procfs
+from bench.channel import FAILURES as LINK_FAILURES
+from bench.channel import TRANSPORTS, Refused, RunnerLink, open_link
 from bench.harness import (
     Server,
     done_progress,
@@ -46,6 +50,8 @@ from bench.rawhttp import FAILURES, RawConn
 BODY = json.dumps({"status": "online"}).encode()
 KEEP_ALIVE = 4.0  # seconds a connection of its own is kept idle (hypercorn closes at 5)
 LATE = 1.0  # seconds behind its schedule that makes a heartbeat late
+OPEN_AT_ONCE = 64  # channels a load process opens concurrently
+CHANNELS_OPENED_PER_S = 200  # per load process, what the start allows for (a lower bound)
 
 
 def _worker(
@@ -57,8 +63,10 @@ def _worker(
     stop: float,
     interval: float,
     connections: int,
+    transport: str,
 ) -> None:
-    results.put(trio.run(_beat, url, runners, at, window, stop, interval, connections))
+    beat = _beat if transport == "http" else _beat_on_channels
+    results.put(trio.run(beat, url, runners, at, window, stop, interval, connections))
 
 
 async def _beat(
@@ -140,6 +148,67 @@ async def _beat(
     }
 
 
+async def _beat_on_channels(
+    url: str,
+    runners: list[tuple[str, str]],
+    at: float,
+    window: float,
+    stop: float,
+    interval: float,
+    _connections: int,
+) -> dict[str, Any]:
+    """Like :func:`_beat`, each runner on a channel of its own, opened before ``at`` and
+    held to the end."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    wall_before = time.monotonic()
+    latencies: list[float] = []
+    counts = {"sent": 0, "failed": 0, "late": 0, "answered_in_window": 0}
+    offset = trio.current_time() - time.time()  # wall clock -> trio clock
+    gate = trio.Semaphore(OPEN_AT_ONCE)
+
+    async def runner(link: RunnerLink) -> None:
+        due = at + random.random() * interval
+        while due < stop:
+            await trio.sleep_until(due + offset)
+            began = time.perf_counter()
+            counts["late"] += time.time() - due > LATE
+            try:
+                await link.heartbeat()
+            except (*LINK_FAILURES, Refused):
+                counts["failed"] += 1
+            counts["sent"] += 1
+            counts["answered_in_window"] += window <= time.time() < stop
+            if due >= window:
+                latencies.append(time.perf_counter() - began)
+            due += interval
+
+    async with trio.open_nursery() as readers:
+        links: list[RunnerLink] = []
+
+        async def connect(runner_id: str, token: str) -> None:
+            async with gate:
+                links.append(await open_link("channel", readers, url, runner_id, token))
+
+        async with trio.open_nursery() as opening:
+            for runner_id, token in runners:
+                opening.start_soon(connect, runner_id, token)
+        if time.time() > at:
+            raise SystemExit("the channels took longer to open than the start allowed")
+        async with trio.open_nursery() as nursery:
+            for link in links:
+                nursery.start_soon(runner, link)
+        for link in links:
+            await link.aclose()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "latencies": latencies,
+        **counts,
+        "cpu_cores": (usage.ru_utime + usage.ru_stime - cpu_before)
+        / (time.monotonic() - wall_before),
+    }
+
+
 def repetition(
     server: Server,
     fleet: list[tuple[str, str]],
@@ -147,13 +216,17 @@ def repetition(
     seconds: float,
     procs: int,
     connections: int,
+    transport: str,
 ) -> dict[str, float]:
-    at = time.time() + 2.0  # the load processes start meanwhile
+    at = time.time() + 2.0  # the load processes start (and open their channels) meanwhile
+    if transport == "channel":
+        at += len(fleet) / procs / CHANNELS_OPENED_PER_S
     stop = at + seconds
     window = at + interval if seconds > interval else at  # every runner has beaten once
     results: list[dict[str, Any]] = []
     args = [
-        (server.url, part, at, window, stop, interval, connections) for part in split(fleet, procs)
+        (server.url, part, at, window, stop, interval, connections, transport)
+        for part in split(fleet, procs)
     ]
     loader = threading.Thread(target=lambda: results.extend(run_processes(_worker, args)))
     loader.start()
@@ -206,7 +279,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--connections",
         type=int,
         default=64,
-        help="keep-alive connections per load process (0: one per runner)",
+        help="over HTTP: keep-alive connections per load process (0: one per runner)",
+    )
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
     )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
@@ -217,7 +293,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if procfs.postmaster_pid(server.pid) is None:
             print("\nno embedded PostgreSQL found: its CPU is not reported")
         runs = [
-            repetition(server, fleet, args.interval, args.seconds, args.procs, args.connections)
+            repetition(
+                server,
+                fleet,
+                args.interval,
+                args.seconds,
+                args.procs,
+                args.connections,
+                args.transport,
+            )
             for _ in range(args.repeat)
         ]
     params = {
@@ -226,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": args.seconds,
         "procs": args.procs,
         "connections": args.connections,
+        "transport": args.transport,
     }
     report("fleet", params, runs)
     return {"params": params, "runs": runs}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import queue
 import re
 import shutil
 import statistics
@@ -188,7 +189,17 @@ def run_processes(
     procs = [context.Process(target=target, args=(results, *a)) for a in args]
     for proc in procs:
         proc.start()
-    gathered = [results.get(timeout=3600) for _ in procs]
+    gathered: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 3600
+    while len(gathered) < len(procs):
+        try:
+            gathered.append(results.get(timeout=1.0))
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for proc in procs:
+                    proc.kill()
+                raise SystemExit("a load process failed (its error is above)") from None
     for proc in procs:
         proc.join(timeout=30)
     return gathered

@@ -3,9 +3,10 @@
 Each repetition starts a fresh ``oored`` with one running build and registers N runners,
 then reads the daemon's VmRSS (/proc/<pid>/status) once it is idle (``baseline``). A
 load process then makes each runner heartbeat once and park a long-poll claim
-(``wait_seconds``: 60, parked again whenever it is answered empty), and holds them: RSS
-again. Then it opens V idle SSE viewers of the running build's log (the owner's session;
-nothing is appended, so they only get keep-alive comments) and holds them too: RSS again.
+(``wait_seconds``: 60, parked again whenever it is answered empty), over its channel or
+over HTTP (``--transport``), and holds them: RSS again. Then it opens V idle SSE viewers
+of the running build's log (the owner's session; nothing is appended, so they only get
+keep-alive comments) and holds them too: RSS again.
 Figures: KB per idle runner (RSS delta / N), KB per idle viewer (RSS delta / V), the RSS
 at each step, and, for information, the RSS delta per registration. The runners and
 viewers are raw sockets in a load process of their own, never the server's.
@@ -25,6 +26,8 @@ import httpx
 import trio
 
 from bench import procfs
+from bench.channel import FAILURES as LINK_FAILURES
+from bench.channel import TRANSPORTS, Refused, open_link
 from bench.harness import (
     Server,
     Target,
@@ -69,9 +72,27 @@ class _Tally:
         self._check()
 
 
+async def _channel_runner(
+    url: str, runner_id: str, token: str, gate: trio.Semaphore, tally: _Tally
+) -> None:
+    """A runner on its channel: one heartbeat, then a claim parked (again and again)."""
+    try:
+        async with trio.open_nursery() as reader:
+            async with gate:
+                link = await open_link("channel", reader, url, runner_id, token)
+                await link.heartbeat()
+            tally.up()  # the claim below goes out at once
+            while True:
+                if await link.claim(wait_seconds=60) is not None:
+                    raise RuntimeError("a parked claim got a job")
+    except (*LINK_FAILURES, Refused, RuntimeError) as exc:
+        tally.fail(exc)
+
+
 async def _runner(
     host: str, port: int, runner_id: str, token: str, gate: trio.Semaphore, tally: _Tally
 ) -> None:
+    """A runner over HTTP: one heartbeat, then a claim parked (again and again)."""
     path = f"/v1/runners/{runner_id}"
     try:
         async with gate:
@@ -123,6 +144,7 @@ async def _hold(
     token: str,
     viewers: int,
     events: dict[str, Any],
+    transport: str,
 ) -> dict[str, Any]:
     """Park every runner's claim, say so; open the viewers when told, say so; hold both
     until told to stop."""
@@ -136,7 +158,10 @@ async def _hold(
 
     async with trio.open_nursery() as nursery:
         for runner_id, runner_token in runners:
-            nursery.start_soon(_runner, host, port, runner_id, runner_token, gate, parked)
+            if transport == "http":
+                nursery.start_soon(_runner, host, port, runner_id, runner_token, gate, parked)
+            else:
+                nursery.start_soon(_channel_runner, url, runner_id, runner_token, gate, parked)
         await parked.settled.wait()
         events["runners"].set()
         await until(events["go"])
@@ -156,7 +181,7 @@ async def _hold(
     }
 
 
-async def _running_build(target: Target) -> str:
+async def _running_build(target: Target, transport: str) -> str:
     """A build triggered, claimed by a runner of its own and reported running; its id.
     Another runner parks a claim and a viewer opens the stream, once each, so that
     first-use costs precede the baseline."""
@@ -189,10 +214,22 @@ async def _running_build(target: Target) -> str:
         )
         if empty:
             raise SystemExit(f"the warm-up claim got {empty!r}")
-        path = f"/v1/builds/{build_id}/logs/stream"
-        async with client.stream("GET", path, headers=target.auth) as stream:
-            stream.raise_for_status()
-        return build_id
+        if transport == "channel":
+            async with trio.open_nursery() as reader:
+                link = await open_link(
+                    "channel", reader, target.url, warm["runner"]["id"], warm["token"]
+                )
+                if await link.claim(wait_seconds=1) is not None:
+                    raise SystemExit("the warm-up claim on the channel got a job")
+                await link.aclose()
+        return await _first_stream(client, target, build_id)
+
+
+async def _first_stream(client: httpx.AsyncClient, target: Target, build_id: str) -> str:
+    path = f"/v1/builds/{build_id}/logs/stream"
+    async with client.stream("GET", path, headers=target.auth) as stream:
+        stream.raise_for_status()
+    return build_id
 
 
 def _settled_rss_kb(server: Server) -> int:
@@ -208,13 +245,13 @@ def _wait(event: Any, what: str, loader: threading.Thread) -> None:
             raise SystemExit(f"the load process never got {what}")
 
 
-def repetition(runners: int, viewers: int) -> dict[str, float]:
+def repetition(runners: int, viewers: int, transport: str) -> dict[str, float]:
     context = multiprocessing.get_context("spawn")
     events = {name: context.Event() for name in ("runners", "go", "viewers", "stop")}
     with started_daemon() as server:
         target = prepare(server)
         progress("a running build")
-        build_id = trio.run(_running_build, target)
+        build_id = trio.run(_running_build, target, transport)
         start_kb = _settled_rss_kb(server)
         progress(f"registering {runners} runners")
         fleet = trio.run(partial(register_runners, target, runners, "memory"))
@@ -222,7 +259,7 @@ def repetition(runners: int, viewers: int) -> dict[str, float]:
         progress(f"{runners} runners: a heartbeat each, then a parked claim")
         results: list[dict[str, Any]] = []
         path = f"/v1/builds/{build_id}/logs/stream"
-        args = [(target.url, fleet, path, target.token, viewers, events)]
+        args = [(target.url, fleet, path, target.token, viewers, events, transport)]
         loader = threading.Thread(target=lambda: results.extend(run_processes(_holder, args)))
         loader.start()
         try:
@@ -264,11 +301,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runners", type=int, default=2000)
     parser.add_argument("--viewers", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
+    )
     args = parser.parse_args(argv)
     runs = []
     for i in range(args.repeat):
         progress(f"repetition {i + 1}/{args.repeat}: a fresh oored")
-        runs.append(repetition(args.runners, args.viewers))
-    params = {"runners": args.runners, "viewers": args.viewers}
+        runs.append(repetition(args.runners, args.viewers, args.transport))
+    params = {"runners": args.runners, "viewers": args.viewers, "transport": args.transport}
     report("memory", params, runs)
     return {"params": params, "runs": runs}

@@ -41,6 +41,7 @@ from pgqueuer.queries import Queries
 from pgqueuer.types import JOB_STATUS, QueueExecutionMode
 
 from bench import claims
+from bench.channel import TRANSPORTS
 from bench.harness import (
     done_progress,
     postgres_url,
@@ -224,19 +225,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="pgqueuer consumers, one connection each (default: the daemon's pool size)",
     )
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what oore's runners speak"
+    )
     args = parser.parse_args(argv)
     caps = consumer_caps(args.runners, args.connections)
     database = f"oore_bench_pgqueuer_{os.getpid()}"
     runs: list[dict[str, float]] = []
-    with started_daemon() as server:
-        target = prepare(server)
-        server_url = postgres_url(server)
-        dsn = _database(server_url, database)
-        asyncio.run(_create(server_url, database, dsn))
-        try:
-            for _ in range(args.repeat):
+    for _ in range(args.repeat):
+        # a fresh daemon (and PostgreSQL) each time, as in ``claims``
+        with started_daemon() as server:
+            target = prepare(server)
+            server_url = postgres_url(server)
+            dsn = _database(server_url, database)
+            asyncio.run(_create(server_url, database, dsn))
+            try:
                 fleet = claims.queue_fleet(target, args.runners, args.builds)
-                oore = claims.drain(target, fleet, args.builds, args.procs)
+                oore = claims.drain(target, fleet, args.builds, args.procs, args.transport)
                 pgqueuer = pgqueuer_rate(dsn, caps, args.builds, args.procs)
                 runs.append(
                     {
@@ -245,12 +250,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "oore_to_pgqueuer": oore / pgqueuer,
                     }
                 )
-        finally:
-            asyncio.run(_drop(server_url, database))
+            finally:
+                asyncio.run(_drop(server_url, database))
     params = {
         "runners": args.runners,
         "builds": args.builds,
         "procs": args.procs,
+        "transport": args.transport,
         "pgqueuer": version("pgqueuer"),
         "pgqueuer_consumers": len(caps),
         "pgqueuer_jobs_held": f"{min(caps)}..{max(caps)} per consumer, {sum(caps)} in all",

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import trio
 
+from bench.channel import TRANSPORTS, RunnerLink, open_link
 from bench.harness import make_repo, percentile, report, started_daemon
 
 
@@ -36,9 +37,10 @@ class Bench:
         return reply.json()
 
 
-async def measure(base: str, token: str, samples: int, runners: int) -> dict[str, list[float]]:
-    limits = httpx.Limits(max_connections=runners + 8)
-    async with httpx.AsyncClient(base_url=base, timeout=90, limits=limits) as client:
+async def measure(
+    base: str, token: str, samples: int, runners: int, transport: str
+) -> dict[str, list[float]]:
+    async with httpx.AsyncClient(base_url=base, timeout=90) as client:
         bench = Bench(client, token)
         repo, _ = make_repo(Path(tempfile.mkdtemp(prefix="oore-bench-repo-")))
         project = await bench.post(
@@ -50,45 +52,46 @@ async def measure(base: str, token: str, samples: int, runners: int) -> dict[str
         registered = []
         for i in range(runners):
             reg = await bench.post("/v1/runners/register", {"name": f"bench-{i}"})
-            registered.append((reg["runner"]["id"], {"Authorization": f"Bearer {reg['token']}"}))
+            registered.append((reg["runner"]["id"], reg["token"]))
 
         pickup: list[float] = []
         trigger: list[float] = []
         after: list[float] = []
-        answered: trio.MemorySendChannel[tuple[float, str, str, dict[str, str]]]
+        answered: trio.MemorySendChannel[tuple[float, str, RunnerLink]]
         answered, heard = trio.open_memory_channel(runners)
+        parked = 0
+        all_parked = trio.Event()
 
-        async def park(runner_id: str, headers: dict[str, str]) -> None:
+        async def park(link: RunnerLink) -> None:
+            nonlocal parked
+            parked += 1
+            if parked == runners:
+                all_parked.set()
             while True:
-                body = await bench.post(
-                    f"/v1/runners/{runner_id}/claim",
-                    {"protocol_version": 4, "wait_seconds": 60},
-                    headers,
-                )
-                if body.get("job") is not None:
-                    await answered.send(
-                        (time.perf_counter(), body["job"]["build_id"], runner_id, headers)
-                    )
+                job = await link.claim(wait_seconds=60)
+                if job is not None:
+                    await answered.send((time.perf_counter(), job["build_id"], link))
                     return
 
         async with trio.open_nursery() as nursery:
-            for runner_id, headers in registered:
-                nursery.start_soon(park, runner_id, headers)
-            await trio.sleep(0.5)  # every claim parked
+            links = [
+                await open_link(transport, nursery, base, runner_id, runner_token)
+                for runner_id, runner_token in registered
+            ]
+            for link in links:
+                nursery.start_soon(park, link)
+            await all_parked.wait()
+            await trio.sleep(0.5)  # every claim reached the server
             for _ in range(samples):
                 sent = time.perf_counter()
                 await bench.post(f"/v1/projects/{project_id}/builds", {"pipeline_id": pipeline_id})
                 trigger.append(time.perf_counter() - sent)
-                at, build_id, runner_id, headers = await heard.receive()
+                at, build_id, link = await heard.receive()
                 pickup.append(at - sent)
                 after.append(at - sent - trigger[-1])
-                for status in ("running", "succeeded"):
-                    await bench.post(
-                        f"/v1/runners/{runner_id}/jobs/{build_id}/status",
-                        {"status": status, "exit_code": 0},
-                        headers,
-                    )
-                nursery.start_soon(park, runner_id, headers)
+                await link.report(build_id, "running")
+                await link.report(build_id, "succeeded", exit_code=0)
+                nursery.start_soon(park, link)
                 await trio.sleep(0.05)  # the runner parks again
             nursery.cancel_scope.cancel()
         return {
@@ -121,6 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--runners", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
+    )
     parser.add_argument("--url", help="a running oored (default: start one)")
     parser.add_argument("--token", help="an owner/admin session for --url")
     args = parser.parse_args(argv)
@@ -130,14 +136,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit("--url needs --token")
         for _ in range(args.repeat):
             runs.append(
-                figures(trio.run(measure, args.url, args.token, args.samples, args.runners))
+                figures(
+                    trio.run(
+                        measure, args.url, args.token, args.samples, args.runners, args.transport
+                    )
+                )
             )
     else:
         with started_daemon() as server:
             token = trio.run(local_token, server.url)
             for _ in range(args.repeat):
-                series = trio.run(measure, server.url, token, args.samples, args.runners)
+                series = trio.run(
+                    measure, server.url, token, args.samples, args.runners, args.transport
+                )
                 runs.append(figures(series))
-    params = {"samples": args.samples, "runners": args.runners}
+    params = {"samples": args.samples, "runners": args.runners, "transport": args.transport}
     report("pickup", params, runs)
     return {"params": params, "runs": runs}

@@ -21,6 +21,7 @@ from oore.domain.artifact_storage import EnvironmentStorage
 from oore.domain.crypto import SecretBox
 from oore.errors import ApiError
 from oore.http.app import create_app
+from oore.http.routes.runner_channel import MAX_MESSAGE as CHANNEL_MAX_MESSAGE
 from oore.runtime import Runtime, open_runtime
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
@@ -82,6 +83,7 @@ def artifacts_config(settings: Settings, key: bytes) -> ArtifactsConfig:
 
 
 LISTEN_BACKLOG = 4096
+GIL_SWITCH_INTERVAL = 0.0005  # seconds
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -93,6 +95,8 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     # more connections than Hypercorn's default backlog of 100 holds; the kernel caps this
     # at net.core.somaxconn.
     config.backlog = LISTEN_BACKLOG
+    # A runner channel frame over this is refused (close 1009), like a JSON body over 2 MiB.
+    config.websocket_max_message_size = CHANNEL_MAX_MESSAGE
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     return config
@@ -176,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"oored: {exc}", file=sys.stderr)
         return 2
+    # The database driver runs on its own thread (see oore/store/bridge.py); each query's
+    # socket write and read releases the GIL, and getting it back from a busy event-loop
+    # thread takes up to the switch interval (5 ms by default) — per query, under load.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         with DataDirLock(settings.data_dir):
             trio.run(run_daemon, settings)

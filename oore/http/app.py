@@ -22,6 +22,7 @@ from oore.http.routes import (
     oidc,
     pipelines,
     projects,
+    runner_channel,
     runners,
     settings,
     setup,
@@ -60,6 +61,7 @@ def create_app(app_services: AppServices) -> QuartTrio:
     app.register_blueprint(pipelines.blueprint)
     app.register_blueprint(builds.blueprint)
     app.register_blueprint(runners.blueprint)
+    app.register_blueprint(runner_channel.blueprint)
     app.register_blueprint(settings.blueprint)
     app.register_blueprint(artifact_tokens.blueprint)
     app.register_blueprint(users.blueprint)

@@ -39,6 +39,11 @@ async def read_body(model: type[M], *, optional: bool = False) -> M:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise InvalidRequest(details="body is not valid JSON") from None
+    return validate_body(model, data)
+
+
+def validate_body(model: type[M], data: Any) -> M:
+    """Decoded JSON as ``model``; 400 ``invalid_request`` naming the first field at fault."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -34,6 +34,7 @@ from typing import Any
 import trio
 
 import oore
+from oore.runner.channel import ChannelRunnerClient
 from oore.runner.client import (
     PROTOCOL_VERSION,
     Job,
@@ -384,12 +385,19 @@ async def serve(
     credential: str | None = None,
     say: Say = say_on_terminal,
 ) -> None:
-    """``oore runner``: run the agent until SIGINT or SIGTERM; raises AgentError."""
+    """``oore runner``: run the agent until SIGINT or SIGTERM; raises AgentError.
+
+    The runner loop's calls go over the runner channel when the server offers one.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with RunnerClient(server_url) as client:
+        client = ChannelRunnerClient(server_url, say=say)
+        async with client:
             agent = Agent(client, config, credential=credential, say=say)
             fatal: AgentError | None = None
             async with trio.open_nursery() as nursery:
+                # The runner channel's connection lives here, so the agent's last call
+                # (its offline heartbeat) still has it.
+                await nursery.start(client.run_channel)
 
                 async def stop_on_signal() -> None:
                     async for signum in signals:

@@ -222,20 +222,16 @@ class RunnerClient:
     async def heartbeat(
         self, status: RunnerStatus, capabilities: Mapping[str, Any] | None = None
     ) -> None:
-        body: dict[str, Any] = {"status": status}
-        if capabilities:
-            body["capabilities"] = dict(capabilities)
-        await self._runner_call("POST", "heartbeat", json=body)
+        await self._runner_call("POST", "heartbeat", json=heartbeat_body(status, capabilities))
 
     async def claim(self, wait_seconds: int = 0) -> Job | None:
         """The next build for this runner, or None after ``wait_seconds`` (0..60) without one."""
-        wait = _wait(wait_seconds)
+        wait = check_wait(wait_seconds)
         body = {"protocol_version": PROTOCOL_VERSION, "wait_seconds": wait}
         answer = _object(
             await self._runner_call("POST", "claim", json=body, limit=wait + LONG_POLL_MARGIN)
         )
-        job = answer.get("job")
-        return None if job is None else Job.from_json(job)
+        return job_of(answer)
 
     async def job_state(self, build_id: str, wait_seconds: int = 0) -> str:
         """The build's status, answered as soon as it changes or after ``wait_seconds``.
@@ -243,7 +239,7 @@ class RunnerClient:
         A 403 ``runner_mismatch`` (raised as :class:`ServerError`) means the build is no
         longer this runner's: it was canceled, timed out or requeued.
         """
-        wait = _wait(wait_seconds)
+        wait = check_wait(wait_seconds)
         answer = _object(
             await self._runner_call(
                 "GET",
@@ -252,10 +248,7 @@ class RunnerClient:
                 limit=wait + LONG_POLL_MARGIN,
             )
         )
-        status = answer.get("status")
-        if not isinstance(status, str):
-            raise ProtocolError("job state answer lacks status")
-        return status
+        return status_of(answer)
 
     async def report(
         self,
@@ -266,18 +259,11 @@ class RunnerClient:
         steps: Sequence[StepResult] | None = None,
     ) -> dict[str, Any]:
         """Report ``running``, ``succeeded`` or ``failed``; answers the build as stored."""
-        body: dict[str, Any] = {"status": status}
-        if exit_code is not None:
-            body["exit_code"] = exit_code
-        if error_message is not None:
-            body["error_message"] = error_message
-        if steps:
-            body["steps"] = [step.to_json() for step in steps]
+        body = report_body(status, exit_code, error_message, steps)
         answer = _object(
             await self._runner_call("POST", f"jobs/{quote(build_id, safe='')}/status", json=body)
         )
-        build = answer.get("build")
-        return build if isinstance(build, dict) else {}
+        return build_of(answer)
 
     async def append_logs(self, build_id: str, chunks: Sequence[LogChunk]) -> int:
         """Append log lines; answers how many were new (the server ignores known sequences)."""
@@ -285,10 +271,7 @@ class RunnerClient:
         answer = _object(
             await self._runner_call("POST", f"jobs/{quote(build_id, safe='')}/logs", json=body)
         )
-        appended = answer.get("appended")
-        if not isinstance(appended, int):
-            raise ProtocolError("log append answer lacks appended")
-        return appended
+        return appended_of(answer)
 
     async def reserve_artifact(
         self,
@@ -424,10 +407,62 @@ class RunnerClient:
         return response
 
 
-def _wait(wait_seconds: int) -> int:
+# -- bodies and answers of the runner-loop calls (shared with oore/runner/channel.py) --------
+
+
+def check_wait(wait_seconds: int) -> int:
+    """A long-poll's ``wait_seconds``; ValueError outside 0..60."""
     if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
         raise ValueError(f"wait_seconds must be 0..{MAX_WAIT_SECONDS}, got {wait_seconds}")
     return wait_seconds
+
+
+def heartbeat_body(status: RunnerStatus, capabilities: Mapping[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": status}
+    if capabilities:
+        body["capabilities"] = dict(capabilities)
+    return body
+
+
+def report_body(
+    status: ReportStatus,
+    exit_code: int | None,
+    error_message: str | None,
+    steps: Sequence[StepResult] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": status}
+    if exit_code is not None:
+        body["exit_code"] = exit_code
+    if error_message is not None:
+        body["error_message"] = error_message
+    if steps:
+        body["steps"] = [step.to_json() for step in steps]
+    return body
+
+
+def job_of(answer: Mapping[str, Any]) -> Job | None:
+    """The job of a claim answer, None for ``{}``."""
+    job = answer.get("job")
+    return None if job is None else Job.from_json(job)
+
+
+def status_of(answer: Mapping[str, Any]) -> str:
+    status = answer.get("status")
+    if not isinstance(status, str):
+        raise ProtocolError("job state answer lacks status")
+    return status
+
+
+def build_of(answer: Mapping[str, Any]) -> dict[str, Any]:
+    build = answer.get("build")
+    return build if isinstance(build, dict) else {}
+
+
+def appended_of(answer: Mapping[str, Any]) -> int:
+    appended = answer.get("appended")
+    if not isinstance(appended, int):
+        raise ProtocolError("log append answer lacks appended")
+    return appended
 
 
 def _object(response: httpx.Response) -> dict[str, Any]:

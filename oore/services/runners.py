@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -129,6 +130,10 @@ class Runners:
         await self._audit.submit_one(
             AuditEntry.by(user, action, "runner", runner_id, created_at=self._clock.now())
         )
+
+    def long_poll(self) -> contextlib.AbstractContextManager[trio.CancelScope]:
+        """A scope cut short when the daemon begins to stop (for a runner's open channel)."""
+        return self._scheduling.long_poll()
 
     # -- runner credentials ----------------------------------------------------------
 

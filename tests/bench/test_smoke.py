@@ -42,12 +42,21 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_scenario_prints_its_table_and_writes_its_figures(scenario: str, tmp_path: Path) -> None:
+# the scenarios whose runners can speak either transport also run over plain HTTP
+OVER_HTTP = ["claims", "fleet", "memory", "pickup"]
+RUNS: list[tuple[str, list[str]]] = [(name, []) for name in sorted(SCENARIOS)] + [
+    (name, ["--transport", "http"]) for name in OVER_HTTP
+]
+
+
+@pytest.mark.parametrize(("scenario", "extra"), RUNS, ids=[" ".join([n, *e]) for n, e in RUNS])
+def test_scenario_prints_its_table_and_writes_its_figures(
+    scenario: str, extra: list[str], tmp_path: Path
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
     env["OORE_BENCH_RESULTS"] = str(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "bench", scenario, *SCENARIOS[scenario]],
+        [sys.executable, "-m", "bench", scenario, *SCENARIOS[scenario], *extra],
         capture_output=True,
         text=True,
         env=env,
@@ -58,6 +67,8 @@ def test_scenario_prints_its_table_and_writes_its_figures(scenario: str, tmp_pat
     assert f"{scenario}:" in done.stdout and "median" in done.stdout
     written = json.loads((tmp_path / f"{scenario}.json").read_text())
     assert written["scenario"] == scenario and len(written["runs"]) == 1
+    if scenario in OVER_HTTP:
+        assert written["params"]["transport"] == (extra[-1] if extra else "channel")
     assert all(fig["min"] <= fig["median"] <= fig["max"] for fig in written["summary"].values())
     run = written["runs"][0]
     assert all(value > 0 for key, value in run.items() if "per_s" in key)

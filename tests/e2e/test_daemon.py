@@ -9,7 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
+from oore.runner.channel import RunnerChannel
+from oore.runner.client import ConnectionFailed, RunnerCredentials
 from tests.e2e.conftest import Daemon, DaemonFactory, alive, postgres_pid
 
 
@@ -175,4 +178,46 @@ def test_stopping_answers_parked_claims_at_once(make_daemon: DaemonFactory) -> N
     # No work: `{}` (contract §5.4), answered when the daemon began to stop.
     assert [(a.status_code, a.json()) for a in answers] == [(200, {})]
     # The grace period is 10 s; a parked claim must not hold the daemon for it.
+    assert took < 5.0, daemon.text()
+
+
+def test_stopping_answers_a_claim_parked_on_a_channel_and_closes_it(
+    make_daemon: DaemonFactory,
+) -> None:
+    daemon = make_daemon().start()
+    with daemon.client() as client:
+        token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
+        reg = client.post(
+            "/v1/runners/register",
+            json={"name": "on-a-channel"},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+    credentials = RunnerCredentials(reg["runner"]["id"], reg["token"])
+    answers: list[object] = []
+    parked = threading.Event()
+
+    async def park() -> None:
+        channel = RunnerChannel(daemon.url, credentials=credentials)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            await channel.heartbeat("online")
+            parked.set()
+            answers.append(await channel.claim(wait_seconds=60))
+            try:
+                await channel.heartbeat("online")  # the channel is gone
+            except ConnectionFailed as exc:
+                answers.append(type(exc))
+            nursery.cancel_scope.cancel()
+
+    runner = threading.Thread(target=trio.run, args=(park,))
+    runner.start()
+    assert parked.wait(10)
+    time.sleep(0.5)  # the claim is parked
+    began = time.monotonic()
+    assert daemon.stop() == 0
+    took = time.monotonic() - began
+    runner.join(timeout=10)
+    # No work (the claim answers at once), then the channel is closed.
+    assert answers == [None, ConnectionFailed]
+    # The grace period is 10 s; an open channel must not hold the daemon for it.
     assert took < 5.0, daemon.text()

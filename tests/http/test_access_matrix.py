@@ -13,6 +13,7 @@ viewer a project viewer, so project permissions (§1.2) show through instance ro
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from quart.testing.connections import WebsocketResponseError
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers
 
 from oore.domain.tokens import hash_token, new_token
 from oore.domain.users import USER_SESSION_TTL, Role
@@ -59,6 +62,8 @@ class Route:
     enrollment: bool = False
     # Remote-mode only: in this local-mode world allowed roles get 403 mode_restricted.
     remote_only: bool = False
+    # A WebSocket route: called as an upgrade; accepted is 101 (with its first reply).
+    websocket: bool = False
 
     @property
     def id(self) -> str:
@@ -95,6 +100,10 @@ def path_token(method: str, rule: str) -> Route:
 
 def runner(method: str, rule: str, body: Any = None) -> Route:
     return Route(method, rule, Auth.RUNNER, body=body)
+
+
+def runner_websocket(rule: str) -> Route:
+    return Route("GET", rule, Auth.RUNNER, websocket=True)
 
 
 def setup_step(method: str, rule: str, body: Any = None) -> Route:
@@ -281,6 +290,7 @@ ROUTES = [
         body={"issuer_url": DEAD_ISSUER},
     ),
     # the runner protocol
+    runner_websocket("/v1/runners/<runner_id>/channel"),
     runner("POST", "/v1/runners/<runner_id>/heartbeat", body={"status": "online"}),
     runner("POST", "/v1/runners/<runner_id>/claim", body={"protocol_version": 4}),
     runner("GET", "/v1/runners/<runner_id>/jobs/<job_build_id>"),
@@ -353,9 +363,24 @@ class World:
         return body
 
     async def call(self, route: Route, token: str | None) -> Reply:
+        if route.websocket:
+            return await _upgrade(self.api, self.path(route.rule), token)
         return await self.api.call(
             route.method, self.path(route.rule), json=self.fill(route.body), token=token
         )
+
+
+async def _upgrade(api: Api, path: str, token: str | None) -> Reply:
+    """A WebSocket route's refusal (an HTTP answer), or 101 and its reply to a heartbeat."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    async with api.client.websocket(path, headers=headers) as ws:
+        try:
+            await ws.send(json.dumps({"id": 1, "op": "heartbeat", "status": "online"}))
+            reply = json.loads(await ws.receive())
+        except WebsocketResponseError as refused:
+            answer = refused.response
+            return Reply(answer.status_code, await answer.get_json(), answer.headers)
+    return Reply(101, reply, Headers())
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from quart_schema import document_response, security_scheme
 
 from oore.domain.builds import StepResult
 from oore.domain.logs import LogLine
+from oore.domain.runners import Runner
 from oore.errors import InvalidInput
 from oore.http.body import Body, json_body
 from oore.http.context import require_runner, require_session, services
@@ -264,47 +265,35 @@ async def revoke_enrollment_token(token_id: str) -> Response:
 
 
 # -- runner side -------------------------------------------------------------------------
+#
+# One ``*_reply`` function per runner call turns a decoded body into the answer's JSON; the
+# HTTP routes below and the runner channel (oore/http/routes/runner_channel.py) share them.
 
 
-@blueprint.post("/v1/runners/<runner_id>/heartbeat")
-@security_scheme([{"bearer": []}])
-@json_body(HeartbeatIn)
-@no_content
-async def heartbeat(runner_id: str, body: HeartbeatIn) -> None:
-    """Report the runner's status; renews the leases of its builds."""
-    runner = await require_runner(runner_id)
+class JobStateIn(Body):
+    """The job-state poll's parameters (a query string over HTTP, fields on the channel)."""
+
+    wait_seconds: int = 0
+
+
+async def heartbeat_reply(runner: Runner, body: HeartbeatIn) -> dict[str, Any]:
+    """Record a heartbeat; the answer has no fields."""
     await services().runners.heartbeat(runner, body.status, body.capabilities)
+    return {}
 
 
-@blueprint.post("/v1/runners/<runner_id>/claim")
-@security_scheme([{"bearer": []}])
-@json_body(ClaimIn)
-@document_response(ClaimOut)
-async def claim(runner_id: str, body: ClaimIn) -> Response:
-    """The oldest eligible build, or ``{}``; ``wait_seconds`` (≤ 60) long-polls for one."""
-    runner = await require_runner(runner_id)
+async def claim_reply(runner: Runner, body: ClaimIn) -> dict[str, Any]:
+    """``{"job": ...}``, or ``{}`` when no build came within the wait."""
     job = await services().runners.claim(runner, body.protocol_version, body.wait_seconds)
-    return jsonify({} if job is None else {"job": job.to_json()})
+    return {} if job is None else {"job": job.to_json()}
 
 
-@blueprint.get("/v1/runners/<runner_id>/jobs/<build_id>")
-@security_scheme([{"bearer": []}])
-@document_response(JobStateOut)
-async def job_state(runner_id: str, build_id: str) -> Response:
-    """The build's status; ``wait_seconds`` (≤ 60) answers as soon as it changes."""
-    runner = await require_runner(runner_id)
-    wait = query_int("wait_seconds") or 0
-    status = await services().builds.job_state(runner, build_id, wait)
-    return jsonify({"status": status.value})
+async def job_state_reply(runner: Runner, build_id: str, body: JobStateIn) -> dict[str, Any]:
+    status = await services().builds.job_state(runner, build_id, body.wait_seconds)
+    return {"status": status.value}
 
 
-@blueprint.post("/v1/runners/<runner_id>/jobs/<build_id>/status")
-@security_scheme([{"bearer": []}])
-@json_body(JobStatusIn)
-@document_response(JobStatusOut)
-async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Response:
-    """Report running, succeeded or failed, with the exit code and per-step results."""
-    runner = await require_runner(runner_id)
+async def job_status_reply(runner: Runner, build_id: str, body: JobStatusIn) -> dict[str, Any]:
     steps = None
     if body.steps is not None:
         steps = [
@@ -326,7 +315,53 @@ async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Respon
         error_message=body.error_message,
         steps=steps,
     )
-    return jsonify({"build": build.to_json(), "events": [e.to_json() for e in events]})
+    return {"build": build.to_json(), "events": [e.to_json() for e in events]}
+
+
+async def logs_reply(runner: Runner, build_id: str, body: LogsIn) -> dict[str, Any]:
+    appended = await services().logs.append(
+        runner,
+        build_id,
+        [LogLine(c.sequence, c.content, c.stream) for c in body.chunks],
+    )
+    return {"appended": appended}
+
+
+@blueprint.post("/v1/runners/<runner_id>/heartbeat")
+@security_scheme([{"bearer": []}])
+@json_body(HeartbeatIn)
+@no_content
+async def heartbeat(runner_id: str, body: HeartbeatIn) -> None:
+    """Report the runner's status; renews the leases of its builds."""
+    await heartbeat_reply(await require_runner(runner_id), body)
+
+
+@blueprint.post("/v1/runners/<runner_id>/claim")
+@security_scheme([{"bearer": []}])
+@json_body(ClaimIn)
+@document_response(ClaimOut)
+async def claim(runner_id: str, body: ClaimIn) -> Response:
+    """The oldest eligible build, or ``{}``; ``wait_seconds`` (≤ 60) long-polls for one."""
+    return jsonify(await claim_reply(await require_runner(runner_id), body))
+
+
+@blueprint.get("/v1/runners/<runner_id>/jobs/<build_id>")
+@security_scheme([{"bearer": []}])
+@document_response(JobStateOut)
+async def job_state(runner_id: str, build_id: str) -> Response:
+    """The build's status; ``wait_seconds`` (≤ 60) answers as soon as it changes."""
+    runner = await require_runner(runner_id)
+    body = JobStateIn(wait_seconds=query_int("wait_seconds") or 0)
+    return jsonify(await job_state_reply(runner, build_id, body))
+
+
+@blueprint.post("/v1/runners/<runner_id>/jobs/<build_id>/status")
+@security_scheme([{"bearer": []}])
+@json_body(JobStatusIn)
+@document_response(JobStatusOut)
+async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Response:
+    """Report running, succeeded or failed, with the exit code and per-step results."""
+    return jsonify(await job_status_reply(await require_runner(runner_id), build_id, body))
 
 
 @blueprint.post("/v1/runners/<runner_id>/jobs/<build_id>/logs")
@@ -335,10 +370,4 @@ async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Respon
 @document_response(AppendedOut)
 async def job_logs(runner_id: str, build_id: str, body: LogsIn) -> Response:
     """Append log lines; sequences the build already has are ignored."""
-    runner = await require_runner(runner_id)
-    appended = await services().logs.append(
-        runner,
-        build_id,
-        [LogLine(c.sequence, c.content, c.stream) for c in body.chunks],
-    )
-    return jsonify({"appended": appended})
+    return jsonify(await logs_reply(await require_runner(runner_id), build_id, body))

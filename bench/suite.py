@@ -1,0 +1,77 @@
+"""all: every scenario at the issue's sizes, one after another on this machine, in one
+run; the figures for the README, with the peers' from the same run.
+
+Writes ``bench/results/all.json`` (every scenario's parameters, repetitions and summary,
+the machine's core count, start and end) and prints each scenario's table as Markdown.
+``--repeat`` applies to every scenario; ``--only`` runs the named entries of the plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.harness import RESULTS_ENV, summarize
+
+Scenario = Callable[[list[str] | None], dict[str, Any]]
+
+# (entry, scenario, options): the scenarios' own defaults are the issue's sizes
+PLAN: list[tuple[str, str, list[str]]] = [
+    ("claims", "claims", []),
+    ("claims-http", "claims", ["--transport", "http"]),
+    ("pickup", "pickup", []),
+    ("pickup-http", "pickup", ["--transport", "http"]),
+    ("logs-100", "logs", ["--viewers", "100"]),
+    ("logs-1000", "logs", ["--viewers", "1000"]),
+    ("logs-10000", "logs", ["--viewers", "10000"]),
+    ("logs-10000-stalled", "logs", ["--viewers", "10000", "--stalled", "0.01"]),
+    ("fleet", "fleet", []),
+    ("fleet-http", "fleet", ["--transport", "http"]),
+    ("memory", "memory", []),
+    ("memory-http", "memory", ["--transport", "http"]),
+    ("peers", "peers", []),
+]
+
+
+def markdown(entry: str, result: Mapping[str, Any]) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in result["params"].items())
+    lines = [f"`{entry}` ({params})", "", "| figure | median | min..max |", "|---|---|---|"]
+    for key, fig in summarize(result["runs"]).items():
+        lines.append(f"| {key} | {fig['median']:.4g} | {fig['min']:.4g}..{fig['max']:.4g} |")
+    return "\n".join(lines)
+
+
+def main(scenarios: Mapping[str, Scenario], argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench all", description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--only", nargs="+", choices=[entry for entry, _, _ in PLAN], help="entries to run"
+    )
+    args = parser.parse_args(argv)
+    plan = [p for p in PLAN if args.only is None or p[0] in args.only]
+    results: dict[str, Any] = {}
+    began = time.time()
+    out = Path(os.environ.get(RESULTS_ENV) or Path(__file__).parent / "results") / "all.json"
+    for entry, scenario, options in plan:
+        print(f"\n== {entry}: python -m bench {scenario} {' '.join(options)}", flush=True)
+        started = time.time()
+        result = scenarios[scenario]([*options, "--repeat", str(args.repeat)])
+        results[entry] = {
+            "command": f"python -m bench {scenario} {' '.join(options)}".strip(),
+            "seconds": time.time() - started,
+            **result,
+            "summary": summarize(result["runs"]),
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        body = {"cores": os.cpu_count(), "began": began, "repeat": args.repeat}
+        out.write_text(json.dumps({**body, "ended": time.time(), "results": results}, indent=2))
+    print()
+    for entry, result in results.items():
+        print(markdown(entry, result), end="\n\n")
+    print(f"wrote {out}")
+    return {"params": {"repeat": args.repeat}, "runs": [], "results": results}

@@ -1,0 +1,422 @@
+"""The runner side of the runner channel: one WebSocket to ``/v1/runners/<id>/channel``
+carrying the runner loop's calls (heartbeat, claim, job state, status report, log batch).
+
+:class:`RunnerChannel` has the same calls, signatures and errors as
+:class:`~oore.runner.client.RunnerClient`: a refusal is :class:`ServerError` with the HTTP
+status and code the server put in its reply, a dropped or unreachable connection is
+:class:`ConnectionFailed` (retryable: the next call connects again). An upgrade answered
+404 raises :class:`ChannelNotOffered`: the server has no channel (an older or
+contract-only server). :class:`ChannelRunnerClient` is the RunnerClient the agent uses:
+those five calls over the channel while the server offers it, plain HTTP otherwise.
+
+The connection belongs to :meth:`RunnerChannel.run`, a task the caller starts in its own
+nursery: it connects when a call needs a connection, reads the replies and hands each to
+the call waiting for its ``id``, and drops the connection (failing the calls still
+waiting) when it breaks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from oore.domain.builds import StepResult
+from oore.runner.client import (
+    DEFAULT_TIMEOUT,
+    LONG_POLL_MARGIN,
+    PROTOCOL_VERSION,
+    ConnectionFailed,
+    Job,
+    LogChunk,
+    ProtocolError,
+    ReportStatus,
+    RunnerClient,
+    RunnerCredentials,
+    RunnerError,
+    RunnerStatus,
+    ServerError,
+    appended_of,
+    build_of,
+    check_wait,
+    heartbeat_body,
+    job_of,
+    report_body,
+    status_of,
+)
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 10.0
+# Replies carry a job's config snapshot or a build with its events: allow them room.
+MAX_REPLY = 16 * 1024 * 1024
+
+
+class ChannelNotOffered(RunnerError):
+    """The server answered the upgrade 404: it serves no runner channel."""
+
+
+class _Pending:
+    """One call waiting for its reply."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: dict[str, Any] | None = None
+        self.error: RunnerError | None = None
+
+    def answer(self, reply: dict[str, Any]) -> None:
+        self.reply = reply
+        self.done.set()
+
+    def fail(self, error: RunnerError) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+class _Attempt:
+    """A connection asked for by the calls: the open WebSocket, or why there is none."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.ws: WebSocketConnection | None = None
+        self.error: RunnerError | None = None
+
+
+class RunnerChannel:
+    """The runner-loop calls over one WebSocket, connected (again) when a call needs it.
+
+    Start :meth:`run` in a nursery before making calls; the calls need credentials.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        credentials: RunnerCredentials | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.credentials = credentials
+        self._timeout = timeout
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, _Pending] = {}
+        self._ws: WebSocketConnection | None = None
+        self._attempt: _Attempt | None = None
+        self._wanted = trio.Event()
+        self._running = False
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def heartbeat(
+        self, status: RunnerStatus, capabilities: Mapping[str, Any] | None = None
+    ) -> None:
+        await self._call("heartbeat", heartbeat_body(status, capabilities))
+
+    async def claim(self, wait_seconds: int = 0) -> Job | None:
+        """The next build for this runner, or None after ``wait_seconds`` (0..60) without one."""
+        wait = check_wait(wait_seconds)
+        body = {"protocol_version": PROTOCOL_VERSION, "wait_seconds": wait}
+        return job_of(await self._call("claim", body, limit=wait + LONG_POLL_MARGIN))
+
+    async def job_state(self, build_id: str, wait_seconds: int = 0) -> str:
+        """The build's status, answered as soon as it changes or after ``wait_seconds``."""
+        wait = check_wait(wait_seconds)
+        body = {"build_id": build_id, "wait_seconds": wait}
+        return status_of(await self._call("job_state", body, limit=wait + LONG_POLL_MARGIN))
+
+    async def report(
+        self,
+        build_id: str,
+        status: ReportStatus,
+        exit_code: int | None = None,
+        error_message: str | None = None,
+        steps: Sequence[StepResult] | None = None,
+    ) -> dict[str, Any]:
+        """Report ``running``, ``succeeded`` or ``failed``; answers the build as stored."""
+        body = {"build_id": build_id, **report_body(status, exit_code, error_message, steps)}
+        return build_of(await self._call("job_status", body))
+
+    async def append_logs(self, build_id: str, chunks: Sequence[LogChunk]) -> int:
+        """Append log lines; answers how many were new."""
+        body = {"build_id": build_id, "chunks": [chunk.to_json() for chunk in chunks]}
+        return appended_of(await self._call("logs", body))
+
+    # -- the connection ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the connection: open it when a call asks, read its replies until it breaks."""
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                await self._wanted.wait()
+                self._wanted = trio.Event()
+                attempt = self._attempt or _Attempt()
+                try:
+                    await self._connect_and_read(attempt)
+                finally:
+                    self._ws = None
+                    if not attempt.done.is_set():
+                        attempt.error = attempt.error or ConnectionFailed(
+                            f"{self._url()}: the channel closed while connecting"
+                        )
+                        attempt.done.set()
+                    if self._attempt is attempt:
+                        self._attempt = None
+                    self._fail_waiting(ConnectionFailed(f"{self._url()}: the channel closed"))
+        finally:
+            self._running = False
+
+    async def _connect_and_read(self, attempt: _Attempt) -> None:
+        url = urlsplit(self._url())
+        secure = url.scheme == "wss"
+        host = url.hostname or "localhost"
+        port = url.port or (443 if secure else 80)
+        resource = url.path
+        stream: trio.abc.Stream
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                if secure:
+                    stream = await trio.open_ssl_over_tcp_stream(
+                        host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+                    )
+                else:
+                    stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            attempt.error = ConnectionFailed(f"{self._url()}: {type(exc).__name__}: {exc}")
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    ws = await wrap_client_stream(
+                        nursery,
+                        stream,
+                        host if port in (80, 443) else f"{host}:{port}",
+                        resource,
+                        extra_headers=[(b"authorization", f"Bearer {self._token()}".encode())],
+                        max_message_size=MAX_REPLY,
+                    )
+                self._ws = attempt.ws = ws
+                attempt.done.set()
+                await self._read(ws)
+                nursery.cancel_scope.cancel()
+        except* ConnectionRejected as group:
+            attempt.error = _refusal(self._url(), _first(group))
+        except* (OSError, HandshakeError, trio.BrokenResourceError, trio.TooSlowError) as group:
+            error = _first(group)
+            attempt.error = ConnectionFailed(f"{self._url()}: {type(error).__name__}: {error}")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _read(self, ws: WebSocketConnection) -> None:
+        """Hand each reply to the call waiting for it, until the connection closes."""
+        while True:
+            try:
+                frame = await ws.get_message()
+            except ConnectionClosed:
+                return
+            try:
+                reply = json.loads(frame)
+            except ValueError:
+                reply = None
+            if not isinstance(reply, dict):
+                self._fail_waiting(ProtocolError("the channel sent a frame that is not an object"))
+                return
+            request_id = reply.get("id")
+            pending = self._waiting.get(request_id) if isinstance(request_id, int) else None
+            if pending is not None:
+                pending.answer(reply)
+
+    async def _connection(self) -> WebSocketConnection:
+        """The open WebSocket, connecting first when there is none."""
+        if self._ws is not None and self._ws.closed is None:
+            return self._ws
+        if not self._running:
+            raise RuntimeError("RunnerChannel.run is not running; start it in a nursery")
+        attempt = self._attempt
+        if attempt is None:
+            attempt = self._attempt = _Attempt()
+            self._wanted.set()
+        await attempt.done.wait()
+        if attempt.ws is None or attempt.ws.closed is not None:
+            raise attempt.error or ConnectionFailed(f"{self._url()}: the channel closed")
+        return attempt.ws
+
+    async def _call(
+        self, op: str, fields: Mapping[str, Any], *, limit: float | None = None
+    ) -> dict[str, Any]:
+        self._credentials()
+        seconds = self._timeout if limit is None else limit
+        request_id = next(self._ids)
+        pending = _Pending()
+        try:
+            with trio.fail_after(seconds):
+                ws = await self._connection()
+                self._waiting[request_id] = pending
+                try:
+                    await ws.send_message(json.dumps({"id": request_id, "op": op, **fields}))
+                except ConnectionClosed as exc:
+                    raise ConnectionFailed(f"{self._url()} {op}: the channel closed") from exc
+                await pending.done.wait()
+        except trio.TooSlowError as exc:
+            raise ConnectionFailed(f"{self._url()} {op}: no answer in {seconds:g}s") from exc
+        finally:
+            self._waiting.pop(request_id, None)
+        if pending.error is not None:
+            raise pending.error
+        reply = pending.reply or {}
+        if reply.get("ok") is True:
+            return reply
+        status, code, message = reply.get("status"), reply.get("code"), reply.get("error")
+        if not isinstance(status, int) or not isinstance(code, str):
+            raise ProtocolError(f"{op}: the channel's reply is neither ok nor an error")
+        raise ServerError(status, code, message if isinstance(message, str) else code)
+
+    def _fail_waiting(self, error: RunnerError) -> None:
+        for pending in self._waiting.values():
+            pending.fail(error)
+
+    def _url(self) -> str:
+        base = urlsplit(self.server_url)
+        scheme = "wss" if base.scheme == "https" else "ws"
+        runner = quote(self._credentials().runner_id, safe="")
+        return f"{scheme}://{base.netloc}{base.path}/v1/runners/{runner}/channel"
+
+    def _token(self) -> str:
+        return self._credentials().token
+
+    def _credentials(self) -> RunnerCredentials:
+        if self.credentials is None:
+            raise RuntimeError("RunnerChannel has no runner credentials; register first")
+        return self.credentials
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _first(group: BaseExceptionGroup[E]) -> E:
+    """The first exception of a (possibly nested) group."""
+    inner: E | BaseExceptionGroup[E] = group.exceptions[0]
+    while isinstance(inner, BaseExceptionGroup):
+        inner = inner.exceptions[0]
+    return inner
+
+
+def _refusal(url: str, rejected: ConnectionRejected) -> RunnerError:
+    """The error an upgrade answered with an HTTP status means."""
+    if rejected.status_code == 404:
+        return ChannelNotOffered(f"{url}: 404, the server has no runner channel")
+    code, message = f"http_{rejected.status_code}", "the channel upgrade was refused"
+    try:
+        body = json.loads(rejected.body or b"")
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if isinstance(body.get("code"), str):
+            code = body["code"]
+        if isinstance(body.get("error"), str):
+            message = body["error"]
+    return ServerError(rejected.status_code, code, message)
+
+
+class ChannelRunnerClient(RunnerClient):
+    """A RunnerClient whose heartbeats, claims, job-state polls, status reports and log
+    batches go over the runner channel while the server offers one (the rest, and
+    everything once the upgrade was answered 404, is plain HTTP).
+
+    Start :meth:`run_channel` in a nursery that outlives the calls.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        credentials: RunnerCredentials | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(server_url, credentials=credentials, timeout=timeout, transport=transport)
+        self.channel = RunnerChannel(self.server_url, timeout=timeout)
+        self.offered: bool | None = None  # None until an upgrade was answered
+        self._say = say
+
+    async def run_channel(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.channel.run(task_status=task_status)
+
+    async def _either(
+        self, over_channel: Callable[[], Awaitable[T]], over_http: Callable[[], Awaitable[T]]
+    ) -> T:
+        if self.offered is not False:
+            self.channel.credentials = self.credentials
+            try:
+                result = await over_channel()
+            except ChannelNotOffered:
+                self._fall_back()
+            else:
+                self.offered = True
+                return result
+        return await over_http()
+
+    def _fall_back(self) -> None:
+        """The upgrade was answered 404: HTTP from now on (said once)."""
+        if self.offered is not False and self._say is not None:
+            self._say("the server offers no runner channel; using HTTP")
+        self.offered = False
+
+    async def heartbeat(
+        self, status: RunnerStatus, capabilities: Mapping[str, Any] | None = None
+    ) -> None:
+        await self._either(
+            lambda: self.channel.heartbeat(status, capabilities),
+            lambda: super(ChannelRunnerClient, self).heartbeat(status, capabilities),
+        )
+
+    async def claim(self, wait_seconds: int = 0) -> Job | None:
+        return await self._either(
+            lambda: self.channel.claim(wait_seconds),
+            lambda: super(ChannelRunnerClient, self).claim(wait_seconds),
+        )
+
+    async def job_state(self, build_id: str, wait_seconds: int = 0) -> str:
+        return await self._either(
+            lambda: self.channel.job_state(build_id, wait_seconds),
+            lambda: super(ChannelRunnerClient, self).job_state(build_id, wait_seconds),
+        )
+
+    async def report(
+        self,
+        build_id: str,
+        status: ReportStatus,
+        exit_code: int | None = None,
+        error_message: str | None = None,
+        steps: Sequence[StepResult] | None = None,
+    ) -> dict[str, Any]:
+        return await self._either(
+            lambda: self.channel.report(build_id, status, exit_code, error_message, steps),
+            lambda: super(ChannelRunnerClient, self).report(
+                build_id, status, exit_code, error_message, steps
+            ),
+        )
+
+    async def append_logs(self, build_id: str, chunks: Sequence[LogChunk]) -> int:
+        return await self._either(
+            lambda: self.channel.append_logs(build_id, chunks),
+            lambda: super(ChannelRunnerClient, self).append_logs(build_id, chunks),
+        )
