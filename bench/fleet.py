@@ -25,6 +25,7 @@ import random
 import resource
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -65,31 +66,58 @@ def _worker(
     connections: int,
     transport: str,
 ) -> None:
-    beat = _beat if transport == "http" else _beat_on_channels
-    results.put(trio.run(beat, url, runners, at, window, stop, interval, connections))
+    schedule = _Schedule(at, window, stop, interval)
+    if transport == "http":
+        trio.run(_beat, schedule, url, runners, connections)
+    else:
+        trio.run(_beat_on_channels, schedule, url, runners)
+    results.put(schedule.result())
+
+
+class _Schedule:
+    """When each runner beats (from a random instant in ``[at, at + interval)`` until
+    ``stop``, wall-clock times), what became of the beats, and the load's own CPU."""
+
+    def __init__(self, at: float, window: float, stop: float, interval: float) -> None:
+        self.at, self.window, self.stop, self.interval = at, window, stop, interval
+        self.latencies: list[float] = []
+        self.counts = {"sent": 0, "failed": 0, "late": 0, "answered_in_window": 0}
+        self._cpu_before = _cpu_seconds()
+        self._wall_before = time.monotonic()
+
+    async def beat_until_stop(self, beat: Callable[[], Awaitable[None]]) -> None:
+        """``beat`` once per interval; latencies of the beats due from ``window`` on."""
+        offset = trio.current_time() - time.time()  # wall clock -> trio clock
+        due = self.at + random.random() * self.interval
+        while due < self.stop:
+            await trio.sleep_until(due + offset)
+            began = time.perf_counter()
+            self.counts["late"] += time.time() - due > LATE
+            await beat()
+            self.counts["sent"] += 1
+            self.counts["answered_in_window"] += self.window <= time.time() < self.stop
+            if due >= self.window:
+                self.latencies.append(time.perf_counter() - began)
+            due += self.interval
+
+    def result(self) -> dict[str, Any]:
+        cpu = (_cpu_seconds() - self._cpu_before) / (time.monotonic() - self._wall_before)
+        return {"latencies": self.latencies, **self.counts, "cpu_cores": cpu}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _beat(
-    url: str,
-    runners: list[tuple[str, str]],
-    at: float,
-    window: float,
-    stop: float,
-    interval: float,
-    connections: int,
-) -> dict[str, Any]:
-    """Every runner beats from a random instant in ``[at, at + interval)`` until ``stop``
-    (wall-clock times), over one of ``connections`` shared keep-alive connections (0: a
-    connection of its own, opened again once the server may have closed it); latencies
-    of the beats due from ``window`` on."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_before = usage.ru_utime + usage.ru_stime
-    wall_before = time.monotonic()
+    schedule: _Schedule, url: str, runners: list[tuple[str, str]], connections: int
+) -> None:
+    """Every runner beats over one of ``connections`` shared keep-alive connections (0: a
+    connection of its own, opened again once the server may have closed it)."""
     host, port_text = url.removeprefix("http://").rsplit(":", 1)
     port = int(port_text)
-    latencies: list[float] = []
-    counts = {"sent": 0, "failed": 0, "late": 0, "answered_in_window": 0}
-    offset = trio.current_time() - time.time()  # wall clock -> trio clock
+    counts = schedule.counts
     pool: list[tuple[RawConn, float]] = []  # idle shared connections, last used when
     free = trio.Semaphore(connections) if connections else None
 
@@ -117,11 +145,9 @@ async def _beat(
     async def runner(runner_id: str, token: str) -> None:
         path = f"/v1/runners/{runner_id}/heartbeat"
         own: tuple[RawConn, float] | None = None
-        due = at + random.random() * interval
-        while due < stop:
-            await trio.sleep_until(due + offset)
-            began = time.perf_counter()
-            counts["late"] += time.time() - due > LATE
+
+        async def once() -> None:
+            nonlocal own
             if free is None:
                 conn = await beat(own, path, token)
                 own = (conn, trio.current_time()) if conn else None
@@ -130,58 +156,27 @@ async def _beat(
                     conn = await beat(pool.pop() if pool else None, path, token)
                     if conn is not None:
                         pool.append((conn, trio.current_time()))
-            counts["sent"] += 1
-            counts["answered_in_window"] += window <= time.time() < stop
-            if due >= window:
-                latencies.append(time.perf_counter() - began)
-            due += interval
+
+        await schedule.beat_until_stop(once)
 
     async with trio.open_nursery() as nursery:
         for runner_id, token in runners:
             nursery.start_soon(runner, runner_id, token)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "latencies": latencies,
-        **counts,
-        "cpu_cores": (usage.ru_utime + usage.ru_stime - cpu_before)
-        / (time.monotonic() - wall_before),
-    }
 
 
-async def _beat_on_channels(
-    url: str,
-    runners: list[tuple[str, str]],
-    at: float,
-    window: float,
-    stop: float,
-    interval: float,
-    _connections: int,
-) -> dict[str, Any]:
-    """Like :func:`_beat`, each runner on a channel of its own, opened before ``at`` and
-    held to the end."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_before = usage.ru_utime + usage.ru_stime
-    wall_before = time.monotonic()
-    latencies: list[float] = []
-    counts = {"sent": 0, "failed": 0, "late": 0, "answered_in_window": 0}
-    offset = trio.current_time() - time.time()  # wall clock -> trio clock
+async def _beat_on_channels(schedule: _Schedule, url: str, runners: list[tuple[str, str]]) -> None:
+    """Every runner beats on a channel of its own, opened before ``at`` and held to the
+    end."""
     gate = trio.Semaphore(OPEN_AT_ONCE)
 
     async def runner(link: RunnerLink) -> None:
-        due = at + random.random() * interval
-        while due < stop:
-            await trio.sleep_until(due + offset)
-            began = time.perf_counter()
-            counts["late"] += time.time() - due > LATE
+        async def once() -> None:
             try:
                 await link.heartbeat()
             except (*LINK_FAILURES, Refused):
-                counts["failed"] += 1
-            counts["sent"] += 1
-            counts["answered_in_window"] += window <= time.time() < stop
-            if due >= window:
-                latencies.append(time.perf_counter() - began)
-            due += interval
+                schedule.counts["failed"] += 1
+
+        await schedule.beat_until_stop(once)
 
     async with trio.open_nursery() as readers:
         links: list[RunnerLink] = []
@@ -193,20 +188,13 @@ async def _beat_on_channels(
         async with trio.open_nursery() as opening:
             for runner_id, token in runners:
                 opening.start_soon(connect, runner_id, token)
-        if time.time() > at:
+        if time.time() > schedule.at:
             raise SystemExit("the channels took longer to open than the start allowed")
         async with trio.open_nursery() as nursery:
             for link in links:
                 nursery.start_soon(runner, link)
         for link in links:
             await link.aclose()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "latencies": latencies,
-        **counts,
-        "cpu_cores": (usage.ru_utime + usage.ru_stime - cpu_before)
-        / (time.monotonic() - wall_before),
-    }
 
 
 def repetition(

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -147,15 +148,22 @@ def test_cli_without_a_daemon_says_so(tmp_path: Path) -> None:
     assert result.returncode == 1 and "not running" in result.stderr
 
 
-def test_stopping_answers_parked_claims_at_once(make_daemon: DaemonFactory) -> None:
-    daemon = make_daemon().start()
+def _register_runner(daemon: Daemon, name: str) -> dict[str, Any]:
+    """A runner registered by the local owner: the registration's answer."""
     with daemon.client() as client:
         token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
-        reg = client.post(
+        reply = client.post(
             "/v1/runners/register",
-            json={"name": "parked"},
+            json={"name": name},
             headers={"Authorization": f"Bearer {token}"},
-        ).json()
+        )
+        registration: dict[str, Any] = reply.json()
+        return registration
+
+
+def test_stopping_answers_parked_claims_at_once(make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon().start()
+    reg = _register_runner(daemon, "parked")
     answers: list[httpx.Response] = []
 
     def park() -> None:
@@ -185,13 +193,7 @@ def test_stopping_answers_a_claim_parked_on_a_channel_and_closes_it(
     make_daemon: DaemonFactory,
 ) -> None:
     daemon = make_daemon().start()
-    with daemon.client() as client:
-        token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
-        reg = client.post(
-            "/v1/runners/register",
-            json={"name": "on-a-channel"},
-            headers={"Authorization": f"Bearer {token}"},
-        ).json()
+    reg = _register_runner(daemon, "on-a-channel")
     credentials = RunnerCredentials(reg["runner"]["id"], reg["token"])
     answers: list[object] = []
     parked = threading.Event()
