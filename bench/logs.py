@@ -74,21 +74,28 @@ class _Chunked:
 
 
 async def _view(
-    host: str, port: int, path: str, token: str, stall_until: float | None, out: list[Any]
+    host: str,
+    port: int,
+    path: str,
+    token: str,
+    stall_until: float | None,
+    connecting: trio.Semaphore,
+    out: list[Any],
 ) -> None:
     stalled = stall_until is not None
     sock = trio.socket.socket()
     if stall_until is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect((host, port))
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
-    await sock.send(request.encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        data = await sock.recv(65536)
-        if not data:
-            raise RuntimeError("stream closed before its headers")
-        head += data
+    async with connecting:  # held until the stream's headers are in
+        await sock.connect((host, port))
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        await sock.send(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = await sock.recv(65536)
+            if not data:
+                raise RuntimeError("stream closed before its headers")
+            head += data
     head, body = head.split(b"\r\n\r\n", 1)
     if not head.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"stream refused: {head[:60]!r}")
@@ -141,12 +148,13 @@ async def _view_all(
     """``count`` viewers, the first ``stalled`` of which read nothing before ``until``."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     out: list[Any] = []
+    # A viewer waits its turn to connect: thousands at once would overflow the daemon's
+    # accept queue while its event loop is busy, and the kernel would reset them.
+    connecting = trio.Semaphore(CONNECT_AT_ONCE)
     async with trio.open_nursery() as nursery:
         for i in range(count):
             stall = until if i < stalled else None
-            nursery.start_soon(_view, host, int(port), path, token, stall, out)
-            if i % CONNECT_AT_ONCE == CONNECT_AT_ONCE - 1:
-                await trio.sleep(0.05)  # the listen backlog is finite
+            nursery.start_soon(_view, host, int(port), path, token, stall, connecting, out)
     return {"viewers": out}
 
 
@@ -235,7 +243,7 @@ def repetition(
         stalled_count // procs + (1 if i < stalled_count % procs else 0) for i in range(procs)
     ]
     progress(f"{viewers} viewers connecting, then {rate} lines/s for {seconds:g}s")
-    lead = 2 + viewers / 2000  # time for the viewers to connect
+    lead = 2 + viewers / 500  # time for the viewers to connect
     until = time.time() + lead + seconds + 1
     results: list[dict[str, Any]] = []
     loader = threading.Thread(
@@ -258,6 +266,8 @@ def repetition(
     rss = rss_kb(server.pid)
     loader.join(timeout=900)
     done_progress()
+    if len(results) != sum(1 for share in shares if share):
+        raise SystemExit("a viewer process did not report (its error is above)")
     sent = len(with_viewers) * max(1, round(rate * BATCH_INTERVAL))
     everyone = [v for r in results for v in r["viewers"]]
     live = [v for v in everyone if not v["stalled"]]  # stalled ones are late on purpose
