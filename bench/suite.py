@@ -47,8 +47,14 @@ def markdown(entry: str, result: Mapping[str, Any]) -> str:
     params = ", ".join(f"{k}={v}" for k, v in result["params"].items())
     lines = [f"`{entry}` ({params})", "", "| figure | median | min..max |", "|---|---|---|"]
     for key, fig in summarize(result["runs"]).items():
-        lines.append(f"| {key} | {fig['median']:.4g} | {fig['min']:.4g}..{fig['max']:.4g} |")
+        low, high = _figure(fig["min"]), _figure(fig["max"])
+        lines.append(f"| {key} | {_figure(fig['median'])} | {low}..{high} |")
     return "\n".join(lines)
+
+
+def _figure(value: float) -> str:
+    """Whole numbers from 100 up (with thousands separators), three figures below."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def main(scenarios: Mapping[str, Scenario], argv: list[str] | None = None) -> dict[str, Any]:
