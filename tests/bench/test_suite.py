@@ -31,7 +31,7 @@ def test_every_entry_of_the_plan_runs_and_is_written_once(
     written = json.loads((tmp_path / "all.json").read_text())
     assert list(written["results"]) == [entry for entry, _, _ in suite.PLAN]
     first = written["results"]["claims-http"]
-    assert first["command"] == "python -m bench claims --transport http"
+    assert first["command"] == "python -m bench claims --builds 10000 --transport http"
     assert first["summary"]["x_per_s"] == {"median": 2.0, "min": 1.0, "max": 3.0}
     shown = capsys.readouterr().out
     assert "| x_per_s | 2 | 1..3 |" in shown
