@@ -23,7 +23,6 @@ import argparse
 import json
 import random
 import resource
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -35,6 +34,7 @@ from bench import procfs
 from bench.channel import FAILURES as LINK_FAILURES
 from bench.channel import TRANSPORTS, Refused, RunnerLink, open_link
 from bench.harness import (
+    BackgroundLoad,
     Server,
     done_progress,
     percentile,
@@ -42,7 +42,6 @@ from bench.harness import (
     progress,
     register_runners,
     report,
-    run_processes,
     split,
     started_daemon,
 )
@@ -219,13 +218,11 @@ def repetition(
         at += len(fleet) / procs / CHANNELS_OPENED_PER_S
     stop = at + seconds
     window = at + interval if seconds > interval else at  # every runner has beaten once
-    results: list[dict[str, Any]] = []
     args = [
         (server.url, part, at, window, stop, interval, connections, transport)
         for part in split(fleet, procs)
     ]
-    loader = threading.Thread(target=lambda: results.extend(run_processes(_worker, args)))
-    loader.start()
+    load = BackgroundLoad(_worker, args)
     postmaster = procfs.postmaster_pid(server.pid)
     while time.time() < window:
         progress(f"{len(fleet)} runners starting: {max(0.0, window - time.time()):.0f}s")
@@ -241,10 +238,8 @@ def repetition(
     pg_cpu = (procfs.tree_cpu_seconds(postmaster) - pg_before) / took if postmaster else 0.0
     rss_kb = procfs.rss_kb(server.pid)
     progress("waiting for the load processes")
-    loader.join(timeout=600)
+    results = load.results(timeout=600)
     done_progress()
-    if len(results) != len(args):
-        raise SystemExit("a load process did not report")
     latencies = [x for r in results for x in r["latencies"]]
     if not latencies:
         raise SystemExit("no heartbeat in the steady window")

@@ -205,6 +205,32 @@ def run_processes(
     return gathered
 
 
+class BackgroundLoad:
+    """:func:`run_processes` on a thread of its own, so that a scenario can measure the
+    server while its load runs."""
+
+    def __init__(self, target: Callable[..., None], args: Sequence[tuple[Any, ...]]) -> None:
+        self._expected = len(args)
+        self._reported: list[dict[str, Any]] = []
+        self._thread = threading.Thread(
+            target=lambda: self._reported.extend(run_processes(target, args))
+        )
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def results(self, timeout: float = 0.0) -> list[dict[str, Any]]:
+        """What every load process reported, once they have (up to ``timeout``)."""
+        self.wait(timeout)
+        if len(self._reported) != self._expected:
+            raise SystemExit("a load process did not report (its error is above)")
+        return self._reported
+
+
 def progress(text: str) -> None:
     """One status line, rewritten in place while a scenario runs."""
     print(f"\r  {text:<70}", end="", file=sys.stderr, flush=True)

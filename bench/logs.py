@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import re
 import socket
-import threading
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ import httpx
 import trio
 
 from bench.harness import (
+    BackgroundLoad,
     Server,
     Target,
     done_progress,
@@ -28,7 +28,6 @@ from bench.harness import (
     prepare,
     progress,
     report,
-    run_processes,
     started_daemon,
 )
 from bench.procfs import cpu_seconds, rss_kb
@@ -245,29 +244,21 @@ def repetition(
     progress(f"{viewers} viewers connecting, then {rate} lines/s for {seconds:g}s")
     lead = 2 + viewers / 500  # time for the viewers to connect
     until = time.time() + lead + seconds + 1
-    results: list[dict[str, Any]] = []
-    loader = threading.Thread(
-        target=lambda: results.extend(
-            run_processes(
-                _viewers,
-                [
-                    (target.url, path, target.token, share, stall, until)
-                    for share, stall in zip(shares, stalls, strict=True)
-                    if share
-                ],
-            )
-        )
+    load = BackgroundLoad(
+        _viewers,
+        [
+            (target.url, path, target.token, share, stall, until)
+            for share, stall in zip(shares, stalls, strict=True)
+            if share
+        ],
     )
-    loader.start()
     time.sleep(lead)
     cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
     with_viewers = trio.run(_append, target, build_id, runner_id, headers, rate, seconds)
     cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before)
     rss = rss_kb(server.pid)
-    loader.join(timeout=900)
+    results = load.results(timeout=900)
     done_progress()
-    if len(results) != sum(1 for share in shares if share):
-        raise SystemExit("a viewer process did not report (its error is above)")
     sent = len(with_viewers) * max(1, round(rate * BATCH_INTERVAL))
     everyone = [v for r in results for v in r["viewers"]]
     live = [v for v in everyone if not v["stalled"]]  # stalled ones are late on purpose

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import threading
 import time
 from functools import partial
 from typing import Any
@@ -29,6 +28,7 @@ from bench import procfs
 from bench.channel import FAILURES as LINK_FAILURES
 from bench.channel import TRANSPORTS, Refused, open_link
 from bench.harness import (
+    BackgroundLoad,
     Server,
     Target,
     done_progress,
@@ -36,7 +36,6 @@ from bench.harness import (
     progress,
     register_runners,
     report,
-    run_processes,
     started_daemon,
 )
 from bench.rawhttp import FAILURES, RawConn
@@ -238,7 +237,7 @@ def _settled_rss_kb(server: Server) -> int:
     return procfs.rss_kb(server.pid)
 
 
-def _wait(event: Any, what: str, loader: threading.Thread) -> None:
+def _wait(event: Any, what: str, loader: BackgroundLoad) -> None:
     began = time.monotonic()
     while not event.wait(0.5):
         if not loader.is_alive() or time.monotonic() - began > STEP_TIMEOUT:
@@ -257,11 +256,9 @@ def repetition(runners: int, viewers: int, transport: str) -> dict[str, float]:
         fleet = trio.run(partial(register_runners, target, runners, "memory"))
         baseline_kb = _settled_rss_kb(server)
         progress(f"{runners} runners: a heartbeat each, then a parked claim")
-        results: list[dict[str, Any]] = []
         path = f"/v1/builds/{build_id}/logs/stream"
         args = [(target.url, fleet, path, target.token, viewers, events, transport)]
-        loader = threading.Thread(target=lambda: results.extend(run_processes(_holder, args)))
-        loader.start()
+        loader = BackgroundLoad(_holder, args)
         try:
             _wait(events["runners"], "its runners parked", loader)
             runners_kb = _settled_rss_kb(server)
@@ -273,11 +270,9 @@ def repetition(runners: int, viewers: int, transport: str) -> dict[str, float]:
             for event in events.values():
                 event.set()
             progress("closing")
-            loader.join(timeout=120)
+            loader.wait(timeout=120)
     done_progress()
-    if not results:
-        raise SystemExit("the load process did not report")
-    held = results[0]
+    held = loader.results()[0]
     if "crashed" in held:
         raise SystemExit(f"the load process crashed: {held['crashed']}")
     if held["runner_failures"] or held["viewer_failures"]:
