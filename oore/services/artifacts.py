@@ -37,7 +37,7 @@ from oore.services.access import Access
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
 from oore.services.clock import WallClock
 from oore.services.identity import AuditSink
-from oore.storage import ArtifactStorage, LocalStorage, StoredObject
+from oore.storage import ArtifactStorage, LocalStorage, S3Storage, StoredObject, storage_error
 from oore.storage.local import FileChunks
 from oore.store import AuditEntry, Store
 from oore.store.artifacts import NewArtifact
@@ -383,8 +383,16 @@ class Artifacts:
 async def _delete_objects(
     backend: ArtifactStorage, batch: Sequence[Artifact]
 ) -> tuple[list[str], list[ApiError]]:
-    """Delete the objects of ``batch``, ``PURGE_CONCURRENCY`` at once: the ids of the
-    artifacts whose object is gone, and the errors of the others."""
+    """Delete the objects of ``batch``: the ids of the artifacts whose object is gone,
+    and the errors of the others. S3 takes the whole batch in one request; other
+    backends delete ``PURGE_CONCURRENCY`` objects at once."""
+    if isinstance(backend, S3Storage):
+        left = await backend.delete_batch([stored_object(artifact) for artifact in batch])
+        failed = {obj.artifact_id for obj in left}
+        deleted = [artifact.id for artifact in batch if artifact.id not in failed]
+        if not failed:
+            return deleted, []
+        return deleted, [storage_error(f"Could not delete {len(failed)} artifact object(s)")]
     gone: list[str] = []
     failures: list[ApiError] = []
     limiter = trio.CapacityLimiter(PURGE_CONCURRENCY)

@@ -129,6 +129,35 @@ async def test_deleting_the_project_deletes_its_objects_and_kills_its_links(
     assert (refused.status, refused.code) == (401, "invalid_token")
 
 
+async def test_a_failed_bucket_delete_leaves_the_project_and_a_retry_finishes(
+    setup: Setup, s3_server: S3Server, bucket: str
+) -> None:
+    job = await running_job(setup)
+    reserved = await job.reserve("kept.bin")
+    async with httpx.AsyncClient() as http:
+        assert (await http.put(reserved.body["upload_url"], content=b"kept")).status_code == 200
+    await job.finish(reserved.body["artifact"]["id"], "complete")
+    assert (await job.runner.report(job.build_id, "succeeded", exit_code=0)).status == 200
+
+    def drop_bucket() -> None:
+        client = s3_server.client()
+        client.delete_object(Bucket=bucket, Key=reserved.body["artifact"]["file_path"])
+        client.delete_bucket(Bucket=bucket)
+
+    await trio.to_thread.run_sync(drop_bucket)
+    path = f"/v1/projects/{setup.project_id}"
+    failed = await setup.api.call("DELETE", path, token=setup.token)
+    assert (failed.status, failed.code) == (500, "storage_error")
+    assert (await setup.api.get(path, token=setup.token)).status == 200
+    listed = await setup.api.get(f"/v1/builds/{job.build_id}/artifacts", token=setup.token)
+    assert [a["name"] for a in listed.body["artifacts"]] == ["kept.bin"]
+
+    await trio.to_thread.run_sync(lambda: s3_server.client().create_bucket(Bucket=bucket))
+    retried = await setup.api.call("DELETE", path, token=setup.token)
+    assert (retried.status, retried.body) == (200, {"ok": True})
+    assert (await setup.api.get(path, token=setup.token)).status == 404
+
+
 async def test_saved_settings_win_over_the_environment_at_once(
     setup: Setup, s3_server: S3Server, bucket: str, runtime: Runtime, tmp_path: Path
 ) -> None:
