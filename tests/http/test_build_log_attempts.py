@@ -104,7 +104,7 @@ async def test_a_requeued_build_shows_only_its_new_attempt_and_keeps_the_old_one
 ) -> None:
     build, lost = await claimed(setup)
     build_id = build["id"]
-    assert (await append(lost, build_id, chunks("a", 0, 18), attempt=1)).body == {"appended": 18}
+    assert (await append(lost, build_id, chunks("a", 0, 18))).body == {"appended": 18}
     auth = {"Authorization": f"Bearer {setup.token}"}
     url = f"{served}/v1/builds/{build_id}/logs/stream"
     live = Seen()
@@ -121,16 +121,17 @@ async def test_a_requeued_build_shows_only_its_new_attempt_and_keeps_the_old_one
         job = await taker.claim()
         assert job is not None and job["attempt"] == 2
         assert (await taker.report(build_id, "running")).status == 200
-        assert (await append(taker, build_id, chunks("b", 0, 25), attempt=2)).body == {
-            "appended": 25
-        }
+        # Numbered from 0 again, like the lost attempt's lines: all of them are new.
+        assert (await append(taker, build_id, chunks("b", 0, 25))).body == {"appended": 25}
         # The lost runner's late lines are refused, with or without its attempt.
         for late in (
             await append(lost, build_id, chunks("late", 18, 3), attempt=1),
             await append(lost, build_id, chunks("late", 0, 3)),
         ):
             assert (late.status, late.code) == (403, "runner_mismatch")
-        assert (await append(taker, build_id, chunks("b", 25, 15))).body == {"appended": 15}
+        assert (await append(taker, build_id, chunks("b", 25, 15), attempt=2)).body == {
+            "appended": 15
+        }
         assert (await taker.report(build_id, "succeeded", exit_code=0)).status == 200
     assert live.events == [
         *first_attempt(18),
