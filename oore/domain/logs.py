@@ -48,7 +48,7 @@ def truncate_utf8(text: str, limit: int = MAX_LINE_BYTES) -> str:
 
 def truncation_notice(cap: int) -> str:
     return (
-        f"[oore] log truncated: this build reached its limit of {cap:,} lines; "
+        f"[oore] log truncated: this attempt of the build reached its limit of {cap:,} lines; "
         "later output was not stored"
     )
 

@@ -83,7 +83,7 @@ MAX_READ_LIMIT = 5000
 class LogConfig:
     """Limits of log storage and streaming; defaults sized for thousands of viewers."""
 
-    lines_per_build: int = 1_000_000
+    lines_per_build: int = 1_000_000  # per attempt: a requeued build's next one starts afresh
     viewers_per_build: int = 10_000
     viewers_per_user: int = 10_000
     viewers_total: int = 50_000
