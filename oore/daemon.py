@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -31,19 +32,36 @@ from oore.services.network import NetworkDefaults
 from oore.services.scheduling import Scheduling, SchedulingConfig
 from oore.services.scm import ScmConfig
 from oore.store import Store, open_store
+from oore.store.database import Revive
 from oore.store.embedded import embedded_postgres
 
 log = logging.getLogger("oored")
 
 
+# Seconds between checks that the database still answers while nothing else queries it.
+DATABASE_CHECK_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where the database is, and how to bring it back if it dies (embedded only)."""
+
+    url: str
+    revive: Revive | None = None
+
+
 @asynccontextmanager
-async def open_database_url(settings: Settings) -> AsyncIterator[str]:
-    """OORED_DATABASE_URL if set, else the embedded PostgreSQL in the data directory."""
+async def open_database_url(settings: Settings) -> AsyncIterator[DatabaseTarget]:
+    """OORED_DATABASE_URL if set, else the embedded PostgreSQL in the data directory.
+
+    The embedded server is restarted by the store when it dies; an external one is
+    waited for (the store reconnects once it answers again).
+    """
     if settings.database_url:
-        yield settings.database_url
+        yield DatabaseTarget(settings.database_url)
         return
-    async with embedded_postgres(settings.data_dir / PGDATA_DIR) as url:
-        yield url
+    async with embedded_postgres(settings.data_dir / PGDATA_DIR) as server:
+        yield DatabaseTarget(server.uri, server.revive_in_thread)
 
 
 def scheduling_config(settings: Settings) -> SchedulingConfig:
@@ -111,9 +129,14 @@ async def run_daemon(
     """Serve until SIGINT/SIGTERM, then stop within the configured grace period."""
     clock = SystemClock()
     async with AsyncExitStack() as stack:
-        url = await stack.enter_async_context(open_database_url(settings))
+        target = await stack.enter_async_context(open_database_url(settings))
         store: Store = await stack.enter_async_context(
-            open_store(url, pool_size=settings.database_pool_size)
+            open_store(
+                target.url,
+                pool_size=settings.database_pool_size,
+                revive=target.revive,
+                watch_interval=DATABASE_CHECK_INTERVAL,
+            )
         )
         await store.instance.ensure(clock.now())
         key = await trio.to_thread.run_sync(load_or_create_key, settings.data_dir)

@@ -19,6 +19,7 @@ Every failure a client can see is an :class:`ApiError`; the HTTP layer turns it 
      ├── TooManyRequests       429 <code>            too_many_attempts, ...
      ├── BadGateway            502 <code>            oidc_discovery_error, token_exchange_error, ...
      ├── ServiceUnavailable    503 <code>            overloaded, not_ready
+     │    └── StoreUnavailable 503 store_unavailable the database cannot be reached (Retry-After)
      └── InternalError         500 <code>            no_bootstrap_token, ...
           └── StoreError       500 store_error       the database failed
 
@@ -176,6 +177,18 @@ class ServiceUnavailable(ApiError):
     status = 503
     default_code = "service_unavailable"
     default_message = "Service unavailable"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The database cannot be reached right now; the daemon reconnects by itself.
+
+    Raised instead of a 500 while PostgreSQL is down or restarting, so clients retry
+    after ``retry_after`` seconds rather than give up.
+    """
+
+    default_code = "store_unavailable"
+    default_message = "The database is unavailable; try again shortly"
+    retry_after: ClassVar[int] = 2
 
 
 class InternalError(ApiError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -135,10 +135,12 @@ async def open_runtime(
         "audit", store.audit.append, max_batch=AUDIT_MAX_BATCH, capacity=AUDIT_MAILBOX
     )
     root = Supervisor("root", [audit.spec()], max_restarts=5, period=10.0)
+    resuming = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         try:
             scheduling = await start_scheduling(store, clock, config or SchedulingConfig(), root)
+            nursery.start_soon(_within, resuming, scheduling.resume_after_outages)
             access = Access(store)
             artifacts_config = artifacts_config or ArtifactsConfig()
             network = Network(
@@ -191,4 +193,10 @@ async def open_runtime(
                 webhooks=webhooks,
             )
         finally:
+            resuming.cancel()
             root.stop()
+
+
+async def _within(scope: trio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await run()

@@ -17,6 +17,13 @@ budget it escalates: it cancels its other children in reverse order and raises
         ...
         root.stop()                            # reverse order, each within its grace
 
+A child that crashed because the database is unreachable (``StoreUnavailable``, itself or
+as the cause) is not charged to the budget: an outage is not the child's fault, and
+escalating would take the daemon down with it. Such a child is restarted after a delay
+that doubles from ``OUTAGE_BACKOFF_INITIAL`` to ``OUTAGE_BACKOFF_MAX`` seconds while the
+crashes go on, and its fresh incarnation rebuilds its state from the database once
+that answers again.
+
 Cancellation is never swallowed: when the supervisor's scope is cancelled, its children are
 cancelled with it and none is restarted.
 """
@@ -35,10 +42,13 @@ from typing import Any, Generic, Protocol, TypeVar, cast, overload
 import trio
 
 from oore.actors.base import Actor, ActorRef, ActorStatistics
+from oore.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 5.0
+OUTAGE_BACKOFF_INITIAL = 0.25  # seconds
+OUTAGE_BACKOFF_MAX = 4.0
 
 
 class Restart(enum.Enum):
@@ -235,6 +245,7 @@ class _Child:
         self.running = False
         self.stopping = False  # asked to stop: never restart
         self.final = False  # finished for good: run on_exit
+        self.outage_delay = OUTAGE_BACKOFF_INITIAL  # before a restart after an outage crash
 
 
 class _ChildStatus(trio.TaskStatus[Any]):
@@ -469,13 +480,29 @@ class Supervisor:
                 if crash is not None:
                     raise crash
                 raise RuntimeError(f"child {spec.id!r} returned before it reported started")
-            if crash is not None:
-                logger.error("supervisor %r: child %r crashed", self._name, spec.id, exc_info=crash)
+            outage = _store_outage(crash)
+            if outage:
+                logger.info(
+                    "supervisor %r: child %r stopped: the database is unavailable",
+                    self._name,
+                    spec.id,
+                )
+            else:
+                child.outage_delay = OUTAGE_BACKOFF_INITIAL
+                if crash is not None:
+                    logger.error(
+                        "supervisor %r: child %r crashed", self._name, spec.id, exc_info=crash
+                    )
             # A pending cancellation (ours or our parent's) is delivered here, so an
             # incarnation that ended because of it is never restarted.
             await trio.lowlevel.checkpoint()
-            if not self._may_restart(child, crash):
+            if not self._may_restart(child, crash, charge=not outage):
                 return
+            if outage:
+                await trio.sleep(child.outage_delay)
+                child.outage_delay = min(child.outage_delay * 2, OUTAGE_BACKOFF_MAX)
+                if not self._may_restart(child, crash, charge=False):
+                    return
             child.restarts += 1
             self._restarts += 1
             if not child.dynamic:
@@ -488,8 +515,8 @@ class Supervisor:
             )
             status = _ChildStatus(child, None)
 
-    def _may_restart(self, child: _Child, crash: Exception | None) -> bool:
-        """Apply the restart policy and the budget to a child that ended on its own."""
+    def _may_restart(self, child: _Child, crash: Exception | None, *, charge: bool = True) -> bool:
+        """Apply the restart policy and (if ``charge``) the budget to a child that ended."""
         assert self._wake is not None
         if child.stopping or self._wake.is_set():
             return False
@@ -500,7 +527,7 @@ class Supervisor:
         if policy is Restart.TEMPORARY or (policy is Restart.TRANSIENT and crash is None):
             child.final = True
             return False
-        if not self._within_budget():
+        if charge and not self._within_budget():
             self._escalate(child.spec.id, crash, "exceeded the restart budget")
             return False
         return True
@@ -556,6 +583,21 @@ class Supervisor:
             if spec.id not in self._finished:
                 self._finished.add(spec.id)
                 _call_on_exit(self._name, spec)
+
+
+def _store_outage(crash: BaseException | None) -> bool:
+    """Did the child end because the database could not be reached?"""
+    seen: set[int] = set()
+    while crash is not None and id(crash) not in seen:
+        seen.add(id(crash))
+        if isinstance(crash, StoreUnavailable):
+            return True
+        if isinstance(crash, BaseExceptionGroup) and any(
+            _store_outage(inner) for inner in crash.exceptions
+        ):
+            return True
+        crash = crash.__cause__
+    return False
 
 
 def _call_on_exit(supervisor: str, spec: ChildSpec[Any]) -> None:

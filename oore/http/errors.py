@@ -8,7 +8,7 @@ from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from oore.errors import ApiError, InternalError, InvalidRequest, PayloadTooLarge
+from oore.errors import ApiError, InternalError, InvalidRequest, PayloadTooLarge, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ _HTTP_CODES = {
 def error_response(error: ApiError, status: int | None = None) -> Response:
     response = jsonify(error.to_json())
     response.status_code = status or error.status
+    if isinstance(error, StoreUnavailable):
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 

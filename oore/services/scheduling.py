@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import trio
 
-from oore.actors import GroupCommitter, Registry, Supervisor, SupervisorNotRunning
+from oore.actors import ActorError, GroupCommitter, Registry, Supervisor, SupervisorNotRunning
 from oore.actors.build import (
     BuildActorDeps,
     BuildHandle,
@@ -25,6 +25,7 @@ from oore.actors.dispatcher import Dispatcher
 from oore.actors.runner import RunnerHandle, runner_actor_spec
 from oore.actors.supervisor import supervisor_spec
 from oore.domain.builds import Build, QueuedBuild
+from oore.errors import ApiError
 from oore.services.clock import WallClock
 from oore.store import Store
 from oore.store.builds import ClaimRow
@@ -128,6 +129,30 @@ class Scheduling:
             await self.build_actor(build)
             if build.runner_id is not None:
                 await self.runner_seen(build.runner_id)
+
+    async def resume_after_outages(self) -> None:
+        """Each time the database comes back from an outage, resume from what it holds.
+
+        Runs until cancelled. While the database was away, answers were lost and actors
+        may have stopped; the database is the judge of what happened: every queued build
+        is offered to the dispatcher again (it ignores those it already indexes; a build
+        offered twice is committed once, by the claim's compare-and-set), every build
+        bound to a runner gets its actor back, and its runner a fresh lease, since it
+        could not call in while the database was away. If the database goes away again
+        meanwhile, the next recovery starts over.
+        """
+        db = self.store.db
+        seen = db.recoveries
+        while True:
+            seen = await db.wait_recovered(seen)
+            try:
+                queued = await self.store.builds.queued()
+                await self.dispatcher.enqueue(queued)
+                await self.recover()
+            except (ApiError, ActorError) as exc:
+                log.warning("resuming after the database outage failed: %s", exc)
+            else:
+                log.info("resumed after the database outage: %d builds queued", len(queued))
 
     async def build_actor(self, build: Build) -> BuildHandle | None:
         """The actor of a build bound to a runner, started if needed; None for other builds."""

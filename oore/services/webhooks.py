@@ -32,6 +32,7 @@ from oore.errors import (
     InvalidInput,
     ServiceUnavailable,
     StoreError,
+    StoreUnavailable,
     Unauthorized,
 )
 from oore.services.builds import Builds
@@ -189,7 +190,7 @@ class Webhooks:
                 if len(batch) < LEASE_BATCH:
                     break
             due = await self._store.webhooks.next_due()
-        except StoreError:
+        except (StoreError, StoreUnavailable):
             return float(RETRY_SECONDS)  # the store logged the cause; look again later
         return None if due is None else float(max(0, due - self._clock.now()))
 

@@ -12,7 +12,7 @@ from oore.store.artifact_tokens import ArtifactTokenStore
 from oore.store.artifacts import ArtifactStore
 from oore.store.audit import AuditEntry, AuditStore
 from oore.store.builds import BuildStore
-from oore.store.database import Database, open_database
+from oore.store.database import Database, Revive, open_database
 from oore.store.instance import InstanceStore
 from oore.store.integrations import IntegrationStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
@@ -64,8 +64,20 @@ class Store:
 
 
 @asynccontextmanager
-async def open_store(url: str, *, pool_size: int = 10) -> AsyncIterator[Store]:
-    """Connect, migrate under the advisory lock, and yield the store."""
-    async with open_database(url, pool_size=pool_size) as db:
+async def open_store(
+    url: str,
+    *,
+    pool_size: int = 10,
+    revive: Revive | None = None,
+    watch_interval: float | None = None,
+) -> AsyncIterator[Store]:
+    """Connect, migrate under the advisory lock, and yield the store.
+
+    ``revive`` and ``watch_interval``: how the database rides out an outage (see
+    :mod:`oore.store.database`).
+    """
+    async with open_database(
+        url, pool_size=pool_size, revive=revive, watch_interval=watch_interval
+    ) as db:
         await migrate(db)
         yield Store(db)

@@ -1,9 +1,25 @@
-"""The PostgreSQL pool, reached from trio through the bridge, with the one error translation."""
+"""The PostgreSQL pool, reached from trio through the bridge, with the one error translation.
+
+Outages. A query that fails because the server cannot be reached (connection refused or
+reset, server shut down, restarting or in recovery, too many connections, a timeout)
+raises :class:`~oore.errors.StoreUnavailable` (503) rather than ``StoreError`` (500), and
+wakes the database's watcher. The watcher probes the server on a fresh connection; if that
+fails too, an outage begins and is logged once. During it every query fails at once with
+``StoreUnavailable``, while the watcher asks ``revive`` to bring the server back (the
+embedded server restarts itself; an external one is waited for) and probes again, backing
+off from ``RETRY_INITIAL`` to ``RETRY_MAX`` seconds. When a probe succeeds the pool's old
+connections are expired (the next acquire makes new ones), the end of the outage is
+logged once with its length, and :meth:`Database.wait_recovered` wakes its waiters so the
+actors rebuild their state from the database. A commit whose connection died mid-flight
+answers ``StoreUnavailable``: it may or may not have committed, and it was never
+acknowledged as done.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
@@ -11,7 +27,7 @@ from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 import asyncpg
 import trio
 
-from oore.errors import ApiError, StoreError
+from oore.errors import ApiError, StoreError, StoreUnavailable
 from oore.store.bridge import AsyncioBridge, open_bridge
 
 log = logging.getLogger(__name__)
@@ -23,27 +39,91 @@ Connection: TypeAlias = asyncpg.Connection
 Query = Callable[Concatenate[Connection, P], Awaitable[T]]
 
 
+Revive = Callable[[], Awaitable[object]]
+
+CONNECT_TIMEOUT = 10.0  # seconds for a new connection, pooled or probe
+RETRY_INITIAL = 0.1  # seconds between probes at the start of an outage, doubling...
+RETRY_MAX = 2.0  # ...up to this
+
+# Failures to reach the server, as opposed to failures of a query.
+_UNREACHABLE = (
+    OSError,  # refused, reset, no socket file
+    TimeoutError,  # connect or command timeout
+    asyncpg.exceptions.PostgresConnectionError,  # class 08, and "connection was closed"
+    asyncpg.exceptions.CannotConnectNowError,  # starting up, shutting down, in recovery
+    asyncpg.exceptions.AdminShutdownError,  # terminated by a fast or immediate stop
+    asyncpg.exceptions.CrashShutdownError,  # another backend crashed
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InternalClientError,  # a protocol left mid-operation by a lost server
+)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Did this fail because the server could not be reached (not because of the query)?"""
+    if isinstance(exc, _UNREACHABLE):
+        return True
+    # "connection is closed", "pool is closed": the connection or pool is gone.
+    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
 def translate(exc: BaseException) -> ApiError:
-    """Turn a driver or socket failure into the project's error type (the one place)."""
+    """Turn a driver or socket failure into the project's error type (the one place).
+
+    An unreachable server is ``StoreUnavailable`` (503), logged once per outage by the
+    watcher rather than once per request; anything else is ``StoreError`` (500), logged.
+    """
     if isinstance(exc, ApiError):
         return exc
+    if unreachable(exc):
+        log.debug("database unreachable: %r", exc)
+        return StoreUnavailable()
     log.error("database failure: %r", exc)
     return StoreError()
 
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 class Database:
-    """A pool of connections; every query function runs on the asyncio side of the bridge."""
+    """A pool of connections; every query function runs on the asyncio side of the bridge.
 
-    def __init__(self, bridge: AsyncioBridge, pool: asyncpg.Pool) -> None:
+    ``revive`` is awaited during an outage before each probe (it restarts an embedded
+    server that died; it may raise ApiError, which is logged and retried).
+    """
+
+    def __init__(
+        self, bridge: AsyncioBridge, pool: asyncpg.Pool, url: str, *, revive: Revive | None = None
+    ) -> None:
         self._bridge = bridge
         self._pool = pool
+        self._url = url
+        self._revive = revive
+        self._down_since: float | None = None
+        self._suspect = trio.Event()
+        self._recovered = trio.Event()
+        self.outages = 0
+        self.recoveries = 0
 
     @property
     def bridge(self) -> AsyncioBridge:
         return self._bridge
+
+    @property
+    def available(self) -> bool:
+        """False during an outage (queries then raise StoreUnavailable at once)."""
+        return self._down_since is None
+
+    async def wait_recovered(self, seen: int) -> int:
+        """Wait until more than ``seen`` outages have ended; return how many have."""
+        while self.recoveries <= seen:
+            await self._recovered.wait()
+        return self.recoveries
 
     async def run(self, query: Query[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``query(conn, ...)`` on a pooled connection, outside a transaction."""
@@ -64,12 +144,87 @@ class Database:
         return await self._call(on_loop)
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if self._down_since is not None:
+            raise StoreUnavailable()
         try:
             return await self._bridge.call(fn)
         except ApiError:
             raise
         except _DRIVER_ERRORS as exc:
-            raise translate(exc) from exc
+            error = translate(exc)
+            if isinstance(error, StoreUnavailable):
+                self._suspect.set()
+            raise error from exc
+
+    async def watch(self, interval: float | None = None) -> None:
+        """Notice outages and end them; runs until cancelled (``open_database`` owns it).
+
+        A failed query wakes it; so does every ``interval`` seconds, if given, so a server
+        that dies while nobody queries it is noticed and revived too.
+        """
+        while True:
+            with trio.move_on_after(math.inf if interval is None else interval):
+                await self._suspect.wait()
+            suspected = self._suspect.is_set()
+            self._suspect = trio.Event()
+            failure = await self._probe()
+            if failure is not None:
+                await self._outage(failure)
+            elif suspected:  # one connection broke: replace the pool's, they may be stale
+                await self._expire_connections()
+
+    async def _outage(self, cause: BaseException) -> None:
+        """From the first failed probe until one succeeds."""
+        started = trio.current_time()
+        self._down_since = started
+        self.outages += 1
+        log.error(
+            "database unavailable (%r); answering 503 store_unavailable until it is back", cause
+        )
+        delay = RETRY_INITIAL
+        while True:
+            if self._revive is not None:
+                try:
+                    await self._revive()
+                except ApiError as exc:
+                    log.warning("%s (retrying)", exc.message)
+            if await self._probe() is None:
+                break
+            await trio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+        await self._expire_connections()
+        self._down_since = None
+        self.recoveries += 1
+        self._recovered.set()
+        self._recovered = trio.Event()
+        log.warning(
+            "database available again after %.1fs unavailable", trio.current_time() - started
+        )
+
+    async def _expire_connections(self) -> None:
+        """Close every pooled connection when it is next released or acquired."""
+
+        async def expire() -> None:
+            await self._pool.expire_connections()
+
+        await self._bridge.call(expire)
+
+    async def _probe(self) -> BaseException | None:
+        """Connect afresh (not through the pool, which may be busy) and ask ``SELECT 1``."""
+
+        async def ping() -> None:
+            conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
+            try:
+                await conn.fetchval("SELECT 1", timeout=CONNECT_TIMEOUT)
+            finally:
+                await conn.close(timeout=CONNECT_TIMEOUT)
+
+        try:
+            await self._bridge.call(ping)
+        except _DRIVER_ERRORS as exc:
+            return exc
+        return None
 
 
 async def _init_connection(conn: Connection) -> None:
@@ -95,9 +250,43 @@ async def _keep_session(conn: Connection) -> None:
     """
 
 
+class _QuietFloorRetries(logging.Filter):
+    """Drop asyncpg's per-attempt traceback while it cannot refill the pool in an outage.
+
+    The outage is logged once, at its start and at its end, by the watcher.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None or not unreachable(record.exc_info[1] or Exception())
+
+
 @asynccontextmanager
-async def open_database(url: str, *, pool_size: int = 10) -> AsyncIterator[Database]:
-    """Connect a pool (on a fresh bridge) and close it on exit; StoreError if unreachable."""
+async def open_database(
+    url: str,
+    *,
+    pool_size: int = 10,
+    revive: Revive | None = None,
+    watch_interval: float | None = None,
+) -> AsyncIterator[Database]:
+    """Connect a pool (on a fresh bridge), watch for outages, close it on exit.
+
+    Raises StoreUnavailable if the server cannot be reached at all, StoreError if it
+    refuses us. See :meth:`Database.watch` for ``watch_interval``.
+    """
+    quiet = _QuietFloorRetries()
+    pool_log = logging.getLogger("asyncpg.pool")
+    pool_log.addFilter(quiet)
+    try:
+        async with _open_database(url, pool_size, revive, watch_interval) as db:
+            yield db
+    finally:
+        pool_log.removeFilter(quiet)
+
+
+@asynccontextmanager
+async def _open_database(
+    url: str, pool_size: int, revive: Revive | None, watch_interval: float | None
+) -> AsyncIterator[Database]:
     async with open_bridge() as bridge:
 
         async def create() -> asyncpg.Pool:
@@ -108,6 +297,7 @@ async def open_database(url: str, *, pool_size: int = 10) -> AsyncIterator[Datab
                 init=_init_connection,
                 reset=_keep_session,
                 command_timeout=60,
+                timeout=CONNECT_TIMEOUT,
             )
 
         try:
@@ -115,7 +305,13 @@ async def open_database(url: str, *, pool_size: int = 10) -> AsyncIterator[Datab
         except _DRIVER_ERRORS as exc:
             raise translate(exc) from exc
         try:
-            yield Database(bridge, pool)
+            db = Database(bridge, pool, url, revive=revive)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(db.watch, watch_interval)
+                try:
+                    yield db
+                finally:
+                    nursery.cancel_scope.cancel()
         finally:
 
             async def close() -> None:
