@@ -26,6 +26,8 @@ from oore.actors import (
     actor_spec,
     supervisor_spec,
 )
+from oore.actors.supervisor import OUTAGE_BACKOFF_INITIAL, OUTAGE_BACKOFF_MAX
+from oore.errors import StoreUnavailable
 from tests.actors.kit import Add, Boom, Explode, Hold, Total
 
 
@@ -86,7 +88,7 @@ def counter(name: str, log: list[str] | None = None) -> tuple[ActorRef[Msg], Spe
     return ref, actor_spec(ref, lambda ref: Counter(ref, log))
 
 
-Order = Literal["return", "raise"]
+Order = Literal["return", "raise", "unavailable", "unavailable_cause"]
 
 
 class Probe:
@@ -155,6 +157,10 @@ class Probe:
                     await trio.sleep(self.delay)
                     if order == "raise":
                         raise Boom(self.name)
+                    if order == "unavailable":
+                        raise StoreUnavailable()
+                    if order == "unavailable_cause":
+                        raise Boom(self.name) from StoreUnavailable()
                     return
                 if self._stopping and not self.ignore_stop:
                     return
@@ -231,6 +237,26 @@ async def test_restarts_spread_out_in_time_stay_within_budget(
         assert trio.current_time() == pytest.approx(24)
         sup.stop()
     assert sup.statistics().restarts == 4
+
+
+async def test_crashes_while_the_database_is_away_back_off_and_never_escalate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    orders: list[Order] = ["unavailable", "unavailable_cause"] * 6
+    crasher = Probe("crasher", orders=orders)
+    sup = Supervisor("root", [crasher.spec()], max_restarts=2, period=1000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await crasher.wait_until(lambda probe: probe.starts == len(orders) + 1)
+        delays = [
+            min(OUTAGE_BACKOFF_INITIAL * 2**n, OUTAGE_BACKOFF_MAX) for n in range(len(orders))
+        ]
+        assert trio.current_time() == pytest.approx(sum(delays))  # backing off, not spinning
+        crasher.order("raise")  # an ordinary crash still counts, and the budget is intact
+        crasher.order("raise")
+        await crasher.wait_until(lambda probe: probe.starts == len(orders) + 3)
+        assert sup.statistics().escalations == 0
+        sup.stop()
 
 
 async def test_a_parent_restarts_an_escalating_supervisor_and_its_mailboxes_survive() -> None:

@@ -35,7 +35,13 @@ def blueprint(metrics: Metrics) -> Blueprint:
     @bp.get("/healthz")
     @document_response(Health)
     async def healthz() -> Response:
-        """Liveness: the process answers."""
+        """Liveness: the process answers.
+
+        It stays 200 while the database is away: the process is fine and recovering by
+        itself (it restarts the embedded server, reconnects to an external one), so a
+        supervisor restarting it would only lose the live state it keeps meanwhile
+        (parked claims, log viewers). ``/readyz`` is the one that says not ready then.
+        """
         version = services().version
         return jsonify(
             {
@@ -51,7 +57,11 @@ def blueprint(metrics: Metrics) -> Blueprint:
     @document_response(Ready, 200)
     @document_response(Ready, 503)
     async def readyz() -> Response:
-        """Readiness: the database answers and its schema is current."""
+        """Readiness: the database answers and its schema is current.
+
+        503 with ``database: false`` during a database outage, from its first failed
+        query or check until the database answers again.
+        """
         state = await services().store.readiness()
         ok = state.database and state.migrations
         response = jsonify({"ok": ok, "database": state.database, "migrations": state.migrations})

@@ -1,0 +1,116 @@
+"""The scheduling runtime resumes from the database after a PostgreSQL outage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from oore.actors.dispatcher import RunnerSlot
+from oore.domain.builds import TriggerType
+from oore.domain.tokens import hash_token, new_token
+from oore.domain.users import Role, UserStatus
+from oore.errors import StoreUnavailable
+from oore.runtime import open_runtime
+from oore.services.artifact_storage import ArtifactsConfig
+from oore.services.clock import SystemClock
+from oore.store import Store, open_store
+from oore.store.builds import NewBuild
+from oore.store.embedded import EmbeddedPostgres
+from oore.store.pipelines import NewPipeline
+from oore.store.projects import NewProject
+from oore.store.runners import NewRunner
+
+NOW = 1_800_000_000
+WAIT = 60.0  # seconds for the server's restart and crash recovery on a loaded machine
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of this test's own, which it may kill.
+
+    Kept outside pytest's temporary root: another pytest run may make that private
+    (0700) at any moment, cutting the server's own user off.
+    """
+    root = Path(tempfile.mkdtemp(prefix="oore-outage-"))
+    root.chmod(0o755)
+    server = EmbeddedPostgres(root / "pg")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def queued_behind_the_dispatchers_back(store: Store) -> str:
+    """A queued build committed without telling the dispatcher (its notice was lost)."""
+    owner = await store.users.create(
+        email="o@example.com", role=Role.OWNER, status=UserStatus.ACTIVE, subject=None, now=NOW
+    )
+    repository = await store.projects.local_repository(
+        local_path="/srv/app", full_name="app", default_branch="main", now=NOW
+    )
+    project = await store.projects.create(
+        NewProject("app", None, repository.id, "main", owner.id, NOW)
+    )
+    pipeline = await store.pipelines.create(
+        NewPipeline(project.id, "ci", ".oore.yaml", False, {}, {}, {}, (), NOW)
+    )
+    build = await store.builds.create(
+        NewBuild(
+            project.id,
+            pipeline.id,
+            TriggerType.MANUAL,
+            None,
+            None,
+            "main",
+            "a" * 40,
+            "main",
+            None,
+            None,
+            {},
+            (),
+            "build created",
+            NOW,
+        )
+    )
+    assert build is not None
+    return build.id
+
+
+async def test_after_an_outage_the_dispatcher_holds_what_the_database_holds(
+    own_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    server = own_postgres
+    async with open_store(server.uri, pool_size=4, revive=server.revive_in_thread) as store:
+        await store.instance.ensure(NOW)
+        runner = await store.runners.register(
+            NewRunner("r", None, (), 1, hash_token(new_token()), None, None, NOW)
+        )
+        slot = RunnerSlot(runner.id, frozenset(), 1)
+        artifacts = ArtifactsConfig(data_dir=tmp_path / "data")
+        async with open_runtime(store, SystemClock(), artifacts_config=artifacts) as runtime:
+            dispatcher = runtime.scheduling.dispatcher
+            build_id = await queued_behind_the_dispatchers_back(store)
+            assert await dispatcher.claim(slot, wait=0) is None  # it does not know
+
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGKILL)
+            with trio.fail_after(WAIT):
+                while True:  # the first query after the kill fails, and starts the outage
+                    try:
+                        await store.builds.get(build_id)
+                    except StoreUnavailable:
+                        break
+                await store.db.wait_recovered(0)  # the server was restarted, the pool back
+                offer = await dispatcher.claim(slot, wait=WAIT)
+            assert offer is not None and offer.build_id == build_id
+            assert (store.db.outages, store.db.recoveries) == (1, 1)
+            await dispatcher.give_back(offer)
