@@ -182,12 +182,15 @@ class Database:
             "database unavailable (%r); answering 503 store_unavailable until it is back", cause
         )
         delay = RETRY_INITIAL
+        said = ""
         while True:
             if self._revive is not None:
                 try:
                     await self._revive()
-                except ApiError as exc:
-                    log.warning("%s (retrying)", exc.message)
+                except ApiError as exc:  # logged when the reason changes, not every attempt
+                    if exc.message != said:
+                        said = exc.message
+                        log.warning("%s (retrying)", said)
             if await self._probe() is None:
                 break
             await trio.sleep(delay)
@@ -303,6 +306,7 @@ async def _open_database(
         try:
             pool = await bridge.call(create)
         except _DRIVER_ERRORS as exc:
+            log.error("cannot connect to the database: %r", exc)
             raise translate(exc) from exc
         try:
             db = Database(bridge, pool, url, revive=revive)
