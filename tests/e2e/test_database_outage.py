@@ -380,3 +380,107 @@ async def test_restarted_external_postgres_is_reconnected(
     text = daemon.text()
     assert text.count("database unavailable") == 1, text
     assert text.count("database available again") == 1, text
+
+
+class ClaimingRunner:
+    """A runner as a plain HTTP client: claims, reports running then succeeded.
+
+    Every answer is 200, or 503 ``store_unavailable`` (then the same call is repeated);
+    a status report answered 403/409 means the build was taken back, and is dropped.
+    """
+
+    def __init__(self, base: str, runner_id: str, token: str, claimed: trio.Event) -> None:
+        self.base = base
+        self.id = runner_id
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.got: list[tuple[str, int]] = []
+        self.refused = 0
+        self.claimed = claimed
+
+    async def call(self, client: httpx.AsyncClient, path: str, body: Any) -> httpx.Response:
+        while True:
+            reply = await client.post(f"{self.base}{path}", json=body, headers=self.headers)
+            if reply.status_code != 503:
+                assert reply.status_code < 500, reply.text
+                return reply
+            assert_unavailable(reply)
+            self.refused += 1
+            await trio.sleep(0.05)
+
+    async def run(self, done: trio.Event) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            while not done.is_set():
+                body = {"protocol_version": 4, "wait_seconds": 1}
+                claimed = await self.call(client, f"/v1/runners/{self.id}/claim", body)
+                assert claimed.status_code == 200, claimed.text
+                job = claimed.json().get("job")
+                if job is None:
+                    continue
+                self.got.append((job["build_id"], job["attempt"]))
+                self.claimed.set()
+                for status in ("running", "succeeded"):
+                    path = f"/v1/runners/{self.id}/jobs/{job['build_id']}/status"
+                    reply = await self.call(client, path, {"status": status, "exit_code": 0})
+                    if reply.status_code != 200:
+                        break  # taken back from us (lease, assignment timeout)
+
+
+@pytest.mark.timeout(240)
+async def test_claims_and_reports_ride_out_a_killed_postgres(
+    pg_root: Path, make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """Runners claim and finish builds while the postmaster is killed and restarted.
+
+    Every build ends ``succeeded``; no attempt reaches two runners; every claim a runner
+    was answered is in the database (an ``assigned`` event per attempt heard).
+    """
+    builds, runners_count = 60, 6
+    repo = make_repo(tmp_path)
+    daemon = make_daemon(pg_root / "data")
+    daemon.env["OORED_ASSIGN_TIMEOUT_SECONDS"] = "3"
+    daemon.start()
+    try:
+        async with logged_in(daemon) as (api, _):
+            scenario = Scenario(api, repo)
+            await scenario.setup()
+            build_ids = [await scenario.queue() for _ in range(builds)]
+            claimed = trio.Event()
+            runners = []
+            for i in range(runners_count):
+                reg = await api.ok("POST", "/v1/runners/register", {"name": f"sim{i}"})
+                runner = ClaimingRunner(daemon.url, reg["runner"]["id"], reg["token"], claimed)
+                runners.append(runner)
+            done = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for runner in runners:
+                    nursery.start_soon(runner.run, done)
+                with trio.fail_after(WAIT):
+                    await claimed.wait()
+                pid = postgres_pid(daemon.data_dir)
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+
+                async def all_succeeded() -> bool:
+                    listed = await api.call("GET", "/v1/builds?status=succeeded&limit=1")
+                    return listed.status_code == 200 and listed.json()["total"] == builds
+
+                await api.until("every build to succeed", all_succeeded)
+                done.set()
+
+            holders: dict[tuple[str, int], list[str]] = {}
+            for runner in runners:
+                for got in runner.got:
+                    holders.setdefault(got, []).append(runner.id)
+            assert all(len(ids) == 1 for ids in holders.values()), "an attempt reached two"
+            for build_id in build_ids:
+                detail = await api.ok("GET", f"/v1/builds/{build_id}")
+                assigned = [e for e in detail["events"] if e["to_status"] == "assigned"]
+                heard = [attempt for (b, attempt) in holders if b == build_id]
+                assert heard and max(heard) == detail["build"]["attempt"]
+                assert len(heard) <= len(assigned) == detail["build"]["attempt"]
+    except BaseException:
+        daemon.stop()
+        print(daemon.text())
+        raise
+    assert daemon.stop() == 0, daemon.text()
+    assert daemon.text().count("database unavailable") >= 1
