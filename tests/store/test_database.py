@@ -1,0 +1,90 @@
+"""The pool's error translation and how it rides out an outage of the server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from oore.errors import StoreError, StoreUnavailable
+from oore.store import Store, open_store
+from oore.store.database import Connection
+from oore.store.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
+
+WAIT = 60.0
+
+
+async def _nonsense(conn: Connection) -> object:
+    return await conn.fetchval("SELECT no_such_column FROM no_such_table")
+
+
+async def _one(conn: Connection) -> object:
+    return await conn.fetchval("SELECT 1")
+
+
+async def test_a_failing_query_is_still_a_store_error(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await store.db.run(_nonsense)
+    assert store.db.available
+    assert await store.db.run(_one) == 1
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """A server of this test's own, outside pytest's temporary root (which another
+    pytest run may make private at any moment, cutting the server's user off)."""
+    root = Path(tempfile.mkdtemp(prefix="oore-outage-"))
+    root.chmod(0o755)
+    server = EmbeddedPostgres(root / "pg")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_immediately(server: EmbeddedPostgres) -> None:
+    subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-m", "immediate", "stop"],
+        user="pgserver" if os.geteuid() == 0 else None,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+async def test_an_outage_is_503_fails_fast_is_logged_once_and_ends_on_its_own(
+    own_postgres: EmbeddedPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="oore.store.database")
+    async with open_store(own_postgres.uri, pool_size=4) as store:
+        assert await store.db.run(_one) == 1
+        await trio.to_thread.run_sync(_stop_immediately, own_postgres)
+        with trio.fail_after(WAIT):
+            while store.db.available:  # the first failures wake the watcher
+                with pytest.raises(StoreUnavailable):
+                    await store.db.run(_one)
+        for _ in range(50):
+            with pytest.raises(StoreUnavailable):
+                await store.db.transaction(_one)
+        readiness = await store.readiness()
+        assert (readiness.database, readiness.migrations) == (False, False)
+
+        assert await trio.to_thread.run_sync(own_postgres.revive)  # its owner starts it again
+        with trio.fail_after(WAIT):
+            await store.db.wait_recovered(0)
+        assert await store.db.run(_one) == 1
+        assert await store.db.transaction(_one) == 1
+        assert (await store.readiness()).database
+    messages = [r.getMessage() for r in caplog.records if r.name == "oore.store.database"]
+    assert sum("database unavailable" in m for m in messages) == 1, messages
+    assert sum("database available again" in m for m in messages) == 1, messages
+    assert not [m for m in messages if "database failure" in m], messages
