@@ -34,6 +34,9 @@ MAX_ARTIFACT_PATTERNS = 64
 MAX_PATTERN_CHARS = 512
 MAX_CONFIG_PATH_CHARS = 512
 MAX_ENV_ENTRIES = 128
+# A repository file is read whole and parsed by pure-Python YAML (about 2.5 ms per KiB):
+# the bound keeps one parse well under a second. The largest real files are a few KiB.
+MAX_REPOSITORY_YAML_BYTES = 128 * 1024
 MAX_ENV_KEY_CHARS = 128
 MAX_ENV_VALUE_CHARS = 4096
 MAX_CONCURRENT = 100
@@ -438,6 +441,9 @@ def parse_execution_config(data: object) -> tuple[ExecutionConfig | None, list[s
 
 def parse_repository_yaml(text: str) -> tuple[ExecutionConfig | None, list[str]]:
     """A repository's ``.oore.yaml`` (§8.1) with the limits of §8.2; paths are YAML keys."""
+    size = repository_yaml_size(text)
+    if size > MAX_REPOSITORY_YAML_BYTES:
+        return None, [repository_yaml_too_large(size)]
     try:
         duplicates = _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
         data = yaml.safe_load(text)
@@ -485,6 +491,20 @@ def parse_repository_yaml(text: str) -> tuple[ExecutionConfig | None, list[str]]
     if reader.problems:
         return None, reader.problems
     return config, []
+
+
+def repository_yaml_size(text: str) -> int:
+    """The file's size in bytes as UTF-8 (counted without encoding a text far too large)."""
+    if len(text) > MAX_REPOSITORY_YAML_BYTES:
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def repository_yaml_too_large(size: int) -> str:
+    return (
+        f"the file is {size:,} bytes; a pipeline file may be at most "
+        f"{MAX_REPOSITORY_YAML_BYTES:,} bytes ({MAX_REPOSITORY_YAML_BYTES // 1024} KiB)"
+    )
 
 
 def _duplicate_keys(root: yaml.Node | None) -> list[str]:

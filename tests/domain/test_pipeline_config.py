@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from oore.domain.pipeline_config import (
+    MAX_REPOSITORY_YAML_BYTES,
     PLATFORMS,
     Concurrency,
     EnvVar,
@@ -921,3 +922,15 @@ def test_plan_of_a_repository_file() -> None:
         Step("build:ios", "flutter build ipa --no-codesign"),
         Step("post_build[0]", "echo done"),
     ]
+
+
+def test_a_file_over_128_kib_is_one_problem_and_is_not_parsed() -> None:
+    # Unparsable YAML past the bound: the size is the only problem reported.
+    text = "version: 1\nplatforms: [android\n" + "#" * MAX_REPOSITORY_YAML_BYTES
+    (problem,) = yaml_problems(text)
+    assert problem.startswith(f"the file is {len(text):,} bytes;")
+    assert "at most 131,072 bytes" in problem
+    # The bound counts UTF-8 bytes, not characters.
+    wide = "version: 1\nplatforms: [android]\n# " + "é" * (MAX_REPOSITORY_YAML_BYTES // 2)
+    (problem,) = yaml_problems(wide)
+    assert "at most 131,072 bytes" in problem
