@@ -34,6 +34,12 @@ MAX_ARTIFACT_PATTERNS = 64
 MAX_PATTERN_CHARS = 512
 MAX_CONFIG_PATH_CHARS = 512
 MAX_ENV_ENTRIES = 128
+# Not in the contract: bounds that keep a trigger (matched against every webhook) small.
+MAX_TRIGGER_EVENTS = 16
+MAX_TRIGGER_BRANCHES = 128
+MAX_BRANCH_PATTERN_CHARS = 255
+# A reader lists this many problems, then one line saying there are more.
+MAX_PROBLEMS = 100
 # A repository file is read whole and parsed by pure-Python YAML (about 2.5 ms per KiB):
 # the bound keeps one parse well under a second. The largest real files are a few KiB.
 MAX_REPOSITORY_YAML_BYTES = 128 * 1024
@@ -184,7 +190,10 @@ class _Reader:
         self.problems: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(f"{path}: {message}")
+        elif len(self.problems) == MAX_PROBLEMS:
+            self.problems.append(f"more problems not listed (the first {MAX_PROBLEMS} are)")
 
     def kind(self, value: object) -> str:
         match value:
@@ -223,6 +232,8 @@ class _Reader:
         fields: dict[str, object] = {}
         for key, item in value.items():
             if not isinstance(key, str) or key not in allowed:
+                if len(self.problems) > MAX_PROBLEMS:
+                    continue  # the list is full: do not even spell the problem out
                 self.problem(
                     _key(path, str(key)), f"unknown field (expected one of: {', '.join(allowed)})"
                 )
@@ -249,6 +260,7 @@ class _Reader:
             return []
         if max_items is not None and len(value) > max_items:
             self.problem(path, f"must have at most {max_items} {noun} (got {len(value)})")
+            return value[:max_items]  # the entries past the bound are not read at all
         return value
 
     def strings(
@@ -640,7 +652,7 @@ def parse_trigger_config(data: object) -> tuple[TriggerConfig | None, list[str]]
     events: list[str] = []
     path = _key(root, "events")
     for i, event in enumerate(
-        reader.items(fields.get("events", []), path, max_items=None, noun="events")
+        reader.items(fields.get("events", []), path, max_items=MAX_TRIGGER_EVENTS, noun="events")
     ):
         if not isinstance(event, str) or event not in TRIGGER_EVENTS:
             shown = repr(event) if isinstance(event, str) else reader.kind(event)
@@ -651,10 +663,10 @@ def parse_trigger_config(data: object) -> tuple[TriggerConfig | None, list[str]]
             events.append(event)
     path = _key(root, "branches")
     branches = reader.items(
-        fields.get("branches", []), path, max_items=None, noun="branch patterns"
+        fields.get("branches", []), path, max_items=MAX_TRIGGER_BRANCHES, noun="branch patterns"
     )
     patterns = tuple(
-        reader.string(branch, _index(path, i), max_chars=None).strip()
+        reader.string(branch, _index(path, i), max_chars=MAX_BRANCH_PATTERN_CHARS).strip()
         for i, branch in enumerate(branches)
     )
     if reader.problems:
