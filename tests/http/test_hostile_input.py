@@ -206,3 +206,28 @@ async def test_names_are_bounded_and_plain(api: Api, setup: Setup, kind: str) ->
         assert reply.code in ("invalid_input", "invalid_name", "invalid_email", "invalid_request")
     projects = await api.get("/v1/projects", token=setup.token)
     assert [p["name"] for p in projects.body["projects"]] == ["app"]
+
+
+HOSTILE_FRAMES = {
+    "nested 100000 deep": "[" * 100_000 + "]" * 100_000,
+    "nested 65 deep": '{"id": 1, "op": "heartbeat", "status": ' + "[" * 65 + "]" * 65 + "}",
+    "integer of 5000 digits": '{"id": 1' + "0" * 5000 + ', "op": "heartbeat"}',
+    "id over 64 bits": '{"id": 18446744073709551616, "op": "heartbeat", "status": "online"}',
+    "NaN": '{"id": 1, "op": "claim", "protocol_version": 4, "wait_seconds": NaN}',
+    "lone surrogate": '{"id": 1, "op": "heartbeat", "status": "\\ud800"}',
+}
+
+
+async def test_the_runner_channel_answers_hostile_frames_and_stays_open(
+    api: Api, setup: Setup
+) -> None:
+    runner = await setup.runner("r")
+    headers = {"Authorization": f"Bearer {runner.token}"}
+    async with api.client.websocket(f"/v1/runners/{runner.id}/channel", headers=headers) as ws:
+        for kind, frame in HOSTILE_FRAMES.items():
+            await ws.send(frame)
+            reply = json.loads(await ws.receive())
+            assert reply["ok"] is False, (kind, reply)
+            assert (reply["status"], reply["code"]) == (400, "invalid_request"), (kind, reply)
+        await ws.send(json.dumps({"id": 7, "op": "heartbeat", "status": "online"}))
+        assert json.loads(await ws.receive())["ok"] is True
