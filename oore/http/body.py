@@ -8,7 +8,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import trio
 from pydantic import BaseModel, ConfigDict, ValidationError
-from quart import request
+from quart import Quart, request
 from quart_schema import document_request
 
 from oore.domain.json_input import JsonInputError, decode_json
@@ -17,6 +17,10 @@ from oore.http.context import services
 
 M = TypeVar("M", bound=BaseModel)
 P = ParamSpec("P")
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JSON_ONLY = "Content-Type must be application/json"
+_RAW_BODY = "oore_raw_body"
 
 # Bodies up to this many bytes decode in well under a millisecond, on the event loop.
 INLINE_DECODE_MAX = 64 * 1024
@@ -29,18 +33,38 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def raw_body(view: Callable[P, R]) -> Callable[P, R]:
+    """Mark a view that reads its body itself (webhooks, uploads): it takes any type."""
+    setattr(view, _RAW_BODY, True)
+    return view
+
+
+def install_json_only(app: Quart) -> None:
+    """A state-changing request naming any Content-Type but JSON is 400 ``invalid_request``
+    before its view runs, whether the view reads a body or not: form and text/plain posts
+    are what a page on another site can send without the browser asking first. A request
+    without a Content-Type (no body) passes; views marked :func:`raw_body` are exempt."""
+
+    @app.before_request
+    async def json_only() -> None:
+        if request.method not in STATE_CHANGING or request.mimetype in ("", "application/json"):
+            return
+        view = app.view_functions.get(request.endpoint or "")
+        if view is not None and not getattr(view, _RAW_BODY, False):
+            raise InvalidRequest(details=JSON_ONLY)
+
+
 async def read_body(model: type[M], *, optional: bool = False) -> M:
     """Decode the request body as ``model``; 400 ``invalid_request`` when it does not fit.
 
-    With ``optional``, an empty body counts as ``{}``.
+    With ``optional``, an empty body counts as ``{}``; a Content-Type other than JSON is
+    refused even then.
     """
     raw = await request.get_data(as_text=False)
-    if optional and not raw.strip():
-        data: Any = {}
-    else:
-        if request.mimetype != "application/json":
-            raise InvalidRequest(details="Content-Type must be application/json")
-        data = await decode_untrusted(raw, what="body")
+    absent = optional and not raw.strip()
+    if request.mimetype != "application/json" and (request.mimetype or not absent):
+        raise InvalidRequest(details=JSON_ONLY)
+    data: Any = {} if absent else await decode_untrusted(raw, what="body")
     return validate_body(model, data)
 
 

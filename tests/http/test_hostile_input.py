@@ -231,3 +231,52 @@ async def test_the_runner_channel_answers_hostile_frames_and_stays_open(
             assert (reply["status"], reply["code"]) == (400, "invalid_request"), (kind, reply)
         await ws.send(json.dumps({"id": 7, "op": "heartbeat", "status": "online"}))
         assert json.loads(await ws.receive())["ok"] is True
+
+
+RAW_BODY_ROUTES = {
+    ("POST", "/v1/webhooks/github"),
+    ("POST", "/v1/webhooks/gitlab"),
+    ("PUT", "/v1/artifacts/local-upload/<token>"),
+}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", b'{"name": "x"}'),
+        ("application/x-www-form-urlencoded", b"name=x"),
+        ("multipart/form-data; boundary=x", b""),
+        ("text/plain", b""),
+    ],
+)
+async def test_state_changing_routes_take_only_json(
+    app: QuartTrio, api: Api, owner_token: str, content_type: str, body: bytes
+) -> None:
+    """A page on another site can post forms and text/plain without asking; no route but
+    the webhooks and the upload (which read their own bodies) accepts them."""
+    raw_paths = {(method, re.sub(r"<[^>]*>", "<>", rule)) for method, rule in RAW_BODY_ROUTES}
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        for method in sorted((rule.methods or set()) & set(STATE_CHANGING)):
+            if (method, re.sub(r"<[^>]*>", "<>", rule.rule)) in raw_paths:
+                continue
+            path = re.sub(r"<[^>]*>", lambda _: str(uuid.uuid4()), rule.rule)
+            for token in (None, owner_token):
+                reply = await api.call(
+                    method, path, data=body, token=token, headers={"Content-Type": content_type}
+                )
+                where = f"{method} {rule.rule}"
+                assert (reply.status, reply.code) == (400, "invalid_request"), (where, reply.body)
+                assert reply.body["details"] == "Content-Type must be application/json"
+                checked += 1
+    assert checked > 100
+
+
+async def test_a_body_without_a_content_type_is_refused_but_no_body_is_fine(
+    api: Api, owner_token: str
+) -> None:
+    reply = await api.call("POST", "/v1/api-tokens", data=b'{"name": "t"}', token=owner_token)
+    assert (reply.status, reply.code) == (400, "invalid_request")
+    # An optional-body route called with nothing at all.
+    reply = await api.call("POST", "/v1/auth/local/login")
+    assert reply.status == 200, reply.body
