@@ -295,3 +295,17 @@ async def test_a_body_without_a_content_type_is_refused_but_no_body_is_fine(
     # An optional-body route called with nothing at all.
     reply = await api.call("POST", "/v1/auth/local/login")
     assert reply.status == 200, reply.body
+
+
+@pytest.mark.parametrize("kind", HOSTILE_BODIES)
+async def test_webhooks_answer_a_hostile_payload_with_invalid_payload(api: Api, kind: str) -> None:
+    for path, headers in (
+        ("/v1/webhooks/github", {"X-Hub-Signature-256": "sha256=" + "0" * 64}),
+        ("/v1/webhooks/gitlab", {"X-Gitlab-Token": "oore_" + "0" * 64}),
+    ):
+        reply = await api.post(
+            path,
+            data=HOSTILE_BODIES[kind],
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert (reply.status, reply.code) == (400, "invalid_payload"), (path, reply.body)
