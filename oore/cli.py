@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import socket
 import sys
+from collections.abc import MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -45,6 +48,74 @@ def _bootstrap_token(args: argparse.Namespace) -> int:
     return 0
 
 
+TOKEN_ENV = "OORE_RUNNER_TOKEN"
+ENROLLMENT_TOKEN_ENV = "OORE_RUNNER_ENROLLMENT_TOKEN"
+
+
+class CredentialError(Exception):
+    """The register credential could not be read; the message is for the operator."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One kind of register credential: its option stem, its variable, what it is."""
+
+    stem: str
+    env: str
+    what: str
+
+    def attr(self, suffix: str = "") -> str:
+        return f"{self.stem}{suffix}".replace("-", "_")
+
+
+_SOURCES = (
+    _Source("token", TOKEN_ENV, "User session or API token"),
+    _Source("enrollment-token", ENROLLMENT_TOKEN_ENV, "Enrollment token"),
+)
+
+
+def _read_file(name: str) -> str:
+    try:
+        if name == "-":
+            return sys.stdin.readline()
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CredentialError(f"cannot read the token file {name}: {exc}") from None
+
+
+def _ask(what: str) -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline()
+    return getpass.getpass(f"{what}: ")
+
+
+def register_credential(args: argparse.Namespace, environ: MutableMapping[str, str]) -> str | None:
+    """The one register credential given, from a file, the environment or a prompt; the
+    variables are removed from ``environ`` so build steps never inherit them. A value on
+    the command line is refused: every user of the machine can read it in ``ps``."""
+    found: list[str] = []
+    for source in _SOURCES:
+        from_env = environ.pop(source.env, None)
+        if getattr(args, source.attr()) is not None:
+            raise CredentialError(
+                f"--{source.stem} is refused: a token on the command line is visible to every "
+                f"user of this machine; set {source.env}, use --{source.stem}-file, or "
+                f"--ask-{source.stem} to type it"
+            )
+        if getattr(args, "ask_" + source.attr()):
+            found.append(_ask(source.what))
+        file_name = getattr(args, source.attr("-file"))
+        if file_name is not None:
+            found.append(_read_file(file_name))
+        if from_env:
+            found.append(from_env)
+    if len(found) > 1:
+        raise CredentialError("give one register credential, not several")
+    if found and not found[0].strip():
+        raise CredentialError("the register credential is empty")
+    return found[0].strip() if found else None
+
+
 def _runner(args: argparse.Namespace) -> int:
     if not args.server.startswith(("http://", "https://")):
         print("oore runner: --server must be an http:// or https:// URL", file=sys.stderr)
@@ -59,6 +130,11 @@ def _runner(args: argparse.Namespace) -> int:
     if not 1 <= len(name) <= 255:
         print("oore runner: --name must be 1..255 characters", file=sys.stderr)
         return 2
+    try:
+        credential = register_credential(args, os.environ)
+    except CredentialError as exc:
+        print(f"oore runner: {exc}", file=sys.stderr)
+        return 2
     work_dir = Path(args.work_dir) if args.work_dir else default_data_dir() / "runner"
     config = AgentConfig(
         work_dir=work_dir,
@@ -67,7 +143,6 @@ def _runner(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         grace=args.grace,
     )
-    credential = args.token or args.enrollment_token
     try:
         trio.run(lambda: serve(args.server, config, credential=credential))
     except AgentError as exc:
@@ -81,18 +156,36 @@ def _add_runner(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "runner",
         help="run builds on this machine for an oore server",
         description="Register this machine as a runner (once), then claim and run builds "
-        "until SIGINT or SIGTERM. The runner's identity is kept in <work-dir>/runner.json; "
-        "once it exists, --token and --enrollment-token are not needed.",
+        "until SIGINT or SIGTERM. Registering takes a user session or API token of an "
+        f"owner/admin, or a runner enrollment token: set it in {TOKEN_ENV} or "
+        f"{ENROLLMENT_TOKEN_ENV}, name a file holding it (--token-file, "
+        "--enrollment-token-file; - reads standard input), or type it when asked "
+        "(--ask-token, --ask-enrollment-token). Tokens are never taken from the "
+        "command line, where every user of the machine can read them, and the variables "
+        "are not passed on to builds. The runner's identity is kept in "
+        "<work-dir>/runner.json; once it exists, no token is needed.",
     )
     runner.add_argument("--server", required=True, help="the server's base URL")
     credential = runner.add_mutually_exclusive_group()
     credential.add_argument(
-        "--token",
-        help="a user session or API token of an owner/admin, used once to register",
+        "--token-file",
+        metavar="PATH",
+        help="a file holding a user session or API token of an owner/admin, used once to "
+        f"register (- reads standard input); or set {TOKEN_ENV}",
+    )
+    credential.add_argument("--ask-token", action="store_true", help="ask for that token instead")
+    credential.add_argument(
+        "--enrollment-token-file",
+        metavar="PATH",
+        help="a file holding a runner enrollment token, used once to register (- reads "
+        f"standard input); or set {ENROLLMENT_TOKEN_ENV}",
     )
     credential.add_argument(
-        "--enrollment-token", help="a runner enrollment token, used once to register"
+        "--ask-enrollment-token", action="store_true", help="ask for that token instead"
     )
+    # Refused with a message saying why (see register_credential).
+    runner.add_argument("--token", help=argparse.SUPPRESS)
+    runner.add_argument("--enrollment-token", help=argparse.SUPPRESS)
     runner.add_argument("--name", help="the runner's name (default: this host's name)")
     runner.add_argument("--labels", help="comma-separated labels, e.g. macos,xcode16")
     runner.add_argument("--concurrency", type=int, default=1, help="builds run at once (default 1)")

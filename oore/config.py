@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -11,6 +12,8 @@ from urllib.parse import urlsplit
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from oore.domain.network import host_name
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
 DEFAULT_CORS_ORIGINS = (
@@ -58,6 +61,18 @@ def parse_origins(value: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def parse_host_names(value: str) -> tuple[str, ...]:
+    """Split a comma- or whitespace-separated list of host names (a port is ignored)."""
+    names: list[str] = []
+    for raw in value.replace(",", " ").split():
+        name = host_name(raw)
+        if name is None:
+            raise ValueError(f"must be host names like ci.example.com, got {raw!r}")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 class Settings(BaseSettings):
     """Everything `oored` reads from its flags and environment."""
 
@@ -78,6 +93,9 @@ class Settings(BaseSettings):
     )
     cors_origin_env: str | None = Field(
         None, validation_alias=AliasChoices("cors_origin_env", "OORE_CORS_ORIGIN")
+    )
+    allowed_hosts_env: Annotated[str | None, NoDecode] = Field(
+        None, validation_alias=AliasChoices("allowed_hosts_env", "OORED_ALLOWED_HOSTS")
     )
     shutdown_grace_seconds: float = Field(
         10.0, gt=0, validation_alias=AliasChoices("shutdown_grace_seconds", "OORED_SHUTDOWN_GRACE")
@@ -190,6 +208,13 @@ class Settings(BaseSettings):
             raise ValueError("must be http(s)://host[:port] without credentials")
         return value.strip().rstrip("/")
 
+    @field_validator("allowed_hosts_env")
+    @classmethod
+    def _check_host_names(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_host_names(value)
+        return value
+
     @field_validator("cors_origins_env", "cors_origin_env")
     @classmethod
     def _check_origins(cls, value: str | None) -> str | None:
@@ -204,6 +229,14 @@ class Settings(BaseSettings):
     @property
     def listen_port(self) -> int:
         return parse_listen(self.listen)[1]
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """Names the daemon answers to besides loopback, IP literals and the configured URLs:
+        the listen host, this machine's name and OORED_ALLOWED_HOSTS."""
+        listed = parse_host_names(self.allowed_hosts_env or "")
+        machine = socket.gethostname().lower()
+        return tuple(dict.fromkeys((self.listen_host.lower(), machine, *listed)))
 
     @property
     def cors_origins(self) -> tuple[str, ...]:
@@ -221,6 +254,7 @@ _SOURCES = {
     "database_url": "OORED_DATABASE_URL",
     "cors_origins_env": "OORE_CORS_ORIGINS",
     "cors_origin_env": "OORE_CORS_ORIGIN",
+    "allowed_hosts_env": "OORED_ALLOWED_HOSTS",
     "shutdown_grace_seconds": "OORED_SHUTDOWN_GRACE",
     "database_pool_size": "OORED_DB_POOL_SIZE",
     "runner_lease_seconds": "OORED_RUNNER_LEASE_SECONDS",

@@ -125,7 +125,10 @@ async def run_daemon(
                 log_config(settings),
                 artifacts_config(settings, key),
                 NetworkDefaults(
-                    settings.cors_origins, settings.public_url, settings.artifact_delivery_url
+                    settings.cors_origins,
+                    settings.public_url,
+                    settings.artifact_delivery_url,
+                    settings.host_names,
                 ),
                 scm_config=ScmConfig(
                     github_api_url=settings.github_api_url,

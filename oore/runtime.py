@@ -163,7 +163,7 @@ async def open_runtime(
             yield Runtime(
                 identity=identity,
                 access=access,
-                projects=Projects(store, clock, audit, access),
+                projects=Projects(store, clock, audit, access, artifacts),
                 builds=builds,
                 runners=Runners(scheduling, identity, audit),
                 artifacts=artifacts,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,16 @@ def test_artifact_storage_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.aws_secret_access_key is not None
     assert settings.aws_secret_access_key.get_secret_value() == "hush"
     assert "hush" not in repr(settings)
+
+
+def test_the_names_the_daemon_answers_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OORED_LISTEN_ADDR", "Build-Box.lan:8787")
+    monkeypatch.setenv("OORED_ALLOWED_HOSTS", "ci.internal, CI.Internal:443 runners.internal.")
+    names = settings_from_argv([]).host_names
+    assert names[0] == "build-box.lan"
+    assert socket.gethostname().lower() in names
+    assert {"ci.internal", "runners.internal"} <= set(names)
+    assert len(names) == len(set(names))
+    monkeypatch.setenv("OORED_ALLOWED_HOSTS", "https://ci.internal")
+    with pytest.raises(ConfigError, match="OORED_ALLOWED_HOSTS"):
+        settings_from_argv([])

@@ -17,6 +17,12 @@ holds ends its viewers with ``authorization_ended``; a finished build ends them 
 The viewer set lives on the handle, which outlives a crash: a restarted incarnation
 marks every viewer lagging, and they resync from the database, so a crash loses nothing.
 The actor stops itself after ``idle`` seconds without appends or viewers.
+
+Attempts: every committed batch belongs to one attempt of the build (the one whose runner
+holds it; a lost attempt's late appends are refused, never stored). Each viewer is told
+the latest attempt the actor has seen, from its commits and its periodic checks; a
+viewer's task that finds the build on a later attempt than the one it follows switches
+to it (see ``oore/services/logs.py``).
 """
 
 from __future__ import annotations
@@ -31,15 +37,17 @@ import trio
 
 from oore.actors.base import Actor, ActorRef, ActorStopped, MailboxFull, Reply
 from oore.actors.supervisor import ChildSpec, Restart, actor_spec
-from oore.domain.logs import LogLine, log_events
+from oore.domain.logs import LogLine, LogWrite, log_events
+from oore.errors import Forbidden
 
 MAX_GROUP = 64
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Committed lines in sequence order and their SSE bytes, encoded once."""
+    """Committed lines of one attempt in sequence order and their SSE bytes, encoded once."""
 
+    attempt: int
     lines: tuple[LogLine, ...]
     data: bytes
 
@@ -51,24 +59,34 @@ class Batch:
         """The bytes of the lines after ``sequence`` (all of them, usually)."""
         if self.lines[0].sequence > sequence:
             return self.data
-        return log_events(line for line in self.lines if line.sequence > sequence)
+        return log_events((line for line in self.lines if line.sequence > sequence), self.attempt)
 
 
 @dataclass(frozen=True)
 class Appended:
-    """What one group commit stored: per-append counts, and the lines to fan out."""
+    """What one group commit stored: per-append counts (None: refused, that runner no
+    longer holds the build at that attempt), and the lines to fan out, of ``attempt``."""
 
-    counts: list[int]
+    counts: list[int | None]
     lines: list[LogLine]
+    attempt: int
+
+
+@dataclass(frozen=True)
+class LogState:
+    """The build as a stream sees it: finished or not, and its current attempt."""
+
+    terminal: bool
+    attempt: int
 
 
 class LogRecords(Protocol):
     """What the actor needs from the services below it."""
 
-    async def commit(self, build_id: str, batches: Sequence[Sequence[LogLine]]) -> Appended: ...
+    async def commit(self, build_id: str, writes: Sequence[LogWrite]) -> Appended: ...
 
-    async def finished(self, build_id: str) -> bool | None:
-        """True once the build is terminal, None when it no longer exists."""
+    async def state(self, build_id: str) -> LogState | None:
+        """The build's state now, None when it no longer exists."""
         ...
 
     async def still_allowed(self, build_id: str, grants: set[Hashable]) -> set[Hashable]:
@@ -86,10 +104,25 @@ class Viewer:
     queued_bytes: int = 0
     lagging: bool = False
     ended: str | None = None
+    following: int = 1  # the attempt whose lines the viewer's task sends; set by that task
+    latest: int = 0  # the latest attempt the actor has seen
     _wake: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def moved_on(self) -> bool:
+        """The build is on a later attempt than the one this viewer follows."""
+        return self.latest > self.following
+
+    def attempt_seen(self, attempt: int) -> None:
+        """The actor saw the build at ``attempt``; a later one than followed wakes the task."""
+        if attempt > self.latest:
+            self.latest = attempt
+            if self.moved_on:
+                self._wake.set()
 
     def offer(self, batch: Batch) -> None:
         """Queue a batch without waiting; past the limit, switch to catch-up instead."""
+        self.attempt_seen(batch.attempt)
         if self.lagging or self.ended is not None:
             return
         if self.queued_bytes + len(batch.data) > self.limit:
@@ -122,7 +155,7 @@ class Viewer:
 
     async def wait(self) -> None:
         """Until something is offered, or the viewer lags or ends (the caller bounds it)."""
-        if self.queue or self.lagging or self.ended is not None:
+        if self.queue or self.lagging or self.ended is not None or self.moved_on:
             return
         self._wake = trio.Event()
         await self._wake.wait()
@@ -130,8 +163,11 @@ class Viewer:
 
 @dataclass(frozen=True)
 class Append:
+    """Store a runner's lines; replies how many were new, or fails with 403
+    ``runner_mismatch`` when the runner no longer holds the build at that attempt."""
+
     reply: Reply[int]
-    lines: tuple[LogLine, ...]
+    write: LogWrite
 
 
 @dataclass(frozen=True)
@@ -154,9 +190,10 @@ class LogStreamHandle(ActorRef[LogMsg]):
         # Kept here, not in the actor, so that a restarted incarnation still knows them.
         self.viewers: set[Viewer] = set()
 
-    async def append(self, lines: Sequence[LogLine]) -> int:
-        """Store lines; answered with how many were new once they are durable."""
-        return await self.ask(Append, tuple(lines))
+    async def append(self, runner_id: str, attempt: int, lines: Sequence[LogLine]) -> int:
+        """Store lines of the runner's attempt; answered with how many were new once they
+        are durable (403 ``runner_mismatch`` if that attempt is over)."""
+        return await self.ask(Append, LogWrite(runner_id, attempt, tuple(lines)))
 
     def watch(self, viewer: Viewer) -> None:
         """Add a viewer now: batches committed from here on are offered to it."""
@@ -238,11 +275,17 @@ class _LogStream(Actor[LogMsg]):
                 break
             if isinstance(more, Append):
                 group.append(more)
-        appended = await self._records.commit(self._handle.build_id, [a.lines for a in group])
+        appended = await self._records.commit(self._handle.build_id, [a.write for a in group])
         for append, count in zip(group, appended.counts, strict=True):
-            append.reply.send(count)
+            if count is None:
+                append.reply.fail(
+                    Forbidden("runner_mismatch", "This build is not assigned to this runner")
+                )
+            else:
+                append.reply.send(count)
         if appended.lines:
-            batch = Batch(tuple(appended.lines), log_events(appended.lines))
+            attempt = appended.attempt
+            batch = Batch(attempt, tuple(appended.lines), log_events(appended.lines, attempt))
             for viewer in self._handle.viewers:
                 viewer.offer(batch)
 
@@ -255,8 +298,8 @@ class _LogStream(Actor[LogMsg]):
                 self._arm()
             return
         build_id = self._handle.build_id
-        finished = await self._records.finished(build_id)
-        if finished is None:
+        state = await self._records.state(build_id)
+        if state is None:
             for viewer in list(viewers):
                 viewer.end("build_not_found")
         else:
@@ -265,7 +308,9 @@ class _LogStream(Actor[LogMsg]):
             for viewer in list(viewers):
                 if viewer.grant not in allowed:
                     viewer.end("authorization_ended")
-                elif finished:
+                    continue
+                viewer.attempt_seen(state.attempt)  # a requeue is news before any line
+                if state.terminal:
                     viewer.end("build_finished")
         self._idle_since = trio.current_time()
         self._arm()

@@ -25,6 +25,19 @@ class LogLine:
     stream: str
 
 
+@dataclass(frozen=True)
+class LogWrite:
+    """Lines a runner sends for the attempt of the build it holds.
+
+    The store keeps them only if the build is still bound to ``runner_id`` at ``attempt``
+    when they commit: a lost attempt's late lines never mix into the next attempt's log.
+    """
+
+    runner_id: str
+    attempt: int
+    lines: tuple[LogLine, ...]
+
+
 def truncate_utf8(text: str, limit: int = MAX_LINE_BYTES) -> str:
     """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
     encoded = text.encode("utf-8", errors="replace")
@@ -35,7 +48,7 @@ def truncate_utf8(text: str, limit: int = MAX_LINE_BYTES) -> str:
 
 def truncation_notice(cap: int) -> str:
     return (
-        f"[oore] log truncated: this build reached its limit of {cap:,} lines; "
+        f"[oore] log truncated: this attempt of the build reached its limit of {cap:,} lines; "
         "later output was not stored"
     )
 
@@ -106,20 +119,61 @@ def _masked(content: str, hidden: bytearray) -> str:
 
 
 # -- server-sent events ---------------------------------------------------------------------
+#
+# The stream follows the build's current attempt. An event id is the line's sequence for
+# the first attempt (as it always was) and ``<attempt>:<sequence>`` for a later one, so a
+# ``Last-Event-ID`` says which attempt the client was reading, not only how far.
 
 
-def log_event(line: LogLine) -> bytes:
-    """One ``event: log`` whose ``id`` is the line's sequence (a resume point)."""
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a client resumes: after ``sequence`` of ``attempt``."""
+
+    attempt: int
+    sequence: int
+
+
+def event_id(attempt: int, sequence: int) -> str:
+    return str(sequence) if attempt == 1 else f"{attempt}:{sequence}"
+
+
+def resume_point(last_event_id: str | None) -> ResumePoint | None:
+    """``Last-Event-ID`` read back; None (start from the beginning) when absent or unreadable."""
+    if last_event_id is None:
+        return None
+    attempt_text, colon, sequence_text = last_event_id.strip().rpartition(":")
+    try:
+        attempt = int(attempt_text) if colon else 1
+        sequence = int(sequence_text)
+    except ValueError:
+        return None
+    if attempt < 1:
+        return None
+    return ResumePoint(attempt, sequence)
+
+
+def log_event(line: LogLine, attempt: int = 1) -> bytes:
+    """One ``event: log`` whose ``id`` is its resume point (see :func:`event_id`)."""
     data = json.dumps(
         {"sequence": line.sequence, "content": line.content, "stream": line.stream},
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    return f"event: log\nid: {line.sequence}\ndata: {data}\n\n".encode()
+    return f"event: log\nid: {event_id(attempt, line.sequence)}\ndata: {data}\n\n".encode()
 
 
-def log_events(lines: Iterable[LogLine]) -> bytes:
-    return b"".join(log_event(line) for line in lines)
+def log_events(lines: Iterable[LogLine], attempt: int = 1) -> bytes:
+    return b"".join(log_event(line, attempt) for line in lines)
+
+
+def attempt_event(attempt: int) -> bytes:
+    """``event: attempt``: the lines that follow are this attempt's, numbered afresh.
+
+    Sent when a stream starts on an attempt after the first, and when the build is
+    requeued while a viewer watches; it carries no id, so a client that reconnects before
+    the next line is shown the event again.
+    """
+    return f'event: attempt\ndata: {{"attempt":{attempt}}}\n\n'.encode()
 
 
 def done_event(reason: str) -> bytes:

@@ -135,6 +135,82 @@ def origin_of(url: str) -> str | None:
     return normalise_origin(url)
 
 
+# -- the names this server answers to (DNS rebinding) ------------------------------------
+
+
+def _ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _port_suffix(text: str) -> bool:
+    """Empty, or a colon and a port number."""
+    digits = text[1:]
+    return text == "" or (
+        text[0] == ":" and digits.isascii() and digits.isdigit() and len(digits) <= 5
+    )
+
+
+def host_name(header: str) -> str | None:
+    """The lower-cased host of a ``Host`` header value (port and trailing dot dropped, IPv6
+    without brackets), or None when the value is not ``host[:port]``."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        inside, bracket, rest = value[1:].partition("]")
+        ok = bracket and _port_suffix(rest)
+        return inside if ok and isinstance(_ip_literal(inside), ipaddress.IPv6Address) else None
+    name, _, _ = value.partition(":")
+    if not _port_suffix(value[len(name) :]):
+        return None
+    name = name.removesuffix(".")
+    return name if _ip_literal(name) is not None or _HOSTNAME.match(name) else None
+
+
+def rebinding_proof(name: str) -> bool:
+    """An IP literal or a loopback name: no page can make a browser send it for its own
+    origin, since rebinding needs a DNS name the page's author controls."""
+    return _ip_literal(name) is not None or name == "localhost" or name.endswith(".localhost")
+
+
+def url_host(url: str | None) -> str | None:
+    """The lower-cased host of an http(s) URL, without brackets; None when there is none."""
+    parts = None if url is None else _parts(url)
+    return None if parts is None or not parts.hostname else parts.hostname.removesuffix(".")
+
+
+def served_names(
+    names: Iterable[str],
+    public_url: str | None,
+    artifact_delivery_url: str | None,
+    allowed_origins: Iterable[str],
+) -> frozenset[str]:
+    """The DNS names a request may carry in ``Host`` besides the rebinding-proof ones: the
+    configured names, and the hosts of the public and delivery URLs and allowed origins."""
+    found = {name.strip().lower().removesuffix(".") for name in names if name.strip()}
+    for url in (public_url, artifact_delivery_url, *allowed_origins):
+        host = url_host(url)
+        if host is not None:
+            found.add(host)
+    return frozenset(found)
+
+
+def origin_allowed(
+    origin: str, allowed_origins: Iterable[str], public_url: str | None, own_origin: str | None
+) -> bool:
+    """May a browser page at ``origin`` change state here? Only an allowlisted origin, the
+    public URL's, or the request's own (same scheme, host and port)."""
+    normal = normalise_origin(origin)
+    if normal is None:
+        return False
+    if normal in allowed_origins or origin in allowed_origins:
+        return True
+    if public_url is not None and normal == origin_of(public_url):
+        return True
+    return own_origin is not None and normal == normalise_origin(own_origin)
+
+
 @dataclass(frozen=True)
 class NetworkSettings:
     """The external-access network settings: public URL, delivery URL, CORS allowlist."""

@@ -10,12 +10,12 @@ import hashlib
 import ipaddress
 import itertools
 import json
-from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
+from oore.domain.rate_limit import WindowLimiter
 from oore.domain.setup import Preferences
 from oore.domain.users import User, UserStatus
 from oore.errors import Forbidden, InvalidInput, ServiceUnavailable, TooManyRequests
@@ -403,10 +403,8 @@ class PendingTable:
             del self._pending[state]
 
 
-class StartLimiter:
-    """Sliding-window limit on public starts: ``global_limit`` per window overall and
-    ``per_ip_limit`` per client address. Only admitted starts are remembered, so memory is
-    bounded by ``global_limit`` timestamps."""
+class StartLimiter(WindowLimiter):
+    """The limit on public starts: 120 a minute overall, 20 a minute per client address."""
 
     def __init__(
         self,
@@ -414,34 +412,13 @@ class StartLimiter:
         global_limit: int = START_GLOBAL_LIMIT,
         per_ip_limit: int = START_PER_IP_LIMIT,
     ) -> None:
-        self._window = window
-        self._global_limit = global_limit
-        self._per_ip_limit = per_ip_limit
-        self._global: deque[int] = deque()
-        self._by_ip: dict[str, deque[int]] = {}
-
-    def _forget_old(self, now: int) -> None:
-        horizon = now - self._window
-        while self._global and self._global[0] <= horizon:
-            self._global.popleft()
-        for ip in list(self._by_ip):
-            stamps = self._by_ip[ip]
-            while stamps and stamps[0] <= horizon:
-                stamps.popleft()
-            if not stamps:
-                del self._by_ip[ip]
-
-    def admit(self, client_ip: str | None, now: int) -> None:
-        """Count one start, or 429 ``oidc_start_rate_limited`` when over either limit."""
-        self._forget_old(now)
-        key = client_ip or "unknown"
-        stamps = self._by_ip.get(key)
-        if len(self._global) >= self._global_limit or (
-            stamps is not None and len(stamps) >= self._per_ip_limit
-        ):
-            raise TooManyRequests("oidc_start_rate_limited", "Too many sign-in attempts")
-        self._global.append(now)
-        self._by_ip.setdefault(key, deque()).append(now)
+        super().__init__(
+            window,
+            global_limit,
+            per_ip_limit,
+            "oidc_start_rate_limited",
+            "Too many sign-in attempts",
+        )
 
 
 # -- who signs in -------------------------------------------------------------------------

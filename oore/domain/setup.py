@@ -267,11 +267,15 @@ def judge_bootstrap(
         raise Gone("token_consumed", "Bootstrap token has already been used")
     if instance.bootstrap_expires_at is None or now >= instance.bootstrap_expires_at:
         raise Gone("token_expired", "Bootstrap token has expired")
-    if same_hash(instance.bootstrap_token_hash, presented_hash):
-        return BootstrapAccepted()
-    attempts = instance.bootstrap_failed_attempts + 1
-    if attempts > BOOTSTRAP_MAX_WRONG_GUESSES:
+    attempts = instance.bootstrap_failed_attempts
+    if attempts >= BOOTSTRAP_MAX_WRONG_GUESSES:
+        # Locked: not even the right token opens a session until a new one is minted, so
+        # the answer says nothing about the guess.
         return BootstrapRejected(
             attempts, TooManyRequests("too_many_attempts", "Too many bootstrap attempts")
         )
-    return BootstrapRejected(attempts, Unauthorized("invalid_token", "Bootstrap token is invalid"))
+    if same_hash(instance.bootstrap_token_hash, presented_hash):
+        return BootstrapAccepted()
+    return BootstrapRejected(
+        attempts + 1, Unauthorized("invalid_token", "Bootstrap token is invalid")
+    )

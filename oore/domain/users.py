@@ -9,6 +9,11 @@ from oore.domain.text import name_problem
 from oore.errors import Forbidden, InvalidInput
 
 USER_SESSION_TTL = 24 * 60 * 60
+# Local login needs no credential, only this machine: at most 20 sign-ins a minute from one
+# address and 60 overall, so a loop cannot mint sessions (and audit rows) without end.
+LOCAL_LOGIN_WINDOW = 60
+LOCAL_LOGIN_GLOBAL_LIMIT = 60
+LOCAL_LOGIN_PER_IP_LIMIT = 20
 MAX_EMAIL = 256
 
 

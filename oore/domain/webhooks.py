@@ -18,11 +18,9 @@ MAX_BODY_BYTES = 1_048_576
 MAX_ATTEMPTS = 5
 RETRY_SECONDS = 30
 LEASE_SECONDS = 300
-SECRET_CACHE_SECONDS = 60
 REPLAY_WINDOW_SECONDS = 300
 
 FORK_BLOCKED = "external-fork pull request revisions are blocked by policy"
-ZERO_SHA = "0" * 40
 BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
 
@@ -153,8 +151,14 @@ def _branch(ref: str | None) -> str | None:
     return ref[len(BRANCH_PREFIX) :] or None
 
 
+def _is_zero(sha: str | None) -> bool:
+    """An all-zero commit id: what providers send for "no commit" (a deleted branch)."""
+    return sha is not None and set(sha) == {"0"}
+
+
 def _commit(sha: str | None) -> str | None:
-    return None if sha is None or sha == ZERO_SHA else sha
+    """A commit id, or None when it is missing, blank or all zeros."""
+    return None if sha is None or _is_zero(sha) else sha
 
 
 def map_event(provider: Provider, event: str, payload: object) -> Trigger | Ignored:
@@ -172,19 +176,20 @@ def map_event(provider: Provider, event: str, payload: object) -> Trigger | Igno
             return Ignored(f"event {event!r} does not trigger builds")
 
 
-def _push_ref(ref: str | None, after: str | None) -> Ignored | None:
+def _push_ref(payload: object, ref: str | None, after: str | None) -> Ignored | None:
     if ref is not None and ref.startswith(TAG_PREFIX):
         return Ignored("tag pushes do not trigger builds")
     if _branch(ref) is None:
         return Ignored("push without a branch ref")
-    if after == ZERO_SHA:
+    deleted = payload.get("deleted") if isinstance(payload, dict) else None
+    if _is_zero(after) or deleted is True:
         return Ignored("branch deletion")
     return None
 
 
 def _github_push(payload: object) -> Trigger | Ignored:
     ref, after = _text(payload, "ref"), _text(payload, "after")
-    ignored = _push_ref(ref, after)
+    ignored = _push_ref(payload, ref, after)
     if ignored is not None:
         return ignored
     repository = _mapping(payload, "repository")
@@ -207,7 +212,7 @@ def _github_pull_request(payload: object) -> Trigger | Ignored:
         return Ignored("pull request without a number")
     pull = _mapping(payload, "pull_request")
     head, base = _mapping(pull, "head"), _mapping(pull, "base")
-    sha = _text(head, "sha")
+    sha = _commit(_text(head, "sha"))
     if sha is None:
         return Ignored("pull request without a head commit")
     repository = _mapping(payload, "repository")
@@ -228,7 +233,7 @@ def _github_pull_request(payload: object) -> Trigger | Ignored:
 
 def _gitlab_push(payload: object) -> Trigger | Ignored:
     ref = _text(payload, "ref")
-    ignored = _push_ref(ref, _text(payload, "after"))
+    ignored = _push_ref(payload, ref, _text(payload, "after"))
     if ignored is not None:
         return ignored
     project = _mapping(payload, "project")
@@ -252,6 +257,9 @@ def _gitlab_merge_request(payload: object) -> Trigger | Ignored:
             return Ignored("merge request update without new commits")
     elif action not in GITLAB_MERGE_ACTIONS:
         return Ignored(f"merge request action {action!r} does not trigger builds")
+    commit = _commit(last)
+    if commit is None:
+        return Ignored("merge request without a head commit")
     project = _mapping(payload, "project")
     project_id = _ident(project.get("id"))
     source = _ident(attrs.get("source_project_id"))
@@ -261,7 +269,7 @@ def _gitlab_merge_request(payload: object) -> Trigger | Ignored:
     return Trigger(
         event="Merge Request Hook",
         branch=_text(attrs, "source_branch"),
-        commit_sha=_commit(last),
+        commit_sha=commit,
         actor=_text(_mapping(payload, "user"), "username"),
         full_name=_text(project, "path_with_namespace"),
         external_id=project_id,

@@ -9,6 +9,7 @@ from oore.http.body import install_json_only
 from oore.http.context import AppServices
 from oore.http.cors import install_cors
 from oore.http.errors import install_error_handlers
+from oore.http.guard import install_guard
 from oore.http.metrics import Metrics
 from oore.http.openapi import Provider
 from oore.http.routes import (
@@ -52,6 +53,7 @@ def create_app(app_services: AppServices) -> QuartTrio:
     )
     metrics = Metrics(app_services.actor_stats)
     metrics.install(app)
+    install_guard(app)
     install_cors(app)
     install_json_only(app)
     install_error_handlers(app)

@@ -1,4 +1,8 @@
-"""Prometheus metrics: request counters and durations by route template, actor statistics."""
+"""Prometheus metrics: request counters and durations by route template, actor statistics.
+
+Every label takes one of a fixed set of values, whatever clients send: a method outside
+the standard ones is ``OTHER``, a path no route matches is ``__unmatched__`` and a status is
+the server's own, so the series (and ``/metrics``) cannot grow without bound."""
 
 from __future__ import annotations
 
@@ -15,8 +19,15 @@ from oore.actors import ActorStatistics
 
 _PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 UNMATCHED = "__unmatched__"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
 
 ActorStatsSource = Callable[[], Mapping[str, ActorStatistics]]
+
+
+def method_label(method: str) -> str:
+    """The method as a label: one of :data:`METHODS`, else ``OTHER``."""
+    return method if method in METHODS else OTHER_METHOD
 
 
 def route_template(rule: str | None) -> str:
@@ -76,7 +87,11 @@ class Metrics:
         @app.after_request
         async def record(response: Response) -> Response:
             rule = request.url_rule.rule if request.url_rule is not None else None
-            labels = (request.method, route_template(rule), str(response.status_code))
+            labels = (
+                method_label(request.method),
+                route_template(rule),
+                str(response.status_code),
+            )
             started = getattr(g, "request_started", None)
             self.requests.labels(*labels).inc()
             if started is not None:

@@ -253,9 +253,11 @@ class Agent:
             return
         if self._credential is None:
             raise AgentError(
-                f"no runner token for {server} in {config.work_dir / STATE_FILE}; "
-                "pass --token (a user session or API token allowed to register runners) "
-                "or --enrollment-token to register this machine"
+                f"no runner token for {server} in {config.work_dir / STATE_FILE}; to register "
+                "this machine give a user session or API token allowed to register runners "
+                "(OORE_RUNNER_TOKEN, --token-file or --ask-token) or an enrollment token "
+                "(OORE_RUNNER_ENROLLMENT_TOKEN, --enrollment-token-file or "
+                "--ask-enrollment-token)"
             )
         try:
             registration = await with_retries(
@@ -296,7 +298,7 @@ class Agent:
             return AgentError(
                 f"the server no longer accepts this runner's token ({exc.code}): the runner "
                 f"was probably deleted; remove {self._config.work_dir / STATE_FILE} and "
-                "register again with --token or --enrollment-token"
+                "register again with a user session or an enrollment token"
             )
         return AgentError(f"the server refused the {what}: {exc}")
 

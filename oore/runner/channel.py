@@ -54,6 +54,7 @@ from oore.runner.client import (
     check_wait,
     heartbeat_body,
     job_of,
+    logs_body,
     report_body,
     status_of,
 )
@@ -150,9 +151,11 @@ class RunnerChannel:
         body = {"build_id": build_id, **report_body(status, exit_code, error_message, steps)}
         return build_of(await self._call("job_status", body))
 
-    async def append_logs(self, build_id: str, chunks: Sequence[LogChunk]) -> int:
-        """Append log lines; answers how many were new."""
-        body = {"build_id": build_id, "chunks": [chunk.to_json() for chunk in chunks]}
+    async def append_logs(
+        self, build_id: str, chunks: Sequence[LogChunk], attempt: int | None = None
+    ) -> int:
+        """Append log lines (of ``attempt``, when known); answers how many were new."""
+        body = {"build_id": build_id, **logs_body(chunks, attempt)}
         return appended_of(await self._call("logs", body))
 
     # -- the connection ---------------------------------------------------------------------
@@ -415,8 +418,10 @@ class ChannelRunnerClient(RunnerClient):
             ),
         )
 
-    async def append_logs(self, build_id: str, chunks: Sequence[LogChunk]) -> int:
+    async def append_logs(
+        self, build_id: str, chunks: Sequence[LogChunk], attempt: int | None = None
+    ) -> int:
         return await self._either(
-            lambda: self.channel.append_logs(build_id, chunks),
-            lambda: super(ChannelRunnerClient, self).append_logs(build_id, chunks),
+            lambda: self.channel.append_logs(build_id, chunks, attempt),
+            lambda: super(ChannelRunnerClient, self).append_logs(build_id, chunks, attempt),
         )

@@ -265,9 +265,15 @@ class RunnerClient:
         )
         return build_of(answer)
 
-    async def append_logs(self, build_id: str, chunks: Sequence[LogChunk]) -> int:
-        """Append log lines; answers how many were new (the server ignores known sequences)."""
-        body = {"chunks": [chunk.to_json() for chunk in chunks]}
+    async def append_logs(
+        self, build_id: str, chunks: Sequence[LogChunk], attempt: int | None = None
+    ) -> int:
+        """Append log lines; answers how many were new (the server ignores known sequences).
+
+        ``attempt`` (from the claim, when the server gave one) lets the server refuse the
+        lines once this attempt of the build is over, even if this runner holds it again.
+        """
+        body = logs_body(chunks, attempt)
         answer = _object(
             await self._runner_call("POST", f"jobs/{quote(build_id, safe='')}/logs", json=body)
         )
@@ -421,6 +427,14 @@ def heartbeat_body(status: RunnerStatus, capabilities: Mapping[str, Any] | None)
     body: dict[str, Any] = {"status": status}
     if capabilities:
         body["capabilities"] = dict(capabilities)
+    return body
+
+
+def logs_body(chunks: Sequence[LogChunk], attempt: int | None) -> dict[str, Any]:
+    """The body of a log append; ``attempt`` only when known (a server may not take it)."""
+    body: dict[str, Any] = {"chunks": [chunk.to_json() for chunk in chunks]}
+    if attempt is not None:
+        body["attempt"] = attempt
     return body
 
 

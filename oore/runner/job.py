@@ -136,7 +136,8 @@ class JobRunner:
         dest = self._builds_dir / job.build_id
         try:
             async with open_log_batcher(
-                lambda chunks: self._client.append_logs(job.build_id, chunks), **self._log_options
+                lambda chunks: self._client.append_logs(job.build_id, chunks, job.attempt),
+                **self._log_options,
             ) as logs:
                 log = _BuildLog(logs, label, self._say)
                 return await self._steps(job, dest, log, results)

@@ -9,6 +9,7 @@ while the settings API still reports what was saved.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -142,6 +143,15 @@ class ArtifactStorageService:
         if self._urls.artifact_delivery_url:
             return self._urls.artifact_delivery_url.rstrip("/")
         return self.public_base()
+
+    def revoke_urls(self, artifact_ids: Collection[str]) -> None:
+        """Make the local upload and download URLs of these artifacts stop working now."""
+
+        def doomed(obj: StoredObject) -> bool:
+            return obj.artifact_id in artifact_ids
+
+        self.uploads.revoke_where(doomed)
+        self.downloads.revoke_where(doomed)
 
     @property
     def external_urls(self) -> tuple[str | None, str | None]:

@@ -37,7 +37,7 @@ from oore.services.access import Access
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
 from oore.services.clock import WallClock
 from oore.services.identity import AuditSink
-from oore.storage import LocalStorage, StoredObject
+from oore.storage import ArtifactStorage, LocalStorage, S3Storage, StoredObject, storage_error
 from oore.storage.local import FileChunks
 from oore.store import AuditEntry, Store
 from oore.store.artifacts import NewArtifact
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 SWEEP_RETRY_SECONDS = 60.0
 SWEEP_CONTENDED_SECONDS = 1.0
 ABORTED_MESSAGE = "upload aborted by the runner"
+# Purging a project's artifacts: rows read per round, objects deleted at once.
+PURGE_BATCH = 200
+PURGE_CONCURRENCY = 8
 
 
 def invalid_upload_token() -> Unauthorized:
@@ -303,6 +306,37 @@ class Artifacts:
             raise NotFound("not_found", "Artifact file not found")
         return LocalDownload(backend, obj, size, self.storage.download_slots)
 
+    # -- purging ---------------------------------------------------------------------------
+
+    async def purge(self, project_id: str, *, pipeline_id: str | None = None) -> int:
+        """Delete every artifact of the project's builds (of one pipeline's builds with
+        ``pipeline_id``): the objects first, then the rows; how many went.
+
+        Rows are read ``PURGE_BATCH`` at a time. For each batch the local URLs are revoked,
+        the objects are deleted (``PURGE_CONCURRENCY`` at once, each off the event loop),
+        and only the rows whose object is gone are deleted, with their scoped and install
+        tokens. When an object cannot be deleted (or storage is disabled) this raises 500
+        ``storage_error`` and the artifacts not yet deleted stay whole, rows and objects,
+        so calling again finishes the job.
+        """
+        backend = self.storage.backend
+        purged = 0
+        while batch := await self._store.artifacts.first_of_project(
+            project_id, PURGE_BATCH, pipeline_id=pipeline_id
+        ):
+            self.storage.revoke_urls({artifact.id for artifact in batch})
+            gone, failures = await _delete_objects(backend, batch)
+            purged += await self._store.artifacts.delete_rows(gone)
+            if failures:
+                log.warning(
+                    "project %s: %d artifact object(s) could not be deleted: %s",
+                    project_id,
+                    len(failures),
+                    failures[0],
+                )
+                raise failures[0]
+        return purged
+
     # -- stale reservations --------------------------------------------------------------
 
     async def _first_due(self) -> float | None:
@@ -344,3 +378,35 @@ class Artifacts:
             await backend.delete(stored_object(artifact))
         except ApiError as exc:
             log.warning("could not delete the object of artifact %s: %s", artifact.id, exc)
+
+
+async def _delete_objects(
+    backend: ArtifactStorage, batch: Sequence[Artifact]
+) -> tuple[list[str], list[ApiError]]:
+    """Delete the objects of ``batch``: the ids of the artifacts whose object is gone,
+    and the errors of the others. S3 takes the whole batch in one request; other
+    backends delete ``PURGE_CONCURRENCY`` objects at once."""
+    if isinstance(backend, S3Storage):
+        left = await backend.delete_batch([stored_object(artifact) for artifact in batch])
+        failed = {obj.artifact_id for obj in left}
+        deleted = [artifact.id for artifact in batch if artifact.id not in failed]
+        if not failed:
+            return deleted, []
+        return deleted, [storage_error(f"Could not delete {len(failed)} artifact object(s)")]
+    gone: list[str] = []
+    failures: list[ApiError] = []
+    limiter = trio.CapacityLimiter(PURGE_CONCURRENCY)
+
+    async def delete_one(artifact: Artifact) -> None:
+        async with limiter:
+            try:
+                await backend.delete(stored_object(artifact))
+            except ApiError as exc:
+                failures.append(exc)
+            else:
+                gone.append(artifact.id)
+
+    async with trio.open_nursery() as nursery:
+        for artifact in batch:
+            nursery.start_soon(delete_one, artifact)
+    return gone, failures

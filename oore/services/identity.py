@@ -8,9 +8,19 @@ from typing import Protocol
 from oore.domain.api_tokens import token_session
 from oore.domain.client_ip import is_loopback
 from oore.domain.crypto import SecretBox
+from oore.domain.rate_limit import WindowLimiter
 from oore.domain.setup import LOCAL_OWNER_EMAIL, RuntimeMode, SetupState, SetupStatus
 from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
-from oore.domain.users import USER_SESSION_TTL, Session, User, UserStatus, local_subject
+from oore.domain.users import (
+    LOCAL_LOGIN_GLOBAL_LIMIT,
+    LOCAL_LOGIN_PER_IP_LIMIT,
+    LOCAL_LOGIN_WINDOW,
+    USER_SESSION_TTL,
+    Session,
+    User,
+    UserStatus,
+    local_subject,
+)
 from oore.errors import Forbidden, InvalidInput, Unauthorized
 from oore.services.clock import WallClock
 from oore.store import AuditEntry, Store
@@ -60,6 +70,13 @@ class Identity:
         self._clock = clock
         self._audit = audit
         self.secrets = secrets
+        self._local_logins = WindowLimiter(
+            LOCAL_LOGIN_WINDOW,
+            LOCAL_LOGIN_GLOBAL_LIMIT,
+            LOCAL_LOGIN_PER_IP_LIMIT,
+            "local_login_rate_limited",
+            "Too many local sign-ins; try again in a minute",
+        )
 
     async def _record(
         self,
@@ -110,7 +127,8 @@ class Identity:
     async def local_login(
         self, *, email: str | None, recovery_capability: str | None, client_ip: str | None
     ) -> LoginResult:
-        """Sign in from this machine; before setup is complete, this completes it as owner."""
+        """Sign in from this machine; before setup is complete, this completes it as owner.
+        429 ``local_login_rate_limited`` past the local-login limits."""
         prefs = await self._store.instance.preferences()
         instance = await self._store.instance.get()
         if prefs.runtime_mode is RuntimeMode.LOCAL and not is_loopback(client_ip):
@@ -118,6 +136,7 @@ class Identity:
                 "local_login_loopback_required", "Local login is only allowed from this machine"
             )
         now = self._clock.now()
+        self._local_logins.admit(client_ip, now)
         token = new_token()
         expires_at = now + USER_SESSION_TTL
         if instance.state is not SetupState.READY:

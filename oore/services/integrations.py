@@ -111,6 +111,11 @@ class Page:
     clear_cookie: bool = False
 
 
+# The one script a page here runs (the manifest form's submit); its hash is in the page's
+# Content-Security-Policy.
+MANIFEST_SUBMIT_SCRIPT = "document.getElementById('manifest').submit();"
+
+
 def html_page(title: str, message: str, *, refresh_to: str | None = None) -> str:
     head = ""
     if refresh_to is not None:
@@ -361,8 +366,8 @@ class Integrations:
             f'</title></head><body><form id="manifest" method="post" '
             f'action="{html.escape(action)}"><input type="hidden" name="manifest" '
             f'value="{html.escape(manifest)}"><noscript><button type="submit">Continue to '
-            "GitHub</button></noscript></form><script>document.getElementById('manifest')"
-            ".submit();</script></body></html>"
+            f"GitHub</button></noscript></form><script>{MANIFEST_SUBMIT_SCRIPT}</script>"
+            "</body></html>"
         )
 
     async def _store_github_app(self, user: User, code: str) -> Integration:

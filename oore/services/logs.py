@@ -5,6 +5,18 @@ this service authorizes them, masks secrets before anything is stored, admits vi
 within the configured limits and turns a viewer into the bytes of an SSE response:
 backlog from the database, then live batches, catching up from the database whenever the
 viewer fell behind, keep-alive comments in silence, and ``event: done`` at the end.
+
+Attempts: a build requeued after its runner was lost starts a new attempt, whose runner
+numbers its lines from 0 again. Each attempt keeps its own log. Reads show the current
+attempt unless asked for another; the earlier ones stay readable. A stream follows the
+current attempt: when the build moves on to a later one while a viewer watches (it was
+requeued; the viewer learns it within ``check_every`` seconds, or from the new attempt's
+first lines, whichever comes first), the viewer gets the rest of the old attempt's stored
+lines, then ``event: attempt`` with ``{"attempt": N}``, then the new attempt's lines from
+its first one. A stream opened on an attempt after the first starts with that event too.
+Event ids name the attempt (see :func:`oore.domain.logs.event_id`), so ``Last-Event-ID``
+resumes within the attempt it came from, or starts the current one afresh if the build
+moved on meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import trio
 from oore.actors import ActorError, Registry, Supervisor, SupervisorNotRunning
 from oore.actors.logstream import (
     Appended,
+    LogState,
     LogStreamHandle,
     LogStreamTimings,
     Viewer,
@@ -29,9 +42,13 @@ from oore.domain.logs import (
     KEEP_ALIVE,
     STREAMS,
     LogLine,
+    LogWrite,
+    ResumePoint,
+    attempt_event,
     done_event,
     log_events,
     mask_secrets,
+    resume_point,
     secret_values,
     truncate_utf8,
     truncation_notice,
@@ -43,6 +60,7 @@ from oore.domain.users import Session
 from oore.errors import (
     Forbidden,
     InvalidInput,
+    NotFound,
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
@@ -65,7 +83,7 @@ MAX_READ_LIMIT = 5000
 class LogConfig:
     """Limits of log storage and streaming; defaults sized for thousands of viewers."""
 
-    lines_per_build: int = 1_000_000
+    lines_per_build: int = 1_000_000  # per attempt: a requeued build's next one starts afresh
     viewers_per_build: int = 10_000
     viewers_per_user: int = 10_000
     viewers_total: int = 50_000
@@ -89,8 +107,9 @@ class Grant:
 
 @dataclass
 class _Cursor:
-    """The last sequence a viewer was sent."""
+    """The attempt a viewer follows and the last sequence of it that it was sent."""
 
+    attempt: int
     last: int
 
 
@@ -109,17 +128,17 @@ class _Records:
     def __init__(self, logs: Logs) -> None:
         self._logs = logs
 
-    async def commit(self, build_id: str, batches: Sequence[Sequence[LogLine]]) -> Appended:
+    async def commit(self, build_id: str, writes: Sequence[LogWrite]) -> Appended:
         logs = self._logs
         cap = logs.config.lines_per_build
         stored = await logs.store.builds.append_logs(
-            build_id, batches, cap=cap, notice=truncation_notice(cap), now=logs.clock.now()
+            build_id, writes, cap=cap, notice=truncation_notice(cap), now=logs.clock.now()
         )
-        return Appended(stored.counts, stored.lines)
+        return Appended(stored.counts, stored.lines, stored.attempt)
 
-    async def finished(self, build_id: str) -> bool | None:
-        status = await self._logs.store.builds.log_status(build_id)
-        return None if status is None else status.terminal
+    async def state(self, build_id: str) -> LogState | None:
+        state = await self._logs.store.builds.log_state(build_id)
+        return None if state is None else LogState(state.status.terminal, state.attempt)
 
     async def still_allowed(self, build_id: str, grants: set[Hashable]) -> set[Hashable]:
         allowed: set[Hashable] = set()
@@ -185,13 +204,29 @@ class Logs:
 
     # -- runner side ----------------------------------------------------------------------
 
-    async def append(self, runner: Runner, build_id: str, lines: Sequence[LogLine]) -> int:
-        """Store a runner's lines (§6.1): cut to 4096 bytes, secrets masked, duplicates
-        ignored, capped per build; answered once durable, never waiting for viewers."""
+    async def append(
+        self,
+        runner: Runner,
+        build_id: str,
+        lines: Sequence[LogLine],
+        *,
+        attempt: int | None = None,
+    ) -> int:
+        """Store a runner's lines (§6.1) in the log of the attempt it holds: cut to 4096
+        bytes, secrets masked, duplicates ignored, capped per attempt; answered once
+        durable, never waiting for viewers.
+
+        403 ``runner_mismatch`` unless the runner holds the build when the lines commit,
+        and, if it names an ``attempt`` (ours does), holds it at that attempt: the lines
+        of an attempt that was requeued (the runner was lost) are refused, even when the
+        same runner claimed the build again.
+        """
         for line in lines:
             if line.stream not in STREAMS:
                 raise InvalidInput("invalid_input", "stream must be stdout or stderr")
         build = await self._builds.bound(runner, build_id)
+        if attempt is not None and attempt != build.attempt:
+            raise Forbidden("runner_mismatch", "This attempt of the build is over")
         if not lines:
             return 0
         cut = [LogLine(line.sequence, truncate_utf8(line.content), line.stream) for line in lines]
@@ -199,7 +234,7 @@ class Logs:
         for _ in range(3):
             handle = await self._stream(build.id)
             try:
-                return await handle.append(masked)
+                return await handle.append(runner.id, build.attempt, masked)
             except ActorError:
                 continue  # the stream was stopping or restarting: a fresh one takes it
         raise ServiceUnavailable("log_stream_unavailable", "Try the log append again")
@@ -207,13 +242,29 @@ class Logs:
     # -- reads ----------------------------------------------------------------------------
 
     async def lines(
-        self, session: Session, build_id: str, *, after: int, limit: int | None
-    ) -> tuple[list[LogLine], int]:
-        """Stored lines after a sequence (§6.2)."""
+        self,
+        session: Session,
+        build_id: str,
+        *,
+        after: int,
+        limit: int | None,
+        attempt: int | None = None,
+    ) -> tuple[list[LogLine], int, int]:
+        """Stored lines after a sequence (§6.2) of one attempt, the current one unless
+        named, with how many lines that attempt has and its number."""
         build = await self._builds.visible(session, build_id)
+        if attempt is None:
+            attempt = build.attempt
+        elif attempt < 1:
+            raise InvalidInput("invalid_input", "attempt must be at least 1")
+        elif attempt > build.attempt:
+            raise NotFound("not_found", f"This build has no attempt {attempt}")
         if limit is not None:
             limit = min(limit, MAX_READ_LIMIT)
-        return await self.store.builds.logs(build.id, after=after, limit=limit)
+        lines, total = await self.store.builds.logs(
+            build.id, attempt=attempt, after=after, limit=limit
+        )
+        return lines, total, attempt
 
     # -- stream tokens --------------------------------------------------------------------
 
@@ -261,7 +312,7 @@ class Logs:
             session = await self._identity.authenticate_session(authorization)
             expires_at = session.capped(now + self.config.stream_seconds)
         build = await self._builds.visible(session, build_id)
-        after = _resume_point(last_event_id)
+        resume = resume_point(last_event_id)
         grant = Grant(
             session.token_hash,
             session.user.id,
@@ -277,7 +328,7 @@ class Logs:
         except BaseException:
             self._leave(build.id, session.user.id)
             raise
-        return self._events(handle, viewer, build.id, after, build.status.terminal)
+        return self._events(handle, viewer, build.id, build.attempt, resume, build.status.terminal)
 
     async def _redeem(self, token: str, build_id: str, now: int) -> tuple[Session, int]:
         stored = self._tokens.pop(hash_token(token), None) if looks_like_token(token) else None
@@ -326,30 +377,53 @@ class Logs:
         return project_allows(role, ProjectPermission.READ)
 
     async def _backlog(self, build_id: str, cursor: _Cursor) -> AsyncIterator[bytes]:
-        """Stored lines after ``cursor.last``, a page at a time; the cursor follows."""
+        """Stored lines of the cursor's attempt after ``cursor.last``, a page at a time;
+        the cursor follows."""
         while True:
             lines, _ = await self.store.builds.logs(
-                build_id, after=cursor.last, limit=self.config.page
+                build_id, attempt=cursor.attempt, after=cursor.last, limit=self.config.page
             )
             if lines:
                 cursor.last = lines[-1].sequence
-                yield log_events(lines)
+                yield log_events(lines, cursor.attempt)
             if len(lines) < self.config.page:
                 return
+
+    async def _catch_up(
+        self, build_id: str, cursor: _Cursor, viewer: Viewer
+    ) -> AsyncIterator[bytes]:
+        """The rest of the followed attempt; then, if the build has moved on, ``event:
+        attempt`` and the new attempt's lines from its first (the viewer follows it)."""
+        async for chunk in self._backlog(build_id, cursor):
+            yield chunk
+        state = await self.store.builds.log_state(build_id)
+        current = max(viewer.latest, state.attempt if state is not None else 0)
+        if current > cursor.attempt:
+            cursor.attempt, cursor.last = current, -1
+            viewer.following = current
+            yield attempt_event(current)
+            async for chunk in self._backlog(build_id, cursor):
+                yield chunk
 
     async def _events(
         self,
         handle: LogStreamHandle,
         viewer: Viewer,
         build_id: str,
-        after: int,
+        attempt: int,
+        resume: ResumePoint | None,
         finished_at_start: bool,
     ) -> AsyncIterator[bytes]:
         grant = viewer.grant
         assert isinstance(grant, Grant)
-        cursor = _Cursor(after)
+        cursor = _Cursor(attempt, -1)
+        viewer.following = attempt
         try:
-            async for chunk in self._backlog(build_id, cursor):
+            if resume is not None and resume.attempt == attempt:
+                cursor.last = resume.sequence
+            elif attempt > 1:
+                yield attempt_event(attempt)  # not resuming within this attempt: say which
+            async for chunk in self._catch_up(build_id, cursor, viewer):
                 yield chunk
             if finished_at_start:
                 yield done_event("build_finished")
@@ -358,22 +432,29 @@ class Logs:
                 if viewer.ended is not None and viewer.ended != "build_finished":
                     yield done_event(viewer.ended)  # nothing newer once access has ended
                     return
-                if viewer.lagging:
-                    self.catch_ups += 1
+                if viewer.lagging or viewer.moved_on:
+                    if viewer.lagging:
+                        self.catch_ups += 1
                     viewer.resync()
-                    async for chunk in self._backlog(build_id, cursor):
+                    async for chunk in self._catch_up(build_id, cursor, viewer):
                         yield chunk
                     continue
                 parts: list[bytes] = []
                 while (batch := viewer.take()) is not None:
+                    if batch.attempt != cursor.attempt:
+                        # An earlier attempt's batch is stale; a later one is caught up on
+                        # from the database at the top of the loop (``moved_on``).
+                        continue
                     if batch.last > cursor.last:
                         parts.append(batch.after(cursor.last))
                         cursor.last = batch.last
                 if parts:
                     yield b"".join(parts)  # several events, one write
                     continue
+                if viewer.moved_on:
+                    continue
                 if viewer.ended == "build_finished":
-                    async for chunk in self._backlog(build_id, cursor):
+                    async for chunk in self._catch_up(build_id, cursor, viewer):
                         yield chunk
                     yield done_event("build_finished")
                     return
@@ -381,18 +462,8 @@ class Logs:
                     await viewer.wait()
                 if self._scheduling.ending:
                     return  # the daemon is stopping; the client resumes with Last-Event-ID
-                if not (viewer.queue or viewer.lagging or viewer.ended):
+                if not (viewer.queue or viewer.lagging or viewer.ended or viewer.moved_on):
                     yield KEEP_ALIVE
         finally:
             handle.unwatch(viewer)
             self._leave(build_id, grant.user_id)
-
-
-def _resume_point(last_event_id: str | None) -> int:
-    """``Last-Event-ID`` as the last sequence seen; absent or not a number → everything."""
-    if last_event_id is None:
-        return -1
-    try:
-        return int(last_event_id.strip())
-    except ValueError:
-        return -1

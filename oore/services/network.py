@@ -1,16 +1,23 @@
 """The external-access network settings in force (contract §10.3): public URL, artifact
-delivery URL and the CORS allowlist. A saved row wins over the environment, which wins over
-the defaults; the values are held in memory so CORS and redirect checks never wait on the
-database, and replaced at once when the settings are saved."""
+delivery URL and the CORS allowlist, and from them the names the server answers to. A saved
+row wins over the environment, which wins over the defaults; the values are held in memory
+so CORS, Host and redirect checks never wait on the database, and replaced at once when the
+settings are saved."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import trio
 
-from oore.domain.network import LOCAL_ORIGINS, NetworkSettings, with_local_defaults
+from oore.domain.network import (
+    LOCAL_ORIGINS,
+    NetworkSettings,
+    rebinding_proof,
+    served_names,
+    with_local_defaults,
+)
 from oore.store import Store
 
 __all__ = ["LOCAL_ORIGINS", "Network", "NetworkDefaults"]
@@ -25,6 +32,9 @@ class NetworkDefaults:
     allowed_origins: tuple[str, ...] = LOCAL_ORIGINS
     public_url: str | None = None
     artifact_delivery_url: str | None = None
+    # DNS names the server is reached by besides those of the URLs above: the listen
+    # address, this machine's name, OORED_ALLOWED_HOSTS (not part of the saved settings).
+    host_names: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def source(self) -> Source:
@@ -43,6 +53,7 @@ class Network:
         self.artifact_delivery_url: str | None
         self.source: Source
         self.updated_at: int | None
+        self._served_names: frozenset[str]
         self._apply(None)
 
     async def reload(self) -> None:
@@ -64,15 +75,26 @@ class Network:
             self.artifact_delivery_url = defaults.artifact_delivery_url
             self.source = defaults.source
             self.updated_at = None
-            return
-        self.allowed_origins = with_local_defaults(row.allowed_origins)
-        self.public_url = row.public_url
-        # A saved row without a delivery URL still honours the environment's.
-        self.artifact_delivery_url = (
-            row.artifact_delivery_url or self._defaults.artifact_delivery_url
+        else:
+            self.allowed_origins = with_local_defaults(row.allowed_origins)
+            self.public_url = row.public_url
+            # A saved row without a delivery URL still honours the environment's.
+            self.artifact_delivery_url = (
+                row.artifact_delivery_url or self._defaults.artifact_delivery_url
+            )
+            self.source = "database"
+            self.updated_at = row.updated_at
+        self._served_names = served_names(
+            self._defaults.host_names,
+            self.public_url,
+            self.artifact_delivery_url,
+            self.allowed_origins,
         )
-        self.source = "database"
-        self.updated_at = row.updated_at
+
+    def serves(self, host: str) -> bool:
+        """Is ``host`` (as :func:`~oore.domain.network.host_name` gives it) a name this
+        server answers to: an IP literal, a loopback name, or one configured?"""
+        return rebinding_proof(host) or host in self._served_names
 
     def to_json(self) -> dict[str, Any]:
         """The ``GET …/network`` shape: optional values omitted when unset."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -27,14 +28,14 @@ from oore.domain.rbac import (
 from oore.domain.setup import RuntimeMode
 from oore.domain.text import MAX_NAME_CHARS, MAX_TEXT_CHARS, name_problem, text_problem
 from oore.domain.users import Role, Session, User, UserStatus
-from oore.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from oore.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from oore.services.access import Access, ProjectAccess
 from oore.services.clock import WallClock
 from oore.services.git import git
 from oore.services.identity import AuditSink
 from oore.store import AuditEntry, Store
 from oore.store.pipelines import NewPipeline, PipelineChanges
-from oore.store.projects import Member, NewProject, ProjectChanges, ProjectFilter
+from oore.store.projects import Deletion, Member, NewProject, ProjectChanges, ProjectFilter
 
 DEFAULT_CONFIG_PATH = ".oore.yaml"
 SOURCE_CHANGED = "canceled: the project's source repository changed"
@@ -169,15 +170,47 @@ def _checked(parse: Callable[[object], tuple[T | None, list[str]]], data: object
     return parsed
 
 
+# Rounds of "purge the artifacts, then delete the rows" before a delete gives up: only
+# builds created and finished while the artifacts were being purged need a second one.
+DELETE_ROUNDS = 3
+
+
+class ArtifactPurge(Protocol):
+    """Deletes the artifacts (objects, then rows) of a project or of one of its pipelines."""
+
+    async def purge(self, project_id: str, *, pipeline_id: str | None = None) -> int: ...
+
+
 class Projects:
     """Use cases of the Projects and Pipelines API groups (contract §2.5, §2.6)."""
 
-    def __init__(self, store: Store, clock: WallClock, audit: AuditSink, access: Access) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: WallClock,
+        audit: AuditSink,
+        access: Access,
+        artifacts: ArtifactPurge,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
         self._access = access
+        self._artifacts = artifacts
         self._yaml_parsing = trio.CapacityLimiter(1)
+
+    async def _delete_rows(
+        self, delete: Callable[[], Awaitable[Deletion]], purge: Callable[[], Awaitable[int]]
+    ) -> bool:
+        """Delete the rows once no artifact is left, purging the artifacts in between; False
+        when the rows were not there. 409 ``active_builds`` while a build is unfinished
+        (checked before any object is touched), 500 ``storage_error`` from the purge."""
+        for _ in range(DELETE_ROUNDS):
+            outcome = await delete()
+            if outcome is not Deletion.ARTIFACTS_LEFT:
+                return outcome is Deletion.DELETED
+            await purge()
+        raise Conflict("active_builds", "New builds keep adding artifacts; try again later")
 
     async def _record(
         self,
@@ -369,9 +402,16 @@ class Projects:
         return ProjectAccess(project, found.role)
 
     async def delete(self, session: Session, project_id: str) -> None:
-        """``DELETE /v1/projects/{id}``: 409 ``active_builds`` while a build is unfinished."""
+        """``DELETE /v1/projects/{id}``: 409 ``active_builds`` while a build is unfinished.
+
+        Every artifact object is deleted first, then the rows (§2.5); when storage fails
+        (500 ``storage_error``) the project stays, and deleting it again finishes the job.
+        """
         found = await self._access.project(session, project_id, ProjectPermission.DELETE)
-        if not await self._store.projects.delete(found.project.id):
+        pid = found.project.id
+        if not await self._delete_rows(
+            partial(self._store.projects.delete, pid), partial(self._artifacts.purge, pid)
+        ):
             raise NotFound("not_found", "Project not found")
         await self._record(
             session,
@@ -572,10 +612,14 @@ class Projects:
         return updated
 
     async def delete_pipeline(self, session: Session, pipeline_id: str) -> None:
-        """``DELETE /v1/pipelines/{id}``: owner/admin only; 409 ``active_builds``."""
+        """``DELETE /v1/pipelines/{id}``: owner/admin only; 409 ``active_builds``. The
+        artifacts of its builds go first, objects then rows, as for a project."""
         require(session.user.role, Resource.PIPELINES, Action.DELETE)
         pipeline, _ = await self._visible_pipeline(session, pipeline_id, ProjectPermission.READ)
-        if not await self._store.pipelines.delete(pipeline.id):
+        if not await self._delete_rows(
+            partial(self._store.pipelines.delete, pipeline.id),
+            partial(self._artifacts.purge, pipeline.project_id, pipeline_id=pipeline.id),
+        ):
             raise NotFound("not_found", "Pipeline not found")
         await self._record(
             session,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,6 @@ from oore.domain.json_input import JsonInputError, decode_json
 from oore.domain.setup import RuntimeMode
 from oore.domain.webhooks import (
     RETRY_SECONDS,
-    SECRET_CACHE_SECONDS,
     DeliveryStatus,
     Ignored,
     Provider,
@@ -47,7 +45,6 @@ from oore.store.webhooks import Delivery, NewDelivery, SigningSecret
 log = logging.getLogger(__name__)
 
 LEASE_BATCH = 50
-GITLAB_CACHE_ENTRIES = 1024
 
 
 @dataclass(frozen=True)
@@ -58,12 +55,6 @@ class Accepted:
 
     def to_json(self) -> dict[str, bool]:
         return {"ok": True, "duplicate": True} if self.duplicate else {"ok": True}
-
-
-@dataclass(frozen=True)
-class _Secrets:
-    loaded_at: int
-    found: tuple[tuple[str, str], ...]  # (integration id, plaintext secret)
 
 
 # Payloads up to this size decode in well under a millisecond, on the event loop.
@@ -87,8 +78,6 @@ class Webhooks:
         self._identity = identity
         self._builds = builds
         self.worker = WebhookWorkerHandle()
-        self._github: _Secrets | None = None
-        self._gitlab: OrderedDict[str, _Secrets] = OrderedDict()
         self._decoding = trio.CapacityLimiter(DECODE_THREADS)
 
     async def _decoded(self, body: bytes) -> Any:
@@ -173,8 +162,14 @@ class Webhooks:
             )
 
     # -- secrets -----------------------------------------------------------------------
+    #
+    # Secrets are read from the store for every delivery, never cached: a rotated GitLab
+    # secret or a deleted integration is refused as soon as that change is committed, in
+    # every daemon on the database. The read is one indexed query and a decryption per
+    # candidate (about 0.2-0.3 ms, against about 5 ms for the whole delivery).
 
-    def _opened(self, found: list[SigningSecret]) -> _Secrets:
+    def _opened(self, found: list[SigningSecret]) -> list[tuple[str, str]]:
+        """(integration id, plaintext secret) of each secret that opens."""
         box = self._identity.secrets
         opened: list[tuple[str, str]] = []
         for secret in found:
@@ -184,45 +179,17 @@ class Webhooks:
                 opened.append((secret.integration_id, box.decrypt(secret.secret_enc)))
             except ApiError:
                 log.warning("webhook secret of integration %s does not open", secret.integration_id)
-        return _Secrets(self._clock.now(), tuple(opened))
-
-    def _fresh(self, cached: _Secrets | None) -> bool:
-        return cached is not None and self._clock.now() - cached.loaded_at < SECRET_CACHE_SECONDS
+        return opened
 
     async def _github_signer(self, signature: str, body: bytes) -> str | None:
         """The active GitHub integration whose secret made ``signature``, if any."""
-        refreshed = False
-        if not self._fresh(self._github):
-            self._github = self._opened(await self._store.webhooks.github_secrets())
-            refreshed = True
-        assert self._github is not None
-        found = _signer(self._github, lambda secret: signature_matches(signature, secret, body))
-        if found is None and not refreshed:
-            self._github = self._opened(await self._store.webhooks.github_secrets())
-            found = _signer(self._github, lambda secret: signature_matches(signature, secret, body))
-        return found
+        secrets = self._opened(await self._store.webhooks.github_secrets())
+        return _signer(secrets, lambda secret: signature_matches(signature, secret, body))
 
     async def _gitlab_owner(self, project_id: str, token: str) -> str | None:
         """The active GitLab integration whose repository ``project_id`` has this token."""
-        cached = self._gitlab.get(project_id)
-        refreshed = False
-        if cached is None or not self._fresh(cached):
-            cached = await self._load_gitlab(project_id)
-            refreshed = True
-        found = _signer(cached, lambda secret: token_matches(token, secret))
-        if found is None and not refreshed:
-            found = _signer(
-                await self._load_gitlab(project_id), lambda secret: token_matches(token, secret)
-            )
-        return found
-
-    async def _load_gitlab(self, project_id: str) -> _Secrets:
-        loaded = self._opened(await self._store.webhooks.gitlab_secrets(project_id))
-        self._gitlab[project_id] = loaded
-        self._gitlab.move_to_end(project_id)
-        while len(self._gitlab) > GITLAB_CACHE_ENTRIES:
-            self._gitlab.popitem(last=False)
-        return loaded
+        secrets = self._opened(await self._store.webhooks.gitlab_secrets(project_id))
+        return _signer(secrets, lambda secret: token_matches(token, secret))
 
     # -- the worker's side -------------------------------------------------------------
 
@@ -290,10 +257,10 @@ class Webhooks:
         return None
 
 
-def _signer(secrets: _Secrets, matches: Callable[[str], bool]) -> str | None:
+def _signer(secrets: list[tuple[str, str]], matches: Callable[[str], bool]) -> str | None:
     """The first integration whose secret ``matches``; every secret is compared."""
     found: str | None = None
-    for integration_id, secret in secrets.found:
+    for integration_id, secret in secrets:
         if matches(secret) and found is None:
             found = integration_id
     return found

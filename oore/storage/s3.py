@@ -8,6 +8,7 @@ are checked the same way (contract §7.1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
 _FAILURES = (BotoCoreError, ClientError, ValueError)
+# The most keys one DeleteObjects request may name.
+MAX_BATCH_DELETE = 1000
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,27 @@ class S3Storage:
         if (problem := url_problem(url, generated=True)) is not None:
             raise storage_error(f"The signed artifact URL {problem}")
         return url
+
+    async def delete_batch(self, objs: Sequence[StoredObject]) -> list[StoredObject]:
+        """Delete up to 1000 objects in one request (missing ones count as deleted); the
+        objects that could not be deleted. 500 ``storage_error`` when the request fails."""
+        if len(objs) > MAX_BATCH_DELETE:
+            raise ValueError(f"at most {MAX_BATCH_DELETE} objects per batch")
+        if not objs:
+            return []
+
+        def remove() -> set[str]:
+            answer = self._client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": obj.key} for obj in objs], "Quiet": True},
+            )
+            return {error.get("Key", "") for error in answer.get("Errors", [])}
+
+        try:
+            failed = await trio.to_thread.run_sync(remove)
+        except _FAILURES as exc:
+            raise storage_error(f"Could not delete artifact objects: {exc}") from exc
+        return [obj for obj in objs if obj.key in failed]
 
     async def delete(self, obj: StoredObject) -> None:
         def remove() -> None:

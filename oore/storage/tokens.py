@@ -54,6 +54,13 @@ class TokenTable(Generic[V]):
         """The value of a live token, which is used up by this call; None if unknown."""
         return self._lookup(token, consume=True)
 
+    def revoke_where(self, doomed: Callable[[V], bool]) -> int:
+        """Drop every token whose value ``doomed`` picks, at once; how many there were."""
+        keys = [key for key, (value, _) in self._entries.items() if doomed(value)]
+        for key in keys:
+            del self._entries[key]
+        return len(keys)
+
     def _lookup(self, token: str, *, consume: bool) -> V | None:
         if not looks_like_token(token):
             return None

@@ -176,6 +176,25 @@ async def _fail_pending(
     return [_artifact(row) for row in rows]
 
 
+async def _of_project_builds(
+    conn: Connection, project_id: uuid.UUID, pipeline_id: uuid.UUID | None, limit: int
+) -> list[Artifact]:
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM {_FROM}
+            WHERE b.project_id = $1 AND ($2::uuid IS NULL OR b.pipeline_id = $2)
+            ORDER BY a.seq LIMIT $3""",
+        project_id,
+        pipeline_id,
+        limit,
+    )
+    return [_artifact(row) for row in rows]
+
+
+async def _delete_rows(conn: Connection, ids: list[uuid.UUID]) -> int:
+    status: str = await conn.execute("DELETE FROM artifacts WHERE id = ANY($1::uuid[])", ids)
+    return int(status.split()[-1])
+
+
 async def _oldest_pending(conn: Connection) -> int | None:
     oldest: int | None = await conn.fetchval(
         "SELECT min(created_at) FROM artifacts WHERE state = 'pending'"
@@ -282,6 +301,23 @@ class ArtifactStore:
     ) -> list[Artifact]:
         """Fail up to ``limit`` pending rows created at or before ``cutoff``; those rows."""
         return await self._db.run(_fail_pending, cutoff, message, now, limit)
+
+    async def first_of_project(
+        self, project_id: str, limit: int, *, pipeline_id: str | None = None
+    ) -> list[Artifact]:
+        """Up to ``limit`` artifacts of the project's builds (of one pipeline's builds with
+        ``pipeline_id``) in any state, oldest first: the next ones to purge."""
+        key = as_uuid(project_id)
+        pipeline = None if pipeline_id is None else as_uuid(pipeline_id)
+        if key is None or (pipeline_id is not None and pipeline is None):
+            return []
+        return await self._db.run(_of_project_builds, key, pipeline, limit)
+
+    async def delete_rows(self, artifact_ids: Sequence[str]) -> int:
+        """Delete these artifact rows (their scoped and install tokens go with them); how
+        many there were."""
+        keys = [key for key in (as_uuid(a) for a in artifact_ids) if key is not None]
+        return 0 if not keys else await self._db.run(_delete_rows, keys)
 
     async def oldest_pending(self) -> int | None:
         """When the oldest pending reservation was made, or None when there is none."""

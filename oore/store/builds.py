@@ -25,7 +25,7 @@ from oore.domain.builds import (
     concurrent_modification,
 )
 from oore.domain.ids import new_id
-from oore.domain.logs import LogLine
+from oore.domain.logs import LogLine, LogWrite
 from oore.errors import Conflict, NotFound
 from oore.store.database import Connection, Database
 from oore.store.projects import as_uuid
@@ -341,6 +341,8 @@ async def _transition(conn: Connection, t: Transition) -> Build:
         sets += ["runner_id = NULL", "signing_token_hash = NULL", "lease_expires_at = NULL"]
     if t.requeue:
         sets += ["attempt = attempt + 1", "queued_at = $4", "started_at = NULL"]
+        # The next attempt writes a log of its own, with the whole line limit.
+        sets += ["log_lines = 0", "log_truncated = false"]
     if t.exit_code is not None:
         args.append(t.exit_code)
         sets.append(f"exit_code = ${len(args)}")
@@ -427,39 +429,54 @@ async def _older_active(
 
 @dataclass(frozen=True)
 class LogAppend:
-    """What one group of appends stored: each append's new rows, and all of them in order
-    (with the truncation notice, if this group filled the log)."""
+    """What one group of appends stored: each append's new rows (None: refused, the build
+    is no longer held by that runner at that attempt), and all of them in order (with the
+    truncation notice, if this group filled the log), all of ``attempt``."""
 
-    counts: list[int]
+    counts: list[int | None]
     lines: list[LogLine]
+    attempt: int
 
 
 async def _append_logs(
     conn: Connection,
     build_id: str,
-    batches: Sequence[Sequence[LogLine]],
+    writes: Sequence[LogWrite],
     cap: int,
     notice: str,
     now: int,
 ) -> LogAppend:
+    # The row lock orders these lines against a requeue: a write is kept only if, right
+    # now, its runner holds the build at its attempt.
     row = await conn.fetchrow(
-        "SELECT log_lines, log_truncated FROM builds WHERE id = $1 FOR UPDATE", build_id
+        """SELECT runner_id, attempt, log_lines, log_truncated FROM builds
+           WHERE id = $1 FOR UPDATE""",
+        build_id,
     )
-    counts = [0] * len(batches)
-    if row is None or row["log_truncated"]:
-        return LogAppend(counts, [])
+    if row is None:
+        return LogAppend([None] * len(writes), [], 0)
+    holder = str(row["runner_id"]) if row["runner_id"] is not None else None
+    attempt: int = row["attempt"]
+    counts: list[int | None] = [
+        0 if write.runner_id == holder and write.attempt == attempt else None for write in writes
+    ]
+    if row["log_truncated"]:
+        return LogAppend(counts, [], attempt)
     owners: dict[int, tuple[int, LogLine]] = {}
-    for index, batch in enumerate(batches):
-        for line in batch:
+    for index, write in enumerate(writes):
+        if counts[index] is None:
+            continue
+        for line in write.lines:
             owners.setdefault(line.sequence, (index, line))
     if not owners:
-        return LogAppend(counts, [])
+        return LogAppend(counts, [], attempt)
     known = {
         r["sequence"]
         for r in await conn.fetch(
             """SELECT sequence FROM build_logs
-               WHERE build_id = $1 AND sequence = ANY($2::bigint[])""",
+               WHERE build_id = $1 AND attempt = $2 AND sequence = ANY($3::bigint[])""",
             build_id,
+            attempt,
             list(owners),
         )
     }
@@ -467,13 +484,14 @@ async def _append_logs(
     room = max(0, cap - row["log_lines"])
     kept = [line for _, line in fresh[:room]]
     for index, _ in fresh[:room]:
-        counts[index] += 1
+        counts[index] = (counts[index] or 0) + 1
     if kept:
         await conn.execute(
-            """INSERT INTO build_logs (build_id, sequence, content, stream, created_at)
-               SELECT $1, s, c, t, $5
-               FROM unnest($2::bigint[], $3::text[], $4::text[]) AS l(s, c, t)""",
+            """INSERT INTO build_logs (build_id, attempt, sequence, content, stream, created_at)
+               SELECT $1, $2, s, c, t, $6
+               FROM unnest($3::bigint[], $4::text[], $5::text[]) AS l(s, c, t)""",
             build_id,
+            attempt,
             [line.sequence for line in kept],
             [line.content for line in kept],
             [line.stream for line in kept],
@@ -483,13 +501,16 @@ async def _append_logs(
     truncated = len(fresh) > room
     if truncated:
         last = await conn.fetchval(
-            "SELECT max(sequence) FROM build_logs WHERE build_id = $1", build_id
+            "SELECT max(sequence) FROM build_logs WHERE build_id = $1 AND attempt = $2",
+            build_id,
+            attempt,
         )
         marker = LogLine((last if last is not None else -1) + 1, notice, "stderr")
         await conn.execute(
-            """INSERT INTO build_logs (build_id, sequence, content, stream, created_at)
-               VALUES ($1, $2, $3, $4, $5)""",
+            """INSERT INTO build_logs (build_id, attempt, sequence, content, stream, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
             build_id,
+            attempt,
             marker.sequence,
             marker.content,
             marker.stream,
@@ -504,25 +525,36 @@ async def _append_logs(
             len(kept),
             truncated,
         )
-    return LogAppend(counts, stored)
+    return LogAppend(counts, stored, attempt)
 
 
-async def _status(conn: Connection, build_id: uuid.UUID) -> str | None:
-    status: str | None = await conn.fetchval("SELECT status FROM builds WHERE id = $1", build_id)
-    return status
+@dataclass(frozen=True)
+class LogState:
+    """What an open log stream needs to know of its build."""
+
+    status: BuildStatus
+    attempt: int
+
+
+async def _log_state(conn: Connection, build_id: uuid.UUID) -> LogState | None:
+    row = await conn.fetchrow("SELECT status, attempt FROM builds WHERE id = $1", build_id)
+    return None if row is None else LogState(BuildStatus(row["status"]), row["attempt"])
 
 
 async def _logs(
-    conn: Connection, build_id: uuid.UUID, after: int, limit: int | None
+    conn: Connection, build_id: uuid.UUID, attempt: int, after: int, limit: int | None
 ) -> tuple[list[LogLine], int]:
     rows = await conn.fetch(
         """SELECT sequence, content, stream FROM build_logs
-           WHERE build_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3""",
+           WHERE build_id = $1 AND attempt = $2 AND sequence > $3 ORDER BY sequence LIMIT $4""",
         build_id,
+        attempt,
         after,
         limit,
     )
-    total = await conn.fetchval("SELECT count(*) FROM build_logs WHERE build_id = $1", build_id)
+    total = await conn.fetchval(
+        "SELECT count(*) FROM build_logs WHERE build_id = $1 AND attempt = $2", build_id, attempt
+    )
     return [LogLine(r["sequence"], r["content"], r["stream"]) for r in rows], total
 
 
@@ -592,28 +624,28 @@ class BuildStore:
     async def append_logs(
         self,
         build_id: str,
-        batches: Sequence[Sequence[LogLine]],
+        writes: Sequence[LogWrite],
         *,
         cap: int,
         notice: str,
         now: int,
     ) -> LogAppend:
-        """Insert several appends in one transaction (§6.1): a sequence already stored or
-        listed earlier is ignored; past ``cap`` lines the log ends with ``notice``, once."""
-        return await self._db.transaction(_append_logs, build_id, batches, cap, notice, now)
+        """Insert several appends in one transaction (§6.1), each only if its runner still
+        holds the build at its attempt; lines go to that attempt's log, where a sequence
+        already stored or listed earlier is ignored; past ``cap`` lines the attempt's log
+        ends with ``notice``, once."""
+        return await self._db.transaction(_append_logs, build_id, writes, cap, notice, now)
 
-    async def log_status(self, build_id: str) -> BuildStatus | None:
-        """The build's status, or None once it is gone (for open log streams)."""
+    async def log_state(self, build_id: str) -> LogState | None:
+        """The build's status and current attempt, or None once it is gone."""
         key = as_uuid(build_id)
-        if key is None:
-            return None
-        status = await self._db.run(_status, key)
-        return None if status is None else BuildStatus(status)
+        return None if key is None else await self._db.run(_log_state, key)
 
     async def logs(
-        self, build_id: str, *, after: int, limit: int | None
+        self, build_id: str, *, attempt: int, after: int, limit: int | None
     ) -> tuple[list[LogLine], int]:
+        """Lines of one attempt after a sequence, and how many that attempt has."""
         key = as_uuid(build_id)
         if key is None:
             return [], 0
-        return await self._db.run(_logs, key, after, limit)
+        return await self._db.run(_logs, key, attempt, after, limit)

@@ -58,9 +58,11 @@ async def _apply(conn: Connection, migrations: list[Migration]) -> list[int]:
     return newly
 
 
-async def migrate(db: Database) -> list[int]:
-    """Bring the schema up to date; returns the versions applied now (maybe none)."""
-    return await db.transaction(_apply, known_migrations())
+async def migrate(db: Database, *, up_to: int | None = None) -> list[int]:
+    """Bring the schema up to date (or to version ``up_to``, for upgrade tests); returns
+    the versions applied now (maybe none)."""
+    wanted = [m for m in known_migrations() if up_to is None or m.version <= up_to]
+    return await db.transaction(_apply, wanted)
 
 
 async def _applied(conn: Connection) -> list[int]:

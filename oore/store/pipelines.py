@@ -10,7 +10,7 @@ from oore.domain.ids import new_id
 from oore.domain.projects import Pipeline
 from oore.errors import Conflict
 from oore.store.database import Connection, Database
-from oore.store.projects import ACTIVE_BUILD_STATUSES, as_uuid, like_pattern
+from oore.store.projects import ACTIVE_BUILD_STATUSES, Deletion, as_uuid, like_pattern
 
 
 def pipeline_from_row(row: Any) -> Pipeline:
@@ -148,11 +148,11 @@ async def _build_count(conn: Connection, pipeline_id: uuid.UUID) -> int:
     return count
 
 
-async def _delete(conn: Connection, pipeline_id: uuid.UUID) -> bool:
+async def _delete(conn: Connection, pipeline_id: uuid.UUID) -> Deletion:
     # The row lock keeps new builds out (their foreign key needs a share lock on it).
     locked = await conn.fetchval("SELECT true FROM pipelines WHERE id = $1 FOR UPDATE", pipeline_id)
     if locked is None:
-        return False
+        return Deletion.NOT_FOUND
     active = await conn.fetchval(
         "SELECT count(*) FROM builds WHERE pipeline_id = $1 AND status = ANY($2::text[])",
         pipeline_id,
@@ -160,9 +160,15 @@ async def _delete(conn: Connection, pipeline_id: uuid.UUID) -> bool:
     )
     if active:
         raise Conflict("active_builds", f"The pipeline has {active} unfinished build(s)")
+    if await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM artifacts a JOIN builds b ON b.id = a.build_id
+                          WHERE b.pipeline_id = $1)""",
+        pipeline_id,
+    ):
+        return Deletion.ARTIFACTS_LEFT
     await conn.execute("DELETE FROM builds WHERE pipeline_id = $1", pipeline_id)
     await conn.execute("DELETE FROM pipelines WHERE id = $1", pipeline_id)
-    return True
+    return Deletion.DELETED
 
 
 class PipelineStore:
@@ -203,7 +209,8 @@ class PipelineStore:
         key = as_uuid(pipeline_id)
         return 0 if key is None else await self._db.run(_build_count, key)
 
-    async def delete(self, pipeline_id: str) -> bool:
-        """Delete the pipeline and its builds; 409 ``active_builds`` if one is unfinished."""
+    async def delete(self, pipeline_id: str) -> Deletion:
+        """Delete the pipeline and its builds; 409 ``active_builds`` if one is unfinished,
+        nothing (``ARTIFACTS_LEFT``) while one of its builds still has an artifact."""
         key = as_uuid(pipeline_id)
-        return key is not None and await self._db.transaction(_delete, key)
+        return Deletion.NOT_FOUND if key is None else await self._db.transaction(_delete, key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 from oore.domain.ids import new_id
@@ -290,11 +291,20 @@ async def _cancel_waiting(conn: Connection, project_id: uuid.UUID, reason: str, 
     return len(rows)
 
 
-async def _delete(conn: Connection, project_id: uuid.UUID) -> bool:
+class Deletion(Enum):
+    """What a delete of a project or pipeline did. Rows are deleted only once no
+    artifact is left, so that no object in storage outlives the row that names it."""
+
+    DELETED = "deleted"
+    NOT_FOUND = "not_found"
+    ARTIFACTS_LEFT = "artifacts_left"
+
+
+async def _delete(conn: Connection, project_id: uuid.UUID) -> Deletion:
     # The row lock keeps new builds out (their foreign key needs a share lock on it).
     locked = await conn.fetchval("SELECT true FROM projects WHERE id = $1 FOR UPDATE", project_id)
     if locked is None:
-        return False
+        return Deletion.NOT_FOUND
     active = await conn.fetchval(
         "SELECT count(*) FROM builds WHERE project_id = $1 AND status = ANY($2::text[])",
         project_id,
@@ -302,9 +312,15 @@ async def _delete(conn: Connection, project_id: uuid.UUID) -> bool:
     )
     if active:
         raise Conflict("active_builds", f"The project has {active} unfinished build(s)")
+    if await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM artifacts a JOIN builds b ON b.id = a.build_id
+                          WHERE b.project_id = $1)""",
+        project_id,
+    ):
+        return Deletion.ARTIFACTS_LEFT
     await conn.execute("DELETE FROM builds WHERE project_id = $1", project_id)
     await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
-    return True
+    return Deletion.DELETED
 
 
 # -- members ---------------------------------------------------------------------------------
@@ -494,10 +510,11 @@ class ProjectStore:
         key = as_uuid(project_id)
         return (0, 0) if key is None else await self._db.run(_counts, key)
 
-    async def delete(self, project_id: str) -> bool:
-        """Delete the project and its builds; 409 ``active_builds`` if one is unfinished."""
+    async def delete(self, project_id: str) -> Deletion:
+        """Delete the project and its builds; 409 ``active_builds`` if one is unfinished,
+        nothing (``ARTIFACTS_LEFT``) while one of its builds still has an artifact."""
         key = as_uuid(project_id)
-        return key is not None and await self._db.transaction(_delete, key)
+        return Deletion.NOT_FOUND if key is None else await self._db.transaction(_delete, key)
 
     async def repository(self, repository_id: str) -> Repository | None:
         key = as_uuid(repository_id)

@@ -11,45 +11,61 @@ import trio.testing
 from oore.actors import ActorCrashed, Supervisor
 from oore.actors.logstream import (
     Appended,
+    LogState,
     LogStreamHandle,
     LogStreamTimings,
     Viewer,
     log_stream_spec,
 )
-from oore.domain.logs import LogLine
+from oore.domain.logs import LogLine, LogWrite
+from oore.errors import Forbidden
 
 
 class Records:
-    """An in-memory log with the store's rules: first sequence wins."""
+    """An in-memory log with the store's rules: one log per attempt, first sequence wins,
+    and only the runner holding the build at its attempt may write."""
 
     def __init__(self) -> None:
-        self.rows: dict[int, LogLine] = {}
+        self.rows: dict[int, LogLine] = {}  # the current attempt's
+        self.attempt = 1
+        self.holder = "r"
         self.commits: list[int] = []
         self.gate: trio.Event | None = None
         self.finished_value: bool | None = False
         self.allowed: set[Hashable] | None = None
         self.fail_next = False
 
-    async def commit(self, build_id: str, batches: Sequence[Sequence[LogLine]]) -> Appended:
+    def requeue(self, holder: str) -> None:
+        self.attempt += 1
+        self.holder = holder
+        self.rows = {}
+
+    async def commit(self, build_id: str, writes: Sequence[LogWrite]) -> Appended:
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("store down")
-        counts, fresh = [], []
-        for batch in batches:
+        counts: list[int | None] = []
+        fresh = []
+        for write in writes:
+            if (write.runner_id, write.attempt) != (self.holder, self.attempt):
+                counts.append(None)
+                continue
             count = 0
-            for line in batch:
+            for line in write.lines:
                 if line.sequence not in self.rows:
                     self.rows[line.sequence] = line
                     fresh.append(line)
                     count += 1
             counts.append(count)
-        self.commits.append(len(batches))
-        return Appended(counts, sorted(fresh, key=lambda line: line.sequence))
+        self.commits.append(len(writes))
+        return Appended(counts, sorted(fresh, key=lambda line: line.sequence), self.attempt)
 
-    async def finished(self, build_id: str) -> bool | None:
-        return self.finished_value
+    async def state(self, build_id: str) -> LogState | None:
+        if self.finished_value is None:
+            return None
+        return LogState(self.finished_value, self.attempt)
 
     async def still_allowed(self, build_id: str, grants: set[Hashable]) -> set[Hashable]:
         return grants if self.allowed is None else grants & self.allowed
@@ -84,7 +100,7 @@ async def test_appends_waiting_together_are_committed_together(
     counts: list[int] = []
 
     async def append(lines: list[LogLine]) -> None:
-        counts.append(await stream.append(lines))
+        counts.append(await stream.append("r", 1, lines))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(append, [line(0), line(1)])
@@ -104,8 +120,8 @@ async def test_viewers_get_the_same_bytes_of_each_committed_batch(
     viewers = [Viewer(grant="g", limit=1 << 20) for _ in range(3)]
     for viewer in viewers:
         stream.watch(viewer)
-    assert await stream.append([line(1), line(0)]) == 2
-    assert await stream.append([line(1)]) == 0  # a duplicate is not sent again
+    assert await stream.append("r", 1, [line(1), line(0)]) == 2
+    assert await stream.append("r", 1, [line(1)]) == 0  # a duplicate is not sent again
     batches = [viewer.take() for viewer in viewers]
     assert all(batch is not None for batch in batches)
     first = batches[0]
@@ -123,11 +139,11 @@ async def test_a_viewer_that_falls_behind_lags_and_the_runner_never_waits(
     stream.watch(fast)
     with trio.fail_after(5):  # nobody reads either viewer: appends still complete
         for n in range(20):
-            assert await stream.append([line(n, "a" * 50)]) == 1
+            assert await stream.append("r", 1, [line(n, "a" * 50)]) == 1
     assert slow.lagging and not slow.queue and slow.queued_bytes == 0
     assert [batch.last for batch in fast.queue] == list(range(20))
     slow.resync()  # its task reads the database from its last line, then rejoins
-    await stream.append([line(20)])
+    await stream.append("r", 1, [line(20)])
     again = slow.take()
     assert again is not None and again.last == 20 and not slow.lagging
 
@@ -135,7 +151,7 @@ async def test_a_viewer_that_falls_behind_lags_and_the_runner_never_waits(
 async def test_partial_overlap_is_cut_at_the_viewers_last_line(stream: LogStreamHandle) -> None:
     viewer = Viewer(grant="g", limit=1 << 20)
     stream.watch(viewer)
-    await stream.append([line(0), line(1), line(2)])
+    await stream.append("r", 1, [line(0), line(1), line(2)])
     batch = viewer.take()
     assert batch is not None
     assert batch.after(-1) is batch.data
@@ -171,9 +187,42 @@ async def test_a_crash_marks_viewers_lagging_so_they_resync(
     stream.watch(viewer)
     records.fail_next = True
     with pytest.raises(ActorCrashed):  # the asker learns of the crash
-        await stream.append([line(0)])
+        await stream.append("r", 1, [line(0)])
     with trio.fail_after(3):
         while stream.statistics().restarts == 0:  # noqa: ASYNC110
             await trio.sleep(0.01)
-        assert await stream.append([line(1)]) == 1
+        assert await stream.append("r", 1, [line(1)]) == 1
     assert viewer.lagging  # whatever the crashed incarnation did, the database has it
+
+
+async def test_a_lost_attempts_late_lines_are_refused_and_never_offered(
+    stream: LogStreamHandle, records: Records
+) -> None:
+    viewer = Viewer(grant="g", limit=1 << 20)
+    stream.watch(viewer)
+    assert await stream.append("r", 1, [line(0), line(1)]) == 2
+    records.requeue("r2")
+    with pytest.raises(Forbidden) as refused:
+        await stream.append("r", 1, [line(2)])  # the lost runner, still talking
+    assert refused.value.code == "runner_mismatch"
+    with pytest.raises(Forbidden):
+        await stream.append("r2", 1, [line(2)])  # the new holder, naming the old attempt
+    assert await stream.append("r2", 2, [line(0)]) == 1  # numbered from 0 again: kept
+    first, second = viewer.take(), viewer.take()
+    assert first is not None and (first.attempt, first.last) == (1, 1)
+    assert second is not None and (second.attempt, second.last) == (2, 0)
+    assert b"id: 1\n" in first.data and b"id: 2:0\n" in second.data
+    assert viewer.take() is None and viewer.latest == 2 and viewer.moved_on
+
+
+async def test_the_check_tells_viewers_of_a_requeue_before_any_new_line(
+    stream: LogStreamHandle, records: Records
+) -> None:
+    viewer = Viewer(grant="g", limit=1 << 20)
+    stream.watch(viewer)
+    await stream.append("r", 1, [line(0)])
+    assert viewer.take() is not None and not viewer.moved_on
+    records.requeue("r2")
+    with trio.fail_after(3):
+        await viewer.wait()  # woken by the periodic check, nothing was appended
+    assert viewer.moved_on and viewer.latest == 2 and viewer.ended is None

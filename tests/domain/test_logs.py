@@ -5,9 +5,12 @@ import json
 from oore.domain.logs import (
     MASK,
     LogLine,
+    ResumePoint,
+    attempt_event,
     done_event,
     log_events,
     mask_secrets,
+    resume_point,
     secret_values,
     truncate_utf8,
 )
@@ -70,3 +73,14 @@ def test_events_carry_the_sequence_as_id_and_json_data() -> None:
     data = wire.split("data: ", 1)[1].rstrip("\n")
     assert json.loads(data) == {"sequence": 3, "content": 'say "hi"\n', "stream": "stderr"}
     assert done_event("build_finished") == b"event: done\ndata: build_finished\n\n"
+
+
+def test_ids_after_the_first_attempt_name_it_and_resume_within_it() -> None:
+    assert log_events([LogLine(7, "x", "stdout")], 1).startswith(b"event: log\nid: 7\n")
+    assert log_events([LogLine(7, "x", "stdout")], 3).startswith(b"event: log\nid: 3:7\n")
+    assert attempt_event(2) == b'event: attempt\ndata: {"attempt":2}\n\n'
+    assert resume_point("17") == ResumePoint(1, 17)
+    assert resume_point(" 3:9 ") == ResumePoint(3, 9)
+    assert resume_point("2:-1") == ResumePoint(2, -1)
+    for unreadable in (None, "", "x", "2:", ":4", "0:4", "a:4", "1:2:3"):
+        assert resume_point(unreadable) is None, unreadable

@@ -10,15 +10,19 @@ from oore.domain.network import (
     UrlProblem,
     check_network_update,
     email_header,
+    host_name,
     normalise_email,
     normalise_origin,
     normalise_origins,
+    origin_allowed,
     parse_cidrs,
     parse_origin_list,
     peer_allowed,
     proxied_email,
     public_url_problem,
+    rebinding_proof,
     run_preflight,
+    served_names,
 )
 from oore.domain.setup import RemoteAuthMode
 from oore.errors import ApiError
@@ -219,3 +223,76 @@ def test_preflight_passes_with_everything_in_place() -> None:
     )
     failure = not_listed.failure()
     assert failure is not None and failure.code == "external_access_origin_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("ci.example.com", "ci.example.com"),
+        ("CI.Example.com.:8787", "ci.example.com"),
+        ("127.0.0.1:8787", "127.0.0.1"),
+        ("[::1]:8787", "::1"),
+        ("[FD00::5]", "fd00::5"),
+        ("localhost", "localhost"),
+        ("", None),
+        ("a b", None),
+        ("host:port", None),
+        ("host:99999999", None),
+        ("host:\uff18\uff10", None),  # full-width digits
+        ("user@host", None),
+        ("[::1", None),
+        ("[nope]:1", None),
+        ("[::1]x", None),
+        ("[127.0.0.1]", None),
+        ("::1", None),
+        ('"127.0.0.1"', None),
+    ],
+)
+def test_host_name_reads_host_and_port(header: str, name: str | None) -> None:
+    assert host_name(header) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "proof"),
+    [
+        ("localhost", True),
+        ("app.localhost", True),
+        ("10.0.0.1", True),
+        ("::1", True),
+        ("localhost.evil.example", False),
+        ("evil.example", False),
+    ],
+)
+def test_only_ip_literals_and_loopback_names_are_rebinding_proof(name: str, proof: bool) -> None:
+    assert rebinding_proof(name) is proof
+
+
+def test_served_names_are_the_configured_ones_and_those_of_the_urls() -> None:
+    names = served_names(
+        (" Build-Box ", ""),
+        "https://CI.example.com/ci",
+        "https://dl.example.com",
+        ("http://localhost:3000", "https://ui.example.com:8443"),
+    )
+    assert names == {"build-box", "ci.example.com", "dl.example.com", "localhost", "ui.example.com"}
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://ui.example.com", True),
+        ("https://UI.example.com:443", True),
+        ("https://ci.example.com", True),  # the public URL's
+        ("http://127.0.0.1:8787", True),  # the request's own
+        ("http://127.0.0.1:8788", False),
+        ("https://127.0.0.1:8787", False),
+        ("http://ui.example.com", False),
+        ("null", False),
+        ("", False),
+    ],
+)
+def test_origin_allowed(origin: str, allowed: bool) -> None:
+    verdict = origin_allowed(
+        origin, ("https://ui.example.com",), "https://ci.example.com/ci", "http://127.0.0.1:8787"
+    )
+    assert verdict is allowed

@@ -63,7 +63,7 @@ def test_refusals_in_contract_order(
     assert (caught.value.status, caught.value.code) == (status, code)
 
 
-def test_five_wrong_guesses_are_401_then_429_but_the_right_token_still_works() -> None:
+def test_five_wrong_guesses_are_401_then_everything_is_429_even_the_right_token() -> None:
     attempts = 0
     codes = []
     for _ in range(7):
@@ -74,8 +74,14 @@ def test_five_wrong_guesses_are_401_then_429_but_the_right_token_still_works() -
         attempts = verdict.failed_attempts
         codes.append((verdict.error.status, verdict.error.code))
     assert codes == [(401, "invalid_token")] * 5 + [(429, "too_many_attempts")] * 2
-    locked = instance(bootstrap_failed_attempts=attempts)
-    assert isinstance(judge_bootstrap(locked, hash_token(TOKEN), 10), BootstrapAccepted)
+    locked = judge_bootstrap(instance(bootstrap_failed_attempts=attempts), hash_token(TOKEN), 10)
+    assert isinstance(locked, BootstrapRejected)
+    assert (locked.error.status, locked.error.code) == (429, "too_many_attempts")
+    # Four wrong guesses still leave the right token its chance.
+    assert isinstance(
+        judge_bootstrap(instance(bootstrap_failed_attempts=4), hash_token(TOKEN), 10),
+        BootstrapAccepted,
+    )
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("15m", 900), ("1h", 3600), ("1s", 1), ("90", 90)])

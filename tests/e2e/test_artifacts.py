@@ -2,7 +2,8 @@
 and its file comes back byte for byte.
 
 The repository's pipeline writes a file; the runner uploads it to the daemon's local
-storage before reporting success; a download link serves it whole and in ranges.
+storage before reporting success; a download link serves it whole and in ranges, until
+the project is deleted.
 """
 
 from __future__ import annotations
@@ -108,4 +109,11 @@ def test_a_runner_uploads_and_a_link_downloads_the_same_bytes(
             beyond = plain.get(url, headers={"Range": f"bytes={len(EXPECTED)}-"})
             assert beyond.status_code == 416
             assert beyond.headers["content-range"] == f"bytes */{len(EXPECTED)}"
+
+            # Deleting the project deletes the file, and the link handed out before is dead.
+            deleted = api.call("DELETE", f"/v1/projects/{project['id']}")
+            assert deleted == {"ok": True}
+            assert not stored.exists()
+            gone = plain.get(url)
+            assert gone.status_code == 404 and gone.json()["code"] == "not_found"
     assert daemon.stop() == 0

@@ -46,7 +46,7 @@ def make_repo(root: Path, marks: Path) -> Path:
     files = {
         "ci/pass.yaml": pipeline_file(
             'for i in $(seq 1 300); do echo "line $i"; done',
-            'echo "to stderr" >&2',
+            'echo "to stderr" >&2; echo "register token: ${OORE_RUNNER_TOKEN:-not inherited}"',
         ),
         "ci/fail.yaml": pipeline_file("echo before the failure", "exit 3", "echo never runs"),
         # Ignores SIGTERM (and so does its child), so only the SIGKILL after the grace ends it.
@@ -139,8 +139,6 @@ def runners(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
                 "runner",
                 "--server",
                 server,
-                "--token",
-                token,
                 "--name",
                 name,
                 "--labels",
@@ -152,7 +150,7 @@ def runners(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=dict(env, PYTHONUNBUFFERED="1"),
+            env=dict(env, PYTHONUNBUFFERED="1", OORE_RUNNER_TOKEN=token),
         )
         out.close()
         started.append(proc)
@@ -225,6 +223,9 @@ def test_two_runners_run_real_builds(
 
             alpha = runners(daemon.url, token, "a", "alpha,shared")
             beta = runners(daemon.url, token, "b", "beta,shared")
+            # The owner's session is in no process's command line, for ps to show.
+            for proc in (alpha, beta):
+                assert token not in Path(f"/proc/{proc.pid}/cmdline").read_text()
             listed = wait_until(
                 "both runners to register",
                 lambda: (page := api.call("GET", "/v1/runners"))["total"] == 2 and page,
@@ -250,6 +251,8 @@ def test_two_runners_run_real_builds(
             assert {"content": "to stderr", "stream": "stderr"} in [
                 {"content": line["content"], "stream": line["stream"]} for line in lines
             ]
+            # ... nor in the environment of the builds the runner runs.
+            assert "register token: not inherited" in [line["content"] for line in lines]
 
             # Failure: the exit code and the failed step, and nothing after it ran.
             bad = api.finished(trigger(failing))

@@ -98,10 +98,10 @@ def _start_runner(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
     with (tmp_path / "runner.log").open("wb") as out:
         proc = subprocess.Popen(
-            [*CLI, "runner", "--server", server, "--token", token, *_runner_args(tmp_path)],
+            [*CLI, "runner", "--server", server, *_runner_args(tmp_path)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=dict(env, PYTHONUNBUFFERED="1"),
+            env=dict(env, PYTHONUNBUFFERED="1", OORE_RUNNER_TOKEN=token),
         )
     started.append(proc)
     return proc

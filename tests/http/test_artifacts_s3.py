@@ -95,6 +95,69 @@ async def test_artifacts_go_to_the_bucket_through_presigned_urls(
     assert await trio.to_thread.run_sync(s3_server.keys, bucket) == [artifact["file_path"]]
 
 
+async def test_deleting_the_project_deletes_its_objects_and_kills_its_links(
+    setup: Setup, s3_server: S3Server, bucket: str
+) -> None:
+    job = await running_job(setup)
+    api, token = setup.api, setup.token
+    paths = []
+    async with httpx.AsyncClient() as http:
+        for name in ("one.apk", "two.bin"):
+            reserved = await job.reserve(name)
+            put = await http.put(reserved.body["upload_url"], content=name.encode())
+            assert put.status_code == 200
+            done = await job.finish(reserved.body["artifact"]["id"], "complete")
+            paths.append(done.body["artifact"]["file_path"])
+            if name == "one.apk":
+                first = done.body["artifact"]["id"]
+        assert (await job.runner.report(job.build_id, "succeeded", exit_code=0)).status == 200
+        link = (await job.link(first)).body["download_url"]
+        assert (await http.get(link)).content == b"one.apk"
+        minted = await api.post(f"/v1/artifacts/{first}/scoped-token", json={}, token=token)
+        scoped = minted.body["token"]
+        assert (await api.get(f"/install/artifact/{scoped}")).status == 307
+        assert await trio.to_thread.run_sync(s3_server.keys, bucket) == sorted(paths)
+
+        deleted = await api.call("DELETE", f"/v1/projects/{setup.project_id}", token=token)
+        assert (deleted.status, deleted.body) == (200, {"ok": True})
+        assert await trio.to_thread.run_sync(s3_server.keys, bucket) == []
+        # The presigned URL cannot be recalled, but its object is gone: S3 answers 404
+        # (or 403 without list rights; moto answers 403 for a missing key).
+        gone = await http.get(link)
+        assert gone.status_code in (403, 404) and b"one.apk" not in gone.content
+    refused = await api.get(f"/install/artifact/{scoped}")
+    assert (refused.status, refused.code) == (401, "invalid_token")
+
+
+async def test_a_failed_bucket_delete_leaves_the_project_and_a_retry_finishes(
+    setup: Setup, s3_server: S3Server, bucket: str
+) -> None:
+    job = await running_job(setup)
+    reserved = await job.reserve("kept.bin")
+    async with httpx.AsyncClient() as http:
+        assert (await http.put(reserved.body["upload_url"], content=b"kept")).status_code == 200
+    await job.finish(reserved.body["artifact"]["id"], "complete")
+    assert (await job.runner.report(job.build_id, "succeeded", exit_code=0)).status == 200
+
+    def drop_bucket() -> None:
+        client = s3_server.client()
+        client.delete_object(Bucket=bucket, Key=reserved.body["artifact"]["file_path"])
+        client.delete_bucket(Bucket=bucket)
+
+    await trio.to_thread.run_sync(drop_bucket)
+    path = f"/v1/projects/{setup.project_id}"
+    failed = await setup.api.call("DELETE", path, token=setup.token)
+    assert (failed.status, failed.code) == (500, "storage_error")
+    assert (await setup.api.get(path, token=setup.token)).status == 200
+    listed = await setup.api.get(f"/v1/builds/{job.build_id}/artifacts", token=setup.token)
+    assert [a["name"] for a in listed.body["artifacts"]] == ["kept.bin"]
+
+    await trio.to_thread.run_sync(lambda: s3_server.client().create_bucket(Bucket=bucket))
+    retried = await setup.api.call("DELETE", path, token=setup.token)
+    assert (retried.status, retried.body) == (200, {"ok": True})
+    assert (await setup.api.get(path, token=setup.token)).status == 404
+
+
 async def test_saved_settings_win_over_the_environment_at_once(
     setup: Setup, s3_server: S3Server, bucket: str, runtime: Runtime, tmp_path: Path
 ) -> None:

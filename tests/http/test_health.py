@@ -32,6 +32,24 @@ async def test_metrics_count_requests_by_route_template(api: Api, owner_token: s
     assert 'oore_actor_restarts_total{actor="audit"}' in text
 
 
+async def test_metrics_stay_bounded_whatever_methods_and_paths_are_sent(api: Api) -> None:
+    async def send(batch: int) -> int:
+        for i in range(20):
+            await api.call(f"M{batch}X{i}", f"/v1/users/me?{i}")
+            await api.call(f"M{batch}Y{i}", f"/nothing/{batch}/{i}")
+            await api.call("GET", f"/nothing/{batch}/{i}")
+        text: str = (await api.get("/metrics")).body
+        return len(text.splitlines())
+
+    await api.get("/metrics")  # its own series exist from now on
+    first = await send(1)
+    assert await send(2) == first
+    text = (await api.get("/metrics")).body
+    assert 'http_requests_total{method="OTHER",path="__unmatched__",status="405"} 40.0' in text
+    assert 'http_requests_total{method="OTHER",path="__unmatched__",status="404"} 40.0' in text
+    assert "M1X" not in text and "/nothing/" not in text
+
+
 async def test_openapi_is_valid_and_lists_every_route(api: Api) -> None:
     reply = await api.get("/v1/openapi.json")
     assert reply.status == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -162,6 +164,46 @@ async def test_github_start_checks_the_urls_and_seals_the_state(remote: Remote) 
     assert "check_suite" in page.body and "/v1/integrations/github/callback" in page.body
     bad = await api.get("/v1/integrations/github/create?state=nonsense")
     assert bad.status == 200 and "invalid" in bad.body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/integrations/github/create?state=nonsense",
+        "/v1/integrations/github/callback?code=c&state=nonsense",
+        "/v1/integrations/github/installed",
+        "/v1/integrations/gitlab/callback?code=c&state=nonsense",
+    ],
+)
+async def test_provider_pages_run_nothing_and_are_never_framed(api: Api, path: str) -> None:
+    page = await api.get(path)
+    assert page.headers["Content-Type"].startswith("text/html")
+    policy = page.headers["Content-Security-Policy"]
+    for directive in ("default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'"):
+        assert directive in policy
+    assert "unsafe-inline" not in policy
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+
+
+async def test_the_manifest_page_may_run_its_script_and_post_to_github_only(
+    remote: Remote, fake_scm: FakeScm
+) -> None:
+    started = await remote.api.post(
+        "/v1/integrations/github/start",
+        json={"webhook_url": WEBHOOK_URL, "redirect_url": REDIRECT_URL},
+        token=remote.owner,
+    )
+    page = await remote.api.get(
+        f"/v1/integrations/github/create?{urlsplit(started.body['create_url']).query}"
+    )
+    script = page.body.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    policy = [part.strip() for part in page.headers["Content-Security-Policy"].split(";")]
+    assert f"script-src 'sha256-{digest}'" in policy
+    github = urlsplit(fake_scm.scm_config.github_web_url)
+    assert f"form-action {github.scheme}://{github.netloc}" in policy
 
 
 async def test_github_complete_stores_the_app_without_showing_secrets(

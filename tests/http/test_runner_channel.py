@@ -130,6 +130,18 @@ async def test_the_upgrade_is_refused_as_the_http_routes_refuse(served: str, set
         assert await ch.call("heartbeat", status="online") == {"id": 1, "ok": True}
 
 
+async def test_a_page_elsewhere_cannot_open_a_channel(served: str, setup: Setup) -> None:
+    runner = await setup.runner("a")
+    auth = {"Authorization": f"Bearer {runner.token}"}
+    cases: list[tuple[dict[str, str], int, str]] = [
+        ({**auth, "Origin": "http://evil.example"}, 403, "origin_not_allowed"),
+        ({**auth, "Host": "evil.example"}, 400, "invalid_host"),
+    ]
+    for headers, status, code in cases:
+        answer = await refusal(served, runner.id, headers)
+        assert (answer.status_code, answer.json()["code"]) == (status, code)
+
+
 async def test_heartbeat_shows_the_runner_online(served: str, setup: Setup) -> None:
     runner = await setup.runner()
     async with channel(served, runner) as ch:

@@ -22,6 +22,7 @@ from tests.http.setup_kit import proxy_ready, vouch
 from tests.webhook_kit import (
     SHA_A,
     SHA_B,
+    ZERO,
     Source,
     encoded,
     github_headers,
@@ -238,6 +239,33 @@ async def test_missing_or_wrong_gitlab_tokens_are_401_and_build_nothing(hooks: H
     assert len(await hooks.builds(hooks.gitlab_project)) == 1
 
 
+async def test_a_rotated_gitlab_secret_is_refused_at_once(hooks: Hooks) -> None:
+    await hooks.pipeline(hooks.gitlab_project)
+    assert (await hooks.gitlab_hook(gitlab_push())).status == 200  # the old secret, just used
+    rotated = await hooks.api.post(
+        f"/v1/integration-repositories/{hooks.gitlab.repository_id}/gitlab-webhook-secret",
+        token=hooks.token,
+        peer=REMOTE,
+    )
+    assert rotated.status == 200, rotated.body
+    old = await hooks.gitlab_hook(gitlab_push(sha=SHA_B))
+    assert (old.status, old.code) == (401, "invalid_token")
+    new = await hooks.gitlab_hook(gitlab_push(sha=SHA_B), token=rotated.body["webhook_secret"])
+    assert new.status == 200, new.body
+    await hooks.settled()
+    assert [b["commit_sha"] for b in await hooks.builds(hooks.gitlab_project)] == [SHA_A, SHA_B]
+
+
+async def test_a_deleted_github_integration_is_refused_at_once(hooks: Hooks) -> None:
+    assert (await hooks.github_hook(github_push())).status == 200  # its secret, just used
+    deleted = await hooks.api.call(
+        "DELETE", f"/v1/integrations/{hooks.github.integration_id}", token=hooks.token, peer=REMOTE
+    )
+    assert deleted.status == 200, deleted.body
+    refused = await hooks.github_hook(github_push(after=SHA_B))
+    assert (refused.status, refused.code) == (401, "invalid_signature")
+
+
 # -- idempotency ---------------------------------------------------------------------------------
 
 
@@ -381,6 +409,45 @@ async def test_ignored_events_are_recorded_with_their_reasons(hooks: Hooks) -> N
         ("pull_request", "ignored", "pull_request action 'closed' does not trigger builds"),
         ("push", "ignored", "no project is linked to this repository under the integration"),
     }
+
+
+async def test_events_without_a_commit_to_build_build_nothing(hooks: Hooks) -> None:
+    await hooks.pipeline(hooks.github_project)
+    await hooks.pipeline(hooks.gitlab_project)
+    no_head = github_pull_request(sha="")
+    zero_head = github_pull_request(sha=ZERO)
+    deletion = {**github_push(after=ZERO), "after": "", "deleted": True}
+    github = [
+        await hooks.github_hook(no_head, event="pull_request"),
+        await hooks.github_hook(zero_head, event="pull_request"),
+        await hooks.github_hook(github_push(after=ZERO)),
+        await hooks.github_hook(deletion),
+    ]
+    missing_commit = gitlab_merge_request()
+    del missing_commit["object_attributes"]["last_commit"]
+    gitlab = [
+        await hooks.gitlab_hook(gitlab_merge_request(sha=""), event="Merge Request Hook"),
+        await hooks.gitlab_hook(
+            gitlab_merge_request(action="update", oldrev=SHA_A, sha=""), event="Merge Request Hook"
+        ),
+        await hooks.gitlab_hook(gitlab_merge_request(sha=ZERO), event="Merge Request Hook"),
+        await hooks.gitlab_hook(missing_commit, event="Merge Request Hook"),
+    ]
+    assert [r.status for r in github + gitlab] == [200] * 8
+    await hooks.settled()
+    assert await hooks.builds(hooks.github_project) == []
+    assert await hooks.builds(hooks.gitlab_project) == []
+    assert sorted(
+        (d.event, d.status, d.processing_error) for d in await hooks.deliveries(hooks.github)
+    ) == [
+        ("pull_request", "ignored", "pull request without a head commit"),
+        ("pull_request", "ignored", "pull request without a head commit"),
+        ("push", "ignored", "branch deletion"),
+        ("push", "ignored", "branch deletion"),
+    ]
+    assert [(d.status, d.processing_error) for d in await hooks.deliveries(hooks.gitlab)] == [
+        ("ignored", "merge request without a head commit")
+    ] * 4
 
 
 async def test_cancel_previous_cancels_the_older_queued_build(hooks: Hooks) -> None:

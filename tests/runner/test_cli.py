@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import io
+import sys
 from pathlib import Path
 
 import pytest
 
-from oore.cli import build_parser, main
+from oore.cli import CredentialError, build_parser, main, register_credential
 
 
-def test_the_two_register_credentials_exclude_each_other() -> None:
+def test_the_register_credentials_exclude_each_other() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(
-            ["runner", "--server", "http://x", "--token", "a", "--enrollment-token", "b"]
+            ["runner", "--server", "http://x", "--token-file", "a", "--ask-enrollment-token"]
         )
 
 
@@ -33,3 +36,69 @@ def test_without_an_identity_or_a_credential_it_says_how_to_register(
     err = capsys.readouterr().err
     assert "no runner token" in err
     assert "--enrollment-token" in err
+
+
+def _args(*extra: str) -> argparse.Namespace:
+    return build_parser().parse_args(["runner", "--server", "http://x", *extra])
+
+
+def test_a_token_on_the_command_line_is_refused_saying_how_to_give_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for option, variable in (
+        ("--token", "OORE_RUNNER_TOKEN"),
+        ("--enrollment-token", "OORE_RUNNER_ENROLLMENT_TOKEN"),
+    ):
+        assert main(["runner", "--server", "http://127.0.0.1:9", option, "s3cret"]) == 2
+        err = capsys.readouterr().err
+        assert variable in err and f"{option}-file" in err and f"--ask-{option[2:]}" in err
+        assert "s3cret" not in err
+
+
+def test_help_says_where_tokens_come_from(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["runner", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for way in ("OORE_RUNNER_TOKEN", "OORE_RUNNER_ENROLLMENT_TOKEN", "--token-file", "--ask-token"):
+        assert way in text
+    assert "never taken from the command line" in text
+
+
+def test_the_token_comes_from_the_environment_which_builds_then_do_not_inherit() -> None:
+    environ = {"OORE_RUNNER_TOKEN": " abc\n", "OORE_RUNNER_ENROLLMENT_TOKEN": "", "PATH": "/bin"}
+    assert register_credential(_args(), environ) == "abc"
+    assert environ == {"PATH": "/bin"}
+    environ = {"OORE_RUNNER_ENROLLMENT_TOKEN": "enrol"}
+    assert register_credential(_args(), environ) == "enrol"
+    assert environ == {}
+    assert register_credential(_args(), {}) is None
+
+
+def test_the_token_comes_from_a_file_standard_input_or_a_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("from-file\n")
+    assert register_credential(_args("--token-file", str(tmp_path / "token")), {}) == "from-file"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("from-stdin\n"))
+    assert register_credential(_args("--enrollment-token-file", "-"), {}) == "from-stdin"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("typed\n"))
+    assert register_credential(_args("--ask-token"), {}) == "typed"
+
+
+@pytest.mark.parametrize(
+    ("extra", "environ", "message"),
+    [
+        (("--token-file", "{tmp}/token"), {"OORE_RUNNER_TOKEN": "b"}, "not several"),
+        ((), {"OORE_RUNNER_TOKEN": "a", "OORE_RUNNER_ENROLLMENT_TOKEN": "b"}, "not several"),
+        (("--token-file", "{tmp}/empty"), {}, "empty"),
+        (("--token-file", "{tmp}/missing"), {}, "cannot read the token file"),
+    ],
+)
+def test_unusable_credentials_are_refused(
+    tmp_path: Path, extra: tuple[str, ...], environ: dict[str, str], message: str
+) -> None:
+    (tmp_path / "token").write_text("a")
+    (tmp_path / "empty").write_text("\n")
+    args = _args(*(part.format(tmp=tmp_path) for part in extra))
+    with pytest.raises(CredentialError, match=message):
+        register_credential(args, dict(environ))

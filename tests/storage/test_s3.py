@@ -79,6 +79,26 @@ async def test_a_missing_bucket_is_a_storage_error(s3_server: S3Server) -> None:
     assert getattr(caught.value, "code", None) == "storage_error"
 
 
+async def test_a_batch_of_objects_goes_in_one_request(s3_server: S3Server) -> None:
+    bucket = await trio.to_thread.run_sync(s3_server.new_bucket)
+    storage = await S3Storage.open(s3_server.target(bucket))
+    objs = [StoredObject(f"artifacts/b1/a{n}/f.bin", f"a{n}", "f.bin") for n in range(5)]
+
+    def put_some() -> None:
+        client = s3_server.client()
+        for obj in objs[:3]:
+            client.put_object(Bucket=bucket, Key=obj.key, Body=b"x")
+
+    await trio.to_thread.run_sync(put_some)
+    assert await storage.delete_batch(objs) == []  # two were never there: fine
+    assert await trio.to_thread.run_sync(s3_server.keys, bucket) == []
+    assert await storage.delete_batch([]) == []
+    missing = await S3Storage.open(s3_server.target("no-such-bucket-here"))
+    with pytest.raises(Exception) as caught:
+        await missing.delete_batch(objs)
+    assert getattr(caught.value, "code", None) == "storage_error"
+
+
 async def test_disabled_storage_has_no_urls() -> None:
     disabled = DisabledStorage()
     assert await disabled.upload_url(OBJ) == ""

@@ -34,3 +34,12 @@ def test_only_hashes_are_kept_and_the_oldest_is_evicted() -> None:
     assert all(
         i.token not in table._entries and hash_token(i.token) in table._entries for i in issued[1:]
     )
+
+
+def test_revoke_where_drops_the_picked_tokens_at_once() -> None:
+    table: TokenTable[str] = TokenTable(FakeClock().now)
+    doomed = [table.issue("gone", 900), table.issue("gone", 900)]
+    kept = table.issue("kept", 900)
+    assert table.revoke_where(lambda value: value == "gone") == 2
+    assert [table.peek(i.token) for i in doomed] == [None, None]
+    assert table.peek(kept.token) == "kept" and len(table) == 1

@@ -45,6 +45,7 @@ class BuildListOut(BaseModel):
 class LogsOut(BaseModel):
     logs: list[dict[str, Any]]
     total: int
+    attempt: int
 
 
 @blueprint.post("/v1/projects/<project_id>/builds")
@@ -131,14 +132,20 @@ async def rerun(build_id: str) -> tuple[Response, int]:
 @security_scheme([{"bearer": []}])
 @document_response(LogsOut)
 async def logs(build_id: str) -> Response:
-    """Stored log lines after ``after_sequence`` (default all), at most ``limit`` (≤ 5000)."""
+    """Stored log lines after ``after_sequence`` (default all), at most ``limit`` (≤ 5000),
+    of one attempt: the build's current one, or ``attempt`` (1 up to the build's ``attempt``;
+    a requeued build keeps each attempt's log apart). ``total`` counts that attempt's lines."""
     session = await require_session()
     after = query_int("after_sequence")
     limit = query_int("limit")
     if limit is None:
         limit = 1000
-    lines, total = await services().logs.lines(
-        session, build_id, after=-1 if after is None else after, limit=None if limit < 0 else limit
+    lines, total, attempt = await services().logs.lines(
+        session,
+        build_id,
+        after=-1 if after is None else after,
+        limit=None if limit < 0 else limit,
+        attempt=query_int("attempt"),
     )
     return jsonify(
         {
@@ -147,6 +154,7 @@ async def logs(build_id: str) -> Response:
                 for line in lines
             ],
             "total": total,
+            "attempt": attempt,
         }
     )
 
@@ -170,9 +178,11 @@ async def stream_token(build_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @raw_response(200, "Server-sent events: log, done", "text/event-stream")
 async def log_stream(build_id: str) -> Response:
-    """Server-sent events: stored lines, then live ones (``event: log``, ``id`` = sequence),
-    then ``event: done``. ``?token=`` (a stream token) or a session header; resumes after
-    ``Last-Event-ID``."""
+    """Server-sent events of the current attempt: stored lines, then live ones (``event:
+    log``, ``id`` = sequence, ``<attempt>:<sequence>`` after the first attempt), then
+    ``event: done``. ``event: attempt`` says the lines that follow are a new attempt's
+    (the build was requeued). ``?token=`` (a stream token) or a session header; resumes
+    after ``Last-Event-ID``."""
     events = await services().logs.open_stream(
         build_id,
         query_token=request.args.get("token"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,16 +19,26 @@ from oore.domain.integrations import (
     REPOSITORIES_LIMIT,
     IntegrationProvider,
 )
+from oore.domain.network import normalise_origin
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
 from oore.http.openapi import raw_response
 from oore.http.query import query_choice, query_page, query_str
 from oore.http.routes.auth import OkOut
-from oore.services.integrations import GitLabStart, IntegrationQuery, Page
+from oore.services.integrations import (
+    MANIFEST_SUBMIT_SCRIPT,
+    GitLabStart,
+    IntegrationQuery,
+    Page,
+)
 
 blueprint = Blueprint("integrations", __name__)
 
 INSTALLED_PATH = "/v1/integrations/github/installed"
+# The provider pages run nothing, load nothing, post nowhere and are never framed; the
+# manifest page may run its one script and post to GitHub, nothing else.
+PAGE_POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+_SUBMIT_HASH = base64.b64encode(hashlib.sha256(MANIFEST_SUBMIT_SCRIPT.encode()).digest()).decode()
 PROVIDERS = tuple(p.value for p in IntegrationProvider)
 
 
@@ -99,9 +111,21 @@ class LocalGitOut(BaseModel):
     total: int
 
 
-def _html(page: Page) -> Response:
+def _manifest_policy() -> str:
+    github = normalise_origin(services().integrations.scm.config.github_web_url) or "'none'"
+    return (
+        f"default-src 'none'; script-src 'sha256-{_SUBMIT_HASH}'; form-action {github}; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
+def _html(page: Page, policy: str = PAGE_POLICY) -> Response:
     response = Response(page.html, status=page.status, content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = policy
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
     if page.location is not None:
         response.headers["Location"] = page.location
     secure = request.scheme == "https" or services().integrations.cookie_secure
@@ -276,7 +300,8 @@ async def github_start(body: GitHubStartIn) -> Response:
 @raw_response(200, "An HTML page that posts the app manifest to GitHub", "text/html")
 async def github_create() -> Response:
     """An HTML page that posts the app manifest to GitHub."""
-    return _html(Page(services().integrations.github_create_page(request.args.get("state"))))
+    page = Page(services().integrations.github_create_page(request.args.get("state")))
+    return _html(page, _manifest_policy())
 
 
 @blueprint.get("/v1/integrations/github/callback")

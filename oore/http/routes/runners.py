@@ -115,6 +115,9 @@ class ChunkIn(Body):
 
 class LogsIn(Body):
     chunks: list[ChunkIn]
+    # The attempt the runner was given at its claim; lines of an attempt that is over
+    # are refused (403 runner_mismatch). Optional: without it, the attempt it holds.
+    attempt: int | None = None
 
 
 class AppendedOut(BaseModel):
@@ -323,6 +326,7 @@ async def logs_reply(runner: Runner, build_id: str, body: LogsIn) -> dict[str, A
         runner,
         build_id,
         [LogLine(c.sequence, c.content, c.stream) for c in body.chunks],
+        attempt=body.attempt,
     )
     return {"appended": appended}
 
