@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from oore.domain.text import name_problem
 from oore.domain.tokens import new_token
 from oore.domain.users import Role, Session, User, lower_role, outranks
 from oore.errors import Forbidden, InvalidInput
@@ -60,6 +61,8 @@ def check_request(
     trimmed = name.strip()
     if not trimmed or len(trimmed) > MAX_NAME:
         raise InvalidInput("invalid_name", "Name must be 1..256 characters")
+    if (problem := name_problem(trimmed, max_chars=MAX_NAME)) is not None:
+        raise InvalidInput("invalid_name", f"Name {problem}")
     try:
         wanted = Role(role)
     except ValueError:

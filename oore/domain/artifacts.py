@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
+from oore.domain.text import name_problem
 from oore.errors import InvalidInput
 
 MAX_NAME_CHARS = 255
@@ -98,6 +99,8 @@ def check_artifact_name(name: str) -> str:
         raise InvalidInput("invalid_name", "name must not contain / or \\")
     if trimmed in (".", "..") or any(unicodedata.category(c) == "Cc" for c in trimmed):
         raise InvalidInput("invalid_name", "name must be a file name")
+    if (problem := name_problem(trimmed)) is not None:
+        raise InvalidInput("invalid_name", f"name {problem}")
     return trimmed
 
 

@@ -37,6 +37,16 @@ MAX_ENV_ENTRIES = 128
 MAX_ENV_KEY_CHARS = 128
 MAX_ENV_VALUE_CHARS = 4096
 MAX_CONCURRENT = 100
+# Not in the contract: bounds that keep a trigger (matched against every webhook) small.
+MAX_TRIGGER_EVENTS = 16
+MAX_TRIGGER_BRANCHES = 128
+MAX_BRANCH_PATTERN_CHARS = 255
+# A reader lists this many problems, then one line saying there are more.
+MAX_PROBLEMS = 100
+# A repository file is read whole and parsed twice (nodes for duplicate keys, then data),
+# about 0.4 ms per KiB with libyaml and 2.5 ms without: the bound keeps one parse well
+# under a second even so. Real files are a few KiB.
+MAX_REPOSITORY_YAML_BYTES = 128 * 1024
 
 DEFAULT_ARTIFACT_PATTERNS: tuple[str, ...] = ("build/app/outputs/flutter-apk/*.apk",)
 # What a repository file collects when it has no `artifacts` section (§8.1).
@@ -181,7 +191,10 @@ class _Reader:
         self.problems: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(f"{path}: {message}")
+        elif len(self.problems) == MAX_PROBLEMS:
+            self.problems.append(f"more problems not listed (the first {MAX_PROBLEMS} are)")
 
     def kind(self, value: object) -> str:
         match value:
@@ -220,6 +233,8 @@ class _Reader:
         fields: dict[str, object] = {}
         for key, item in value.items():
             if not isinstance(key, str) or key not in allowed:
+                if len(self.problems) > MAX_PROBLEMS:
+                    continue  # the list is full: do not even spell the problem out
                 self.problem(
                     _key(path, str(key)), f"unknown field (expected one of: {', '.join(allowed)})"
                 )
@@ -246,6 +261,7 @@ class _Reader:
             return []
         if max_items is not None and len(value) > max_items:
             self.problem(path, f"must have at most {max_items} {noun} (got {len(value)})")
+            return value[:max_items]  # the entries past the bound are not read at all
         return value
 
     def strings(
@@ -438,10 +454,15 @@ def parse_execution_config(data: object) -> tuple[ExecutionConfig | None, list[s
 
 def parse_repository_yaml(text: str) -> tuple[ExecutionConfig | None, list[str]]:
     """A repository's ``.oore.yaml`` (§8.1) with the limits of §8.2; paths are YAML keys."""
+    size = repository_yaml_size(text)
+    if size > MAX_REPOSITORY_YAML_BYTES:
+        return None, [repository_yaml_too_large(size)]
     try:
-        duplicates = _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
+        duplicates = _duplicate_keys(yaml.compose(text, Loader=_LOADER))
+        data = yaml.load(text, Loader=_LOADER)  # a safe loader: plain data only
     except yaml.MarkedYAMLError as exc:
+        if "maximum nesting depth" in (exc.problem or ""):  # libyaml's bound on nesting
+            return None, [_NESTED_TOO_DEEPLY]
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = ", ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
@@ -449,7 +470,7 @@ def parse_repository_yaml(text: str) -> tuple[ExecutionConfig | None, list[str]]
     except yaml.YAMLError as exc:
         return None, [f"YAML syntax error: {exc}"]
     except RecursionError:
-        return None, ["YAML syntax error: the document is nested too deeply"]
+        return None, [_NESTED_TOO_DEEPLY]
     reader = _Reader(yaml_file=True)
     reader.problems.extend(duplicates)
     if data is None:
@@ -485,6 +506,25 @@ def parse_repository_yaml(text: str) -> tuple[ExecutionConfig | None, list[str]]
     if reader.problems:
         return None, reader.problems
     return config, []
+
+
+_NESTED_TOO_DEEPLY = "YAML syntax error: the document is nested too deeply"
+# libyaml's safe loader when PyYAML was built with it: the same documents, parsed ~5x faster.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def repository_yaml_size(text: str) -> int:
+    """The file's size in bytes as UTF-8 (counted without encoding a text far too large)."""
+    if len(text) > MAX_REPOSITORY_YAML_BYTES:
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def repository_yaml_too_large(size: int) -> str:
+    return (
+        f"the file is {size:,} bytes; a pipeline file may be at most "
+        f"{MAX_REPOSITORY_YAML_BYTES:,} bytes ({MAX_REPOSITORY_YAML_BYTES // 1024} KiB)"
+    )
 
 
 def _duplicate_keys(root: yaml.Node | None) -> list[str]:
@@ -620,7 +660,7 @@ def parse_trigger_config(data: object) -> tuple[TriggerConfig | None, list[str]]
     events: list[str] = []
     path = _key(root, "events")
     for i, event in enumerate(
-        reader.items(fields.get("events", []), path, max_items=None, noun="events")
+        reader.items(fields.get("events", []), path, max_items=MAX_TRIGGER_EVENTS, noun="events")
     ):
         if not isinstance(event, str) or event not in TRIGGER_EVENTS:
             shown = repr(event) if isinstance(event, str) else reader.kind(event)
@@ -631,10 +671,10 @@ def parse_trigger_config(data: object) -> tuple[TriggerConfig | None, list[str]]
             events.append(event)
     path = _key(root, "branches")
     branches = reader.items(
-        fields.get("branches", []), path, max_items=None, noun="branch patterns"
+        fields.get("branches", []), path, max_items=MAX_TRIGGER_BRANCHES, noun="branch patterns"
     )
     patterns = tuple(
-        reader.string(branch, _index(path, i), max_chars=None).strip()
+        reader.string(branch, _index(path, i), max_chars=MAX_BRANCH_PATTERN_CHARS).strip()
         for i, branch in enumerate(branches)
     )
     if reader.problems:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from oore.domain.text import name_problem
 from oore.errors import InvalidInput
 
 PROTOCOL_VERSION = 4
@@ -59,8 +60,10 @@ class Runner:
 def check_runner_name(name: str) -> str:
     """Trimmed, 1..255 bytes; 400 ``invalid_name`` otherwise."""
     trimmed = name.strip()
-    if not trimmed or len(trimmed.encode("utf-8")) > 255:
+    if not trimmed or len(trimmed) > 255 or len(trimmed.encode("utf-8", "replace")) > 255:
         raise InvalidInput("invalid_name", "Runner name must be 1..255 bytes")
+    if (problem := name_problem(trimmed)) is not None:
+        raise InvalidInput("invalid_name", f"Runner name {problem}")
     return trimmed
 
 

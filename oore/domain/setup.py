@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from oore.domain.text import name_problem
 from oore.domain.tokens import same_hash
 from oore.errors import (
     Conflict,
     Forbidden,
     Gone,
-    InternalError,
     InvalidInput,
     TooManyRequests,
     Unauthorized,
@@ -176,10 +176,13 @@ def erases_oidc(state: SetupState, chosen: Preferences) -> bool:
     return state is SetupState.IDP_CONFIGURED and chosen.remote_with is not RemoteAuthMode.OIDC
 
 
+MAX_OWNER_EMAIL = 256
+
+
 def owner_email(raw: str) -> str:
     """The owner's email, trimmed and lower-cased; 400 ``invalid_input`` without an ``@``."""
     email = raw.strip().lower()
-    if "@" not in email:
+    if "@" not in email or name_problem(email, max_chars=MAX_OWNER_EMAIL) is not None:
         raise InvalidInput("invalid_input", "A valid email address is required")
     return email
 
@@ -259,7 +262,7 @@ def judge_bootstrap(
     """Decide a verification attempt, raising for the answers that change nothing."""
     ensure_not_ready(instance)
     if instance.bootstrap_token_hash is None:
-        raise InternalError("no_bootstrap_token", "No bootstrap token has been minted")
+        raise Unauthorized("no_bootstrap_token", "No bootstrap token has been minted")
     if instance.bootstrap_consumed_at is not None:
         raise Gone("token_consumed", "Bootstrap token has already been used")
     if instance.bootstrap_expires_at is None or now >= instance.bootstrap_expires_at:

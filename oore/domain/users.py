@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from oore.domain.text import name_problem
 from oore.errors import Forbidden, InvalidInput
 
 USER_SESSION_TTL = 24 * 60 * 60
@@ -47,6 +48,8 @@ def check_invite_email(email: str) -> str:
     """An invitation address as given (not trimmed or lower-cased); else ``invalid_email``."""
     if not email or "@" not in email or len(email) > MAX_EMAIL:
         raise InvalidInput("invalid_email", "Email must contain @ and be at most 256 characters")
+    if (problem := name_problem(email, max_chars=MAX_EMAIL)) is not None:
+        raise InvalidInput("invalid_email", f"Email {problem}")
     return email
 
 

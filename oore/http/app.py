@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio import QuartTrio
 
+from oore.http.body import install_json_only
 from oore.http.context import AppServices
 from oore.http.cors import install_cors
 from oore.http.errors import install_error_handlers
@@ -54,6 +55,7 @@ def create_app(app_services: AppServices) -> QuartTrio:
     metrics.install(app)
     install_guard(app)
     install_cors(app)
+    install_json_only(app)
     install_error_handlers(app)
     app.register_blueprint(health.blueprint(metrics))
     app.register_blueprint(setup.blueprint)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import trio
 from quart import current_app, request
 
 from oore import __version__
@@ -32,6 +33,8 @@ from oore.services.users import Users
 from oore.services.webhooks import Webhooks
 from oore.store import Store
 
+CPU_THREADS = 2
+
 
 @dataclass(frozen=True)
 class AppServices:
@@ -58,6 +61,8 @@ class AppServices:
     integrations: Integrations
     webhooks: Webhooks
     version: str = __version__
+    # CPU-bound work on client input (large JSON bodies) runs on at most this many threads.
+    cpu: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(CPU_THREADS))
 
 
 def services() -> AppServices:

@@ -1,33 +1,50 @@
-"""Query-string parsing shared by list endpoints; undecodable values are 400 invalid_request."""
+"""Query-string parsing shared by list endpoints; undecodable values are 400 invalid_request.
+
+Text values holding a control character (NUL included) or a lone surrogate, and integers
+outside the signed 64-bit range (what the database stores), count as undecodable.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from quart import request
 
+from oore.domain.json_input import INT_MAX, INT_MIN
 from oore.errors import InvalidInput, InvalidRequest
+
+_UNUSABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Enough characters for any 64-bit integer with a sign; a longer one is out of range.
+_MAX_INT_CHARS = 20
 
 
 def query_str(name: str) -> str | None:
-    """A trimmed query value, or None when absent or blank."""
+    """A trimmed query value, or None when absent or blank; 400 ``invalid_request`` when it
+    holds a control character or a lone surrogate."""
     value = request.args.get(name)
     if value is None:
         return None
+    if _UNUSABLE.search(value):
+        raise InvalidRequest(details=f"{name}: control characters are not allowed")
     value = value.strip()
     return value or None
 
 
 def query_int(name: str) -> int | None:
-    """An integer query value; a value that is not an integer is 400 ``invalid_request``."""
+    """An integer query value; one that is not an integer, or is outside the signed 64-bit
+    range, is 400 ``invalid_request``."""
     value = query_str(name)
     if value is None:
         return None
     try:
-        return int(value)
+        number = int(value[: _MAX_INT_CHARS + 1])
     except ValueError:
         raise InvalidRequest(details=f"{name}: not an integer") from None
+    if len(value) > _MAX_INT_CHARS or not INT_MIN <= number <= INT_MAX:
+        raise InvalidRequest(details=f"{name}: out of the 64-bit range")
+    return number
 
 
 def query_choice(name: str, choices: Collection[str]) -> str | None:

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from oore.domain.pipeline_config import (
+    MAX_REPOSITORY_YAML_BYTES,
     ExecutionConfig,
     parse_execution_config,
     parse_repository_yaml,
+    repository_yaml_too_large,
 )
 
 DEFAULT_FILES = (".oore.yaml", ".oore.yml")
@@ -55,7 +57,12 @@ def resolve_config(checkout: Path, snapshot: Mapping[str, Any]) -> ResolvedConfi
         if not path.resolve().is_relative_to(root):
             raise ConfigError(name, ["the file points outside the repository"])
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as file:
+                # One byte past the bound is enough to know the file is too large.
+                raw = file.read(MAX_REPOSITORY_YAML_BYTES + 1)
+            if len(raw) > MAX_REPOSITORY_YAML_BYTES:
+                raise ConfigError(name, [repository_yaml_too_large(path.stat().st_size)])
+            text = raw.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(name, [f"cannot read the file: {exc}"]) from exc
         config, problems = parse_repository_yaml(text)

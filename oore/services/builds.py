@@ -25,6 +25,7 @@ from oore.domain.builds import (
 from oore.domain.projects import Pipeline, Project, RepositoryProvider
 from oore.domain.rbac import ProjectPermission, is_instance_admin, project_allows
 from oore.domain.runners import MAX_WAIT_SECONDS, Runner
+from oore.domain.text import name_problem, text_problem
 from oore.domain.users import Session
 from oore.errors import Conflict, Forbidden, InvalidInput, NotFound
 from oore.services.access import Access
@@ -57,6 +58,19 @@ class BuildQuery:
     descending: bool = True
     limit: int = 50
     offset: int = 0
+
+
+def _check_trigger_text(req: TriggerRequest) -> None:
+    """400 ``invalid_input`` for a ref or changelog holding what no text of its kind may."""
+    for label, value in (
+        ("branch", req.branch),
+        ("commit_sha", req.commit_sha),
+        ("trigger_ref", req.trigger_ref),
+    ):
+        if value is not None and (problem := name_problem(value)) is not None:
+            raise InvalidInput("invalid_input", f"{label} {problem}")
+    if req.changelog is not None and (problem := text_problem(req.changelog)) is not None:
+        raise InvalidInput("invalid_input", f"changelog {problem}")
 
 
 def _blank_to_none(value: str | None) -> str | None:
@@ -114,8 +128,12 @@ class Builds:
     async def trigger(self, session: Session, project_id: str, req: TriggerRequest) -> Build:
         """Queue a manual build (contract §2.7, checks in the documented order)."""
         changelog = _blank_to_none(req.changelog)
-        if changelog is not None and len(changelog.encode()) > CHANGELOG_MAX_BYTES:
+        if (
+            changelog is not None
+            and len(changelog.encode("utf-8", "replace")) > CHANGELOG_MAX_BYTES
+        ):
             raise InvalidInput("invalid_input", "changelog is longer than 4000 bytes")
+        _check_trigger_text(req)
         access = await self._access.project(session, project_id, ProjectPermission.TRIGGER_BUILD)
         project = access.project
         if project.repository is None:

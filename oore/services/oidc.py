@@ -8,7 +8,6 @@ Every failure becomes the contract's 502 (:class:`BadGateway`) with its code.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from oore.domain.json_input import JsonInputError, decode_json
 from oore.domain.oidc import IdentityClaims, ProviderMetadata, discovery_url
 from oore.domain.oidc import parse_metadata as parse_provider_metadata
 from oore.errors import BadGateway
@@ -83,8 +83,8 @@ class ProviderSession:
         except httpx.HTTPError as exc:
             raise _Unusable(f"{type(exc).__name__}: {exc}") from None
         try:
-            return status, json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            return status, decode_json(raw)
+        except JsonInputError:
             raise _Unusable(f"HTTP {status}: body is not JSON") from None
 
     async def discover(self, issuer_url: str) -> ProviderMetadata:

@@ -26,8 +26,9 @@ from oore.domain.rbac import (
     require_project,
 )
 from oore.domain.setup import RuntimeMode
+from oore.domain.text import MAX_NAME_CHARS, MAX_TEXT_CHARS, name_problem, text_problem
 from oore.domain.users import Role, Session, User, UserStatus
-from oore.errors import Conflict, Forbidden, InvalidInput, NotFound
+from oore.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from oore.services.access import Access, ProjectAccess
 from oore.services.clock import WallClock
 from oore.services.git import git
@@ -128,6 +129,32 @@ def _blank(value: str | None) -> bool:
     return value is None or not value.strip()
 
 
+# A local repository path is handed to the file system and to git.
+MAX_PATH_CHARS = 4096
+
+
+def _check_text(
+    label: str, value: str | None, *, multiline: bool = False, max_chars: int | None = None
+) -> None:
+    """400 ``invalid_input`` when ``value`` is too long or holds characters no name may."""
+    if value is None:
+        return
+    if multiline:
+        problem = text_problem(value, max_chars=max_chars or MAX_TEXT_CHARS)
+    else:
+        problem = name_problem(value, max_chars=max_chars or MAX_NAME_CHARS)
+    if problem is not None:
+        raise InvalidInput("invalid_input", f"{label} {problem}")
+
+
+def _check_project_text(req: ProjectInput | ProjectPatch) -> None:
+    _check_text("Project name", req.name)
+    _check_text("Project description", req.description, multiline=True)
+    _check_text("default_branch", req.default_branch)
+    if isinstance(req, ProjectInput):
+        _check_text("local_repository_path", req.local_repository_path, max_chars=MAX_PATH_CHARS)
+
+
 T = TypeVar("T")
 
 
@@ -170,6 +197,7 @@ class Projects:
         self._audit = audit
         self._access = access
         self._artifacts = artifacts
+        self._yaml_parsing = trio.CapacityLimiter(1)
 
     async def _delete_rows(
         self, delete: Callable[[], Awaitable[Deletion]], purge: Callable[[], Awaitable[int]]
@@ -249,6 +277,7 @@ class Projects:
             )
         if _blank(req.name):
             raise InvalidInput("invalid_input", "Project name must not be blank")
+        _check_project_text(req)
         now = self._clock.now()
         if req.repository_id is not None:
             repository = await self._attachable(req.repository_id)
@@ -334,6 +363,7 @@ class Projects:
         project = found.project
         if patch.name is not None and not patch.name.strip():
             raise InvalidInput("invalid_input", "Project name must not be blank")
+        _check_project_text(patch)
         current_source = project.repository.id if project.repository else None
         new_source = None
         if patch.repository_id is not None and patch.repository_id != current_source:
@@ -518,6 +548,7 @@ class Projects:
         if _blank(req.name):
             raise InvalidInput("invalid_input", "Pipeline name must not be blank")
         assert req.name is not None
+        _check_text("Pipeline name", req.name)
         found = await self._access.project(session, project_id, ProjectPermission.MANAGE_PIPELINES)
         trigger = _trigger(req.trigger_config, found.project) or dict(DEFAULT_TRIGGER)
         concurrency = _concurrency(req.concurrency) or dict(DEFAULT_CONCURRENCY)
@@ -554,6 +585,7 @@ class Projects:
         """``PATCH /v1/pipelines/{id}``; absent fields stay as they are."""
         if req.name is not None and not req.name.strip():
             raise InvalidInput("invalid_input", "Pipeline name must not be blank")
+        _check_text("Pipeline name", req.name)
         pipeline, found = await self._visible_pipeline(
             session, pipeline_id, ProjectPermission.MANAGE_PIPELINES
         )
@@ -629,9 +661,23 @@ class Projects:
         text = fields.get("repository_yaml")
         if text is not None:
             if isinstance(text, str):
-                problems += pipeline_config.parse_repository_yaml(text)[1]
+                problems += await self._parse_repository_yaml(text)
             else:
                 problems.append("repository_yaml must be a string")
+        return problems
+
+    async def _parse_repository_yaml(self, text: str) -> list[str]:
+        """The file's problems; 413 ``payload_too_large`` over the size bound. YAML parsing
+        is pure-Python CPU work: it runs on a worker thread, one file at a time."""
+        size = pipeline_config.repository_yaml_size(text)
+        if size > pipeline_config.MAX_REPOSITORY_YAML_BYTES:
+            raise PayloadTooLarge(
+                message="repository_yaml is too large",
+                details=pipeline_config.repository_yaml_too_large(size),
+            )
+        _, problems = await trio.to_thread.run_sync(
+            pipeline_config.parse_repository_yaml, text, limiter=self._yaml_parsing
+        )
         return problems
 
 

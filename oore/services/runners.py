@@ -20,6 +20,7 @@ from oore.domain.runners import (
     check_labels,
     check_runner_name,
 )
+from oore.domain.text import name_problem
 from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
 from oore.domain.users import Session
 from oore.errors import ApiError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
@@ -288,6 +289,8 @@ class Runners:
         trimmed = label.strip()
         if not trimmed or len(trimmed) > 255:
             raise InvalidInput("invalid_name", "Label must be 1..255 characters")
+        if (problem := name_problem(trimmed)) is not None:
+            raise InvalidInput("invalid_name", f"Label {problem}")
         if max_uses is not None and max_uses < 1:
             raise InvalidInput("invalid_input", "max_uses must be at least 1")
         if ttl_seconds is not None and not 60 <= ttl_seconds <= MAX_ENROLLMENT_TTL:

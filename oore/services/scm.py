@@ -9,7 +9,6 @@ problem on the integration; anything else is a 502 with the provider's code.
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
 from oore.domain.integrations import RemoteRepository
+from oore.domain.json_input import JsonInputError, decode_json
 from oore.errors import BadGateway, InvalidInput
 
 SCM_TIMEOUT = 15.0
@@ -181,8 +181,8 @@ class ScmSession:
         except httpx.HTTPError as exc:
             raise _Transport(f"{type(exc).__name__}: {exc}") from None
         try:
-            decoded: Any = json.loads(bytes(body)) if body else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            decoded: Any = decode_json(bytes(body)) if body else None
+        except JsonInputError:
             decoded = None
         return _Reply(status, decoded, headers)
 

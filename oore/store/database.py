@@ -27,7 +27,7 @@ from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 import asyncpg
 import trio
 
-from oore.errors import ApiError, StoreError, StoreUnavailable
+from oore.errors import ApiError, InvalidInput, StoreError, StoreUnavailable
 from oore.store.bridge import AsyncioBridge, open_bridge
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,23 @@ def translate(exc: BaseException) -> ApiError:
     if unreachable(exc):
         log.debug("database unreachable: %r", exc)
         return StoreUnavailable()
+    if isinstance(exc, _UNSTORABLE_VALUES):
+        # A value from the client the database cannot hold: the client's error, not ours.
+        log.info("value refused by the database: %r", exc)
+        return InvalidInput("invalid_input", "A value in the request cannot be stored")
     log.error("database failure: %r", exc)
     return StoreError()
 
 
+# NUL in text or JSON, a number beyond its column, text beyond its column's length, and a
+# value the driver cannot encode (an integer over 64 bits, a lone surrogate).
+_UNSTORABLE_VALUES = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+    asyncpg.exceptions.NumericValueOutOfRangeError,
+    asyncpg.exceptions.StringDataRightTruncationError,
+    asyncpg.exceptions._base.DataError,
+)
 _DRIVER_ERRORS = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,

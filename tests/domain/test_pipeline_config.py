@@ -5,6 +5,8 @@ from typing import Any
 import pytest
 
 from oore.domain.pipeline_config import (
+    MAX_PROBLEMS,
+    MAX_REPOSITORY_YAML_BYTES,
     PLATFORMS,
     Concurrency,
     EnvVar,
@@ -921,3 +923,42 @@ def test_plan_of_a_repository_file() -> None:
         Step("build:ios", "flutter build ipa --no-codesign"),
         Step("post_build[0]", "echo done"),
     ]
+
+
+def test_a_file_over_128_kib_is_one_problem_and_is_not_parsed() -> None:
+    # Unparsable YAML past the bound: the size is the only problem reported.
+    text = "version: 1\nplatforms: [android\n" + "#" * MAX_REPOSITORY_YAML_BYTES
+    (problem,) = yaml_problems(text)
+    assert problem.startswith(f"the file is {len(text):,} bytes;")
+    assert "at most 131,072 bytes" in problem
+    # The bound counts UTF-8 bytes, not characters.
+    wide = "version: 1\nplatforms: [android]\n# " + "é" * (MAX_REPOSITORY_YAML_BYTES // 2)
+    (problem,) = yaml_problems(wide)
+    assert "at most 131,072 bytes" in problem
+
+
+def test_a_huge_list_costs_one_problem_and_is_not_read_past_its_bound() -> None:
+    # A 2 MiB body can hold a million entries; reading each one held the event loop.
+    _, problems = parse_execution_config(
+        {"platforms": ["android"], "commands": {"build": [1] * 1_000_000}}
+    )
+    assert problems[0].startswith("execution_config.commands.build: must have at most 128")
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[-1] == "more problems not listed (the first 100 are)"
+
+
+def test_trigger_lists_are_bounded() -> None:
+    _, problems = parse_trigger_config({"events": ["push"] * 17, "branches": ["x" * 256]})
+    assert problems == [
+        "trigger_config.events: must have at most 16 events (got 17)",
+        "trigger_config.branches[0]: must be at most 255 characters (got 256)",
+    ]
+    _, problems = parse_trigger_config({"branches": ["main"] * 129})
+    assert problems == ["trigger_config.branches: must have at most 128 branch patterns (got 129)"]
+
+
+def test_unknown_keys_are_listed_up_to_the_bound() -> None:
+    _, problems = parse_execution_config(
+        {"platforms": ["android"], **{f"k{i}": 1 for i in range(10_000)}}
+    )
+    assert len(problems) == MAX_PROBLEMS + 1

@@ -50,7 +50,7 @@ def test_right_token_in_time_is_accepted() -> None:
     ("changes", "now", "status", "code"),
     [
         ({"state": SetupState.READY}, 0, 409, "already_configured"),
-        ({"bootstrap_token_hash": None}, 0, 500, "no_bootstrap_token"),
+        ({"bootstrap_token_hash": None}, 0, 401, "no_bootstrap_token"),
         ({"bootstrap_consumed_at": 5}, 0, 410, "token_consumed"),
         ({}, 1000, 410, "token_expired"),
     ],

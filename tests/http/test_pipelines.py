@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from oore.domain import pipeline_config
 from oore.domain.builds import BuildStatus, Transition
+from oore.domain.pipeline_config import MAX_REPOSITORY_YAML_BYTES
 from oore.domain.users import Role
 from oore.store import Store
 from tests.http.conftest import Api, FakeClock, Reply, UserFactory
@@ -506,3 +509,52 @@ async def test_validate_reports_each_bad_field(api: Api, owner_token: str) -> No
 async def test_validate_needs_a_json_object(api: Api, owner_token: str) -> None:
     reply = await api.post("/v1/pipelines/validate", json=[1], token=owner_token)
     assert (reply.status, reply.code) == (400, "invalid_request")
+
+
+async def test_validate_refuses_a_pipeline_file_over_128_kib(api: Api, owner_token: str) -> None:
+    padding = "# " + "x" * 78 + "\n"
+    too_large = VALID_YAML + padding * (MAX_REPOSITORY_YAML_BYTES // len(padding))
+    reply = await api.post(
+        "/v1/pipelines/validate", json={"repository_yaml": too_large}, token=owner_token
+    )
+    assert (reply.status, reply.code) == (413, "payload_too_large")
+    assert "at most 131,072 bytes (128 KiB)" in reply.body["details"]
+    # Just under the bound it is parsed as usual.
+    fits = VALID_YAML + padding * ((MAX_REPOSITORY_YAML_BYTES - len(VALID_YAML)) // len(padding))
+    reply = await api.post(
+        "/v1/pipelines/validate", json={"repository_yaml": fits}, token=owner_token
+    )
+    assert (reply.status, reply.body) == (200, {"valid": True, "errors": []})
+
+
+async def test_validate_parses_the_file_on_a_worker_thread(
+    api: Api, owner_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    parse = pipeline_config.parse_repository_yaml
+
+    def watched(text: str) -> tuple[Any, list[str]]:
+        threads.append(threading.current_thread())
+        return parse(text)
+
+    monkeypatch.setattr(pipeline_config, "parse_repository_yaml", watched)
+    reply = await api.post(
+        "/v1/pipelines/validate", json={"repository_yaml": VALID_YAML}, token=owner_token
+    )
+    assert (reply.status, reply.body) == (200, {"valid": True, "errors": []})
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+
+
+async def test_a_value_the_database_cannot_hold_is_invalid_input(
+    api: Api, owner_token: str, project: dict[str, Any]
+) -> None:
+    # PostgreSQL refuses NUL in text and JSON; a command may otherwise hold any text.
+    reply = await api.post(
+        f"/v1/projects/{project['id']}/pipelines",
+        json={
+            "name": "p",
+            "execution_config": {"platforms": ["android"], "commands": {"build": ["echo \u0000"]}},
+        },
+        token=owner_token,
+    )
+    assert (reply.status, reply.code) == (400, "invalid_input")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from oore.domain.pipeline_config import MAX_REPOSITORY_YAML_BYTES
 from oore.runner.resolve import UI_SOURCE, ConfigError, resolve_config
 
 UI_CONFIG = {"platforms": ["android"], "commands": {"build": ["echo from-ui"]}}
@@ -101,3 +102,12 @@ def test_an_invalid_ui_config_fails(tmp_path: Path) -> None:
     assert caught.value.problems
     with pytest.raises(ConfigError, match=r"no \.oore\.yaml or \.oore\.yml"):
         resolve_config(tmp_path, {"config_path_explicit": False})
+
+
+def test_a_file_over_128_kib_fails_the_build_without_being_parsed(tmp_path: Path) -> None:
+    write(tmp_path, {".oore.yaml": yaml_file("echo big") + "#" * MAX_REPOSITORY_YAML_BYTES})
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(tmp_path, snapshot())
+    assert caught.value.source == ".oore.yaml"
+    (problem,) = caught.value.problems
+    assert "at most 131,072 bytes" in problem

@@ -12,7 +12,7 @@ from quart_trio import QuartTrio
 
 from oore.domain.artifacts import content_disposition
 from oore.errors import InternalError, RangeNotSatisfiable
-from oore.http.body import Body, json_body
+from oore.http.body import Body, json_body, raw_body
 from oore.http.context import AppServices, require_runner, require_session, services
 from oore.http.errors import error_response
 from oore.http.openapi import raw_response
@@ -112,6 +112,7 @@ async def abort(runner_id: str, build_id: str, artifact_id: str, body: FinishIn)
 
 
 @blueprint.put("/v1/artifacts/local-upload/<token>")
+@raw_body
 @raw_response(200, "Stored (empty body)")
 async def local_upload(token: str) -> Response:
     """The bytes of a reservation, at most 512 MiB (local storage; the URL is the token).

@@ -23,7 +23,7 @@ from quart import Blueprint, websocket
 
 from oore.domain.runners import Runner
 from oore.errors import ApiError, InternalError, InvalidRequest, Unauthorized
-from oore.http.body import validate_body
+from oore.http.body import decode_untrusted, validate_body
 from oore.http.context import services
 from oore.http.routes.runners import (
     ClaimIn,
@@ -91,7 +91,7 @@ class RunnerChannel:
     async def _answer(self, frame: str | bytes, scope: trio.CancelScope) -> None:
         request_id: int | None = None
         try:
-            fields = _fields(frame)
+            fields = await _fields(frame)
             request_id = _request_id(fields)
             reply = await self._dispatch(fields.pop("op", None), fields)
             await self._send({"id": request_id, "ok": True, **reply})
@@ -148,12 +148,9 @@ class RunnerChannel:
         scope.cancel()
 
 
-def _fields(frame: str | bytes) -> dict[str, Any]:
+async def _fields(frame: str | bytes) -> dict[str, Any]:
     """The frame's JSON object; 400 ``invalid_request`` when it is not one."""
-    try:
-        data = json.loads(frame)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidRequest(details="frame is not valid JSON") from None
+    data = await decode_untrusted(frame, what="frame")
     if not isinstance(data, dict):
         raise InvalidRequest(details="frame is not a JSON object")
     return data

@@ -8,6 +8,7 @@ from quart_schema import document_response
 
 from oore.domain.webhooks import MAX_BODY_BYTES
 from oore.errors import PayloadTooLarge
+from oore.http.body import raw_body
 from oore.http.context import services
 
 blueprint = Blueprint("webhooks", __name__)
@@ -32,6 +33,7 @@ async def _bounded_body() -> bytes:
 
 
 @blueprint.post("/v1/webhooks/github")
+@raw_body
 @document_response(WebhookOut)
 async def github() -> Response:
     """A GitHub delivery signed with ``X-Hub-Signature-256``."""
@@ -46,6 +48,7 @@ async def github() -> Response:
 
 
 @blueprint.post("/v1/webhooks/gitlab")
+@raw_body
 @document_response(WebhookOut)
 async def gitlab() -> Response:
     """A GitLab delivery carrying its repository's ``X-Gitlab-Token``."""
