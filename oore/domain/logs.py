@@ -46,6 +46,12 @@ def truncate_utf8(text: str, limit: int = MAX_LINE_BYTES) -> str:
     return encoded[:limit].decode("utf-8", errors="ignore")
 
 
+def storable_line(content: str) -> str:
+    """A printed line as the log keeps it: NUL shown as U+2400 (PostgreSQL text cannot hold
+    NUL, and a build that prints one must not lose its log), cut to 4096 bytes."""
+    return truncate_utf8(content.replace("\x00", "\N{SYMBOL FOR NULL}"))
+
+
 def truncation_notice(cap: int) -> str:
     return (
         f"[oore] log truncated: this attempt of the build reached its limit of {cap:,} lines; "

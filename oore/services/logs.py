@@ -50,7 +50,7 @@ from oore.domain.logs import (
     mask_secrets,
     resume_point,
     secret_values,
-    truncate_utf8,
+    storable_line,
     truncation_notice,
 )
 from oore.domain.rbac import ProjectPermission, project_allows
@@ -212,9 +212,9 @@ class Logs:
         *,
         attempt: int | None = None,
     ) -> int:
-        """Store a runner's lines (§6.1) in the log of the attempt it holds: cut to 4096
-        bytes, secrets masked, duplicates ignored, capped per attempt; answered once
-        durable, never waiting for viewers.
+        """Store a runner's lines (§6.1) in the log of the attempt it holds: NUL made
+        visible, cut to 4096 bytes, secrets masked, duplicates ignored, capped per attempt;
+        answered once durable, never waiting for viewers.
 
         403 ``runner_mismatch`` unless the runner holds the build when the lines commit,
         and, if it names an ``attempt`` (ours does), holds it at that attempt: the lines
@@ -229,7 +229,7 @@ class Logs:
             raise Forbidden("runner_mismatch", "This attempt of the build is over")
         if not lines:
             return 0
-        cut = [LogLine(line.sequence, truncate_utf8(line.content), line.stream) for line in lines]
+        cut = [LogLine(line.sequence, storable_line(line.content), line.stream) for line in lines]
         masked = mask_secrets(cut, secret_values(build.config_snapshot))
         for _ in range(3):
             handle = await self._stream(build.id)

@@ -334,6 +334,14 @@ async def test_secrets_never_reach_the_stored_log(api: Api, owner_token: str, re
     ]
 
 
+async def test_a_printed_nul_is_kept_visible_not_refused(setup: Setup) -> None:
+    build, runner = await claimed(setup)
+    sent = [{"sequence": 0, "content": "before\x00after", "stream": "stdout"}]
+    assert (await runner.logs(build["id"], sent)).body == {"appended": 1}
+    stored = await setup.api.get(f"/v1/builds/{build['id']}/logs", token=setup.token)
+    assert [line["content"] for line in stored.body["logs"]] == ["before\N{SYMBOL FOR NULL}after"]
+
+
 async def test_silence_is_filled_with_keep_alive_comments(setup: Setup, served: str) -> None:
     build, runner = await claimed(setup)
     events = Events()
