@@ -1,9 +1,11 @@
-"""``oore``: the operator command line."""
+"""``oore``: the command line: operator commands (setup, the runner agent) here, the
+commands for people in :mod:`oore.commands`."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import socket
 import sys
@@ -13,11 +15,15 @@ from pathlib import Path
 
 import trio
 
+from oore import commands
+from oore.client.config import ConfigError, resolve_server
+from oore.commands import runners as runner_commands
 from oore.config import default_data_dir
 from oore.control import OperatorError, call_control
 from oore.datadir import SOCKET_FILE
 from oore.domain.setup import parse_ttl
 from oore.runner.agent import AgentConfig, AgentError, parse_labels, serve
+from oore.runner.client import RunnerCredentials
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -116,7 +122,44 @@ def register_credential(args: argparse.Namespace, environ: MutableMapping[str, s
     return found[0].strip() if found else None
 
 
+def runner_credentials(text: str, runner_id: str | None) -> str | RunnerCredentials:
+    """The credential as given, or a runner's own identity: its token with ``--runner-id``,
+    or the whole answer of ``POST /v1/runners/register`` (``{"runner": {"id"}, "token"}``)."""
+    if runner_id is not None:
+        return RunnerCredentials(runner_id, text)
+    if text.startswith("{"):
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            raise CredentialError("the credential looks like JSON but is not") from None
+        runner = answer.get("runner") if isinstance(answer, dict) else None
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if not (isinstance(runner, dict) and isinstance(runner.get("id"), str)) or not (
+            isinstance(token, str) and token
+        ):
+            raise CredentialError(
+                "a JSON credential must be the answer of POST /v1/runners/register: "
+                '{"runner": {"id": ...}, "token": ...}'
+            )
+        return RunnerCredentials(runner["id"], token)
+    return text
+
+
 def _runner(args: argparse.Namespace) -> int:
+    if args.action is not None:
+        if args.runner_id is None:
+            print(f"oore runner {args.action}: name the runner (its id or name)", file=sys.stderr)
+            return 2
+        return runner_commands.drain(args)
+    if args.runner_id is not None:
+        print("oore runner: unexpected argument; did you mean drain or undrain?", file=sys.stderr)
+        return 2
+    if args.server is None:
+        try:
+            args.server = resolve_server(None)
+        except ConfigError as exc:
+            print(f"oore runner: {exc}", file=sys.stderr)
+            return 2
     if not args.server.startswith(("http://", "https://")):
         print("oore runner: --server must be an http:// or https:// URL", file=sys.stderr)
         return 2
@@ -131,7 +174,8 @@ def _runner(args: argparse.Namespace) -> int:
         print("oore runner: --name must be 1..255 characters", file=sys.stderr)
         return 2
     try:
-        credential = register_credential(args, os.environ)
+        given = register_credential(args, os.environ)
+        credential = None if given is None else runner_credentials(given, args.runner)
     except CredentialError as exc:
         print(f"oore runner: {exc}", file=sys.stderr)
         return 2
@@ -163,9 +207,25 @@ def _add_runner(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "(--ask-token, --ask-enrollment-token). Tokens are never taken from the "
         "command line, where every user of the machine can read them, and the variables "
         "are not passed on to builds. The runner's identity is kept in "
-        "<work-dir>/runner.json; once it exists, no token is needed.",
+        "<work-dir>/runner.json; once it exists, no token is needed. A runner already "
+        "registered over the API (POST /v1/runners/register) runs with its own token: give "
+        "that token the same ways with --runner ID, or the whole JSON answer of the "
+        "register call. `oore runner drain|undrain RUNNER` stops or resumes a runner taking "
+        "builds.",
     )
-    runner.add_argument("--server", required=True, help="the server's base URL")
+    runner.add_argument(
+        "action", nargs="?", choices=runner_commands.ACTIONS, help=argparse.SUPPRESS
+    )
+    runner.add_argument("runner_id", nargs="?", help=argparse.SUPPRESS)
+    runner.add_argument(
+        "--server", help="the server's base URL (default: OORE_SERVER or the sign-in's)"
+    )
+    runner.add_argument("--json", action="store_true", help="drain/undrain: print the JSON")
+    runner.add_argument(
+        "--runner",
+        metavar="ID",
+        help="the token given is this runner's own, from POST /v1/runners/register",
+    )
     credential = runner.add_mutually_exclusive_group()
     credential.add_argument(
         "--token-file",
@@ -213,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     mint.add_argument("--ttl", default="15m", help="lifetime, 1s..1h (default 15m)")
     mint.set_defaults(handler=_bootstrap_token)
     _add_runner(groups)
+    commands.add_all(groups)
     return parser
 
 

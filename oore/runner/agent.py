@@ -172,7 +172,9 @@ class Agent:
     """Claims and runs builds for the server ``client`` talks to.
 
     ``credential`` (a user session/API token or an enrollment token) is used to register
-    when ``<work_dir>/runner.json`` holds no runner token for this server.
+    when ``<work_dir>/runner.json`` holds no runner token for this server. A runner's own
+    id and token (from ``POST /v1/runners/register``) are used as they are, checked with a
+    heartbeat, and saved in ``runner.json`` for later starts.
     """
 
     def __init__(
@@ -180,7 +182,7 @@ class Agent:
         client: RunnerClient,
         config: AgentConfig,
         *,
-        credential: str | None = None,
+        credential: str | RunnerCredentials | None = None,
         say: Say = say_on_terminal,
         base_env: Mapping[str, str] | None = None,
     ) -> None:
@@ -246,12 +248,16 @@ class Agent:
     async def _identify(self) -> None:
         config = self._config
         server = self._client.server_url
+        credential = self._credential
+        if isinstance(credential, RunnerCredentials):
+            await self._adopt(credential)
+            return
         saved = await trio.to_thread.run_sync(load_credentials, config.work_dir, server)
         if saved is not None:
             self._client.credentials = saved
             self._say(f"runner {saved.runner_id} of {server} (from {config.work_dir / STATE_FILE})")
             return
-        if self._credential is None:
+        if credential is None:
             raise AgentError(
                 f"no runner token for {server} in {config.work_dir / STATE_FILE}; to register "
                 "this machine give a user session or API token allowed to register runners "
@@ -266,7 +272,7 @@ class Agent:
                     config.labels,
                     config.concurrency,
                     capabilities(config.concurrency),
-                    self._credential or "",
+                    credential,
                 ),
                 what="registration",
                 say=self._say,
@@ -280,6 +286,27 @@ class Agent:
             f"registered as runner {registration.credentials.runner_id} "
             f"({config.name!r}); identity saved in {path}"
         )
+
+    async def _adopt(self, credentials: RunnerCredentials) -> None:
+        """Run as a runner registered elsewhere (over the API), once the server agrees."""
+        config = self._config
+        self._client.credentials = credentials
+        try:
+            await with_retries(
+                functools.partial(
+                    self._client.heartbeat, "online", capabilities(config.concurrency)
+                ),
+                what="heartbeat",
+                say=self._say,
+            )
+        except ServerError as exc:
+            raise AgentError(
+                f"the server does not accept this token for runner {credentials.runner_id}: {exc}"
+            ) from exc
+        path = await trio.to_thread.run_sync(
+            save_credentials, config.work_dir, self._client.server_url, credentials, config.name
+        )
+        self._say(f"runner {credentials.runner_id} (token given); identity saved in {path}")
 
     async def _guarded(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run a task; a fatal error stops the whole agent and is raised by :meth:`run`."""
@@ -384,7 +411,7 @@ async def serve(
     server_url: str,
     config: AgentConfig,
     *,
-    credential: str | None = None,
+    credential: str | RunnerCredentials | None = None,
     say: Say = say_on_terminal,
 ) -> None:
     """``oore runner``: run the agent until SIGINT or SIGTERM; raises AgentError.
