@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import stat
 import subprocess
@@ -86,6 +87,28 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 proc.wait()
 
 
+def on_a_terminal(argv: list[str], env: dict[str, str]) -> str:
+    """What a command writes when its standard output is a terminal (a pseudo-terminal)."""
+    main_fd, child_fd = pty.openpty()
+    chunks = []
+    try:
+        proc = subprocess.Popen(argv, stdout=child_fd, stderr=subprocess.PIPE, env=env)
+        os.close(child_fd)
+        while True:  # read as it writes, until the other side is closed and drained
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # EIO on Linux once the command has ended
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        _, errors = proc.communicate(timeout=60)
+    finally:
+        os.close(main_fd)
+    assert proc.returncode == 0, errors
+    return b"".join(chunks).decode()
+
+
 def oore(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     from oore.cli import main
 
@@ -157,6 +180,12 @@ def test_people_drive_builds_from_the_command_line(
     assert "app#1 succeeded" in err
     code, out, err = oore(capsys, "build", "run", "app", "--pipeline", "fail", "--follow")
     assert code == 1 and "before the failure" in out and "app#2 failed" in err
+
+    # On a terminal the colours stay.
+    assert (
+        on_a_terminal([*CLI, "build", "logs", "app#1"], cli_env).count("\x1b[31mred text\x1b[0m")
+        == 1
+    )
 
     # The artifact comes back byte for byte, found by PROJECT#NUMBER.
     code, out, _ = oore(capsys, "artifact", "download", "app#1", "-o", str(tmp_path / "dl"))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from oore.cli import CredentialError, build_parser, main, register_credential
+from oore.cli import CredentialError, build_parser, main, register_credential, runner_credentials
+from oore.runner.client import RunnerCredentials
 
 
 def test_the_register_credentials_exclude_each_other() -> None:
@@ -102,3 +103,13 @@ def test_unusable_credentials_are_refused(
     args = _args(*(part.format(tmp=tmp_path) for part in extra))
     with pytest.raises(CredentialError, match=message):
         register_credential(args, dict(environ))
+
+
+def test_a_runner_token_from_register_is_used_as_it_is() -> None:
+    answer = '{"runner": {"id": "r-1", "name": "x"}, "token": "runner-token"}'
+    assert runner_credentials(answer, None) == RunnerCredentials("r-1", "runner-token")
+    assert runner_credentials("runner-token", "r-2") == RunnerCredentials("r-2", "runner-token")
+    assert runner_credentials("user-token", None) == "user-token"
+    for bad in ('{"token": "t"}', '{"runner": {"id": "r"}}', "{nope"):
+        with pytest.raises(CredentialError):
+            runner_credentials(bad, None)
