@@ -52,7 +52,10 @@ def _follow(ctx: Context, build_id: str) -> dict[str, Any]:
     def attempt(number: int) -> None:
         ctx.say(f"[oore] the build was requeued: attempt {number}")
 
-    for line in follow_log(ctx.api, build_id, on_attempt=attempt):
+    def retry(note: str) -> None:
+        ctx.say(f"[oore] the log stream failed: {note}")
+
+    for line in follow_log(ctx.api, build_id, on_attempt=attempt, on_retry=retry):
         printer.line(line)
     build: dict[str, Any] = ctx.api.get(f"/v1/builds/{build_id}")["build"]
     return build

@@ -30,6 +30,7 @@ class Stand(BaseHTTPRequestHandler):
     tokens: ClassVar[list[str]] = []
     seen: ClassVar[list[tuple[str | None, str | None]]] = []  # (token, Last-Event-ID)
     streams: ClassVar[list[bytes]] = []
+    unavailable: ClassVar[int] = 0  # stream-token calls answered 503 first
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -37,6 +38,10 @@ class Stand(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if self.headers.get("Authorization") != "Bearer user-token":
             self.reply(401, b'{"error": "Not signed in", "code": "unauthorized"}')
+            return
+        if Stand.unavailable:
+            Stand.unavailable -= 1
+            self.reply(503, b'{"error": "Restarting", "code": "service_unavailable"}')
             return
         token = f"stream-{len(self.tokens)}"
         self.tokens.append(token)
@@ -64,7 +69,7 @@ class Stand(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stand() -> type[Stand]:
-    Stand.tokens, Stand.seen = [], []
+    Stand.tokens, Stand.seen, Stand.unavailable = [], [], 0
     return Stand
 
 
@@ -92,3 +97,17 @@ def test_a_stream_for_a_build_that_is_gone_is_an_error(stand: type[Stand]) -> No
 def test_a_refused_stream_token_says_to_sign_in(stand: type[Stand]) -> None:
     with serving(stand) as url, Api(url, "stale") as api, pytest.raises(NotSignedIn):
         next(follow_log(api, BUILD))
+
+
+def test_a_restarting_server_is_waited_for_with_backoff(stand: type[Stand]) -> None:
+    stand.streams = [line(0), line(1) + b"event: done\ndata: build_finished\n\n"]
+    waits: list[float] = []
+    notes: list[str] = []
+    with serving(stand) as url, Api(url, "user-token") as api:
+        follower = follow_log(api, BUILD, on_retry=notes.append, sleep=waits.append)
+        assert next(follower).content == "line 0"
+        stand.unavailable = 3
+        assert [entry.content for entry in follower] == ["line 1"]
+    assert waits == [0.5, 1.0, 2.0]
+    assert "Restarting (service_unavailable, HTTP 503)" in notes[0]
+    assert stand.seen == [("stream-0", None), ("stream-1", "0")]
