@@ -78,13 +78,13 @@ def _run(ctx: Context, args: argparse.Namespace) -> int:
     if args.commit:
         body["commit_sha"] = args.commit
     build = api.post(f"/v1/projects/{project['id']}/builds", body)["build"]
-    build.setdefault("context", {"project_name": project.get("name")})
+    named = {**build, "context": {"project_name": project.get("name")}}
     if not args.follow:
         ctx.emit({"build": build}, build["id"])
         if not ctx.as_json:
-            ctx.say(f"queued {_summary(build)}")
+            ctx.say(_summary(named))
         return EXIT_OK
-    ctx.say(f"[oore] queued {_summary(build)}; following its log")
+    ctx.say(f"[oore] {_summary(named)}; following its log")
     final = _follow(ctx, build["id"])
     if ctx.as_json:
         ctx.emit({"build": final}, None)
@@ -174,19 +174,21 @@ def _logs(ctx: Context, args: argparse.Namespace) -> int:
 
 def _cancel(ctx: Context, args: argparse.Namespace) -> int:
     api = ctx.api
-    answer = api.post(f"/v1/builds/{resolve.build_id(api, args.build)}/cancel")
-    ctx.emit(answer, _summary(answer["build"]))
+    build_id = resolve.build_id(api, args.build)
+    answer = api.post(f"/v1/builds/{build_id}/cancel")
+    ctx.emit(answer, _summary(api.get(f"/v1/builds/{build_id}")["build"]))
     return EXIT_OK
 
 
 def _rerun(ctx: Context, args: argparse.Namespace) -> int:
     api = ctx.api
     answer = api.post(f"/v1/builds/{resolve.build_id(api, args.build)}/rerun")
-    ctx.emit(answer, answer["build"]["id"])
+    build_id = answer["build"]["id"]
+    ctx.emit(answer, build_id)
     if not ctx.as_json:
-        ctx.say(f"queued {_summary(answer['build'])}")
+        ctx.say(_summary(api.get(f"/v1/builds/{build_id}")["build"]))
     if args.follow:
-        return _finished(ctx, _follow(ctx, answer["build"]["id"]))
+        return _finished(ctx, _follow(ctx, build_id))
     return EXIT_OK
 
 

@@ -12,7 +12,8 @@ from oore.commands.base import EXIT_OK, Context, Groups, command, when
 def _projects(ctx: Context, args: argparse.Namespace) -> int:
     found = ctx.api.pages("/v1/projects", "projects")
     rows = [
-        (p.get("id"), p.get("name"), p.get("role", ""), when(p.get("created_at"))) for p in found
+        (p.get("id"), p.get("name"), p.get("current_user_role", ""), when(p.get("created_at")))
+        for p in found
     ]
     ctx.emit({"projects": found}, table(rows, ("ID", "NAME", "ROLE", "CREATED")))
     return EXIT_OK

@@ -151,7 +151,7 @@ def test_people_drive_builds_from_the_command_line(
         registered = api.call("POST", "/v1/runners/register", {"name": "api-runner"})
 
     code, out, _ = oore(capsys, "projects")
-    assert code == 0 and "app" in out and project["id"] in out
+    assert code == 0 and "app" in out and project["id"] in out and "maintainer" in out
     code, out, _ = oore(capsys, "pipelines", "app", "--json")
     assert sorted(p["name"] for p in json.loads(out)["pipelines"]) == ["fail", "pass", "wait"]
     code, _, err = oore(capsys, "build", "run", "app")
@@ -226,7 +226,7 @@ def test_people_drive_builds_from_the_command_line(
     code, _, _ = oore(capsys, "build", "logs", build_id.strip(), "--follow", "--exit-status")
     assert code == 6
     code, out, err = oore(capsys, "build", "rerun", "app#2", "--follow")
-    assert code == 1 and "app#5 failed" in err
+    assert code == 1 and err.startswith("build app#5 ") and "app#5 failed" in err
     code, out, _ = oore(capsys, "build", "list", "--status", "failed", "--json")
     assert sorted(b["build_number"] for b in json.loads(out)["builds"]) == [2, 5]
     code, out, _ = oore(capsys, "build", "show", "app#1")
