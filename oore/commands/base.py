@@ -11,10 +11,13 @@ import argparse
 import datetime as dt
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO, TypeAlias
+
+import httpx
 
 from oore.client.api import Api, CliError
 from oore.client.config import ConfigError, resolve_server, resolve_token
@@ -23,6 +26,7 @@ EXIT_OK = 0
 EXIT_BUILD_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_UNREACHABLE = 4
 EXIT_CANCELED = 6
 EXIT_TIMED_OUT = 7
 EXIT_INTERRUPTED = 130
@@ -89,11 +93,23 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
         code = exc.exit_code if isinstance(exc, CliError) else EXIT_REFUSED
         print(f"oore: {exc}", file=sys.stderr)
         return code
+    except BrokenPipeError:
+        # `oore build logs N | head`: the reader has what it wanted; flushing at exit
+        # would only fail again, so standard output goes nowhere from here.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except httpx.HTTPError as exc:  # e.g. a URL httpx cannot use
+        print(f"oore: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyError as exc:
+        print(f"oore: the server's answer has no {exc}: is it an oore server?", file=sys.stderr)
+        return EXIT_REFUSED
+    except OSError as exc:
+        print(f"oore: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         print("oore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return EXIT_OK  # `oore build logs N | head`: the reader has what it wanted
 
 
 def when(seconds: object) -> str:

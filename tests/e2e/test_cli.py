@@ -31,6 +31,7 @@ platforms: [android]
 commands:
   build:
     - "printf '\\\\033[31mred text\\\\033[0m\\\\n'"
+    - "seq 1 20000"
     - "mkdir -p dist && seq 1 200000 > dist/numbers.txt"
 artifacts:
   patterns:
@@ -186,6 +187,21 @@ def test_people_drive_builds_from_the_command_line(
         on_a_terminal([*CLI, "build", "logs", "app#1"], cli_env).count("\x1b[31mred text\x1b[0m")
         == 1
     )
+
+    # A reader that stops early (`| head`) ends the command quietly.
+    head = subprocess.Popen(
+        [*CLI, "build", "logs", "app#1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env,
+    )
+    processes.append(head)
+    assert head.stdout is not None and head.stdout.readline()
+    head.stdout.close()  # the log (over 100 KB) cannot all fit in the pipe
+    assert head.wait(timeout=60) == 0
+    assert head.stderr is not None
+    with head.stderr:
+        assert head.stderr.read() == b""
 
     # The artifact comes back byte for byte, found by PROJECT#NUMBER.
     code, out, _ = oore(capsys, "artifact", "download", "app#1", "-o", str(tmp_path / "dl"))
