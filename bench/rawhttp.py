@@ -10,14 +10,15 @@ import trio
 class RawConn:
     """One connection; requests one at a time, responses with a Content-Length (or none)."""
 
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
+    def __init__(self, stream: trio.SocketStream, host: str, port: int) -> None:
         self.stream = stream
         self.host = host
+        self.port = port
         self.buf = b""
 
     @classmethod
     async def open(cls, host: str, port: int) -> RawConn:
-        return cls(await trio.open_tcp_stream(host, port), host)
+        return cls(await trio.open_tcp_stream(host, port), host, port)
 
     async def send(self, method: str, path: str, token: str, body: bytes | None = None) -> None:
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
@@ -53,6 +54,12 @@ class RawConn:
         while len(self.buf) < length:
             await self._more()
         body, self.buf = self.buf[:length], self.buf[length:]
+        if headers.get("connection", "").lower() == "close":
+            # The server ends a keep-alive connection after so many requests (hypercorn
+            # after 1,000); the next request goes over a new one, as any client's would.
+            await self.stream.aclose()
+            self.stream = await trio.open_tcp_stream(self.host, self.port)
+            self.buf = b""
         return status, body
 
     async def request(

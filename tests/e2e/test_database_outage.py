@@ -73,8 +73,6 @@ def start_runner(tmp_path: Path) -> Iterator[StartRunner]:
                     "runner",
                     "--server",
                     server,
-                    "--token",
-                    token,
                     "--name",
                     "r",
                     "--work-dir",
@@ -82,7 +80,7 @@ def start_runner(tmp_path: Path) -> Iterator[StartRunner]:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=dict(env, PYTHONUNBUFFERED="1"),
+                env=dict(env, PYTHONUNBUFFERED="1", OORE_RUNNER_TOKEN=token),
             )
         started.append(proc)
         return proc
