@@ -1,20 +1,21 @@
 """The HTTP/1.1 server: Hypercorn's connections behind a cap, a framing check and a send shield.
 
-Hypercorn's trio worker serves without a connection limit, so this module runs its own
-accept loop around Hypercorn's per-connection ``TCPServer`` (the one place that reaches
-below ``hypercorn.trio.serve``, together with ``_Connection``, a subclass of it):
+Hypercorn's trio worker serves without a connection limit, so ``serve`` runs its own accept
+loop around Hypercorn's per-connection ``TCPServer`` (subclassed as ``_Connection``); this
+module is the only one that reaches below ``hypercorn.trio.serve``.
 
 - ``ConnectionGate`` admits at most ``max_connections`` at once. One over the cap gets a
   503 ``overloaded`` and is closed, so the client learns at once instead of waiting in
   the backlog; an accept that fails for want of descriptors waits for a connection to end.
-  Either condition is logged once when it starts and once when it clears.
+  Either condition is logged once when it starts and once when it clears. Every so many
+  closed connections it runs a full garbage collection (see ``COLLECT_AFTER_CLOSED``).
 - ``guard_app`` wraps the ASGI app. Hypercorn finishes a response — starts the next
   keep-alive cycle, arms the idle timer, or closes the connection — inside the app's last
-  ``send``. Quart-Trio cancels that task as soon as it sees ``http.disconnect``, which
-  Hypercorn delivers from within that same ``send``, so the bookkeeping was cut short: the
-  idle timer never restarted after a request (idle keep-alive connections stayed open for
-  good), and a connection answered before its body arrived was neither recycled nor closed
-  (the next request on it was never answered). Every send runs shielded, so it completes.
+  ``send``, and Quart-Trio cancels that task as soon as it sees ``http.disconnect``, which
+  Hypercorn delivers from within that same ``send``. Cut short there, the idle timer would
+  not be armed after a request (an idle keep-alive connection would stay open for good),
+  and a connection answered before its body arrived would be neither recycled nor closed
+  (the next request on it never answered). Every send therefore runs shielded.
 - An answer given before the request body has arrived waits (bounded) for a small body
   to come in and be discarded, so the connection stays usable; a large or unsized body
   gets ``Connection: close`` instead.
@@ -57,6 +58,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Descriptors kept free besides the database pool: log files, artifact files, the control
 # socket, the accept-and-refuse of connections over the cap.
 RESERVED_FILES = 256
+# The soft limit asked for when the hard limit is unlimited (macOS, some containers).
+UNLIMITED_FILES_TARGET = 65536
 # A body this small is read and dropped after an early answer so the connection stays open.
 DRAIN_BYTES = 1024 * 1024
 DRAIN_SECONDS = 5.0
@@ -87,20 +90,19 @@ class ConnectionLimits:
 def raise_open_files_limit() -> int:
     """Raise this process's open-files limit to its hard limit; the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
+    target = UNLIMITED_FILES_TARGET if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:
-            log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
-        else:
-            soft = hard
-    return soft
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+    return open_files_limit()
 
 
 def open_files_limit() -> int:
     """This process's soft limit on open files."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return hard if soft == resource.RLIM_INFINITY else soft
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return UNLIMITED_FILES_TARGET if soft == resource.RLIM_INFINITY else soft
 
 
 def connection_cap(requested: int | None, open_files: int, reserved: int) -> int:
@@ -254,12 +256,12 @@ class ConnectionGate:
                 except OSError as exc:
                     if exc.errno not in _CAPACITY_ERRNOS:
                         raise
-                    self._became_full(f"accept failed: {exc.strerror}")
+                    self._became_full(f"out of descriptors: {exc.strerror}; new ones wait")
                     with trio.move_on_after(ACCEPT_RETRY_SECONDS):
                         await self._closed.wait()
                     continue
                 if self.open >= self.limit:
-                    self._became_full(f"{self.open} connections open, the cap")
+                    self._became_full(f"{self.open} open, the cap; the excess gets 503")
                     self.refused += 1
                     connections.start_soon(self._refuse, stream)
                     continue
@@ -303,7 +305,7 @@ class ConnectionGate:
     def _became_full(self, reason: str) -> None:
         if self._full_reason is None:
             self._full_reason = reason
-            log.warning("refusing connections (%s); the excess is answered 503", reason)
+            log.warning("refusing connections (%s)", reason)
 
     def _has_room(self) -> None:
         # Nine tenths of the cap before saying so, so a daemon at its cap logs rarely.
