@@ -64,7 +64,7 @@ UNLIMITED_FILES_TARGET = 65536
 DRAIN_BYTES = 1024 * 1024
 DRAIN_SECONDS = 5.0
 # Refusing a connection over the cap: at most this many at once, each for at most this long.
-REFUSALS_IN_FLIGHT = 64
+REFUSALS_IN_FLIGHT = 128
 REFUSAL_SECONDS = 1.0
 # How long an accept waits for a descriptor to be freed before trying again.
 ACCEPT_RETRY_SECONDS = 0.1
@@ -284,22 +284,24 @@ class ConnectionGate:
                 gc.collect()
 
     async def _refuse(self, stream: trio.SocketStream) -> None:
-        """Answer 503 and close; read what the client sent so the close does not reset it."""
-        if self._refusing >= REFUSALS_IN_FLIGHT:
-            await stream.aclose()
-            return
-        self._refusing += 1
+        """Answer 503 and close, reading what the client sent so the close does not reset
+        the connection under the answer (for as many at once as the reserve allows)."""
+        lingering = self._refusing < REFUSALS_IN_FLIGHT
+        self._refusing += lingering
         try:
-            with trio.move_on_after(REFUSAL_SECONDS):
-                await stream.send_all(self._refusal)
+            with trio.move_on_after(REFUSAL_SECONDS if lingering else 0.1):
+                await stream.send_all(self._refusal)  # a new socket's buffer takes it at once
                 await stream.send_eof()
                 received = 0
-                while received < DRAIN_BYTES and (chunk := await stream.receive_some()):
+                while lingering and received < DRAIN_BYTES:
+                    chunk = await stream.receive_some()
+                    if not chunk:
+                        break
                     received += len(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            self._refusing -= 1
+            self._refusing -= lingering
             await stream.aclose()
 
     def _became_full(self, reason: str) -> None:
