@@ -104,6 +104,18 @@ class Settings(BaseSettings):
         10, ge=2, le=200, validation_alias=AliasChoices("database_pool_size", "OORED_DB_POOL_SIZE")
     )
 
+    keepalive_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices("keepalive_seconds", "OORED_KEEPALIVE_SECONDS"),
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        validation_alias=AliasChoices("max_connections", "OORED_MAX_CONNECTIONS"),
+    )
+
     runner_lease_seconds: float = Field(
         120.0,
         gt=0,
@@ -257,6 +269,8 @@ _SOURCES = {
     "allowed_hosts_env": "OORED_ALLOWED_HOSTS",
     "shutdown_grace_seconds": "OORED_SHUTDOWN_GRACE",
     "database_pool_size": "OORED_DB_POOL_SIZE",
+    "keepalive_seconds": "OORED_KEEPALIVE_SECONDS",
+    "max_connections": "OORED_MAX_CONNECTIONS",
     "runner_lease_seconds": "OORED_RUNNER_LEASE_SECONDS",
     "assign_timeout_seconds": "OORED_ASSIGN_TIMEOUT_SECONDS",
     "build_timeout_seconds": "OORED_BUILD_TIMEOUT_SECONDS",

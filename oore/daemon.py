@@ -13,7 +13,6 @@ from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from pydantic import SecretStr
 
 from oore.config import ConfigError, Settings, settings_from_argv
@@ -24,6 +23,14 @@ from oore.domain.crypto import SecretBox
 from oore.errors import ApiError
 from oore.http.app import create_app
 from oore.http.routes.runner_channel import MAX_MESSAGE as CHANNEL_MAX_MESSAGE
+from oore.http.server import (
+    RESERVED_FILES,
+    ConnectionLimits,
+    connection_cap,
+    open_files_limit,
+    raise_open_files_limit,
+    serve,
+)
 from oore.runtime import Runtime, open_runtime
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
@@ -120,7 +127,19 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.websocket_max_message_size = CHANNEL_MAX_MESSAGE
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    # An idle keep-alive connection is closed after this; so is one that sends no request.
+    config.keep_alive_timeout = settings.keepalive_seconds
     return config
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The connection cap leaves descriptors for the database pool and files."""
+    cap = connection_cap(
+        settings.max_connections,
+        open_files_limit(),
+        reserved=settings.database_pool_size + RESERVED_FILES,
+    )
+    return ConnectionLimits(max_connections=cap, keepalive_seconds=settings.keepalive_seconds)
 
 
 async def run_daemon(
@@ -169,9 +188,13 @@ async def run_daemon(
                 http.start_soon(
                     _bound_shutdown, stop, http.cancel_scope, settings, runtime.scheduling
                 )
+                limits = connection_limits(settings)
                 binds: list[str] = await http.start(
-                    partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop.wait)
+                    partial(
+                        serve, app, hypercorn_config(settings), limits, shutdown_trigger=stop.wait
+                    )
                 )
+                log.info("serving at most %d connections at once", limits.max_connections)
                 print(
                     f"oored listening on {binds[0]} (data directory {settings.data_dir})",
                     flush=True,
@@ -219,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     # come rarely; what was loaded at start is frozen out of them altogether.
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    # Every connection holds a descriptor; the default soft limit (often 1,024) is far
+    # below what a fleet of runners and browsers keeps open.
+    log.info("open files limit %d", raise_open_files_limit())
     try:
         with DataDirLock(settings.data_dir):
             trio.run(run_daemon, settings)

@@ -1,0 +1,219 @@
+"""Connections as a client on the wire makes them: keep-alive, early answers, caps, framing."""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Daemon, DaemonFactory
+
+READ_TIMEOUT = 5.0
+
+
+class Reply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> dict[str, str]:
+        data: dict[str, str] = json.loads(self.body)
+        return data
+
+
+def _connect(daemon: Daemon) -> socket.socket:
+    host, port = daemon.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=READ_TIMEOUT)
+    sock.settimeout(READ_TIMEOUT)
+    return sock
+
+
+def _read_reply(sock: socket.socket) -> Reply:
+    """One response with a Content-Length body; fails on timeout or a closed connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside a response body"
+        body += chunk
+    return Reply(int(status_line.split()[1]), headers, body[:length])
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed; False if it is still open after READ_TIMEOUT * 2."""
+    sock.settimeout(READ_TIMEOUT * 2)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+GET_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+@contextmanager
+def _soft_open_files_limit(limit: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_idle_keepalive_connection_is_closed_after_its_request(
+    make_daemon: DaemonFactory, daemon_env: dict[str, str]
+) -> None:
+    daemon_env["OORED_KEEPALIVE_SECONDS"] = "1"
+    daemon = make_daemon().start()
+    with _connect(daemon) as sock:
+        sock.sendall(GET_HEALTHZ)
+        assert _read_reply(sock).status == 200
+        sock.sendall(GET_HEALTHZ)
+        assert _read_reply(sock).status == 200, "the connection is kept alive between requests"
+        assert _closed_by_server(sock), "an idle keep-alive connection was never closed"
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (b"PUT /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 20\r\n\r\n", 405),
+        (b"POST /v1/nothing-here HTTP/1.1\r\nHost: localhost\r\nContent-Length: 20\r\n\r\n", 404),
+    ],
+)
+def test_connection_answered_before_its_body_arrived_answers_the_next_request(
+    make_daemon: DaemonFactory, request_head: bytes, status: int
+) -> None:
+    """Like clients that send the head and the body apart, the body comes after the answer."""
+    daemon = make_daemon().start()
+    for _ in range(20):
+        with _connect(daemon) as sock:
+            sock.sendall(request_head)
+            assert _read_reply(sock).status == status
+            sock.sendall(b'{"some": "json!!!!"}' + GET_HEALTHZ)
+            assert _read_reply(sock).status == 200
+
+
+def test_early_answer_to_a_large_body_closes_the_connection(make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon().start()
+    head = (
+        b"POST /v1/auth/local/login HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n"
+    )
+    for _ in range(10):
+        with _connect(daemon) as sock:
+            sock.sendall(head)
+            reply = _read_reply(sock)
+            assert reply.status == 413 and reply.json()["code"] == "payload_too_large"
+            assert reply.headers.get("connection") == "close"
+            assert _closed_by_server(sock), "the connection was left open, wedged"
+
+
+CL_AND_TE = (
+    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+)
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_closed(
+    make_daemon: DaemonFactory,
+) -> None:
+    daemon = make_daemon().start()
+    with _connect(daemon) as sock:
+        sock.sendall(CL_AND_TE)
+        reply = _read_reply(sock)
+        assert reply.status == 400 and reply.json()["code"] == "invalid_request"
+        assert reply.headers.get("connection") == "close"
+        assert _closed_by_server(sock)
+    for _ in range(10):  # what follows such a request on its connection is never served
+        with _connect(daemon) as sock:
+            sock.sendall(CL_AND_TE + GET_HEALTHZ)
+            received = b""
+            sock.settimeout(READ_TIMEOUT * 2)
+            while chunk := sock.recv(65536):
+                received += chunk
+            assert b" 200 " not in received and received.count(b"HTTP/1.1") <= 1
+
+
+@pytest.mark.parametrize("host", [b"local\xffhost", b"localhost\x7f", b"a b"])
+def test_host_with_bytes_outside_a_host_name_is_refused(
+    make_daemon: DaemonFactory, host: bytes
+) -> None:
+    daemon = make_daemon().start()
+    with _connect(daemon) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        reply = _read_reply(sock)
+        assert reply.status == 400 and reply.json()["code"] == "invalid_request"
+    with daemon.client() as client:
+        assert client.get("/healthz", headers={"Host": "[::1]:8787"}).status_code == 200
+
+
+def test_connections_over_the_cap_are_refused_at_once_and_logged_once(
+    make_daemon: DaemonFactory, daemon_env: dict[str, str]
+) -> None:
+    cap = 40
+    daemon_env["OORED_MAX_CONNECTIONS"] = str(cap)
+    daemon_env["OORED_KEEPALIVE_SECONDS"] = "120"
+    daemon = make_daemon().start()
+    held = [_connect(daemon) for _ in range(cap)]
+    try:
+        for sock in held:  # every one served once, then idle and kept alive
+            sock.sendall(GET_HEALTHZ)
+            assert _read_reply(sock).status == 200
+        for _ in range(60):
+            with _connect(daemon) as extra:
+                extra.sendall(GET_HEALTHZ)
+                reply = _read_reply(extra)
+                assert reply.status == 503 and reply.json()["code"] == "overloaded"
+                assert _closed_by_server(extra)
+        for sock in held[: cap // 2]:
+            sock.close()
+        del held[: cap // 2]
+        with daemon.client() as client:
+            deadline = time.monotonic() + 10
+            while client.get("/healthz").status_code != 200:
+                assert time.monotonic() < deadline, "no room after connections closed"
+    finally:
+        for sock in held:
+            sock.close()
+    assert daemon.stop() == 0
+    assert len(re.findall(r"refusing connections", daemon.text())) == 1, daemon.text()
+    assert len(re.findall(r"accepting connections again", daemon.text())) == 1
+
+
+def test_open_files_limit_is_raised_to_the_hard_limit_and_the_cap_fits_below(
+    make_daemon: DaemonFactory,
+) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 512:
+        pytest.skip("needs a finite hard limit above 512")
+    with _soft_open_files_limit(512):
+        daemon = make_daemon().start()
+    assert daemon.proc is not None
+    limits = Path(f"/proc/{daemon.proc.pid}/limits").read_text()
+    soft_now = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits)
+    assert soft_now is not None and int(soft_now[1]) == hard
+    cap = re.search(r"serving at most (\d+) connections", daemon.text())
+    assert cap is not None and 0 < int(cap[1]) < hard, daemon.text()
