@@ -346,7 +346,10 @@ class _Reader:
         first_at: dict[str, str] = {}
         for i, entry in enumerate(entries):
             at = _index(path, i)
-            fields = self.mapping(entry, at, ("key", "value", "secret"))
+            # `secret: true` (mask the value in the log) is for the repository file: the
+            # UI config's env values are all masked already.
+            allowed = ("key", "value", "secret") if self.yaml_file else ("key", "value")
+            fields = self.mapping(entry, at, allowed)
             if fields is None:
                 continue
             key_path, value_path = _key(at, "key"), _key(at, "value")
