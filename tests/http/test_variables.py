@@ -175,3 +175,14 @@ async def test_the_runner_holding_the_build_gets_the_values_and_every_log_masks_
     # Another runner polling the job learns nothing of the variables.
     state = await runner.job(build["id"])
     assert SECRET not in json.dumps(state.body)
+
+
+async def test_a_scope_holds_at_most_128_variables(setup: Setup) -> None:
+    for n in range(128):
+        reply = await put(setup, pipeline(setup), name=f"V{n}", value="x")
+        assert reply.status == 201, reply.body
+    over = await put(setup, pipeline(setup), name="ONE_MORE", value="x")
+    assert (over.status, over.body["code"]) == (409, "too_many_variables")
+    # Replacing one is still allowed, and the project has its own 128.
+    assert (await put(setup, pipeline(setup), name="V0", value="y")).status == 200
+    assert (await put(setup, project(setup), name="ONE_MORE", value="x")).status == 201
