@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oore.domain.logs import MIN_SECRET_CHARS
@@ -63,7 +63,7 @@ class BuildVariable:
     """A variable as the runner holding a build receives it."""
 
     name: str
-    value: str
+    value: str = field(repr=False)
     secret: bool
 
     def to_json(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -92,7 +92,7 @@ class Job:
     lease_expires_at: int
     # The project's and pipeline's variables in clear: only ever in this answer, to the
     # runner holding the build, never in the snapshot.
-    variables: tuple[BuildVariable, ...] = ()
+    variables: tuple[BuildVariable, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, Any]:
         build = self.build

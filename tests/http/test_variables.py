@@ -12,8 +12,12 @@ import trio
 
 from oore.domain.logs import MASK
 from oore.domain.users import Role
+from oore.runtime import Runtime
+from oore.services.artifact_storage import ArtifactsConfig
+from oore.services.variables import Variables
+from oore.store import Store
 from tests.http.builds_kit import Setup, make_setup, repo, setup
-from tests.http.conftest import Api, UserFactory
+from tests.http.conftest import Api, FakeClock, UserFactory
 from tests.http.test_build_logs import Events, read_stream, served
 
 __all__ = ["repo", "served", "setup"]
@@ -186,3 +190,21 @@ async def test_a_scope_holds_at_most_128_variables(setup: Setup) -> None:
     # Replacing one is still allowed, and the project has its own 128.
     assert (await put(setup, pipeline(setup), name="V0", value="y")).status == 200
     assert (await put(setup, project(setup), name="ONE_MORE", value="x")).status == 201
+
+
+async def test_after_a_restart_the_stored_secrets_are_masked(
+    setup: Setup,
+    store: Store,
+    runtime: Runtime,
+    clock: FakeClock,
+    artifacts_config: ArtifactsConfig,
+) -> None:
+    """A daemon that restarted does not know what it handed out: it masks the stored values."""
+    assert (await put(setup, project(setup), name="K", value=SECRET, secret=True)).status == 201
+    build = await setup.trigger()
+    runner = await setup.runner()
+    assert await runner.claim() is not None
+    fresh = Variables(store, clock, runtime.audit, runtime.access, artifacts_config.secrets)
+    found = await store.builds.get(build["id"])
+    assert found is not None
+    assert await fresh.secrets_to_mask(found) == (SECRET,)
