@@ -30,6 +30,7 @@ from oore.services.settings import InstanceSettings
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.users import Users
+from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
 from oore.store import AuditEntry, Store
 
@@ -61,6 +62,7 @@ class Runtime:
     signin: SignIn
     integrations: Integrations
     webhooks: Webhooks
+    variables: Variables
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -85,6 +87,7 @@ class Runtime:
             signin=self.signin,
             integrations=self.integrations,
             webhooks=self.webhooks,
+            variables=self.variables,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
@@ -154,7 +157,10 @@ async def open_runtime(
             await network.reload()
             identity = Identity(store, clock, audit, artifacts_config.secrets)
             builds = Builds(scheduling, access)
-            logs = Logs(scheduling, builds, access, identity, log_config or LogConfig())
+            variables = Variables(store, clock, audit, access, artifacts_config.secrets)
+            logs = Logs(
+                scheduling, builds, access, identity, log_config or LogConfig(), variables
+            )
             await root.start_child(logs.spec())
             storage = ArtifactStorageService(store, clock, audit, artifacts_config, network)
             await storage.reload()
@@ -167,7 +173,7 @@ async def open_runtime(
                 access=access,
                 projects=Projects(store, clock, audit, access, artifacts),
                 builds=builds,
-                runners=Runners(scheduling, identity, audit),
+                runners=Runners(scheduling, identity, audit, variables),
                 artifacts=artifacts,
                 artifact_tokens=ArtifactTokens(store, clock, access, audit, storage),
                 logs=logs,
@@ -191,6 +197,7 @@ async def open_runtime(
                     cookie_secure=cookie_secure,
                 ),
                 webhooks=webhooks,
+                variables=variables,
             )
         finally:
             resuming.cancel()

@@ -88,6 +88,7 @@ _FILE_KEYS = (
 class EnvVar:
     key: str
     value: str
+    secret: bool = False  # masked in the build's log (values of 4+ characters)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,10 @@ class ExecutionConfig:
                 p: list(self.platform_build_args.get(p, ())) for p in PLATFORMS
             },
             "platform_commands": {p: self.platform_commands.get(p) for p in PLATFORMS},
-            "env": [{"key": var.key, "value": var.value} for var in self.env],
+            "env": [
+                {"key": var.key, "value": var.value, **({"secret": True} if var.secret else {})}
+                for var in self.env
+            ],
             "artifact_patterns": list(self.artifact_patterns),
         }
 
@@ -342,7 +346,10 @@ class _Reader:
         first_at: dict[str, str] = {}
         for i, entry in enumerate(entries):
             at = _index(path, i)
-            fields = self.mapping(entry, at, ("key", "value"))
+            # `secret: true` (mask the value in the log) is for the repository file: the
+            # UI config's env values are all masked already.
+            allowed = ("key", "value", "secret") if self.yaml_file else ("key", "value")
+            fields = self.mapping(entry, at, allowed)
             if fields is None:
                 continue
             key_path, value_path = _key(at, "key"), _key(at, "value")
@@ -361,7 +368,11 @@ class _Reader:
                 var_value = self.string(
                     fields["value"], value_path, max_chars=MAX_ENV_VALUE_CHARS, blank_ok=True
                 )
-            found.append(EnvVar(key, var_value))
+            secret = fields.get("secret", False)
+            if not isinstance(secret, bool):
+                self.wrong_type(_key(at, "secret"), "true or false", secret)
+                secret = False
+            found.append(EnvVar(key, var_value, secret))
         return tuple(found)
 
     def env_key(self, value: object, path: str) -> str:

@@ -109,6 +109,7 @@ class ProjectPermission(StrEnum):
     READ_ARTIFACTS = "read_artifacts"
     WRITE_ARTIFACTS = "write_artifacts"
     DELETE_ARTIFACTS = "delete_artifacts"
+    MANAGE_VARIABLES = "manage_variables"  # project and pipeline variables and secrets
 
 
 _PROJECT_GRANTS: dict[ProjectRole, frozenset[ProjectPermission]] = {

@@ -29,6 +29,7 @@ from oore.http.routes import (
     settings,
     setup,
     users,
+    variables,
     webhooks,
 )
 
@@ -63,6 +64,7 @@ def create_app(app_services: AppServices) -> QuartTrio:
     app.register_blueprint(oidc.blueprint)
     app.register_blueprint(projects.blueprint)
     app.register_blueprint(pipelines.blueprint)
+    app.register_blueprint(variables.blueprint)
     app.register_blueprint(builds.blueprint)
     app.register_blueprint(runners.blueprint)
     app.register_blueprint(runner_channel.blueprint)

@@ -30,6 +30,7 @@ from oore.services.settings import InstanceSettings
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.users import Users
+from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
 from oore.store import Store
 
@@ -60,6 +61,7 @@ class AppServices:
     signin: SignIn
     integrations: Integrations
     webhooks: Webhooks
+    variables: Variables
     version: str = __version__
     # CPU-bound work on client input (large JSON bodies) runs on at most this many threads.
     cpu: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(CPU_THREADS))

@@ -13,7 +13,7 @@ Every call has a total deadline: ``timeout`` seconds, or a long-poll's wait plus
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
@@ -22,6 +22,7 @@ import httpx
 import trio
 
 from oore.domain.builds import StepResult
+from oore.domain.variables import BuildVariable, parse_build_variables
 
 PROTOCOL_VERSION = 4
 DEFAULT_TIMEOUT = 30.0
@@ -99,6 +100,8 @@ class Job:
     commit_sha: str | None = None
     branch: str | None = None
     attempt: int | None = None
+    # Server-side variables and secrets, in clear: kept in memory for this build only.
+    variables: tuple[BuildVariable, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_json(cls, data: object) -> Job:
@@ -108,6 +111,9 @@ class Job:
         snapshot = data.get("config_snapshot")
         if not isinstance(snapshot, dict):
             raise ProtocolError("claim answer: job.config_snapshot is not an object")
+        variables = parse_build_variables(data.get("variables", []))
+        if variables is None:
+            raise ProtocolError("claim answer: job.variables is malformed")
         return cls(
             build_id=_field(data, "build_id", str),
             project_id=_field(data, "project_id", str),
@@ -119,6 +125,7 @@ class Job:
             commit_sha=_optional(data, "commit_sha", str),
             branch=_optional(data, "branch", str),
             attempt=_optional(data, "attempt", int),
+            variables=variables,
         )
 
 

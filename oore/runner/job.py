@@ -27,8 +27,9 @@ from oore.runner.checkout import CheckoutError, checkout
 from oore.runner.client import Job, ReportStatus, RunnerClient, ServerError, Stream, retryable
 from oore.runner.executor import Executor, build_environment
 from oore.runner.logs import LogBatcher, open_log_batcher
-from oore.runner.resolve import ConfigError, resolve_config
+from oore.runner.resolve import UI_SOURCE, ConfigError, resolve_config
 from oore.runner.retry import Backoff, with_retries
+from oore.runner.variables import LogMask, file_secrets, pipeline_env, server_secrets
 
 JOB_STATE_WAIT = 20
 FINAL_REPORT_DEADLINE = 10.0
@@ -134,19 +135,20 @@ class JobRunner:
     async def _work(self, job: Job, label: str, results: list[StepResult]) -> Failure | None:
         """Everything between the running report and the final one; the logs are shipped."""
         dest = self._builds_dir / job.build_id
+        mask = LogMask(server_secrets(job.variables))
         try:
             async with open_log_batcher(
-                lambda chunks: self._client.append_logs(job.build_id, chunks, job.attempt),
+                lambda chunks: self._client.append_logs(job.build_id, mask(chunks), job.attempt),
                 **self._log_options,
             ) as logs:
                 log = _BuildLog(logs, label, self._say)
-                return await self._steps(job, dest, log, results)
+                return await self._steps(job, dest, log, results, mask)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_DEADLINE):
                 await trio.to_thread.run_sync(shutil.rmtree, dest, True)
 
     async def _steps(
-        self, job: Job, dest: Path, log: _BuildLog, results: list[StepResult]
+        self, job: Job, dest: Path, log: _BuildLog, results: list[StepResult], mask: LogMask
     ) -> Failure | None:
         snapshot: dict[str, Any] = job.config_snapshot
         commit = job.commit_sha or _text(snapshot.get("commit_sha"))
@@ -167,15 +169,23 @@ class JobRunner:
             for problem in exc.problems:
                 await log.error(f"{exc.source}: {problem}")
             return await log.fail(str(exc))
+        mask.add(file_secrets(resolved.config.env))
         await log.info(f"using the configuration from {resolved.source}")
         selected = snapshot.get("selected_platforms")
         try:
             steps = plan_steps(resolved.config, selected if isinstance(selected, list) else None)
         except ValueError as exc:
             return await log.fail(f"cannot plan the steps: {exc}")
+        from_file = None if resolved.source == UI_SOURCE else resolved.config.env
+        variables, merged = pipeline_env(snapshot, job.variables, from_file)
+        for name in merged.kept_secrets:
+            await log.info(
+                f"{resolved.source} sets {name}, which is a secret of the project or "
+                "pipeline: the secret's value is used"
+            )
         env = build_environment(
             self._base_env,
-            resolved.config.env,
+            variables,
             build_id=job.build_id,
             build_number=job.build_number,
             commit_sha=tree.commit_sha,

@@ -69,6 +69,7 @@ from oore.services.access import Access
 from oore.services.builds import Builds
 from oore.services.identity import Identity
 from oore.services.scheduling import Scheduling
+from oore.services.variables import Variables
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class Logs:
         access: Access,
         identity: Identity,
         config: LogConfig,
+        variables: Variables,
     ) -> None:
         self.store = scheduling.store
         self.clock = scheduling.clock
@@ -166,6 +168,7 @@ class Logs:
         self._builds = builds
         self._access = access
         self._identity = identity
+        self._variables = variables
         self._records = _Records(self)
         self._timings = LogStreamTimings(check_every=config.check_every)
         self.streams: Registry[str, LogStreamHandle] = Registry("logs")
@@ -230,7 +233,10 @@ class Logs:
         if not lines:
             return 0
         cut = [LogLine(line.sequence, storable_line(line.content), line.stream) for line in lines]
-        masked = mask_secrets(cut, secret_values(build.config_snapshot))
+        secrets = secret_values(build.config_snapshot) + await self._variables.secrets_to_mask(
+            build
+        )
+        masked = mask_secrets(cut, sorted(set(secrets), key=len, reverse=True))
         for _ in range(3):
             handle = await self._stream(build.id)
             try:

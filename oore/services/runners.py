@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -23,9 +23,11 @@ from oore.domain.runners import (
 from oore.domain.text import name_problem
 from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
 from oore.domain.users import Session
+from oore.domain.variables import BuildVariable
 from oore.errors import ApiError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from oore.services.identity import AuditSink, Identity
 from oore.services.scheduling import Scheduling
+from oore.services.variables import Variables
 from oore.store import AuditEntry
 from oore.store.builds import ClaimRow
 from oore.store.runners import EnrollmentToken, Heartbeat, NewRunner, RunnerChanges
@@ -88,6 +90,9 @@ class Job:
     build: Build
     signing_token: str
     lease_expires_at: int
+    # The project's and pipeline's variables in clear: only ever in this answer, to the
+    # runner holding the build, never in the snapshot.
+    variables: tuple[BuildVariable, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, Any]:
         build = self.build
@@ -100,6 +105,7 @@ class Job:
             "lease_expires_at": self.lease_expires_at,
             "signing_token": self.signing_token,
             "attempt": build.attempt,
+            "variables": [variable.to_json() for variable in self.variables],
         }
         if build.commit_sha:
             job["commit_sha"] = build.commit_sha
@@ -118,12 +124,15 @@ class RunnerPage:
 class Runners:
     """Use cases of the runner protocol and the user-facing Runners API."""
 
-    def __init__(self, scheduling: Scheduling, identity: Identity, audit: AuditSink) -> None:
+    def __init__(
+        self, scheduling: Scheduling, identity: Identity, audit: AuditSink, variables: Variables
+    ) -> None:
         self._scheduling = scheduling
         self._store = scheduling.store
         self._clock = scheduling.clock
         self._identity = identity
         self._audit = audit
+        self._variables = variables
         self._known = KnownRunners()
 
     async def _record(self, action: str, session: Session | None, runner_id: str) -> None:
@@ -400,8 +409,9 @@ class Runners:
         if build is None:
             return None
         try:
+            variables = await self._variables.for_build(build)
             await trio.lowlevel.checkpoint_if_cancelled()
-        except trio.Cancelled:
+        except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_COMMIT_DEADLINE):
                 await self._undo_claim(build)
             raise
@@ -409,7 +419,7 @@ class Runners:
         # A long-poll may outlast the lease it started with; the lease of the build just
         # handed over runs from now.
         await self._scheduling.runner_seen(runner.id)
-        return Job(build, signing, lease)
+        return Job(build, signing, lease, variables)
 
     async def _settle_failed_commit(self, runner: Runner, queued: QueuedBuild) -> None:
         """The claim's commit failed, or its outcome is unknown (deadline): ask the database.

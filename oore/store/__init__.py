@@ -22,6 +22,7 @@ from oore.store.projects import ProjectStore
 from oore.store.runners import RunnerStore
 from oore.store.settings import SettingsStore
 from oore.store.users import UserStore
+from oore.store.variables import VariableStore
 from oore.store.webhooks import WebhookStore
 
 __all__ = ["AuditEntry", "Store", "open_store"]
@@ -52,6 +53,7 @@ class Store:
         self.artifact_tokens = ArtifactTokenStore(db)
         self.webhooks = WebhookStore(db)
         self.integrations = IntegrationStore(db)
+        self.variables = VariableStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

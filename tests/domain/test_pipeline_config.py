@@ -487,8 +487,9 @@ def test_hostile_nesting_is_one_problem() -> None:
             "env[1].key: duplicate key 'A' (also at env[0])",
         ),
         (
-            "version: 1\nplatforms: [ios]\nenv:\n  - {key: A, value: x, secret: true}\n",
-            "env[0].secret: unknown field",
+            # The file may mark an env entry secret (masked in the log), with a boolean only.
+            "version: 1\nplatforms: [ios]\nenv:\n  - {key: A, value: x, secret: 1}\n",
+            "env[0].secret: must be true or false, got a number",
         ),
         (
             "version: 1\nplatforms: [ios]\nenv:\n  - {key: A}\n",
@@ -962,3 +963,12 @@ def test_unknown_keys_are_listed_up_to_the_bound() -> None:
         {"platforms": ["android"], **{f"k{i}": 1 for i in range(10_000)}}
     )
     assert len(problems) == MAX_PROBLEMS + 1
+
+
+def test_a_file_env_entry_may_be_marked_secret() -> None:
+    config, problems = parse_repository_yaml(
+        "version: 1\nplatforms: [ios]\nenv:\n"
+        "  - {key: A, value: shown}\n  - {key: B, value: hidden-value, secret: true}\n"
+    )
+    assert problems == [] and config is not None
+    assert [(var.key, var.secret) for var in config.env] == [("A", False), ("B", True)]

@@ -112,6 +112,8 @@ def setup_step(method: str, rule: str, body: Any = None) -> Route:
 
 PIPELINE_BODY = {"name": "p2", "execution_config": {"platforms": ["android"]}}
 STORAGE_BODY = {"provider": "disabled"}
+VARIABLE_BODY = {"name": "MATRIX_VAR", "value": "plain", "secret": False}
+NAMED_VARIABLE_BODY = {"value": "matrix-secret-value", "secret": True}
 # Nothing listens on the discard port: discovery fails at once, without leaving loopback.
 DEAD_ISSUER = "http://127.0.0.1:9"
 
@@ -233,6 +235,15 @@ ROUTES = [
     user("GET", "/v1/pipelines/<pipeline_id>"),
     user("PATCH", "/v1/pipelines/<pipeline_id>", Role.DEVELOPER, body={"enabled": True}),
     admin("DELETE", "/v1/pipelines/<pipeline_id>"),
+    # variables and secrets: reading needs manage_pipelines, writing the maintainer role
+    user("GET", "/v1/projects/<project_id>/variables", Role.DEVELOPER),
+    admin("POST", "/v1/projects/<project_id>/variables", body=VARIABLE_BODY),
+    admin("PUT", "/v1/projects/<project_id>/variables/<variable>", body=NAMED_VARIABLE_BODY),
+    admin("DELETE", "/v1/projects/<project_id>/variables/<variable>"),
+    user("GET", "/v1/pipelines/<pipeline_id>/variables", Role.DEVELOPER),
+    admin("POST", "/v1/pipelines/<pipeline_id>/variables", body=VARIABLE_BODY),
+    admin("PUT", "/v1/pipelines/<pipeline_id>/variables/<variable>", body=NAMED_VARIABLE_BODY),
+    admin("DELETE", "/v1/pipelines/<pipeline_id>/variables/<variable>"),
     # builds and their logs
     user(
         "POST",
@@ -474,6 +485,7 @@ async def world(
             "api_token_id": api_token.body["id"],
             "integration_id": "00000000-0000-4000-8000-0000000000a1",
             "token": new_token(),
+            "variable": "MATRIX_VAR",
         },
         runner_token=job.runner.token,
         other_runner_token=other.token,

@@ -166,8 +166,27 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
     seen["enrollment token"] = enrollment.body["token"]
 
     setup = await make_setup(api, owner, repo)
+    variable_secret = "server-side-secret-variable-0000000001"
+    variable_plain = "server-side-plain-variable-0000000001"
+    for name, value, secret in (
+        ("DEPLOY", variable_secret, True),
+        ("PLAIN", variable_plain, False),
+    ):
+        created = await api.post(
+            f"/v1/pipelines/{setup.pipeline_id}/variables",
+            json={"name": name, "value": value, "secret": secret},
+            token=owner,
+        )
+        assert created.status == 201, created.body
+    seen["secret variable"] = variable_secret
+    seen["plain variable (encrypted too)"] = variable_plain
     job = await running_job(setup)
     seen["runner token"] = job.runner.token
+    # The build prints the secret: the stored log holds only the mask.
+    printed = await job.runner.logs(
+        job.build_id, [{"sequence": 0, "content": f"key={variable_secret}", "stream": "stdout"}]
+    )
+    assert printed.status == 200, printed.body
     reserved = await job.reserve("app.txt")
     assert reserved.status == 200, reserved.body
     seen["upload URL token"] = reserved.body["upload_url"].rstrip("/").rsplit("/", 1)[-1]
