@@ -109,7 +109,7 @@ _FILE_KEYS = (
 )
 _STEP_KEYS = ("name", "run", "env", "timeout", "continue_on_error", "if")
 # With `steps`, these would say a second time what runs: the file gives one or the other.
-_STEP_EXCLUSIVE = ("commands", "platform_build_args", "platform_commands")
+STEP_EXCLUSIVE_KEYS = ("commands", "platform_build_args", "platform_commands")
 
 
 @dataclass(frozen=True)
@@ -618,7 +618,7 @@ def parse_repository_yaml(text: str) -> tuple[ExecutionConfig | None, list[str]]
         reader.problem("version", f"must be 1, got {version!r}")
     if "platforms" not in fields and "steps" not in fields:
         reader.problem("platforms", f"required, a list of: {', '.join(PLATFORMS)} (or give steps)")
-    for key in _STEP_EXCLUSIVE:
+    for key in STEP_EXCLUSIVE_KEYS:
         if key in fields and "steps" in fields:
             reader.problem(key, "cannot be combined with steps: the steps say what runs")
     config = reader.config(fields, "")
