@@ -778,6 +778,16 @@ def _name_matches(pattern: str, name: str) -> bool:
     return all(c == "*" for c in pattern[p:])
 
 
+DEFAULT_CONFIG_FILES = (".oore.yaml", ".oore.yml")
+
+
+def config_files(config_path: str | None, explicit: bool | None) -> tuple[str, ...]:
+    """The repository files a build looks for, in order (§8.1)."""
+    if explicit and config_path is not None and config_path.strip():
+        return (config_path,)
+    return DEFAULT_CONFIG_FILES
+
+
 def validate_config_path(path: str) -> str | None:
     """Why a pipeline's ``config_path`` is refused (§8.1), or None when it is fine."""
     if not path.strip():
