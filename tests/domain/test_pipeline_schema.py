@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -238,3 +240,32 @@ def test_the_schema_lists_every_key_the_validator_knows() -> None:
     for key in top - {"version"}:
         # An unknown neighbour makes the file invalid; the key itself is known.
         assert not validator_accepts(f"version: 1\nsteps: [{{name: a, run: b}}]\n{key}x: 1\n")
+
+
+# What the validator alone says about a file JSON Schema cannot judge (see VALIDATOR_ONLY).
+SCHEMA_BLIND = ("duplicate key", "duplicate step name", "got 1.0")
+
+
+def existing_corpus() -> list[str]:
+    """Every multi-line text of the validator's own tests that is YAML (the classic corpus)."""
+    source = Path(__file__).with_name("test_pipeline_config.py").read_text()
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "\n" in node.value:
+            try:
+                yaml.safe_load(node.value)
+            except yaml.YAMLError:
+                continue
+            found.append(node.value)
+    return sorted(set(found))
+
+
+def test_schema_and_validator_agree_on_the_classic_corpus() -> None:
+    corpus = existing_corpus()
+    assert len(corpus) > 30
+    for text in corpus:
+        config, problems = parse_repository_yaml(text)
+        if (config is not None) == schema_accepts(text):
+            continue
+        assert config is None and problems, text
+        assert all(any(blind in p for blind in SCHEMA_BLIND) for p in problems), (text, problems)
