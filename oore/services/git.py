@@ -45,8 +45,9 @@ async def read_file(repo: str, commit: str, path: str, max_bytes: int) -> bytes 
     if commit.startswith("-") or path.startswith("-"):
         return None
     listed = await git(repo, "ls-tree", "-z", "--long", commit, "--", path)
-    # "<mode> blob <sha> <size>\t<path>\0": only a regular file, of a bounded size.
-    fields = listed.stdout.split(b"\t", 1)[0].split() if listed.returncode == 0 else []
+    # "<mode> blob <sha> <size>\t<path>\0": only that path, a regular file of a bounded size.
+    entry, _, name = listed.stdout.removesuffix(b"\0").partition(b"\t")
+    fields = entry.split() if listed.returncode == 0 and name == path.encode() else []
     if len(fields) != 4 or fields[0] not in (b"100644", b"100755") or fields[1] != b"blob":
         return None
     if not fields[3].isdigit() or int(fields[3]) > max_bytes:
