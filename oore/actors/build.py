@@ -44,6 +44,10 @@ class BuildRecords(Protocol):
     async def transition(self, t: Transition) -> Build: ...
 
 
+# Where a build's snapshot keeps its file's timeout in seconds (set at trigger).
+FILE_TIMEOUT_KEY = "timeout_seconds"
+
+
 @dataclass(frozen=True)
 class BuildTimeouts:
     """Seconds a build may stay assigned without starting, and may run."""
@@ -345,10 +349,18 @@ class _BuildActor(Actor[BuildMsg]):
         build = self.build
         timeouts = self._deps.timeouts
         if build.status is BuildStatus.RUNNING:
-            ends = (build.started_at or build.updated_at) + timeouts.running
+            ends = (build.started_at or build.updated_at) + _running_bound(build, timeouts)
         else:
             ends = build.updated_at + timeouts.assigned
         self.deadline = trio.current_time() + max(0.0, ends - self._deps.wall_now())
+
+
+def _running_bound(build: Build, timeouts: BuildTimeouts) -> float:
+    """The server's bound, or the build's own (its file's ``timeout``) when shorter."""
+    own = build.config_snapshot.get(FILE_TIMEOUT_KEY)
+    if type(own) is int and own > 0:
+        return min(timeouts.running, float(own))
+    return timeouts.running
 
 
 def _refuse(msg: BuildMsg, build: Build | None) -> None:

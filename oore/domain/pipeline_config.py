@@ -9,6 +9,7 @@ untrusted decoded JSON or YAML and answers ``(value, [])`` or ``(None, problems)
 from __future__ import annotations
 
 import datetime
+import difflib
 import re
 import shlex
 from collections import deque
@@ -21,6 +22,7 @@ import yaml
 from oore.domain.runners import MAX_LABELS, label_problem
 
 Platform = Literal["android", "ios", "macos"]
+StepCondition = Literal["success", "failure", "always"]
 PLATFORMS: tuple[str, ...] = ("android", "ios", "macos")
 TRIGGER_EVENTS: tuple[str, ...] = ("push", "pull_request", "tag_push")
 STAGES: tuple[str, ...] = ("pre_build", "build", "post_build")
@@ -47,6 +49,16 @@ MAX_PROBLEMS = 100
 # about 0.4 ms per KiB with libyaml and 2.5 ms without: the bound keeps one parse well
 # under a second even so. Real files are a few KiB.
 MAX_REPOSITORY_YAML_BYTES = 128 * 1024
+# Plain ``steps`` of a repository file (not in the contract: oore's addition to version 1).
+MAX_STEPS = 128
+MAX_STEP_NAME_CHARS = 128
+MAX_STEP_SCRIPT_CHARS = 16384
+MAX_TIMEOUT_SECONDS = 86400
+STEP_CONDITIONS: Mapping[str, StepCondition] = {
+    "success()": "success",
+    "failure()": "failure",
+    "always()": "always",
+}
 
 DEFAULT_ARTIFACT_PATTERNS: tuple[str, ...] = ("build/app/outputs/flutter-apk/*.apk",)
 # What a repository file collects when it has no `artifacts` section (§8.1).
@@ -72,7 +84,7 @@ _EXECUTION_KEYS = (
     "env",
     "artifact_patterns",
 )
-_FILE_KEYS = (
+_FLUTTER_FILE_KEYS = (
     "version",
     "platforms",
     "flutter_version",
@@ -82,6 +94,22 @@ _FILE_KEYS = (
     "env",
     "artifacts",
 )
+_FILE_KEYS = (
+    "version",
+    "platforms",
+    "flutter_version",
+    "commands",
+    "platform_build_args",
+    "platform_commands",
+    "env",
+    "artifacts",
+    "steps",
+    "runner_labels",
+    "timeout",
+)
+_STEP_KEYS = ("name", "run", "env", "timeout", "continue_on_error", "if")
+# With `steps`, these would say a second time what runs: the file gives one or the other.
+STEP_EXCLUSIVE_KEYS = ("commands", "platform_build_args", "platform_commands")
 
 
 @dataclass(frozen=True)
@@ -89,6 +117,23 @@ class EnvVar:
     key: str
     value: str
     secret: bool = False  # masked in the build's log (values of 4+ characters)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One shell command a runner executes, named after where it came from.
+
+    ``when``: ``success`` runs while no earlier step has failed, ``failure`` only after
+    one has, ``always`` either way; a failed ``continue_on_error`` step does not count.
+    ``timeout`` (seconds) ends the step's processes and fails it.
+    """
+
+    name: str
+    command: str
+    env: tuple[EnvVar, ...] = ()
+    timeout: int | None = None
+    continue_on_error: bool = False
+    when: StepCondition = "success"
 
 
 @dataclass(frozen=True)
@@ -104,6 +149,11 @@ class ExecutionConfig:
     platform_commands: Mapping[str, str | None]
     env: tuple[EnvVar, ...]
     artifact_patterns: tuple[str, ...]
+    # Parts only a repository file has (never in the API object, never in to_json):
+    # its plain steps, the labels a runner needs and the build's time bound in seconds.
+    steps: tuple[Step, ...] = ()
+    runner_labels: tuple[str, ...] = ()
+    timeout: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The wire shape of contract §2.6 ``execution_config``."""
@@ -164,14 +214,6 @@ class Concurrency:
         return {"cancel_previous": self.cancel_previous, "max_concurrent": self.max_concurrent}
 
 
-@dataclass(frozen=True)
-class Step:
-    """One shell command a runner executes, named after where it came from."""
-
-    name: str
-    command: str
-
-
 # -- reading untrusted data -----------------------------------------------------------------
 
 
@@ -228,9 +270,17 @@ class _Reader:
         self.problem(path, message)
 
     def mapping(
-        self, value: object, path: str, allowed: Collection[str]
+        self,
+        value: object,
+        path: str,
+        allowed: Collection[str],
+        listed: Collection[str] | None = None,
     ) -> dict[str, object] | None:
-        """The known fields of an object; every unknown field is a problem."""
+        """The known fields of an object; every unknown field is a problem.
+
+        The problem lists ``listed`` (all of ``allowed`` when None) and names an allowed
+        field left out of that list when the unknown one looks like it.
+        """
         if not isinstance(value, dict):
             self.wrong_type(path, "a mapping" if self.yaml_file else "an object", value)
             return None
@@ -239,9 +289,12 @@ class _Reader:
             if not isinstance(key, str) or key not in allowed:
                 if len(self.problems) > MAX_PROBLEMS:
                     continue  # the list is full: do not even spell the problem out
-                self.problem(
-                    _key(path, str(key)), f"unknown field (expected one of: {', '.join(allowed)})"
-                )
+                shown = allowed if listed is None else listed
+                message = f"unknown field (expected one of: {', '.join(shown)})"
+                unlisted = [name for name in allowed if name not in shown]
+                if close := difflib.get_close_matches(str(key), unlisted, n=1):
+                    message += f"; did you mean {close[0]}?"
+                self.problem(_key(path, str(key)), message)
             elif not (self.yaml_file and item is None):
                 fields[key] = item
         return fields
@@ -404,6 +457,76 @@ class _Reader:
             found.append(entry.strip())
         return tuple(found)
 
+    def timeout(self, value: object, path: str) -> int | None:
+        if type(value) is not int or not 1 <= value <= MAX_TIMEOUT_SECONDS:
+            shown = repr(value) if isinstance(value, int | float | str) else self.kind(value)
+            self.problem(
+                path,
+                f"must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}, got {shown}",
+            )
+            return None
+        return value
+
+    def labels(self, value: object, path: str) -> tuple[str, ...]:
+        labels = self.items(value, path, max_items=MAX_LABELS, noun="labels")
+        found: set[str] = set()
+        for i, label in enumerate(labels):
+            if not isinstance(label, str):
+                self.wrong_type(_index(path, i), "a string", label)
+            elif (problem := label_problem(label)) is not None:
+                self.problem(_index(path, i), problem)
+            else:
+                found.add(label)
+        return tuple(sorted(found))
+
+    def steps(self, value: object, path: str) -> tuple[Step, ...]:
+        entries = self.items(value, path, max_items=MAX_STEPS, noun="steps")
+        if isinstance(value, list) and not value:
+            self.problem(path, "must list at least one step")
+        found: list[Step] = []
+        first_at: dict[str, str] = {}
+        for i, entry in enumerate(entries):
+            at = _index(path, i)
+            fields = self.mapping(entry, at, _STEP_KEYS)
+            if fields is None:
+                continue
+            name = command = ""
+            for key in ("name", "run"):
+                if key not in fields:
+                    self.problem(_key(at, key), "required")
+            if "name" in fields:
+                name = self.string(fields["name"], _key(at, "name"), max_chars=MAX_STEP_NAME_CHARS)
+                if name in first_at:
+                    self.problem(
+                        _key(at, "name"), f"duplicate step name {name!r} (also at {first_at[name]})"
+                    )
+                elif name.strip():
+                    first_at[name] = at
+            if "run" in fields:
+                command = self.string(
+                    fields["run"], _key(at, "run"), max_chars=MAX_STEP_SCRIPT_CHARS
+                )
+            env = self.env(fields["env"], _key(at, "env")) if "env" in fields else ()
+            timeout = None
+            if "timeout" in fields:
+                timeout = self.timeout(fields["timeout"], _key(at, "timeout"))
+            keep_going = fields.get("continue_on_error", False)
+            if not isinstance(keep_going, bool):
+                self.wrong_type(_key(at, "continue_on_error"), "a boolean", keep_going)
+                keep_going = False
+            when: StepCondition = "success"
+            if "if" in fields:
+                condition = fields["if"]
+                if isinstance(condition, str) and condition in STEP_CONDITIONS:
+                    when = STEP_CONDITIONS[condition]
+                else:
+                    shown = repr(condition) if isinstance(condition, str) else self.kind(condition)
+                    self.problem(
+                        _key(at, "if"), f"must be one of {', '.join(STEP_CONDITIONS)}, got {shown}"
+                    )
+            found.append(Step(name, command, env, timeout, keep_going, when))
+        return tuple(found)
+
     def config(self, fields: Mapping[str, object], root: str) -> ExecutionConfig:
         """The parts shared by the API object and the repository file; default patterns."""
         default = default_execution_config()
@@ -485,23 +608,41 @@ def parse_repository_yaml(text: str) -> tuple[ExecutionConfig | None, list[str]]
     reader = _Reader(yaml_file=True)
     reader.problems.extend(duplicates)
     if data is None:
-        return None, [*duplicates, "the file is empty; it needs at least version and platforms"]
+        return None, [
+            *duplicates,
+            "the file is empty; it needs at least version, and platforms or steps",
+        ]
     if not isinstance(data, dict):
         reader.problems.append(
             f"the file must be a mapping of keys such as version and platforms, "
             f"got {reader.kind(data)}"
         )
         return None, reader.problems
-    fields = reader.mapping(data, "", _FILE_KEYS)
+    # A file in the Flutter shape hears of the classic keys; one without platforms of all.
+    listed = _FLUTTER_FILE_KEYS if "platforms" in data else None
+    fields = reader.mapping(data, "", _FILE_KEYS, listed)
     assert fields is not None
     version = fields.get("version")
     if version is None:
         reader.problem("version", "required (write `version: 1`)")
     elif type(version) is not int or version != 1:
         reader.problem("version", f"must be 1, got {version!r}")
-    if "platforms" not in fields:
-        reader.problem("platforms", f"required, a list of: {', '.join(PLATFORMS)}")
+    if "platforms" not in fields and "steps" not in fields:
+        reader.problem("platforms", f"required, a list of: {', '.join(PLATFORMS)} (or give steps)")
+    for key in STEP_EXCLUSIVE_KEYS:
+        if key in fields and "steps" in fields:
+            reader.problem(key, "cannot be combined with steps: the steps say what runs")
     config = reader.config(fields, "")
+    if "platforms" not in fields:
+        config = replace(config, platforms=())
+    if "steps" in fields:
+        config = replace(config, steps=reader.steps(fields["steps"], "steps"))
+    if "runner_labels" in fields:
+        config = replace(
+            config, runner_labels=reader.labels(fields["runner_labels"], "runner_labels")
+        )
+    if "timeout" in fields:
+        config = replace(config, timeout=reader.timeout(fields["timeout"], "timeout"))
     if "artifacts" in fields:
         artifacts = reader.mapping(fields["artifacts"], "artifacts", ("patterns",))
         if artifacts is not None and "patterns" not in artifacts:
@@ -648,6 +789,16 @@ def _name_matches(pattern: str, name: str) -> bool:
     return all(c == "*" for c in pattern[p:])
 
 
+DEFAULT_CONFIG_FILES = (".oore.yaml", ".oore.yml")
+
+
+def config_files(config_path: str | None, explicit: bool | None) -> tuple[str, ...]:
+    """The repository files a build looks for, in order (§8.1)."""
+    if explicit and config_path is not None and config_path.strip():
+        return (config_path,)
+    return DEFAULT_CONFIG_FILES
+
+
 def validate_config_path(path: str) -> str | None:
     """Why a pipeline's ``config_path`` is refused (§8.1), or None when it is fine."""
     if not path.strip():
@@ -761,12 +912,14 @@ def platform_build_command(config: ExecutionConfig, platform: str) -> str:
 
 
 def plan_steps(config: ExecutionConfig, selected_platforms: Sequence[str] | None) -> list[Step]:
-    """What a runner executes, in order: pre_build, build, post_build.
+    """What a runner executes: a file's ``steps`` as given, else pre_build, build, post_build.
 
     The build stage is ``config.build`` when it has commands; otherwise one command per
     selected platform (all of ``config.platforms`` when None, each once, in the given
     order). Raises ValueError for a platform outside :data:`PLATFORMS`.
     """
+    if config.steps:
+        return list(config.steps)
     steps = [Step(f"pre_build[{i}]", command) for i, command in enumerate(config.pre_build)]
     if config.build:
         steps += [Step(f"build[{i}]", command) for i, command in enumerate(config.build)]

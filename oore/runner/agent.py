@@ -199,6 +199,7 @@ class Agent:
             say=say,
             base_env=dict(os.environ if base_env is None else base_env),
             job_state_wait=config.job_state_wait,
+            labels=config.labels,
         )
         self._scope: trio.CancelScope | None = None
         self._stopping = False

@@ -3,8 +3,12 @@
 Each step is ``/bin/sh -c <command>`` in the checkout, leading its own process group
 (``start_new_session``). Its stdout and stderr are read concurrently, line by line, and
 handed to the sink in the order each stream produced them. When the shell exits, whatever
-it left running in its group is ended too (SIGTERM, grace, SIGKILL). The run stops at the
-first failing step; later steps are recorded ``skipped``.
+it left running in its group is ended too (SIGTERM, grace, SIGKILL). A step runs when its
+condition holds (:class:`~oore.domain.pipeline_config.Step`): by default only while no
+earlier step has failed, so the run stops at the first failure and later steps are
+recorded ``skipped``; a ``failure`` or ``always`` step (cleanup) still runs. A failed
+``continue_on_error`` step is recorded ``failed`` but does not count as a failure. A step
+past its ``timeout`` has its group ended the same way and fails with exit code 124.
 
 Cancellation: cancelling the task that awaits :meth:`Executor.run` ends the running step's
 group the same way (shielded, bounded by the grace period), records it ``canceled`` and
@@ -14,6 +18,7 @@ the rest ``skipped`` in ``results``, and re-raises.
 from __future__ import annotations
 
 import codecs
+import math
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,6 +36,7 @@ DEFAULT_GRACE = 10.0
 DRAIN_TIMEOUT = 5.0
 MAX_LINE_CHARS = 16384
 SPAWN_FAILED = 127
+TIMED_OUT = 124  # what coreutils' timeout(1) answers, so scripts read it the same way
 
 LineSink = Callable[[Stream, str], Awaitable[None]]
 
@@ -91,19 +97,29 @@ class Executor:
         first = len(results)
         current: tuple[Step, float, float] | None = None
         returncode: list[int] = []
+        failed = False
         try:
             for step in steps:
+                if not _should_run(step, failed):
+                    now = int(time.time())
+                    results.append(
+                        StepResult(
+                            step.name, "skipped", started_at=now, finished_at=now, duration_ms=0
+                        )
+                    )
+                    continue
                 current = (step, time.time(), trio.current_time())
                 returncode.clear()
                 if observer is not None:
                     await observer.step_started(step)
-                code = await self._run_step(step, cwd, env, sink, returncode)
+                step_env = {**env, **{var.key: var.value for var in step.env}}
+                code = await self._run_step(step, cwd, step_env, sink, returncode)
                 results.append(_result(step, "succeeded" if code == 0 else "failed", current, code))
                 current = None
                 if observer is not None:
                     await observer.step_finished(results[-1])
-                if code != 0:
-                    break
+                if code != 0 and not step.continue_on_error:
+                    failed = True
         finally:
             if current is not None:
                 killed = exit_status(returncode[0]) if returncode else None
@@ -138,12 +154,17 @@ class Executor:
             await sink("stderr", f"could not start {self.shell} in {cwd}: {exc}")
             return SPAWN_FAILED
         assert process.stdout is not None and process.stderr is not None
+        timed_out = False
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_pump, process.stdout, "stdout", sink)
                 nursery.start_soon(_pump, process.stderr, "stderr", sink)
-                await process.wait()
-                # The shell is done: end what it left running so the pipes reach EOF.
+                with trio.move_on_after(math.inf if step.timeout is None else step.timeout):
+                    await process.wait()
+                if process.returncode is None:
+                    await sink("stderr", f"[oore] step {step.name} timed out after {step.timeout}s")
+                    timed_out = True
+                # The shell is done (or out of time): end what it left so the pipes reach EOF.
                 await end_group(process, self.grace)
                 # A process that left the group may still hold a pipe: do not wait forever.
                 nursery.cancel_scope.deadline = trio.current_time() + DRAIN_TIMEOUT
@@ -155,7 +176,18 @@ class Executor:
                 if process.returncode is not None:
                     returncode.append(process.returncode)
         assert process.returncode is not None
-        return exit_status(process.returncode)
+        return TIMED_OUT if timed_out else exit_status(process.returncode)
+
+
+def _should_run(step: Step, failed: bool) -> bool:
+    """Whether a step's condition holds after the steps before it."""
+    match step.when:
+        case "always":
+            return True
+        case "failure":
+            return failed
+        case _:
+            return not failed
 
 
 def _result(

@@ -11,6 +11,7 @@ shielded and bounded.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class JobRunner:
         base_env: Mapping[str, str],
         job_state_wait: int = JOB_STATE_WAIT,
         log_options: dict[str, Any] | None = None,
+        labels: Sequence[str] = (),
     ) -> None:
         self._client = client
         self._builds_dir = builds_dir
@@ -78,6 +80,7 @@ class JobRunner:
         self._base_env = base_env
         self._job_state_wait = job_state_wait
         self._log_options = log_options or {}
+        self._labels = tuple(labels)
 
     async def run(self, job: Job) -> Outcome:
         """Run one claimed build to its end. Raises TokenRejected when the token is gone."""
@@ -191,10 +194,29 @@ class JobRunner:
             commit_sha=tree.commit_sha,
             branch=branch,
         )
-        await self._executor.run(
-            steps, cwd=dest, env=env, sink=log.write, observer=log, results=results
+        missing = sorted(set(resolved.config.runner_labels) - set(self._labels))
+        if missing:
+            return await log.fail(
+                f"{resolved.source} asks for runner labels this runner lacks: "
+                f"{', '.join(missing)} (set them as the pipeline's runner_labels too, so "
+                "the server hands its builds only to runners that have them)"
+            )
+        first = len(results)
+        timeout = resolved.config.timeout
+        with trio.move_on_after(math.inf if timeout is None else timeout) as bound:
+            await self._executor.run(
+                steps, cwd=dest, env=env, sink=log.write, observer=log, results=results
+            )
+        if bound.cancelled_caught:
+            return await log.fail(f"the build timed out after {timeout}s ({resolved.source})")
+        failed = next(
+            (
+                result
+                for step, result in zip(steps, results[first:], strict=True)
+                if result.status == "failed" and not step.continue_on_error
+            ),
+            None,
         )
-        failed = next((r for r in results if r.status == "failed"), None)
         if failed is not None:
             code = failed.exit_code if failed.exit_code is not None else RUNNER_FAILED
             return Failure(code, f"step {failed.name} failed with exit code {code}")
@@ -290,8 +312,11 @@ class _BuildLog:
         return Failure(RUNNER_FAILED, message)
 
     async def step_started(self, step: Step) -> None:
-        self._say(f"{self._label}: step {step.name} started: {step.command}")
-        await self.info(f"step {step.name}: {step.command}")
+        # A multi-line script is shown by its first line: a log line holds no newline.
+        lines = step.command.strip().splitlines() or [""]
+        shown = lines[0] + (" …" if len(lines) > 1 else "")
+        self._say(f"{self._label}: step {step.name} started: {shown}")
+        await self.info(f"step {step.name}: {shown}")
 
     async def step_finished(self, result: StepResult) -> None:
         took = result.duration_ms / 1000

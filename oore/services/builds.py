@@ -30,6 +30,7 @@ from oore.domain.users import Session
 from oore.errors import Conflict, Forbidden, InvalidInput, NotFound
 from oore.services.access import Access
 from oore.services.git import resolve_commit
+from oore.services.pipeline_files import apply_file_settings
 from oore.services.scheduling import Scheduling
 from oore.store.builds import BuildFilter, NewBuild
 from oore.store.projects import as_uuid
@@ -214,6 +215,7 @@ class Builds:
                 trigger_type=trigger_type,
                 now=now,
             )
+            await apply_file_settings(snapshot, project, pipeline, commit_sha)
         labels = snapshot.get("runner_labels") or []
         build = await self._store.builds.create(
             NewBuild(

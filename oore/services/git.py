@@ -36,3 +36,21 @@ async def resolve_commit(repo: str, ref: str) -> str:
         message = found.stderr.decode(errors="replace").strip()
         raise InternalError("git_error", f"git rev-parse failed: {message}")
     return found.stdout.decode().strip()
+
+
+async def read_file(repo: str, commit: str, path: str, max_bytes: int) -> bytes | None:
+    """A file's bytes at a commit of a local repository; None when it is not a regular file
+    there, cannot be read, or is larger than ``max_bytes`` (then the runner, which reads the
+    checkout, reports the problem)."""
+    if commit.startswith("-") or path.startswith("-"):
+        return None
+    listed = await git(repo, "ls-tree", "-z", "--long", commit, "--", path)
+    # "<mode> blob <sha> <size>\t<path>\0": only that path, a regular file of a bounded size.
+    entry, _, name = listed.stdout.removesuffix(b"\0").partition(b"\t")
+    fields = entry.split() if listed.returncode == 0 and name == path.encode() else []
+    if len(fields) != 4 or fields[0] not in (b"100644", b"100755") or fields[1] != b"blob":
+        return None
+    if not fields[3].isdigit() or int(fields[3]) > max_bytes:
+        return None
+    found = await git(repo, "cat-file", "blob", fields[2].decode())
+    return found.stdout if found.returncode == 0 else None

@@ -124,6 +124,7 @@ ROUTES = [
     public("GET", "/metrics"),
     public("GET", "/v1/openapi.json"),
     public("GET", "/v1/public/setup-status"),
+    public("GET", "/v1/pipelines/schema"),
     public("POST", "/v1/setup/bootstrap-token/verify"),
     public("POST", "/v1/auth/local/login"),
     public("GET", "/v1/auth/oidc/start"),

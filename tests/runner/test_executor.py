@@ -178,3 +178,38 @@ async def test_processes_a_step_leaves_behind_end_with_the_step(tmp_path: Path) 
     assert not running(child)
     assert sink.of("stdout")[1] == "done"
     assert results[0].status == "succeeded"
+
+
+async def test_conditions_continue_on_error_and_step_env(tmp_path: Path) -> None:
+    sink = Lines()
+    steps = [
+        Step("tolerated", "exit 5", continue_on_error=True),
+        Step("uses env", 'echo "greeting=$GREETING"', env=(EnvVar("GREETING", "hi"),)),
+        Step("cleanup not needed", "echo no", when="failure"),
+        Step("breaks", "exit 2"),
+        Step("after the failure", "echo no"),
+        Step("cleanup", "echo cleaning", when="failure"),
+        Step("always", "echo always", when="always"),
+    ]
+    results = await Executor().run(steps, cwd=tmp_path, env=os.environ, sink=sink)
+    assert [(r.name, r.status, r.exit_code) for r in results] == [
+        ("tolerated", "failed", 5),
+        ("uses env", "succeeded", 0),
+        ("cleanup not needed", "skipped", None),
+        ("breaks", "failed", 2),
+        ("after the failure", "skipped", None),
+        ("cleanup", "succeeded", 0),
+        ("always", "succeeded", 0),
+    ]
+    assert sink.of("stdout") == ["greeting=hi", "cleaning", "always"]
+
+
+async def test_a_step_past_its_timeout_is_ended_and_fails_with_124(tmp_path: Path) -> None:
+    sink = Lines()
+    steps = [Step("slow", "sleep 300 & wait", timeout=1), Step("next", "echo no")]
+    results = await Executor(grace=1).run(steps, cwd=tmp_path, env=os.environ, sink=sink)
+    assert [(r.name, r.status, r.exit_code) for r in results] == [
+        ("slow", "failed", 124),
+        ("next", "skipped", None),
+    ]
+    assert sink.of("stderr") == ["[oore] step slow timed out after 1s"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, RootModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.domain.pipeline_schema import pipeline_file_schema
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
 from oore.http.query import query_choice, query_page, query_str
@@ -77,6 +78,10 @@ class ValidateOut(BaseModel):
     errors: list[str]
 
 
+class SchemaOut(RootModel[dict[str, Any]]):
+    """A JSON Schema (draft 2020-12)."""
+
+
 @blueprint.get("/v1/projects/<project_id>/pipelines")
 @security_scheme([{"bearer": []}])
 @document_response(PipelineListOut)
@@ -127,6 +132,17 @@ async def validate(body: ValidateIn) -> Response:
     session = await require_session()
     problems = await services().projects.validate_pipeline(session, body.model_dump())
     return jsonify({"valid": not problems, "errors": problems})
+
+
+@blueprint.get("/v1/pipelines/schema")
+@document_response(SchemaOut)
+async def schema() -> Response:
+    """The JSON Schema of a repository's ``.oore.yaml`` (public: editors fetch it as is).
+
+    ``POST /v1/pipelines/validate`` and the runner apply the same rules, and a few the
+    schema cannot say: no key given twice, unique env keys and step names, 128 KiB.
+    """
+    return jsonify(pipeline_file_schema())
 
 
 @blueprint.get("/v1/pipelines/<pipeline_id>")
