@@ -158,9 +158,7 @@ async def open_runtime(
             identity = Identity(store, clock, audit, artifacts_config.secrets)
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
-            logs = Logs(
-                scheduling, builds, access, identity, log_config or LogConfig(), variables
-            )
+            logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
             await root.start_child(logs.spec())
             storage = ArtifactStorageService(store, clock, audit, artifacts_config, network)
             await storage.reload()

@@ -79,6 +79,10 @@ def _env() -> dict[str, Any]:
                     "pattern": rf"^[A-Za-z_][A-Za-z0-9_]*{_END}",
                 },
                 "value": {"type": "string", "maxLength": pc.MAX_ENV_VALUE_CHARS},
+                "secret": {
+                    "type": "boolean",
+                    "description": "Mask the value (4 characters or more) in the build's log.",
+                },
             },
         },
     }

@@ -8,18 +8,21 @@ to the runner holding a build in its claim, and masked in the build's logs.
 How a build's environment is put together, lowest first (see :func:`merge_env`):
 the runner's own environment, the pipeline's server-side variables (the UI config's
 ``env``, then project variables, then pipeline variables), then the repository file's
-``env``, then oore's ``OORE_*`` and ``CI``. The file's ``env`` overrides plain variables
-only: a server-side secret of the same name keeps its value and the log says so.
+``env``, then oore's ``OORE_*`` and ``CI``, then a step's own ``env``. The file's ``env``
+and its steps' ``env`` override plain variables only: a server-side secret of the same
+name keeps its value and the log says so.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oore.domain.logs import MIN_SECRET_CHARS
+from oore.domain.pipeline_config import Step
 from oore.errors import InvalidInput
 
 MAX_VARIABLES = 128  # per project, and per pipeline (contract §8.2 env bound)
@@ -140,6 +143,8 @@ class MergedEnv:
     env: dict[str, str]
     # Names the repository file set but a server-side secret kept: said in the log.
     kept_secrets: tuple[str, ...]
+    # The names of the server-side secrets, which no step's own env may override either.
+    secret_names: frozenset[str] = frozenset()
 
 
 def merge_env(
@@ -165,7 +170,25 @@ def merge_env(
             kept.append(key)
             continue
         env[key] = value
-    return MergedEnv(env, tuple(kept))
+    return MergedEnv(env, tuple(kept), frozenset(secret_names))
+
+
+def keep_secrets_in_steps(
+    steps: Sequence[Step], secret_names: AbstractSet[str]
+) -> tuple[list[Step], list[tuple[str, str]]]:
+    """``steps`` without the env entries that would override a server-side secret, and
+    the (step name, variable name) pairs dropped, for the log to say so."""
+    kept: list[tuple[str, str]] = []
+    result: list[Step] = []
+    for step in steps:
+        dropped = [var.key for var in step.env if var.key in secret_names]
+        if not dropped:
+            result.append(step)
+            continue
+        kept.extend((step.name, name) for name in dropped)
+        env = tuple(var for var in step.env if var.key not in secret_names)
+        result.append(replace(step, env=env))
+    return result, kept
 
 
 def ui_env_of(snapshot: Mapping[str, Any]) -> list[tuple[str, str]]:

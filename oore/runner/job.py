@@ -23,6 +23,7 @@ import trio
 
 from oore.domain.builds import StepResult
 from oore.domain.pipeline_config import Step, plan_steps
+from oore.domain.variables import keep_secrets_in_steps
 from oore.runner.artifacts import ArtifactUploader, UploadFailed
 from oore.runner.checkout import CheckoutError, checkout
 from oore.runner.client import Job, ReportStatus, RunnerClient, ServerError, Stream, retryable
@@ -186,6 +187,13 @@ class JobRunner:
                 f"{resolved.source} sets {name}, which is a secret of the project or "
                 "pipeline: the secret's value is used"
             )
+        steps, overridden = keep_secrets_in_steps(steps, merged.secret_names)
+        for step_name, name in overridden:
+            await log.info(
+                f"step {step_name!r} sets {name}, which is a secret of the project or "
+                "pipeline: the secret's value is used"
+            )
+        mask.add(file_secrets(var for step in steps for var in step.env))
         env = build_environment(
             self._base_env,
             variables,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from oore.domain.pipeline_config import EnvVar, Step
 from oore.domain.variables import (
     BuildVariable,
     build_variables,
     check_input,
+    keep_secrets_in_steps,
     maskable,
     merge_env,
     parse_build_variables,
@@ -57,3 +59,14 @@ def test_the_claim_answer_is_read_strictly() -> None:
     )
     assert parse_build_variables([{"name": "A", "value": 3, "secret": True}]) is None
     assert parse_build_variables({"A": "v"}) is None
+
+
+def test_a_steps_env_keeps_its_plain_values_but_not_a_secrets_name() -> None:
+    steps = [
+        Step("a", "true", env=(EnvVar("KEY", "step"), EnvVar("PLAIN", "p"))),
+        Step("b", "true", env=(EnvVar("PLAIN", "q"),)),
+    ]
+    kept, dropped = keep_secrets_in_steps(steps, frozenset({"KEY"}))
+    assert [step.env for step in kept] == [(EnvVar("PLAIN", "p"),), (EnvVar("PLAIN", "q"),)]
+    assert dropped == [("a", "KEY")]
+    assert kept[1] is steps[1]

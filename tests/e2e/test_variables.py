@@ -114,3 +114,63 @@ def test_a_server_secret_reaches_the_process_and_never_the_log(
         assert SECRET not in repr(answers)
     assert SECRET not in (tmp_path / "runner-a.log").read_text()
     assert daemon.stop() == 0
+
+
+STEPS_YAML = f"""\
+version: 1
+steps:
+  - name: override
+    env:
+      - {{key: DEPLOY_KEY, value: the-step-tries-to-override}}
+      - {{key: STEP_SECRET, value: {FILE_SECRET}, secret: true}}
+    run: |
+      printf %s "$DEPLOY_KEY" | sha256sum
+      echo "step secret: $STEP_SECRET"
+"""
+
+
+def test_a_steps_env_never_overrides_a_server_secret(
+    make_daemon: DaemonFactory,
+    runners: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / ".oore.yaml").write_text(STEPS_YAML)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "pipeline")
+    daemon = make_daemon()
+    daemon.start("--listen", f"127.0.0.1:{free_port()}")
+    with daemon.client() as client:
+        token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
+        api = Api(client, token)
+        project = api.call(
+            "POST", "/v1/projects", {"name": "app", "local_repository_path": str(repo)}, expect=201
+        )["project"]
+        pipeline = api.call(
+            "POST", f"/v1/projects/{project['id']}/pipelines", {"name": "ci"}, expect=201
+        )["pipeline"]
+        api.call(
+            "POST",
+            f"/v1/pipelines/{pipeline['id']}/variables",
+            {"name": "DEPLOY_KEY", "value": SECRET, "secret": True},
+            expect=201,
+        )
+        runners(daemon.url, token, "a", "any")
+        build = api.call(
+            "POST",
+            f"/v1/projects/{project['id']}/builds",
+            {"pipeline_id": pipeline["id"]},
+            expect=201,
+        )["build"]
+        done = api.finished(build["id"])
+        texts = [line["content"] for line in api.logs(build["id"])]
+        assert done["build"]["status"] == "succeeded", (done, texts)
+        assert f"{sha(SECRET)}  -" in texts  # the secret's value, not the step's
+        assert "step secret: ********" in texts
+        assert any("step 'override' sets DEPLOY_KEY" in text for text in texts), texts
+        everything = "\n".join(texts)
+        for value in (SECRET, FILE_SECRET, "the-step-tries-to-override"):
+            assert value not in everything
+    assert daemon.stop() == 0
