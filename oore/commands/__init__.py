@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from oore.commands import artifacts, builds, enrollment, login, projects, runners
+from oore.commands import artifacts, builds, enrollment, login, projects, runners, variables
 
 
 def add_all(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for module in (login, projects, builds, artifacts, runners, enrollment):
+    for module in (login, projects, variables, builds, artifacts, runners, enrollment):
         module.add(groups)

@@ -1,8 +1,10 @@
-"""``oore projects`` and ``oore pipelines``."""
+"""``oore projects``, ``oore pipelines``, ``oore project create`` and ``oore pipeline create``."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from oore.client.terminal import table
 from oore.commands import resolve
@@ -45,7 +47,66 @@ def _pipelines(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _create_project(ctx: Context, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"name": args.name}
+    if args.repo is not None:
+        # The daemon reads the checkout itself, so it needs the path from its own side.
+        body["local_repository_path"] = str(Path(args.repo).expanduser().resolve())
+    if args.repository_id is not None:
+        body["repository_id"] = args.repository_id
+    for key in ("default_branch", "description"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    answer = ctx.api.post("/v1/projects", body)
+    made = answer["project"]
+    ctx.emit(answer, f"project {made.get('name')} ({made.get('id')})")
+    return EXIT_OK
+
+
+def _create_pipeline(ctx: Context, args: argparse.Namespace) -> int:
+    owner = resolve.project(ctx.api, args.project)
+    body: dict[str, Any] = {"name": args.name}
+    if args.config_path is not None:
+        body["config_path"] = args.config_path
+    if args.labels is not None:
+        body["runner_labels"] = [label.strip() for label in args.labels.split(",")]
+    answer = ctx.api.post(f"/v1/projects/{owner['id']}/pipelines", body)
+    made = answer["pipeline"]
+    ctx.emit(
+        answer,
+        f"pipeline {owner.get('name')}/{made.get('name')} ({made.get('id')}) runs "
+        f"{made.get('config_path') or '.oore.yaml'}",
+    )
+    return EXIT_OK
+
+
 def add(groups: Groups) -> None:
     command(groups, "projects", _projects, "list the projects you can see")
     pipelines = command(groups, "pipelines", _pipelines, "list pipelines")
     pipelines.add_argument("project", nargs="?", help="only this project's (name or id)")
+
+    project = groups.add_parser("project", help="create a project")
+    create = command(
+        project.add_subparsers(dest="command", required=True),
+        "create",
+        _create_project,
+        "create a project from a git repository",
+    )
+    create.add_argument("name")
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("--repo", help="a git checkout on the daemon's machine")
+    source.add_argument("--repository-id", help="a repository of a connected integration")
+    create.add_argument("--default-branch", help="the branch builds use when none is given")
+    create.add_argument("--description")
+
+    pipeline = groups.add_parser("pipeline", help="create a pipeline")
+    create = command(
+        pipeline.add_subparsers(dest="command", required=True),
+        "create",
+        _create_pipeline,
+        "create a pipeline that runs the repository's pipeline file",
+    )
+    create.add_argument("project", help="the project (name or id)")
+    create.add_argument("name")
+    create.add_argument("--config-path", help="the pipeline file (default: .oore.yaml)")
+    create.add_argument("--labels", help="comma-separated runner labels a runner must have")
