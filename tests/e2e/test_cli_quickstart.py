@@ -69,15 +69,16 @@ def test_a_newcomer_sets_up_and_follows_a_build_with_the_cli_alone(
     assert listed["GREETING"]["value"] == "hi there" and listed["DEPLOY_KEY"]["secret"]
     assert SECRET not in out
 
-    # A runner on this machine, with the saved session as its registering token.
-    token = json.loads((tmp_path / "config" / "oore" / "login.json").read_text())["token"]
+    # A runner on this machine, registered with an enrollment token the CLI minted.
+    code, enrollment, _ = oore(capsys, "enrollment-token", "create", "--label", "laptop")
+    assert code == 0 and enrollment.strip()
     with (tmp_path / "runner.log").open("wb") as log:
         processes.append(
             subprocess.Popen(
-                [*CLI, "runner", "--server", daemon.url, "--work-dir", str(tmp_path / "work")],
+                [*CLI, "runner", "--work-dir", str(tmp_path / "work")],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=dict(cli_env, OORE_RUNNER_TOKEN=token),
+                env=dict(cli_env, OORE_RUNNER_ENROLLMENT_TOKEN=enrollment.strip()),
             )
         )
 
