@@ -47,6 +47,9 @@ class EventsConfig:
     keep_alive: float = 15.0
     check_every: float = 10.0
     stream_seconds: float = 300.0
+    # At most one write per stream in this many seconds: a burst of changes (a fleet
+    # picking up a queue) goes out as one write to each stream, not one per change.
+    coalesce: float = 0.1
 
 
 class _Records:
@@ -159,12 +162,17 @@ class Events:
                     yield RESYNC
                     quiet_since = trio.current_time()
                     continue
-                events = subscriber.take()
-                if events:
-                    yield b"".join(events)  # several events, one write
+                now = trio.current_time()
+                if subscriber.queue:
+                    if (hold := quiet_since + config.coalesce - now) > 0:
+                        with self._scheduling.long_poll():
+                            await trio.sleep(hold)  # let the rest of a burst join this write
+                        if self._scheduling.ending:
+                            return
+                        continue
+                    yield b"".join(subscriber.take())  # several events, one write
                     quiet_since = trio.current_time()
                     continue
-                now = trio.current_time()
                 if now >= ends:
                     return  # the client reconnects and reloads on ``ready``
                 if now >= next_check:
