@@ -387,6 +387,7 @@ class Builds:
                         )
                     )
                     await self._scheduling.dispatcher.remove(build.id)
+                    self._scheduling.metrics.build_finished(canceled)
                     return canceled
             except ActorError:
                 pass  # the actor ended meanwhile: look again
