@@ -59,7 +59,7 @@ class ServiceMetrics(Collector):
             registry=None,
         )
         self.log_lines = Counter(
-            "oore_log_lines_stored_total", "Build log lines stored", registry=None
+            "oore_log_stored_lines_total", "Build log lines stored", registry=None
         )
         self.log_bytes = Counter(
             "oore_log_stored_bytes_total",

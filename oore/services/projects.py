@@ -192,9 +192,9 @@ class Projects:
         audit: AuditSink,
         access: Access,
         artifacts: ArtifactPurge,
-        metrics: ServiceMetrics | None = None,
+        metrics: ServiceMetrics,
     ) -> None:
-        self._metrics = metrics or ServiceMetrics()
+        self._metrics = metrics
         self._store = store
         self._clock = clock
         self._audit = audit

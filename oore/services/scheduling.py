@@ -55,12 +55,12 @@ class Scheduling:
         store: Store,
         clock: WallClock,
         config: SchedulingConfig,
-        metrics: ServiceMetrics | None = None,
+        metrics: ServiceMetrics,
     ) -> None:
         self.store = store
         self.clock = clock
         self.config = config
-        self.metrics = metrics or ServiceMetrics()
+        self.metrics = metrics
         self.dispatcher = Dispatcher(self._load_dispatcher)
         self.claims: GroupCommitter[ClaimRow] = GroupCommitter(
             "claims", store.builds.commit_claims, max_batch=CLAIM_BATCH, capacity=8192
@@ -224,7 +224,7 @@ async def start_scheduling(
     clock: WallClock,
     config: SchedulingConfig,
     parent: Supervisor,
-    metrics: ServiceMetrics | None = None,
+    metrics: ServiceMetrics,
 ) -> Scheduling:
     """Start the scheduling subtree under ``parent`` (which stops it) and recover state."""
     scheduling = Scheduling(store, clock, config, metrics)

@@ -80,9 +80,9 @@ class Webhooks:
         clock: WallClock,
         identity: Identity,
         builds: Builds,
-        metrics: ServiceMetrics | None = None,
+        metrics: ServiceMetrics,
     ) -> None:
-        self.metrics = metrics or ServiceMetrics()
+        self.metrics = metrics
         self._store = store
         self._clock = clock
         self._identity = identity

@@ -18,7 +18,7 @@ from oore.runtime import Runtime, open_runtime
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.store import open_store
 from oore.store.embedded import EmbeddedPostgres
-from tests.http.builds_kit import Setup, make_setup, repo, setup
+from tests.http.builds_kit import Setup, git, make_setup, repo, setup
 from tests.http.conftest import Api, FakeClock
 from tests.http.test_build_logs import Events, chunks, read_stream, served, until
 from tests.http.test_webhooks import Hooks, hooks
@@ -124,7 +124,7 @@ async def test_a_build_run_through_the_api_shows_on_metrics(
     assert value(done, "oore_build_duration_seconds_sum", status="succeeded") == 30
     assert value(done, "oore_build_duration_seconds_bucket", status="succeeded", le="10.0") == 0
     assert value(done, "oore_build_duration_seconds_bucket", status="succeeded", le="30.0") == 1
-    assert value(done, "oore_log_lines_stored_total") == 3
+    assert value(done, "oore_log_stored_lines_total") == 3
     stored = sum(len(line["content"].encode()) for line in lines)
     assert value(done, "oore_log_stored_bytes_total") == stored
     assert value(done, "oore_log_viewers") == 0
@@ -165,6 +165,33 @@ async def test_queue_depth_by_runner_labels_stays_bounded(
     assert depth["linux,pool-00"] == 2
     assert "linux,pool-22" not in depth
     assert sum(depth.values()) == value(samples, "oore_builds", status="queued") == 2 * 20 + 3
+
+
+async def test_builds_canceled_by_a_change_of_source_count_as_finished(
+    setup: Setup, tmp_path: Path
+) -> None:
+    await setup.trigger()
+    await setup.trigger()
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    git(other, "commit", "-q", "--allow-empty", "-m", "first")
+    elsewhere = await setup.api.post(
+        "/v1/projects",
+        json={"name": "other", "local_repository_path": str(other)},
+        token=setup.token,
+    )
+    assert elsewhere.status == 201, elsewhere.body
+    moved = await setup.api.call(
+        "PATCH",
+        f"/v1/projects/{setup.project_id}",
+        json={"repository_id": elsewhere.body["project"]["repository_id"]},
+        token=setup.token,
+    )
+    assert moved.status == 200, moved.body
+    samples = await scrape(setup.api)
+    assert value(samples, "oore_builds_finished_total", status="canceled") == 2
+    assert value(samples, "oore_builds", status="queued") == 0
 
 
 def test_queue_depths_keep_the_deepest_sets_and_fold_the_rest() -> None:
