@@ -117,6 +117,7 @@ async def test_a_build_run_through_the_api_shows_on_metrics(
 
     done = await scrape(api)
     assert live(done) == {"queued": 0, "scheduled": 0, "assigned": 0, "running": 0}
+    assert len(series(done, "oore_builds")) == 4 and len(series(done, "oore_runners")) == 4
     assert value(done, "oore_builds_finished_total", status="succeeded") == 1
     assert value(done, "oore_builds_finished_total", status="canceled") == 1
     assert value(done, "oore_builds_finished_total", status="failed") == 0
