@@ -386,8 +386,8 @@ class Builds:
                             self._clock.now(),
                         )
                     )
-                    await self._scheduling.dispatcher.remove(build.id)
                     self._scheduling.metrics.build_finished(canceled)
+                    await self._scheduling.dispatcher.remove(build.id)
                     return canceled
             except ActorError:
                 pass  # the actor ended meanwhile: look again
