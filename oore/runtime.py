@@ -21,6 +21,7 @@ from oore.services.clock import WallClock
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.logs import LogConfig, Logs
+from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network, NetworkDefaults
 from oore.services.projects import Projects
 from oore.services.runners import Runners
@@ -63,6 +64,7 @@ class Runtime:
     integrations: Integrations
     webhooks: Webhooks
     variables: Variables
+    metrics: ServiceMetrics
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -88,6 +90,7 @@ class Runtime:
             integrations=self.integrations,
             webhooks=self.webhooks,
             variables=self.variables,
+            metrics=self.metrics,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
@@ -138,11 +141,14 @@ async def open_runtime(
         "audit", store.audit.append, max_batch=AUDIT_MAX_BATCH, capacity=AUDIT_MAILBOX
     )
     root = Supervisor("root", [audit.spec()], max_restarts=5, period=10.0)
+    metrics = ServiceMetrics()
     resuming = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         try:
-            scheduling = await start_scheduling(store, clock, config or SchedulingConfig(), root)
+            scheduling = await start_scheduling(
+                store, clock, config or SchedulingConfig(), root, metrics
+            )
             nursery.start_soon(_within, resuming, scheduling.resume_after_outages)
             access = Access(store)
             artifacts_config = artifacts_config or ArtifactsConfig()
@@ -164,12 +170,12 @@ async def open_runtime(
             await storage.reload()
             artifacts = Artifacts(store, clock, access, audit, storage, artifacts_config)
             await root.start_child(artifacts.spec())
-            webhooks = Webhooks(store, clock, identity, builds)
+            webhooks = Webhooks(store, clock, identity, builds, metrics)
             await root.start_child(webhooks.spec())
             yield Runtime(
                 identity=identity,
                 access=access,
-                projects=Projects(store, clock, audit, access, artifacts),
+                projects=Projects(store, clock, audit, access, artifacts, metrics),
                 builds=builds,
                 runners=Runners(scheduling, identity, audit, variables),
                 artifacts=artifacts,
@@ -196,6 +202,7 @@ async def open_runtime(
                 ),
                 webhooks=webhooks,
                 variables=variables,
+                metrics=metrics,
             )
         finally:
             resuming.cancel()

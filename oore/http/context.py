@@ -23,6 +23,7 @@ from oore.services.builds import Builds
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.logs import Logs
+from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network
 from oore.services.projects import Projects
 from oore.services.runners import Runners
@@ -62,6 +63,7 @@ class AppServices:
     integrations: Integrations
     webhooks: Webhooks
     variables: Variables
+    metrics: ServiceMetrics
     version: str = __version__
     # CPU-bound work on client input (large JSON bodies) runs on at most this many threads.
     cpu: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(CPU_THREADS))

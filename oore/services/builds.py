@@ -386,6 +386,7 @@ class Builds:
                             self._clock.now(),
                         )
                     )
+                    self._scheduling.metrics.build_finished(canceled)
                     await self._scheduling.dispatcher.remove(build.id)
                     return canceled
             except ActorError:

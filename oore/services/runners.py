@@ -408,6 +408,7 @@ class Runners:
         build = row.build
         if build is None:
             return None
+        self._scheduling.metrics.build_claimed(build)
         try:
             variables = await self._variables.for_build(build)
             await trio.lowlevel.checkpoint_if_cancelled()

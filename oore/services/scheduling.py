@@ -27,6 +27,7 @@ from oore.actors.supervisor import supervisor_spec
 from oore.domain.builds import Build, QueuedBuild
 from oore.errors import ApiError
 from oore.services.clock import WallClock
+from oore.services.metrics import ServiceMetrics
 from oore.store import Store
 from oore.store.builds import ClaimRow
 from oore.store.runners import Heartbeat
@@ -49,10 +50,17 @@ class SchedulingConfig:
 class Scheduling:
     """Owns the scheduling actors; services reach them through it."""
 
-    def __init__(self, store: Store, clock: WallClock, config: SchedulingConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: WallClock,
+        config: SchedulingConfig,
+        metrics: ServiceMetrics,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.config = config
+        self.metrics = metrics
         self.dispatcher = Dispatcher(self._load_dispatcher)
         self.claims: GroupCommitter[ClaimRow] = GroupCommitter(
             "claims", store.builds.commit_claims, max_batch=CLAIM_BATCH, capacity=8192
@@ -208,13 +216,18 @@ class Scheduling:
 
     async def _build_ended(self, build: Build) -> None:
         """A build left assigned/running (hook for notifications and log streams)."""
+        self.metrics.build_finished(build)
 
 
 async def start_scheduling(
-    store: Store, clock: WallClock, config: SchedulingConfig, parent: Supervisor
+    store: Store,
+    clock: WallClock,
+    config: SchedulingConfig,
+    parent: Supervisor,
+    metrics: ServiceMetrics,
 ) -> Scheduling:
     """Start the scheduling subtree under ``parent`` (which stops it) and recover state."""
-    scheduling = Scheduling(store, clock, config)
+    scheduling = Scheduling(store, clock, config, metrics)
     recovered = await store.builds.recover_scheduled(clock.now())
     if recovered:
         log.info("moved %d scheduled builds back to the queue", recovered)

@@ -567,6 +567,32 @@ async def _active_counts(conn: Connection) -> dict[str, int]:
     return {str(r["runner_id"]): r["n"] for r in rows}
 
 
+@dataclass(frozen=True)
+class LiveBuilds:
+    """How many builds are in each live status, and the queued ones by required labels."""
+
+    by_status: dict[BuildStatus, int]
+    queued_by_labels: dict[tuple[str, ...], int]
+
+
+async def _live(conn: Connection) -> LiveBuilds:
+    rows = await conn.fetch(
+        """SELECT status, CASE WHEN status = 'queued' THEN required_labels END AS labels,
+                  count(*) AS n
+           FROM builds WHERE status IN ('queued', 'scheduled', 'assigned', 'running')
+           GROUP BY 1, 2"""
+    )
+    by_status: dict[BuildStatus, int] = {}
+    by_labels: dict[tuple[str, ...], int] = {}
+    for row in rows:
+        status = BuildStatus(row["status"])
+        by_status[status] = by_status.get(status, 0) + row["n"]
+        if row["labels"] is not None:
+            labels = tuple(sorted(row["labels"]))
+            by_labels[labels] = by_labels.get(labels, 0) + row["n"]
+    return LiveBuilds(by_status, by_labels)
+
+
 class BuildStore:
     """Builds, build events, claims and log lines."""
 
@@ -610,6 +636,10 @@ class BuildStore:
     async def active_counts(self) -> dict[str, int]:
         """Per runner, how many builds it holds."""
         return await self._db.run(_active_counts)
+
+    async def live(self) -> LiveBuilds:
+        """Counts of the unfinished builds (one aggregate query, for ``/metrics``)."""
+        return await self._db.run(_live)
 
     async def recover_scheduled(self, now: int) -> int:
         """Move every ``scheduled`` build back to ``queued`` (daemon start, contract §4.2)."""

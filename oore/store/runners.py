@@ -276,6 +276,15 @@ async def _revoke_enrollment(
     return None if row is None else _enrollment_from_row(row)
 
 
+async def _by_state(conn: Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        """SELECT CASE WHEN draining AND status <> 'offline' THEN 'draining' ELSE status END
+                  AS state, count(*) AS n
+           FROM runners GROUP BY 1"""
+    )
+    return {row["state"]: row["n"] for row in rows}
+
+
 class RunnerStore:
     """Runners and enrollment tokens."""
 
@@ -309,6 +318,10 @@ class RunnerStore:
     async def commit_heartbeats(self, beats: list[Heartbeat]) -> None:
         """The heartbeat group-commit target: the latest beat of each runner wins."""
         await self._db.transaction(_commit_heartbeats, beats)
+
+    async def by_state(self) -> dict[str, int]:
+        """Runners per state: their status, ``draining`` for a live one told to drain."""
+        return await self._db.run(_by_state)
 
     async def mark_offline(self, runner_id: str, now: int) -> None:
         await self._db.run(_mark_offline, runner_id, now)
