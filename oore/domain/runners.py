@@ -85,3 +85,9 @@ def check_labels(labels: list[str]) -> tuple[str, ...]:
         if problem is not None:
             raise InvalidInput("invalid_labels", f"A label {problem}")
     return tuple(sorted(set(labels)))
+
+
+def enrollment_label(labels: tuple[str, ...]) -> str:
+    """The name of an enrollment token created without one: its labels, within 255 chars."""
+    text = ", ".join(labels)
+    return text if len(text) <= 255 else text[:254] + "…"

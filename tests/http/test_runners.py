@@ -94,6 +94,23 @@ async def test_enrollment_tokens_register_runners_until_used_up(api: Api, owner_
     assert secret not in str(listed.body)
 
 
+async def test_an_enrollment_token_needs_a_label_or_labels(api: Api, owner_token: str) -> None:
+    path = "/v1/runner-enrollment-tokens"
+    by_labels = await api.post(path, json={"labels": ["linux", "gpu"]}, token=owner_token)
+    assert by_labels.status == 201, by_labels.body
+    made = by_labels.body["enrollment_token"]
+    assert (made["label"], made["labels"]) == ("gpu, linux", ["gpu", "linux"])
+    by_label = await api.post(path, json={"label": "fleet"}, token=owner_token)
+    assert (by_label.status, by_label.body["enrollment_token"]["labels"]) == (201, [])
+    bodies: list[dict[str, object]] = [{}, {"labels": []}]
+    for body in bodies:
+        neither = await api.post(path, json=body, token=owner_token)
+        assert (neither.status, neither.code) == (400, "invalid_input")
+        assert "label" in neither.body["error"] and "labels" in neither.body["error"]
+    blank = await api.post(path, json={"label": " ", "labels": ["gpu"]}, token=owner_token)
+    assert (blank.status, blank.code) == (400, "invalid_name")
+
+
 async def test_revoked_and_expired_enrollment_tokens_are_refused(
     api: Api, owner_token: str, clock: FakeClock
 ) -> None:

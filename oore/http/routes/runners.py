@@ -52,7 +52,7 @@ class RunnerPatchIn(Body):
 
 
 class EnrollmentIn(Body):
-    label: str
+    label: str | None = None  # without one, the labels name the token
     labels: list[str] = Field(default_factory=list)
     max_uses: int | None = None
     ttl_seconds: int | None = None
