@@ -180,6 +180,8 @@ class Build:
     created_at: int
     updated_at: int
     context: dict[str, Any] = field(default_factory=dict)
+    # The runner that last held the build; kept when it ends and when the runner is deleted.
+    last_runner_id: str | None = None
 
     def to_json(self, *, redact: bool = False, with_context: bool = False) -> dict[str, Any]:
         """The wire shape of contract §2.7; optional fields are omitted when empty."""
@@ -206,6 +208,7 @@ class Build:
             "changelog": self.changelog,
             "source_build_id": self.source_build_id,
             "runner_id": self.runner_id,
+            "last_runner_id": self.last_runner_id,
             "exit_code": self.exit_code,
             "started_at": self.started_at,
             "finished_at": self.finished_at,

@@ -37,6 +37,7 @@ class Runner:
     registered_by: str | None
     created_at: int
     updated_at: int
+    current_builds: tuple[str, ...] = ()  # the builds it holds now (assigned or running)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -47,6 +48,7 @@ class Runner:
             "labels": list(self.labels),
             "max_concurrent": self.max_concurrent,
             "draining": self.draining,
+            "current_builds": list(self.current_builds),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }

@@ -404,7 +404,7 @@ class Runners:
             await dispatcher.release(runner.id, offer.build_id)
 
     async def _commit(self, runner: Runner, queued: QueuedBuild) -> Job | None:
-        """Commit one offer; None if the build left the queue meanwhile."""
+        """Commit one offer; None if the build left the queue meanwhile, 401 if the runner did."""
         now = self._clock.now()
         signing = new_token()
         lease = now + int(self._scheduling.config.runner_lease)
@@ -418,6 +418,9 @@ class Runners:
             raise
         build = row.build
         if build is None:
+            if row.runner_gone:
+                await self._scheduling.dispatcher.give_back(Offer(queued, runner.id))
+                raise Unauthorized("invalid_token", "This runner was deleted")
             return None
         try:
             variables = await self._variables.for_build(build)
