@@ -93,6 +93,19 @@ def check_transition(current: BuildStatus, target: BuildStatus) -> None:
         raise Conflict("invalid_transition", f"Cannot move a build from {current} to {target}")
 
 
+def ending_for_runner(status: BuildStatus, actor: str | None, reason: str | None) -> str:
+    """How a build ended, told to the runner that held it ("The build was canceled by x")."""
+    verbs = {
+        BuildStatus.CANCELED: "was canceled",
+        BuildStatus.TIMED_OUT: "timed out",
+        BuildStatus.EXPIRED: "expired",
+    }
+    text = f"The build {verbs.get(status, status.value)}"
+    if actor and not actor.startswith(("system", "runner:")):
+        return f"{text} by {actor}"
+    return f"{text} ({reason})" if reason else text
+
+
 def concurrent_modification() -> Conflict:
     return Conflict("concurrent_modification", "The build changed while this request ran")
 

@@ -21,6 +21,7 @@ from oore.domain.builds import (
     TriggerType,
     check_transition,
     concurrent_modification,
+    ending_for_runner,
 )
 from oore.domain.projects import Pipeline, Project, RepositoryProvider
 from oore.domain.rbac import ProjectPermission, is_instance_admin, project_allows
@@ -406,8 +407,21 @@ class Builds:
         if build is None:
             raise NotFound("not_found", "Build not found")
         if build.runner_id != runner.id:
-            raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
+            raise await self._not_held(runner, build)
         return build
+
+    async def _not_held(self, runner: Runner, build: Build) -> Forbidden:
+        """403 ``runner_mismatch``; when the build ended in this runner's hands (canceled,
+        timed out), the message says how and ``details`` holds the status it ended in."""
+        if build.last_runner_id != runner.id or not build.status.terminal:
+            return Forbidden("runner_mismatch", "This build is not assigned to this runner")
+        events = await self._store.builds.events(build.id)
+        actor, reason = (events[-1].actor, events[-1].reason) if events else (None, None)
+        return Forbidden(
+            "runner_mismatch",
+            ending_for_runner(build.status, actor, reason),
+            details=build.status.value,
+        )
 
     async def job_state(self, runner: Runner, build_id: str, wait_seconds: float) -> BuildStatus:
         """The build's status; with a wait, answered as soon as it changes (cancel push)."""
@@ -423,7 +437,7 @@ class Builds:
                     except (ActorError, Forbidden):
                         build = await self.bound(runner, build_id)
         if build.runner_id != runner.id:
-            raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
+            raise await self._not_held(runner, build)
         return build.status
 
     async def report(

@@ -173,6 +173,22 @@ async def test_a_cancel_reaches_a_waiting_job_poll_at_once(setup: Setup) -> None
     assert detail["events"][-1]["actor"] == "owner@local"
 
 
+async def test_the_runner_of_a_canceled_build_hears_who_canceled_it(setup: Setup) -> None:
+    build = await setup.trigger()
+    runner = await setup.runner("holder")
+    other = await setup.runner("other")
+    await runner.claim()
+    await runner.report(build["id"], "running")
+    await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
+    for reply in (await runner.job(build["id"]), await runner.report(build["id"], "failed")):
+        assert (reply.status, reply.code) == (403, "runner_mismatch")
+        assert reply.body["error"] == "The build was canceled by owner@local"
+        assert reply.body["details"] == "canceled"
+    stranger = await other.job(build["id"])
+    assert (stranger.status, stranger.code) == (403, "runner_mismatch")
+    assert "canceled" not in stranger.body["error"] and "details" not in stranger.body
+
+
 async def test_a_parked_claim_gets_a_build_queued_later(setup: Setup) -> None:
     runner = await setup.runner()
     jobs: list[dict[str, Any] | None] = []
