@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -166,6 +166,35 @@ class BuildEvent:
 
 
 @dataclass(frozen=True)
+class WaitingReason:
+    """Why no runner can take a queued build now (shown on the build, logged once)."""
+
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+def waiting_reason(
+    required: Iterable[str], online: Collection[frozenset[str]]
+) -> WaitingReason | None:
+    """Why no runner among ``online`` (the label sets of online, non-draining runners) can
+    take a build that needs the ``required`` labels; None when one can."""
+    need = frozenset(required)
+    if any(need <= labels for labels in online):
+        return None
+    wanted = ", ".join(sorted(need))
+    if not online:
+        message = "no runner is online"
+        return WaitingReason(
+            "no_runner_online",
+            f"{message} (the build needs the labels {wanted})" if need else message,
+        )
+    return WaitingReason("no_runner_with_labels", f"no online runner has the labels {wanted}")
+
+
+@dataclass(frozen=True)
 class Build:
     id: str
     project_id: str
@@ -195,6 +224,8 @@ class Build:
     context: dict[str, Any] = field(default_factory=dict)
     # The runner that last held the build; kept when it ends and when the runner is deleted.
     last_runner_id: str | None = None
+    # Queued builds in list/detail only: why no runner can take it now (None: one can).
+    waiting: WaitingReason | None = None
 
     def to_json(self, *, redact: bool = False, with_context: bool = False) -> dict[str, Any]:
         """The wire shape of contract §2.7; optional fields are omitted when empty."""
@@ -231,6 +262,8 @@ class Build:
             body["runner_labels"] = list(self.required_labels)
         if self.step_results:
             body["step_results"] = [step.to_json() for step in self.step_results]
+        if with_context and self.status is BuildStatus.QUEUED:
+            body["waiting_reason"] = None if self.waiting is None else self.waiting.to_json()
         if with_context:
             context = {key: value for key, value in self.context.items() if value is not None}
             if context:

@@ -241,6 +241,7 @@ class Builds:
         await self._scheduling.dispatcher.enqueue(
             [QueuedBuild(build.id, frozenset(build.required_labels), build.queued_at)]
         )
+        await self._scheduling.waiting.explain([build])  # logs it if no runner can take it
         return build
 
     async def _supersede(self, build: Build) -> None:
@@ -327,6 +328,7 @@ class Builds:
 
     async def detail(self, session: Session, build_id: str) -> tuple[Build, list[BuildEvent]]:
         build = await self.visible(session, build_id)
+        [build] = await self._scheduling.waiting.explain([build])
         return build, await self._store.builds.events(build.id)
 
     async def page(self, session: Session, query: BuildQuery) -> tuple[list[Build], int]:
@@ -354,13 +356,14 @@ class Builds:
             if pipeline_key is None:
                 return [], 0
         member_of = None if is_instance_admin(session.user.role) else session.user.id
-        return await self._store.builds.page(
+        builds, total = await self._store.builds.page(
             BuildFilter(project_key, pipeline_key, statuses, query.branch, member_of),
             sort=query.sort,
             descending=query.descending,
             limit=min(query.limit, 200),
             offset=query.offset,
         )
+        return await self._scheduling.waiting.explain(builds), total
 
     async def cancel(self, session: Session, build_id: str) -> Build:
         """Cancel from queued/scheduled/assigned/running (§4.3); 409 from a terminal state."""

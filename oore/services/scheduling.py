@@ -8,9 +8,10 @@ turns a lost runner into requeued builds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -24,7 +25,7 @@ from oore.actors.build import (
 from oore.actors.dispatcher import Dispatcher
 from oore.actors.runner import RunnerHandle, runner_actor_spec
 from oore.actors.supervisor import supervisor_spec
-from oore.domain.builds import Build, QueuedBuild
+from oore.domain.builds import Build, BuildStatus, QueuedBuild, WaitingReason, waiting_reason
 from oore.errors import ApiError
 from oore.services.clock import WallClock
 from oore.store import Store
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 256
 HEARTBEAT_BATCH = 1000
+WAITING_LOGGED = 10_000  # build ids remembered as already logged waiting
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Scheduling:
             max_batch=HEARTBEAT_BATCH,
             capacity=16384,
         )
+        self.waiting = WaitingBuilds(store, clock, config.runner_lease)
         self._long_polls: set[trio.CancelScope] = set()
         self._ending = False
         self.build_actors: Registry[str, BuildHandle] = Registry("builds")
@@ -208,6 +211,42 @@ class Scheduling:
 
     async def _build_ended(self, build: Build) -> None:
         """A build left assigned/running (hook for notifications and log streams)."""
+
+
+class WaitingBuilds:
+    """Why queued builds wait: no online runner could take them (``waiting_reason``).
+
+    Asked when builds are queued and shown; each build waiting is logged once (the ids
+    logged are remembered, a bounded number of them).
+    """
+
+    def __init__(self, store: Store, clock: WallClock, runner_lease: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._lease = int(runner_lease)
+        self._logged: OrderedDict[str, None] = OrderedDict()
+
+    async def explain(self, builds: Sequence[Build]) -> list[Build]:
+        """The builds, the queued ones with their waiting reason (one query, if any queued)."""
+        if not any(build.status is BuildStatus.QUEUED for build in builds):
+            return list(builds)
+        online = await self._store.runners.online_labels(self._clock.now() - self._lease)
+        explained = []
+        for build in builds:
+            if build.status is BuildStatus.QUEUED:
+                build = replace(build, waiting=waiting_reason(build.required_labels, online))
+                if build.waiting is not None:
+                    self._log_once(build, build.waiting)
+            explained.append(build)
+        return explained
+
+    def _log_once(self, build: Build, reason: WaitingReason) -> None:
+        if build.id in self._logged:
+            return
+        self._logged[build.id] = None
+        if len(self._logged) > WAITING_LOGGED:
+            self._logged.popitem(last=False)
+        log.warning("build %s (#%d) waits: %s", build.id, build.build_number, reason.message)
 
 
 async def start_scheduling(

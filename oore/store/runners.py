@@ -180,6 +180,15 @@ async def _commit_heartbeats(conn: Connection, beats: list[Heartbeat]) -> None:
     )
 
 
+async def _online_labels(conn: Connection, since: int) -> list[frozenset[str]]:
+    rows = await conn.fetch(
+        """SELECT DISTINCT labels FROM runners
+           WHERE status IN ('online', 'busy') AND NOT draining AND last_heartbeat_at >= $1""",
+        since,
+    )
+    return [frozenset(row["labels"]) for row in rows]
+
+
 async def _mark_offline(conn: Connection, runner_id: str, now: int) -> None:
     await conn.execute(
         "UPDATE runners SET status = 'offline', updated_at = $2 WHERE id = $1", runner_id, now
@@ -320,6 +329,10 @@ class RunnerStore:
     async def commit_heartbeats(self, beats: list[Heartbeat]) -> None:
         """The heartbeat group-commit target: the latest beat of each runner wins."""
         await self._db.transaction(_commit_heartbeats, beats)
+
+    async def online_labels(self, since: int) -> list[frozenset[str]]:
+        """The label sets of online or busy, non-draining runners heard from since ``since``."""
+        return await self._db.run(_online_labels, since)
 
     async def mark_offline(self, runner_id: str, now: int) -> None:
         await self._db.run(_mark_offline, runner_id, now)
