@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -177,21 +177,20 @@ class WaitingReason:
 
 
 def waiting_reason(
-    required: Iterable[str], online: Collection[frozenset[str]]
+    required: Iterable[str], *, anyone_online: bool, labels_held: bool
 ) -> WaitingReason | None:
-    """Why no runner among ``online`` (the label sets of online, non-draining runners) can
-    take a build that needs the ``required`` labels; None when one can."""
-    need = frozenset(required)
-    if any(need <= labels for labels in online):
-        return None
-    wanted = ", ".join(sorted(need))
-    if not online:
+    """Why no runner can take a build that needs the ``required`` labels, given whether any
+    runner is online (and not draining) and whether one of those holds all the labels."""
+    need = sorted(set(required))
+    wanted = ", ".join(need)
+    if not anyone_online:
         message = "no runner is online"
-        return WaitingReason(
-            "no_runner_online",
-            f"{message} (the build needs the labels {wanted})" if need else message,
-        )
-    return WaitingReason("no_runner_with_labels", f"no online runner has the labels {wanted}")
+        if need:
+            message += f" (the build needs the labels {wanted})"
+        return WaitingReason("no_runner_online", message)
+    if not labels_held:
+        return WaitingReason("no_runner_with_labels", f"no online runner has the labels {wanted}")
+    return None
 
 
 @dataclass(frozen=True)

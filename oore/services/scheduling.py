@@ -228,13 +228,24 @@ class WaitingBuilds:
 
     async def explain(self, builds: Sequence[Build]) -> list[Build]:
         """The builds, the queued ones with their waiting reason (one query, if any queued)."""
-        if not any(build.status is BuildStatus.QUEUED for build in builds):
+        needs = {
+            frozenset(build.required_labels)
+            for build in builds
+            if build.status is BuildStatus.QUEUED
+        }
+        if not needs:
             return list(builds)
-        online = await self._store.runners.online_labels(self._clock.now() - self._lease)
+        since = self._clock.now() - self._lease
+        held = await self._store.runners.online_holding(since, [frozenset(), *needs])
         explained = []
         for build in builds:
             if build.status is BuildStatus.QUEUED:
-                build = replace(build, waiting=waiting_reason(build.required_labels, online))
+                reason = waiting_reason(
+                    build.required_labels,
+                    anyone_online=held[frozenset()],
+                    labels_held=held[frozenset(build.required_labels)],
+                )
+                build = replace(build, waiting=reason)
                 if build.waiting is not None:
                     self._log_once(build, build.waiting)
             explained.append(build)

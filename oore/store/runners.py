@@ -180,13 +180,21 @@ async def _commit_heartbeats(conn: Connection, beats: list[Heartbeat]) -> None:
     )
 
 
-async def _online_labels(conn: Connection, since: int) -> list[frozenset[str]]:
-    rows = await conn.fetch(
-        """SELECT DISTINCT labels FROM runners
-           WHERE status IN ('online', 'busy') AND NOT draining AND last_heartbeat_at >= $1""",
-        since,
-    )
-    return [frozenset(row["labels"]) for row in rows]
+async def _online_holding(
+    conn: Connection, since: int, needs: list[frozenset[str]]
+) -> dict[frozenset[str], bool]:
+    # One EXISTS per label set: it stops at the first runner found, where collecting the
+    # label sets of a large fleet would read every row.
+    held = {}
+    for need in needs:
+        held[need] = await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM runners
+                   WHERE status IN ('online', 'busy') AND NOT draining
+                     AND last_heartbeat_at >= $1 AND labels @> $2::text[])""",
+            since,
+            sorted(need),
+        )
+    return held
 
 
 async def _mark_offline(conn: Connection, runner_id: str, now: int) -> None:
@@ -330,9 +338,12 @@ class RunnerStore:
         """The heartbeat group-commit target: the latest beat of each runner wins."""
         await self._db.transaction(_commit_heartbeats, beats)
 
-    async def online_labels(self, since: int) -> list[frozenset[str]]:
-        """The label sets of online or busy, non-draining runners heard from since ``since``."""
-        return await self._db.run(_online_labels, since)
+    async def online_holding(
+        self, since: int, needs: list[frozenset[str]]
+    ) -> dict[frozenset[str], bool]:
+        """For each label set, whether an online or busy, non-draining runner heard from
+        since ``since`` has all of those labels (the empty set: whether any is online)."""
+        return await self._db.run(_online_holding, since, needs)
 
     async def mark_offline(self, runner_id: str, now: int) -> None:
         await self._db.run(_mark_offline, runner_id, now)

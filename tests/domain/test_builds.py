@@ -6,14 +6,12 @@ from oore.domain.builds import BuildStatus, ending_for_runner, waiting_reason
 
 
 def test_a_build_waits_when_no_online_runner_holds_all_its_labels() -> None:
-    linux, gpu_linux = frozenset({"linux"}), frozenset({"gpu", "linux"})
-    assert waiting_reason((), [frozenset()]) is None
-    assert waiting_reason(("linux",), [linux]) is None
-    assert waiting_reason(("gpu", "linux"), [linux, gpu_linux]) is None
-    none_online = waiting_reason((), [])
-    assert none_online is not None
-    assert none_online.to_json() == {"code": "no_runner_online", "message": "no runner is online"}
-    missing = waiting_reason(("macos", "gpu"), [linux, gpu_linux])
+    assert waiting_reason((), anyone_online=True, labels_held=True) is None
+    assert waiting_reason(("linux",), anyone_online=True, labels_held=True) is None
+    nobody = waiting_reason((), anyone_online=False, labels_held=False)
+    assert nobody is not None
+    assert nobody.to_json() == {"code": "no_runner_online", "message": "no runner is online"}
+    missing = waiting_reason(("macos", "gpu", "gpu"), anyone_online=True, labels_held=False)
     assert missing is not None and missing.to_json() == {
         "code": "no_runner_with_labels",
         "message": "no online runner has the labels gpu, macos",
