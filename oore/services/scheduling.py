@@ -227,7 +227,8 @@ class WaitingBuilds:
         self._logged: OrderedDict[str, None] = OrderedDict()
 
     async def explain(self, builds: Sequence[Build]) -> list[Build]:
-        """The builds, the queued ones with their waiting reason (one query, if any queued)."""
+        """The builds, the queued ones with their waiting reason (one database call, and
+        none when no build is queued)."""
         needs = {
             frozenset(build.required_labels)
             for build in builds
@@ -236,7 +237,7 @@ class WaitingBuilds:
         if not needs:
             return list(builds)
         since = self._clock.now() - self._lease
-        held = await self._store.runners.online_holding(since, [frozenset(), *needs])
+        held = await self._store.runners.online_holding(since, list(needs | {frozenset()}))
         explained = []
         for build in builds:
             if build.status is BuildStatus.QUEUED:
