@@ -8,9 +8,10 @@ turns a lost runner into requeued builds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -24,7 +25,7 @@ from oore.actors.build import (
 from oore.actors.dispatcher import Dispatcher
 from oore.actors.runner import RunnerHandle, runner_actor_spec
 from oore.actors.supervisor import supervisor_spec
-from oore.domain.builds import Build, QueuedBuild
+from oore.domain.builds import Build, BuildStatus, QueuedBuild, WaitingReason, waiting_reason
 from oore.errors import ApiError
 from oore.services.clock import WallClock
 from oore.services.metrics import ServiceMetrics
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 256
 HEARTBEAT_BATCH = 1000
+WAITING_LOGGED = 10_000  # build ids remembered as already logged waiting
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Scheduling:
             max_batch=HEARTBEAT_BATCH,
             capacity=16384,
         )
+        self.waiting = WaitingBuilds(store, clock, config.runner_lease)
         self._long_polls: set[trio.CancelScope] = set()
         self._ending = False
         self.build_actors: Registry[str, BuildHandle] = Registry("builds")
@@ -217,6 +220,54 @@ class Scheduling:
     async def _build_ended(self, build: Build) -> None:
         """A build left assigned/running (hook for notifications and log streams)."""
         self.metrics.build_finished(build)
+
+
+class WaitingBuilds:
+    """Why queued builds wait: no online runner could take them (``waiting_reason``).
+
+    Asked when builds are queued and shown; each build waiting is logged once (the ids
+    logged are remembered, a bounded number of them).
+    """
+
+    def __init__(self, store: Store, clock: WallClock, runner_lease: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._lease = int(runner_lease)
+        self._logged: OrderedDict[str, None] = OrderedDict()
+
+    async def explain(self, builds: Sequence[Build]) -> list[Build]:
+        """The builds, the queued ones with their waiting reason (one database call, and
+        none when no build is queued)."""
+        needs = {
+            frozenset(build.required_labels)
+            for build in builds
+            if build.status is BuildStatus.QUEUED
+        }
+        if not needs:
+            return list(builds)
+        since = self._clock.now() - self._lease
+        held = await self._store.runners.online_holding(since, list(needs | {frozenset()}))
+        explained = []
+        for build in builds:
+            if build.status is BuildStatus.QUEUED:
+                reason = waiting_reason(
+                    build.required_labels,
+                    anyone_online=held[frozenset()],
+                    labels_held=held[frozenset(build.required_labels)],
+                )
+                build = replace(build, waiting=reason)
+                if build.waiting is not None:
+                    self._log_once(build, build.waiting)
+            explained.append(build)
+        return explained
+
+    def _log_once(self, build: Build, reason: WaitingReason) -> None:
+        if build.id in self._logged:
+            return
+        self._logged[build.id] = None
+        if len(self._logged) > WAITING_LOGGED:
+            self._logged.popitem(last=False)
+        log.warning("build %s (#%d) waits: %s", build.id, build.build_number, reason.message)
 
 
 async def start_scheduling(

@@ -309,6 +309,13 @@ def test_two_runners_run_real_builds(
             took = time.monotonic() - asked
             assert took >= GRACE * 0.8, "SIGTERM was ignored, so only SIGKILL can have ended it"
             assert api.build(held)["build"]["status"] == "canceled"
+            # The runner (alpha, by the labels) tells a cancel as a cancel, and who made it.
+            said = tmp_path / "runner-a.log"
+            wait_until(
+                "the runner to tell of the cancel",
+                lambda: "the build was canceled by owner@local" in said.read_text(),
+            )
+            assert "took it back" not in said.read_text()
 
             # A runner SIGKILLed mid-build: the build is requeued and the other runner ends it.
             moving = trigger(handoff)
