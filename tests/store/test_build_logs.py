@@ -94,8 +94,7 @@ async def test_every_attempt_has_the_whole_line_limit(store: Store) -> None:
 async def _runner_history_columns(conn: Connection, change: str) -> None:
     types = {"ADD COLUMN": (" uuid", " text"), "DROP COLUMN": ("", "")}[change]
     await conn.execute(
-        f"ALTER TABLE builds {change} last_runner_id{types[0]}, "
-        f"{change} last_runner_name{types[1]}"
+        f"ALTER TABLE builds {change} last_runner_id{types[0]}, {change} last_runner_name{types[1]}"
     )
 
 
