@@ -144,6 +144,7 @@ class JobRunner:
         try:
             async with open_log_batcher(
                 lambda chunks: self._client.append_logs(job.build_id, mask(chunks), job.attempt),
+                hold=mask.held_back,
                 **self._log_options,
             ) as logs:
                 log = _BuildLog(logs, label, self._say)
