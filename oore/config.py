@@ -13,6 +13,7 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from oore import __version__
 from oore.domain.network import host_name
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
@@ -304,5 +305,6 @@ def settings_from_argv(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(prog="oored", description="Run the oore CI control plane.")
     parser.add_argument("--listen", help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN})")
     parser.add_argument("--data-dir", type=Path, help="data directory (embedded PostgreSQL, keys)")
+    parser.add_argument("--version", action="version", version=f"oored {__version__}")
     args = parser.parse_args(argv)
     return load_settings(listen=args.listen, data_dir=args.data_dir)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from oore import __version__
 from oore.config import DEFAULT_CORS_ORIGINS, ConfigError, settings_from_argv
 
 
@@ -101,3 +104,14 @@ def test_the_names_the_daemon_answers_to(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("OORED_ALLOWED_HOSTS", "https://ci.internal")
     with pytest.raises(ConfigError, match="OORED_ALLOWED_HOSTS"):
         settings_from_argv([])
+
+
+def test_oored_version_prints_the_package_version_and_exits_0() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "oore.daemon", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, f"oored {__version__}")
