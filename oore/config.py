@@ -155,6 +155,16 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias=AliasChoices("log_viewers_total", "OORED_LOG_VIEWERS_TOTAL"),
     )
+    event_viewers_per_user: int = Field(
+        32,
+        ge=1,
+        validation_alias=AliasChoices("event_viewers_per_user", "OORED_EVENT_VIEWERS_PER_USER"),
+    )
+    event_viewers_total: int = Field(
+        2_000,
+        ge=1,
+        validation_alias=AliasChoices("event_viewers_total", "OORED_EVENT_VIEWERS_TOTAL"),
+    )
 
     public_url: str | None = Field(
         None, validation_alias=AliasChoices("public_url", "OORE_PUBLIC_URL")
@@ -279,6 +289,8 @@ _SOURCES = {
     "log_viewers_per_build": "OORED_LOG_VIEWERS_PER_BUILD",
     "log_viewers_per_user": "OORED_LOG_VIEWERS_PER_USER",
     "log_viewers_total": "OORED_LOG_VIEWERS_TOTAL",
+    "event_viewers_per_user": "OORED_EVENT_VIEWERS_PER_USER",
+    "event_viewers_total": "OORED_EVENT_VIEWERS_TOTAL",
     "public_url": "OORE_PUBLIC_URL",
     "github_api_url": "OORE_GITHUB_API_URL",
     "github_web_url": "OORE_GITHUB_WEB_URL",

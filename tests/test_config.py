@@ -115,3 +115,19 @@ def test_oored_version_prints_the_package_version_and_exits_0() -> None:
         check=False,
     )
     assert (done.returncode, done.stdout.strip()) == (0, f"oored {__version__}")
+
+
+def test_live_event_stream_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from oore.daemon import events_config
+
+    monkeypatch.delenv("OORED_EVENT_VIEWERS_PER_USER", raising=False)
+    monkeypatch.delenv("OORED_EVENT_VIEWERS_TOTAL", raising=False)
+    defaults = events_config(settings_from_argv([]))
+    assert (defaults.viewers_per_user, defaults.viewers_total) == (32, 2000)
+    monkeypatch.setenv("OORED_EVENT_VIEWERS_PER_USER", "4")
+    monkeypatch.setenv("OORED_EVENT_VIEWERS_TOTAL", "100")
+    configured = events_config(settings_from_argv([]))
+    assert (configured.viewers_per_user, configured.viewers_total) == (4, 100)
+    monkeypatch.setenv("OORED_EVENT_VIEWERS_TOTAL", "0")
+    with pytest.raises(ConfigError, match="OORED_EVENT_VIEWERS_TOTAL"):
+        settings_from_argv([])

@@ -31,6 +31,7 @@ from oore.domain.builds import BuildStatus
 from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
 from oore.http.context import AppServices
+from oore.services.events import Events
 from oore.services.logs import Logs
 from oore.store import Store
 from oore.store.builds import LiveBuilds
@@ -105,11 +106,12 @@ def queue_depths(
 
 
 class _LiveCollector(Collector):
-    """Gauges of what is true now: the database's counts, its pool, the log viewers."""
+    """Gauges of what is true now: the database's counts, its pool, the live streams."""
 
-    def __init__(self, store: Store, logs: Logs) -> None:
+    def __init__(self, store: Store, logs: Logs, events: Events) -> None:
         self._store = store
         self._logs = logs
+        self._events = events
         self._reading = trio.Lock()
         self._read_at = -math.inf
         self._builds: LiveBuilds | None = None
@@ -164,6 +166,16 @@ class _LiveCollector(Collector):
             "Times a live log viewer fell behind and caught up from the database",
             value=self._logs.catch_ups,
         )
+        yield GaugeMetricFamily(
+            "oore_event_streams",
+            "Live event streams (GET /v1/events/stream) open now",
+            value=self._events.open_streams,
+        )
+        yield CounterMetricFamily(
+            "oore_event_stream_resyncs",
+            "Times a live event stream skipped changes and told its client to reload",
+            value=self._events.resyncs,
+        )
         if self._builds is not None:
             yield from _build_families(self._builds)
         if self._runners is not None:
@@ -211,7 +223,7 @@ class Metrics:
         )
         self.registry.register(_ActorCollector(app_services.actor_stats))
         self.registry.register(app_services.metrics)
-        self._live = _LiveCollector(app_services.store, app_services.logs)
+        self._live = _LiveCollector(app_services.store, app_services.logs, app_services.events)
         self.registry.register(self._live)
 
     async def exposition(self) -> bytes:

@@ -99,6 +99,7 @@ class Events:
         self._access = access
         self._per_user: Counter[str] = Counter()
         self._open = 0
+        self.resyncs = 0  # times a stream skipped changes and told its client to reload
 
     @property
     def open_streams(self) -> int:
@@ -168,6 +169,7 @@ class Events:
             while True:
                 if subscriber.missed:
                     subscriber.resync()
+                    self.resyncs += 1
                     yield RESYNC
                     quiet_since = trio.current_time()
                     continue
