@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import trio
 
 from oore.actors import ActorError
+from oore.actors.build import log_ended
 from oore.domain.builds import (
     CHANGELOG_MAX_BYTES,
     RUNNER_REPORTABLE,
@@ -28,12 +30,15 @@ from oore.domain.runners import MAX_WAIT_SECONDS, Runner
 from oore.domain.text import name_problem, text_problem
 from oore.domain.users import Session
 from oore.errors import Conflict, Forbidden, InvalidInput, NotFound
+from oore.eventlog import event
 from oore.services.access import Access
 from oore.services.git import resolve_commit
 from oore.services.pipeline_files import apply_file_settings
 from oore.services.scheduling import Scheduling
 from oore.store.builds import BuildFilter, NewBuild
 from oore.store.projects import as_uuid
+
+log = logging.getLogger(__name__)
 
 CANCEL_ATTEMPTS = 5
 STATUS_FILTER_MAX = 9
@@ -240,6 +245,14 @@ class Builds:
         await self._scheduling.dispatcher.enqueue(
             [QueuedBuild(build.id, frozenset(build.required_labels), build.queued_at)]
         )
+        event(
+            log,
+            "build.queued",
+            build.log_fields(),
+            pipeline=pipeline.name,
+            trigger=build.trigger_type.value,
+            by=actor,
+        )
         return build
 
     async def _supersede(self, build: Build) -> None:
@@ -387,6 +400,7 @@ class Builds:
                         )
                     )
                     await self._scheduling.dispatcher.remove(build.id)
+                    log_ended(canceled, None)
                     return canceled
             except ActorError:
                 pass  # the actor ended meanwhile: look again
