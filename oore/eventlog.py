@@ -34,6 +34,7 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("oore_request_id", default=None)
 _EVENT = "oore_event"
 _FIELDS = "oore_fields"
 _UNSAFE = frozenset(' "=\\')
+QUIET_LIBRARIES = ("httpx", "httpcore")
 
 
 def event(
@@ -49,7 +50,18 @@ def event(
     then ``fields``; an ``exc_info`` exception adds its traceback as ``exception``."""
     if logger.isEnabledFor(level):
         merged = {key: value for part in parts for key, value in part.items()} | fields
-        logger.log(level, "%s", name, exc_info=exc_info, extra={_EVENT: name, _FIELDS: merged})
+        merged.setdefault("request_id", REQUEST_ID.get())
+        extra = {_EVENT: name, _FIELDS: merged}
+        logger.log(level, "%s", name, exc_info=exc_info, extra=extra, stacklevel=2)
+
+
+def event_of(record: logging.LogRecord) -> tuple[str, dict[str, object]] | None:
+    """The name and fields of a record written by :func:`event`; None for other records."""
+    name = getattr(record, _EVENT, None)
+    fields = getattr(record, _FIELDS, None)
+    if not isinstance(name, str) or not isinstance(fields, dict):
+        return None
+    return name, fields
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, object]:
@@ -58,12 +70,10 @@ def record_fields(record: logging.LogRecord) -> dict[str, object]:
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
         "level": record.levelname,
     }
-    name = getattr(record, _EVENT, None)
-    if isinstance(name, str):
-        fields["event"] = name
-        extra = getattr(record, _FIELDS, None)
-        if isinstance(extra, Mapping):
-            fields.update((str(k), v) for k, v in extra.items() if v is not None)
+    found = event_of(record)
+    if found is not None:
+        fields["event"] = found[0]
+        fields.update((key, value) for key, value in found[1].items() if value is not None)
     else:
         fields["logger"] = record.name
         fields["msg"] = record.getMessage()
@@ -125,6 +135,9 @@ def configure_logging(log_format: LogFormat, stream: TextIO | None = None) -> No
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(EventFormatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # The HTTP client logs every outgoing request's URL, query string included.
+    for chatty in QUIET_LIBRARIES:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def divert(logger_name: str, path: Path) -> None:
