@@ -135,7 +135,8 @@ class RequestLog:
                 event(
                     log,
                     "http.error",
-                    level=logging.ERROR,
+                    # A 503 (database away, overloaded) is a condition, not a fault.
+                    level=logging.ERROR if status == 500 else logging.WARNING,
                     method=method,
                     path=path,
                     status=status,
