@@ -45,8 +45,6 @@ def create_app(app_services: AppServices, *, access_log: bool = False) -> QuartT
     ``access_log``: one ``http.request`` log line per request (see oore/http/requests.py).
     """
     app = QuartTrio("oore")
-    inner: Any = app.asgi_app
-    app.asgi_app = RequestLog(inner, access_log=access_log)  # type: ignore[method-assign,assignment]
     app.config["MAX_CONTENT_LENGTH"] = MAX_JSON_BODY
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.extensions["oore"] = app_services
@@ -84,4 +82,7 @@ def create_app(app_services: AppServices, *, access_log: bool = False) -> QuartT
     app.register_blueprint(integrations.blueprint)
     app.register_blueprint(webhooks.blueprint)
     artifacts.install(app, app_services)
+    # Outermost, so a streamed upload is inside its request too.
+    inner: Any = app.asgi_app
+    app.asgi_app = RequestLog(inner, access_log=access_log)  # type: ignore[method-assign,assignment]
     return app
