@@ -33,7 +33,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 128
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:\-]{1,%d}" % MAX_REQUEST_ID)
 # Tokens in paths are 64 hex characters; ids (UUIDs) are 36 with dashes. A segment this

@@ -96,6 +96,7 @@ def test_json_log_lines_are_one_object_each(make_daemon: DaemonFactory) -> None:
         "request_id": "probe-1",
     }
     assert any(entry.get("event") == "postgres.started" for entry in parsed)
+    assert not any(str(entry.get("logger", "")).startswith("hypercorn.access") for entry in parsed)
 
 
 def test_no_credential_reaches_the_daemon_output(
