@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio import QuartTrio
 
@@ -12,6 +14,7 @@ from oore.http.errors import install_error_handlers
 from oore.http.guard import install_guard
 from oore.http.metrics import Metrics
 from oore.http.openapi import Provider
+from oore.http.requests import RequestLog
 from oore.http.routes import (
     api_tokens,
     artifact_tokens,
@@ -36,8 +39,11 @@ from oore.http.routes import (
 MAX_JSON_BODY = 2 * 1024 * 1024
 
 
-def create_app(app_services: AppServices) -> QuartTrio:
-    """Build the app; nothing global, so tests can build as many as they like."""
+def create_app(app_services: AppServices, *, access_log: bool = False) -> QuartTrio:
+    """Build the app; nothing global, so tests can build as many as they like.
+
+    ``access_log``: one ``http.request`` log line per request (see oore/http/requests.py).
+    """
     app = QuartTrio("oore")
     app.config["MAX_CONTENT_LENGTH"] = MAX_JSON_BODY
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
@@ -76,4 +82,7 @@ def create_app(app_services: AppServices) -> QuartTrio:
     app.register_blueprint(integrations.blueprint)
     app.register_blueprint(webhooks.blueprint)
     artifacts.install(app, app_services)
+    # Outermost, so a streamed upload is inside its request too.
+    inner: Any = app.asgi_app
+    app.asgi_app = RequestLog(inner, access_log=access_log)  # type: ignore[method-assign,assignment]
     return app

@@ -11,6 +11,7 @@ from oore.domain.oidc import ClientSettings
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
 from oore.http.query import query_str
+from oore.http.routes.auth import signing_in
 
 blueprint = Blueprint("oidc", __name__)
 
@@ -157,7 +158,9 @@ async def start_sign_in() -> Response:
 @document_response(SignedInOut)
 async def callback(body: CodeIn) -> Response:
     """Finish a sign-in: an active user, or an invited one (activated now), gets a session."""
-    result = await services().signin.callback(body.code, body.state, client_ip())
+    result = await signing_in(
+        "oidc", services().signin.callback(body.code, body.state, client_ip())
+    )
     return jsonify(result.to_json())
 
 

@@ -11,7 +11,7 @@ from quart_schema import document_response, security_scheme
 from oore.domain.setup import RemoteAuthMode, RuntimeMode
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, services
-from oore.http.routes.auth import LoginOut
+from oore.http.routes.auth import LoginOut, signing_in
 
 blueprint = Blueprint("setup", __name__)
 
@@ -187,7 +187,8 @@ async def setup_summary() -> Response:
 @document_response(LoginOut)
 async def trusted_proxy_login() -> Response:
     """Sign in as the user the trusted proxy vouches for (remote + trusted_proxy mode)."""
-    result = await services().setup.trusted_proxy_login(
-        request.remote_addr, lower_headers(), client_ip()
+    result = await signing_in(
+        "trusted_proxy",
+        services().setup.trusted_proxy_login(request.remote_addr, lower_headers(), client_ip()),
     )
     return jsonify(result.to_json())
