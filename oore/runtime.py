@@ -88,6 +88,7 @@ class Runtime:
             integrations=self.integrations,
             webhooks=self.webhooks,
             variables=self.variables,
+            cookie_secure=self.integrations.cookie_secure,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.resources.abc import Traversable
+
 from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio import QuartTrio
 
@@ -32,12 +34,15 @@ from oore.http.routes import (
     variables,
     webhooks,
 )
+from oore.http.ui import UiBundle, install_ui, package_bundle
 
 MAX_JSON_BODY = 2 * 1024 * 1024
 
 
-def create_app(app_services: AppServices) -> QuartTrio:
-    """Build the app; nothing global, so tests can build as many as they like."""
+def create_app(app_services: AppServices, *, ui_dist: Traversable | None = None) -> QuartTrio:
+    """Build the app; nothing global, so tests can build as many as they like.
+
+    ``ui_dist`` is the built web UI to serve at ``/``: the package's unless given."""
     app = QuartTrio("oore")
     app.config["MAX_CONTENT_LENGTH"] = MAX_JSON_BODY
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
@@ -57,6 +62,7 @@ def create_app(app_services: AppServices) -> QuartTrio:
     install_guard(app)
     install_cors(app)
     install_json_only(app)
+    install_ui(app, UiBundle(package_bundle() if ui_dist is None else ui_dist))
     install_error_handlers(app)
     app.register_blueprint(health.blueprint(metrics))
     app.register_blueprint(setup.blueprint)

@@ -35,6 +35,7 @@ from oore.services.webhooks import Webhooks
 from oore.store import Store
 
 CPU_THREADS = 2
+SESSION_COOKIE = "oore_session"  # the browser's session (see ``oore/http/cookies.py``)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class AppServices:
     webhooks: Webhooks
     variables: Variables
     version: str = __version__
+    # Session cookies are marked Secure even on plain http (TLS ends at a proxy).
+    cookie_secure: bool = False
     # CPU-bound work on client input (large JSON bodies) runs on at most this many threads.
     cpu: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(CPU_THREADS))
 
@@ -79,14 +82,31 @@ def client_ip() -> str | None:
     return effective_client_ip(peer, headers)
 
 
+def cookie_session() -> str | None:
+    """The session token in the cookie when it is the request's credential (no header)."""
+    if "Authorization" in request.headers:
+        return None
+    return request.cookies.get(SESSION_COOKIE) or None
+
+
+def user_authorization() -> str | None:
+    """The caller's user credential as an Authorization value: the header, else the
+    session cookie's token."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        return header
+    token = cookie_session()
+    return None if token is None else f"Bearer {token}"
+
+
 async def require_session() -> Session:
     """The caller's user session; 401 ``missing_auth`` / ``invalid_session`` otherwise."""
-    return await services().identity.authenticate(request.headers.get("Authorization"))
+    return await services().identity.authenticate(user_authorization())
 
 
 async def require_user_session() -> Session:
     """Like :func:`require_session`, but an API token is 401 ``invalid_session``."""
-    return await services().identity.authenticate_session(request.headers.get("Authorization"))
+    return await services().identity.authenticate_session(user_authorization())
 
 
 async def require_setup_session() -> int:

@@ -9,7 +9,10 @@ signature is their proof, and they arrive by whatever name the provider was give
 
 ``Origin``: a state-changing request from a browser page (and every WebSocket handshake
 that names an origin) must come from an allowed origin, the public URL's, or the server's
-own; other pages get 403 ``origin_not_allowed`` (cross-site request forgery).
+own; other pages get 403 ``origin_not_allowed`` (cross-site request forgery). A
+state-changing request signed in by the session cookie must name its Origin too (browsers
+do): the cookie is the one credential a browser attaches by itself, so a request carrying
+only the cookie is trusted only from a page whose origin we know.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from quart import Quart, Response, request, websocket
 
 from oore.domain.network import host_name, origin_allowed
 from oore.errors import Forbidden, InvalidRequest
-from oore.http.context import services
+from oore.http.context import cookie_session, services
 from oore.services.network import Network
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -42,9 +45,11 @@ def check_request(
     path: str,
     scheme: str,
     changes_state: bool,
+    by_cookie: bool = False,
 ) -> None:
     """400 ``invalid_host`` or 403 ``origin_not_allowed``, or nothing for a request the
-    server may answer (``raw_host`` and ``origin`` are the headers as sent)."""
+    server may answer (``raw_host`` and ``origin`` are the headers as sent; ``by_cookie``:
+    the session cookie is its credential)."""
     if path.startswith(UNGUARDED_PREFIXES):
         return
     if raw_host is not None:
@@ -57,6 +62,11 @@ def check_request(
                 f"This server does not answer to {host}: make it the public URL or list it "
                 "in OORED_ALLOWED_HOSTS",
             )
+    if changes_state and by_cookie and origin is None:
+        raise Forbidden(
+            "origin_not_allowed",
+            "A request signed in by cookie must come from a page of an allowed origin",
+        )
     if origin is None or not changes_state:
         return
     own = None if raw_host is None else f"{_HTTP_SCHEMES.get(scheme, scheme)}://{raw_host}"
@@ -76,6 +86,7 @@ def install_guard(app: Quart) -> None:
             path=request.path,
             scheme=request.scheme,
             changes_state=request.method not in SAFE_METHODS,
+            by_cookie=cookie_session() is not None,
         )
 
     @app.before_websocket

@@ -6,8 +6,17 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.errors import Unauthorized
 from oore.http.body import Body, json_body
-from oore.http.context import client_ip, require_session, require_user_session, services
+from oore.http.context import (
+    client_ip,
+    cookie_session,
+    require_session,
+    require_user_session,
+    services,
+)
+from oore.http.cookies import signed_in, signed_out
+from oore.http.errors import error_response
 
 blueprint = Blueprint("auth", __name__)
 
@@ -26,7 +35,7 @@ class LoginUserOut(BaseModel):
 
 
 class LoginOut(BaseModel):
-    session_token: str
+    session_token: str | None = None  # omitted when the session went into the cookie
     expires_at: int
     user: LoginUserOut
 
@@ -54,21 +63,29 @@ class MeOut(BaseModel):
 @json_body(LocalLoginIn, optional=True)
 @document_response(LoginOut)
 async def local_login(body: LocalLoginIn) -> Response:
-    """Sign in from this machine; on a fresh local instance this finishes setup as owner."""
+    """Sign in from this machine; on a fresh local instance this finishes setup as owner.
+    With ``X-Oore-Session: cookie`` the session is set as the HttpOnly ``oore_session``
+    cookie and ``session_token`` is left out."""
     result = await services().identity.local_login(
         email=body.email, recovery_capability=body.recovery_capability, client_ip=client_ip()
     )
-    return jsonify(result.to_json())
+    return signed_in(result)
 
 
 @blueprint.post("/v1/auth/logout")
 @security_scheme([{"bearer": []}])
 @document_response(OkOut)
 async def logout() -> Response:
-    """End the caller's session (user sessions only: an API token is 401)."""
-    session = await require_user_session()
+    """End the caller's session (user sessions only: an API token is 401) and clear the
+    session cookie."""
+    try:
+        session = await require_user_session()
+    except Unauthorized as error:
+        if cookie_session() is None:
+            raise
+        return signed_out(error_response(error))  # a stale cookie goes all the same
     await services().identity.logout(session, client_ip())
-    return jsonify({"ok": True})
+    return signed_out(jsonify({"ok": True}))
 
 
 @blueprint.get("/v1/users/me")

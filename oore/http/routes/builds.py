@@ -9,7 +9,7 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.http.body import Body, json_body
-from oore.http.context import require_session, services
+from oore.http.context import require_session, services, user_authorization
 from oore.http.openapi import raw_response
 from oore.http.query import query_choice, query_int, query_str
 from oore.services.builds import BuildQuery, TriggerRequest
@@ -181,12 +181,12 @@ async def log_stream(build_id: str) -> Response:
     """Server-sent events of the current attempt: stored lines, then live ones (``event:
     log``, ``id`` = sequence, ``<attempt>:<sequence>`` after the first attempt), then
     ``event: done``. ``event: attempt`` says the lines that follow are a new attempt's
-    (the build was requeued). ``?token=`` (a stream token) or a session header; resumes
-    after ``Last-Event-ID``."""
+    (the build was requeued). ``?token=`` (a stream token), a session header or the
+    session cookie; resumes after ``Last-Event-ID``."""
     events = await services().logs.open_stream(
         build_id,
         query_token=request.args.get("token"),
-        authorization=request.headers.get("Authorization"),
+        authorization=user_authorization(),
         last_event_id=request.headers.get("Last-Event-ID"),
     )
     response = Response(

@@ -10,6 +10,7 @@ from quart_schema import document_querystring, document_response, security_schem
 from oore.domain.oidc import ClientSettings
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
+from oore.http.cookies import signed_in
 from oore.http.query import query_str
 
 blueprint = Blueprint("oidc", __name__)
@@ -58,7 +59,7 @@ class SignedInUserOut(BaseModel):
 
 
 class SignedInOut(BaseModel):
-    session_token: str
+    session_token: str | None = None  # omitted when the session went into the cookie
     expires_at: int
     user: SignedInUserOut
 
@@ -156,9 +157,10 @@ async def start_sign_in() -> Response:
 @json_body(CodeIn)
 @document_response(SignedInOut)
 async def callback(body: CodeIn) -> Response:
-    """Finish a sign-in: an active user, or an invited one (activated now), gets a session."""
+    """Finish a sign-in: an active user, or an invited one (activated now), gets a session
+    (as the ``oore_session`` cookie with ``X-Oore-Session: cookie``)."""
     result = await services().signin.callback(body.code, body.state, client_ip())
-    return jsonify(result.to_json())
+    return signed_in(result)
 
 
 @blueprint.get("/v1/settings/external-access/oidc")

@@ -11,6 +11,7 @@ from quart_schema import document_response, security_scheme
 from oore.domain.setup import RemoteAuthMode, RuntimeMode
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, services
+from oore.http.cookies import signed_in
 from oore.http.routes.auth import LoginOut
 
 blueprint = Blueprint("setup", __name__)
@@ -186,8 +187,9 @@ async def setup_summary() -> Response:
 @blueprint.post("/v1/auth/trusted-proxy/login")
 @document_response(LoginOut)
 async def trusted_proxy_login() -> Response:
-    """Sign in as the user the trusted proxy vouches for (remote + trusted_proxy mode)."""
+    """Sign in as the user the trusted proxy vouches for (remote + trusted_proxy mode);
+    as the ``oore_session`` cookie with ``X-Oore-Session: cookie``."""
     result = await services().setup.trusted_proxy_login(
         request.remote_addr, lower_headers(), client_ip()
     )
-    return jsonify(result.to_json())
+    return signed_in(result)
