@@ -198,13 +198,14 @@ export function LogView({
   }
 
   // Follow: stay at the bottom as lines arrive.
+  // (After every render: a new line, a new width or a folded step can all move the end.)
   useLayoutEffect(() => {
     const el = scroller.current;
-    if (follow && el) {
+    if (follow && el && el.scrollTop < el.scrollHeight - el.clientHeight - 1) {
       el.scrollTop = el.scrollHeight;
       if (el.scrollTop !== view.top) setView((v) => ({ ...v, top: el.scrollTop }));
     }
-  }, [version, follow, wrap, timestamps]);
+  });
 
   // A request to show one line (a #L link, a search hit, the first error).
   useLayoutEffect(() => {
@@ -230,6 +231,12 @@ export function LogView({
   };
 
   useEffect(() => () => frame.current && cancelAnimationFrame(frame.current), []);
+
+  // Scrolling up by wheel or key stops following at once, before the next line arrives.
+  const stopFollowing = (e) => {
+    if (!follow) return;
+    if ((e.type === "wheel" && e.deltaY < 0) || (e.type === "keydown" && ["ArrowUp", "PageUp", "Home"].includes(e.key))) onFollow(false);
+  };
 
   let first = 0;
   let last = -1;
@@ -297,6 +304,8 @@ export function LogView({
       class={`log-scroll${wrap ? " wrap" : ""}`}
       ref={scroller}
       onScroll={onScroll}
+      onWheel={stopFollowing}
+      onKeyDown={stopFollowing}
       tabIndex={0}
       role="region"
       aria-label="Build log"

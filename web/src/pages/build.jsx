@@ -269,6 +269,19 @@ export function BuildPage({ id, user }) {
 
   const build = detail.data?.build;
   const active = build && ACTIVE.includes(build.status);
+
+  // Lines arriving for a build still shown as waiting: it started; fetch it again (at
+  // most once a second) rather than wait for the events stream.
+  const refreshed = useRef(0);
+  useEffect(() => {
+    if (!build || build.status === "running" || !active || !feed.version) return;
+    const due = refreshed.current + 1000 - Date.now();
+    const t = setTimeout(() => {
+      refreshed.current = Date.now();
+      detail.reload();
+    }, Math.max(0, due));
+    return () => clearTimeout(t);
+  }, [feed.version, build?.status]);
   useEffect(() => {
     if (!active) return;
     const t = setInterval(() => tick((n) => n + 1), 1000);

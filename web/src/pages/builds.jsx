@@ -266,7 +266,7 @@ export function TriggerForm({ projects, initial = "", initialPipeline = "" }) {
   const [busy, setBusy] = useState(false);
   const ids = { project: useId(), pipeline: useId(), branch: useId(), commit: useId() };
   useEffect(() => {
-    if (!projectId && projects[0]) setProjectId(projects[0].id);
+    if (projects[0]) setProjectId((current) => current || projects[0].id);
   }, [projects]);
   const pipelines = useLoad(
     () => (projectId ? get(`/v1/projects/${projectId}/pipelines?limit=200&sort=name&direction=asc`) : { pipelines: [] }),
@@ -275,7 +275,7 @@ export function TriggerForm({ projects, initial = "", initialPipeline = "" }) {
   const project = projects.find((p) => p.id === projectId);
   useEffect(() => {
     const list = pipelines.data?.pipelines || [];
-    if (list.length && !list.some((p) => p.id === pipelineId)) setPipelineId(list[0].id);
+    if (list.length) setPipelineId((current) => (list.some((p) => p.id === current) ? current : list[0].id));
   }, [pipelines.data]);
 
   const submit = async (e) => {

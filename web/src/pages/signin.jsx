@@ -29,6 +29,9 @@ export function SignIn({ onSignedIn }) {
   const status = useLoad(() => get("/v1/public/setup-status", { quiet: true }), []);
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
+  const [askEmail, setAskEmail] = useState(false);
+  const [email, setEmail] = useState("");
+  const emailId = useId();
 
   const run = async (fn) => {
     setBusy(true);
@@ -36,7 +39,8 @@ export function SignIn({ onSignedIn }) {
     try {
       await fn();
     } catch (err) {
-      setError(err);
+      if (err.code === "email_required") setAskEmail(true);
+      else setError(err);
     } finally {
       setBusy(false);
     }
@@ -61,7 +65,8 @@ export function SignIn({ onSignedIn }) {
 
   const local = () =>
     run(async () => {
-      await post("/v1/auth/local/login", {}, { cookie: true, quiet: true });
+      const body = askEmail && email.trim() ? { email: email.trim() } : {};
+      await post("/v1/auth/local/login", body, { cookie: true, quiet: true });
       await onSignedIn();
     });
   const oidc = () =>
@@ -86,9 +91,21 @@ export function SignIn({ onSignedIn }) {
               ? "This server runs in local mode: whoever uses this machine signs in as its owner."
               : "This server is new. Signing in on this machine finishes its setup and makes you its owner."}
           </p>
-          <button type="button" class="primary" disabled={busy} onClick={local}>
-            {s.state === "ready" ? "Sign in on this machine" : "Set up and sign in"}
-          </button>
+          <form
+            onSubmit={(e) => {
+              e.preventDefault();
+              local();
+            }}
+          >
+            {askEmail ? (
+              <Field label="Several people use this server: your email" id={emailId}>
+                <input id={emailId} type="email" value={email} onInput={(e) => setEmail(e.currentTarget.value)} required autoFocus />
+              </Field>
+            ) : null}
+            <button class="primary" disabled={busy}>
+              {s.state === "ready" ? "Sign in on this machine" : "Set up and sign in"}
+            </button>
+          </form>
         </>
       ) : s.remote_auth_mode === "trusted_proxy" ? (
         <>

@@ -1,0 +1,507 @@
+"""The web UI in a real browser (Debian's Chromium through Playwright) against the real
+``oored`` and a real ``oore runner``.
+
+One daemon serves the whole module: a local git repository with a few pipelines, a
+runner registered with an enrollment token, and a browser that signs in on this machine.
+The tests drive what people do: create a project and a pipeline, trigger a build, watch
+its log arrive (ANSI colours rendered), search it, open a line link, cancel, rerun,
+download an artifact, drain the runner; a 100,000-line log opens at its last line with a
+few hundred line elements in the page; a developer is not offered the admin pages. The
+screenshots in docs/screenshots are taken here so that they stay current.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+
+from tests.e2e.conftest import Daemon, alive, postgres_pid
+from tests.e2e.test_runner_agent import git
+
+
+ROOT = Path(__file__).resolve().parents[3]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+WAIT_MS = 30_000
+BIG = 100_000
+
+PIPELINES = {
+    # Prints, then waits for a mark file: the build is still running while the test looks.
+    "live": """version: 1
+platforms: [android]
+commands:
+  build:
+    - "printf '\\\\033[31mred text\\\\033[0m and \\\\033[1mbold text\\\\033[0m\\\\n'"
+    - "for i in $(seq 1 300); do echo \\"line $i\\"; done"
+    - "echo 'error: a line the first-error button finds'"
+    - "printf '\\\\033[32mwaiting for the mark\\\\033[0m\\\\n'; while [ ! -e {mark} ]; do sleep 0.1; done; echo after the mark"
+    - "mkdir -p dist && seq 1 1000 > dist/numbers.txt"
+artifacts:
+  patterns:
+    - "dist/*.txt"
+""",
+    "slow": """version: 1
+platforms: [android]
+commands:
+  build:
+    - "echo slow starts; sleep 300"
+""",
+    "big": f"""version: 1
+platforms: [android]
+commands:
+  build:
+    - "seq 1 {BIG} | sed 's/^/big line /'"
+""",
+}
+
+
+@dataclass
+class Site:
+    daemon: Daemon
+    url: str
+    token: str
+    repo: Path
+    mark: Path
+    project: dict[str, Any]
+    pipelines: dict[str, dict[str, Any]]
+    runner: subprocess.Popen[bytes]
+    root: Path
+    builds: dict[str, str] = field(default_factory=dict)
+
+    def api(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
+        with httpx.Client(base_url=self.url, timeout=30.0) as client:
+            response = client.request(
+                method, path, json=body, headers={"Authorization": f"Bearer {self.token}"}
+            )
+        assert response.status_code == expect, response.text
+        return response.json() if response.content else None
+
+
+def _drain(daemon: Daemon) -> threading.Thread:
+    """Keep reading the daemon's output so that a full pipe never stalls it."""
+    assert daemon.proc is not None and daemon.proc.stdout is not None
+    stdout = daemon.proc.stdout
+
+    def run() -> None:
+        for line in iter(stdout.readline, b""):
+            daemon.output.append(line.decode(errors="replace"))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _make_repo(root: Path, mark: Path) -> Path:
+    repo = root / "repo"
+    (repo / "ci").mkdir(parents=True)
+    for name, text in PIPELINES.items():
+        (repo / "ci" / f"{name}.yaml").write_text(text.replace("{mark}", str(mark)))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "pipelines")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("web-ui")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    daemon = Daemon(root / "data", env).start()
+    _drain(daemon)
+    mark = root / "go-on"
+    repo = _make_repo(root, mark)
+    runner: subprocess.Popen[bytes] | None = None
+    try:
+        with httpx.Client(base_url=daemon.url, timeout=30.0) as client:
+            token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
+        site = Site(daemon, daemon.url, token, repo, mark, {}, {}, None, root)  # type: ignore[arg-type]
+        site.project = site.api(
+            "POST", "/v1/projects", {"name": "demo", "local_repository_path": str(repo)}, 201
+        )["project"]
+        for name in PIPELINES:
+            site.pipelines[name] = site.api(
+                "POST",
+                f"/v1/projects/{site.project['id']}/pipelines",
+                {"name": name, "config_path": f"ci/{name}.yaml", "config_path_explicit": True},
+                201,
+            )["pipeline"]
+        enrollment = site.api("POST", "/v1/runner-enrollment-tokens", {"label": "e2e"}, 201)
+        with (root / "runner.log").open("wb") as log:
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "oore.cli", "runner", "--server", daemon.url,
+                 "--name", "builder-1", "--work-dir", str(root / "work"), "--grace", "2"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(env, OORE_RUNNER_ENROLLMENT_TOKEN=enrollment["token"]),
+            )  # fmt: skip
+        site.runner = runner
+        yield site
+    finally:
+        if runner is not None and runner.poll() is None:
+            runner.send_signal(signal.SIGTERM)
+            try:
+                runner.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                runner.kill()
+                runner.wait()
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.stop()
+        pid = postgres_pid(daemon.data_dir)
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("the browser tests need Debian's chromium package (apt-get install chromium)")
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def context(browser: Browser, site: Site) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(base_url=site.url, viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    ctx.set_default_timeout(WAIT_MS)
+    yield ctx
+    ctx.close()
+
+
+def sign_in(page: Page, email: str | None = None) -> None:
+    page.goto("/")
+    button = page.get_by_role("button", name=re.compile("Sign in on this machine|Set up and sign in"))
+    button.click()
+    if email is not None:
+        page.get_by_label(re.compile("your email")).fill(email)
+        button.click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page)
+    return page
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def log_line(page: Page, number: int) -> Locator:
+    return page.locator(f'.log-line[data-line="{number}"]')
+
+
+def build_id_of(page: Page) -> str:
+    match = re.search(r"/builds/([0-9a-f-]{36})", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+def trigger(page: Page, pipeline: str) -> str:
+    page.goto("/builds")
+    page.get_by_role("button", name="Trigger a build").click()
+    form = page.get_by_role("form", name="Trigger a build")
+    form.get_by_label("Project").select_option(label="demo")
+    choice = form.get_by_label("Pipeline")
+    expect(choice.locator("option", has_text=pipeline)).to_have_count(1)
+    choice.select_option(label=pipeline)
+    expect(choice.locator("option:checked")).to_have_text(pipeline)
+    form.get_by_role("button", name="Run").click()
+    expect(page).to_have_url(re.compile(r"/builds/[0-9a-f-]{36}$"))
+    return build_id_of(page)
+
+
+def wait_status(page: Page, status: str, timeout: float = WAIT_MS) -> None:
+    expect(page.locator(".build-head h1 .status")).to_have_attribute("data-status", status, timeout=timeout)
+
+
+# -- the tests ------------------------------------------------------------------------------
+
+
+def test_sign_in_then_create_a_project_and_a_pipeline_checked_as_typed(
+    context: BrowserContext, site: Site
+) -> None:
+    page = context.new_page()
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    sign_in(page)
+
+    page.get_by_role("link", name="Projects").click()
+    page.get_by_role("button", name="New project").click()
+    form = page.get_by_role("form", name="New project")
+    form.get_by_label("Name").fill("app")
+    form.get_by_label("Repository path").fill(str(site.repo))
+    form.get_by_role("button", name="Create project").click()
+    expect(page.get_by_role("heading", name="app", exact=True)).to_be_visible()
+
+    page.get_by_role("button", name="New pipeline").click()
+    form = page.get_by_role("form", name="New pipeline")
+    form.get_by_label("Name").fill("ci")
+    # A problem is shown at its field while the user types, and goes when fixed.
+    form.get_by_label("Artifact patterns (one a line)").fill("dist/numbers.txt")
+    problem = form.locator(".field.invalid .problem")
+    expect(problem).to_contain_text("must contain a wildcard")
+    expect(form.get_by_test_id("validation")).to_contain_text("1 problem")
+    form.get_by_label("Artifact patterns (one a line)").fill("dist/*.txt")
+    expect(form.get_by_test_id("validation")).to_contain_text("Valid")
+    expect(problem).to_have_count(0)
+    form.get_by_label("Build commands").fill("echo hello")
+    form.get_by_role("button", name="Create pipeline").click()
+    expect(page.get_by_role("heading", name="Pipeline ci")).to_be_visible()
+
+    # A repository file is checked too, its problems shown at their line.
+    editor = page.get_by_label("Repository pipeline file")
+    editor.fill("version: 1\nplatforms: [android]\ncommands:\n  build:\n    - echo ok\n  bogus: 1\n")
+    expect(page.get_by_test_id("yaml-validation")).to_contain_text("line 6: commands.bogus")
+    saved = site.api("GET", f"/v1/projects/{build_project(site, 'app')}/pipelines")["pipelines"]
+    assert [p["name"] for p in saved] == ["ci"]
+    assert saved[0]["execution_config"]["artifact_patterns"] == ["dist/*.txt"]
+
+
+def build_project(site: Site, name: str) -> str:
+    projects = site.api("GET", "/v1/projects")["projects"]
+    return next(p["id"] for p in projects if p["name"] == name)
+
+
+def test_a_build_log_arrives_live_is_searched_linked_and_its_artifact_downloaded(
+    page: Page, context: BrowserContext, site: Site, tmp_path: Path
+) -> None:
+    build_id = trigger(page, "live")
+    site.builds["live"] = build_id
+
+    # The lines arrive while the build runs, colours rendered rather than escape codes.
+    waiting = page.locator(".log-line:not(.hdr)", has_text="waiting for the mark")
+    try:
+        expect(waiting).to_be_visible(timeout=60_000)
+    except AssertionError:
+        page.screenshot(path="/tmp/ui-debug.png")
+        print(page.get_by_test_id("log-state").inner_text())
+        print((site.root / "runner.log").read_text()[-3000:])
+        raise
+    wait_status(page, "running")
+    expect(page.get_by_test_id("log-state")).to_contain_text("live")
+    expect(page.get_by_role("button", name="Follow")).to_have_attribute("aria-pressed", "true")
+    expect(waiting.locator(".fg2")).to_be_visible()
+    shoot(page, "build-log")
+    # Scrolling up stops following; the first lines are rendered again.
+    page.locator(".log-scroll").evaluate("el => { el.scrollTop = 0; }")
+    expect(page.get_by_role("button", name="Follow")).to_have_attribute("aria-pressed", "false")
+    red = page.locator(".log-line:not(.hdr) .fg1", has_text="red text")
+    expect(red).to_be_visible()
+    expect(page.locator(".log-line:not(.hdr) .b", has_text="bold text")).to_be_visible()
+    shown = page.locator(".log-line:not(.hdr) .txt", has_text="red text")
+    expect(shown).to_have_text("red text and bold text")  # no escape codes left
+
+    # Search the whole log, next and previous.
+    page.get_by_label("Search the log").fill("line 25")
+    count = page.get_by_test_id("match-count")
+    expect(count).to_have_text("1 of 11")  # line 25, line 250..259
+    expect(page.locator(".log-line.current")).to_contain_text("line 25")
+    page.get_by_role("button", name="Next match").click()
+    expect(count).to_have_text("2 of 11")
+    expect(page.locator(".log-line.current")).to_contain_text("line 250")
+    page.get_by_role("button", name="Previous match").click()
+    page.get_by_role("button", name="Previous match").click()
+    expect(count).to_have_text("11 of 11")
+    expect(page.locator(".log-line.current")).to_contain_text("line 259")
+    expect(page.locator(".log-line.current mark")).to_have_text("line 25")
+
+    # The first error, then a line link opened in another tab lands on that line.
+    page.get_by_role("button", name="First error").click()
+    expect(page.locator(".log-line.target")).to_contain_text("error: a line the first-error")
+    header = page.locator(".log-line.hdr").first
+    stored = site.api("GET", f"/v1/builds/{build_id}/logs?limit=-1")["logs"]
+    number = [line["content"] for line in stored].index("line 120") + 1
+    other = context.new_page()
+    other.goto(f"/builds/{build_id}#L{number}")
+    target = log_line(other, number)
+    expect(target).to_have_class(re.compile(r"\btarget\b"))
+    expect(target).to_contain_text("line 120")
+    expect(target).to_be_in_viewport()
+    other.close()
+    expect(header).to_be_visible()
+
+    # The build goes on and ends; the page shows it without a reload.
+    site.mark.write_text("go")
+    wait_status(page, "succeeded", timeout=60_000)
+    expect(page.locator(".log-line:not(.hdr)", has_text="after the mark")).to_have_count(1)
+    steps = page.locator("table.steps")
+    expect(steps).to_contain_text("succeeded")
+    expect(steps.locator("tbody tr")).to_have_count(5)
+    lines = site.api("GET", f"/v1/builds/{build_id}/logs?limit=-1")["logs"]
+    assert page.get_by_test_id("log-state").inner_text().count(f"{len(lines)} lines") == 1
+
+    # The artifact downloads through a download link.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download numbers.txt").click()
+    saved = tmp_path / "numbers.txt"
+    download.value.save_as(saved)
+    assert saved.read_text() == "".join(f"{n}\n" for n in range(1, 1001))
+
+    # And the raw log with its escape codes.
+    with page.expect_download() as raw:
+        page.get_by_role("button", name="Download raw log").click()
+    raw_file = tmp_path / "raw.log"
+    raw.value.save_as(raw_file)
+    text = raw_file.read_text()
+    assert "\x1b[31mred text\x1b[0m" in text and text.count("line 300\n") == 1
+
+
+def test_a_build_is_canceled_and_rerun(page: Page, site: Site) -> None:
+    first = trigger(page, "slow")
+    expect(page.locator(".log-line:not(.hdr)", has_text="slow starts")).to_be_visible(timeout=60_000)
+    wait_status(page, "running")
+    page.get_by_role("button", name=re.compile("^Cancel ")).click()
+    wait_status(page, "canceled")
+
+    page.get_by_role("button", name=re.compile("^Rerun ")).click()
+    expect(page).not_to_have_url(re.compile(first))
+    second = build_id_of(page)
+    expect(page.get_by_text("rerun of")).to_be_visible()
+    expect(page.locator(".log-line:not(.hdr)", has_text="slow starts")).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name=re.compile("^Cancel ")).click()
+    wait_status(page, "canceled")
+    assert site.api("GET", f"/v1/builds/{second}")["build"]["source_build_id"] == first
+
+    # The builds list shows both, filtered by status, and follows a new one live.
+    page.get_by_role("link", name="Builds", exact=True).click()
+    page.get_by_label("Status").select_option("canceled")
+    rows = page.locator("table.builds tbody tr")
+    expect(rows).to_have_count(2)
+    page.get_by_label("Status").select_option("")
+    before = page.locator("table.builds tbody tr").count()
+    created = site.api(
+        "POST",
+        f"/v1/projects/{site.project['id']}/builds",
+        {"pipeline_id": site.pipelines["slow"]["id"]},
+        201,
+    )["build"]
+    row = page.locator(f'tr[data-build="{created["id"]}"]')
+    expect(row).to_be_visible()
+    expect(page.locator("table.builds tbody tr")).to_have_count(before + 1)
+    site.api("POST", f"/v1/builds/{created['id']}/cancel")
+    expect(row.locator(".status")).to_have_attribute("data-status", "canceled")
+
+
+def test_runners_are_drained_and_enrollment_tokens_shown_once(page: Page, site: Site) -> None:
+    page.get_by_role("link", name="Runners").click()
+    row = page.locator('tr[data-runner="builder-1"]')
+    expect(row).to_be_visible()
+    expect(row.locator(".status").first).to_have_attribute("data-status", re.compile("online|busy"))
+    shoot(page, "runners")
+
+    page.get_by_role("button", name="Drain builder-1").click()
+    expect(row).to_contain_text("draining")
+    assert site.api("GET", "/v1/runners")["runners"][0]["draining"] is True
+    page.get_by_role("button", name="Undrain builder-1").click()
+    expect(page.get_by_role("button", name="Drain builder-1")).to_be_visible()
+
+    form = page.get_by_role("form", name="Create an enrollment token")
+    form.get_by_label("Label").fill("laptop")
+    form.get_by_role("button", name="Create token").click()
+    secret = page.get_by_test_id("secret")
+    expect(secret).to_have_text(re.compile(r"^\S{20,}$"))
+    page.get_by_role("button", name="Done").click()
+    expect(secret).to_have_count(0)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke laptop").click()
+    expect(page.locator("table.tokens")).to_contain_text("revoked")
+
+
+def test_the_dashboard_shows_running_work_and_failures_first(page: Page, site: Site) -> None:
+    fail = site.api(
+        "POST",
+        f"/v1/projects/{site.project['id']}/builds",
+        {"pipeline_id": site.pipelines["slow"]["id"]},
+        201,
+    )["build"]
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.get_by_test_id("running-count")).not_to_have_text("0")
+    shoot(page, "dashboard")
+    site.api("POST", f"/v1/builds/{fail['id']}/cancel")
+    expect(page.get_by_test_id("running-count")).to_have_text("0")
+
+
+def test_a_100000_line_log_opens_at_its_end_with_few_line_elements(page: Page, site: Site) -> None:
+    created = site.api(
+        "POST",
+        f"/v1/projects/{site.project['id']}/builds",
+        {"pipeline_id": site.pipelines["big"]["id"]},
+        201,
+    )["build"]
+    deadline = time.monotonic() + 100
+    while site.api("GET", f"/v1/builds/{created['id']}")["build"]["status"] != "succeeded":
+        assert time.monotonic() < deadline, "the 100,000-line build did not finish"
+        page.wait_for_timeout(250)
+    total = site.api("GET", f"/v1/builds/{created['id']}/logs?limit=1")["total"]
+    assert total > BIG
+
+    started = time.monotonic()
+    page.goto(f"/builds/{created['id']}")
+    last = page.locator(".log-line:not(.hdr)", has_text=f"big line {BIG}").last
+    expect(last).to_be_in_viewport(timeout=WAIT_MS)
+    opened = time.monotonic() - started
+    elements = page.locator(".log-line").count()
+    print(f"\n100,000-line log: last line visible {opened:.2f} s after navigation; {elements} line elements")
+    assert elements <= 300
+
+    # Scrolling to the top keeps the DOM small, and a search finds the first line.
+    page.locator(".log-scroll").evaluate("el => { el.scrollTop = 0; }")
+    expect(page.locator(".log-line:not(.hdr)", has_text="big line 1").first).to_be_in_viewport()
+    assert page.locator(".log-line").count() <= 300
+    page.get_by_label("Search the log").fill("big line 54321")
+    expect(page.get_by_test_id("match-count")).to_have_text("1 of 1")
+    expect(page.locator(".log-line.current")).to_be_in_viewport()
+    assert page.locator(".log-line").count() <= 300
+
+
+def test_a_developer_is_not_offered_admin_pages(browser: Browser, page: Page, site: Site) -> None:
+    # An invitation becomes an active account once disabled and enabled again; in local
+    # mode that person signs in on this machine with their email.
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("link", name="People").click()
+    form = page.get_by_role("form", name="Invite someone")
+    form.get_by_label("Email").fill("dev@example.com")
+    form.get_by_label("Role").select_option("developer")
+    form.get_by_role("button", name="Invite").click()
+    page.get_by_role("button", name="Disable dev@example.com").click()
+    page.get_by_role("button", name="Enable dev@example.com").click()
+    expect(page.get_by_role("button", name="Disable dev@example.com")).to_be_visible()
+
+    ctx = browser.new_context(base_url=site.url, viewport={"width": 1280, "height": 860})
+    try:
+        dev = ctx.new_page()
+        sign_in(dev, email="dev@example.com")
+        nav = dev.get_by_role("navigation", name="Main")
+        for offered in ("Dashboard", "Builds", "Projects", "Runners", "API tokens"):
+            expect(nav.get_by_role("link", name=offered)).to_be_visible()
+        for hidden in ("People", "Audit log", "Settings"):
+            expect(nav.get_by_role("link", name=hidden)).to_have_count(0)
+        dev.goto("/settings")
+        expect(dev.get_by_role("heading", name="Not available")).to_be_visible()
+        dev.get_by_role("link", name="Runners").click()
+        expect(dev.locator('tr[data-runner="builder-1"]')).to_be_visible()
+        expect(dev.get_by_role("button", name="Drain builder-1")).to_have_count(0)
+    finally:
+        ctx.close()
