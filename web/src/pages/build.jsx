@@ -397,7 +397,12 @@ export function BuildPage({ id, user }) {
         ) : null}
       </dl>
       {build.runner_policy_block_reason ? <p class="warn">Waiting: {build.runner_policy_block_reason.replace(/_/g, " ")}</p> : null}
-      <div class="build-side">
+      {steps.length || artifacts.data?.artifacts?.length ? (
+      <details class="build-side" open>
+        <summary>
+          Steps ({steps.length}) and artifacts ({artifacts.data?.artifacts?.length || 0})
+        </summary>
+        <div class="tables">
         {steps.length ? (
           <table class="steps">
             <caption>Steps</caption>
@@ -461,7 +466,9 @@ export function BuildPage({ id, user }) {
             </tbody>
           </table>
         ) : null}
-      </div>
+        </div>
+      </details>
+      ) : null}
       <div class="log-tools" role="toolbar" aria-label="Log">
         <form
           class="search"
