@@ -18,6 +18,7 @@ from oore.services.artifacts import Artifacts
 from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
 from oore.services.clock import WallClock
+from oore.services.events import Events, EventsConfig, start_event_hub
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.logs import LogConfig, Logs
@@ -63,6 +64,7 @@ class Runtime:
     integrations: Integrations
     webhooks: Webhooks
     variables: Variables
+    events: Events
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -88,6 +90,7 @@ class Runtime:
             integrations=self.integrations,
             webhooks=self.webhooks,
             variables=self.variables,
+            events=self.events,
             cookie_secure=self.integrations.cookie_secure,
         )
 
@@ -133,6 +136,7 @@ async def open_runtime(
     *,
     scm_config: ScmConfig | None = None,
     cookie_secure: bool = False,
+    events_config: EventsConfig | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start the supervision tree; on exit stop it in reverse order within its grace."""
     audit: GroupCommitter[AuditEntry] = GroupCommitter(
@@ -143,7 +147,10 @@ async def open_runtime(
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         try:
-            scheduling = await start_scheduling(store, clock, config or SchedulingConfig(), root)
+            hub = await start_event_hub(store, root)
+            scheduling = await start_scheduling(
+                store, clock, config or SchedulingConfig(), root, hub
+            )
             nursery.start_soon(_within, resuming, scheduling.resume_after_outages)
             access = Access(store)
             artifacts_config = artifacts_config or ArtifactsConfig()
@@ -197,6 +204,7 @@ async def open_runtime(
                 ),
                 webhooks=webhooks,
                 variables=variables,
+                events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
             )
         finally:
             resuming.cancel()

@@ -21,6 +21,7 @@ from oore.http.routes import (
     audit_logs,
     auth,
     builds,
+    events,
     health,
     integrations,
     oidc,
@@ -72,6 +73,7 @@ def create_app(app_services: AppServices, *, ui_dist: Traversable | None = None)
     app.register_blueprint(pipelines.blueprint)
     app.register_blueprint(variables.blueprint)
     app.register_blueprint(builds.blueprint)
+    app.register_blueprint(events.blueprint)
     app.register_blueprint(runners.blueprint)
     app.register_blueprint(runner_channel.blueprint)
     app.register_blueprint(settings.blueprint)

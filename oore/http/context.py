@@ -20,6 +20,7 @@ from oore.services.artifact_tokens import ArtifactTokens
 from oore.services.artifacts import Artifacts
 from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
+from oore.services.events import Events
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.logs import Logs
@@ -63,6 +64,7 @@ class AppServices:
     integrations: Integrations
     webhooks: Webhooks
     variables: Variables
+    events: Events
     version: str = __version__
     # Session cookies are marked Secure even on plain http (TLS ends at a proxy).
     cookie_secure: bool = False

@@ -38,6 +38,13 @@ class Access:
         membership = await self._store.projects.membership(project_id, user.id)
         return effective_project_role(user.role, membership, via_api_token=via_token)
 
+    async def readable_projects(self, session: Session) -> frozenset[str] | None:
+        """The ids of the projects whose builds the caller may read; None: every project."""
+        if is_instance_admin(session.user.role):
+            return None
+        # Any membership reads (effective_project_role never maps one to no access).
+        return await self._store.projects.member_of(session.user.id)
+
     async def project(
         self, session: Session, project_id: str, permission: ProjectPermission
     ) -> ProjectAccess:

@@ -237,6 +237,7 @@ class Builds:
         )
         if build is None:
             raise NotFound("not_found", "Project not found")
+        self._scheduling.events.build_changed(build)
         await self._scheduling.dispatcher.enqueue(
             [QueuedBuild(build.id, frozenset(build.required_labels), build.queued_at)]
         )
@@ -376,7 +377,7 @@ class Builds:
                     if handle is not None:
                         return await handle.cancel(actor=actor, reason=reason)
                 else:
-                    canceled = await self._store.builds.transition(
+                    canceled = await self._scheduling.build_records.transition(
                         Transition(
                             build.id,
                             build.status,

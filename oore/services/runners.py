@@ -206,6 +206,7 @@ class Runners:
             )
         )
         await self._record("runner_registered", session, runner.id)
+        self._scheduling.events.runner_changed(runner.id)
         return Registration(runner, token)
 
     # -- user-facing -----------------------------------------------------------------
@@ -260,6 +261,7 @@ class Runners:
             self._known.forget(runner_id)
         if updated is None:
             raise NotFound("not_found", "Runner not found")
+        self._scheduling.events.runner_changed(runner_id)
         before, after = updated
         if before.name != after.name:
             await self._record("runner_renamed", session, runner_id)
@@ -280,6 +282,7 @@ class Runners:
             self._known.forget(runner_id)
         if not deleted:
             raise NotFound("not_found", "Runner not found")
+        self._scheduling.runner_deleted(runner_id)
         await self._record("runner_deleted", session, runner_id)
 
     # -- enrollment tokens -------------------------------------------------------------
@@ -447,7 +450,7 @@ class Runners:
 
     async def _undo_claim(self, build: Build) -> None:
         """The runner went away before hearing of its claim: put the build back."""
-        undone = await self._store.builds.transition(
+        undone = await self._scheduling.build_records.transition(
             Transition(
                 build.id,
                 BuildStatus.ASSIGNED,

@@ -2,7 +2,9 @@
 
 This is where the actors meet the store. It starts a BuildActor for every build bound to
 a runner and a RunnerActor for every runner that calls in, finds them again by id, and
-turns a lost runner into requeued builds.
+turns a lost runner into requeued builds. Every build and runner change committed here
+(claims, transitions, heartbeats that change a runner's status, a lost runner) is told
+to the event hub (``events``) once committed.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from oore.actors.build import (
     build_actor_spec,
 )
 from oore.actors.dispatcher import Dispatcher
+from oore.actors.events import EventsHandle
 from oore.actors.runner import RunnerHandle, runner_actor_spec
 from oore.actors.supervisor import supervisor_spec
-from oore.domain.builds import Build, QueuedBuild
+from oore.domain.builds import Build, QueuedBuild, Transition
+from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
 from oore.services.clock import WallClock
 from oore.store import Store
@@ -46,20 +50,46 @@ class SchedulingConfig:
     build_timeout: float = 3600.0
 
 
+class BuildRecords:
+    """The store's builds for the build actors and services: every committed transition
+    is told to the event hub."""
+
+    def __init__(self, store: Store, events: EventsHandle) -> None:
+        self._store = store
+        self._events = events
+
+    async def get(self, build_id: str) -> Build | None:
+        return await self._store.builds.get(build_id)
+
+    async def transition(self, t: Transition) -> Build:
+        build = await self._store.builds.transition(t)
+        self._events.build_changed(build)
+        return build
+
+
 class Scheduling:
     """Owns the scheduling actors; services reach them through it."""
 
-    def __init__(self, store: Store, clock: WallClock, config: SchedulingConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: WallClock,
+        config: SchedulingConfig,
+        events: EventsHandle | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.config = config
+        self.events = EventsHandle() if events is None else events
+        self.build_records = BuildRecords(store, self.events)
+        self._runner_status: dict[str, RunnerStatus] = {}  # as last committed here
         self.dispatcher = Dispatcher(self._load_dispatcher)
         self.claims: GroupCommitter[ClaimRow] = GroupCommitter(
-            "claims", store.builds.commit_claims, max_batch=CLAIM_BATCH, capacity=8192
+            "claims", self._commit_claims, max_batch=CLAIM_BATCH, capacity=8192
         )
         self.heartbeats: GroupCommitter[Heartbeat] = GroupCommitter(
             "heartbeats",
-            store.runners.commit_heartbeats,
+            self._commit_heartbeats,
             max_batch=HEARTBEAT_BATCH,
             capacity=16384,
         )
@@ -70,7 +100,7 @@ class Scheduling:
         self.builds_supervisor = Supervisor("builds", max_restarts=100, period=10.0)
         self.runners_supervisor = Supervisor("runners", max_restarts=100, period=10.0)
         self._deps = BuildActorDeps(
-            records=store.builds,
+            records=self.build_records,
             dispatcher=self.dispatcher,
             wall_now=clock.now,
             timeouts=BuildTimeouts(config.assign_timeout, config.build_timeout),
@@ -119,6 +149,27 @@ class Scheduling:
             max_restarts=5,
             period=10.0,
         )
+
+    async def _commit_claims(self, claims: list[ClaimRow]) -> None:
+        await self.store.builds.commit_claims(claims)
+        for claim in claims:
+            if claim.build is not None:
+                self.events.build_changed(claim.build)
+
+    async def _commit_heartbeats(self, beats: list[Heartbeat]) -> None:
+        await self.store.runners.commit_heartbeats(beats)
+        for beat in beats:
+            self.runner_status(beat.runner_id, beat.status)
+
+    def runner_status(self, runner_id: str, status: RunnerStatus) -> None:
+        """A runner's status as just committed: its change is an event."""
+        if self._runner_status.get(runner_id) is not status:
+            self._runner_status[runner_id] = status
+            self.events.runner_changed(runner_id)
+
+    def runner_deleted(self, runner_id: str) -> None:
+        self._runner_status.pop(runner_id, None)
+        self.events.runner_changed(runner_id, deleted=True)
 
     async def _load_dispatcher(self) -> tuple[list[QueuedBuild], dict[str, int]]:
         return await self.store.builds.queued(), await self.store.builds.active_counts()
@@ -205,16 +256,22 @@ class Scheduling:
                 with trio.move_on_after(10):
                     await handle.runner_lost(runner_id)
         await self.store.runners.mark_offline(runner_id, now)
+        self.runner_status(runner_id, RunnerStatus.OFFLINE)
 
     async def _build_ended(self, build: Build) -> None:
         """A build left assigned/running (hook for notifications and log streams)."""
 
 
 async def start_scheduling(
-    store: Store, clock: WallClock, config: SchedulingConfig, parent: Supervisor
+    store: Store,
+    clock: WallClock,
+    config: SchedulingConfig,
+    parent: Supervisor,
+    events: EventsHandle | None = None,
 ) -> Scheduling:
-    """Start the scheduling subtree under ``parent`` (which stops it) and recover state."""
-    scheduling = Scheduling(store, clock, config)
+    """Start the scheduling subtree under ``parent`` (which stops it) and recover state;
+    committed changes are told to ``events``."""
+    scheduling = Scheduling(store, clock, config, events)
     recovered = await store.builds.recover_scheduled(clock.now())
     if recovered:
         log.info("moved %d scheduled builds back to the queue", recovered)

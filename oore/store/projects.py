@@ -73,6 +73,11 @@ async def _membership(conn: Connection, project_id: uuid.UUID, user_id: str) -> 
     return None if role is None else ProjectRole(role)
 
 
+async def _member_of(conn: Connection, user_id: uuid.UUID) -> frozenset[str]:
+    rows = await conn.fetch("SELECT project_id FROM project_members WHERE user_id = $1", user_id)
+    return frozenset(str(row["project_id"]) for row in rows)
+
+
 # -- repositories ----------------------------------------------------------------------------
 
 REPOSITORY_COLUMNS = """id AS r_id, provider AS r_provider, full_name AS r_full_name,
@@ -476,6 +481,11 @@ class ProjectStore:
         """The user's membership row on the project, if any."""
         key = as_uuid(project_id)
         return None if key is None else await self._db.run(_membership, key, user_id)
+
+    async def member_of(self, user_id: str) -> frozenset[str]:
+        """The ids of the projects the user is a member of, whatever the role."""
+        key = as_uuid(user_id)
+        return frozenset() if key is None else await self._db.run(_member_of, key)
 
     async def page(
         self,

@@ -18,6 +18,7 @@ from oore.domain.users import USER_SESSION_TTL, Role, User, UserStatus
 from oore.http.app import create_app
 from oore.runtime import Runtime, open_runtime
 from oore.services.artifact_storage import ArtifactsConfig
+from oore.services.events import EventsConfig
 from oore.services.logs import LogConfig
 from oore.services.network import LOCAL_ORIGINS, NetworkDefaults
 from oore.services.scheduling import SchedulingConfig
@@ -114,6 +115,14 @@ def log_config() -> LogConfig:
 
 
 @pytest.fixture
+def events_config() -> EventsConfig:
+    """Limits of the live events streams of the runtime under test. A stream ends at once
+    here, so the tests that call every GET route get whole answers; the events stream's
+    own tests override it."""
+    return EventsConfig(stream_seconds=0)
+
+
+@pytest.fixture
 def artifacts_config(tmp_path: Path) -> ArtifactsConfig:
     """Artifact storage of the runtime under test: local under a temporary data directory."""
     return ArtifactsConfig(data_dir=tmp_path / "data", secrets=SecretBox(bytes(range(32))))
@@ -144,6 +153,7 @@ async def runtime(
     artifacts_config: ArtifactsConfig,
     network_defaults: NetworkDefaults,
     scm_config: ScmConfig,
+    events_config: EventsConfig,
 ) -> AsyncIterator[Runtime]:
     await store.instance.ensure(clock.now())
     async with open_runtime(
@@ -154,6 +164,7 @@ async def runtime(
         artifacts_config,
         network_defaults,
         scm_config=scm_config,
+        events_config=events_config,
     ) as opened:
         yield opened
 

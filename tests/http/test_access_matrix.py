@@ -259,6 +259,7 @@ ROUTES = [
     user("GET", "/v1/builds/<build_id>/logs"),
     user("POST", "/v1/builds/<build_id>/stream-token"),
     Route("GET", "/v1/builds/<done_build_id>/logs/stream", Auth.SESSION_ONLY),
+    user("GET", "/v1/events/stream"),
     # artifacts
     user("GET", "/v1/builds/<build_id>/artifacts"),
     user("GET", "/v1/projects/<project_id>/artifacts"),
