@@ -1,6 +1,6 @@
 // One connection to GET /v1/events/stream shared by every page: `build` and `runner`
-// events as they happen. After a reconnect nothing is replayed, so listeners are told
-// ("reconnected") and refetch their lists.
+// events as they happen. Nothing is replayed after a reconnect, so listeners are told
+// ("reconnected") and fetch their lists again.
 
 import { useEffect, useRef } from "preact/hooks";
 
@@ -17,11 +17,16 @@ function emit(type, data) {
 function connect() {
   if (source || retry || !listeners.size) return;
   source = new EventSource("/v1/events/stream");
-  source.addEventListener("open", () => {
+  // `ready`: the stream is open and will carry every later change, so lists load again
+  // now (nothing falls between that load and the first event). `resync`: changes were
+  // skipped. Either way the lists are fetched again.
+  source.addEventListener("ready", () => {
     if (opened) emit("reconnected", null);
     opened = true;
     delay = 1000;
   });
+  source.addEventListener("resync", () => emit("reconnected", null));
+  source.addEventListener("done", () => emit("ended", null));
   for (const type of ["build", "runner"]) {
     source.addEventListener(type, (event) => {
       try {

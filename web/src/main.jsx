@@ -2,7 +2,7 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import "./style.css";
 import { get, onSignedOut, post } from "./api.js";
-import { closeEvents } from "./events.js";
+import { closeEvents, useEvents } from "./events.js";
 import { can, Link, navigate, useLocation } from "./ui.jsx";
 import { SignIn, OidcCallback } from "./pages/signin.jsx";
 import { Dashboard } from "./pages/dashboard.jsx";
@@ -59,6 +59,10 @@ function NotAllowed() {
 }
 
 function Shell({ user, onSignOut, children, path }) {
+  // The events stream ended for authorization: if the session is gone, show sign-in.
+  useEvents((type) => {
+    if (type === "ended") get("/v1/users/me").catch(() => {});
+  });
   return (
     <>
       <a class="skip" href="#main">
