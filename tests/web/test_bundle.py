@@ -53,7 +53,9 @@ def test_the_committed_bundle_is_what_the_sources_build(tmp_path: Path) -> None:
     built = _files(tmp_path / "oore" / "web" / "dist")
     committed = _files(COMMITTED)
     assert "index.html" in built
-    stale = sorted(name for name in built.keys() | committed.keys() if built.get(name) != committed.get(name))
+    stale = sorted(
+        name for name in built.keys() | committed.keys() if built.get(name) != committed.get(name)
+    )
     assert not stale, (
         f"oore/web/dist differs from what web/ builds ({', '.join(stale)}): "
         "run `npm ci && npm run build` in web/ and commit oore/web/dist"

@@ -108,7 +108,7 @@ function useLogFeed(id, onFinished) {
           });
         } catch (err) {
           if (signal.aborted) return;
-          if (err.status && err.status >= 400 && err.status < 500 && err.status !== 429) {
+          if ([401, 403, 404].includes(err.status)) {
             setState((s) => ({ ...s, live: false, error: err }));
             return;
           }
@@ -119,6 +119,19 @@ function useLogFeed(id, onFinished) {
           flush();
         }
         if (reason === "build_finished" || reason === "build_not_found") {
+          // The stream said it sent everything; ask the store once for anything after
+          // the last line held, so that the finished log is whole whatever happened.
+          try {
+            const rest = await get(`/v1/builds/${id}/logs?after_sequence=${last}&limit=-1&attempt=${attempt}`, { signal });
+            const missing = rest.logs.filter((line) => line.sequence > last);
+            if (missing.length) {
+              last = missing[missing.length - 1].sequence;
+              model.append(missing);
+              setVersion(model.version);
+            }
+          } catch {
+            /* the lines shown stay */
+          }
           setState((s) => ({ ...s, live: false }));
           finished.current();
           return;

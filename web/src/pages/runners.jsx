@@ -148,7 +148,7 @@ function EnrollmentTokens() {
     <>
       <h2>Enrollment tokens</h2>
       <p class="hint">
-        A runner registers with one: <code>OORE_RUNNER_TOKEN=&lt;token&gt; oore runner --server {window.location.origin}</code>
+        A runner registers with one: <code>OORE_RUNNER_ENROLLMENT_TOKEN=&lt;token&gt; oore runner --server {window.location.origin}</code>
       </p>
       {shown ? <ShownOnce title="Enrollment token created." value={shown} onDone={() => setShown(null)} /> : null}
       <form class="panel grid" onSubmit={create} aria-label="Create an enrollment token">
