@@ -144,7 +144,6 @@ export function LogView({
   wrap,
   timestamps,
   follow,
-  live,
   onFollow,
   needle,
   current,
@@ -225,8 +224,7 @@ export function LogView({
       frame.current = 0;
       setView({ top: el.scrollTop, height: el.clientHeight, width: el.clientWidth });
       const atBottom = el.scrollTop + el.clientHeight >= el.scrollHeight - LINE;
-      if (follow && !atBottom) onFollow(false);
-      else if (!follow && atBottom && live) onFollow(true);
+      if (follow && !atBottom) onFollow(false); // the Follow button turns it on again
     });
   };
 

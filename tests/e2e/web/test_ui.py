@@ -417,6 +417,23 @@ def test_a_build_log_arrives_live_is_searched_linked_and_its_artifact_downloaded
     expect(page.locator(".log-line.current")).to_contain_text("line 259")
     expect(page.locator(".log-line.current mark")).to_have_text("line 25")
 
+    # Timestamps on demand, wrap off and on again, steps folded and unfolded.
+    page.get_by_role("button", name="Timestamps").click()
+    expect(page.locator(".log-line .ts").first).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    page.get_by_role("button", name="Timestamps").click()
+    expect(page.locator(".log-line .ts")).to_have_count(0)
+    page.get_by_role("button", name="Wrap").click()
+    expect(page.locator(".log-scroll")).not_to_have_class(re.compile(r"\bwrap\b"))
+    page.get_by_role("button", name="Wrap").click()
+    expect(page.locator(".log-scroll")).to_have_class(re.compile(r"\bwrap\b"))
+    page.get_by_role("button", name="Fold steps", exact=True).click()
+    loop = page.get_by_role("button", name="Unfold step build[1]")
+    expect(loop).to_have_attribute("aria-expanded", "false")
+    expect(page.locator(".log-line:not(.hdr)", has_text="line 150")).to_have_count(0)
+    loop.click()
+    expect(page.get_by_role("button", name="Fold step build[1]", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Unfold steps").click()
+
     # The first error, then a line link opened in another tab lands on that line.
     page.get_by_role("button", name="First error").click()
     expect(page.locator(".log-line.target")).to_contain_text("error: a line the first-error")

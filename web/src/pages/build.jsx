@@ -67,7 +67,7 @@ function useLogFeed(id, onFinished) {
 
     (async () => {
       try {
-        const first = await get(`/v1/builds/${id}/logs?limit=-1`, { signal });
+        const first = await get(`/v1/builds/${id}/logs?limit=-1&timestamps=true`, { signal });
         attempt = first.attempt || 1;
         model.append(first.logs);
         if (first.logs.length) last = first.logs[first.logs.length - 1].sequence;
@@ -97,6 +97,7 @@ function useLogFeed(id, onFinished) {
                 const line = JSON.parse(data);
                 if (line.sequence <= last) return; // already shown
                 last = line.sequence;
+                line.at = Math.floor(Date.now() / 1000); // a live line: stored just now
                 queue(line);
               } else if (type === "attempt") {
                 const next = JSON.parse(data).attempt;
@@ -122,7 +123,7 @@ function useLogFeed(id, onFinished) {
           // The stream said it sent everything; ask the store once for anything after
           // the last line held, so that the finished log is whole whatever happened.
           try {
-            const rest = await get(`/v1/builds/${id}/logs?after_sequence=${last}&limit=-1&attempt=${attempt}`, { signal });
+            const rest = await get(`/v1/builds/${id}/logs?after_sequence=${last}&limit=-1&attempt=${attempt}&timestamps=true`, { signal });
             const missing = rest.logs.filter((line) => line.sequence > last);
             if (missing.length) {
               last = missing[missing.length - 1].sequence;
@@ -547,7 +548,6 @@ export function BuildPage({ id, user }) {
           wrap={prefs.wrap}
           timestamps={prefs.timestamps}
           follow={follow}
-          live={feed.live || Boolean(active)}
           onFollow={setFollow}
           needle={needle}
           current={matchIndex >= 0 ? matches[matchIndex] : null}
