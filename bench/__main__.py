@@ -32,10 +32,18 @@ SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
 SCENARIOS["all"] = lambda argv: suite.main(SCENARIOS, argv)
 
 
+def usage() -> str:
+    """What ``--help`` prints: how to call it, and the scenarios."""
+    names = "|".join(SCENARIOS)
+    return f"usage: python -m bench {{{names}}} [options]\n\n{__doc__}"
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
     if not argv or argv[0] not in SCENARIOS:
-        print(__doc__, file=sys.stderr)
-        print(f"scenarios: {', '.join(SCENARIOS)}", file=sys.stderr)
+        print(usage(), file=sys.stderr)
         return 2
     SCENARIOS[argv[0]](argv[1:])
     return 0

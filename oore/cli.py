@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from oore import commands
+from oore import __version__, commands
 from oore.client.config import ConfigError, resolve_server
 from oore.commands import runners as runner_commands
 from oore.config import default_data_dir
@@ -264,6 +264,7 @@ def _add_runner(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oore", description="Operate an oore CI control plane.")
     parser.add_argument("--data-dir", help="the daemon's data directory (default: OORED_DATA_DIR)")
+    parser.add_argument("--version", action="version", version=f"oore {__version__}")
     groups = parser.add_subparsers(dest="group", required=True)
     setup = groups.add_parser("setup", help="first-run setup")
     setup_cmds = setup.add_subparsers(dest="command", required=True)

@@ -13,6 +13,7 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from oore import __version__
 from oore.domain.network import host_name
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
@@ -154,6 +155,16 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias=AliasChoices("log_viewers_total", "OORED_LOG_VIEWERS_TOTAL"),
     )
+    event_viewers_per_user: int = Field(
+        32,
+        ge=1,
+        validation_alias=AliasChoices("event_viewers_per_user", "OORED_EVENT_VIEWERS_PER_USER"),
+    )
+    event_viewers_total: int = Field(
+        2_000,
+        ge=1,
+        validation_alias=AliasChoices("event_viewers_total", "OORED_EVENT_VIEWERS_TOTAL"),
+    )
 
     public_url: str | None = Field(
         None, validation_alias=AliasChoices("public_url", "OORE_PUBLIC_URL")
@@ -278,6 +289,8 @@ _SOURCES = {
     "log_viewers_per_build": "OORED_LOG_VIEWERS_PER_BUILD",
     "log_viewers_per_user": "OORED_LOG_VIEWERS_PER_USER",
     "log_viewers_total": "OORED_LOG_VIEWERS_TOTAL",
+    "event_viewers_per_user": "OORED_EVENT_VIEWERS_PER_USER",
+    "event_viewers_total": "OORED_EVENT_VIEWERS_TOTAL",
     "public_url": "OORE_PUBLIC_URL",
     "github_api_url": "OORE_GITHUB_API_URL",
     "github_web_url": "OORE_GITHUB_WEB_URL",
@@ -304,5 +317,6 @@ def settings_from_argv(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(prog="oored", description="Run the oore CI control plane.")
     parser.add_argument("--listen", help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN})")
     parser.add_argument("--data-dir", type=Path, help="data directory (embedded PostgreSQL, keys)")
+    parser.add_argument("--version", action="version", version=f"oored {__version__}")
     args = parser.parse_args(argv)
     return load_settings(listen=args.listen, data_dir=args.data_dir)

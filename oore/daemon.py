@@ -34,6 +34,7 @@ from oore.http.server import (
 from oore.runtime import Runtime, open_runtime
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
+from oore.services.events import EventsConfig
 from oore.services.logs import LogConfig
 from oore.services.network import NetworkDefaults
 from oore.services.scheduling import Scheduling, SchedulingConfig
@@ -85,6 +86,13 @@ def log_config(settings: Settings) -> LogConfig:
         viewers_per_build=settings.log_viewers_per_build,
         viewers_per_user=settings.log_viewers_per_user,
         viewers_total=settings.log_viewers_total,
+    )
+
+
+def events_config(settings: Settings) -> EventsConfig:
+    return EventsConfig(
+        viewers_per_user=settings.event_viewers_per_user,
+        viewers_total=settings.event_viewers_total,
     )
 
 
@@ -177,6 +185,7 @@ async def run_daemon(
                     github_web_url=settings.github_web_url,
                 ),
                 cookie_secure=settings.cookie_secure,
+                events_config=events_config(settings),
             )
         )
         app = create_app(runtime.app_services(store))

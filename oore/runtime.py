@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import trio
 
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
+from oore.actors.events import EventsHandle
 from oore.http.context import AppServices
 from oore.services.access import Access
 from oore.services.api_tokens import ApiTokens
@@ -22,6 +23,7 @@ from oore.services.events import Events, EventsConfig, start_event_hub
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.logs import LogConfig, Logs
+from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network, NetworkDefaults
 from oore.services.projects import Projects
 from oore.services.runners import Runners
@@ -64,6 +66,7 @@ class Runtime:
     integrations: Integrations
     webhooks: Webhooks
     variables: Variables
+    metrics: ServiceMetrics
     events: Events
 
     def app_services(self, store: Store) -> AppServices:
@@ -90,6 +93,7 @@ class Runtime:
             integrations=self.integrations,
             webhooks=self.webhooks,
             variables=self.variables,
+            metrics=self.metrics,
             events=self.events,
             cookie_secure=self.integrations.cookie_secure,
         )
@@ -143,14 +147,16 @@ async def open_runtime(
         "audit", store.audit.append, max_batch=AUDIT_MAX_BATCH, capacity=AUDIT_MAILBOX
     )
     root = Supervisor("root", [audit.spec()], max_restarts=5, period=10.0)
+    metrics = ServiceMetrics()
     resuming = trio.CancelScope()
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         try:
-            hub = await start_event_hub(store, root)
+            hub = EventsHandle()  # told of changes from the start, served once started below
             scheduling = await start_scheduling(
-                store, clock, config or SchedulingConfig(), root, hub
+                store, clock, config or SchedulingConfig(), root, metrics, events=hub
             )
+            await start_event_hub(hub, scheduling, root)
             nursery.start_soon(_within, resuming, scheduling.resume_after_outages)
             access = Access(store)
             artifacts_config = artifacts_config or ArtifactsConfig()
@@ -172,12 +178,12 @@ async def open_runtime(
             await storage.reload()
             artifacts = Artifacts(store, clock, access, audit, storage, artifacts_config)
             await root.start_child(artifacts.spec())
-            webhooks = Webhooks(store, clock, identity, builds)
+            webhooks = Webhooks(store, clock, identity, builds, metrics)
             await root.start_child(webhooks.spec())
             yield Runtime(
                 identity=identity,
                 access=access,
-                projects=Projects(store, clock, audit, access, artifacts),
+                projects=Projects(store, clock, audit, access, artifacts, metrics),
                 builds=builds,
                 runners=Runners(scheduling, identity, audit, variables),
                 artifacts=artifacts,
@@ -204,6 +210,7 @@ async def open_runtime(
                 ),
                 webhooks=webhooks,
                 variables=variables,
+                metrics=metrics,
                 events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
             )
         finally:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from oore import __version__
 from oore.config import DEFAULT_CORS_ORIGINS, ConfigError, settings_from_argv
 
 
@@ -100,4 +103,31 @@ def test_the_names_the_daemon_answers_to(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(names) == len(set(names))
     monkeypatch.setenv("OORED_ALLOWED_HOSTS", "https://ci.internal")
     with pytest.raises(ConfigError, match="OORED_ALLOWED_HOSTS"):
+        settings_from_argv([])
+
+
+def test_oored_version_prints_the_package_version_and_exits_0() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "oore.daemon", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, f"oored {__version__}")
+
+
+def test_live_event_stream_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from oore.daemon import events_config
+
+    monkeypatch.delenv("OORED_EVENT_VIEWERS_PER_USER", raising=False)
+    monkeypatch.delenv("OORED_EVENT_VIEWERS_TOTAL", raising=False)
+    defaults = events_config(settings_from_argv([]))
+    assert (defaults.viewers_per_user, defaults.viewers_total) == (32, 2000)
+    monkeypatch.setenv("OORED_EVENT_VIEWERS_PER_USER", "4")
+    monkeypatch.setenv("OORED_EVENT_VIEWERS_TOTAL", "100")
+    configured = events_config(settings_from_argv([]))
+    assert (configured.viewers_per_user, configured.viewers_total) == (4, 100)
+    monkeypatch.setenv("OORED_EVENT_VIEWERS_TOTAL", "0")
+    with pytest.raises(ConfigError, match="OORED_EVENT_VIEWERS_TOTAL"):
         settings_from_argv([])

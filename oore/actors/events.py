@@ -18,7 +18,7 @@ The subscriber set lives on the handle, which outlives a crash.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol, assert_never
 
 import trio
@@ -40,8 +40,9 @@ MAILBOX = 4096
 class EventRecords(Protocol):
     """What the hub reads to complete an event."""
 
-    async def build(self, build_id: str) -> Build | None:
-        """The build as it is now, with its project's and pipeline's names."""
+    async def complete(self, build: Build) -> Build:
+        """The build as its detail showed it at that change (names of its project,
+        pipeline and runner; why it waits, when queued)."""
         ...
 
     async def runner(self, runner_id: str) -> Runner | None: ...
@@ -180,12 +181,7 @@ class _EventHub(Actor[EventMsg]):
         audience = [s for s in self._handle.subscribers if s.audience.sees_project(project)]
         if not audience:
             return
-        now = await self._records.build(build.id)
-        if now is not None:
-            context = dict(now.context)
-            if now.runner_id != build.runner_id:
-                context.pop("runner_name", None)  # it moved on meanwhile: not this runner's
-            build = replace(build, context=context)
+        build = await self._records.complete(build)
         data = build_event(build.to_json(redact=True, with_context=True))
         for subscriber in audience:
             subscriber.offer(data)

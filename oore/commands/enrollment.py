@@ -21,7 +21,7 @@ def parse_ttl(text: str) -> int:
 
 
 def _create(ctx: Context, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"label": args.label}
+    body: dict[str, Any] = {} if args.label is None else {"label": args.label}
     if args.labels:
         body["labels"] = [label.strip() for label in args.labels.split(",") if label.strip()]
     if args.max_uses is not None:
@@ -34,8 +34,8 @@ def _create(ctx: Context, args: argparse.Namespace) -> int:
         made = answer["enrollment_token"]
         expires = when(made.get("expires_at")) or "never"
         ctx.say(
-            f"enrollment token {made.get('id')} ({args.label}); expires {expires}; shown only "
-            "once. A runner registers with it through OORE_RUNNER_ENROLLMENT_TOKEN."
+            f"enrollment token {made.get('id')} ({made.get('label')}); expires {expires}; "
+            "shown only once. A runner registers with it through OORE_RUNNER_ENROLLMENT_TOKEN."
         )
     return EXIT_OK
 
@@ -72,7 +72,7 @@ def add(groups: Groups) -> None:
         _create,
         "mint an enrollment token (printed once, on standard output)",
     )
-    create.add_argument("--label", required=True, help="what the token is for")
+    create.add_argument("--label", help="what the token is for (default: its labels)")
     create.add_argument("--labels", help="comma-separated labels its runners get")
     create.add_argument("--max-uses", type=int, help="how many runners may register with it")
     create.add_argument("--ttl", type=parse_ttl, help="lifetime: 3600, 15m, 12h, 7d")

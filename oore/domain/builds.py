@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -93,6 +93,19 @@ def check_transition(current: BuildStatus, target: BuildStatus) -> None:
         raise Conflict("invalid_transition", f"Cannot move a build from {current} to {target}")
 
 
+def ending_for_runner(status: BuildStatus, actor: str | None, reason: str | None) -> str:
+    """How a build ended, told to the runner that held it ("The build was canceled by x")."""
+    verbs = {
+        BuildStatus.CANCELED: "was canceled",
+        BuildStatus.TIMED_OUT: "timed out",
+        BuildStatus.EXPIRED: "expired",
+    }
+    text = f"The build {verbs.get(status, status.value)}"
+    if actor and not actor.startswith(("system", "runner:")):
+        return f"{text} by {actor}"
+    return f"{text} ({reason})" if reason else text
+
+
 def concurrent_modification() -> Conflict:
     return Conflict("concurrent_modification", "The build changed while this request ran")
 
@@ -153,6 +166,34 @@ class BuildEvent:
 
 
 @dataclass(frozen=True)
+class WaitingReason:
+    """Why no runner can take a queued build now (shown on the build, logged once)."""
+
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+def waiting_reason(
+    required: Iterable[str], *, anyone_online: bool, labels_held: bool
+) -> WaitingReason | None:
+    """Why no runner can take a build that needs the ``required`` labels, given whether any
+    runner is online (and not draining) and whether one of those holds all the labels."""
+    need = sorted(set(required))
+    wanted = ", ".join(need)
+    if not anyone_online:
+        message = "no runner is online"
+        if need:
+            message += f" (the build needs the labels {wanted})"
+        return WaitingReason("no_runner_online", message)
+    if not labels_held:
+        return WaitingReason("no_runner_with_labels", f"no online runner has the labels {wanted}")
+    return None
+
+
+@dataclass(frozen=True)
 class Build:
     id: str
     project_id: str
@@ -180,6 +221,10 @@ class Build:
     created_at: int
     updated_at: int
     context: dict[str, Any] = field(default_factory=dict)
+    # The runner that last held the build; kept when it ends and when the runner is deleted.
+    last_runner_id: str | None = None
+    # Queued builds in list/detail only: why no runner can take it now (None: one can).
+    waiting: WaitingReason | None = None
 
     def to_json(self, *, redact: bool = False, with_context: bool = False) -> dict[str, Any]:
         """The wire shape of contract §2.7; optional fields are omitted when empty."""
@@ -206,6 +251,7 @@ class Build:
             "changelog": self.changelog,
             "source_build_id": self.source_build_id,
             "runner_id": self.runner_id,
+            "last_runner_id": self.last_runner_id,
             "exit_code": self.exit_code,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -215,6 +261,8 @@ class Build:
             body["runner_labels"] = list(self.required_labels)
         if self.step_results:
             body["step_results"] = [step.to_json() for step in self.step_results]
+        if with_context and self.status is BuildStatus.QUEUED:
+            body["waiting_reason"] = None if self.waiting is None else self.waiting.to_json()
         if with_context:
             context = {key: value for key, value in self.context.items() if value is not None}
             if context:

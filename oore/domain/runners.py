@@ -37,6 +37,7 @@ class Runner:
     registered_by: str | None
     created_at: int
     updated_at: int
+    current_builds: tuple[str, ...] = ()  # the builds it holds now (assigned or running)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -47,6 +48,7 @@ class Runner:
             "labels": list(self.labels),
             "max_concurrent": self.max_concurrent,
             "draining": self.draining,
+            "current_builds": list(self.current_builds),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -85,3 +87,9 @@ def check_labels(labels: list[str]) -> tuple[str, ...]:
         if problem is not None:
             raise InvalidInput("invalid_labels", f"A label {problem}")
     return tuple(sorted(set(labels)))
+
+
+def enrollment_label(labels: tuple[str, ...]) -> str:
+    """The name of an enrollment token created without one: its labels, within 255 chars."""
+    text = ", ".join(labels)
+    return text if len(text) <= 255 else text[:254] + "…"

@@ -58,7 +58,7 @@ def create_app(app_services: AppServices, *, ui_dist: Traversable | None = None)
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="hex")},
         openapi_provider_class=Provider,
     )
-    metrics = Metrics(app_services.actor_stats)
+    metrics = Metrics(app_services)
     metrics.install(app)
     install_guard(app)
     install_cors(app)

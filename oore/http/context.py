@@ -24,6 +24,7 @@ from oore.services.events import Events
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.logs import Logs
+from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network
 from oore.services.projects import Projects
 from oore.services.runners import Runners
@@ -64,6 +65,7 @@ class AppServices:
     integrations: Integrations
     webhooks: Webhooks
     variables: Variables
+    metrics: ServiceMetrics
     events: Events
     version: str = __version__
     # Session cookies are marked Secure even on plain http (TLS ends at a proxy).

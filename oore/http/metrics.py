@@ -1,26 +1,55 @@
-"""Prometheus metrics: request counters and durations by route template, actor statistics.
+"""Prometheus metrics: requests by route template, actor statistics, the services' events,
+and gauges of live state read when scraped.
 
 Every label takes one of a fixed set of values, whatever clients send: a method outside
 the standard ones is ``OTHER``, a path no route matches is ``__unmatched__`` and a status is
-the server's own, so the series (and ``/metrics``) cannot grow without bound."""
+the server's own, so the series (and ``/metrics``) cannot grow without bound. The one label
+whose values come from users, the runner labels a queued build needs, shows the
+:data:`QUEUE_LABEL_SETS` deepest sets and sums the rest as ``other``.
+
+Unfinished builds and runners by state are read from the database at each scrape (two
+aggregate queries; concurrent scrapes share one read). While the database cannot answer
+within :data:`DATABASE_BUDGET` seconds those families are left out and
+``oore_database_up`` says why; the rest of the page is served as usual.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from quart import Quart, Response, g, request
 
 from oore.actors import ActorStatistics
+from oore.domain.builds import BuildStatus
+from oore.domain.runners import RunnerStatus
+from oore.errors import ApiError
+from oore.http.context import AppServices
+from oore.services.events import Events
+from oore.services.logs import Logs
+from oore.store import Store
+from oore.store.builds import LiveBuilds
 
 _PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 UNMATCHED = "__unmatched__"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "OTHER"
+
+DATABASE_BUDGET = 2.0  # seconds a scrape waits for the database's counts
+QUEUE_LABEL_SETS = 20  # distinct runner-label sets shown in the queue depth
+OTHER_LABELS = "other"
+LIVE_STATUSES = (
+    BuildStatus.QUEUED,
+    BuildStatus.SCHEDULED,
+    BuildStatus.ASSIGNED,
+    BuildStatus.RUNNING,
+)
 
 ActorStatsSource = Callable[[], Mapping[str, ActorStatistics]]
 
@@ -60,10 +89,125 @@ class _ActorCollector(Collector):
         yield from (depth, capacity, restarts, processed)
 
 
+def queue_depths(
+    by_labels: Mapping[tuple[str, ...], int], cap: int = QUEUE_LABEL_SETS
+) -> dict[str, int]:
+    """Queued builds by label value: the ``cap`` deepest label sets as ``a,b`` (``""``: no
+    labels required), every other set summed into ``other``."""
+    ranked = sorted(by_labels.items(), key=lambda item: (-item[1], item[0]))
+    shown: dict[str, int] = {}
+    for labels, count in ranked[:cap]:
+        key = ",".join(labels)
+        shown[key] = shown.get(key, 0) + count
+    rest = sum(count for _, count in ranked[cap:])
+    if rest:
+        shown[OTHER_LABELS] = shown.get(OTHER_LABELS, 0) + rest
+    return shown
+
+
+class _LiveCollector(Collector):
+    """Gauges of what is true now: the database's counts, its pool, the live streams."""
+
+    def __init__(self, store: Store, logs: Logs, events: Events) -> None:
+        self._store = store
+        self._logs = logs
+        self._events = events
+        self._reading = trio.Lock()
+        self._read_at = -math.inf
+        self._builds: LiveBuilds | None = None
+        self._runners: dict[str, int] | None = None
+
+    async def refresh(self) -> None:
+        """Read the counts, unless a read that began after this call was made has ended."""
+        asked = trio.current_time()
+        async with self._reading:
+            if self._read_at >= asked:
+                return
+            self._read_at = trio.current_time()
+            self._builds = self._runners = None
+            with trio.move_on_after(DATABASE_BUDGET):
+                try:
+                    builds = await self._store.builds.live()
+                    runners = await self._store.runners.by_state()
+                except ApiError:
+                    return  # the store logged the cause; these families are left out
+                self._builds, self._runners = builds, runners
+
+    def collect(self) -> Iterator[Metric]:
+        db = self._store.db
+        yield GaugeMetricFamily(
+            "oore_database_up",
+            "1 while the database answers, 0 during an outage",
+            value=1 if db.available else 0,
+        )
+        usage = db.pool_usage()
+        yield GaugeMetricFamily(
+            "oore_database_pool_connections_in_use",
+            "Pooled database connections running a query now",
+            value=usage.in_use,
+        )
+        yield GaugeMetricFamily(
+            "oore_database_pool_connections_open",
+            "Database connections the pool holds open",
+            value=usage.open,
+        )
+        yield GaugeMetricFamily(
+            "oore_database_pool_connections_max",
+            "Database connections the pool may open",
+            value=usage.max,
+        )
+        yield GaugeMetricFamily(
+            "oore_log_viewers",
+            "Live log streams (SSE viewers) open now",
+            value=self._logs.open_streams,
+        )
+        yield CounterMetricFamily(
+            "oore_log_viewer_catch_ups",
+            "Times a live log viewer fell behind and caught up from the database",
+            value=self._logs.catch_ups,
+        )
+        yield GaugeMetricFamily(
+            "oore_event_streams",
+            "Live event streams (GET /v1/events/stream) open now",
+            value=self._events.open_streams,
+        )
+        yield CounterMetricFamily(
+            "oore_event_stream_resyncs",
+            "Times a live event stream skipped changes and told its client to reload",
+            value=self._events.resyncs,
+        )
+        if self._builds is not None:
+            yield from _build_families(self._builds)
+        if self._runners is not None:
+            runners = GaugeMetricFamily(
+                "oore_runners",
+                "Registered runners by state (draining: told to drain and not offline)",
+                labels=["state"],
+            )
+            for state in RunnerStatus:
+                runners.add_metric([state.value], self._runners.get(state.value, 0))
+            yield runners
+
+
+def _build_families(live: LiveBuilds) -> Iterator[Metric]:
+    builds = GaugeMetricFamily("oore_builds", "Unfinished builds by status", labels=["status"])
+    for status in LIVE_STATUSES:
+        builds.add_metric([status.value], live.by_status.get(status, 0))
+    yield builds
+    depth = GaugeMetricFamily(
+        "oore_build_queue_depth",
+        "Queued builds by the runner labels they need (the deepest sets; the rest: other)",
+        labels=["runner_labels"],
+    )
+    for labels, count in sorted(queue_depths(live.queued_by_labels).items()):
+        depth.add_metric([labels], count)
+    yield depth
+
+
 class Metrics:
     """One registry per app (no process-global state)."""
 
-    def __init__(self, actor_stats: ActorStatsSource) -> None:
+    def __init__(self, app_services: AppServices) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "http_requests_total",
@@ -77,7 +221,15 @@ class Metrics:
             ["method", "path", "status"],
             registry=self.registry,
         )
-        self.registry.register(_ActorCollector(actor_stats))
+        self.registry.register(_ActorCollector(app_services.actor_stats))
+        self.registry.register(app_services.metrics)
+        self._live = _LiveCollector(app_services.store, app_services.logs, app_services.events)
+        self.registry.register(self._live)
+
+    async def exposition(self) -> bytes:
+        """The text format, the database's counts read afresh (left out if it cannot say)."""
+        await self._live.refresh()
+        return generate_latest(self.registry)
 
     def install(self, app: Quart) -> None:
         @app.before_request

@@ -287,7 +287,13 @@ class RunnerChannel:
         status, code, message = reply.get("status"), reply.get("code"), reply.get("error")
         if not isinstance(status, int) or not isinstance(code, str):
             raise ProtocolError(f"{op}: the channel's reply is neither ok nor an error")
-        raise ServerError(status, code, message if isinstance(message, str) else code)
+        details = reply.get("details")
+        raise ServerError(
+            status,
+            code,
+            message if isinstance(message, str) else code,
+            details if isinstance(details, str) else None,
+        )
 
     def _fail_waiting(self, error: RunnerError) -> None:
         for pending in self._waiting.values():

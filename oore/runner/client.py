@@ -51,12 +51,14 @@ class ProtocolError(RunnerError):
 
 
 class ServerError(RunnerError):
-    """The server answered with an error: HTTP status, machine code, human message."""
+    """The server answered with an error: HTTP status, machine code, human message, and
+    the envelope's ``details`` when it has them."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, details: str | None = None) -> None:
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
         super().__init__(f"{status} {code}: {message}")
 
     @property
@@ -244,7 +246,8 @@ class RunnerClient:
         """The build's status, answered as soon as it changes or after ``wait_seconds``.
 
         A 403 ``runner_mismatch`` (raised as :class:`ServerError`) means the build is no
-        longer this runner's: it was canceled, timed out or requeued.
+        longer this runner's: it was canceled, timed out or requeued. When it ended while
+        this runner held it, the error's ``details`` is the status it ended in.
         """
         wait = check_wait(wait_seconds)
         answer = _object(
@@ -501,6 +504,7 @@ def _object(response: httpx.Response) -> dict[str, Any]:
 
 def _server_error(response: httpx.Response) -> ServerError:
     code, message = f"http_{response.status_code}", response.reason_phrase or "error"
+    details = None
     try:
         data = response.json()
     except ValueError:
@@ -510,6 +514,8 @@ def _server_error(response: httpx.Response) -> ServerError:
             code = data["code"]
         if isinstance(data.get("error"), str):
             message = data["error"]
+        if isinstance(data.get("details"), str):
+            details = data["details"]
     elif response.text.strip():
         message = response.text.strip()[:200]
-    return ServerError(response.status_code, code, message)
+    return ServerError(response.status_code, code, message, details)

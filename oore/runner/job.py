@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from oore.domain.builds import StepResult
+from oore.domain.builds import TERMINAL, StepResult
 from oore.domain.pipeline_config import Step, plan_steps
 from oore.domain.variables import keep_secrets_in_steps
 from oore.runner.artifacts import ArtifactUploader, UploadFailed
@@ -37,6 +37,7 @@ JOB_STATE_WAIT = 20
 FINAL_REPORT_DEADLINE = 10.0
 CLEANUP_DEADLINE = 60.0
 RUNNER_FAILED = 1
+ENDED = frozenset(status.value for status in TERMINAL)
 
 T = TypeVar("T")
 Say = Callable[[str], None]
@@ -143,6 +144,7 @@ class JobRunner:
         try:
             async with open_log_batcher(
                 lambda chunks: self._client.append_logs(job.build_id, mask(chunks), job.attempt),
+                hold=mask.held_back,
                 **self._log_options,
             ) as logs:
                 log = _BuildLog(logs, label, self._say)
@@ -245,7 +247,7 @@ class JobRunner:
                 if exc.status == 401:
                     raise TokenRejected(str(exc)) from exc
                 if exc.status in (403, 404):
-                    stop.reason = f"the server took it back ({exc.code}: {exc.message})"
+                    stop.reason = _taken_away(exc)
                     break
                 if not exc.retryable:
                     raise
@@ -260,7 +262,7 @@ class JobRunner:
             if status not in ("assigned", "running"):
                 stop.reason = f"the build is {status}"
                 break
-        self._say(f"cancel received for build #{job.build_number}: {stop.reason}")
+        self._say(f"build #{job.build_number}: {stop.reason}; stopping it")
         work.cancel()
 
     async def _retrying(self, call: Callable[[], Awaitable[T]], label: str) -> T:
@@ -281,6 +283,15 @@ class JobRunner:
             )
         except Exception as exc:
             self._say(f"final report not delivered: {exc}")
+
+
+def _taken_away(refused: ServerError) -> str:
+    """Why the server no longer lets this runner hold the build, in the runner's words."""
+    if refused.code == "runner_mismatch" and refused.details in ENDED:
+        # The build ended while this runner held it: the server says how ("The build was
+        # canceled by ...").
+        return refused.message[:1].lower() + refused.message[1:]
+    return f"the server took it back ({refused.code}: {refused.message})"
 
 
 @dataclass

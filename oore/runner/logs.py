@@ -2,10 +2,13 @@
 
 Lines are numbered 0, 1, 2... in the order :meth:`LogBatcher.write` is called. A batch
 leaves when it holds ``max_lines`` lines or ``interval`` seconds after its first line,
-whichever comes first. A failed send that may pass is repeated with backoff (the server
-ignores sequences it already has); a refused one (the build is no longer ours) stops
-shipping, and later lines are counted in :attr:`LogBatcher.dropped`. At most ``capacity``
-lines wait; beyond that :meth:`LogBatcher.write` waits for room.
+whichever comes first. A ``hold`` callable may keep a batch's last lines back for the
+next one (at most ``hold_seconds``), so that a secret cut by the batch's end is masked
+whole (see :meth:`oore.runner.variables.LogMask.held_back`). A failed send that may pass
+is repeated with backoff (the server ignores sequences it already has); a refused one (the
+build is no longer ours) stops shipping, and later lines are counted in
+:attr:`LogBatcher.dropped`. At most ``capacity`` lines wait; beyond that
+:meth:`LogBatcher.write` waits for room.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ MAX_BATCH_LINES = 200
 BATCH_INTERVAL = 0.25
 CAPACITY = 1000
 
+HOLD_SECONDS = 1.0
+MAX_HELD_LINES = 16  # a secret's beginning spans a few lines; batches stay near max_lines
+
 SendChunks = Callable[[Sequence[LogChunk]], Awaitable[Any]]
+HoldBack = Callable[[Sequence[LogChunk]], int]
 
 
 class LogBatcher:
@@ -37,10 +44,14 @@ class LogBatcher:
         interval: float = BATCH_INTERVAL,
         capacity: int = CAPACITY,
         backoff: Callable[[], Backoff] = Backoff,
+        hold: HoldBack | None = None,
+        hold_seconds: float = HOLD_SECONDS,
     ) -> None:
         if max_lines < 1 or capacity < 1:
             raise ValueError("max_lines and capacity must be at least 1")
         self._send_chunks = send
+        self._hold = hold
+        self._hold_seconds = hold_seconds
         self._max_lines = max_lines
         self._interval = interval
         self._backoff = backoff
@@ -64,19 +75,44 @@ class LogBatcher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Ship batches until :meth:`close` was called and every queued line is handled."""
         task_status.started()
+        held: list[LogChunk] = []
         async with self._out:
             while True:
                 try:
-                    batch = [await self._out.receive()]
+                    first = await self._next(held)
                 except trio.EndOfChannel:
+                    if held:
+                        await self._deliver(held)
                     return
+                if first is None:  # held lines waited long enough: no more is coming soon
+                    await self._deliver(held)
+                    held = []
+                    continue
+                # Up to max_lines new lines join the held ones.
+                batch, held = [*held, first], []
+                size = len(batch) - 1 + self._max_lines
+                ended = False
                 with trio.move_on_after(self._interval):
-                    while len(batch) < self._max_lines:
+                    while len(batch) < size:
                         try:
                             batch.append(await self._out.receive())
                         except trio.EndOfChannel:
+                            ended = True
                             break
-                await self._deliver(batch)
+                if self._hold is not None and not ended:
+                    keep = min(self._hold(batch), MAX_HELD_LINES)
+                    if keep:
+                        batch, held = batch[:-keep], batch[-keep:]
+                if batch:
+                    await self._deliver(batch)
+
+    async def _next(self, held: list[LogChunk]) -> LogChunk | None:
+        """The next line; None when lines are held and none came within ``hold_seconds``."""
+        if not held:
+            return await self._out.receive()
+        with trio.move_on_after(self._hold_seconds):
+            return await self._out.receive()
+        return None
 
     async def _deliver(self, batch: list[LogChunk]) -> None:
         if self.error is not None:

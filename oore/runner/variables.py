@@ -36,6 +36,38 @@ class LogMask:
             for line, chunk in zip(masked, chunks, strict=True)
         ]
 
+    def held_back(self, chunks: Sequence[LogChunk]) -> int:
+        """How many of the last ``chunks`` to keep for the next batch: those from where
+        the batch's text ends with the beginning of a secret (which the next lines may
+        finish), so that no part of a secret leaves in one batch and the rest in another."""
+        text = "".join(chunk.content for chunk in chunks)
+        start = len(text)
+        for secret in self._secrets:
+            for needle in dict.fromkeys((secret, secret.replace("\n", ""))):
+                start = min(start, _cut_start(text, needle))
+        if start == len(text):
+            return 0
+        offset = 0
+        for index, chunk in enumerate(chunks):
+            offset += len(chunk.content)
+            if offset > start:
+                return len(chunks) - index
+        return 0
+
+
+def _cut_start(text: str, needle: str) -> int:
+    """Where the longest end of ``text`` that begins ``needle`` (without being all of it)
+    starts; ``len(text)`` when there is none."""
+    if len(needle) < 2:
+        return len(text)
+    first = max(0, len(text) - len(needle) + 1)
+    position = text.find(needle[0], first)
+    while position != -1:
+        if needle.startswith(text[position:]):
+            return position
+        position = text.find(needle[0], position + 1)
+    return len(text)
+
 
 def server_secrets(variables: Iterable[BuildVariable]) -> list[str]:
     return [var.value for var in variables if var.secret]

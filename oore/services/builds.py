@@ -21,6 +21,7 @@ from oore.domain.builds import (
     TriggerType,
     check_transition,
     concurrent_modification,
+    ending_for_runner,
 )
 from oore.domain.projects import Pipeline, Project, RepositoryProvider
 from oore.domain.rbac import ProjectPermission, is_instance_admin, project_allows
@@ -241,6 +242,7 @@ class Builds:
         await self._scheduling.dispatcher.enqueue(
             [QueuedBuild(build.id, frozenset(build.required_labels), build.queued_at)]
         )
+        await self._scheduling.waiting.explain([build])  # logs it if no runner can take it
         return build
 
     async def _supersede(self, build: Build) -> None:
@@ -327,6 +329,7 @@ class Builds:
 
     async def detail(self, session: Session, build_id: str) -> tuple[Build, list[BuildEvent]]:
         build = await self.visible(session, build_id)
+        [build] = await self._scheduling.waiting.explain([build])
         return build, await self._store.builds.events(build.id)
 
     async def page(self, session: Session, query: BuildQuery) -> tuple[list[Build], int]:
@@ -354,13 +357,14 @@ class Builds:
             if pipeline_key is None:
                 return [], 0
         member_of = None if is_instance_admin(session.user.role) else session.user.id
-        return await self._store.builds.page(
+        builds, total = await self._store.builds.page(
             BuildFilter(project_key, pipeline_key, statuses, query.branch, member_of),
             sort=query.sort,
             descending=query.descending,
             limit=min(query.limit, 200),
             offset=query.offset,
         )
+        return await self._scheduling.waiting.explain(builds), total
 
     async def cancel(self, session: Session, build_id: str) -> Build:
         """Cancel from queued/scheduled/assigned/running (§4.3); 409 from a terminal state."""
@@ -387,6 +391,7 @@ class Builds:
                             self._clock.now(),
                         )
                     )
+                    self._scheduling.metrics.build_finished(canceled)
                     await self._scheduling.dispatcher.remove(build.id)
                     return canceled
             except ActorError:
@@ -407,8 +412,21 @@ class Builds:
         if build is None:
             raise NotFound("not_found", "Build not found")
         if build.runner_id != runner.id:
-            raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
+            raise await self._not_held(runner, build)
         return build
+
+    async def _not_held(self, runner: Runner, build: Build) -> Forbidden:
+        """403 ``runner_mismatch``; when the build ended in this runner's hands (canceled,
+        timed out), the message says how and ``details`` holds the status it ended in."""
+        if build.last_runner_id != runner.id or not build.status.terminal:
+            return Forbidden("runner_mismatch", "This build is not assigned to this runner")
+        events = await self._store.builds.events(build.id)
+        actor, reason = (events[-1].actor, events[-1].reason) if events else (None, None)
+        return Forbidden(
+            "runner_mismatch",
+            ending_for_runner(build.status, actor, reason),
+            details=build.status.value,
+        )
 
     async def job_state(self, runner: Runner, build_id: str, wait_seconds: float) -> BuildStatus:
         """The build's status; with a wait, answered as soon as it changes (cancel push)."""
@@ -424,7 +442,7 @@ class Builds:
                     except (ActorError, Forbidden):
                         build = await self.bound(runner, build_id)
         if build.runner_id != runner.id:
-            raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
+            raise await self._not_held(runner, build)
         return build.status
 
     async def report(

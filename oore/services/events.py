@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -34,7 +34,6 @@ from oore.errors import ServiceUnavailable, TooManyRequests
 from oore.services.access import Access
 from oore.services.identity import Identity
 from oore.services.scheduling import Scheduling
-from oore.store import Store
 
 
 @dataclass(frozen=True)
@@ -53,23 +52,33 @@ class EventsConfig:
 
 
 class _Records:
-    """What the hub reads from the store."""
+    """What the hub reads: the store, and why queued builds wait."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, scheduling: Scheduling) -> None:
+        self._store = scheduling.store
+        self._waiting = scheduling.waiting
 
-    async def build(self, build_id: str) -> Build | None:
-        return await self._store.builds.get(build_id)
+    async def complete(self, build: Build) -> Build:
+        now = await self._store.builds.get(build.id)
+        if now is not None:
+            context = dict(now.context)
+            if _runner_of(now) != _runner_of(build):
+                context.pop("runner_name", None)  # it moved on meanwhile: not this runner's
+            build = replace(build, context=context)
+        [build] = await self._waiting.explain([build])
+        return build
 
     async def runner(self, runner_id: str) -> Runner | None:
         return await self._store.runners.get(runner_id)
 
 
-async def start_event_hub(store: Store, parent: Supervisor) -> EventsHandle:
-    """Start the hub under ``parent`` (which stops it); publishers get its handle."""
-    hub = EventsHandle()
-    await parent.start_child(event_hub_spec(hub, _Records(store)))
-    return hub
+def _runner_of(build: Build) -> str | None:
+    return build.runner_id or build.last_runner_id
+
+
+async def start_event_hub(hub: EventsHandle, scheduling: Scheduling, parent: Supervisor) -> None:
+    """Start the hub behind ``hub`` under ``parent`` (which stops it)."""
+    await parent.start_child(event_hub_spec(hub, _Records(scheduling)))
 
 
 class Events:
@@ -90,6 +99,7 @@ class Events:
         self._access = access
         self._per_user: Counter[str] = Counter()
         self._open = 0
+        self.resyncs = 0  # times a stream skipped changes and told its client to reload
 
     @property
     def open_streams(self) -> int:
@@ -159,6 +169,7 @@ class Events:
             while True:
                 if subscriber.missed:
                     subscriber.resync()
+                    self.resyncs += 1
                     yield RESYNC
                     quiet_since = trio.current_time()
                     continue

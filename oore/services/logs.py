@@ -135,6 +135,7 @@ class _Records:
         stored = await logs.store.builds.append_logs(
             build_id, writes, cap=cap, notice=truncation_notice(cap), now=logs.clock.now()
         )
+        logs.metrics.logs_stored(stored.lines)
         return Appended(stored.counts, stored.lines, stored.attempt)
 
     async def state(self, build_id: str) -> LogState | None:
@@ -164,6 +165,7 @@ class Logs:
         self.store = scheduling.store
         self.clock = scheduling.clock
         self.config = config
+        self.metrics = scheduling.metrics
         self._scheduling = scheduling
         self._builds = builds
         self._access = access

@@ -33,6 +33,7 @@ from oore.services.access import Access, ProjectAccess
 from oore.services.clock import WallClock
 from oore.services.git import git
 from oore.services.identity import AuditSink
+from oore.services.metrics import ServiceMetrics
 from oore.store import AuditEntry, Store
 from oore.store.pipelines import NewPipeline, PipelineChanges
 from oore.store.projects import Deletion, Member, NewProject, ProjectChanges, ProjectFilter
@@ -191,7 +192,9 @@ class Projects:
         audit: AuditSink,
         access: Access,
         artifacts: ArtifactPurge,
+        metrics: ServiceMetrics,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._clock = clock
         self._audit = audit
@@ -385,6 +388,7 @@ class Projects:
         if updated is None:
             raise NotFound("not_found", "Project not found")
         project, canceled = updated
+        self._metrics.builds_canceled(canceled)
         fields = [
             name
             for name in ("name", "description", "default_branch", "settings")

@@ -19,6 +19,7 @@ from oore.domain.runners import (
     RunnerStatus,
     check_labels,
     check_runner_name,
+    enrollment_label,
 )
 from oore.domain.text import name_problem
 from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
@@ -291,14 +292,24 @@ class Runners:
         self,
         session: Session,
         *,
-        label: str,
+        label: str | None,
         labels: list[str],
         max_uses: int | None,
         ttl_seconds: int | None,
     ) -> tuple[EnrollmentToken, str]:
-        """A new enrollment token (shown once); owner/admin only."""
+        """A new enrollment token (shown once); owner/admin only.
+
+        ``label`` names the token; without one, its labels do ("gpu, linux").
+        """
         require(session.user.role, Resource.RUNNERS, Action.WRITE)
-        trimmed = label.strip()
+        checked = check_labels(labels)
+        if label is None and not checked:
+            raise InvalidInput(
+                "invalid_input",
+                "Give the token a label (a name to know it by) or labels (given to the"
+                " runners that register with it)",
+            )
+        trimmed = label.strip() if label is not None else enrollment_label(checked)
         if not trimmed or len(trimmed) > 255:
             raise InvalidInput("invalid_name", "Label must be 1..255 characters")
         if (problem := name_problem(trimmed)) is not None:
@@ -311,7 +322,7 @@ class Runners:
         token = new_token()
         created = await self._store.runners.create_enrollment_token(
             label=trimmed,
-            labels=check_labels(labels),
+            labels=checked,
             token_hash=hash_token(token),
             max_uses=max_uses,
             expires_at=None if ttl_seconds is None else now + ttl_seconds,
@@ -396,7 +407,7 @@ class Runners:
             await dispatcher.release(runner.id, offer.build_id)
 
     async def _commit(self, runner: Runner, queued: QueuedBuild) -> Job | None:
-        """Commit one offer; None if the build left the queue meanwhile."""
+        """Commit one offer; None if the build left the queue meanwhile, 401 if the runner did."""
         now = self._clock.now()
         signing = new_token()
         lease = now + int(self._scheduling.config.runner_lease)
@@ -410,7 +421,11 @@ class Runners:
             raise
         build = row.build
         if build is None:
+            if row.runner_gone:
+                await self._scheduling.dispatcher.give_back(Offer(queued, runner.id))
+                raise Unauthorized("invalid_token", "This runner was deleted")
             return None
+        self._scheduling.metrics.build_claimed(build)
         try:
             variables = await self._variables.for_build(build)
             await trio.lowlevel.checkpoint_if_cancelled()

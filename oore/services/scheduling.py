@@ -10,9 +10,10 @@ to the event hub (``events``) once committed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -27,10 +28,18 @@ from oore.actors.dispatcher import Dispatcher
 from oore.actors.events import EventsHandle
 from oore.actors.runner import RunnerHandle, runner_actor_spec
 from oore.actors.supervisor import supervisor_spec
-from oore.domain.builds import Build, QueuedBuild, Transition
+from oore.domain.builds import (
+    Build,
+    BuildStatus,
+    QueuedBuild,
+    Transition,
+    WaitingReason,
+    waiting_reason,
+)
 from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
 from oore.services.clock import WallClock
+from oore.services.metrics import ServiceMetrics
 from oore.store import Store
 from oore.store.builds import ClaimRow
 from oore.store.runners import Heartbeat
@@ -39,6 +48,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 256
 HEARTBEAT_BATCH = 1000
+WAITING_LOGGED = 10_000  # build ids remembered as already logged waiting
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ class BuildRecords:
     async def transition(self, t: Transition) -> Build:
         build = await self._store.builds.transition(t)
         self._events.build_changed(build)
+        if t.expected.active and not build.status.active and build.last_runner_id:
+            self._events.runner_changed(build.last_runner_id)  # its current builds changed
         return build
 
 
@@ -75,11 +87,13 @@ class Scheduling:
         store: Store,
         clock: WallClock,
         config: SchedulingConfig,
+        metrics: ServiceMetrics,
         events: EventsHandle | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.config = config
+        self.metrics = metrics
         self.events = EventsHandle() if events is None else events
         self.build_records = BuildRecords(store, self.events)
         self._runner_status: dict[str, RunnerStatus] = {}  # as last committed here
@@ -93,6 +107,7 @@ class Scheduling:
             max_batch=HEARTBEAT_BATCH,
             capacity=16384,
         )
+        self.waiting = WaitingBuilds(store, clock, config.runner_lease)
         self._long_polls: set[trio.CancelScope] = set()
         self._ending = False
         self.build_actors: Registry[str, BuildHandle] = Registry("builds")
@@ -155,6 +170,7 @@ class Scheduling:
         for claim in claims:
             if claim.build is not None:
                 self.events.build_changed(claim.build)
+                self.events.runner_changed(claim.runner_id)  # its current builds changed
 
     async def _commit_heartbeats(self, beats: list[Heartbeat]) -> None:
         await self.store.runners.commit_heartbeats(beats)
@@ -260,6 +276,55 @@ class Scheduling:
 
     async def _build_ended(self, build: Build) -> None:
         """A build left assigned/running (hook for notifications and log streams)."""
+        self.metrics.build_finished(build)
+
+
+class WaitingBuilds:
+    """Why queued builds wait: no online runner could take them (``waiting_reason``).
+
+    Asked when builds are queued and shown; each build waiting is logged once (the ids
+    logged are remembered, a bounded number of them).
+    """
+
+    def __init__(self, store: Store, clock: WallClock, runner_lease: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._lease = int(runner_lease)
+        self._logged: OrderedDict[str, None] = OrderedDict()
+
+    async def explain(self, builds: Sequence[Build]) -> list[Build]:
+        """The builds, the queued ones with their waiting reason (one database call, and
+        none when no build is queued)."""
+        needs = {
+            frozenset(build.required_labels)
+            for build in builds
+            if build.status is BuildStatus.QUEUED
+        }
+        if not needs:
+            return list(builds)
+        since = self._clock.now() - self._lease
+        held = await self._store.runners.online_holding(since, list(needs | {frozenset()}))
+        explained = []
+        for build in builds:
+            if build.status is BuildStatus.QUEUED:
+                reason = waiting_reason(
+                    build.required_labels,
+                    anyone_online=held[frozenset()],
+                    labels_held=held[frozenset(build.required_labels)],
+                )
+                build = replace(build, waiting=reason)
+                if build.waiting is not None:
+                    self._log_once(build, build.waiting)
+            explained.append(build)
+        return explained
+
+    def _log_once(self, build: Build, reason: WaitingReason) -> None:
+        if build.id in self._logged:
+            return
+        self._logged[build.id] = None
+        if len(self._logged) > WAITING_LOGGED:
+            self._logged.popitem(last=False)
+        log.warning("build %s (#%d) waits: %s", build.id, build.build_number, reason.message)
 
 
 async def start_scheduling(
@@ -267,11 +332,13 @@ async def start_scheduling(
     clock: WallClock,
     config: SchedulingConfig,
     parent: Supervisor,
+    metrics: ServiceMetrics,
+    *,
     events: EventsHandle | None = None,
 ) -> Scheduling:
     """Start the scheduling subtree under ``parent`` (which stops it) and recover state;
     committed changes are told to ``events``."""
-    scheduling = Scheduling(store, clock, config, events)
+    scheduling = Scheduling(store, clock, config, metrics, events)
     recovered = await store.builds.recover_scheduled(clock.now())
     if recovered:
         log.info("moved %d scheduled builds back to the queue", recovered)

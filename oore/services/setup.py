@@ -18,6 +18,7 @@ from oore.domain.network import (
     parse_cidrs,
     proxied_email,
 )
+from oore.domain.rbac import require_instance_admin
 from oore.domain.setup import (
     RemoteAuthMode,
     RuntimeMode,
@@ -33,7 +34,7 @@ from oore.domain.setup import (
 )
 from oore.domain.tokens import hash_token, new_token
 from oore.domain.users import USER_SESSION_TTL, User, local_subject
-from oore.errors import Conflict, Forbidden, InternalError, InvalidInput
+from oore.errors import Conflict, Forbidden, InternalError, InvalidInput, Unauthorized
 from oore.services.clock import WallClock
 from oore.services.identity import AuditSink, Identity, LoginResult
 from oore.store import AuditEntry, Store
@@ -243,8 +244,20 @@ class Setup:
         return {"state": SetupState.READY.value, "instance_id": done.instance_id}
 
     async def summary(self, authorization: str | None) -> dict[str, Any]:
-        """``GET /v1/setup/summary``: what setup has recorded so far (setup session only)."""
-        await self._identity.check_setup_session(authorization)
+        """``GET /v1/setup/summary``: what setup has recorded so far.
+
+        For the setup session, and afterwards for the owner and admins signed in (the
+        setup session ends with setup). 403 ``insufficient_role`` for other users; a
+        credential that is neither gets the setup session's 401.
+        """
+        try:
+            await self._identity.check_setup_session(authorization)
+        except Unauthorized as refused:
+            try:
+                session = await self._identity.authenticate(authorization)
+            except Unauthorized:
+                raise refused from None
+            require_instance_admin(session.user.role)
         instance = await self._store.instance.get()
         oidc = await self._store.oidc.get()
         body: dict[str, Any] = {"instance_id": instance.instance_id, "state": instance.state.value}

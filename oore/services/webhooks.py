@@ -40,6 +40,7 @@ from oore.errors import (
 from oore.services.builds import Builds
 from oore.services.clock import WallClock
 from oore.services.identity import Identity
+from oore.services.metrics import ServiceMetrics
 from oore.store import Store
 from oore.store.webhooks import Delivery, NewDelivery, SigningSecret
 
@@ -73,7 +74,15 @@ def _payload(body: bytes) -> Any:
 class Webhooks:
     """The two receivers and the worker behind them."""
 
-    def __init__(self, store: Store, clock: WallClock, identity: Identity, builds: Builds) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: WallClock,
+        identity: Identity,
+        builds: Builds,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self.metrics = metrics
         self._store = store
         self._clock = clock
         self._identity = identity
@@ -217,13 +226,19 @@ class Webhooks:
             reason = await self._build(delivery, mapped)
         except (ApiError, ActorError) as exc:
             log.warning("webhook delivery %s failed: %s", delivery.id, exc)
-            await self._store.webhooks.retry(delivery.id, str(exc), self._clock.now())
+            ended = await self._store.webhooks.retry(delivery.id, str(exc), self._clock.now())
+            self.metrics.webhook_handled(
+                delivery.provider, "failed" if ended == DeliveryStatus.FAILED else "retried"
+            )
             return
         status = DeliveryStatus.PROCESSED if reason is None else DeliveryStatus.IGNORED
         await self._finish(delivery, status, reason)
 
     async def _finish(self, delivery: Delivery, status: DeliveryStatus, reason: str | None) -> None:
         await self._store.webhooks.finish(delivery.id, status.value, reason, self._clock.now())
+        self.metrics.webhook_handled(
+            delivery.provider, "processed" if status is DeliveryStatus.PROCESSED else "ignored"
+        )
 
     async def _build(self, delivery: Delivery, trigger: Trigger) -> str | None:
         """One build per matching pipeline; the reason when nothing could match."""

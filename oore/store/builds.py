@@ -56,6 +56,7 @@ def build_from_row(row: Any) -> Build:
         "pipeline_name": row["pipeline_name"] if "pipeline_name" in keys else None,
         "runner_name": row["runner_name"] if "runner_name" in keys else None,
     }
+    last_runner_id = row.get("last_runner_id")
     return Build(
         id=str(row["id"]),
         project_id=str(row["project_id"]),
@@ -83,6 +84,7 @@ def build_from_row(row: Any) -> Build:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         context=context,
+        last_runner_id=str(last_runner_id) if last_runner_id else None,
     )
 
 
@@ -190,10 +192,12 @@ async def _create(conn: Connection, new: NewBuild) -> Build | None:
     return build_from_row(row)
 
 
+# The runner's name: its current one, or the one it had at the claim once it is deleted.
 _DETAIL_COLUMNS = """b.*, p.name AS project_name, pl.name AS pipeline_name,
-    r.name AS runner_name"""
+    COALESCE(r.name, b.last_runner_name) AS runner_name"""
 _DETAIL_FROM = """builds b JOIN projects p ON p.id = b.project_id
-    JOIN pipelines pl ON pl.id = b.pipeline_id LEFT JOIN runners r ON r.id = b.runner_id"""
+    JOIN pipelines pl ON pl.id = b.pipeline_id
+    LEFT JOIN runners r ON r.id = COALESCE(b.runner_id, b.last_runner_id)"""
 
 
 async def _get(conn: Connection, build_id: uuid.UUID) -> Build | None:
@@ -279,16 +283,22 @@ class ClaimRow:
     lease_expires_at: int
     now: int
     build: Build | None = field(default=None)
+    runner_gone: bool = field(default=False)  # set when the runner was deleted meanwhile
 
 
 async def _commit_claims(conn: Connection, claims: list[ClaimRow]) -> None:
+    # The runners are locked as the foreign key would lock them, but first: a runner
+    # deleted meanwhile loses its claims here instead of failing the whole batch.
     rows = await conn.fetch(
-        """UPDATE builds b
+        """WITH live AS (SELECT id, name FROM runners WHERE id = ANY($2::uuid[])
+                         FOR KEY SHARE)
+           UPDATE builds b
            SET status = 'assigned', runner_id = c.runner_id,
                signing_token_hash = c.signing_hash, lease_expires_at = c.lease,
-               updated_at = c.now
+               updated_at = c.now, last_runner_id = c.runner_id, last_runner_name = live.name
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[])
                 AS c(build_id, runner_id, signing_hash, lease, now)
+                JOIN live ON live.id = c.runner_id
            WHERE b.id = c.build_id AND b.status = 'queued' AND b.runner_id IS NULL
            RETURNING b.*""",
         [c.build_id for c in claims],
@@ -298,6 +308,12 @@ async def _commit_claims(conn: Connection, claims: list[ClaimRow]) -> None:
         [c.now for c in claims],
     )
     won = {str(row["id"]): build_from_row(row) for row in rows}
+    lost = {claim.runner_id for claim in claims if claim.build_id not in won}
+    if lost:
+        present = await conn.fetch("SELECT id FROM runners WHERE id = ANY($1::uuid[])", list(lost))
+        gone = lost - {str(row["id"]) for row in present}
+        for claim in claims:
+            claim.runner_gone = claim.runner_id in gone
     events: list[EventRow] = []
     for claim in claims:
         build = won.get(claim.build_id)
@@ -568,6 +584,32 @@ async def _active_counts(conn: Connection) -> dict[str, int]:
     return {str(r["runner_id"]): r["n"] for r in rows}
 
 
+@dataclass(frozen=True)
+class LiveBuilds:
+    """How many builds are in each live status, and the queued ones by required labels."""
+
+    by_status: dict[BuildStatus, int]
+    queued_by_labels: dict[tuple[str, ...], int]
+
+
+async def _live(conn: Connection) -> LiveBuilds:
+    rows = await conn.fetch(
+        """SELECT status, CASE WHEN status = 'queued' THEN required_labels END AS labels,
+                  count(*) AS n
+           FROM builds WHERE status IN ('queued', 'scheduled', 'assigned', 'running')
+           GROUP BY 1, 2"""
+    )
+    by_status: dict[BuildStatus, int] = {}
+    by_labels: dict[tuple[str, ...], int] = {}
+    for row in rows:
+        status = BuildStatus(row["status"])
+        by_status[status] = by_status.get(status, 0) + row["n"]
+        if row["labels"] is not None:
+            labels = tuple(sorted(row["labels"]))
+            by_labels[labels] = by_labels.get(labels, 0) + row["n"]
+    return LiveBuilds(by_status, by_labels)
+
+
 class BuildStore:
     """Builds, build events, claims and log lines."""
 
@@ -611,6 +653,10 @@ class BuildStore:
     async def active_counts(self) -> dict[str, int]:
         """Per runner, how many builds it holds."""
         return await self._db.run(_active_counts)
+
+    async def live(self) -> LiveBuilds:
+        """Counts of the unfinished builds (one aggregate query, for ``/metrics``)."""
+        return await self._db.run(_live)
 
     async def recover_scheduled(self, now: int) -> int:
         """Move every ``scheduled`` build back to ``queued`` (daemon start, contract §4.2)."""

@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
@@ -103,6 +104,15 @@ _DRIVER_ERRORS = (
 )
 
 
+@dataclass(frozen=True)
+class PoolUsage:
+    """Connections of the pool: taken by a query now, open, and at most."""
+
+    in_use: int
+    open: int
+    max: int
+
+
 class Database:
     """A pool of connections; every query function runs on the asyncio side of the bridge.
 
@@ -131,6 +141,12 @@ class Database:
     def available(self) -> bool:
         """False during an outage (queries then raise StoreUnavailable at once)."""
         return self._down_since is None
+
+    def pool_usage(self) -> PoolUsage:
+        """The pool's connections, read without a crossing (plain counters of the pool)."""
+        pool = self._pool
+        size = pool.get_size()
+        return PoolUsage(size - pool.get_idle_size(), size, pool.get_max_size())
 
     async def wait_recovered(self, seen: int) -> int:
         """Wait until more than ``seen`` outages have ended; return how many have."""

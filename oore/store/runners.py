@@ -26,7 +26,13 @@ def runner_from_row(row: Any) -> Runner:
         registered_by=str(row["registered_by"]) if row["registered_by"] else None,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        current_builds=tuple(row.get("current_builds") or ()),
     )
+
+
+# The builds a runner holds now: only assigned and running builds name their runner.
+_CURRENT_BUILDS = """ARRAY(SELECT b.id::text FROM builds b WHERE b.runner_id = runners.id
+    ORDER BY b.queued_at, b.seq) AS current_builds"""
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ async def _by_token(conn: Connection, token_hash: str) -> Runner | None:
 
 
 async def _get(conn: Connection, runner_id: uuid.UUID) -> Runner | None:
-    row = await conn.fetchrow("SELECT * FROM runners WHERE id = $1", runner_id)
+    row = await conn.fetchrow(f"SELECT *, {_CURRENT_BUILDS} FROM runners WHERE id = $1", runner_id)
     return None if row is None else runner_from_row(row)
 
 
@@ -104,7 +110,7 @@ async def _list(
     args: list[Any] = [limit, offset] + ([] if q is None else [q])
     direction = "DESC" if descending else "ASC"
     rows = await conn.fetch(
-        f"""SELECT * FROM runners WHERE {condition}
+        f"""SELECT *, {_CURRENT_BUILDS} FROM runners WHERE {condition}
             ORDER BY {_SORTS[sort]} {direction} NULLS LAST, id {direction}
             LIMIT $1 OFFSET $2""",
         *args,
@@ -135,10 +141,10 @@ async def _update(
     if before is None:
         return None
     row = await conn.fetchrow(
-        """UPDATE runners SET name = COALESCE($2, name), labels = COALESCE($3, labels),
+        f"""UPDATE runners SET name = COALESCE($2, name), labels = COALESCE($3, labels),
                max_concurrent = COALESCE($4, max_concurrent),
                draining = COALESCE($5, draining), updated_at = $6
-           WHERE id = $1 RETURNING *""",
+           WHERE id = $1 RETURNING *, {_CURRENT_BUILDS}""",
         runner_id,
         changes.name,
         None if changes.labels is None else list(changes.labels),
@@ -174,6 +180,23 @@ async def _commit_heartbeats(conn: Connection, beats: list[Heartbeat]) -> None:
     )
 
 
+async def _online_holding(
+    conn: Connection, since: int, needs: list[frozenset[str]]
+) -> dict[frozenset[str], bool]:
+    # One EXISTS per label set: it stops at the first runner found, where collecting the
+    # label sets of a large fleet would read every row.
+    held = {}
+    for need in needs:
+        held[need] = await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM runners
+                   WHERE status IN ('online', 'busy') AND NOT draining
+                     AND last_heartbeat_at >= $1 AND labels @> $2::text[])""",
+            since,
+            sorted(need),
+        )
+    return held
+
+
 async def _mark_offline(conn: Connection, runner_id: str, now: int) -> None:
     await conn.execute(
         "UPDATE runners SET status = 'offline', updated_at = $2 WHERE id = $1", runner_id, now
@@ -181,16 +204,21 @@ async def _mark_offline(conn: Connection, runner_id: str, now: int) -> None:
 
 
 async def _delete(conn: Connection, runner_id: uuid.UUID) -> bool:
-    used = await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM builds WHERE runner_id = $1)
-               OR EXISTS (SELECT 1 FROM build_events WHERE actor = 'runner:' || $1::text)""",
-        runner_id,
+    # The lock waits for claims being committed to this runner, so none slips past.
+    if await conn.fetchval("SELECT true FROM runners WHERE id = $1 FOR UPDATE", runner_id) is None:
+        return False
+    held = await conn.fetch(
+        "SELECT id FROM builds WHERE runner_id = $1 ORDER BY queued_at, seq", runner_id
     )
-    if used:
-        raise Conflict("runner_has_builds", "Runner has builds and cannot be deleted")
-    return (
-        await conn.fetchval("DELETE FROM runners WHERE id = $1 RETURNING true", runner_id) is True
-    )
+    if held:
+        ids = ", ".join(str(row["id"]) for row in held)
+        raise Conflict(
+            "runner_has_builds",
+            f"The runner is busy with builds {ids}: drain it and let them finish (or cancel"
+            " them), then delete it",
+        )
+    await conn.execute("DELETE FROM runners WHERE id = $1", runner_id)
+    return True
 
 
 @dataclass(frozen=True)
@@ -276,6 +304,15 @@ async def _revoke_enrollment(
     return None if row is None else _enrollment_from_row(row)
 
 
+async def _by_state(conn: Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        """SELECT CASE WHEN draining AND status <> 'offline' THEN 'draining' ELSE status END
+                  AS state, count(*) AS n
+           FROM runners GROUP BY 1"""
+    )
+    return {row["state"]: row["n"] for row in rows}
+
+
 class RunnerStore:
     """Runners and enrollment tokens."""
 
@@ -310,11 +347,25 @@ class RunnerStore:
         """The heartbeat group-commit target: the latest beat of each runner wins."""
         await self._db.transaction(_commit_heartbeats, beats)
 
+    async def by_state(self) -> dict[str, int]:
+        """Runners per state: their status, ``draining`` for a live one told to drain."""
+        return await self._db.run(_by_state)
+
+    async def online_holding(
+        self, since: int, needs: list[frozenset[str]]
+    ) -> dict[frozenset[str], bool]:
+        """For each label set, whether an online or busy, non-draining runner heard from
+        since ``since`` has all of those labels (the empty set: whether any is online)."""
+        return await self._db.run(_online_holding, since, needs)
+
     async def mark_offline(self, runner_id: str, now: int) -> None:
         await self._db.run(_mark_offline, runner_id, now)
 
     async def delete(self, runner_id: str) -> bool:
-        """Delete an unused runner; 409 ``runner_has_builds`` if any build refers to it."""
+        """Delete a runner; 409 ``runner_has_builds`` while it holds builds.
+
+        Builds it ran keep its id and name (``last_runner_id``, ``last_runner_name``).
+        """
         key = as_uuid(runner_id)
         return False if key is None else await self._db.transaction(_delete, key)
 

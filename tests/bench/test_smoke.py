@@ -82,3 +82,14 @@ def test_an_unknown_scenario_lists_the_known_ones() -> None:
     assert done.returncode == 2
     names = ("claims", "fleet", "logs", "memory", "peers", "pickup")
     assert all(name in done.stderr for name in names)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_exits_0_with_the_usage_and_the_scenarios(flag: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", flag], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m bench")
+    names = ("claims", "fleet", "logs", "memory", "peers", "pickup", "all")
+    assert all(name in done.stdout for name in names)

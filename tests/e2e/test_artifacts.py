@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.conftest import DaemonFactory, free_port
-from tests.e2e.test_runner_agent import Api, git, runners
+from tests.e2e.test_runner_agent import Api, committed_repo, runners
 
 __all__ = ["runners"]
 
@@ -37,13 +37,7 @@ EXPECTED = "".join(f"{n}\n" for n in range(1, 500001)).encode()
 
 
 def make_repo(root: Path) -> Path:
-    repo = root / "repo"
-    repo.mkdir()
-    (repo / ".oore.yaml").write_text(PIPELINE)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "pipeline")
-    return repo
+    return committed_repo(root / "repo", {".oore.yaml": PIPELINE})
 
 
 def test_a_runner_uploads_and_a_link_downloads_the_same_bytes(

@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import DaemonFactory
 from tests.e2e.test_cli import CLI, cli_env, oore, processes
-from tests.e2e.test_runner_agent import git
+from tests.e2e.test_runner_agent import committed_repo
 
 __all__ = ["cli_env", "processes"]
 
@@ -36,12 +36,7 @@ def test_a_newcomer_sets_up_and_follows_a_build_with_the_cli_alone(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    repo = tmp_path / "hello"
-    repo.mkdir()
-    (repo / ".oore.yaml").write_text(PIPELINE)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "first pipeline")
+    repo = committed_repo(tmp_path / "hello", {".oore.yaml": PIPELINE})
     daemon = make_daemon().start()
 
     assert oore(capsys, "login", "--server", daemon.url)[0] == 0

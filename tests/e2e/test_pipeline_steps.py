@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import DaemonFactory, free_port
-from tests.e2e.test_runner_agent import Api, git, runners
+from tests.e2e.conftest import DaemonFactory
+from tests.e2e.test_runner_agent import Api, committed_repo, runners
 
 __all__ = ["runners"]
 
@@ -83,15 +83,8 @@ steps:
 
 
 def make_repo(root: Path) -> Path:
-    repo = root / "repo"
-    (repo / "ci").mkdir(parents=True)
-    for name, text in {"passes": PASSES, "fails": FAILS, "times-out": TIMES_OUT}.items():
-        (repo / "ci" / f"{name}.yaml").write_text(text)
-    (repo / "ci" / "needs-gpu.yaml").write_text(NEEDS_GPU)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "pipelines")
-    return repo
+    files = {"passes": PASSES, "fails": FAILS, "times-out": TIMES_OUT, "needs-gpu": NEEDS_GPU}
+    return committed_repo(root / "repo", {f"ci/{name}.yaml": text for name, text in files.items()})
 
 
 def steps_of(detail: dict[str, Any]) -> list[tuple[str, str, int | None]]:
@@ -104,14 +97,11 @@ def test_a_runner_runs_a_plain_shell_steps_file(
     tmp_path: Path,
 ) -> None:
     repo = make_repo(tmp_path)
-    daemon = make_daemon()
-    daemon.start("--listen", f"127.0.0.1:{free_port()}")
+    daemon = make_daemon().start()
     with daemon.client() as client:
-        token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
-        api = Api(client, token)
-        project = api.call(
-            "POST", "/v1/projects", {"name": "tool", "local_repository_path": str(repo)}, expect=201
-        )["project"]
+        api = Api.local_owner(client)
+        token = api.token
+        project = api.project("tool", repo)
 
         def create(name: str) -> str:
             pipeline = api.call(

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,23 @@ def git(repo: Path, *args: str) -> None:
     )
 
 
+def committed_repo(repo: Path, files: Mapping[str, str]) -> Path:
+    """A git repository at ``repo`` with ``files`` (path: text) committed on ``main``."""
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "pipelines")
+    return repo
+
+
 def pipeline_file(*build: str) -> str:
     listed = "".join(f"    - {command!r}\n" for command in build)
     return f"version: 1\nplatforms: [android]\ncommands:\n  build:\n{listed}"
 
 
 def make_repo(root: Path, marks: Path) -> Path:
-    repo = root / "repo"
-    (repo / "ci").mkdir(parents=True)
     files = {
         "ci/pass.yaml": pipeline_file(
             'for i in $(seq 1 300); do echo "line $i"; done',
@@ -59,12 +68,7 @@ def make_repo(root: Path, marks: Path) -> Path:
             f"else sleep 300 & echo $! > {marks}/handoff.1; wait; fi"
         ),
     }
-    for name, text in files.items():
-        (repo / name).write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "pipelines")
-    return repo
+    return committed_repo(root / "repo", files)
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
@@ -97,7 +101,29 @@ def read_pid(path: Path) -> int | None:
 class Api:
     def __init__(self, client: httpx.Client, token: str) -> None:
         self.client = client
+        self.token = token
         self.auth = {"Authorization": f"Bearer {token}"}
+
+    @classmethod
+    def local_owner(cls, client: httpx.Client) -> Api:
+        """Signed in as the owner by local sign-in."""
+        return cls(client, client.post("/v1/auth/local/login", json={}).json()["session_token"])
+
+    def project(self, name: str, repo: Path) -> dict[str, Any]:
+        body = {"name": name, "local_repository_path": str(repo)}
+        made: dict[str, Any] = self.call("POST", "/v1/projects", body, expect=201)["project"]
+        return made
+
+    def pipeline(self, project_id: str, **body: Any) -> dict[str, Any]:
+        path = f"/v1/projects/{project_id}/pipelines"
+        made: dict[str, Any] = self.call("POST", path, body, expect=201)["pipeline"]
+        return made
+
+    def trigger(self, project_id: str, pipeline_id: str) -> dict[str, Any]:
+        path = f"/v1/projects/{project_id}/builds"
+        body = {"pipeline_id": pipeline_id}
+        made: dict[str, Any] = self.call("POST", path, body, expect=201)["build"]
+        return made
 
     def call(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
         reply = self.client.request(method, path, json=body, headers=self.auth)
@@ -283,6 +309,13 @@ def test_two_runners_run_real_builds(
             took = time.monotonic() - asked
             assert took >= GRACE * 0.8, "SIGTERM was ignored, so only SIGKILL can have ended it"
             assert api.build(held)["build"]["status"] == "canceled"
+            # The runner (alpha, by the labels) tells a cancel as a cancel, and who made it.
+            said = tmp_path / "runner-a.log"
+            wait_until(
+                "the runner to tell of the cancel",
+                lambda: "the build was canceled by owner@local" in said.read_text(),
+            )
+            assert "took it back" not in said.read_text()
 
             # A runner SIGKILLed mid-build: the build is requeued and the other runner ends it.
             moving = trigger(handoff)

@@ -13,8 +13,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.conftest import DaemonFactory, free_port
-from tests.e2e.test_runner_agent import Api, git, runners
+from tests.e2e.conftest import DaemonFactory
+from tests.e2e.test_runner_agent import Api, committed_repo, runners
 
 __all__ = ["runners"]
 
@@ -48,32 +48,19 @@ def test_a_server_secret_reaches_the_process_and_never_the_log(
     runners: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / ".oore.yaml").write_text(OORE_YAML)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "pipeline")
-    daemon = make_daemon()
-    daemon.start("--listen", f"127.0.0.1:{free_port()}")
+    repo = committed_repo(tmp_path / "repo", {".oore.yaml": OORE_YAML})
+    daemon = make_daemon().start()
     with daemon.client() as client:
-        token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
-        api = Api(client, token)
-        project = api.call(
-            "POST", "/v1/projects", {"name": "app", "local_repository_path": str(repo)}, expect=201
-        )["project"]
-        pipeline = api.call(
-            "POST",
-            f"/v1/projects/{project['id']}/pipelines",
-            {
-                "name": "ci",
-                "execution_config": {
-                    "platforms": ["android"],
-                    "env": [{"key": "UI_VAR", "value": UI_VALUE}],
-                },
+        api = Api.local_owner(client)
+        project = api.project("app", repo)
+        pipeline = api.pipeline(
+            project["id"],
+            name="ci",
+            execution_config={
+                "platforms": ["android"],
+                "env": [{"key": "UI_VAR", "value": UI_VALUE}],
             },
-            expect=201,
-        )["pipeline"]
+        )
         for scope, name, value, secret in (
             (f"projects/{project['id']}", "DEPLOY_KEY", SECRET, True),
             (f"projects/{project['id']}", "MODE", "server-mode", False),
@@ -85,13 +72,8 @@ def test_a_server_secret_reaches_the_process_and_never_the_log(
                 {"name": name, "value": value, "secret": secret},
                 expect=201,
             )
-        runners(daemon.url, token, "a", "any")
-        build = api.call(
-            "POST",
-            f"/v1/projects/{project['id']}/builds",
-            {"pipeline_id": pipeline["id"]},
-            expect=201,
-        )["build"]
+        runners(daemon.url, api.token, "a", "any")
+        build = api.trigger(project["id"], pipeline["id"])
         done = api.finished(build["id"])
         texts = [line["content"] for line in api.logs(build["id"])]
         assert done["build"]["status"] == "succeeded", (done, texts)
@@ -134,36 +116,20 @@ def test_a_steps_env_never_overrides_a_server_secret(
     runners: Callable[..., subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / ".oore.yaml").write_text(STEPS_YAML)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "pipeline")
-    daemon = make_daemon()
-    daemon.start("--listen", f"127.0.0.1:{free_port()}")
+    repo = committed_repo(tmp_path / "repo", {".oore.yaml": STEPS_YAML})
+    daemon = make_daemon().start()
     with daemon.client() as client:
-        token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
-        api = Api(client, token)
-        project = api.call(
-            "POST", "/v1/projects", {"name": "app", "local_repository_path": str(repo)}, expect=201
-        )["project"]
-        pipeline = api.call(
-            "POST", f"/v1/projects/{project['id']}/pipelines", {"name": "ci"}, expect=201
-        )["pipeline"]
+        api = Api.local_owner(client)
+        project = api.project("app", repo)
+        pipeline = api.pipeline(project["id"], name="ci")
         api.call(
             "POST",
             f"/v1/pipelines/{pipeline['id']}/variables",
             {"name": "DEPLOY_KEY", "value": SECRET, "secret": True},
             expect=201,
         )
-        runners(daemon.url, token, "a", "any")
-        build = api.call(
-            "POST",
-            f"/v1/projects/{project['id']}/builds",
-            {"pipeline_id": pipeline["id"]},
-            expect=201,
-        )["build"]
+        runners(daemon.url, api.token, "a", "any")
+        build = api.trigger(project["id"], pipeline["id"])
         done = api.finished(build["id"])
         texts = [line["content"] for line in api.logs(build["id"])]
         assert done["build"]["status"] == "succeeded", (done, texts)

@@ -44,7 +44,7 @@ class Auth(Enum):
     USER = "user"  # user session or API token
     SESSION_ONLY = "session_only"  # user session only, no API token
     SETUP = "setup"  # setup session; refused with 409 already_configured once ready
-    SETUP_READ = "setup_read"  # setup session, no state gate: none is open once ready
+    SETUP_READ = "setup_read"  # setup session (none once ready), or an owner/admin sign-in
     RUNNER = "runner"  # runner token
 
 
@@ -608,9 +608,17 @@ async def test_public_and_setup_routes_ask_for_no_user_session(world: World) -> 
                 if (reply.status, reply.code) != (409, "already_configured"):
                     problems.append(f"{route.id}: {reply.status} {reply.body}")
         elif route.auth is Auth.SETUP_READ:
-            # The summary needs a setup session, and none is open once setup is complete.
-            for token in (None, world.tokens[Role.OWNER], new_token()):
+            # The summary needs a setup session (none is open once setup is complete), or
+            # the owner's or an admin's sign-in.
+            expected: list[tuple[str | None, int, str | None]] = [
+                (None, 401, "no_session"),
+                (new_token(), 401, "no_session"),
+                (world.tokens[Role.OWNER], 200, None),
+                (world.tokens[Role.ADMIN], 200, None),
+                (world.tokens[Role.DEVELOPER], 403, "insufficient_role"),
+            ]
+            for token, status, code in expected:
                 reply = await world.call(route, token)
-                if (reply.status, reply.code) != (401, "no_session"):
+                if (reply.status, reply.code) != (status, code):
                     problems.append(f"{route.id}: {reply.status} {reply.body}")
     assert problems == []

@@ -173,6 +173,22 @@ async def test_a_cancel_reaches_a_waiting_job_poll_at_once(setup: Setup) -> None
     assert detail["events"][-1]["actor"] == "owner@local"
 
 
+async def test_the_runner_of_a_canceled_build_hears_who_canceled_it(setup: Setup) -> None:
+    build = await setup.trigger()
+    runner = await setup.runner("holder")
+    other = await setup.runner("other")
+    await runner.claim()
+    await runner.report(build["id"], "running")
+    await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
+    for reply in (await runner.job(build["id"]), await runner.report(build["id"], "failed")):
+        assert (reply.status, reply.code) == (403, "runner_mismatch")
+        assert reply.body["error"] == "The build was canceled by owner@local"
+        assert reply.body["details"] == "canceled"
+    stranger = await other.job(build["id"])
+    assert (stranger.status, stranger.code) == (403, "runner_mismatch")
+    assert "canceled" not in stranger.body["error"] and "details" not in stranger.body
+
+
 async def test_a_parked_claim_gets_a_build_queued_later(setup: Setup) -> None:
     runner = await setup.runner()
     jobs: list[dict[str, Any] | None] = []
@@ -677,3 +693,60 @@ async def test_a_finished_build_cannot_be_canceled_but_can_be_rerun(
     assert (await setup.build(build["id"]))["build"]["status"] == final
     rerun = await setup.api.post(f"/v1/builds/{build['id']}/rerun", token=setup.token)
     assert rerun.status == 201, rerun.body
+
+
+async def test_a_queued_build_says_why_no_runner_takes_it(
+    api: Api,
+    owner_token: str,
+    repo: Path,
+    clock: FakeClock,
+    scheduling_config: SchedulingConfig,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    setup = await make_setup(api, owner_token, repo, runner_labels=["macos", "gpu"])
+
+    async def heartbeat(runner: Any, status: str = "online") -> None:
+        beat = await api.post(
+            f"/v1/runners/{runner.id}/heartbeat", json={"status": status}, token=runner.token
+        )
+        assert beat.status == 204, beat.body
+
+    async def reason(build_id: str) -> Any:
+        shown = (await setup.build(build_id))["build"]["waiting_reason"]
+        [listed] = [
+            b
+            for b in (await api.get("/v1/builds", token=owner_token)).body["builds"]
+            if b["id"] == build_id
+        ]
+        assert listed["waiting_reason"] == shown
+        return shown
+
+    with caplog.at_level("WARNING", logger="oore.services.scheduling"):
+        build = await setup.trigger()
+        nobody = await reason(build["id"])
+        assert nobody == {
+            "code": "no_runner_online",
+            "message": "no runner is online (the build needs the labels gpu, macos)",
+        }
+        plain = await setup.runner("plain", labels=["linux"])
+        await heartbeat(plain)
+        assert await reason(build["id"]) == {
+            "code": "no_runner_with_labels",
+            "message": "no online runner has the labels gpu, macos",
+        }
+        mac = await setup.runner("mac", labels=["macos", "gpu", "arm64"])
+        await heartbeat(mac)
+        assert await reason(build["id"]) is None
+        drained = await api.post(f"/v1/runners/{mac.id}/drain", token=owner_token)
+        assert drained.status == 200
+        assert (await reason(build["id"]))["code"] == "no_runner_with_labels"
+        await api.post(f"/v1/runners/{mac.id}/undrain", token=owner_token)
+        assert await reason(build["id"]) is None
+        clock.advance(int(scheduling_config.runner_lease) + 1)  # not heard from since: offline
+        assert (await reason(build["id"]))["code"] == "no_runner_online"
+    told = [r.getMessage() for r in caplog.records if build["id"] in r.getMessage()]
+    assert told == [f"build {build['id']} (#1) waits: {nobody['message']}"]
+    # Only queued builds wait.
+    job = await mac.claim()
+    assert job is not None
+    assert "waiting_reason" not in (await setup.build(build["id"]))["build"]

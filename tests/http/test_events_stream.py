@@ -219,6 +219,8 @@ async def test_pings_in_silence_and_done_when_the_session_ends(
     developer = await make_user(Role.DEVELOPER)
     async with watching(served, bearer(developer.token)) as stream:
         await until(lambda: stream.comments.count("ping") >= 2)
+        metrics = await setup.api.get("/metrics")
+        assert "\noore_event_streams 1.0\n" in metrics.body
         out = await setup.api.post("/v1/auth/logout", token=developer.token)
         assert out.status == 200
         await until(lambda: stream.ended)
@@ -298,6 +300,9 @@ async def test_a_reader_that_falls_behind_holds_bounded_memory_and_is_told_to_re
             assert chunk == RESYNC
     await events.aclose()
     assert runtime.events.open_streams == 0 and not runtime.events.hub.subscribers
+    metrics = await setup.api.get("/metrics")
+    assert f"\noore_event_stream_resyncs_total {float(runtime.events.resyncs)}\n" in metrics.body
+    assert runtime.events.resyncs >= 1
 
 
 def test_a_subscriber_buffer_never_exceeds_its_limit() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import trio
 
 from oore.domain.users import Role
+from oore.runtime import Runtime
 from tests.http.builds_kit import Setup, repo, setup
 from tests.http.conftest import Api, FakeClock, UserFactory
 
@@ -92,6 +96,23 @@ async def test_enrollment_tokens_register_runners_until_used_up(api: Api, owner_
     listed = await api.get("/v1/runner-enrollment-tokens", token=owner_token)
     assert listed.body["tokens"][0]["uses"] == 2
     assert secret not in str(listed.body)
+
+
+async def test_an_enrollment_token_needs_a_label_or_labels(api: Api, owner_token: str) -> None:
+    path = "/v1/runner-enrollment-tokens"
+    by_labels = await api.post(path, json={"labels": ["linux", "gpu"]}, token=owner_token)
+    assert by_labels.status == 201, by_labels.body
+    made = by_labels.body["enrollment_token"]
+    assert (made["label"], made["labels"]) == ("gpu, linux", ["gpu", "linux"])
+    by_label = await api.post(path, json={"label": "fleet"}, token=owner_token)
+    assert (by_label.status, by_label.body["enrollment_token"]["labels"]) == (201, [])
+    bodies: list[dict[str, object]] = [{}, {"labels": []}]
+    for body in bodies:
+        neither = await api.post(path, json=body, token=owner_token)
+        assert (neither.status, neither.code) == (400, "invalid_input")
+        assert "label" in neither.body["error"] and "labels" in neither.body["error"]
+    blank = await api.post(path, json={"label": " ", "labels": ["gpu"]}, token=owner_token)
+    assert (blank.status, blank.code) == (400, "invalid_name")
 
 
 async def test_revoked_and_expired_enrollment_tokens_are_refused(
@@ -323,23 +344,67 @@ async def test_rename_refuses_a_name_over_255_bytes(api: Api, owner_token: str) 
     assert fits.status == 200
 
 
-async def test_a_runner_that_took_a_build_cannot_be_deleted(setup: Setup) -> None:
+async def test_a_busy_runner_cannot_be_deleted_one_that_ran_builds_can(setup: Setup) -> None:
     build = await setup.trigger()
     runner = await setup.runner("worker")
-    idle = await setup.runner("idle")
     await runner.claim()
     path = f"/v1/runners/{runner.id}"
-    bound = await setup.api.call("DELETE", path, token=setup.token)
-    assert (bound.status, bound.code) == (409, "runner_has_builds")
+    shown = (await setup.api.get(path, token=setup.token)).body["runner"]
+    assert shown["current_builds"] == [build["id"]]
+    listed = (await setup.api.get("/v1/runners", token=setup.token)).body["runners"]
+    assert [r["current_builds"] for r in listed] == [[build["id"]]]
+    busy = await setup.api.call("DELETE", path, token=setup.token)
+    assert (busy.status, busy.code) == (409, "runner_has_builds")
+    assert build["id"] in busy.body["error"] and "drain" in busy.body["error"]
     await runner.report(build["id"], "running")
     await runner.report(build["id"], "succeeded", exit_code=0)
-    # Finished: the build no longer names the runner, but its events do.
-    assert "runner_id" not in (await setup.build(build["id"]))["build"]
-    after = await setup.api.call("DELETE", path, token=setup.token)
-    assert (after.status, after.code) == (409, "runner_has_builds")
-    assert (await setup.api.get(path, token=setup.token)).status == 200
-    unused = await setup.api.call("DELETE", f"/v1/runners/{idle.id}", token=setup.token)
-    assert unused.status == 204
+    assert (await setup.api.get(path, token=setup.token)).body["runner"]["current_builds"] == []
+    gone = await setup.api.call("DELETE", path, token=setup.token)
+    assert gone.status == 204, gone.body
+    assert (await setup.api.get(path, token=setup.token)).status == 404
+    # The build keeps the record of the runner that ran it, and its events name it.
+    detail = await setup.build(build["id"])
+    assert detail["build"].get("last_runner_id") == runner.id, detail["build"]
+    assert "runner_id" not in detail["build"]
+    assert detail["build"]["context"]["runner_name"] == "worker"
+    assert f"runner:{runner.id}" in [event.get("actor") for event in detail["events"]]
+    [listed_build] = (await setup.api.get("/v1/builds", token=setup.token)).body["builds"]
+    assert listed_build["context"]["runner_name"] == "worker"
+
+
+async def wait_until_parked(runtime: Runtime) -> None:
+    """Until a claim is parked in the dispatcher (the caller bounds the wait)."""
+    while (await runtime.scheduling.dispatcher.depth())[1] == 0:  # noqa: ASYNC110
+        await trio.sleep(0.01)
+
+
+async def test_a_deleted_runner_loses_its_parked_claim_and_the_build_stays_queued(
+    setup: Setup, runtime: Runtime
+) -> None:
+    runner = await setup.runner("leaving")
+    other = await setup.runner("staying")
+    answers: list[Any] = []
+
+    async def park() -> None:
+        answers.append(
+            await setup.api.post(
+                f"/v1/runners/{runner.id}/claim",
+                json={"protocol_version": 4, "wait_seconds": 30},
+                token=runner.token,
+            )
+        )
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(park)
+            await wait_until_parked(runtime)
+            gone = await setup.api.call("DELETE", f"/v1/runners/{runner.id}", token=setup.token)
+            assert gone.status == 204
+            build = await setup.trigger()
+    assert (answers[0].status, answers[0].code) == (401, "invalid_token")
+    assert (await setup.build(build["id"]))["build"]["status"] == "queued"
+    job = await other.claim()
+    assert job is not None and job["build_id"] == build["id"]
 
 
 # -- runner side: every protocol route checks the runner token the same way ---------------------

@@ -167,6 +167,20 @@ async def test_summary_needs_a_live_setup_session(
     assert (await api.get("/v1/setup/summary", token=token)).code == "session_expired"
 
 
+async def test_the_signed_in_owner_reads_the_summary_once_setup_is_done(
+    api: Api, runtime: Runtime
+) -> None:
+    token = await setup_session(api, runtime)
+    await api.post("/v1/setup/local-owner/create", json={"email": "me@example.com"}, token=token)
+    assert (await api.post("/v1/setup/complete", token=token)).status == 200
+    login = await api.post("/v1/auth/local/login", json={})
+    owner = login.body["session_token"]
+    reply = await api.get("/v1/setup/summary", token=owner)
+    assert reply.status == 200, reply.body
+    assert (reply.body["state"], reply.body["owner_email"]) == ("ready", "me@example.com")
+    assert (await api.get("/v1/setup/summary", token=token)).code == "no_session"
+
+
 async def test_each_step_slides_the_setup_session(
     api: Api, runtime: Runtime, clock: FakeClock
 ) -> None:

@@ -56,6 +56,7 @@ class FakeServer:
         self.reports: dict[str, list[dict[str, Any]]] = {}
         self.logs: dict[str, dict[int, dict[str, Any]]] = {}
         self.taken_back: set[str] = set()
+        self.canceled_by: dict[str, str] = {}
         self.token_rejected = False
         self.unreachable_calls = 0
         self.requests: list[httpx.Request] = []
@@ -78,6 +79,19 @@ class FakeServer:
     def take_back(self, build_id: str) -> None:
         self.taken_back.add(build_id)
         self._notify()
+
+    def cancel(self, build_id: str, by: str) -> None:
+        """A user cancels the build: the runner hears how it ended, as the server says it."""
+        self.canceled_by[build_id] = by
+        self.take_back(build_id)
+
+    def _not_yours(self, build_id: str) -> httpx.Response:
+        by = self.canceled_by.get(build_id)
+        if by is not None:
+            return _error(
+                403, "runner_mismatch", f"The build was canceled by {by}", details="canceled"
+            )
+        return _error(403, "runner_mismatch", "This build is not assigned to this runner")
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         """Wait (at most 20 s) until ``condition()`` holds after some call or test action."""
@@ -147,12 +161,12 @@ class FakeServer:
             return httpx.Response(200, json={"job": self.jobs.pop(0)} if self.jobs else {})
         assert action == "jobs" and build_id is not None
         if build_id in self.taken_back:
-            return _error(403, "runner_mismatch", "This build is not assigned to this runner")
+            return self._not_yours(build_id)
         if sub is None:
             with trio.move_on_after(int(request.url.params["wait_seconds"])):
                 await self._wait(lambda: build_id in self.taken_back)
             if build_id in self.taken_back:
-                return _error(403, "runner_mismatch", "This build is not assigned to this runner")
+                return self._not_yours(build_id)
             return httpx.Response(200, json={"status": "running"})
         if sub == "status":
             self.reports.setdefault(build_id, []).append(body)
@@ -179,7 +193,7 @@ class FakeServer:
         self, build_id: str, artifact_id: str | None, action: str | None, body: Any
     ) -> httpx.Response:
         if build_id in self.taken_back:
-            return _error(403, "runner_mismatch", "This build is not assigned to this runner")
+            return self._not_yours(build_id)
         if artifact_id is None:
             for twin in self.artifacts.values():
                 if twin["checksum"] == body["checksum"] and twin["state"] == "available":
@@ -204,5 +218,8 @@ class FakeServer:
         return httpx.Response(200, json={"artifact": known})
 
 
-def _error(status: int, code: str, message: str) -> httpx.Response:
-    return httpx.Response(status, json={"error": message, "code": code})
+def _error(status: int, code: str, message: str, details: str | None = None) -> httpx.Response:
+    body = {"error": message, "code": code}
+    if details is not None:
+        body["details"] = details
+    return httpx.Response(status, json=body)

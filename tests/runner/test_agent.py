@@ -182,7 +182,32 @@ async def test_a_build_the_server_takes_back_is_killed_and_not_reported(
         agent.stop()
 
     assert server.statuses("build-1") == ["running"]
-    assert any("cancel received for build #1" in line for line in terminal.lines)
+    assert any(
+        "build #1: the server took it back (runner_mismatch" in line for line in terminal.lines
+    )
+    assert not any("cancel" in line for line in terminal.lines)
+
+
+async def test_a_build_canceled_by_a_user_is_told_as_canceled(
+    tmp_path: Path, server: FakeServer, client: RunnerClient
+) -> None:
+    repo, sha = repo_with(tmp_path, build_yaml("sleep 300"))
+    server.add_job(job(repo, sha))
+    terminal = Terminal()
+    agent = Agent(client, config(tmp_path), credential="enroll-me", say=terminal)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        await terminal.wait_for("started: sleep 300")
+        server.cancel("build-1", by="owner@example.com")
+        await terminal.wait_for("build #1 stopped")
+        agent.stop()
+    assert server.statuses("build-1") == ["running"]
+    told = [line for line in terminal.lines if "build #1" in line and "canceled" in line]
+    assert told == [
+        "build #1: the build was canceled by owner@example.com; stopping it",
+        "build #1 stopped: the build was canceled by owner@example.com",
+    ], terminal.lines
+    assert not any("took it back" in line for line in terminal.lines)
 
 
 async def test_stopping_the_agent_cancels_its_build_and_reports_it_failed(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from oore import __version__
 from oore.cli import CredentialError, build_parser, main, register_credential, runner_credentials
 from oore.runner.client import RunnerCredentials
 
@@ -113,3 +114,12 @@ def test_a_runner_token_from_register_is_used_as_it_is() -> None:
     for bad in ('{"token": "t"}', '{"runner": {"id": "r"}}', "{nope"):
         with pytest.raises(CredentialError):
             runner_credentials(bad, None)
+
+
+def test_version_prints_the_package_version_and_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(["--version"])
+    assert ended.value.code == 0
+    assert capsys.readouterr().out.strip() == f"oore {__version__}"

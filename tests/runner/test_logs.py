@@ -8,9 +8,11 @@ import pytest
 import trio
 import trio.testing
 
+from oore.domain.logs import MASK
 from oore.runner.client import ConnectionFailed, LogChunk, RunnerError, ServerError
 from oore.runner.logs import LogBatcher, open_log_batcher
 from oore.runner.retry import Backoff
+from oore.runner.variables import LogMask
 
 
 class Sink:
@@ -127,3 +129,24 @@ async def test_a_slow_server_makes_the_writer_wait_instead_of_buffering_everythi
 
     assert written == 100
     assert sorted(sink.stored) == list(range(100))
+
+
+async def test_a_secret_cut_by_a_batchs_end_is_masked_whole(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    mask = LogMask(["hunter2-secret"])
+    sink = Sink()
+    async with open_log_batcher(
+        lambda chunks: sink(mask(chunks)), max_lines=2, hold=mask.held_back
+    ) as logs:
+        for text in ("first", "the key is hun", "ter2-", "secret; done"):
+            await logs.write("stdout", text)
+        await trio.sleep(5)  # a held line that nothing follows leaves after a while
+        await logs.write("stdout", "a lone h")
+        await trio.sleep(5)
+        await logs.write("stdout", "hunt")  # held, then shipped when the log closes
+
+    sent = [chunk.content for _, batch in sink.batches for chunk in batch]
+    assert sent == ["first", f"the key is {MASK}", MASK, f"{MASK}; done", "a lone h", "hunt"]
+    assert "".join(sent).count("hun") == 1  # only in the last line, never a partial secret
+    assert [chunk.sequence for _, batch in sink.batches for chunk in batch] == list(range(6))

@@ -31,3 +31,17 @@ def test_the_ui_env_applies_even_when_the_build_runs_a_file() -> None:
     )
     assert {var.key: var.value for var in variables} == {"UI": "ui", "S": "s-value", "F": "f"}
     assert merged.kept_secrets == ("S",)
+
+
+def test_the_lines_that_may_begin_a_secret_are_held_back() -> None:
+    mask = LogMask(["hunter2-secret"])
+
+    def line(sequence: int, text: str) -> LogChunk:
+        return LogChunk(sequence, text, "stdout")
+
+    assert mask.held_back([line(0, "nothing here"), line(1, "at all")]) == 0
+    assert mask.held_back([line(0, "plain"), line(1, "the key is hun")]) == 1
+    assert mask.held_back([line(0, "key: hu"), line(1, "nt"), line(2, "er")]) == 3
+    # A whole secret at the end is masked in this batch: nothing waits for it.
+    assert mask.held_back([line(0, "hunter2-secret")]) == 0
+    assert LogMask([]).held_back([line(0, "h")]) == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, RootModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response
@@ -72,6 +72,6 @@ def blueprint(metrics: Metrics) -> Blueprint:
     @document_response(MetricsText)
     async def metrics_text() -> Response:
         """Prometheus text exposition."""
-        return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        return Response(await metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     return bp

@@ -52,7 +52,7 @@ class RunnerPatchIn(Body):
 
 
 class EnrollmentIn(Body):
-    label: str
+    label: str | None = None  # without one, the labels name the token
     labels: list[str] = Field(default_factory=list)
     max_uses: int | None = None
     ttl_seconds: int | None = None
@@ -225,7 +225,10 @@ async def undrain(runner_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @no_content
 async def delete_runner(runner_id: str) -> None:
-    """Delete a runner that never ran a build."""
+    """Delete a runner; 409 ``runner_has_builds`` while it holds builds (drain it first).
+
+    The builds it ran keep its id (``last_runner_id``) and name (``context.runner_name``).
+    """
     session = await require_session()
     await services().runners.delete(session, runner_id)
 

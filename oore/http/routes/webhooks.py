@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response
 
-from oore.domain.webhooks import MAX_BODY_BYTES
-from oore.errors import PayloadTooLarge
+from oore.domain.webhooks import MAX_BODY_BYTES, Provider
+from oore.errors import ApiError, PayloadTooLarge
 from oore.http.body import raw_body
 from oore.http.context import services
+from oore.services.webhooks import Accepted
 
 blueprint = Blueprint("webhooks", __name__)
 
@@ -32,19 +35,36 @@ async def _bounded_body() -> bytes:
     return bytes(received)
 
 
+async def _answer(provider: Provider, receive: Callable[[], Awaitable[Accepted]]) -> Response:
+    """Receive a delivery and count how its receipt ended."""
+    metrics = services().metrics
+    try:
+        accepted = await receive()
+    except ApiError as exc:
+        metrics.webhook_received(provider, "rejected" if exc.status < 500 else "error")
+        raise
+    except Exception:
+        metrics.webhook_received(provider, "error")
+        raise
+    metrics.webhook_received(provider, "duplicate" if accepted.duplicate else "accepted")
+    return jsonify(accepted.to_json())
+
+
 @blueprint.post("/v1/webhooks/github")
 @raw_body
 @document_response(WebhookOut)
 async def github() -> Response:
     """A GitHub delivery signed with ``X-Hub-Signature-256``."""
-    body = await _bounded_body()
-    accepted = await services().webhooks.receive_github(
-        body,
-        signature=request.headers.get("X-Hub-Signature-256"),
-        event=request.headers.get("X-GitHub-Event"),
-        delivery=request.headers.get("X-GitHub-Delivery"),
-    )
-    return jsonify(accepted.to_json())
+
+    async def receive() -> Accepted:
+        return await services().webhooks.receive_github(
+            await _bounded_body(),
+            signature=request.headers.get("X-Hub-Signature-256"),
+            event=request.headers.get("X-GitHub-Event"),
+            delivery=request.headers.get("X-GitHub-Delivery"),
+        )
+
+    return await _answer(Provider.GITHUB, receive)
 
 
 @blueprint.post("/v1/webhooks/gitlab")
@@ -52,11 +72,13 @@ async def github() -> Response:
 @document_response(WebhookOut)
 async def gitlab() -> Response:
     """A GitLab delivery carrying its repository's ``X-Gitlab-Token``."""
-    body = await _bounded_body()
-    accepted = await services().webhooks.receive_gitlab(
-        body,
-        token=request.headers.get("X-Gitlab-Token"),
-        event=request.headers.get("X-Gitlab-Event"),
-        event_uuid=request.headers.get("X-Gitlab-Event-UUID"),
-    )
-    return jsonify(accepted.to_json())
+
+    async def receive() -> Accepted:
+        return await services().webhooks.receive_gitlab(
+            await _bounded_body(),
+            token=request.headers.get("X-Gitlab-Token"),
+            event=request.headers.get("X-Gitlab-Event"),
+            event_uuid=request.headers.get("X-Gitlab-Event-UUID"),
+        )
+
+    return await _answer(Provider.GITLAB, receive)
