@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -30,16 +29,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from tests.e2e.conftest import Daemon, alive, postgres_pid
 from tests.e2e.test_runner_agent import git, wait_until
+from tests.e2e.web.conftest import WAIT_MS
 
 ROOT = Path(__file__).resolve().parents[3]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-WAIT_MS = 30_000
 BIG = 100_000
-expect.set_options(timeout=WAIT_MS)
 
 PIPELINES = {
     # Prints, then waits for a mark file: the build is still running while the test looks.
@@ -248,17 +246,6 @@ def no_build_left_running(site: Site) -> Iterator[None]:
     active = site.api("GET", "/v1/builds?status=queued,scheduled,assigned,running")["builds"]
     for build in active:
         site.api("POST", f"/v1/builds/{build['id']}/cancel")
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("the browser tests need Debian's chromium package (apt-get install chromium)")
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ export function SignIn({ onSignedIn }) {
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const [askEmail, setAskEmail] = useState(false);
+  const [wantRemote, setWantRemote] = useState(false);
   const [email, setEmail] = useState("");
   const emailId = useId();
 
@@ -59,7 +60,8 @@ export function SignIn({ onSignedIn }) {
   if (!status.data) return <p class="loading">Loading…</p>;
   const s = status.data;
 
-  if (s.runtime_mode === "remote" && s.state !== "ready") {
+  const remoteSetup = s.state !== "ready" && (s.runtime_mode === "remote" || wantRemote || sessionStorage.getItem(SETUP_KEY));
+  if (remoteSetup) {
     return <RemoteSetup status={s} reload={status.reload} onSignedIn={onSignedIn} />;
   }
 
@@ -106,6 +108,15 @@ export function SignIn({ onSignedIn }) {
               {s.state === "ready" ? "Sign in on this machine" : "Set up and sign in"}
             </button>
           </form>
+          {s.state !== "ready" ? (
+            <p>
+              Or{" "}
+              <button type="button" class="link" onClick={() => setWantRemote(true)}>
+                set up this server for people on other machines
+              </button>{" "}
+              (single sign-on or a trusted proxy; needs a bootstrap token).
+            </p>
+          ) : null}
         </>
       ) : s.remote_auth_mode === "trusted_proxy" ? (
         <>
@@ -206,6 +217,7 @@ function RemoteSetup({ status, reload }) {
   const steps = ["Bootstrap token", "Sign-in method", "Owner", "Finish"];
   let step = 0;
   if (token) step = status.state === "owner_created" ? 3 : status.state === "idp_configured" ? 2 : 1;
+  const choose = (mode) => run(() => post("/v1/setup/preferences", { runtime_mode: "remote", remote_auth_mode: mode }, bearer));
 
   let body;
   if (!token) {
@@ -231,6 +243,20 @@ function RemoteSetup({ status, reload }) {
         </button>
       </form>
     );
+  } else if (step === 1 && status.runtime_mode !== "remote") {
+    body = (
+      <>
+        <p>How do people sign in?</p>
+        <div class="row">
+          <button type="button" class="primary" disabled={busy} onClick={() => choose("oidc")}>
+            With an OIDC identity provider
+          </button>
+          <button type="button" disabled={busy} onClick={() => choose("trusted_proxy")}>
+            Through a trusted proxy
+          </button>
+        </div>
+      </>
+    );
   } else if (step === 1 && status.remote_auth_mode !== "trusted_proxy") {
     body = (
       <form
@@ -246,7 +272,7 @@ function RemoteSetup({ status, reload }) {
         }}
       >
         <p>
-          People sign in with OIDC. <button type="button" class="link" onClick={() => run(() => post("/v1/setup/preferences", { runtime_mode: "remote", remote_auth_mode: "trusted_proxy" }, bearer))}>Use a trusted proxy instead</button>
+          People sign in with OIDC. <button type="button" class="link" onClick={() => choose("trusted_proxy")}>Use a trusted proxy instead</button>
         </p>
         <Field label="Issuer URL" id={ids.issuer}>
           <input id={ids.issuer} type="url" value={form.issuer} onInput={set("issuer")} required />
@@ -283,7 +309,7 @@ function RemoteSetup({ status, reload }) {
       >
         <p>
           A proxy in front of oore tells it who is signed in.{" "}
-          <button type="button" class="link" onClick={() => run(() => post("/v1/setup/preferences", { runtime_mode: "remote", remote_auth_mode: "oidc" }, bearer))}>Use OIDC instead</button>
+          <button type="button" class="link" onClick={() => choose("oidc")}>Use OIDC instead</button>
         </p>
         <Field label="Identity header" id={ids.header}>
           <input id={ids.header} value={form.header} onInput={set("header")} />
