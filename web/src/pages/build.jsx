@@ -123,13 +123,22 @@ function useLogFeed(id, onFinished) {
           // The stream said it sent everything; ask the store once for anything after
           // the last line held, so that the finished log is whole whatever happened.
           try {
-            const rest = await get(`/v1/builds/${id}/logs?after_sequence=${last}&limit=-1&attempt=${attempt}&timestamps=true`, { signal });
+            const read = (after) => get(`/v1/builds/${id}/logs?after_sequence=${after}&limit=-1&attempt=${attempt}&timestamps=true`, { signal });
+            const rest = await read(last);
             const missing = rest.logs.filter((line) => line.sequence > last);
             if (missing.length) {
               last = missing[missing.length - 1].sequence;
               model.append(missing);
-              setVersion(model.version);
             }
+            if (model.length !== rest.total) {
+              // Lines are missing before the last one held: read the whole log again.
+              const whole = await read(-1);
+              const folded = new Set(model.folded);
+              model.reset();
+              model.folded = folded;
+              model.append(whole.logs);
+            }
+            setVersion(model.version);
           } catch {
             /* the lines shown stay */
           }
