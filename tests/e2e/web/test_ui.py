@@ -563,6 +563,15 @@ def test_runners_are_drained_and_enrollment_tokens_shown_once(page: Page, site: 
     page.get_by_role("button", name="Undrain builder-1").click()
     expect(page.get_by_role("button", name="Drain builder-1")).to_be_visible()
 
+    # The audit log says so, filtered by action.
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_label("Action").fill("runner_drained")
+    page.get_by_label("Action").press("Enter")
+    entries = page.locator("tbody tr")
+    expect(entries).to_have_count(1)
+    expect(entries.first).to_contain_text("owner@local")
+    page.get_by_role("link", name="Runners").click()
+
     form = page.get_by_role("form", name="Create an enrollment token")
     form.get_by_label("Label", exact=True).fill("laptop")
     form.get_by_role("button", name="Create token").click()
@@ -656,10 +665,33 @@ def test_a_developer_is_not_offered_admin_pages(browser: Browser, page: Page, si
     page.get_by_role("button", name="Enable dev@example.com").click()
     expect(page.get_by_role("button", name="Disable dev@example.com")).to_be_visible()
 
+    # A maintainer makes them a developer of the project.
+    page.goto(f"/projects/{site.project['id']}")
+    members = page.get_by_role("form", name="Add a member")
+    members.get_by_label("Person").select_option(label="dev@example.com (developer)")
+    members.get_by_label("Project role").select_option("developer")
+    members.get_by_role("button", name="Add member").click()
+    expect(page.get_by_label("Project role of dev@example.com")).to_have_value("developer")
+
     ctx = browser.new_context(base_url=site.url, viewport={"width": 1280, "height": 860})
     try:
         dev = ctx.new_page()
         sign_in(dev, email="dev@example.com")
+        dev.get_by_role("link", name="Projects").click()
+        expect(dev.get_by_role("link", name="demo")).to_be_visible()
+        expect(dev.get_by_role("button", name="New project")).to_have_count(0)
+
+        # An API token of their own, shown once.
+        dev.get_by_role("link", name="API tokens").click()
+        form = dev.get_by_role("form", name="Create an API token")
+        form.get_by_label("Name").fill("ci script")
+        form.get_by_role("button", name="Create token").click()
+        secret = dev.get_by_test_id("secret")
+        expect(secret).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
+        dev.get_by_role("button", name="Done").click()
+        expect(secret).to_have_count(0)
+        expect(dev.locator("tbody tr", has_text="ci script")).to_contain_text("developer")
+
         nav = dev.get_by_role("navigation", name="Main")
         for offered in ("Dashboard", "Builds", "Projects", "Runners", "API tokens"):
             expect(nav.get_by_role("link", name=offered)).to_be_visible()
