@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from oore import __version__
 from oore.domain.network import host_name
+from oore.eventlog import LOG_FORMATS, LogFormat
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
 DEFAULT_CORS_ORIGINS = (
@@ -205,6 +206,17 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY")
     )
+    log_format: LogFormat = Field(
+        "text", validation_alias=AliasChoices("log_format", "OORED_LOG_FORMAT")
+    )
+    access_log: bool = Field(False, validation_alias=AliasChoices("access_log", "OORED_ACCESS_LOG"))
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _check_log_format(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in LOG_FORMATS:
+            return value.strip().lower()
+        raise ValueError(f"must be {' or '.join(LOG_FORMATS)}, got {value!r}")
 
     @field_validator("listen")
     @classmethod
@@ -297,6 +309,8 @@ _SOURCES = {
     "cookie_secure": "OORE_COOKIE_SECURE",
     "artifact_delivery_url": "OORE_ARTIFACT_DELIVERY_URL",
     "artifact_ttl_days": "OORED_ARTIFACT_TTL_DAYS",
+    "log_format": "--log-format / OORED_LOG_FORMAT",
+    "access_log": "OORED_ACCESS_LOG",
 }
 
 
@@ -318,5 +332,10 @@ def settings_from_argv(argv: list[str] | None) -> Settings:
     parser.add_argument("--listen", help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN})")
     parser.add_argument("--data-dir", type=Path, help="data directory (embedded PostgreSQL, keys)")
     parser.add_argument("--version", action="version", version=f"oored {__version__}")
+    parser.add_argument(
+        "--log-format",
+        metavar="{text,json}",
+        help="the daemon's log lines: key=value text (default) or one JSON object per line",
+    )
     args = parser.parse_args(argv)
-    return load_settings(listen=args.listen, data_dir=args.data_dir)
+    return load_settings(listen=args.listen, data_dir=args.data_dir, log_format=args.log_format)

@@ -17,10 +17,18 @@ from pydantic import SecretStr
 
 from oore.config import ConfigError, Settings, settings_from_argv
 from oore.control import serve_control
-from oore.datadir import PGDATA_DIR, SOCKET_FILE, DataDirBusy, DataDirLock, load_or_create_key
+from oore.datadir import (
+    PGDATA_DIR,
+    PGSERVER_LOG,
+    SOCKET_FILE,
+    DataDirBusy,
+    DataDirLock,
+    load_or_create_key,
+)
 from oore.domain.artifact_storage import EnvironmentStorage
 from oore.domain.crypto import SecretBox
 from oore.errors import ApiError
+from oore.eventlog import configure_logging
 from oore.http.app import create_app
 from oore.http.routes.runner_channel import MAX_MESSAGE as CHANNEL_MAX_MESSAGE
 from oore.http.server import (
@@ -68,7 +76,9 @@ async def open_database_url(settings: Settings) -> AsyncIterator[DatabaseTarget]
     if settings.database_url:
         yield DatabaseTarget(settings.database_url)
         return
-    async with embedded_postgres(settings.data_dir / PGDATA_DIR) as server:
+    async with embedded_postgres(
+        settings.data_dir / PGDATA_DIR, pgserver_log=settings.data_dir / PGSERVER_LOG
+    ) as server:
         yield DatabaseTarget(server.uri, server.revive_in_thread)
 
 
@@ -188,7 +198,7 @@ async def run_daemon(
                 events_config=events_config(settings),
             )
         )
-        app = create_app(runtime.app_services(store))
+        app = create_app(runtime.app_services(store), access_log=settings.access_log)
         stop = trio.Event()
         async with trio.open_nursery() as background:
             background.start_soon(_wait_for_signal, stop)
@@ -233,14 +243,12 @@ async def _wait_for_signal(stop: trio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = settings_from_argv(argv)
     except ConfigError as exc:
         print(f"oored: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format)
     # The database driver runs on its own thread (see oore/store/bridge.py); each query's
     # socket write and read releases the GIL, and getting it back from a busy event-loop
     # thread takes up to the switch interval (5 ms by default) — per query, under load.

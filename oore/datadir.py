@@ -14,6 +14,9 @@ from oore.errors import InternalError
 LOCK_FILE = "oored.lock"
 SOCKET_FILE = "oored.sock"
 PGDATA_DIR = "pg"
+# What the embedded PostgreSQL's manager (pgserver) says while it sets up and starts the
+# cluster; the server's own log is <PGDATA_DIR>/log.
+PGSERVER_LOG = "pgserver.log"
 
 
 class DataDirBusy(Exception):

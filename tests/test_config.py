@@ -57,6 +57,8 @@ def test_cors_origin_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         ("OORE_PUBLIC_URL", "https://user@ci.example", "without credentials"),
         ("OORE_ARTIFACT_DELIVERY_URL", "ftp://dl.example", "http(s)://"),
         ("OORED_ARTIFACT_TTL_DAYS", "0", "greater than or equal to 1"),
+        ("OORED_LOG_FORMAT", "xml", "must be text or json, got 'xml'"),
+        ("OORED_ACCESS_LOG", "maybe", "valid boolean"),
     ],
 )
 def test_bad_values_give_one_clear_line(
@@ -115,6 +117,20 @@ def test_oored_version_prints_the_package_version_and_exits_0() -> None:
         check=False,
     )
     assert (done.returncode, done.stdout.strip()) == (0, f"oored {__version__}")
+
+
+def test_log_format_and_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OORED_LOG_FORMAT", raising=False)
+    monkeypatch.delenv("OORED_ACCESS_LOG", raising=False)
+    settings = settings_from_argv([])
+    assert (settings.log_format, settings.access_log) == ("text", False)
+    monkeypatch.setenv("OORED_LOG_FORMAT", "JSON")
+    monkeypatch.setenv("OORED_ACCESS_LOG", "1")
+    settings = settings_from_argv([])
+    assert (settings.log_format, settings.access_log) == ("json", True)
+    assert settings_from_argv(["--log-format", "text"]).log_format == "text"
+    with pytest.raises(ConfigError, match=r"--log-format / OORED_LOG_FORMAT: must be text or json"):
+        settings_from_argv(["--log-format", "yaml"])
 
 
 def test_live_event_stream_limits(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ A restarted incarnation reloads the build from the store, so a crash loses nothi
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ from oore.domain.builds import (
     concurrent_modification,
 )
 from oore.errors import ApiError, Conflict, Forbidden
+from oore.eventlog import event
+
+log = logging.getLogger(__name__)
 
 
 class BuildRecords(Protocol):
@@ -329,6 +333,7 @@ class _BuildActor(Actor[BuildMsg]):
             self._arm()
             return
         self.deadline = math.inf
+        log_ended(after, before.runner_id)
         if before.runner_id is not None:
             await self._deps.dispatcher.release(before.runner_id, before.id)
         if after.status is BuildStatus.QUEUED:
@@ -353,6 +358,25 @@ class _BuildActor(Actor[BuildMsg]):
         else:
             ends = build.updated_at + timeouts.assigned
         self.deadline = trio.current_time() + max(0.0, ends - self._deps.wall_now())
+
+
+def log_ended(build: Build, runner_id: str | None) -> None:
+    """``build.finished`` (with how long it ran) or ``build.requeued``, once per change."""
+    if build.status is BuildStatus.QUEUED:
+        event(log, "build.requeued", build.log_fields(), runner_id=runner_id, attempt=build.attempt)
+        return
+    ran = None
+    if build.started_at is not None and build.finished_at is not None:
+        ran = build.finished_at - build.started_at
+    event(
+        log,
+        "build.finished",
+        build.log_fields(),
+        status=build.status.value,
+        duration_s=ran,
+        runner_id=runner_id,
+        attempt=build.attempt,
+    )
 
 
 def _running_bound(build: Build, timeouts: BuildTimeouts) -> float:

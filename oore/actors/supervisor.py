@@ -43,6 +43,7 @@ import trio
 
 from oore.actors.base import Actor, ActorRef, ActorStatistics
 from oore.errors import StoreUnavailable
+from oore.eventlog import REQUEST_ID
 
 logger = logging.getLogger(__name__)
 
@@ -456,6 +457,8 @@ class Supervisor:
 
     async def _supervise(self, child: _Child, *, task_status: trio.TaskStatus[Any]) -> None:
         """Run the child until it is finished, then forget it."""
+        # A child may be started by a request but outlives it: its lines name no request.
+        REQUEST_ID.set(None)
         try:
             with child.scope:
                 await self._incarnations(child, task_status)

@@ -226,6 +226,14 @@ class Build:
     # Queued builds in list/detail only: why no runner can take it now (None: one can).
     waiting: WaitingReason | None = None
 
+    def log_fields(self) -> dict[str, object]:
+        """What names this build in the daemon's log lines (the project by name if known)."""
+        return {
+            "build_id": self.id,
+            "project": self.context.get("project_name") or self.project_id,
+            "number": self.build_number,
+        }
+
     def to_json(self, *, redact: bool = False, with_context: bool = False) -> dict[str, Any]:
         """The wire shape of contract §2.7; optional fields are omitted when empty."""
         snapshot = redact_snapshot(self.config_snapshot) if redact else self.config_snapshot

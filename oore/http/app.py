@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.resources.abc import Traversable
+from typing import Any
 
 from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio import QuartTrio
@@ -14,6 +15,7 @@ from oore.http.errors import install_error_handlers
 from oore.http.guard import install_guard
 from oore.http.metrics import Metrics
 from oore.http.openapi import Provider
+from oore.http.requests import RequestLog
 from oore.http.routes import (
     api_tokens,
     artifact_tokens,
@@ -40,10 +42,17 @@ from oore.http.ui import UiBundle, install_ui, package_bundle
 MAX_JSON_BODY = 2 * 1024 * 1024
 
 
-def create_app(app_services: AppServices, *, ui_dist: Traversable | None = None) -> QuartTrio:
+def create_app(
+    app_services: AppServices,
+    *,
+    access_log: bool = False,
+    ui_dist: Traversable | None = None,
+) -> QuartTrio:
     """Build the app; nothing global, so tests can build as many as they like.
 
-    ``ui_dist`` is the built web UI to serve at ``/``: the package's unless given."""
+    ``access_log``: one ``http.request`` log line per request (see oore/http/requests.py).
+    ``ui_dist``: the built web UI to serve at ``/``, the package's unless given.
+    """
     app = QuartTrio("oore")
     app.config["MAX_CONTENT_LENGTH"] = MAX_JSON_BODY
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
@@ -84,4 +93,7 @@ def create_app(app_services: AppServices, *, ui_dist: Traversable | None = None)
     app.register_blueprint(integrations.blueprint)
     app.register_blueprint(webhooks.blueprint)
     artifacts.install(app, app_services)
+    # Outermost, so a streamed upload is inside its request too.
+    inner: Any = app.asgi_app
+    app.asgi_app = RequestLog(inner, access_log=access_log)  # type: ignore[method-assign,assignment]
     return app

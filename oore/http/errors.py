@@ -1,4 +1,7 @@
-"""The one mapping from failures to ``{"error", "code", "details"?}`` responses."""
+"""The one mapping from failures to ``{"error", "code", "details"?, "request_id"}`` responses.
+
+``request_id`` is the id of the request (also in the ``X-Request-Id`` header and in the
+daemon's log lines about it); a 5xx answer's reason goes to its ``http.error`` log line."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from oore.errors import ApiError, InternalError, InvalidRequest, PayloadTooLarge, StoreUnavailable
+from oore.eventlog import REQUEST_ID
+from oore.http.requests import note_failure
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +25,24 @@ _HTTP_CODES = {
 }
 
 
-def error_response(error: ApiError, status: int | None = None) -> Response:
-    response = jsonify(error.to_json())
+def error_body(error: ApiError) -> dict[str, str]:
+    """The JSON of an error answer: the envelope plus the request's id."""
+    body = error.to_json()
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def error_response(
+    error: ApiError, status: int | None = None, *, cause: BaseException | None = None
+) -> Response:
+    response = jsonify(error_body(error))
     response.status_code = status or error.status
+    if response.status_code >= 500 and not note_failure(error.code, error.message, cause):
+        log.error(
+            "%s answered %d: %s", error.code, response.status_code, error.message, exc_info=cause
+        )
     if isinstance(error, StoreUnavailable):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
@@ -53,5 +73,4 @@ def install_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def on_unexpected(error: Exception) -> Response:
-        log.exception("unhandled error", exc_info=error)
-        return error_response(InternalError())
+        return error_response(InternalError(), cause=error)

@@ -46,6 +46,7 @@ from hypercorn.typing import ASGIFramework
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from oore.errors import ApiError, InvalidRequest, ServiceUnavailable
+from oore.http.requests import new_request_id, request_id_from
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +122,18 @@ def connection_cap(requested: int | None, open_files: int, reserved: int) -> int
     return requested
 
 
-def _error_response(error: ApiError, *headers: tuple[bytes, bytes]) -> tuple[Message, Message]:
-    body = json.dumps(error.to_json(), separators=(",", ":"), sort_keys=True).encode() + b"\n"
+def _error_response(
+    error: ApiError, request_id: str, *headers: tuple[bytes, bytes]
+) -> tuple[Message, Message]:
+    envelope = {**error.to_json(), "request_id": request_id}
+    body = json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode() + b"\n"
     start: Message = {
         "type": "http.response.start",
         "status": error.status,
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
             *headers,
         ],
     }
@@ -183,7 +188,8 @@ def guard_app(framework: ASGIFramework, limits: ConnectionLimits) -> ASGIFramewo
         if problem is not None:
             error = InvalidRequest("invalid_request", "Malformed HTTP request", details=problem)
             try:
-                for message in _error_response(error, (b"connection", b"close")):
+                request_id = request_id_from(scope["headers"])
+                for message in _error_response(error, request_id, (b"connection", b"close")):
                     await _shielded(send, message)
             except (trio.BusyResourceError, trio.ClosedResourceError, trio.BrokenResourceError):
                 # Data sent after such a request makes Hypercorn close the connection under
@@ -234,13 +240,6 @@ class ConnectionGate:
         self._full_reason: str | None = None
         self._closed = trio.Event()
         self._closed_since_collect = 0
-        start, end = _error_response(
-            ServiceUnavailable("overloaded", "Too many open connections; retry shortly"),
-            (b"connection", b"close"),
-            (b"retry-after", b"1"),
-        )
-        head = b"".join(name + b": " + value + b"\r\n" for name, value in start["headers"])
-        self._refusal = b"HTTP/1.1 503 Service Unavailable\r\n" + head + b"\r\n" + end["body"]
 
     async def serve(
         self,
@@ -290,7 +289,7 @@ class ConnectionGate:
         self._refusing += lingering
         try:
             with trio.move_on_after(REFUSAL_SECONDS if lingering else 0.1):
-                await stream.send_all(self._refusal)  # a new socket's buffer takes it at once
+                await stream.send_all(_refusal())  # a new socket's buffer takes it at once
                 await stream.send_eof()
                 received = 0
                 while lingering and received < DRAIN_BYTES:
@@ -319,6 +318,20 @@ class ConnectionGate:
             )
             self._full_reason = None
             self.refused = 0
+
+
+def _refusal() -> bytes:
+    """The 503 for a connection over the cap, sent before its request is read. It is not
+    logged one by one: the gate logs when refusing starts and when it ends."""
+    start, end = _error_response(
+        ServiceUnavailable("overloaded", "Too many open connections; retry shortly"),
+        new_request_id(),
+        (b"connection", b"close"),
+        (b"retry-after", b"1"),
+    )
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in start["headers"])
+    body: bytes = end["body"]
+    return b"HTTP/1.1 503 Service Unavailable\r\n" + head + b"\r\n" + body
 
 
 class _Connection(TCPServer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import trio
 
 from oore.actors import ActorError
+from oore.actors.build import log_ended
 from oore.domain.builds import (
     CHANGELOG_MAX_BYTES,
     RUNNER_REPORTABLE,
@@ -29,12 +31,15 @@ from oore.domain.runners import MAX_WAIT_SECONDS, Runner
 from oore.domain.text import name_problem, text_problem
 from oore.domain.users import Session
 from oore.errors import Conflict, Forbidden, InvalidInput, NotFound
+from oore.eventlog import event
 from oore.services.access import Access
 from oore.services.git import resolve_commit
 from oore.services.pipeline_files import apply_file_settings
 from oore.services.scheduling import Scheduling
 from oore.store.builds import BuildFilter, NewBuild
 from oore.store.projects import as_uuid
+
+log = logging.getLogger(__name__)
 
 CANCEL_ATTEMPTS = 5
 STATUS_FILTER_MAX = 9
@@ -242,6 +247,14 @@ class Builds:
         await self._scheduling.dispatcher.enqueue(
             [QueuedBuild(build.id, frozenset(build.required_labels), build.queued_at)]
         )
+        event(
+            log,
+            "build.queued",
+            build.log_fields(),
+            pipeline=pipeline.name,
+            trigger=build.trigger_type.value,
+            by=actor,
+        )
         await self._scheduling.waiting.explain([build])  # logs it if no runner can take it
         return build
 
@@ -393,6 +406,7 @@ class Builds:
                     )
                     self._scheduling.metrics.build_finished(canceled)
                     await self._scheduling.dispatcher.remove(build.id)
+                    log_ended(canceled, None)
                     return canceled
             except ActorError:
                 pass  # the actor ended meanwhile: look again

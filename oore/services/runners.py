@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 
 from oore.actors import ActorError
+from oore.actors.build import log_ended
 from oore.actors.dispatcher import Offer, RunnerSlot
 from oore.domain.builds import Build, BuildStatus, QueuedBuild, Transition
 from oore.domain.rbac import Action, Resource, require
@@ -26,12 +28,15 @@ from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_be
 from oore.domain.users import Session
 from oore.domain.variables import BuildVariable
 from oore.errors import ApiError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from oore.eventlog import event
 from oore.services.identity import AuditSink, Identity
 from oore.services.scheduling import Scheduling
 from oore.services.variables import Variables
 from oore.store import AuditEntry
 from oore.store.builds import ClaimRow
 from oore.store.runners import EnrollmentToken, Heartbeat, NewRunner, RunnerChanges
+
+log = logging.getLogger(__name__)
 
 CLAIM_COMMIT_DEADLINE = 30.0
 MAX_ENROLLMENT_TTL = 365 * 24 * 3600
@@ -208,6 +213,14 @@ class Runners:
         )
         await self._record("runner_registered", session, runner.id)
         self._scheduling.events.runner_changed(runner.id)
+        event(
+            log,
+            "runner.registered",
+            runner_id=runner.id,
+            name=runner.name,
+            labels=runner.labels,
+            by=session.user.email if session else "enrollment_token",
+        )
         return Registration(runner, token)
 
     # -- user-facing -----------------------------------------------------------------
@@ -270,6 +283,8 @@ class Runners:
             await self._record(
                 "runner_drained" if after.draining else "runner_undrained", session, runner_id
             )
+            drained = "runner.drained" if after.draining else "runner.undrained"
+            event(log, drained, runner_id=runner_id, name=after.name, by=session.user.email)
         if before.labels != after.labels or before.max_concurrent != after.max_concurrent:
             await self._record("runner_updated", session, runner_id)
         return after
@@ -285,6 +300,7 @@ class Runners:
             raise NotFound("not_found", "Runner not found")
         self._scheduling.runner_deleted(runner_id)
         await self._record("runner_deleted", session, runner_id)
+        event(log, "runner.deleted", runner_id=runner_id, by=session.user.email)
 
     # -- enrollment tokens -------------------------------------------------------------
 
@@ -437,6 +453,15 @@ class Runners:
         # A long-poll may outlast the lease it started with; the lease of the build just
         # handed over runs from now.
         await self._scheduling.runner_seen(runner.id)
+        event(
+            log,
+            "build.claimed",
+            build.log_fields(),
+            runner_id=runner.id,
+            runner=runner.name,
+            queued_s=now - build.queued_at,
+            attempt=build.attempt,
+        )
         return Job(build, signing, lease, variables)
 
     async def _settle_failed_commit(self, runner: Runner, queued: QueuedBuild) -> None:
@@ -481,3 +506,4 @@ class Runners:
         await self._scheduling.dispatcher.enqueue(
             [QueuedBuild(undone.id, frozenset(undone.required_labels), undone.queued_at)]
         )
+        log_ended(undone, build.runner_id)

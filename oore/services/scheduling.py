@@ -38,6 +38,7 @@ from oore.domain.builds import (
 )
 from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
+from oore.eventlog import event
 from oore.services.clock import WallClock
 from oore.services.metrics import ServiceMetrics
 from oore.store import Store
@@ -265,7 +266,13 @@ class Scheduling:
     async def _runner_lost(self, runner_id: str) -> None:
         """No call from the runner within its lease: requeue its builds, mark it offline."""
         now = self.clock.now()
-        log.warning("runner %s lost (no call for %.0fs)", runner_id, self.config.runner_lease)
+        event(
+            log,
+            "runner.lost",
+            level=logging.WARNING,
+            runner_id=runner_id,
+            lease_s=self.config.runner_lease,
+        )
         for build in await self.store.builds.active(runner_id=runner_id):
             handle = await self.build_actor(build)
             if handle is not None:
@@ -324,7 +331,14 @@ class WaitingBuilds:
         self._logged[build.id] = None
         if len(self._logged) > WAITING_LOGGED:
             self._logged.popitem(last=False)
-        log.warning("build %s (#%d) waits: %s", build.id, build.build_number, reason.message)
+        event(
+            log,
+            "build.waiting",
+            build.log_fields(),
+            reason=reason.code,
+            message=reason.message,
+            level=logging.WARNING,
+        )
 
 
 async def start_scheduling(

@@ -150,6 +150,10 @@ class NewBuild:
     now: int
 
 
+# Returned with a changed build so log lines can name its project.
+_PROJECT_NAME = "(SELECT p.name FROM projects p WHERE p.id = project_id) AS project_name"
+
+
 async def _create(conn: Connection, new: NewBuild) -> Build | None:
     # Locking the project row serialises numbering per project (contract §4.5) and orders
     # the insert against a change of the project's source (which cancels waiting builds).
@@ -162,14 +166,14 @@ async def _create(conn: Connection, new: NewBuild) -> Build | None:
     if source is not None and str(locked["repository_id"]) != source:
         raise Conflict("source_changed", "The project's source changed while the build was made")
     row = await conn.fetchrow(
-        """INSERT INTO builds (id, project_id, pipeline_id, build_number, status, trigger_type,
+        f"""INSERT INTO builds (id, project_id, pipeline_id, build_number, status, trigger_type,
                trigger_actor, trigger_event, trigger_ref, commit_sha, branch, changelog,
                source_build_id, config_snapshot, required_labels, queued_at, created_at,
                updated_at)
            SELECT $1, $2, $3, COALESCE(MAX(build_number), 0) + 1, 'queued', $4, $5, $6, $7,
                   $8, $9, $10, $11, $12, $13, $14, $14, $14
            FROM builds WHERE project_id = $2
-           RETURNING *""",
+           RETURNING *, {_PROJECT_NAME}""",
         new_id(),
         new.project_id,
         new.pipeline_id,
@@ -290,7 +294,7 @@ async def _commit_claims(conn: Connection, claims: list[ClaimRow]) -> None:
     # The runners are locked as the foreign key would lock them, but first: a runner
     # deleted meanwhile loses its claims here instead of failing the whole batch.
     rows = await conn.fetch(
-        """WITH live AS (SELECT id, name FROM runners WHERE id = ANY($2::uuid[])
+        f"""WITH live AS (SELECT id, name FROM runners WHERE id = ANY($2::uuid[])
                          FOR KEY SHARE)
            UPDATE builds b
            SET status = 'assigned', runner_id = c.runner_id,
@@ -300,7 +304,7 @@ async def _commit_claims(conn: Connection, claims: list[ClaimRow]) -> None:
                 AS c(build_id, runner_id, signing_hash, lease, now)
                 JOIN live ON live.id = c.runner_id
            WHERE b.id = c.build_id AND b.status = 'queued' AND b.runner_id IS NULL
-           RETURNING b.*""",
+           RETURNING b.*, {_PROJECT_NAME}""",
         [c.build_id for c in claims],
         [c.runner_id for c in claims],
         [c.signing_token_hash for c in claims],
@@ -371,7 +375,7 @@ async def _transition(conn: Connection, t: Transition) -> Build:
         guard = f" AND runner_id = ${len(args)}"
     row = await conn.fetchrow(
         f"""UPDATE builds SET {", ".join(sets)}
-            WHERE id = $1 AND status = $2{guard} RETURNING *""",
+            WHERE id = $1 AND status = $2{guard} RETURNING *, {_PROJECT_NAME}""",
         *args,
     )
     if row is None:

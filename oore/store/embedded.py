@@ -32,6 +32,7 @@ with warnings.catch_warnings():
     from pgserver.utils import PostmasterInfo
 
 from oore.errors import StoreError
+from oore.eventlog import divert, event
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +199,26 @@ def _alive(pid: int) -> bool:
 
 
 @asynccontextmanager
-async def embedded_postgres(pgdata: Path) -> AsyncIterator[EmbeddedPostgres]:
-    """Start the embedded cluster in a worker thread, yield it (``.uri``), stop it on exit."""
+async def embedded_postgres(
+    pgdata: Path, *, pgserver_log: Path | None = None
+) -> AsyncIterator[EmbeddedPostgres]:
+    """Start the embedded cluster in a worker thread, yield it (``.uri``), stop it on exit.
+
+    With ``pgserver_log``, pgserver's messages (initdb's output, each command it runs, its
+    clean-up at exit) go to that file for the rest of the process instead of to the
+    daemon's log, which says where in one line.
+    """
+    if pgserver_log is not None:
+        divert("pgserver", pgserver_log)
     server = EmbeddedPostgres(pgdata)
     await trio.to_thread.run_sync(server.start)
+    event(
+        log,
+        "postgres.started",
+        pgdata=pgdata,
+        server_log=pgdata / "log",
+        pgserver_log=pgserver_log,
+    )
     try:
         yield server
     finally:

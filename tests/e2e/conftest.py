@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,23 +18,30 @@ import httpx
 import pytest
 
 START_TIMEOUT = 30.0
+# The daemon's output ends when it exits, unless a child it left behind holds the pipe.
+READER_JOIN_TIMEOUT = 10.0
 _LISTENING = re.compile(r"oored listening on (http://\S+)")
 
 
 class Daemon:
-    """One ``oored`` process; output is collected so failures can show it."""
+    """One ``oored`` process; its output is read as it comes (a thread drains the pipe, so
+    a talkative daemon never blocks on a full pipe) and kept so failures can show it."""
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.data_dir = data_dir
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
-        self._partial = b""
         self.url = ""
         self.output: list[str] = []
+        self._seen = 0
+        self._ended = True
+        self._arrived = threading.Condition()
+        self._reader: threading.Thread | None = None
 
     def start(self, *extra: str, wait: bool = True) -> Daemon:
         self.output = []
-        self._partial = b""
+        self._seen = 0
+        self._ended = False
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -50,35 +57,44 @@ class Daemon:
             stderr=subprocess.STDOUT,
             env=self.env,
         )
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
         if wait:
             self.url = self.wait_for(_LISTENING, START_TIMEOUT)[1]
         return self
 
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for raw in iter(proc.stdout.readline, b""):
+                with self._arrived:
+                    self.output.append(raw.decode(errors="replace"))
+                    self._arrived.notify_all()
+        with self._arrived:
+            self._ended = True
+            self._arrived.notify_all()
+
     def wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
-        """Read output until a line matches; fail with the output if the process ends."""
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
+        """Wait for a line not looked at yet to match; fail with the output if the
+        process ends or the time is up first."""
         deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                while b"\n" in self._partial:
-                    raw, self._partial = self._partial.split(b"\n", 1)
-                    line = raw.decode(errors="replace") + "\n"
-                    self.output.append(line)
+        with self._arrived:
+            while True:
+                while self._seen < len(self.output):
+                    line = self.output[self._seen]
+                    self._seen += 1
                     match = pattern.search(line)
                     if match:
                         return match
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
+                remaining = deadline - time.monotonic()
+                if self._ended or remaining <= 0:
                     break
-                self._partial += chunk
+                self._arrived.wait(remaining)
         raise AssertionError(f"oored did not print {pattern.pattern!r}:\n{self.text()}")
 
     def text(self) -> str:
-        return "".join(self.output)
+        with self._arrived:
+            return "".join(self.output)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10.0)
@@ -89,12 +105,12 @@ class Daemon:
         if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.output.append((self._partial + (out or b"")).decode(errors="replace"))
-        self._partial = b""
+            self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=READER_JOIN_TIMEOUT)
         return self.proc.returncode
 
     def kill(self) -> None:

@@ -38,7 +38,9 @@ def read_events(client: httpx.Client, found: list[tuple[str, Any]], stop: thread
 
 
 def test_the_browser_way_in(make_daemon: DaemonFactory, tmp_path: Path) -> None:
-    daemon = make_daemon().start()
+    daemon = make_daemon()
+    daemon.env["OORED_ACCESS_LOG"] = "1"  # every request logged: none may show the session
+    daemon.start()
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -58,6 +60,7 @@ def test_the_browser_way_in(make_daemon: DaemonFactory, tmp_path: Path) -> None:
             "/v1/auth/local/login", json={}, headers={"X-Oore-Session": "cookie", **origin}
         )
         assert signed.status_code == 200 and "session_token" not in signed.json()
+        session = browser.cookies["oore_session"]
         assert browser.get("/v1/users/me").json()["user"]["role"] == "owner"
         project = browser.post(
             "/v1/projects",
@@ -103,4 +106,5 @@ def test_the_browser_way_in(make_daemon: DaemonFactory, tmp_path: Path) -> None:
         assert queued[0]["context"]["project_name"] == "app"
     assert not reader.is_alive()
     assert daemon.stop() == 0
-    assert "oore_session=" not in daemon.text()
+    assert "/v1/events/stream" in daemon.text()  # the access log is on
+    assert session not in daemon.text() and "oore_session=" not in daemon.text()

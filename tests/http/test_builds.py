@@ -12,6 +12,7 @@ import trio
 
 from oore.domain.builds import Build, BuildStatus, Transition
 from oore.domain.users import Role
+from oore.eventlog import event_of
 from oore.services.git import resolve_commit
 from oore.services.scheduling import SchedulingConfig
 from oore.store import Store
@@ -744,8 +745,10 @@ async def test_a_queued_build_says_why_no_runner_takes_it(
         assert await reason(build["id"]) is None
         clock.advance(int(scheduling_config.runner_lease) + 1)  # not heard from since: offline
         assert (await reason(build["id"]))["code"] == "no_runner_online"
-    told = [r.getMessage() for r in caplog.records if build["id"] in r.getMessage()]
-    assert told == [f"build {build['id']} (#1) waits: {nobody['message']}"]
+    told = [found for r in caplog.records if (found := event_of(r)) and found[0] == "build.waiting"]
+    assert [(fields["build_id"], fields["reason"], fields["message"]) for _, fields in told] == [
+        (build["id"], nobody["code"], nobody["message"])
+    ]
     # Only queued builds wait.
     job = await mac.claim()
     assert job is not None

@@ -478,7 +478,7 @@ async def test_verify_oidc_faulty_provider(
     faulty_provider.fault = fault
     reply = await verify_owner(api, query["code"], query["state"])
     assert (reply.status, reply.code) == (502, code)
-    assert set(reply.body) == {"error", "code"}
+    assert set(reply.body) == {"error", "code", "request_id"}
     assert await state_of(store) is SetupState.IDP_CONFIGURED
 
 

@@ -117,10 +117,12 @@ async def test_the_upgrade_is_refused_as_the_http_routes_refuse(served: str, set
         ({"Authorization": f"Bearer {setup.token}"}, 401, "invalid_token"),
         ({"Authorization": f"Bearer {other.token}"}, 403, "runner_mismatch"),
     ]
-    for headers, status, code in cases:
+    for sent, status, code in cases:
+        headers = {**sent, "X-Request-Id": f"refused-{code}"}  # the same id in both answers
         answer = await refusal(served, runner.id, headers)
         assert (answer.status_code, answer.headers["content-type"]) == (status, "application/json")
-        assert answer.json()["code"] == code and set(answer.json()) == {"error", "code"}
+        assert answer.json()["code"] == code
+        assert set(answer.json()) == {"error", "code", "request_id"}
         http = await setup.api.post(
             f"/v1/runners/{runner.id}/heartbeat", json={"status": "online"}, headers=headers
         )
@@ -137,7 +139,8 @@ async def test_a_page_elsewhere_cannot_open_a_channel(served: str, setup: Setup)
         ({**auth, "Origin": "http://evil.example"}, 403, "origin_not_allowed"),
         ({**auth, "Host": "evil.example"}, 400, "invalid_host"),
     ]
-    for headers, status, code in cases:
+    for sent, status, code in cases:
+        headers = {**sent, "X-Request-Id": f"refused-{code}"}  # the same id in both answers
         answer = await refusal(served, runner.id, headers)
         assert (answer.status_code, answer.json()["code"]) == (status, code)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
+
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
-from oore.errors import Unauthorized
+from oore.errors import ApiError, Unauthorized
+from oore.eventlog import event
 from oore.http.body import Body, json_body
 from oore.http.context import (
     client_ip,
@@ -17,8 +21,39 @@ from oore.http.context import (
 )
 from oore.http.cookies import signed_in, signed_out
 from oore.http.errors import error_response
+from oore.services.identity import LoginResult
 
 blueprint = Blueprint("auth", __name__)
+log = logging.getLogger("oore.auth")
+
+
+async def signing_in(method: str, attempt: Awaitable[LoginResult]) -> LoginResult:
+    """``attempt``, logged as ``auth.signed_in`` or ``auth.signin_failed`` (who, from where,
+    why it failed: never a credential)."""
+    try:
+        result = await attempt
+    except ApiError as exc:
+        event(
+            log,
+            "auth.signin_failed",
+            level=logging.WARNING,
+            method=method,
+            status=exc.status,
+            code=exc.code,
+            client_ip=client_ip(),
+        )
+        raise
+    user = result.user
+    event(
+        log,
+        "auth.signed_in",
+        method=method,
+        user_id=user.id,
+        email=user.email,
+        role=user.role.value,
+        client_ip=client_ip(),
+    )
+    return result
 
 
 class LocalLoginIn(Body):
@@ -66,8 +101,11 @@ async def local_login(body: LocalLoginIn) -> Response:
     """Sign in from this machine; on a fresh local instance this finishes setup as owner.
     With ``X-Oore-Session: cookie`` the session is set as the HttpOnly ``oore_session``
     cookie and ``session_token`` is left out."""
-    result = await services().identity.local_login(
-        email=body.email, recovery_capability=body.recovery_capability, client_ip=client_ip()
+    result = await signing_in(
+        "local",
+        services().identity.local_login(
+            email=body.email, recovery_capability=body.recovery_capability, client_ip=client_ip()
+        ),
     )
     return signed_in(result)
 

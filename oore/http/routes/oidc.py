@@ -12,6 +12,7 @@ from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
 from oore.http.cookies import signed_in
 from oore.http.query import query_str
+from oore.http.routes.auth import signing_in
 
 blueprint = Blueprint("oidc", __name__)
 
@@ -159,7 +160,9 @@ async def start_sign_in() -> Response:
 async def callback(body: CodeIn) -> Response:
     """Finish a sign-in: an active user, or an invited one (activated now), gets a session
     (as the ``oore_session`` cookie with ``X-Oore-Session: cookie``)."""
-    result = await services().signin.callback(body.code, body.state, client_ip())
+    result = await signing_in(
+        "oidc", services().signin.callback(body.code, body.state, client_ip())
+    )
     return signed_in(result)
 
 

@@ -12,7 +12,7 @@ from oore.domain.setup import RemoteAuthMode, RuntimeMode
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, services
 from oore.http.cookies import signed_in
-from oore.http.routes.auth import LoginOut
+from oore.http.routes.auth import LoginOut, signing_in
 
 blueprint = Blueprint("setup", __name__)
 
@@ -189,7 +189,8 @@ async def setup_summary() -> Response:
 async def trusted_proxy_login() -> Response:
     """Sign in as the user the trusted proxy vouches for (remote + trusted_proxy mode);
     as the ``oore_session`` cookie with ``X-Oore-Session: cookie``."""
-    result = await services().setup.trusted_proxy_login(
-        request.remote_addr, lower_headers(), client_ip()
+    result = await signing_in(
+        "trusted_proxy",
+        services().setup.trusted_proxy_login(request.remote_addr, lower_headers(), client_ip()),
     )
     return signed_in(result)
