@@ -159,20 +159,6 @@ class Relay:
         self.cut()
 
 
-def _drain(daemon: Daemon) -> threading.Thread:
-    """Keep reading the daemon's output so that a full pipe never stalls it."""
-    assert daemon.proc is not None and daemon.proc.stdout is not None
-    stdout = daemon.proc.stdout
-
-    def run() -> None:
-        for line in iter(stdout.readline, b""):
-            daemon.output.append(line.decode(errors="replace"))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def _make_repo(root: Path, mark: Path) -> Path:
     repo = root / "repo"
     (repo / "ci").mkdir(parents=True)
@@ -190,7 +176,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
     env["PYTHONUNBUFFERED"] = "1"
     daemon = Daemon(root / "data", env).start()
-    _drain(daemon)
     mark = root / "go-on"
     repo = _make_repo(root, mark)
     runner: subprocess.Popen[bytes] | None = None
