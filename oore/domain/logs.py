@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_LINE_BYTES = 4096
@@ -23,6 +23,8 @@ class LogLine:
     sequence: int
     content: str
     stream: str
+    # When the server stored it (Unix seconds), for reads that ask; not part of identity.
+    at: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -565,7 +565,7 @@ async def _logs(
     conn: Connection, build_id: uuid.UUID, attempt: int, after: int, limit: int | None
 ) -> tuple[list[LogLine], int]:
     rows = await conn.fetch(
-        """SELECT sequence, content, stream FROM build_logs
+        """SELECT sequence, content, stream, created_at FROM build_logs
            WHERE build_id = $1 AND attempt = $2 AND sequence > $3 ORDER BY sequence LIMIT $4""",
         build_id,
         attempt,
@@ -575,7 +575,8 @@ async def _logs(
     total = await conn.fetchval(
         "SELECT count(*) FROM build_logs WHERE build_id = $1 AND attempt = $2", build_id, attempt
     )
-    return [LogLine(r["sequence"], r["content"], r["stream"]) for r in rows], total
+    lines = [LogLine(r["sequence"], r["content"], r["stream"], r["created_at"]) for r in rows]
+    return lines, total
 
 
 async def _active_counts(conn: Connection) -> dict[str, int]:

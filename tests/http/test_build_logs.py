@@ -352,3 +352,18 @@ async def test_silence_is_filled_with_keep_alive_comments(setup: Setup, served: 
         await until(lambda: events.comments >= 1, within=5)  # keep_alive is 1 s here
         await runner.report(build["id"], "succeeded", exit_code=0)
     assert events.logs == [] and events.done == "build_finished"
+
+
+async def test_lines_say_when_they_were_stored_only_when_asked(setup: Setup) -> None:
+    """The web UI shows timestamps on demand; other readers keep the usual line shape."""
+    build, runner = await claimed(setup)
+    assert (await runner.logs(build["id"], chunks(0, 3))).body == {"appended": 3}
+    url = f"/v1/builds/{build['id']}/logs"
+    plain = await setup.api.get(url, token=setup.token)
+    assert all(set(line) == {"sequence", "content", "stream"} for line in plain.body["logs"])
+    stamped = await setup.api.get(f"{url}?timestamps=true&after_sequence=0", token=setup.token)
+    assert [line["sequence"] for line in stamped.body["logs"]] == [1, 2]
+    stored_at = [line["at"] for line in stamped.body["logs"]]
+    assert all(isinstance(at, int) and at >= build["created_at"] for at in stored_at)
+    refused = await setup.api.get(f"{url}?timestamps=yes", token=setup.token)
+    assert refused.status == 400 and refused.body["code"] == "invalid_input"

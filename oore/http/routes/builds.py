@@ -134,8 +134,10 @@ async def rerun(build_id: str) -> tuple[Response, int]:
 async def logs(build_id: str) -> Response:
     """Stored log lines after ``after_sequence`` (default all), at most ``limit`` (≤ 5000),
     of one attempt: the build's current one, or ``attempt`` (1 up to the build's ``attempt``;
-    a requeued build keeps each attempt's log apart). ``total`` counts that attempt's lines."""
+    a requeued build keeps each attempt's log apart). ``total`` counts that attempt's lines.
+    ``timestamps=true`` adds ``at`` to each line: when the server stored it (Unix seconds)."""
     session = await require_session()
+    timestamps = query_choice("timestamps", ("true", "false")) == "true"
     after = query_int("after_sequence")
     limit = query_int("limit")
     if limit is None:
@@ -151,6 +153,7 @@ async def logs(build_id: str) -> Response:
         {
             "logs": [
                 {"sequence": line.sequence, "content": line.content, "stream": line.stream}
+                | ({"at": line.at} if timestamps else {})
                 for line in lines
             ],
             "total": total,
