@@ -237,8 +237,11 @@ export function AuditPage() {
     [filters, offset],
   );
   const ids = { action: useId(), type: useId(), from: useId(), to: useId() };
+  // On every input, not on change: a controlled field re-rendered by a load that lands
+  // while someone types would otherwise be reset to the last applied filter.
   const set = (key) => (e) => {
-    setFilters({ ...filters, [key]: e.currentTarget.value });
+    const value = e.currentTarget.value;
+    setFilters((current) => ({ ...current, [key]: value }));
     setOffset(0);
   };
   return (
@@ -246,16 +249,16 @@ export function AuditPage() {
       <h1>Audit log</h1>
       <form class="filters" role="search" aria-label="Filter the audit log" onSubmit={(e) => e.preventDefault()}>
         <Field label="Action" id={ids.action}>
-          <input id={ids.action} value={filters.action} onChange={set("action")} placeholder="e.g. runner_drained" />
+          <input id={ids.action} value={filters.action} onInput={set("action")} placeholder="e.g. runner_drained" />
         </Field>
         <Field label="Resource type" id={ids.type}>
-          <input id={ids.type} value={filters.resource_type} onChange={set("resource_type")} placeholder="e.g. runner" />
+          <input id={ids.type} value={filters.resource_type} onInput={set("resource_type")} placeholder="e.g. runner" />
         </Field>
         <Field label="From" id={ids.from}>
-          <input id={ids.from} type="date" value={filters.from} onChange={set("from")} />
+          <input id={ids.from} type="date" value={filters.from} onInput={set("from")} />
         </Field>
         <Field label="To" id={ids.to}>
-          <input id={ids.to} type="date" value={filters.to} onChange={set("to")} />
+          <input id={ids.to} type="date" value={filters.to} onInput={set("to")} />
         </Field>
       </form>
       <ErrorNote error={entries.error} />
