@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from quart_trio import QuartTrio
 
 from oore.domain.logs import MASK
 from oore.domain.users import Role
@@ -23,8 +19,9 @@ from oore.runtime import Runtime
 from oore.services.logs import LogConfig
 from tests.http.builds_kit import Runner, Setup, make_setup, repo, setup
 from tests.http.conftest import Api, UserFactory
+from tests.http.sse_kit import served
 
-__all__ = ["repo", "setup"]
+__all__ = ["repo", "served", "setup"]
 
 # A client that stops reading a stream early (that is what these tests do) leaves httpx's
 # nested body generators to the garbage collector, which warns; the server side is what
@@ -37,22 +34,6 @@ LINE = "y" * 400
 @pytest.fixture
 def log_config() -> LogConfig:
     return LogConfig(viewer_buffer_bytes=64 * 1024, check_every=0.2, keep_alive=1.0)
-
-
-@pytest.fixture
-async def served(app: QuartTrio) -> AsyncIterator[str]:
-    """The app behind hypercorn on a loopback port, as the daemon serves it."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 1.0
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(serve, app, config, shutdown_trigger=stop.wait)
-        )
-        yield binds[0]
-        stop.set()
-        nursery.cancel_scope.deadline = trio.current_time() + 5
 
 
 @dataclass
