@@ -18,8 +18,10 @@ the rest ``skipped`` in ``results``, and re-raises.
 from __future__ import annotations
 
 import codecs
+import fcntl
 import math
 import subprocess
+import termios
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -74,9 +76,16 @@ def build_environment(
 class Executor:
     """Runs steps; ``grace`` is how long a process group gets between SIGTERM and SIGKILL."""
 
-    def __init__(self, *, grace: float = DEFAULT_GRACE, shell: str = "/bin/sh") -> None:
+    def __init__(
+        self,
+        *,
+        grace: float = DEFAULT_GRACE,
+        shell: str = "/bin/sh",
+        drain_timeout: float = DRAIN_TIMEOUT,
+    ) -> None:
         self.grace = grace
         self.shell = shell
+        self.drain_timeout = drain_timeout
 
     async def run(
         self,
@@ -155,10 +164,11 @@ class Executor:
             return SPAWN_FAILED
         assert process.stdout is not None and process.stderr is not None
         timed_out = False
+        pumps = [_Pump(process.stdout, "stdout", sink), _Pump(process.stderr, "stderr", sink)]
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, process.stdout, "stdout", sink)
-                nursery.start_soon(_pump, process.stderr, "stderr", sink)
+                for pump in pumps:
+                    nursery.start_soon(pump.run)
                 with trio.move_on_after(math.inf if step.timeout is None else step.timeout):
                     await process.wait()
                 if process.returncode is None:
@@ -166,8 +176,11 @@ class Executor:
                     timed_out = True
                 # The shell is done (or out of time): end what it left so the pipes reach EOF.
                 await end_group(process, self.grace)
-                # A process that left the group may still hold a pipe: do not wait forever.
-                nursery.cancel_scope.deadline = trio.current_time() + DRAIN_TIMEOUT
+                # A process that left the group may still hold a pipe: everything the step
+                # wrote is read, however slowly the sink takes it, but beyond that the pipe
+                # is read for at most ``drain_timeout``.
+                for pump in pumps:
+                    pump.written_by_now(self.drain_timeout)
         finally:
             with trio.CancelScope(shield=True):
                 await end_group(process, self.grace)
@@ -204,18 +217,66 @@ def _result(
     )
 
 
-async def _pump(stream: trio.abc.ReceiveStream, name: Stream, sink: LineSink) -> None:
-    """Hand each line of ``stream`` to the sink, decoded as UTF-8, without its newline."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    async for data in stream:
-        pending += decoder.decode(data)
-        *lines, pending = pending.split("\n")
-        for line in lines:
-            await sink(name, line.removesuffix("\r"))
-        while len(pending) > MAX_LINE_CHARS:
-            await sink(name, pending[:MAX_LINE_CHARS])
-            pending = pending[MAX_LINE_CHARS:]
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        await sink(name, pending.removesuffix("\r"))
+class _Pump:
+    """Hands each line of a step's pipe to the sink, decoded as UTF-8, without its newline.
+
+    Reads to the end of the pipe, unless :meth:`written_by_now` was called: then it reads
+    what the pipe held at that moment and, after that, stops reading once ``drain``
+    seconds have passed. The sink may be slow (it waits while the log batcher is full);
+    that time never cuts output the step wrote before it ended.
+    """
+
+    def __init__(self, stream: trio.abc.ReceiveStream, name: Stream, sink: LineSink) -> None:
+        self._stream = stream
+        self._name = name
+        self._sink = sink
+        self._read = 0
+        self._goal: int | None = None
+        self._drain = math.inf
+        self._stop_at = math.inf
+        self._reading = trio.CancelScope()
+
+    def written_by_now(self, drain: float) -> None:
+        self._goal = self._read + _buffered(self._stream)
+        self._drain = drain
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._goal is not None and self._read >= self._goal and self._stop_at == math.inf:
+            self._stop_at = trio.current_time() + self._drain
+            self._reading.deadline = self._stop_at
+
+    async def run(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        while True:
+            data = b""
+            self._reading = trio.CancelScope(deadline=self._stop_at)
+            with self._reading:
+                data = await self._stream.receive_some()
+            if not data:
+                break
+            self._read += len(data)
+            self._arm()
+            pending += decoder.decode(data)
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                await self._sink(self._name, line.removesuffix("\r"))
+            while len(pending) > MAX_LINE_CHARS:
+                await self._sink(self._name, pending[:MAX_LINE_CHARS])
+                pending = pending[MAX_LINE_CHARS:]
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            await self._sink(self._name, pending.removesuffix("\r"))
+
+
+def _buffered(stream: trio.abc.ReceiveStream) -> int:
+    """Bytes waiting in the pipe behind ``stream`` (0 when it cannot tell, or is closed)."""
+    fileno = getattr(stream, "fileno", None)
+    if fileno is None:
+        return 0
+    try:
+        answer = fcntl.ioctl(fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError, trio.ClosedResourceError):
+        return 0
+    return int.from_bytes(answer, "little", signed=True)

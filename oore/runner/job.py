@@ -148,7 +148,16 @@ class JobRunner:
                 **self._log_options,
             ) as logs:
                 log = _BuildLog(logs, label, self._say)
-                return await self._steps(job, dest, log, results, mask)
+                failure = await self._steps(job, dest, log, results, mask)
+            if logs.error is not None:
+                # Never report a build whose log the server did not take as succeeded.
+                self._say(f"{label}: {logs.dropped} log lines not stored: {logs.error}")
+                if failure is None:
+                    failure = Failure(
+                        RUNNER_FAILED,
+                        f"the server refused {logs.dropped} lines of the log: {logs.error}",
+                    )
+            return failure
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_DEADLINE):
                 await trio.to_thread.run_sync(shutil.rmtree, dest, True)

@@ -1,6 +1,6 @@
 """The log batcher: numbers a build's lines and ships them in batches (contract §6.1).
 
-Lines are numbered 0, 1, 2... in the order :meth:`LogBatcher.write` is called. A batch
+Lines are numbered 0, 1, 2... in the order :meth:`LogBatcher.write` queued them. A batch
 leaves when it holds ``max_lines`` lines or ``interval`` seconds after its first line,
 whichever comes first. A ``hold`` callable may keep a batch's last lines back for the
 next one (at most ``hold_seconds``), so that a secret cut by the batch's end is masked
@@ -55,7 +55,7 @@ class LogBatcher:
         self._max_lines = max_lines
         self._interval = interval
         self._backoff = backoff
-        self._in, self._out = trio.open_memory_channel[LogChunk](capacity)
+        self._in, self._out = trio.open_memory_channel[tuple[Stream, str]](capacity)
         self._next_sequence = 0
         self.sent = 0
         self.dropped = 0
@@ -63,10 +63,12 @@ class LogBatcher:
         self.error: RunnerError | None = None
 
     async def write(self, stream: Stream, content: str) -> None:
-        """Queue one line; waits while ``capacity`` lines are already waiting."""
-        chunk = LogChunk(self._next_sequence, content, stream)
-        self._next_sequence += 1
-        await self._in.send(chunk)
+        """Queue one line; waits while ``capacity`` lines are already waiting.
+
+        A write cancelled while it waits leaves no trace: lines are numbered as they
+        leave the queue, so a cancelled one never leaves a gap in the sequence.
+        """
+        await self._in.send((stream, content))
 
     def close(self) -> None:
         """No more lines: :meth:`run` ships what is queued and returns."""
@@ -95,7 +97,7 @@ class LogBatcher:
                 with trio.move_on_after(self._interval):
                     while len(batch) < size:
                         try:
-                            batch.append(await self._out.receive())
+                            batch.append(await self._receive())
                         except trio.EndOfChannel:
                             ended = True
                             break
@@ -109,10 +111,16 @@ class LogBatcher:
     async def _next(self, held: list[LogChunk]) -> LogChunk | None:
         """The next line; None when lines are held and none came within ``hold_seconds``."""
         if not held:
-            return await self._out.receive()
+            return await self._receive()
         with trio.move_on_after(self._hold_seconds):
-            return await self._out.receive()
+            return await self._receive()
         return None
+
+    async def _receive(self) -> LogChunk:
+        stream, content = await self._out.receive()
+        chunk = LogChunk(self._next_sequence, content, stream)
+        self._next_sequence += 1
+        return chunk
 
     async def _deliver(self, batch: list[LogChunk]) -> None:
         if self.error is not None:

@@ -65,6 +65,8 @@ class FakeServer:
         # "local": upload URLs on another host (the runner must send them to its server);
         # "disabled": no upload URL; "failing": uploads answer 500.
         self.storage = "local"
+        # Log batches of these builds are refused with 400 (a server that will not take them).
+        self.logs_refused: set[str] = set()
         self._changed = trio.Event()
 
     def transport(self) -> httpx.MockTransport:
@@ -172,6 +174,8 @@ class FakeServer:
             self.reports.setdefault(build_id, []).append(body)
             return httpx.Response(200, json={"build": {"id": build_id}, "events": []})
         assert sub == "logs"
+        if build_id in self.logs_refused:
+            return _error(400, "invalid_input", "These lines are not wanted")
         known = self.logs.setdefault(build_id, {})
         new = [chunk for chunk in body["chunks"] if chunk["sequence"] not in known]
         known.update((chunk["sequence"], chunk) for chunk in new)

@@ -122,6 +122,26 @@ async def test_registers_runs_a_build_and_reuses_its_identity(
     assert len(server.registrations) == 1
 
 
+async def test_a_build_whose_log_the_server_refused_is_not_reported_succeeded(
+    tmp_path: Path, server: FakeServer, client: RunnerClient
+) -> None:
+    repo, sha = repo_with(tmp_path, build_yaml("echo all went well"))
+    server.add_job(job(repo, sha))
+    server.logs_refused.add("build-1")
+    terminal = Terminal()
+    agent = Agent(client, config(tmp_path), credential="enroll-me", say=terminal)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        await server.wait_until(lambda: len(server.statuses("build-1")) == 2)
+        agent.stop()
+
+    final = server.reports["build-1"][-1]
+    assert final["status"] == "failed"
+    assert final["error_message"].startswith("the server refused ")
+    assert "lines of the log" in final["error_message"]
+    await terminal.wait_for("log lines not stored")
+
+
 async def test_a_failing_step_fails_the_build_with_its_exit_code(
     tmp_path: Path, server: FakeServer, client: RunnerClient
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import trio
@@ -213,3 +214,43 @@ async def test_a_step_past_its_timeout_is_ended_and_fails_with_124(tmp_path: Pat
         ("next", "skipped", None),
     ]
     assert sink.of("stderr") == ["[oore] step slow timed out after 1s"]
+
+
+class SlowLines(Lines):
+    """A sink that takes its time, as the log batcher does while the server is slow."""
+
+    async def __call__(self, stream: Stream, line: str) -> None:
+        if len(self.lines) % 500 == 0:
+            await trio.sleep(0.05)
+        await super().__call__(stream, line)
+
+
+async def test_a_slow_sink_gets_every_line_the_step_wrote_whatever_the_drain_time(
+    tmp_path: Path,
+) -> None:
+    # The step ends with about 60 KB still in the pipe; the sink needs longer than the
+    # drain time to take it. The drain time bounds reading past the step's own output only.
+    sink = SlowLines()
+    executor = Executor(drain_timeout=0.05)
+    await executor.run([Step("s", "seq 1 20000")], cwd=tmp_path, env=os.environ, sink=sink)
+
+    assert sink.of("stdout") == [str(n) for n in range(1, 20001)]
+
+
+async def test_a_process_that_left_the_group_holds_the_pipe_for_the_drain_time_only(
+    tmp_path: Path,
+) -> None:
+    sink = Lines()
+    executor = Executor(drain_timeout=0.2)
+    script = "setsid sh -c 'echo orphan $$; exec sleep 300' & echo started; sleep 0.2"
+    try:
+        with trio.fail_after(10):
+            [result] = await executor.run(
+                [Step("s", script)], cwd=tmp_path, env=os.environ, sink=sink
+            )
+    finally:
+        orphan = await sink.wait_for("orphan ")
+        os.kill(int(orphan.split()[1]), signal.SIGKILL)
+
+    assert result.status == "succeeded"
+    assert sorted(sink.of("stdout")) == sorted(["started", orphan])

@@ -131,6 +131,28 @@ async def test_a_slow_server_makes_the_writer_wait_instead_of_buffering_everythi
     assert sorted(sink.stored) == list(range(100))
 
 
+async def test_a_write_cancelled_while_it_waits_for_room_leaves_no_gap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The executor stops reading a step's pipes with a deadline; a write cut short there
+    # must not take a sequence number with it (the server would hold a log with a hole).
+    sink = Sink()
+    sink.gate = trio.Event()
+    batcher = LogBatcher(sink, max_lines=10, capacity=5)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.run)
+        for i in range(15):
+            await batcher.write("stdout", f"l{i}")
+        with trio.move_on_after(1):
+            await batcher.write("stdout", "never queued")
+        sink.gate.set()
+        await batcher.write("stderr", "after")
+        batcher.close()
+
+    assert sorted(sink.stored) == list(range(16))
+    assert sink.stored[15] == LogChunk(15, "after", "stderr")
+
+
 async def test_a_secret_cut_by_a_batchs_end_is_masked_whole(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
