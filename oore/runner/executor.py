@@ -250,7 +250,7 @@ class _Pump:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
         while True:
-            data = b""
+            data: bytes | bytearray = b""
             self._reading = trio.CancelScope(deadline=self._stop_at)
             with self._reading:
                 data = await self._stream.receive_some()
