@@ -40,12 +40,12 @@ from oore.http.server import (
     serve,
 )
 from oore.runtime import Runtime, open_runtime
+from oore.scheduling import Scheduling, SchedulingConfig
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
 from oore.services.events import EventsConfig
 from oore.services.logs import LogConfig
 from oore.services.network import NetworkDefaults
-from oore.services.scheduling import Scheduling, SchedulingConfig
 from oore.services.scm import ScmConfig
 from oore.store import Store, open_store
 from oore.store.database import Revive

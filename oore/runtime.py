@@ -11,6 +11,7 @@ import trio
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.actors.events import EventsHandle
 from oore.http.context import AppServices
+from oore.scheduling import Scheduling, SchedulingConfig, start_scheduling
 from oore.services.access import Access
 from oore.services.api_tokens import ApiTokens
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
@@ -27,7 +28,6 @@ from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network, NetworkDefaults
 from oore.services.projects import Projects
 from oore.services.runners import Runners
-from oore.services.scheduling import Scheduling, SchedulingConfig, start_scheduling
 from oore.services.scm import ScmClient, ScmConfig
 from oore.services.settings import InstanceSettings
 from oore.services.setup import Setup
@@ -101,8 +101,8 @@ class Runtime:
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
         """Per-actor statistics for ``/metrics``, keyed by actor path.
 
-        The per-build and per-runner actors are summed into one entry per kind
-        (``.../builds/*``), so a large fleet does not mean thousands of series.
+        Children of a ``builds`` or ``runners`` supervisor are summed into one entry per
+        kind (``.../builds/*``), so a large fleet never means thousands of series.
         """
         found: dict[str, ActorStatistics] = {}
         for path, stats in self.supervisor.statistics().actors():
@@ -153,13 +153,19 @@ async def open_runtime(
         await nursery.start(root.run)
         try:
             hub = EventsHandle()  # told of changes from the start, served once started below
+            artifacts_config = artifacts_config or ArtifactsConfig()
             scheduling = await start_scheduling(
-                store, clock, config or SchedulingConfig(), root, metrics, events=hub
+                store,
+                clock,
+                config or SchedulingConfig(),
+                root,
+                metrics,
+                events=hub,
+                secrets=artifacts_config.secrets,
             )
             await start_event_hub(hub, scheduling, root)
             nursery.start_soon(_within, resuming, scheduling.resume_after_outages)
             access = Access(store)
-            artifacts_config = artifacts_config or ArtifactsConfig()
             network = Network(
                 store,
                 network_defaults
@@ -185,7 +191,7 @@ async def open_runtime(
                 access=access,
                 projects=Projects(store, clock, audit, access, artifacts, metrics),
                 builds=builds,
-                runners=Runners(scheduling, identity, audit, variables),
+                runners=Runners(scheduling, identity, audit),
                 artifacts=artifacts,
                 artifact_tokens=ArtifactTokens(store, clock, access, audit, storage),
                 logs=logs,

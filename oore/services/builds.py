@@ -7,22 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import trio
-
-from oore.actors import ActorError
-from oore.actors.build import log_ended
 from oore.domain.builds import (
     CHANGELOG_MAX_BYTES,
     RUNNER_REPORTABLE,
     Build,
     BuildEvent,
     BuildStatus,
-    QueuedBuild,
     StepResult,
-    Transition,
     TriggerType,
-    check_transition,
-    concurrent_modification,
     ending_for_runner,
 )
 from oore.domain.projects import Pipeline, Project, RepositoryProvider
@@ -32,16 +24,15 @@ from oore.domain.text import name_problem, text_problem
 from oore.domain.users import Session
 from oore.errors import Conflict, Forbidden, InvalidInput, NotFound
 from oore.eventlog import event
+from oore.scheduling import Scheduling
 from oore.services.access import Access
 from oore.services.git import resolve_commit
 from oore.services.pipeline_files import apply_file_settings
-from oore.services.scheduling import Scheduling
 from oore.store.builds import BuildFilter, NewBuild
 from oore.store.projects import as_uuid
 
 log = logging.getLogger(__name__)
 
-CANCEL_ATTEMPTS = 5
 STATUS_FILTER_MAX = 9
 
 
@@ -223,7 +214,7 @@ class Builds:
             )
             await apply_file_settings(snapshot, project, pipeline, commit_sha)
         labels = snapshot.get("runner_labels") or []
-        build = await self._store.builds.create(
+        build = await self._scheduling.queue(
             NewBuild(
                 project_id=project.id,
                 pipeline_id=pipeline.id,
@@ -243,10 +234,6 @@ class Builds:
         )
         if build is None:
             raise NotFound("not_found", "Project not found")
-        self._scheduling.events.build_changed(build)
-        await self._scheduling.dispatcher.enqueue(
-            [QueuedBuild(build.id, frozenset(build.required_labels), build.queued_at)]
-        )
         event(
             log,
             "build.queued",
@@ -386,38 +373,7 @@ class Builds:
         return await self._cancel(build, actor=session.user.email, reason="canceled by user")
 
     async def _cancel(self, build: Build, *, actor: str, reason: str) -> Build:
-        for _ in range(CANCEL_ATTEMPTS):
-            check_transition(build.status, BuildStatus.CANCELED)
-            try:
-                if build.status.active:
-                    handle = await self._scheduling.build_actor(build)
-                    if handle is not None:
-                        return await handle.cancel(actor=actor, reason=reason)
-                else:
-                    canceled = await self._scheduling.build_records.transition(
-                        Transition(
-                            build.id,
-                            build.status,
-                            BuildStatus.CANCELED,
-                            actor,
-                            reason,
-                            self._clock.now(),
-                        )
-                    )
-                    self._scheduling.metrics.build_finished(canceled)
-                    await self._scheduling.dispatcher.remove(build.id)
-                    log_ended(canceled, None)
-                    return canceled
-            except ActorError:
-                pass  # the actor ended meanwhile: look again
-            except Conflict as exc:
-                if exc.code != "concurrent_modification":
-                    raise
-            fresh = await self._store.builds.get(build.id)
-            if fresh is None:
-                raise NotFound("not_found", "Build not found")
-            build = fresh
-        raise concurrent_modification()
+        return await self._scheduling.cancel(build, actor=actor, reason=reason)
 
     # -- runner side -----------------------------------------------------------------------
 
@@ -447,14 +403,7 @@ class Builds:
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
             raise InvalidInput("invalid_input", f"wait_seconds must be 0..{MAX_WAIT_SECONDS}")
         build = await self.bound(runner, build_id)
-        if wait_seconds > 0 and build.status.active:
-            handle = await self._scheduling.build_actor(build)
-            if handle is not None:
-                with self._scheduling.long_poll(), trio.move_on_after(wait_seconds):
-                    try:
-                        build = await handle.watch(build.status)
-                    except (ActorError, Forbidden):
-                        build = await self.bound(runner, build_id)
+        build = await self._scheduling.job_state(build, wait_seconds)
         if build.runner_id != runner.id:
             raise await self._not_held(runner, build)
         return build.status
@@ -479,18 +428,12 @@ class Builds:
                 "invalid_runner_status", "A runner may report running, succeeded or failed"
             )
         build = await self.bound(runner, build_id)
-        handle = await self._scheduling.build_actor(build)
-        if handle is None:
-            raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
-        try:
-            updated = await handle.report(
-                runner.id,
-                target,
-                exit_code=exit_code,
-                error_message=_blank_to_none(error_message),
-                steps=steps or None,
-            )
-        except ActorError:
-            await self.bound(runner, build_id)
-            raise concurrent_modification() from None
+        updated = await self._scheduling.report(
+            runner.id,
+            build,
+            target,
+            exit_code=exit_code,
+            error_message=_blank_to_none(error_message),
+            steps=steps or None,
+        )
         return updated, await self._store.builds.events(build_id)

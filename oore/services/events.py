@@ -31,9 +31,9 @@ from oore.domain.rbac import Action, Resource, allowed
 from oore.domain.runners import Runner
 from oore.domain.users import Session
 from oore.errors import ServiceUnavailable, TooManyRequests
+from oore.scheduling import Scheduling
 from oore.services.access import Access
 from oore.services.identity import Identity
-from oore.services.scheduling import Scheduling
 
 
 @dataclass(frozen=True)

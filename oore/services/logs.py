@@ -65,10 +65,10 @@ from oore.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from oore.scheduling import Scheduling
 from oore.services.access import Access
 from oore.services.builds import Builds
 from oore.services.identity import Identity
-from oore.services.scheduling import Scheduling
 from oore.services.variables import Variables
 
 log = logging.getLogger(__name__)

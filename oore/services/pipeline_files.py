@@ -13,13 +13,13 @@ from typing import Any
 
 import trio
 
-from oore.actors.build import FILE_TIMEOUT_KEY
 from oore.domain.pipeline_config import (
     MAX_REPOSITORY_YAML_BYTES,
     config_files,
     parse_repository_yaml,
 )
 from oore.domain.projects import Pipeline, Project, RepositoryProvider
+from oore.scheduling import FILE_TIMEOUT_KEY
 from oore.services.git import read_file
 
 

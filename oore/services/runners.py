@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
 
-from oore.actors import ActorError
-from oore.actors.build import log_ended
-from oore.actors.dispatcher import Offer, RunnerSlot
-from oore.domain.builds import Build, BuildStatus, QueuedBuild, Transition
 from oore.domain.rbac import Action, Resource, require
 from oore.domain.runners import (
     MAX_WAIT_SECONDS,
@@ -26,19 +22,15 @@ from oore.domain.runners import (
 from oore.domain.text import name_problem
 from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
 from oore.domain.users import Session
-from oore.domain.variables import BuildVariable
-from oore.errors import ApiError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from oore.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from oore.eventlog import event
+from oore.scheduling import Job, Scheduling
 from oore.services.identity import AuditSink, Identity
-from oore.services.scheduling import Scheduling
-from oore.services.variables import Variables
 from oore.store import AuditEntry
-from oore.store.builds import ClaimRow
-from oore.store.runners import EnrollmentToken, Heartbeat, NewRunner, RunnerChanges
+from oore.store.runners import EnrollmentToken, NewRunner, RunnerChanges
 
 log = logging.getLogger(__name__)
 
-CLAIM_COMMIT_DEADLINE = 30.0
 MAX_ENROLLMENT_TTL = 365 * 24 * 3600
 KNOWN_RUNNERS = 65_536  # runner tokens remembered in memory (a fleet, with room to spare)
 
@@ -90,37 +82,6 @@ class Registration:
 
 
 @dataclass(frozen=True)
-class Job:
-    """What a claim hands to a runner (contract §5.4, plus ``attempt``)."""
-
-    build: Build
-    signing_token: str
-    lease_expires_at: int
-    # The project's and pipeline's variables in clear: only ever in this answer, to the
-    # runner holding the build, never in the snapshot.
-    variables: tuple[BuildVariable, ...] = field(default=(), repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        build = self.build
-        job: dict[str, Any] = {
-            "build_id": build.id,
-            "project_id": build.project_id,
-            "pipeline_id": build.pipeline_id,
-            "build_number": build.build_number,
-            "config_snapshot": build.config_snapshot,
-            "lease_expires_at": self.lease_expires_at,
-            "signing_token": self.signing_token,
-            "attempt": build.attempt,
-            "variables": [variable.to_json() for variable in self.variables],
-        }
-        if build.commit_sha:
-            job["commit_sha"] = build.commit_sha
-        if build.branch:
-            job["branch"] = build.branch
-        return job
-
-
-@dataclass(frozen=True)
 class RunnerPage:
     runners: list[Runner]
     total: int
@@ -130,15 +91,12 @@ class RunnerPage:
 class Runners:
     """Use cases of the runner protocol and the user-facing Runners API."""
 
-    def __init__(
-        self, scheduling: Scheduling, identity: Identity, audit: AuditSink, variables: Variables
-    ) -> None:
+    def __init__(self, scheduling: Scheduling, identity: Identity, audit: AuditSink) -> None:
         self._scheduling = scheduling
         self._store = scheduling.store
         self._clock = scheduling.clock
         self._identity = identity
         self._audit = audit
-        self._variables = variables
         self._known = KnownRunners()
 
     async def _record(self, action: str, session: Session | None, runner_id: str) -> None:
@@ -380,15 +338,13 @@ class Runners:
     # -- runner protocol -----------------------------------------------------------------
 
     async def heartbeat(self, runner: Runner, status: str, capabilities: Any) -> None:
-        """Record a heartbeat (durable before answering); 400 ``invalid_status``."""
+        """Record a heartbeat (a status change is durable before answering); 400
+        ``invalid_status``."""
         try:
             parsed = RunnerStatus(status)
         except ValueError:
             raise InvalidInput("invalid_status", f"Unknown runner status {status!r}") from None
-        caps = capabilities if isinstance(capabilities, dict) and capabilities else None
-        await self._scheduling.heartbeats.submit_one(
-            Heartbeat(runner.id, parsed, caps, self._clock.now())
-        )
+        await self._scheduling.heartbeat(runner.id, parsed, capabilities)
         self._known.set_status(runner.id, parsed)
 
     async def claim(self, runner: Runner, protocol_version: int, wait_seconds: float) -> Job | None:
@@ -400,110 +356,4 @@ class Runners:
             )
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
             raise InvalidInput("invalid_input", f"wait_seconds must be 0..{MAX_WAIT_SECONDS}")
-        deadline = trio.current_time() + wait_seconds
-        if runner.draining or runner.status is RunnerStatus.DRAINING:
-            with self._scheduling.long_poll():
-                await trio.sleep_until(deadline)
-            return None
-        slot = RunnerSlot(runner.id, frozenset(runner.labels), runner.max_concurrent)
-        dispatcher = self._scheduling.dispatcher
-        while True:
-            remaining = max(0.0, deadline - trio.current_time())
-            offer = None
-            with self._scheduling.long_poll():
-                try:
-                    offer = await dispatcher.claim(slot, wait=remaining)
-                except ActorError:
-                    raise Conflict("dispatcher_restarting", "Try the claim again") from None
-            if offer is None:
-                return None
-            job = await self._commit(runner, offer.build)
-            if job is not None:
-                return job
-            await dispatcher.release(runner.id, offer.build_id)
-
-    async def _commit(self, runner: Runner, queued: QueuedBuild) -> Job | None:
-        """Commit one offer; None if the build left the queue meanwhile, 401 if the runner did."""
-        now = self._clock.now()
-        signing = new_token()
-        lease = now + int(self._scheduling.config.runner_lease)
-        row = ClaimRow(queued.id, runner.id, hash_token(signing), lease, now)
-        try:
-            with trio.CancelScope(shield=True), trio.fail_after(CLAIM_COMMIT_DEADLINE):
-                await self._scheduling.claims.submit_one(row)
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_COMMIT_DEADLINE):
-                await self._settle_failed_commit(runner, queued)
-            raise
-        build = row.build
-        if build is None:
-            if row.runner_gone:
-                await self._scheduling.dispatcher.give_back(Offer(queued, runner.id))
-                raise Unauthorized("invalid_token", "This runner was deleted")
-            return None
-        self._scheduling.metrics.build_claimed(build)
-        try:
-            variables = await self._variables.for_build(build)
-            await trio.lowlevel.checkpoint_if_cancelled()
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_COMMIT_DEADLINE):
-                await self._undo_claim(build)
-            raise
-        await self._scheduling.build_actor(build)
-        # A long-poll may outlast the lease it started with; the lease of the build just
-        # handed over runs from now.
-        await self._scheduling.runner_seen(runner.id)
-        event(
-            log,
-            "build.claimed",
-            build.log_fields(),
-            runner_id=runner.id,
-            runner=runner.name,
-            queued_s=now - build.queued_at,
-            attempt=build.attempt,
-        )
-        return Job(build, signing, lease, variables)
-
-    async def _settle_failed_commit(self, runner: Runner, queued: QueuedBuild) -> None:
-        """The claim's commit failed, or its outcome is unknown (deadline): ask the database.
-
-        Committed after all: the runner will not hear of it, so requeue it (a build left
-        assigned without its BuildActor would wait for a restart). Otherwise the offer goes
-        back to the front of the queue.
-        """
-        try:
-            current = await self._store.builds.get(queued.id)
-        except ApiError:
-            current = None
-        if (
-            current is not None
-            and current.status is BuildStatus.ASSIGNED
-            and current.runner_id == runner.id
-        ):
-            try:
-                await self._undo_claim(current)
-            except ApiError:
-                pass
-            else:
-                return
-        await self._scheduling.dispatcher.give_back(Offer(queued, runner.id))
-
-    async def _undo_claim(self, build: Build) -> None:
-        """The runner went away before hearing of its claim: put the build back."""
-        undone = await self._scheduling.build_records.transition(
-            Transition(
-                build.id,
-                BuildStatus.ASSIGNED,
-                BuildStatus.QUEUED,
-                "system",
-                "claim answer not delivered",
-                self._clock.now(),
-                requeue=True,
-            )
-        )
-        if build.runner_id is not None:
-            await self._scheduling.dispatcher.release(build.runner_id, build.id)
-        await self._scheduling.dispatcher.enqueue(
-            [QueuedBuild(undone.id, frozenset(undone.required_labels), undone.queued_at)]
-        )
-        log_ended(undone, build.runner_id)
+        return await self._scheduling.claim(runner, wait_seconds)

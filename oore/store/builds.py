@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from oore.domain.builds import (
@@ -29,6 +29,7 @@ from oore.domain.logs import LogLine, LogWrite
 from oore.errors import Conflict, NotFound
 from oore.store.database import Connection, Database
 from oore.store.projects import as_uuid
+from oore.store.variables import StoredVariable, variables_of
 
 _TERMINAL = [status.value for status in TERMINAL]
 
@@ -277,20 +278,29 @@ async def _list(
     return [build_from_row(row) for row in rows], total
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClaimRow:
-    """One claim to commit: ``build`` is set by the store when the claim won."""
+    """One claim to commit: the build goes to the runner if it is still queued."""
 
     build_id: str
     runner_id: str
     signing_token_hash: str
     lease_expires_at: int
     now: int
-    build: Build | None = field(default=None)
-    runner_gone: bool = field(default=False)  # set when the runner was deleted meanwhile
 
 
-async def _commit_claims(conn: Connection, claims: list[ClaimRow]) -> None:
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """What became of one claim: ``build`` (now assigned) if it won, with the stored
+    variables of its project and pipeline (read in the same transaction);
+    ``runner_gone`` when the runner was deleted meanwhile."""
+
+    build: Build | None
+    runner_gone: bool = False
+    variables: tuple[StoredVariable, ...] = ()
+
+
+async def _commit_claims(conn: Connection, claims: Sequence[ClaimRow]) -> list[ClaimOutcome]:
     # The runners are locked as the foreign key would lock them, but first: a runner
     # deleted meanwhile loses its claims here instead of failing the whole batch.
     rows = await conn.fetch(
@@ -313,17 +323,19 @@ async def _commit_claims(conn: Connection, claims: list[ClaimRow]) -> None:
     )
     won = {str(row["id"]): build_from_row(row) for row in rows}
     lost = {claim.runner_id for claim in claims if claim.build_id not in won}
+    gone: set[str] = set()
     if lost:
         present = await conn.fetch("SELECT id FROM runners WHERE id = ANY($1::uuid[])", list(lost))
         gone = lost - {str(row["id"]) for row in present}
-        for claim in claims:
-            claim.runner_gone = claim.runner_id in gone
+    variables = await variables_of(conn, list(won.values()))
+    outcomes: list[ClaimOutcome] = []
     events: list[EventRow] = []
     for claim in claims:
         build = won.get(claim.build_id)
         if build is None or build.runner_id != claim.runner_id:
+            outcomes.append(ClaimOutcome(None, runner_gone=claim.runner_id in gone))
             continue
-        claim.build = build
+        outcomes.append(ClaimOutcome(build, variables=variables.get(build.id, ())))
         actor = f"runner:{claim.runner_id}"
         events.append(
             EventRow(
@@ -347,6 +359,29 @@ async def _commit_claims(conn: Connection, claims: list[ClaimRow]) -> None:
         )
     if events:
         await _insert_events(conn, events)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class ClaimTo:
+    """A runner waiting for work that a new build goes to in its creating transaction."""
+
+    runner_id: str
+    signing_token_hash: str
+    lease_expires_at: int
+
+
+async def _create_claimed(
+    conn: Connection, new: NewBuild, to: ClaimTo
+) -> tuple[Build, ClaimOutcome] | None:
+    created = await _create(conn, new)
+    if created is None:
+        return None
+    [outcome] = await _commit_claims(
+        conn,
+        [ClaimRow(created.id, to.runner_id, to.signing_token_hash, to.lease_expires_at, new.now)],
+    )
+    return (created if outcome.build is None else outcome.build), outcome
 
 
 async def _transition(conn: Connection, t: Transition) -> Build:
@@ -638,9 +673,15 @@ class BuildStore:
     ) -> tuple[list[Build], int]:
         return await self._db.run(_list, where, sort, descending, limit, offset)
 
-    async def commit_claims(self, claims: list[ClaimRow]) -> None:
-        """The claim group-commit target: each claim's ``build`` is set if it won."""
-        await self._db.transaction(_commit_claims, claims)
+    async def create_claimed(self, new: NewBuild, to: ClaimTo) -> tuple[Build, ClaimOutcome] | None:
+        """Insert a queued build and, in the same transaction, assign it to ``to`` (a
+        compare-and-set like any claim); the build as committed and the claim's outcome,
+        None if there is no project."""
+        return await self._db.transaction(_create_claimed, new, to)
+
+    async def commit_claims(self, claims: Sequence[ClaimRow]) -> list[ClaimOutcome]:
+        """Commit a batch of claims in one transaction; one outcome per claim, in order."""
+        return await self._db.transaction(_commit_claims, claims)
 
     async def transition(self, t: Transition) -> Build:
         """Compare-and-set; 409 ``invalid_transition`` / ``concurrent_modification``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +181,16 @@ async def _commit_heartbeats(conn: Connection, beats: list[Heartbeat]) -> None:
     )
 
 
+async def _touch(conn: Connection, seen: Sequence[tuple[str, int]]) -> None:
+    await conn.execute(
+        """UPDATE runners r SET last_heartbeat_at = s.at
+           FROM unnest($1::uuid[], $2::bigint[]) AS s(id, at)
+           WHERE r.id = s.id AND (r.last_heartbeat_at IS NULL OR r.last_heartbeat_at < s.at)""",
+        [runner_id for runner_id, _ in seen],
+        [at for _, at in seen],
+    )
+
+
 async def _online_holding(
     conn: Connection, since: int, needs: list[frozenset[str]]
 ) -> dict[frozenset[str], bool]:
@@ -346,6 +357,12 @@ class RunnerStore:
     async def commit_heartbeats(self, beats: list[Heartbeat]) -> None:
         """The heartbeat group-commit target: the latest beat of each runner wins."""
         await self._db.transaction(_commit_heartbeats, beats)
+
+    async def touch(self, seen: Sequence[tuple[str, int]]) -> None:
+        """Record when runners were last heard from: (runner id, Unix time), one statement;
+        a time never goes back."""
+        if seen:
+            await self._db.run(_touch, seen)
 
     async def by_state(self) -> dict[str, int]:
         """Runners per state: their status, ``draining`` for a live one told to drain."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from oore.domain.builds import Build
 from oore.domain.ids import new_id
 from oore.errors import Conflict
 from oore.store.database import Connection, Database
@@ -64,6 +66,28 @@ async def _for_build(
         pipeline_id,
     )
     return [_from_row(row) for row in rows]
+
+
+async def variables_of(
+    conn: Connection, builds: Sequence[Build]
+) -> dict[str, tuple[StoredVariable, ...]]:
+    """Each build's stored variables (its project's and its pipeline's), in one query."""
+    if not builds:
+        return {}
+    rows = await conn.fetch(
+        "SELECT * FROM variables WHERE project_id = ANY($1::uuid[])",
+        list({build.project_id for build in builds}),
+    )
+    stored = [_from_row(row) for row in rows]
+    return {
+        build.id: tuple(
+            v
+            for v in stored
+            if v.project_id == build.project_id
+            and (v.pipeline_id is None or v.pipeline_id == build.pipeline_id)
+        )
+        for build in builds
+    }
 
 
 async def _put(

@@ -17,11 +17,11 @@ from oore.domain.tokens import hash_token, new_token
 from oore.domain.users import USER_SESSION_TTL, Role, User, UserStatus
 from oore.http.app import create_app
 from oore.runtime import Runtime, open_runtime
+from oore.scheduling import SchedulingConfig
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.events import EventsConfig
 from oore.services.logs import LogConfig
 from oore.services.network import LOCAL_ORIGINS, NetworkDefaults
-from oore.services.scheduling import SchedulingConfig
 from oore.services.scm import ScmConfig
 from oore.store import Store
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import trio
 
+from oore.scheduling import SchedulingConfig
 from oore.services.logs import LogConfig
-from oore.services.scheduling import SchedulingConfig
 from tests.http.builds_kit import Runner, Setup, eventually, repo, setup
 from tests.http.test_build_logs import claimed, served, until
 

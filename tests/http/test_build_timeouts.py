@@ -1,10 +1,10 @@
-"""Timeouts the BuildActor enforces: a build that never starts, a build that runs too long."""
+"""Build deadlines: a build that never starts is requeued, one that runs too long times out."""
 
 from __future__ import annotations
 
 import pytest
 
-from oore.services.scheduling import SchedulingConfig
+from oore.scheduling import SchedulingConfig
 from tests.http.builds_kit import Setup, eventually, repo, setup
 
 __all__ = ["repo", "setup"]

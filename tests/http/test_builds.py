@@ -13,8 +13,8 @@ import trio
 from oore.domain.builds import Build, BuildStatus, Transition
 from oore.domain.users import Role
 from oore.eventlog import event_of
+from oore.scheduling import SchedulingConfig
 from oore.services.git import resolve_commit
-from oore.services.scheduling import SchedulingConfig
 from oore.store import Store
 from oore.store.projects import NewProject, ProjectChanges
 from tests.http.builds_kit import Setup, eventually, git, make_setup, repo, setup
@@ -722,7 +722,7 @@ async def test_a_queued_build_says_why_no_runner_takes_it(
         assert listed["waiting_reason"] == shown
         return shown
 
-    with caplog.at_level("WARNING", logger="oore.services.scheduling"):
+    with caplog.at_level("WARNING", logger="oore.scheduling.waiting"):
         build = await setup.trigger()
         nobody = await reason(build["id"])
         assert nobody == {

@@ -11,7 +11,7 @@ import pytest
 from oore.domain.users import Role, UserStatus
 from oore.eventlog import EventFormatter, event_of
 from oore.runtime import Runtime
-from oore.services.scheduling import SchedulingConfig
+from oore.scheduling import SchedulingConfig
 from oore.store import Store
 from tests.http.builds_kit import Setup, eventually, repo, setup
 from tests.http.conftest import REMOTE, Api, FakeClock, Reply

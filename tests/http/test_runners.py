@@ -374,7 +374,7 @@ async def test_a_busy_runner_cannot_be_deleted_one_that_ran_builds_can(setup: Se
 
 async def wait_until_parked(runtime: Runtime) -> None:
     """Until a claim is parked in the dispatcher (the caller bounds the wait)."""
-    while (await runtime.scheduling.dispatcher.depth())[1] == 0:  # noqa: ASYNC110
+    while runtime.scheduling.depth()[1] == 0:  # noqa: ASYNC110
         await trio.sleep(0.01)
 
 

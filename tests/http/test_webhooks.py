@@ -11,10 +11,10 @@ import trio
 from oore.domain.crypto import SecretBox
 from oore.domain.webhooks import FORK_BLOCKED, MAX_BODY_BYTES, Provider
 from oore.runtime import Runtime, open_runtime
+from oore.scheduling import SchedulingConfig
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.logs import LogConfig
 from oore.services.network import NetworkDefaults
-from oore.services.scheduling import SchedulingConfig
 from oore.store import Store
 from oore.store.webhooks import Delivery, NewDelivery
 from tests.http.conftest import REMOTE, Api, FakeClock, Reply

@@ -73,8 +73,8 @@ async def world(store: Store, path: str = "/srv/app") -> World:
         NewRunner("r", None, (), 1, hash_token(new_token()), None, None, NOW)
     )
     claim = ClaimRow(build.id, runner.id, hash_token(new_token()), NOW + 120, NOW)
-    await store.builds.commit_claims([claim])
-    assert claim.build is not None
+    [outcome] = await store.builds.commit_claims([claim])
+    assert outcome.build is not None
     return World(project.id, build.id, runner.id, owner.id)
 
 

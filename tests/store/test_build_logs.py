@@ -45,8 +45,8 @@ async def claim_by_another(store: Store, build_id: str) -> str:
         NewRunner("r2", None, (), 1, hash_token(new_token()), None, None, NOW)
     )
     claim = ClaimRow(build_id, runner.id, hash_token(new_token()), NOW + 120, NOW)
-    await store.builds.commit_claims([claim])
-    assert claim.build is not None and claim.build.attempt == 2
+    [outcome] = await store.builds.commit_claims([claim])
+    assert outcome.build is not None and outcome.build.attempt == 2
     return runner.id
 
 
@@ -96,6 +96,14 @@ async def _runner_history_columns(conn: Connection, change: str) -> None:
     await conn.execute(
         f"ALTER TABLE builds {change} last_runner_id{types[0]}, {change} last_runner_name{types[1]}"
     )
+    # Today's claims also read the build's variables (a later migration's table).
+    if change == "ADD COLUMN":
+        await conn.execute(
+            """CREATE TABLE variables (id uuid, project_id uuid, pipeline_id uuid, name text,
+                   value_encrypted text, secret boolean, created_at bigint, updated_at bigint)"""
+        )
+    else:
+        await conn.execute("DROP TABLE variables")
 
 
 async def test_upgrading_files_earlier_lines_under_the_builds_current_attempt(
@@ -107,8 +115,9 @@ async def test_upgrading_files_earlier_lines_under_the_builds_current_attempt(
         async with open_database(postgres.url(name), pool_size=2) as db:
             assert await migrate(db, up_to=7) == list(range(1, 8))
             store = Store(db)
-            # Today's claims also write who ran a build (a later migration's columns):
-            # the old schema gets them while the builds are made, then loses them again.
+            # Today's claims also write who ran a build and read its variables (a later
+            # migration's columns and table): the old schema gets them while the builds
+            # are made, then loses them again.
             await db.run(_runner_history_columns, "ADD COLUMN")
             requeued = await world(store, "/srv/one")
             await requeue(store, requeued.build_id)

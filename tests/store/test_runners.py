@@ -34,10 +34,10 @@ async def test_a_claim_for_a_deleted_runner_loses_alone(store: Store) -> None:
     leaving, staying = await new_runner(store, "leaving"), await new_runner(store, "staying")
     assert await store.runners.delete(leaving) is True
     lost, won = claim(first.build_id, leaving), claim(second.build_id, staying)
-    await store.builds.commit_claims([lost, won])
-    assert (lost.build, lost.runner_gone) == (None, True)
-    assert won.build is not None and not won.runner_gone
-    assert won.build.last_runner_id == staying
+    lost_out, won_out = await store.builds.commit_claims([lost, won])
+    assert (lost_out.build, lost_out.runner_gone) == (None, True)
+    assert won_out.build is not None and not won_out.runner_gone
+    assert won_out.build.last_runner_id == staying
     still = await store.builds.get(first.build_id)
     assert still is not None and still.status.value == "queued"
 

@@ -1,4 +1,4 @@
-"""The scheduling runtime resumes from the database after a PostgreSQL outage."""
+"""Scheduling resumes from the database after a PostgreSQL outage."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from oore.actors.dispatcher import RunnerSlot
 from oore.domain.builds import TriggerType
 from oore.domain.tokens import hash_token, new_token
 from oore.domain.users import Role, UserStatus
@@ -94,12 +93,11 @@ async def test_after_an_outage_the_dispatcher_holds_what_the_database_holds(
         runner = await store.runners.register(
             NewRunner("r", None, (), 1, hash_token(new_token()), None, None, NOW)
         )
-        slot = RunnerSlot(runner.id, frozenset(), 1)
         artifacts = ArtifactsConfig(data_dir=tmp_path / "data")
         async with open_runtime(store, SystemClock(), artifacts_config=artifacts) as runtime:
-            dispatcher = runtime.scheduling.dispatcher
+            scheduling = runtime.scheduling
             build_id = await queued_behind_the_dispatchers_back(store)
-            assert await dispatcher.claim(slot, wait=0) is None  # it does not know
+            assert await scheduling.claim(runner, 0) is None  # it does not know
 
             assert server.pid is not None
             os.kill(server.pid, signal.SIGKILL)
@@ -110,7 +108,6 @@ async def test_after_an_outage_the_dispatcher_holds_what_the_database_holds(
                     except StoreUnavailable:
                         break
                 await store.db.wait_recovered(0)  # the server was restarted, the pool back
-                offer = await dispatcher.claim(slot, wait=WAIT)
-            assert offer is not None and offer.build_id == build_id
+                job = await scheduling.claim(runner, WAIT)
+            assert job is not None and job.build.id == build_id
             assert (store.db.outages, store.db.recoveries) == (1, 1)
-            await dispatcher.give_back(offer)

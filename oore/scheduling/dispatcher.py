@@ -1,0 +1,227 @@
+"""The dispatcher: queued builds indexed by required labels, and parked claims.
+
+A plain in-memory index, changed only by synchronous calls (trio runs one task at a time,
+so every call is atomic): no task and no mailbox. It decides which runner should get which
+build; the claim is then committed as a compare-and-set on ``queued`` (in a claim batch,
+or in the trigger's own transaction), so the database stays the judge of who holds a build
+and the index only has to be a good guess. A build whose claim lost (canceled meanwhile)
+is simply not committed; a claim that could not be committed gives its build back.
+
+Invariants:
+* a build is offered to at most one claim at a time (a duplicate "queued" notice can
+  break this; the store's compare-and-set then lets only one of the claims commit);
+* ``held[runner]`` counts the builds a runner holds or was offered, never above its
+  ``max_concurrent`` at the time of the offer;
+* a parked claim gets the oldest eligible build the moment one is queued, in park order
+  (the longest-waiting eligible runner first).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import trio
+
+from oore.domain.builds import QueuedBuild
+from oore.errors import ApiError
+
+
+@dataclass(frozen=True)
+class RunnerSlot:
+    """What the dispatcher needs of a claiming runner."""
+
+    id: str
+    labels: frozenset[str]
+    max_concurrent: int
+    name: str = ""  # for log lines
+
+
+class Parked:
+    """A claim waiting for a build. Exactly one of these ends it: an ``offer`` from the
+    queue (the claimant commits it), a ``job`` committed for it by a trigger (it was
+    ``reserved`` first), an ``error``, or ``retry`` (look again); ``event`` is then set.
+    ``gone`` once the claimant stopped waiting."""
+
+    __slots__ = ("error", "event", "gone", "job", "offer", "reserved", "retry", "slot")
+
+    def __init__(self, slot: RunnerSlot) -> None:
+        self.slot = slot
+        self.event = trio.Event()
+        self.offer: QueuedBuild | None = None
+        self.job: object | None = None
+        self.error: ApiError | None = None
+        self.reserved = False
+        self.retry = False
+        self.gone = False
+
+    @property
+    def waiting(self) -> bool:
+        return not (self.gone or self.reserved or self.event.is_set())
+
+
+@dataclass(frozen=True)
+class _Entry:
+    build: QueuedBuild
+    order: tuple[int, int]
+
+
+class Dispatcher:
+    """Queued builds by labels, held counts per runner, parked claims in park order."""
+
+    def __init__(self) -> None:
+        self._queues: dict[frozenset[str], deque[_Entry]] = {}
+        self._live: dict[str, _Entry] = {}
+        self._parked: deque[Parked] = deque()
+        self._waiting = 0  # parked claims still waiting (the deque also holds left ones)
+        self._holding: dict[str, int] = {}
+        self._counter = itertools.count()
+
+    def load(self, queued: Iterable[QueuedBuild], held: dict[str, int]) -> None:
+        """Start over from the database: its queue (oldest first) and held counts."""
+        self._queues.clear()
+        self._live.clear()
+        for build in queued:
+            self._add(build, front=False)
+        self._holding = dict(held)
+
+    # -- claims ----------------------------------------------------------------------
+
+    def take(self, runner: RunnerSlot) -> QueuedBuild | None:
+        """The oldest eligible build, now held by ``runner``; None if none or it is full."""
+        if self._holding.get(runner.id, 0) >= runner.max_concurrent:
+            return None
+        entry = self._pop_oldest(runner)
+        if entry is None:
+            return None
+        self._hold(runner.id)
+        return entry.build
+
+    def park(self, runner: RunnerSlot) -> Parked:
+        """Wait for a build: the returned claim's ``event`` is set when it is served."""
+        parked = Parked(runner)
+        self._parked.append(parked)
+        self._waiting += 1
+        if len(self._parked) > 2 * self._waiting + 64:
+            self._parked = deque(p for p in self._parked if p.waiting)
+        return parked
+
+    def leave(self, parked: Parked) -> None:
+        """The claimant stopped waiting (deadline, cancellation) before it was served."""
+        if parked.waiting:
+            parked.gone = True
+            self._waiting -= 1
+
+    def reserve(self, labels: frozenset[str]) -> Parked | None:
+        """The longest-waiting parked claim that may take a build needing ``labels``, taken
+        out of the queue and held for the caller, who commits a build to it and then sets
+        its ``job`` (or ``error``/``retry``) and ``event``."""
+        parked = self._first_eligible(labels)
+        if parked is not None:
+            parked.reserved = True
+            self._waiting -= 1
+            self._hold(parked.slot.id)
+        return parked
+
+    # -- the queue --------------------------------------------------------------------
+
+    def enqueue(self, builds: Iterable[QueuedBuild]) -> None:
+        """Builds now ``queued`` in the database: each goes to the longest-waiting eligible
+        parked claim, or into the index (one already indexed is ignored)."""
+        for build in builds:
+            self._enqueue(build, front=False)
+
+    def give_back(self, runner_id: str, build: QueuedBuild) -> None:
+        """An offer that was not committed: queued again at its old place."""
+        self.release(runner_id)
+        self._enqueue(build, front=True)
+
+    def remove(self, build_id: str) -> None:
+        """A queued build left the queue without a claim (canceled, failed)."""
+        self._live.pop(build_id, None)
+
+    def release(self, runner_id: str) -> None:
+        """The runner's hold on a build ended (finished, requeued, or its claim lost)."""
+        held = self._holding.get(runner_id, 0) - 1
+        if held > 0:
+            self._holding[runner_id] = held
+        else:
+            self._holding.pop(runner_id, None)
+        self._serve_parked(runner_id)
+
+    def depth(self) -> tuple[int, int]:
+        """(queued builds, parked claims)."""
+        return len(self._live), self._waiting
+
+    # -- inside -------------------------------------------------------------------------
+
+    def _hold(self, runner_id: str) -> None:
+        self._holding[runner_id] = self._holding.get(runner_id, 0) + 1
+
+    def _eligible(self, runner: RunnerSlot, required: frozenset[str]) -> bool:
+        return required <= runner.labels and self._holding.get(runner.id, 0) < runner.max_concurrent
+
+    def _first_eligible(self, labels: frozenset[str]) -> Parked | None:
+        while self._parked and not self._parked[0].waiting:
+            self._parked.popleft()
+        for parked in self._parked:
+            if parked.waiting and self._eligible(parked.slot, labels):
+                return parked
+        return None
+
+    def _serve(self, parked: Parked, build: QueuedBuild) -> None:
+        parked.offer = build
+        self._waiting -= 1
+        self._hold(parked.slot.id)
+        parked.event.set()
+
+    def _enqueue(self, build: QueuedBuild, *, front: bool) -> None:
+        if build.id in self._live:
+            return
+        parked = self._first_eligible(build.required_labels)
+        if parked is not None:
+            self._serve(parked, build)
+            return
+        self._add(build, front=front)
+
+    def _add(self, build: QueuedBuild, *, front: bool) -> None:
+        if build.id in self._live:
+            return
+        entry = _Entry(build, (build.queued_at, -1 if front else next(self._counter)))
+        queue = self._queues.setdefault(build.required_labels, deque())
+        if front:
+            queue.appendleft(entry)
+        else:
+            queue.append(entry)
+        self._live[build.id] = entry
+
+    def _pop_oldest(self, runner: RunnerSlot) -> _Entry | None:
+        """Remove and return the oldest live build whose required labels the runner has."""
+        best: _Entry | None = None
+        best_queue: deque[_Entry] | None = None
+        for labels, queue in self._queues.items():
+            if not labels <= runner.labels:
+                continue
+            while queue and self._live.get(queue[0].build.id) is not queue[0]:
+                queue.popleft()
+            if queue and (best is None or queue[0].order < best.order):
+                best, best_queue = queue[0], queue
+        if best is None or best_queue is None:
+            return None
+        best_queue.popleft()
+        del self._live[best.build.id]
+        return best
+
+    def _serve_parked(self, runner_id: str) -> None:
+        """After a release, a parked claim of that runner may now take a queued build."""
+        for parked in self._parked:
+            if parked.slot.id != runner_id or not parked.waiting:
+                continue
+            if self._holding.get(runner_id, 0) >= parked.slot.max_concurrent:
+                return
+            entry = self._pop_oldest(parked.slot)
+            if entry is None:
+                return
+            self._serve(parked, entry.build)
