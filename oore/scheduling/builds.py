@@ -107,6 +107,11 @@ class BuildMachines:
     def __len__(self) -> int:
         return len(self._bound)
 
+    def watching(self, build_id: str) -> int:
+        """How many job-state polls wait on the build."""
+        bound = self._bound.get(build_id)
+        return 0 if bound is None else sum(not w.abandoned for w in bound.watchers)
+
     def track(self, build: Build) -> None:
         """Take charge of a build bound to a runner (claimed, or found at start)."""
         if build.status.active and build.id not in self._bound:

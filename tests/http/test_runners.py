@@ -9,6 +9,8 @@ import trio
 
 from oore.domain.users import Role
 from oore.runtime import Runtime
+from oore.store import Store
+from oore.store.database import Connection
 from tests.http.builds_kit import Setup, repo, setup
 from tests.http.conftest import Api, FakeClock, UserFactory
 
@@ -405,6 +407,38 @@ async def test_a_deleted_runner_loses_its_parked_claim_and_the_build_stays_queue
     assert (await setup.build(build["id"]))["build"]["status"] == "queued"
     job = await other.claim()
     assert job is not None and job["build_id"] == build["id"]
+
+
+async def test_a_parked_runner_is_assigned_a_new_build_in_the_triggers_transaction(
+    setup: Setup, runtime: Runtime, store: Store
+) -> None:
+    runner = await setup.runner("waiting")
+    jobs: list[dict[str, Any] | None] = []
+
+    async def park() -> None:
+        jobs.append(await runner.claim(wait=30))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(park)
+            await wait_until_parked(runtime)
+            build = await setup.trigger()
+    [job] = jobs
+    assert job is not None and job["build_id"] == build["id"]
+
+    async def transactions(conn: Connection) -> set[str]:
+        rows = await conn.fetch(
+            """SELECT xmin::text AS xid FROM builds WHERE id = $1
+               UNION SELECT xmin::text FROM build_events WHERE build_id = $1""",
+            build["id"],
+        )
+        return {row["xid"] for row in rows}
+
+    # Created, scheduled and assigned to the waiting runner in one commit, its events too.
+    assert len(await store.db.run(transactions)) == 1
+    detail = await setup.build(build["id"])
+    assert detail["build"]["status"] == "assigned"
+    assert [e["to_status"] for e in detail["events"]] == ["queued", "scheduled", "assigned"]
 
 
 # -- runner side: every protocol route checks the runner token the same way ---------------------

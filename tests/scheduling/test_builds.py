@@ -1,0 +1,97 @@
+"""Bound builds without a task each: one heap of deadlines, watchers answered at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from oore.domain.builds import Build, BuildStatus
+from oore.scheduling import Job, SchedulingConfig
+from oore.store import Store
+from tests.scheduling.kit import BOUND, runners, runtime, until, world
+
+BUILDS = 12
+
+
+async def test_one_heap_times_out_every_bound_build(store: Store, tmp_path: Path) -> None:
+    config = SchedulingConfig(assign_timeout=1, build_timeout=1, runner_lease=600)
+    w = await world(store)
+    [runner] = await runners(store, 1, slots=BUILDS)
+    async with runtime(store, tmp_path, config) as rt:
+        scheduling = rt.scheduling
+        for _ in range(BUILDS):
+            await scheduling.queue(w.build())
+        jobs: list[Job] = []
+        with trio.fail_after(BOUND):
+            for _ in range(BUILDS):
+                job = await scheduling.claim(runner, 0)
+                assert job is not None
+                jobs.append(job)
+            started = jobs[: BUILDS // 2]
+            for job in started:
+                await scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
+            ended: dict[str, Build] = {}
+            while len(ended) < BUILDS:
+                for job in jobs:
+                    now = await store.builds.get(job.build.id)
+                    assert now is not None
+                    if not now.status.active:
+                        ended[now.id] = now
+                await trio.sleep(0.05)
+        assert scheduling.deadlines.fired >= BUILDS
+        assert len(scheduling.builds) == 0  # no state left for builds off their runner
+    for job in started:
+        assert ended[job.build.id].status is BuildStatus.TIMED_OUT
+    for job in jobs[BUILDS // 2 :]:
+        requeued = ended[job.build.id]
+        assert (requeued.status, requeued.attempt) == (BuildStatus.QUEUED, 2)
+
+
+async def test_a_cancel_answers_a_watching_runner_at_once(store: Store, tmp_path: Path) -> None:
+    w = await world(store)
+    [runner] = await runners(store, 1)
+    async with runtime(store, tmp_path, SchedulingConfig()) as rt:
+        scheduling = rt.scheduling
+        await scheduling.queue(w.build())
+        job = await scheduling.claim(runner, 0)
+        assert job is not None
+        heard: list[Build] = []
+
+        async def watch() -> None:
+            heard.append(await scheduling.job_state(job.build, 60))
+
+        with trio.fail_after(BOUND):  # far below the watch's own 60 s
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                await until(lambda: scheduling.builds.watching(job.build.id) == 1)
+                canceled = await scheduling.cancel(job.build, actor="o@example.com", reason="no")
+        assert canceled.status is BuildStatus.CANCELED
+        assert [b.status for b in heard] == [BuildStatus.CANCELED]
+
+
+async def test_a_lost_runners_builds_are_requeued_by_the_lease_heap(
+    store: Store, tmp_path: Path
+) -> None:
+    w = await world(store)
+    lost, alive = await runners(store, 2)
+    config = SchedulingConfig(runner_lease=0.5)
+    async with runtime(store, tmp_path, config) as rt:
+        scheduling = rt.scheduling
+        await scheduling.queue(w.build())
+        job = await scheduling.claim(lost, 0)
+        assert job is not None
+        with trio.fail_after(BOUND):
+            while True:
+                build = await store.builds.get(job.build.id)
+                assert build is not None
+                if build.status is BuildStatus.QUEUED:
+                    break
+                await scheduling.runner_seen(alive.id)  # the other runner keeps calling
+                await trio.sleep(0.05)
+            again = await scheduling.claim(alive, BOUND)
+        assert again is not None and again.build.id == job.build.id
+        assert again.build.attempt == 2
+        gone = await store.runners.get(lost.id)
+        assert gone is not None and gone.status.value == "offline"
+        assert scheduling.leases.lost >= 1
