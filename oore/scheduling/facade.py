@@ -214,6 +214,7 @@ class Scheduling:
             build = self.dispatcher.take(slot)
             if build is None:
                 if trio.current_time() >= deadline or self._ending:
+                    await trio.lowlevel.checkpoint()
                     return None
                 parked = self.dispatcher.park(slot)
                 await self._wait(parked, deadline)

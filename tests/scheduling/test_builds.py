@@ -95,3 +95,23 @@ async def test_a_lost_runners_builds_are_requeued_by_the_lease_heap(
         gone = await store.runners.get(lost.id)
         assert gone is not None and gone.status.value == "offline"
         assert scheduling.leases.lost >= 1
+
+
+async def test_a_restart_recovers_deadlines_and_leases(store: Store, tmp_path: Path) -> None:
+    w = await world(store)
+    holder, idle = await runners(store, 2)
+    async with runtime(store, tmp_path, SchedulingConfig()) as rt:
+        await rt.scheduling.queue(w.build())
+        job = await rt.scheduling.claim(holder, 0)
+        assert job is not None
+        await rt.scheduling.runner_seen(idle.id)
+    async with runtime(store, tmp_path, SchedulingConfig()) as rt:
+        scheduling = rt.scheduling
+        assert scheduling.deadlines.armed(job.build.id) is not None
+        assert scheduling.leases.expires_in(holder.id) is not None  # a fresh lease
+        assert scheduling.leases.expires_in(idle.id) is None  # holds nothing: no lease yet
+        # The held count came back too: the holder (one slot) gets nothing more.
+        await scheduling.queue(w.build())
+        assert await scheduling.claim(holder, 0) is None
+        again = await scheduling.claim(idle, 0)
+        assert again is not None
