@@ -27,6 +27,7 @@ import trio
 
 from oore.domain.builds import QueuedBuild
 from oore.errors import ApiError
+from oore.scheduling.job import Job
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Parked:
         self.slot = slot
         self.event = trio.Event()
         self.offer: QueuedBuild | None = None
-        self.job: object | None = None
+        self.job: Job | None = None
         self.error: ApiError | None = None
         self.reserved = False
         self.retry = False

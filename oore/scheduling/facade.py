@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import trio
 
@@ -219,7 +219,7 @@ class Scheduling:
                 parked = self.dispatcher.park(slot)
                 await self._wait(parked, deadline)
                 if parked.job is not None:
-                    return await self._handed(cast("Job", parked.job))
+                    return await self._handed(parked.job)
                 if parked.error is not None:
                     raise parked.error
                 if parked.offer is None:
@@ -254,7 +254,7 @@ class Scheduling:
             await parked.event.wait()
         if parked.job is not None:
             with contextlib.suppress(ApiError):
-                await self.builds.undeliver(cast("Job", parked.job).build)
+                await self.builds.undeliver(parked.job.build)
         elif parked.offer is not None:
             self.dispatcher.give_back(parked.slot.id, parked.offer)
 
