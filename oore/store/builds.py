@@ -112,22 +112,22 @@ class EventRow:
 
 
 async def _insert_events(conn: Connection, events: Sequence[EventRow]) -> None:
-    await conn.executemany(
+    # One statement for any number of events, in order; PostgreSQL makes their ids.
+    await conn.execute(
         """INSERT INTO build_events (id, build_id, from_status, to_status, actor, reason,
                                      created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        [
-            (
-                new_id(),
-                e.build_id,
-                e.from_status.value if e.from_status else None,
-                e.to_status.value,
-                e.actor,
-                e.reason,
-                e.created_at,
-            )
-            for e in events
-        ],
+           SELECT gen_random_uuid(), e.build_id, e.from_status, e.to_status, e.actor,
+                  e.reason, e.created_at
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                       $6::bigint[]) WITH ORDINALITY
+                AS e(build_id, from_status, to_status, actor, reason, created_at, n)
+           ORDER BY e.n""",
+        [e.build_id for e in events],
+        [e.from_status.value if e.from_status else None for e in events],
+        [e.to_status.value for e in events],
+        [e.actor for e in events],
+        [e.reason for e in events],
+        [e.created_at for e in events],
     )
 
 
