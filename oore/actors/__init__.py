@@ -11,7 +11,13 @@ from oore.actors.base import (
     Reply,
 )
 from oore.actors.groupcommit import GroupCommitStatistics, GroupCommitter, Submit
-from oore.actors.registry import AlreadyRegistered, HasStatistics, NotRegistered, Registry
+from oore.actors.registry import (
+    AlreadyRegistered,
+    HasStatistics,
+    NotRegistered,
+    Registry,
+    Stoppable,
+)
 from oore.actors.supervisor import (
     DEFAULT_GRACE,
     ChildSpec,
@@ -48,6 +54,7 @@ __all__ = [
     "Reply",
     "Restart",
     "StartFn",
+    "Stoppable",
     "Submit",
     "Supervised",
     "Supervisor",
