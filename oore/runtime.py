@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import trio
 
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
+from oore.actors.due import DueTimes
 from oore.actors.events import EventsHandle
 from oore.http.context import AppServices
 from oore.services.access import Access
@@ -176,10 +177,18 @@ async def open_runtime(
             await root.start_child(logs.spec())
             storage = ArtifactStorageService(store, clock, audit, artifacts_config, network)
             await storage.reload()
-            artifacts = Artifacts(store, clock, access, audit, storage, artifacts_config)
-            await root.start_child(artifacts.spec())
-            webhooks = Webhooks(store, clock, identity, builds, metrics)
-            await root.start_child(webhooks.spec())
+            reservations = DueTimes[str]("artifact-reservations")
+            artifacts = Artifacts(
+                store, clock, access, audit, storage, artifacts_config, reservations
+            )
+            await root.start_child(
+                reservations.spec(on_due=artifacts.sweep_due, load=artifacts.pending_sweep)
+            )
+            queue = DueTimes[str]("webhooks")
+            webhooks = Webhooks(store, clock, identity, builds, metrics, queue)
+            await root.start_child(
+                queue.spec(on_due=webhooks.drain_due, load=webhooks.pending_drain)
+            )
             yield Runtime(
                 identity=identity,
                 access=access,
