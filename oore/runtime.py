@@ -10,8 +10,8 @@ import trio
 
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.actors.due import DueTimes
-from oore.actors.events import EventsHandle
 from oore.http.context import AppServices
+from oore.live.events import EventsHandle, event_hub_spec
 from oore.services.access import Access
 from oore.services.api_tokens import ApiTokens
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
@@ -20,7 +20,7 @@ from oore.services.artifacts import Artifacts
 from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
 from oore.services.clock import WallClock
-from oore.services.events import Events, EventsConfig, start_event_hub
+from oore.services.events import Events, EventsConfig, HubRecords
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.logs import LogConfig, Logs
@@ -157,7 +157,7 @@ async def open_runtime(
             scheduling = await start_scheduling(
                 store, clock, config or SchedulingConfig(), root, metrics, events=hub
             )
-            await start_event_hub(hub, scheduling, root)
+            await root.start_child(event_hub_spec(hub, HubRecords(scheduling)))
             nursery.start_soon(_within, resuming, scheduling.resume_after_outages)
             access = Access(store)
             artifacts_config = artifacts_config or ArtifactsConfig()
@@ -174,7 +174,7 @@ async def open_runtime(
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
             logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
-            await root.start_child(logs.spec())
+            await root.start_child(logs.streams.spec())
             storage = ArtifactStorageService(store, clock, audit, artifacts_config, network)
             await storage.reload()
             reservations = DueTimes[str]("artifact-reservations")
