@@ -20,6 +20,7 @@ from oore.services.artifacts import Artifacts
 from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
 from oore.services.clock import WallClock
+from oore.services.database import DatabaseStatus
 from oore.services.events import Events, EventsConfig, HubRecords
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
@@ -73,7 +74,7 @@ class Runtime:
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
         return AppServices(
-            store=store,
+            database=DatabaseStatus(store),
             identity=self.identity,
             access=self.access,
             projects=self.projects,
