@@ -181,6 +181,49 @@ LOGS = Op("logs", "POST", "jobs/{build_id}/logs", LogsIn, AppendedOut, _JOB)
 OPS: Final[dict[str, Op]] = {op.name: op for op in (HEARTBEAT, CLAIM, JOB_STATE, JOB_STATUS, LOGS)}
 
 
+# -- what a runner sends: the requests' JSON, as every transport carries it ---------------
+
+
+def heartbeat_fields(status: RunnerStatus, capabilities: dict[str, Any] | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"status": status}
+    if capabilities:
+        fields["capabilities"] = capabilities
+    return fields
+
+
+def claim_fields(wait_seconds: int) -> dict[str, Any]:
+    return {"protocol_version": PROTOCOL_VERSION, "wait_seconds": wait_seconds}
+
+
+def job_state_fields(wait_seconds: int) -> dict[str, Any]:
+    return {"wait_seconds": wait_seconds}
+
+
+def job_status_fields(
+    status: ReportStatus,
+    exit_code: int | None,
+    error_message: str | None,
+    steps: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """A status report; fields without a value are left out, as are empty steps."""
+    fields: dict[str, Any] = {"status": status}
+    if exit_code is not None:
+        fields["exit_code"] = exit_code
+    if error_message is not None:
+        fields["error_message"] = error_message
+    if steps:
+        fields["steps"] = steps
+    return fields
+
+
+def logs_fields(chunks: list[dict[str, Any]], attempt: int | None) -> dict[str, Any]:
+    """A log batch; ``attempt`` only when known (a server may not take it)."""
+    fields: dict[str, Any] = {"chunks": chunks}
+    if attempt is not None:
+        fields["attempt"] = attempt
+    return fields
+
+
 # -- channel frames -----------------------------------------------------------------------
 
 
