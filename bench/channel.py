@@ -30,6 +30,9 @@ class RunnerLink(Protocol):
 
     async def report(self, build_id: str, status: str, **extra: Any) -> None: ...
 
+    async def ping(self) -> None:
+        """Prove the runner alive without a request (a WebSocket ping on a channel)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -64,6 +67,9 @@ class HttpLink:
     async def report(self, build_id: str, status: str, **extra: Any) -> None:
         await self._post(f"/jobs/{build_id}/status", {"status": status, **extra})
 
+    async def ping(self) -> None:
+        await self.heartbeat()  # plain HTTP has nothing lighter
+
     async def aclose(self) -> None:
         if self.conn is not None:
             await self.conn.aclose()
@@ -96,6 +102,9 @@ class ChannelLink:
 
     async def report(self, build_id: str, status: str, **extra: Any) -> None:
         await self.call("job_status", build_id=build_id, status=status, **extra)
+
+    async def ping(self) -> None:
+        await self.ws.ping()  # waits for the pong
 
     async def aclose(self) -> None:
         await self.ws.aclose()

@@ -1,5 +1,9 @@
 """fleet: R registered runners each heartbeat every ``--interval`` seconds, at a random
-phase, for ``--seconds``: what a fleet of idle runners costs the server.
+phase, for ``--seconds``: what a fleet of idle runners costs the server. With ``--pings``
+the runners send no heartbeat after the first, as ``oore runner`` does on its channel
+while nothing changes: each only pings its channel (a WebSocket ping) every
+``--interval`` seconds, which keeps its lease; ``runners_online`` then says how many the
+server still counts online at the end.
 
 Figures: heartbeat latency p50/p99/max as the load processes see it (from the beat's due
 instant, or the previous beat's answer if that came later, to the 204, so waiting for a
@@ -28,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import httpx
 import trio
 
 from bench import procfs
@@ -36,6 +41,7 @@ from bench.channel import TRANSPORTS, Refused, RunnerLink, open_link
 from bench.harness import (
     BackgroundLoad,
     Server,
+    Target,
     done_progress,
     percentile,
     prepare,
@@ -64,12 +70,13 @@ def _worker(
     interval: float,
     connections: int,
     transport: str,
+    pings: bool,
 ) -> None:
     schedule = _Schedule(at, window, stop, interval)
     if transport == "http":
         trio.run(_beat, schedule, url, runners, connections)
     else:
-        trio.run(_beat_on_channels, schedule, url, runners)
+        trio.run(_beat_on_channels, schedule, url, runners, pings)
     results.put(schedule.result())
 
 
@@ -163,15 +170,17 @@ async def _beat(
             nursery.start_soon(runner, runner_id, token)
 
 
-async def _beat_on_channels(schedule: _Schedule, url: str, runners: list[tuple[str, str]]) -> None:
-    """Every runner beats on a channel of its own, opened before ``at`` and held to the
-    end."""
+async def _beat_on_channels(
+    schedule: _Schedule, url: str, runners: list[tuple[str, str]], pings: bool
+) -> None:
+    """Every runner beats (or pings) on a channel of its own, opened before ``at`` and
+    held to the end."""
     gate = trio.Semaphore(OPEN_AT_ONCE)
 
     async def runner(link: RunnerLink) -> None:
         async def once() -> None:
             try:
-                await link.heartbeat()
+                await (link.ping() if pings else link.heartbeat())
             except (*LINK_FAILURES, Refused):
                 schedule.counts["failed"] += 1
 
@@ -212,6 +221,8 @@ def repetition(
     procs: int,
     connections: int,
     transport: str,
+    pings: bool = False,
+    target: Target | None = None,
 ) -> dict[str, float]:
     at = time.time() + 2.0  # the load processes start (and open their channels) meanwhile
     if transport == "channel":
@@ -219,7 +230,7 @@ def repetition(
     stop = at + seconds
     window = at + interval if seconds > interval else at  # every runner has beaten once
     args = [
-        (server.url, part, at, window, stop, interval, connections, transport)
+        (server.url, part, at, window, stop, interval, connections, transport, pings)
         for part in split(fleet, procs)
     ]
     load = BackgroundLoad(_worker, args)
@@ -237,6 +248,7 @@ def repetition(
     server_cpu = (procfs.cpu_seconds(server.pid) - server_before) / took
     pg_cpu = (procfs.tree_cpu_seconds(postmaster) - pg_before) / took if postmaster else 0.0
     rss_kb = procfs.rss_kb(server.pid)
+    online = _online(target) if pings and target is not None else None
     progress("waiting for the load processes")
     results = load.results(timeout=600)
     done_progress()
@@ -257,7 +269,16 @@ def repetition(
     }
     if postmaster:
         figures["postgres_cpu_cores"] = pg_cpu
+    if online is not None:
+        figures["runners_online"] = float(online)
     return figures
+
+
+def _online(target: Target) -> int:
+    """How many runners the server counts online (while the load still holds them)."""
+    with httpx.Client(base_url=target.url, timeout=60) as client:
+        page = client.get("/v1/runners?limit=1", headers=target.auth).json()
+    return int(page["online_total"])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -275,8 +296,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
     )
+    parser.add_argument(
+        "--pings",
+        action="store_true",
+        help="over a channel: no heartbeats after the first, a WebSocket ping every --interval",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.pings and args.transport != "channel":
+        parser.error("--pings needs --transport channel")
     with started_daemon() as server:
         target = prepare(server)
         progress(f"registering {args.runners} runners")
@@ -292,6 +320,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.procs,
                 args.connections,
                 args.transport,
+                args.pings,
+                target,
             )
             for _ in range(args.repeat)
         ]
@@ -302,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "procs": args.procs,
         "connections": args.connections,
         "transport": args.transport,
+        "pings": args.pings,
     }
     report("fleet", params, runs)
     return {"params": params, "runs": runs}

@@ -189,6 +189,9 @@ class StoreUnavailable(ServiceUnavailable):
     default_code = "store_unavailable"
     default_message = "The database is unavailable; try again shortly"
     retry_after: ClassVar[int] = 2
+    # A supervisor restarts an actor that crashed on an outage without charging its
+    # restart budget (see ``oore/actors/supervisor.py``).
+    outage: ClassVar[bool] = True
 
 
 class InternalError(ApiError):

@@ -9,8 +9,9 @@ from dataclasses import dataclass, replace
 import trio
 
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
-from oore.actors.events import EventsHandle
+from oore.actors.due import DueTimes
 from oore.http.context import AppServices
+from oore.live.events import EventsHandle, event_hub_spec
 from oore.services.access import Access
 from oore.services.api_tokens import ApiTokens
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
@@ -19,7 +20,8 @@ from oore.services.artifacts import Artifacts
 from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
 from oore.services.clock import WallClock
-from oore.services.events import Events, EventsConfig, start_event_hub
+from oore.services.database import DatabaseStatus
+from oore.services.events import Events, EventsConfig, HubRecords
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.logs import LogConfig, Logs
@@ -72,7 +74,7 @@ class Runtime:
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
         return AppServices(
-            store=store,
+            database=DatabaseStatus(store),
             identity=self.identity,
             access=self.access,
             projects=self.projects,
@@ -156,7 +158,7 @@ async def open_runtime(
             scheduling = await start_scheduling(
                 store, clock, config or SchedulingConfig(), root, metrics, events=hub
             )
-            await start_event_hub(hub, scheduling, root)
+            await root.start_child(event_hub_spec(hub, HubRecords(scheduling)))
             nursery.start_soon(_within, resuming, scheduling.resume_after_outages)
             access = Access(store)
             artifacts_config = artifacts_config or ArtifactsConfig()
@@ -173,13 +175,21 @@ async def open_runtime(
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
             logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
-            await root.start_child(logs.spec())
+            await root.start_child(logs.streams.spec())
             storage = ArtifactStorageService(store, clock, audit, artifacts_config, network)
             await storage.reload()
-            artifacts = Artifacts(store, clock, access, audit, storage, artifacts_config)
-            await root.start_child(artifacts.spec())
-            webhooks = Webhooks(store, clock, identity, builds, metrics)
-            await root.start_child(webhooks.spec())
+            reservations = DueTimes[str]("artifact-reservations")
+            artifacts = Artifacts(
+                store, clock, access, audit, storage, artifacts_config, reservations
+            )
+            await root.start_child(
+                reservations.spec(on_due=artifacts.sweep_due, load=artifacts.pending_sweep)
+            )
+            queue = DueTimes[str]("webhooks")
+            webhooks = Webhooks(store, clock, identity, builds, metrics, queue)
+            await root.start_child(
+                queue.spec(on_due=webhooks.drain_due, load=webhooks.pending_drain)
+            )
             yield Runtime(
                 identity=identity,
                 access=access,

@@ -1,4 +1,11 @@
-"""Supervised trio actors with bounded mailboxes (see ``base``, ``supervisor``)."""
+"""The actor kernel: supervised trio actors with bounded mailboxes.
+
+``base`` (actors, handles, replies), ``supervisor`` (restart policies and budgets),
+``registry`` (find a child by key; ``Registry.get_or_start``, the one way to get or start
+one), ``groupcommit`` (many small writes, one transaction) and ``due`` (one worker that
+runs callbacks when items fall due). The kernel imports nothing else from oore: the
+actors with a domain live above it (``oore/live``, the scheduling package).
+"""
 
 from oore.actors.base import (
     Actor,
@@ -10,8 +17,15 @@ from oore.actors.base import (
     MailboxFull,
     Reply,
 )
+from oore.actors.due import DueTimes
 from oore.actors.groupcommit import GroupCommitStatistics, GroupCommitter, Submit
-from oore.actors.registry import AlreadyRegistered, HasStatistics, NotRegistered, Registry
+from oore.actors.registry import (
+    AlreadyRegistered,
+    HasStatistics,
+    NotRegistered,
+    Registry,
+    Stoppable,
+)
 from oore.actors.supervisor import (
     DEFAULT_GRACE,
     ChildSpec,
@@ -39,6 +53,7 @@ __all__ = [
     "AlreadyRegistered",
     "ChildSpec",
     "ChildStatistics",
+    "DueTimes",
     "GroupCommitStatistics",
     "GroupCommitter",
     "HasStatistics",
@@ -48,6 +63,7 @@ __all__ = [
     "Reply",
     "Restart",
     "StartFn",
+    "Stoppable",
     "Submit",
     "Supervised",
     "Supervisor",

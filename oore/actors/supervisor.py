@@ -17,12 +17,17 @@ budget it escalates: it cancels its other children in reverse order and raises
         ...
         root.stop()                            # reverse order, each within its grace
 
-A child that crashed because the database is unreachable (``StoreUnavailable``, itself or
-as the cause) is not charged to the budget: an outage is not the child's fault, and
-escalating would take the daemon down with it. Such a child is restarted after a delay
-that doubles from ``OUTAGE_BACKOFF_INITIAL`` to ``OUTAGE_BACKOFF_MAX`` seconds while the
-crashes go on, and its fresh incarnation rebuilds its state from the database once
-that answers again.
+A child that crashed because something it depends on is unreachable is not charged to
+the budget: an outage is not the child's fault, and escalating would take the daemon down
+with it. The kernel knows no particular error: an exception says it is an outage with a
+true ``outage`` attribute, itself, as a cause or inside a group (the store's
+``StoreUnavailable`` does). Such a child is restarted after a delay that doubles from
+``OUTAGE_BACKOFF_INITIAL`` to ``OUTAGE_BACKOFF_MAX`` seconds while the crashes go on, and
+its fresh incarnation rebuilds its state from the database once that answers again.
+
+A child runs with the context variables its supervisor had when it began to run, not
+those of whoever started the child: a child started while serving a request outlives it,
+so the request's id (or any other per-request variable) must not follow its log lines.
 
 Cancellation is never swallowed: when the supervisor's scope is cancelled, its children are
 cancelled with it and none is restarted.
@@ -30,6 +35,7 @@ cancelled with it and none is restarted.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import math
@@ -42,8 +48,6 @@ from typing import Any, Generic, Protocol, TypeVar, cast, overload
 import trio
 
 from oore.actors.base import Actor, ActorRef, ActorStatistics
-from oore.errors import StoreUnavailable
-from oore.eventlog import REQUEST_ID
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +321,7 @@ class Supervisor:
         self._escalation: SupervisorEscalation | None = None
         self._restarts = 0
         self._escalations = 0
+        self._context: contextvars.Context | None = None  # what children run with
 
     def __repr__(self) -> str:
         return f"<Supervisor {self._name!r} children {list(self._children)}>"
@@ -347,6 +352,7 @@ class Supervisor:
         self._running = True
         self._closing = False
         self._escalation = None
+        self._context = contextvars.copy_context()
         self._history.clear()
         wake = self._wake = trio.Event()
         if self._stop_requested:
@@ -457,8 +463,9 @@ class Supervisor:
 
     async def _supervise(self, child: _Child, *, task_status: trio.TaskStatus[Any]) -> None:
         """Run the child until it is finished, then forget it."""
-        # A child may be started by a request but outlives it: its lines name no request.
-        REQUEST_ID.set(None)
+        # A child may be started by a request but outlives it: it runs in our context.
+        if self._context is not None:
+            _adopt(self._context)
         try:
             with child.scope:
                 await self._incarnations(child, task_status)
@@ -483,7 +490,7 @@ class Supervisor:
                 if crash is not None:
                     raise crash
                 raise RuntimeError(f"child {spec.id!r} returned before it reported started")
-            outage = _store_outage(crash)
+            outage = _outage(crash)
             if outage:
                 logger.info(
                     "supervisor %r: child %r stopped: the database is unavailable",
@@ -588,19 +595,41 @@ class Supervisor:
                 _call_on_exit(self._name, spec)
 
 
-def _store_outage(crash: BaseException | None) -> bool:
-    """Did the child end because the database could not be reached?"""
+def _outage(crash: BaseException | None) -> bool:
+    """Did the child end because something it depends on could not be reached?
+
+    True when the exception, one of its causes or one inside a group has a true
+    ``outage`` attribute.
+    """
     seen: set[int] = set()
     while crash is not None and id(crash) not in seen:
         seen.add(id(crash))
-        if isinstance(crash, StoreUnavailable):
+        if getattr(crash, "outage", False) is True:
             return True
         if isinstance(crash, BaseExceptionGroup) and any(
-            _store_outage(inner) for inner in crash.exceptions
+            _outage(inner) for inner in crash.exceptions
         ):
             return True
         crash = crash.__cause__
     return False
+
+
+def _adopt(context: contextvars.Context) -> None:
+    """Make the current task's context variables those of ``context``.
+
+    A variable ``context`` does not know is set back to its default, when it has one (a
+    variable without a default cannot be unset, and keeps its value).
+    """
+    for var in contextvars.copy_context():
+        if var in context:
+            continue
+        try:
+            default = contextvars.Context().run(var.get)
+        except LookupError:
+            continue
+        var.set(default)
+    for var, value in context.items():
+        var.set(value)
 
 
 def _call_on_exit(supervisor: str, spec: ChildSpec[Any]) -> None:

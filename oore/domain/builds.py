@@ -118,6 +118,14 @@ class TriggerType(StrEnum):
 
 
 @dataclass(frozen=True)
+class LiveBuilds:
+    """How many builds are in each live status, and the queued ones by required labels."""
+
+    by_status: dict[BuildStatus, int]
+    queued_by_labels: dict[tuple[str, ...], int]
+
+
+@dataclass(frozen=True)
 class StepResult:
     name: str
     status: str

@@ -15,6 +15,8 @@ LOCAL_LOGIN_WINDOW = 60
 LOCAL_LOGIN_GLOBAL_LIMIT = 60
 LOCAL_LOGIN_PER_IP_LIMIT = 20
 MAX_EMAIL = 256
+# Sort keys of GET /v1/users.
+USER_SORTS = ("email", "role", "status", "created_at")
 
 
 class Role(StrEnum):

@@ -20,6 +20,7 @@ from oore.services.artifact_tokens import ArtifactTokens
 from oore.services.artifacts import Artifacts
 from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
+from oore.services.database import DatabaseStatus
 from oore.services.events import Events
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
@@ -34,7 +35,6 @@ from oore.services.signin import SignIn
 from oore.services.users import Users
 from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
-from oore.store import Store
 
 CPU_THREADS = 2
 SESSION_COOKIE = "oore_session"  # the browser's session (see ``oore/http/cookies.py``)
@@ -44,7 +44,7 @@ SESSION_COOKIE = "oore_session"  # the browser's session (see ``oore/http/cookie
 class AppServices:
     """Everything the HTTP layer needs, built by the daemon (or a test) and handed to the app."""
 
-    store: Store
+    database: DatabaseStatus
     identity: Identity
     access: Access
     projects: Projects

@@ -27,14 +27,13 @@ from prometheus_client.registry import Collector
 from quart import Quart, Response, g, request
 
 from oore.actors import ActorStatistics
-from oore.domain.builds import BuildStatus
+from oore.domain.builds import BuildStatus, LiveBuilds
 from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
 from oore.http.context import AppServices
+from oore.services.database import DatabaseStatus
 from oore.services.events import Events
 from oore.services.logs import Logs
-from oore.store import Store
-from oore.store.builds import LiveBuilds
 
 _PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 UNMATCHED = "__unmatched__"
@@ -108,8 +107,8 @@ def queue_depths(
 class _LiveCollector(Collector):
     """Gauges of what is true now: the database's counts, its pool, the live streams."""
 
-    def __init__(self, store: Store, logs: Logs, events: Events) -> None:
-        self._store = store
+    def __init__(self, database: DatabaseStatus, logs: Logs, events: Events) -> None:
+        self._database = database
         self._logs = logs
         self._events = events
         self._reading = trio.Lock()
@@ -127,14 +126,14 @@ class _LiveCollector(Collector):
             self._builds = self._runners = None
             with trio.move_on_after(DATABASE_BUDGET):
                 try:
-                    builds = await self._store.builds.live()
-                    runners = await self._store.runners.by_state()
+                    builds = await self._database.live_builds()
+                    runners = await self._database.runners_by_state()
                 except ApiError:
                     return  # the store logged the cause; these families are left out
                 self._builds, self._runners = builds, runners
 
     def collect(self) -> Iterator[Metric]:
-        db = self._store.db
+        db = self._database
         yield GaugeMetricFamily(
             "oore_database_up",
             "1 while the database answers, 0 during an outage",
@@ -223,7 +222,9 @@ class Metrics:
         )
         self.registry.register(_ActorCollector(app_services.actor_stats))
         self.registry.register(app_services.metrics)
-        self._live = _LiveCollector(app_services.store, app_services.logs, app_services.events)
+        self._live = _LiveCollector(
+            app_services.database, app_services.logs, app_services.events
+        )
         self.registry.register(self._live)
 
     async def exposition(self) -> bytes:

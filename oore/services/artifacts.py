@@ -1,17 +1,24 @@
 """Artifacts: reservations and uploads by runners, listings and downloads for users
-(contract §6.5, §7.1, §7.2)."""
+(contract §6.5, §7.1, §7.2).
+
+Stale reservations: a due-time worker (``oore/actors/due.py``, wired by the runtime)
+holds one item, :data:`SWEEP`, due when the oldest pending reservation runs out. Each new
+reservation tells it its own due time, which only matters when nothing earlier is known.
+When it falls due, :meth:`Artifacts.sweep` fails what is due (and deletes its objects) and
+answers when the next pending reservation falls due. With nothing pending there is no
+item and no query: the database is asked only when something is due, and at every start
+of the worker (:meth:`Artifacts.pending_sweep`).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from oore.actors import ChildSpec
-from oore.actors.reservations import ReservationTimerHandle, reservation_timer_spec
 from oore.domain.artifact_storage import StorageProvider
 from oore.domain.artifacts import (
     DAY_SECONDS,
@@ -51,6 +58,15 @@ ABORTED_MESSAGE = "upload aborted by the runner"
 # Purging a project's artifacts: rows read per round, objects deleted at once.
 PURGE_BATCH = 200
 PURGE_CONCURRENCY = 8
+SWEEP = "sweep"  # the one item of the reservation timer
+
+
+class ReservationTimer(Protocol):
+    """What the service needs of its due-time worker (a ``DueTimes[str]``)."""
+
+    def add(self, key: str, after: float, *, keep_earlier: bool = False) -> bool:
+        """Make ``key`` fall due ``after`` seconds from now, never waiting."""
+        ...
 
 
 def invalid_upload_token() -> Unauthorized:
@@ -117,6 +133,7 @@ class Artifacts:
         audit: AuditSink,
         storage: ArtifactStorageService,
         config: ArtifactsConfig,
+        timer: ReservationTimer,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -124,11 +141,7 @@ class Artifacts:
         self._audit = audit
         self.storage = storage
         self._config = config
-        self.timer = ReservationTimerHandle()
-
-    def spec(self) -> ChildSpec[ReservationTimerHandle]:
-        """The reservation timer, to run under the root supervisor."""
-        return reservation_timer_spec(self.timer, first_due=self._first_due, sweep=self.sweep)
+        self._timer = timer
 
     # -- runner side ---------------------------------------------------------------------
 
@@ -189,7 +202,9 @@ class Artifacts:
         )
         if artifact is None:
             raise NotFound("not_found", "Build not found")
-        self.timer.reserved(self._config.pending_ttl)
+        # A full mailbox holds earlier reservations, which fall due no later than this one,
+        # and the sweep that handles them finds this one in the store: a lost tell is safe.
+        self._timer.add(SWEEP, self._config.pending_ttl, keep_earlier=True)
         return Reservation(artifact, upload_url)
 
     async def complete(self, runner: Runner, build_id: str, artifact_id: str) -> Artifact:
@@ -339,8 +354,17 @@ class Artifacts:
 
     # -- stale reservations --------------------------------------------------------------
 
+    async def pending_sweep(self) -> list[tuple[str, float]]:
+        """The timer's item at its start: :data:`SWEEP` when a reservation is pending."""
+        due = await self._first_due()
+        return [] if due is None else [(SWEEP, due)]
+
+    async def sweep_due(self, key: str) -> float | None:
+        """The timer's callback: :meth:`sweep`."""
+        return await self.sweep()
+
     async def _first_due(self) -> float | None:
-        """Seconds until the oldest pending reservation falls due (the timer's start)."""
+        """Seconds until the oldest pending reservation falls due."""
         try:
             oldest = await self._store.artifacts.oldest_pending()
         except ApiError:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from oore.domain.audit import AuditQuery
 from oore.domain.rbac import Action, Resource, require
 from oore.domain.users import Session
 from oore.store import Store
-from oore.store.audit import AuditQuery, AuditRecord
+from oore.store.audit import AuditRecord
 
 
 class AuditLog:

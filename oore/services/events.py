@@ -3,7 +3,7 @@
 A stream is authorized like any user call (session or API token, header or cookie),
 admitted within the configured limits (503 ``stream_capacity`` when the server holds as
 many as it allows, 429 ``stream_limit`` past the per-user cap, both before the stream
-starts), then subscribed to the event hub (``oore/actors/events.py``) with its audience:
+starts), then subscribed to the event hub (``oore/live/events.py``) with its audience:
 the builds of the projects the user may read (all of them for owners and admins) and
 runner changes if the user may read runners. See ``oore/domain/events.py`` for the events.
 
@@ -22,8 +22,6 @@ from dataclasses import dataclass, replace
 
 import trio
 
-from oore.actors import Supervisor
-from oore.actors.events import EventsHandle, Subscriber, event_hub_spec
 from oore.domain.builds import Build
 from oore.domain.events import PING, READY, RESYNC, Audience
 from oore.domain.logs import done_event
@@ -31,6 +29,7 @@ from oore.domain.rbac import Action, Resource, allowed
 from oore.domain.runners import Runner
 from oore.domain.users import Session
 from oore.errors import ServiceUnavailable, TooManyRequests
+from oore.live.events import EventsHandle, Subscriber
 from oore.services.access import Access
 from oore.services.identity import Identity
 from oore.services.scheduling import Scheduling
@@ -51,8 +50,8 @@ class EventsConfig:
     coalesce: float = 0.1
 
 
-class _Records:
-    """What the hub reads: the store, and why queued builds wait."""
+class HubRecords:
+    """What the hub reads (its ``EventRecords``): the store, and why queued builds wait."""
 
     def __init__(self, scheduling: Scheduling) -> None:
         self._store = scheduling.store
@@ -74,11 +73,6 @@ class _Records:
 
 def _runner_of(build: Build) -> str | None:
     return build.runner_id or build.last_runner_id
-
-
-async def start_event_hub(hub: EventsHandle, scheduling: Scheduling, parent: Supervisor) -> None:
-    """Start the hub behind ``hub`` under ``parent`` (which stops it)."""
-    await parent.start_child(event_hub_spec(hub, _Records(scheduling)))
 
 
 class Events:

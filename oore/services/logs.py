@@ -1,6 +1,6 @@
 """Build logs: runner ingestion, reads, stream tokens and live SSE streams (contract §6).
 
-Appends and viewers of a build meet in its LogStream actor (``oore/actors/logstream.py``);
+Appends and viewers of a build meet in its LogStream actor (``oore/live/logstream.py``);
 this service authorizes them, masks secrets before anything is stored, admits viewers
 within the configured limits and turns a viewer into the bytes of an SSE response:
 backlog from the database, then live batches, catching up from the database whenever the
@@ -28,16 +28,6 @@ from dataclasses import dataclass
 
 import trio
 
-from oore.actors import ActorError, Registry, Supervisor, SupervisorNotRunning
-from oore.actors.logstream import (
-    Appended,
-    LogState,
-    LogStreamHandle,
-    LogStreamTimings,
-    Viewer,
-    log_stream_spec,
-)
-from oore.actors.supervisor import ChildSpec, supervisor_spec
 from oore.domain.logs import (
     KEEP_ALIVE,
     STREAMS,
@@ -57,13 +47,14 @@ from oore.domain.rbac import ProjectPermission, project_allows
 from oore.domain.runners import Runner
 from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
-from oore.errors import (
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    ServiceUnavailable,
-    TooManyRequests,
-    Unauthorized,
+from oore.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthorized
+from oore.live.logstream import (
+    Appended,
+    LogState,
+    LogStreamHandle,
+    LogStreams,
+    LogStreamTimings,
+    Viewer,
 )
 from oore.services.access import Access
 from oore.services.builds import Builds
@@ -151,7 +142,7 @@ class _Records:
 
 
 class Logs:
-    """Use cases of build logs; owns the LogStream actors under their supervisor."""
+    """Use cases of build logs; owns the LogStream actors (``streams``)."""
 
     def __init__(
         self,
@@ -171,10 +162,7 @@ class Logs:
         self._access = access
         self._identity = identity
         self._variables = variables
-        self._records = _Records(self)
-        self._timings = LogStreamTimings(check_every=config.check_every)
-        self.streams: Registry[str, LogStreamHandle] = Registry("logs")
-        self.supervisor = Supervisor("logs", max_restarts=100, period=10.0)
+        self.streams = LogStreams(_Records(self), LogStreamTimings(check_every=config.check_every))
         self._tokens: dict[str, _StreamToken] = {}
         self._per_build: Counter[str] = Counter()
         self._per_user: Counter[str] = Counter()
@@ -184,28 +172,6 @@ class Logs:
     @property
     def open_streams(self) -> int:
         return self._open
-
-    def spec(self) -> ChildSpec[Supervisor]:
-        return supervisor_spec(self.supervisor)
-
-    async def _stream(self, build_id: str) -> LogStreamHandle:
-        handle = self.streams.get(build_id)
-        if handle is not None and not handle.stopping:
-            return handle
-        handle = LogStreamHandle(build_id)
-        self.streams.register(build_id, handle)
-        spec = log_stream_spec(
-            handle,
-            self._records,
-            self._timings,
-            on_exit=lambda: self.streams.unregister(build_id, handle),
-        )
-        try:
-            await self.supervisor.start_child(spec)
-        except (SupervisorNotRunning, ValueError):
-            self.streams.unregister(build_id, handle)
-            raise ServiceUnavailable("shutting_down", "The server is stopping") from None
-        return handle
 
     # -- runner side ----------------------------------------------------------------------
 
@@ -239,13 +205,7 @@ class Logs:
             build
         )
         masked = mask_secrets(cut, sorted(set(secrets), key=len, reverse=True))
-        for _ in range(3):
-            handle = await self._stream(build.id)
-            try:
-                return await handle.append(runner.id, build.attempt, masked)
-            except ActorError:
-                continue  # the stream was stopping or restarting: a fresh one takes it
-        raise ServiceUnavailable("log_stream_unavailable", "Try the log append again")
+        return await self.streams.append(build.id, runner.id, build.attempt, masked)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -330,7 +290,7 @@ class Logs:
         )
         self._admit(build.id, session.user.id)
         try:
-            handle = await self._stream(build.id)
+            handle = await self.streams.stream(build.id)
             viewer = Viewer(grant, self.config.viewer_buffer_bytes)
             handle.watch(viewer)
         except BaseException:

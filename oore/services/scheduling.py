@@ -25,7 +25,6 @@ from oore.actors.build import (
     build_actor_spec,
 )
 from oore.actors.dispatcher import Dispatcher
-from oore.actors.events import EventsHandle
 from oore.actors.runner import RunnerHandle, runner_actor_spec
 from oore.actors.supervisor import supervisor_spec
 from oore.domain.builds import (
@@ -39,6 +38,7 @@ from oore.domain.builds import (
 from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
 from oore.eventlog import event
+from oore.live.events import EventsHandle
 from oore.services.clock import WallClock
 from oore.services.metrics import ServiceMetrics
 from oore.store import Store

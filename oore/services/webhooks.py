@@ -1,17 +1,23 @@
-"""Webhooks: receive signed deliveries (§9.3) and turn stored ones into builds, exactly once."""
+"""Webhooks: receive signed deliveries (§9.3) and turn stored ones into builds, exactly once.
+
+The queue of deliveries lives in the database, worked off the request path by a due-time
+worker (``oore/actors/due.py``, wired by the runtime) that holds one item, :data:`DRAIN`.
+The database holds every delivery before the worker hears of one, so telling it only says
+"look now": a received delivery makes the item due at once. At every start of the worker
+the item is due at once (nothing received before a restart is lost); after each drain it
+falls due when the store's next delivery does (a retry 30 s on, a lease that runs out).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from oore.actors import ActorError, ChildSpec
-from oore.actors.webhooks import WebhookWorkerHandle, webhook_worker_spec
+from oore.actors import ActorError
 from oore.domain.json_input import JsonInputError, decode_json
 from oore.domain.setup import RuntimeMode
 from oore.domain.webhooks import (
@@ -47,6 +53,27 @@ from oore.store.webhooks import Delivery, NewDelivery, SigningSecret
 log = logging.getLogger(__name__)
 
 LEASE_BATCH = 50
+DRAIN = "drain"  # the one item of the queue worker
+
+
+class QueueWorker(Protocol):
+    """What the service needs of its due-time worker (a ``DueTimes[str]``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker's mailbox is closed for good."""
+        ...
+
+    def add(self, key: str, after: float, *, keep_earlier: bool = False) -> bool:
+        """Make ``key`` fall due ``after`` seconds from now, never waiting."""
+        ...
+
+    async def fire(self, key: str) -> None:
+        """Run ``key``'s callback now; return once it returned."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -81,13 +108,14 @@ class Webhooks:
         identity: Identity,
         builds: Builds,
         metrics: ServiceMetrics,
+        worker: QueueWorker,
     ) -> None:
         self.metrics = metrics
         self._store = store
         self._clock = clock
         self._identity = identity
         self._builds = builds
-        self.worker = WebhookWorkerHandle()
+        self.worker = worker
         self._decoding = trio.CapacityLimiter(DECODE_THREADS)
 
     async def _decoded(self, body: bytes) -> Any:
@@ -95,10 +123,6 @@ class Webhooks:
         if len(body) <= INLINE_DECODE_MAX:
             return _payload(body)
         return await trio.to_thread.run_sync(_payload, body, limiter=self._decoding)
-
-    def spec(self) -> ChildSpec[WebhookWorkerHandle]:
-        """The queue worker, to run under the root supervisor."""
-        return webhook_worker_spec(self.worker, drain=self.drain)
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -156,8 +180,9 @@ class Webhooks:
     def _accepted(self, stored: str | None) -> Accepted:
         if stored is None:
             return Accepted(duplicate=True)
-        with contextlib.suppress(ActorError):  # stored: the worker finds it when it runs
-            self.worker.wake()
+        # Stored: a full mailbox already holds a wake-up whose drain finds it, and a
+        # stopped worker finds it when it runs again.
+        self.worker.add(DRAIN, 0)
         return Accepted(duplicate=False)
 
     async def _require_remote(self) -> None:
@@ -166,7 +191,7 @@ class Webhooks:
             raise Forbidden("mode_restricted", "Webhooks are accepted only in remote mode")
 
     def _require_worker(self) -> None:
-        if not self.worker.available:
+        if self.worker.stopping:
             raise ServiceUnavailable(
                 "webhook_queue_unavailable", "The webhook queue is not running"
             )
@@ -202,6 +227,19 @@ class Webhooks:
         return _signer(secrets, lambda secret: token_matches(token, secret))
 
     # -- the worker's side -------------------------------------------------------------
+
+    async def drain_now(self) -> None:
+        """Process every due delivery now; returns once they are handled (the caller
+        owns the deadline). Raises the kernel's ``ActorStopped`` when the worker is gone."""
+        await self.worker.fire(DRAIN)
+
+    async def pending_drain(self) -> list[tuple[str, float]]:
+        """The worker's item at its start: a drain, at once."""
+        return [(DRAIN, 0.0)]
+
+    async def drain_due(self, key: str) -> float | None:
+        """The worker's callback: :meth:`drain`."""
+        return await self.drain()
 
     async def drain(self) -> float | None:
         """Process every due delivery; seconds until the next falls due, or None."""

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from oore.domain.audit import AUDIT_SORTS, AuditQuery
 from oore.domain.users import User
 from oore.store.database import Connection, Database
 
-# Sort keys of GET /v1/audit-logs and the column each one orders by.
-AUDIT_SORTS = {
-    "created_at": "created_at",
-    "actor_email": "actor_email",
-    "action": "action",
-    "resource_type": "resource_type",
-}
+# The column each sort key of GET /v1/audit-logs orders by (each is named like its key).
+ORDER_BY = {sort: sort for sort in AUDIT_SORTS}
 
 
 @dataclass(frozen=True)
@@ -103,21 +98,6 @@ class AuditRecord:
         }
 
 
-@dataclass(frozen=True)
-class AuditQuery:
-    """Filters and order of an audit-log page; ``sort`` is a key of AUDIT_SORTS."""
-
-    actor_id: uuid.UUID | None = None
-    action: str | None = None
-    resource_type: str | None = None
-    from_ts: int | None = None
-    to_ts: int | None = None
-    sort: str = "created_at"
-    descending: bool = True
-    limit: int = 50
-    offset: int = 0
-
-
 def _entry(r: Any) -> AuditEntry:
     return AuditEntry(
         str(r["actor_id"]) if r["actor_id"] else None,
@@ -149,7 +129,7 @@ async def _query(conn: Connection, query: AuditQuery) -> tuple[list[AuditRecord]
     n = len(args)
     rows = await conn.fetch(
         f"""SELECT * FROM audit_log WHERE {where}
-            ORDER BY {AUDIT_SORTS[query.sort]} {direction} NULLS LAST, id {direction}
+            ORDER BY {ORDER_BY[query.sort]} {direction} NULLS LAST, id {direction}
             LIMIT ${n + 1} OFFSET ${n + 2}""",
         *args,
         query.limit,

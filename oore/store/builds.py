@@ -17,6 +17,7 @@ from oore.domain.builds import (
     Build,
     BuildEvent,
     BuildStatus,
+    LiveBuilds,
     QueuedBuild,
     StepResult,
     Transition,
@@ -586,14 +587,6 @@ async def _active_counts(conn: Connection) -> dict[str, int]:
            GROUP BY runner_id"""
     )
     return {str(r["runner_id"]): r["n"] for r in rows}
-
-
-@dataclass(frozen=True)
-class LiveBuilds:
-    """How many builds are in each live status, and the queued ones by required labels."""
-
-    by_status: dict[BuildStatus, int]
-    queued_by_labels: dict[tuple[str, ...], int]
 
 
 async def _live(conn: Connection) -> LiveBuilds:

@@ -7,7 +7,7 @@ from typing import Any
 
 from oore.domain.ids import new_id
 from oore.domain.setup import SetupState
-from oore.domain.users import Role, Session, User, UserStatus
+from oore.domain.users import USER_SORTS, Role, Session, User, UserStatus
 from oore.store.audit import AuditEntry, insert_audit
 from oore.store.database import Connection, Database
 
@@ -19,7 +19,8 @@ USER_COLUMNS = (
 )
 
 # Sort keys of GET /v1/users; anything else sorts by creation time.
-USER_SORTS = {"email": "email", "role": "role", "status": "status", "created_at": "created_at"}
+# The column each sort key of GET /v1/users orders by (each is named like its key).
+ORDER_BY = {sort: sort for sort in USER_SORTS}
 
 
 def user_from_row(row: Any, prefix: str = "") -> User:
@@ -181,7 +182,7 @@ async def _page(
     direction = "DESC" if descending else "ASC"
     rows = await conn.fetch(
         f"""SELECT * FROM users WHERE {condition}
-            ORDER BY {USER_SORTS[sort]} {direction}, id {direction} LIMIT $1 OFFSET $2""",
+            ORDER BY {ORDER_BY[sort]} {direction}, id {direction} LIMIT $1 OFFSET $2""",
         *args,
     )
     total = await conn.fetchval(

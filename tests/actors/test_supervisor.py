@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -436,6 +437,64 @@ async def test_dynamic_children_start_stop_and_clean_up() -> None:
                 actor_spec(other, broken, on_exit=lambda: exits.append("runner:2"))
             )
         assert exits == ["runner:1", "runner:2"] and other.stopping
+        sup.stop()
+
+
+class Unreachable(Exception):
+    """What any dependency may raise: the kernel knows it only by its ``outage`` flag."""
+
+    outage = True
+
+
+async def test_any_exception_marked_as_an_outage_backs_off_even_inside_a_group(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    crashes = 0
+
+    async def flaky(*, task_status: trio.TaskStatus[Probe]) -> None:
+        nonlocal crashes
+        task_status.started(probe)
+        await trio.sleep(1)
+        if crashes < 6:
+            crashes += 1
+            raise ExceptionGroup("several", [Boom("x"), Unreachable()])
+        await trio.sleep_forever()
+
+    probe = Probe("flaky")
+    sup = Supervisor("root", [ChildSpec(id="flaky", start=flaky)], max_restarts=1, period=1000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(60)
+        assert crashes == 6 and sup.statistics().escalations == 0
+        sup.stop()
+
+
+REQUEST = contextvars.ContextVar[str | None]("request", default=None)
+TENANT = contextvars.ContextVar[str]("tenant")
+
+
+async def test_a_child_runs_in_its_supervisors_context_not_in_its_starters() -> None:
+    seen: list[tuple[str | None, str]] = []
+
+    async def child(*, task_status: trio.TaskStatus[Probe]) -> None:
+        seen.append((REQUEST.get(), TENANT.get("unset")))
+        task_status.started(probe)
+        await trio.sleep_forever()
+
+    probe = Probe("child")
+    TENANT.set("daemon")
+    sup = Supervisor("root")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+
+        async def serve_request() -> None:
+            REQUEST.set("req-1")  # a request starts a child that outlives it
+            TENANT.set("request's")
+            await sup.start_child(ChildSpec(id="child", start=child))
+
+        async with trio.open_nursery() as requests:
+            requests.start_soon(serve_request)
+        assert seen == [(None, "daemon")]
         sup.stop()
 
 

@@ -44,8 +44,10 @@ SCENARIOS = {
 
 # the scenarios whose runners can speak either transport also run over plain HTTP
 OVER_HTTP = ["claims", "fleet", "memory", "pickup"]
-RUNS: list[tuple[str, list[str]]] = [(name, []) for name in sorted(SCENARIOS)] + [
-    (name, ["--transport", "http"]) for name in OVER_HTTP
+RUNS: list[tuple[str, list[str]]] = [
+    *[(name, []) for name in sorted(SCENARIOS)],
+    *[(name, ["--transport", "http"]) for name in OVER_HTTP],
+    ("fleet", ["--pings"]),  # runners that only ping their channels keep their leases
 ]
 
 
@@ -68,11 +70,14 @@ def test_scenario_prints_its_table_and_writes_its_figures(
     written = json.loads((tmp_path / f"{scenario}.json").read_text())
     assert written["scenario"] == scenario and len(written["runs"]) == 1
     if scenario in OVER_HTTP:
-        assert written["params"]["transport"] == (extra[-1] if extra else "channel")
+        over_http = extra[-2:] == ["--transport", "http"]
+        assert written["params"]["transport"] == ("http" if over_http else "channel")
     assert all(fig["min"] <= fig["median"] <= fig["max"] for fig in written["summary"].values())
     run = written["runs"][0]
     assert all(value > 0 for key, value in run.items() if "per_s" in key)
     assert run.get("lines_lost", 0) == 0 and run.get("lines_reordered", 0) == 0
+    if "--pings" in extra:
+        assert run["runners_online"] == 20
 
 
 def test_an_unknown_scenario_lists_the_known_ones() -> None:

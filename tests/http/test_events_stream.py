@@ -16,9 +16,9 @@ import httpx
 import pytest
 import trio
 
-from oore.actors.events import Subscriber
 from oore.domain.events import RESYNC, Audience
 from oore.domain.users import Role
+from oore.live.events import Subscriber
 from oore.runtime import Runtime
 from oore.services.events import EventsConfig
 from tests.http.builds_kit import Setup, repo, setup

@@ -74,7 +74,7 @@ class Hooks:
     async def settled(self) -> None:
         """Wait (bounded) until the worker handled every delivery it was told about."""
         with trio.fail_after(10):
-            await self.runtime.webhooks.worker.drain()
+            await self.runtime.webhooks.drain_now()
 
     async def builds(self, project_id: str) -> list[dict[str, Any]]:
         reply = await self.api.get(f"/v1/builds?project_id={project_id}", token=self.token)
@@ -484,7 +484,7 @@ async def test_a_restarted_worker_processes_what_was_received_before(
         network_defaults,
     ) as restarted:
         with trio.fail_after(10):
-            await restarted.webhooks.worker.drain()
+            await restarted.webhooks.drain_now()
     [build] = await hooks.builds(hooks.github_project)
     assert build["trigger_type"] == "webhook"
     [delivery] = await hooks.deliveries(hooks.github)

@@ -8,10 +8,10 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.domain.audit import AUDIT_SORTS, AuditQuery
 from oore.errors import InvalidInput
 from oore.http.context import require_session, services
 from oore.http.query import query_choice, query_int, query_page, query_str
-from oore.store.audit import AUDIT_SORTS, AuditQuery
 
 blueprint = Blueprint("audit_logs", __name__)
 

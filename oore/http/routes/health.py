@@ -62,7 +62,7 @@ def blueprint(metrics: Metrics) -> Blueprint:
         503 with ``database: false`` during a database outage, from its first failed
         query or check until the database answers again.
         """
-        state = await services().store.readiness()
+        state = await services().database.readiness()
         ok = state.database and state.migrations
         response = jsonify({"ok": ok, "database": state.database, "migrations": state.migrations})
         response.status_code = 200 if ok else 503

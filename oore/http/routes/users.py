@@ -9,12 +9,12 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.domain.users import USER_SORTS
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
 from oore.http.query import query_int, query_str
 from oore.http.routes.auth import OkOut, UserOut
 from oore.services.users import LIST_DEFAULT, LIST_MAX, UserQuery
-from oore.store.users import USER_SORTS
 
 blueprint = Blueprint("users", __name__)
 

@@ -9,16 +9,17 @@ import trio
 import trio.testing
 
 from oore.actors import ActorCrashed, Supervisor
-from oore.actors.logstream import (
+from oore.domain.logs import LogLine, LogWrite
+from oore.errors import Forbidden, ServiceUnavailable
+from oore.live.logstream import (
     Appended,
     LogState,
     LogStreamHandle,
+    LogStreams,
     LogStreamTimings,
     Viewer,
     log_stream_spec,
 )
-from oore.domain.logs import LogLine, LogWrite
-from oore.errors import Forbidden
 
 
 class Records:
@@ -226,3 +227,40 @@ async def test_the_check_tells_viewers_of_a_requeue_before_any_new_line(
     with trio.fail_after(3):
         await viewer.wait()  # woken by the periodic check, nothing was appended
     assert viewer.moved_on and viewer.latest == 2 and viewer.ended is None
+
+
+async def test_log_streams_start_one_actor_per_build_and_replace_a_stopping_one(
+    records: Records,
+) -> None:
+    streams = LogStreams(records, LogStreamTimings(check_every=1.0, idle=30.0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(streams.spec().start)
+        with trio.fail_after(5):
+            first = await streams.stream("b1")
+            assert await streams.stream("b1") is first and streams.registry["b1"] is first
+            # The actor stops itself (idle) while an append is still being committed:
+            # the next append waits for it to end and goes to a fresh one.
+            records.gate = trio.Event()
+            async with trio.open_nursery() as appends:
+                appends.start_soon(first.append, "r", 1, [line(0)])
+                await trio.testing.wait_all_tasks_blocked()
+                first.stop()
+                counts: list[int] = []
+
+                async def append_next() -> None:
+                    counts.append(await streams.append("b1", "r", 1, [line(1)]))
+
+                appends.start_soon(append_next)
+                await trio.testing.wait_all_tasks_blocked()
+                assert counts == [] and streams.registry["b1"] is first
+                records.gate.set()
+            assert counts == [1] and sorted(records.rows) == [0, 1]
+            assert streams.registry["b1"] is not first
+        streams.supervisor.stop()
+
+
+async def test_log_streams_refuse_with_503_once_stopping(records: Records) -> None:
+    streams = LogStreams(records, LogStreamTimings())
+    with pytest.raises(ServiceUnavailable) as refused:
+        await streams.append("b1", "r", 1, [line(0)])
+    assert refused.value.code == "shutting_down" and "b1" not in streams.registry

@@ -23,8 +23,7 @@ from typing import Protocol, assert_never
 
 import trio
 
-from oore.actors.base import Actor, ActorRef, ActorStopped, MailboxFull
-from oore.actors.supervisor import ChildSpec, Restart, actor_spec
+from oore.actors import Actor, ActorRef, ActorStopped, ChildSpec, MailboxFull, Restart, actor_spec
 from oore.domain.builds import Build
 from oore.domain.events import (
     Audience,

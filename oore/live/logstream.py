@@ -23,6 +23,9 @@ holds it; a lost attempt's late appends are refused, never stored). Each viewer 
 the latest attempt the actor has seen, from its commits and its periodic checks; a
 viewer's task that finds the build on a later attempt than the one it follows switches
 to it (see ``oore/services/logs.py``).
+
+:class:`LogStreams` owns the actors: their supervisor, the registry that finds a build's
+actor, and the one way to get it (started on first use, replaced when it was stopping).
 """
 
 from __future__ import annotations
@@ -35,12 +38,26 @@ from typing import Protocol, assert_never
 
 import trio
 
-from oore.actors.base import Actor, ActorRef, ActorStopped, MailboxFull, Reply
-from oore.actors.supervisor import ChildSpec, Restart, actor_spec
+from oore.actors import (
+    Actor,
+    ActorError,
+    ActorRef,
+    ActorStopped,
+    ChildSpec,
+    MailboxFull,
+    Registry,
+    Reply,
+    Restart,
+    Supervisor,
+    SupervisorNotRunning,
+    actor_spec,
+    supervisor_spec,
+)
 from oore.domain.logs import LogLine, LogWrite, log_events
-from oore.errors import Forbidden
+from oore.errors import Forbidden, ServiceUnavailable
 
 MAX_GROUP = 64
+APPEND_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -314,3 +331,45 @@ class _LogStream(Actor[LogMsg]):
                     viewer.end("build_finished")
         self._idle_since = trio.current_time()
         self._arm()
+
+
+class LogStreams:
+    """The LogStream actors of every build being written or watched, under one supervisor."""
+
+    def __init__(self, records: LogRecords, timings: LogStreamTimings) -> None:
+        self._records = records
+        self._timings = timings
+        self.registry: Registry[str, LogStreamHandle] = Registry("logs")
+        self.supervisor = Supervisor("logs", max_restarts=100, period=10.0)
+
+    def spec(self) -> ChildSpec[Supervisor]:
+        """The streams' supervisor, to run under the root supervisor."""
+        return supervisor_spec(self.supervisor)
+
+    async def stream(self, build_id: str) -> LogStreamHandle:
+        """The build's actor, started if needed; 503 ``shutting_down`` while stopping."""
+        try:
+            return await self.registry.get_or_start(
+                build_id,
+                self.supervisor,
+                lambda: LogStreamHandle(build_id),
+                lambda handle: log_stream_spec(handle, self._records, self._timings),
+            )
+        except (SupervisorNotRunning, ValueError):
+            raise ServiceUnavailable("shutting_down", "The server is stopping") from None
+
+    async def append(
+        self, build_id: str, runner_id: str, attempt: int, lines: Sequence[LogLine]
+    ) -> int:
+        """Store lines through the build's actor (see :meth:`LogStreamHandle.append`).
+
+        An actor that was stopping or restarting when asked is replaced by a fresh one,
+        which takes the lines; after a few such tries, 503 ``log_stream_unavailable``.
+        """
+        for _ in range(APPEND_TRIES):
+            handle = await self.stream(build_id)
+            try:
+                return await handle.append(runner_id, attempt, lines)
+            except ActorError:
+                continue
+        raise ServiceUnavailable("log_stream_unavailable", "Try the log append again")
