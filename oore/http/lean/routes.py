@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import trio
@@ -23,28 +22,26 @@ class LeanRoute(Protocol):
 
     async def serve(self, stream: trio.SocketStream, head: RequestHead, received: bytes) -> None:
         """Serve the connection (``received``: bytes read after the head); it owns
-        ``stream`` and closes it."""
+        ``stream`` and closes it. A long-lived connection clears ``head.headers`` once it
+        has read them, so they are not kept for its whole life."""
 
 
 class Shutdown:
-    """Tells lean connections the server is stopping: each serves inside :meth:`scope`,
-    which :meth:`stop` cancels (a runner channel then answers what is in flight and
-    closes with 1001)."""
+    """Tells lean connections the server is stopping: each registers the cancel scope of
+    what must end then (a runner channel's reading; it then answers what is in flight and
+    closes with 1001), and :meth:`stop` cancels them all."""
 
     def __init__(self) -> None:
         self._scopes: set[trio.CancelScope] = set()
         self.stopping = False
 
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[trio.CancelScope]:
-        with trio.CancelScope() as scope:
-            if self.stopping:
-                scope.cancel()
-            self._scopes.add(scope)
-            try:
-                yield scope
-            finally:
-                self._scopes.discard(scope)
+    def add(self, scope: trio.CancelScope) -> None:
+        if self.stopping:
+            scope.cancel()
+        self._scopes.add(scope)
+
+    def discard(self, scope: trio.CancelScope) -> None:
+        self._scopes.discard(scope)
 
     def stop(self) -> None:
         self.stopping = True
@@ -99,6 +96,8 @@ async def dispatch(
         head = parse_head(received[:end])
         route = None if head is None else routes.route(head)
         if head is not None and route is not None:
-            await route.serve(stream, head, received[end:])
+            rest = received[end:]
+            del received  # not kept for the connection's life
+            await route.serve(stream, head, rest)
             return
     await fallback(stream, received)

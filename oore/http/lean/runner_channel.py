@@ -111,22 +111,29 @@ class RunnerSession:
         async with trio.open_nursery() as nursery:
             # Reading ends when the server begins to stop; the requests in flight then
             # answer at once (their long polls are cut short too).
-            with self._ops.runners.long_poll(), self._shutdown.scope():
-                while not self._closed:
-                    await self._slots.acquire()
-                    try:
-                        frame = await self._socket.receive()
-                    except BaseException:
-                        self._slots.release()
-                        raise
-                    if frame is None:  # the runner went away: nothing left to answer
-                        self._closed = True
-                        nursery.cancel_scope.cancel()
-                        break
-                    nursery.start_soon(self._answer, frame, nursery.cancel_scope)
+            with self._ops.runners.long_poll() as reading:
+                self._shutdown.add(reading)
+                try:
+                    await self._read(nursery)
+                finally:
+                    self._shutdown.discard(reading)
         if not self._closed:
             self._closed = True
             await self._socket.close(protocol.CLOSE_GOING_AWAY, "the server is stopping")
+
+    async def _read(self, nursery: trio.Nursery) -> None:
+        while not self._closed:
+            await self._slots.acquire()
+            try:
+                frame = await self._socket.receive()
+            except BaseException:
+                self._slots.release()
+                raise
+            if frame is None:  # the runner went away: nothing left to answer
+                self._closed = True
+                nursery.cancel_scope.cancel()
+                return
+            nursery.start_soon(self._answer, frame, nursery.cancel_scope)
 
     async def _answer(self, frame: str | bytes, scope: trio.CancelScope) -> None:
         request_id: int | None = None
@@ -216,6 +223,8 @@ class RunnerChannelRoute:
         token = REQUEST_ID.set(request_id)
         started = trio.current_time()
         status: int | None = None
+        method, path = head.method, loggable_path(head.path)
+        authorization = head.header(b"authorization")
         try:
             try:
                 runner_id, key = await self._upgrade(head)
@@ -225,9 +234,10 @@ class RunnerChannelRoute:
                     await stream.send_all(error_answer(error, request_id))
                     await _linger(stream)
                 return
+            head.headers.clear()  # read: not kept for the channel's life
             await stream.send_all(switching_protocols(key, request_id))
             status = 101
-            if await self._serve_channel(stream, runner_id, head, received):
+            if await self._serve_channel(stream, runner_id, authorization, received):
                 with trio.move_on_after(LINGER_SECONDS):
                     await _linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -238,8 +248,8 @@ class RunnerChannelRoute:
                 event(
                     access,
                     "http.request",
-                    method=head.method,
-                    path=loggable_path(head.path),
+                    method=method,
+                    path=path,
                     status=status,
                     duration_s=round(trio.current_time() - started, 4),
                 )
@@ -269,7 +279,11 @@ class RunnerChannelRoute:
         return runner_id, key
 
     async def _serve_channel(
-        self, stream: trio.SocketStream, runner_id: str, head: RequestHead, received: bytes
+        self,
+        stream: trio.SocketStream,
+        runner_id: str,
+        authorization: str | None,
+        received: bytes,
     ) -> bool:
         """Serve the accepted channel; whether it ended with a close frame sent."""
         runners = self._ops.runners
@@ -288,7 +302,7 @@ class RunnerChannelRoute:
             session = RunnerSession(
                 self._ops,
                 runner_id,
-                head.header(b"authorization"),
+                authorization,
                 ws,
                 cpu=self._cpu,
                 max_in_flight=self._limits.max_in_flight,
