@@ -20,7 +20,7 @@ from quart_trio import QuartTrio
 from wsproto.events import CloseConnection, Pong
 
 from oore.http.lean.runner_channel import ChannelLimits
-from oore.protocol.runner import MAX_FRAME
+from oore.protocol.runner import MAX_FRAME, MAX_IN_FLIGHT
 from tests.http.builds_kit import Setup, repo, setup
 from tests.http.channel_kit import RawChannel, serve_app, services_of
 
@@ -149,6 +149,27 @@ async def test_a_runner_that_stops_reading_is_closed_at_its_send_buffer_limit(
     assert sent < 2000
     await heartbeat_works(served, bystander.id, bystander.token)
     await heartbeat_works(served, runner.id, runner.token)  # it may connect again
+
+
+async def test_at_most_64_requests_are_in_flight_then_reading_stops(
+    served: Served, setup: Setup
+) -> None:
+    runner = await setup.runner()
+    channel = await RawChannel.open(served.url, runner.id, runner.token)
+    try:
+        claim = {"op": "claim", "protocol_version": 4, "wait_seconds": 30}
+        for request_id in range(1, MAX_IN_FLIGHT + 1):
+            await channel.send({"id": request_id, **claim})
+        # The 65th request is not read while 64 claims are parked...
+        await channel.send({"id": 65, "op": "heartbeat", "status": "online"})
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        build = await setup.trigger()
+        # ...so it is answered only after a claim ended and freed a place.
+        first = await channel.reply()
+        assert first["id"] <= MAX_IN_FLIGHT and first["job"]["build_id"] == build["id"]
+        assert await channel.reply() == {"id": 65, "ok": True}
+    finally:
+        await channel.aclose()
 
 
 async def test_a_ping_is_answered(served: Served, setup: Setup) -> None:
