@@ -44,7 +44,7 @@ class WebSocket:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         *,
         max_message: int,
         send_limit: int,
@@ -114,7 +114,7 @@ class WebSocket:
                 if self._frames.state is ConnectionState.REMOTE_CLOSING:
                     # The peer closed: answer with its code, as RFC 6455 asks.
                     self.close_code = event.code
-                    await self._write(self._frames.send(event.response()))
+                    await self._write_all(self._frames.send(event.response()))
                 else:  # a protocol error: wsproto names the code (1002, 1007, ...)
                     await self.close(event.code, event.reason or "")
         return None
@@ -133,10 +133,15 @@ class WebSocket:
         if self.closed or self._frames.state is not ConnectionState.OPEN:
             return
         self.close_code = code
-        frame = self._frames.send(CloseConnection(code=code, reason=reason))
+        await self._write_all(self._frames.send(CloseConnection(code=code, reason=reason)))
+
+    async def _write_all(self, frame: bytes | bytearray) -> None:
+        """Queue ``frame`` and return once it is sent (within :data:`CLOSE_SECONDS`), also
+        when another task is the one sending: a close must go out before the connection
+        ends, and whoever ends it may cancel that task."""
         with trio.move_on_after(CLOSE_SECONDS):
             await self._write(frame)
-            if self._writing:  # another task is draining the buffer: let it finish
+            if self._writing:
                 self._drained = trio.Event()
                 await self._drained.wait()
 
