@@ -84,7 +84,7 @@ class WebSocket:
                 return None
             if not data:
                 return None
-            self._frames.receive_data(data)
+            self._frames.receive_data(bytes(data))
         return None
 
     async def _handle(self, event: object) -> str | bytes | None:

@@ -20,7 +20,7 @@ async def test_a_close_answered_while_another_task_is_sending_still_goes_out() -
     async def read_until_closed() -> None:
         with trio.fail_after(5):
             while not any(isinstance(e, CloseConnection) for e in received):
-                frames.receive_data(await client.receive_some(65536))
+                frames.receive_data(bytes(await client.receive_some(65536)))
                 received.extend(frames.events())
 
     sending = trio.CancelScope()
