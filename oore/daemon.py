@@ -30,7 +30,7 @@ from oore.domain.crypto import SecretBox
 from oore.errors import ApiError
 from oore.eventlog import configure_logging
 from oore.http.app import create_app
-from oore.http.routes.runner_channel import MAX_MESSAGE as CHANNEL_MAX_MESSAGE
+from oore.http.lean.runner_channel import lean_routes
 from oore.http.server import (
     RESERVED_FILES,
     ConnectionLimits,
@@ -39,6 +39,7 @@ from oore.http.server import (
     raise_open_files_limit,
     serve,
 )
+from oore.protocol.runner import MAX_FRAME
 from oore.runtime import Runtime, open_runtime
 from oore.scheduling import Scheduling, SchedulingConfig
 from oore.services.artifact_storage import ArtifactsConfig
@@ -141,8 +142,9 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     # more connections than Hypercorn's default backlog of 100 holds; the kernel caps this
     # at net.core.somaxconn.
     config.backlog = LISTEN_BACKLOG
-    # A runner channel frame over this is refused (close 1009), like a JSON body over 2 MiB.
-    config.websocket_max_message_size = CHANNEL_MAX_MESSAGE
+    # A runner channel frame over this is refused (close 1009), like a JSON body over 2 MiB
+    # (the daemon serves the channel on its lean listener; this holds for other WebSockets).
+    config.websocket_max_message_size = MAX_FRAME
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     # An idle keep-alive connection is closed after this; so is one that sends no request.
@@ -198,7 +200,9 @@ async def run_daemon(
                 events_config=events_config(settings),
             )
         )
-        app = create_app(runtime.app_services(store), access_log=settings.access_log)
+        app_services = runtime.app_services(store)
+        app = create_app(app_services, access_log=settings.access_log)
+        lean = lean_routes(app_services, access_log=settings.access_log)
         stop = trio.Event()
         async with trio.open_nursery() as background:
             background.start_soon(_wait_for_signal, stop)
@@ -210,7 +214,12 @@ async def run_daemon(
                 limits = connection_limits(settings)
                 binds: list[str] = await http.start(
                     partial(
-                        serve, app, hypercorn_config(settings), limits, shutdown_trigger=stop.wait
+                        serve,
+                        app,
+                        hypercorn_config(settings),
+                        limits,
+                        shutdown_trigger=stop.wait,
+                        lean=lean,
                     )
                 )
                 log.info("serving at most %d connections at once", limits.max_connections)

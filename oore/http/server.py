@@ -19,6 +19,10 @@ module is the only one that reaches below ``hypercorn.trio.serve``.
 - An answer given before the request body has arrived waits (bounded) for a small body
   to come in and be discarded, so the connection stays usable; a large or unsized body
   gets ``Connection: close`` instead.
+- Each connection's first request head is looked at first (``oore/http/lean``): a request
+  a lean route takes (the runner channel's WebSocket upgrade) is served there, without
+  Hypercorn or Quart; every other connection goes to Hypercorn with the bytes already
+  read handed to it first, as if it had read them itself.
 - A request that frames its body two ways (``Content-Length`` and ``Transfer-Encoding``)
   or names a ``Host`` that is not an RFC 3986 authority is answered 400 and the
   connection closed, before the app sees it.
@@ -39,6 +43,7 @@ from typing import Any, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import RawData
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -46,6 +51,7 @@ from hypercorn.typing import ASGIFramework
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from oore.errors import ApiError, InvalidRequest, ServiceUnavailable
+from oore.http.lean.routes import LeanRoutes, dispatch
 from oore.http.requests import new_request_id, request_id_from
 
 log = logging.getLogger(__name__)
@@ -343,7 +349,14 @@ class _Connection(TCPServer):
     stream, so the timer stops there.
     """
 
+    def __init__(self, *args: Any, received: bytes = b"") -> None:
+        super().__init__(*args)
+        self._received = received
+
     async def _read_data(self) -> None:
+        if self._received:  # what the lean listener read before handing the connection on
+            received, self._received = self._received, b""
+            await self.protocol.handle(RawData(received))
         await super()._read_data()
         await self.idle_task.stop()
 
@@ -354,9 +367,11 @@ async def serve(
     limits: ConnectionLimits,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    lean: LeanRoutes | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` on ``config.bind`` (plain HTTP) until ``shutdown_trigger`` returns.
+    """Serve ``app`` on ``config.bind`` (plain HTTP) until ``shutdown_trigger`` returns;
+    requests the ``lean`` routes take are theirs (see oore/http/lean).
 
     Ordering as in Hypercorn's own worker: the app's lifespan starts before the first
     accept and ends after the last connection; on shutdown, accepting stops, idle
@@ -380,11 +395,19 @@ async def serve(
             listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
             binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
 
-        def connection(stream: trio.SocketStream) -> Awaitable[None]:
+        lean_routes = lean or LeanRoutes()
+
+        async def hypercorn(stream: trio.SocketStream, received: bytes) -> None:
             # Hypercorn types the stream as TLS; a plain one is what it gets without TLS.
             plain: Any = stream
-            server: Awaitable[None] = _Connection(asgi, config, context, state.copy(), plain)
-            return server
+            try:
+                await _Connection(asgi, config, context, state.copy(), plain, received=received)
+            finally:
+                # Cancelled while closing (the server stops), Hypercorn leaves it open.
+                await trio.aclose_forcefully(stream)
+
+        def connection(stream: trio.SocketStream) -> Awaitable[None]:
+            return dispatch(stream, lean_routes, hypercorn, idle_seconds=config.keep_alive_timeout)
 
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
@@ -393,6 +416,7 @@ async def serve(
                 task_status.started(binds)
                 await shutdown_trigger()
                 acceptors.cancel_scope.cancel()
+            lean_routes.shutdown.stop()
             await context.terminated.set()
             connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
         await lifespan.wait_for_shutdown()

@@ -2,7 +2,11 @@
 
 Tasks, all in one nursery owned by :meth:`Agent.run`:
 
-* heartbeat: ``online`` (``busy`` while every slot is taken) every ``heartbeat_interval``;
+* heartbeat: ``online`` (``busy`` while every slot is taken) every ``heartbeat_interval``
+  over HTTP; over the runner channel, whose frames and pings keep the runner's lease (the
+  channel pings every ``heartbeat_interval``, or a quarter of the lease once a claim
+  tells it), only when the status changes and otherwise at most every
+  :data:`CHANNEL_HEARTBEAT_INTERVAL` (half the lease if that is shorter);
 * claimer: with a free slot, long-polls a claim and starts the build in its own task;
 * one task per running build (:class:`~oore.runner.job.JobRunner`).
 
@@ -20,6 +24,7 @@ import datetime
 import fcntl
 import functools
 import json
+import math
 import os
 import platform
 import shutil
@@ -53,6 +58,10 @@ LOCK_FILE = "runner.lock"
 BUILDS_DIR = "builds"
 HEARTBEAT_INTERVAL = 10.0
 MIN_HEARTBEAT_INTERVAL = 0.5
+# Over an open channel a heartbeat carries a status change; without one, it is repeated
+# this often (or at half the lease, when that is shorter: a server whose channel renews
+# leases only on frames still hears from the runner in time).
+CHANNEL_HEARTBEAT_INTERVAL = 60.0
 CLAIM_WAIT = 30
 IDLE_PAUSE = 5.0
 GOODBYE_DEADLINE = 5.0
@@ -209,6 +218,8 @@ class Agent:
         self._outcomes: dict[str, int] = {}
         self._beat_every = config.heartbeat_interval
         self._beat_sooner = trio.Event()
+        self._lease: float | None = None
+        client.keep_alive(config.heartbeat_interval)
 
     def statistics(self) -> AgentStatistics:
         return AgentStatistics(self._running, self._claimed, dict(self._outcomes))
@@ -330,28 +341,52 @@ class Agent:
             )
         return AgentError(f"the server refused the {what}: {exc}")
 
+    def _status(self) -> RunnerStatus:
+        return "busy" if self._running >= self._config.concurrency else "online"
+
+    def _status_may_have_changed(self) -> None:
+        """Over a channel a heartbeat says a change at once; over HTTP the next one does."""
+        if self._client.holds_a_connection:
+            self._beat_sooner.set()
+
+    def _quiet_interval(self) -> float:
+        """How often a heartbeat repeats an unchanged status over an open channel."""
+        if self._lease is None:
+            return CHANNEL_HEARTBEAT_INTERVAL
+        return max(MIN_HEARTBEAT_INTERVAL, min(CHANNEL_HEARTBEAT_INTERVAL, self._lease / 2))
+
     async def _heartbeats(self) -> None:
         caps = capabilities(self._config.concurrency)
+        sent: RunnerStatus | None = None
+        sent_at = -math.inf
         while True:
-            status: RunnerStatus = "busy" if self._running >= self._config.concurrency else "online"
-            try:
-                await with_retries(
-                    functools.partial(self._client.heartbeat, status, caps),
-                    what="heartbeat",
-                    say=self._say,
-                )
-            except ServerError as exc:
-                raise self._refused("heartbeat", exc) from exc
-            with trio.move_on_after(self._beat_every):
+            status = self._status()
+            quiet = self._client.holds_a_connection
+            every = self._quiet_interval() if quiet else self._beat_every
+            if not quiet or status != sent or trio.current_time() - sent_at >= every:
+                try:
+                    await with_retries(
+                        functools.partial(self._client.heartbeat, status, caps),
+                        what="heartbeat",
+                        say=self._say,
+                    )
+                except ServerError as exc:
+                    raise self._refused("heartbeat", exc) from exc
+                sent, sent_at = status, trio.current_time()
+            wait = max(0.0, sent_at + every - trio.current_time()) if quiet else every
+            with trio.move_on_after(wait):
                 await self._beat_sooner.wait()
             self._beat_sooner = trio.Event()
 
     def _learn_lease(self, job: Job) -> None:
-        """Heartbeat at least four times per lease, so a short server lease never lapses."""
+        """Show the server this runner is alive at least four times per lease, so a short
+        server lease never lapses: pings over a channel, heartbeats over HTTP."""
         lease = job.lease_expires_at - time.time()
         if lease <= 0:
             return  # a server that does not say (or a clock far off): keep the interval
+        self._lease = lease
         every = max(MIN_HEARTBEAT_INTERVAL, lease / 4)
+        self._client.keep_alive(min(every, self._config.heartbeat_interval))
         if every < self._beat_every:
             self._beat_every = every
             self._beat_sooner.set()
@@ -381,6 +416,7 @@ class Agent:
 
     async def _run_job(self, job: Job, slots: trio.Semaphore) -> None:
         self._running += 1
+        self._status_may_have_changed()
         try:
             outcome = await self._jobs.run(job)
             self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
@@ -394,6 +430,7 @@ class Agent:
                 self._say(f"build #{job.build_number}: runner error: {exc!r}")
         finally:
             self._running -= 1
+            self._status_may_have_changed()
             slots.release()
 
 

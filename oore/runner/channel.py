@@ -2,7 +2,9 @@
 carrying the runner loop's calls (heartbeat, claim, job state, status report, log batch).
 
 :class:`RunnerChannel` has the same calls, signatures and errors as
-:class:`~oore.runner.client.RunnerClient`: a refusal is :class:`ServerError` with the HTTP
+:class:`~oore.runner.client.RunnerClient` (both are
+:class:`~oore.runner.client.RunnerOperations`, the operations of
+:mod:`oore.protocol.runner` over a transport): a refusal is :class:`ServerError` with the HTTP
 status and code the server put in its reply, a dropped or unreachable connection is
 :class:`ConnectionFailed` (retryable: the next call connects again). An upgrade answered
 404 raises :class:`ChannelNotOffered`: the server has no channel (an older or
@@ -12,7 +14,10 @@ those five calls over the channel while the server offers it, plain HTTP otherwi
 The connection belongs to :meth:`RunnerChannel.run`, a task the caller starts in its own
 nursery: it connects when a call needs a connection, reads the replies and hands each to
 the call waiting for its ``id``, and drops the connection (failing the calls still
-waiting) when it breaks.
+waiting) when it breaks. While connected it pings the server every
+:attr:`RunnerChannel.ping_every` seconds (:meth:`~RunnerChannel.keep_alive`): the server
+renews the runner's lease on every frame, ping and pong, so heartbeats over a channel
+need only carry status changes (see oore/runner/agent.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -34,34 +39,23 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from oore.domain.builds import StepResult
+from oore.protocol import runner as protocol
 from oore.runner.client import (
     DEFAULT_TIMEOUT,
-    LONG_POLL_MARGIN,
-    PROTOCOL_VERSION,
     ConnectionFailed,
-    Job,
-    LogChunk,
     ProtocolError,
-    ReportStatus,
     RunnerClient,
     RunnerCredentials,
     RunnerError,
-    RunnerStatus,
+    RunnerOperations,
     ServerError,
-    appended_of,
-    build_of,
-    check_wait,
-    heartbeat_body,
-    job_of,
-    logs_body,
-    report_body,
-    status_of,
 )
 
 T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
+# WebSocket pings renew the runner's lease; this often until the agent learns the lease.
+PING_EVERY = 10.0
 # Replies carry a job's config snapshot or a build with its events: allow them room.
 MAX_REPLY = 16 * 1024 * 1024
 
@@ -97,7 +91,7 @@ class _Attempt:
         self.error: RunnerError | None = None
 
 
-class RunnerChannel:
+class RunnerChannel(RunnerOperations):
     """The runner-loop calls over one WebSocket, connected (again) when a call needs it.
 
     Start :meth:`run` in a nursery before making calls; the calls need credentials.
@@ -109,6 +103,7 @@ class RunnerChannel:
         *,
         credentials: RunnerCredentials | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        ping_every: float = PING_EVERY,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.credentials = credentials
@@ -119,44 +114,30 @@ class RunnerChannel:
         self._attempt: _Attempt | None = None
         self._wanted = trio.Event()
         self._running = False
+        self.ping_every = ping_every
+        self._ping_changed = trio.Event()
 
-    # -- calls ------------------------------------------------------------------------------
+    # -- the calls (oore/runner/client.py RunnerOperations), as frames ---------------------
 
-    async def heartbeat(
-        self, status: RunnerStatus, capabilities: Mapping[str, Any] | None = None
-    ) -> None:
-        await self._call("heartbeat", heartbeat_body(status, capabilities))
-
-    async def claim(self, wait_seconds: int = 0) -> Job | None:
-        """The next build for this runner, or None after ``wait_seconds`` (0..60) without one."""
-        wait = check_wait(wait_seconds)
-        body = {"protocol_version": PROTOCOL_VERSION, "wait_seconds": wait}
-        return job_of(await self._call("claim", body, limit=wait + LONG_POLL_MARGIN))
-
-    async def job_state(self, build_id: str, wait_seconds: int = 0) -> str:
-        """The build's status, answered as soon as it changes or after ``wait_seconds``."""
-        wait = check_wait(wait_seconds)
-        body = {"build_id": build_id, "wait_seconds": wait}
-        return status_of(await self._call("job_state", body, limit=wait + LONG_POLL_MARGIN))
-
-    async def report(
+    async def _perform(
         self,
-        build_id: str,
-        status: ReportStatus,
-        exit_code: int | None = None,
-        error_message: str | None = None,
-        steps: Sequence[StepResult] | None = None,
+        op: protocol.Op,
+        fields: dict[str, Any],
+        *,
+        build_id: str | None = None,
+        limit: float | None = None,
     ) -> dict[str, Any]:
-        """Report ``running``, ``succeeded`` or ``failed``; answers the build as stored."""
-        body = {"build_id": build_id, **report_body(status, exit_code, error_message, steps)}
-        return build_of(await self._call("job_status", body))
+        return await self._call(op, fields, build_id, limit=limit)
 
-    async def append_logs(
-        self, build_id: str, chunks: Sequence[LogChunk], attempt: int | None = None
-    ) -> int:
-        """Append log lines (of ``attempt``, when known); answers how many were new."""
-        body = {"build_id": build_id, **logs_body(chunks, attempt)}
-        return appended_of(await self._call("logs", body))
+    def keep_alive(self, every: float) -> None:
+        """Ping the server every ``every`` seconds while connected (renews the lease)."""
+        if every != self.ping_every:
+            self.ping_every = every
+            self._ping_changed.set()
+
+    @property
+    def holds_a_connection(self) -> bool:
+        return self._ws is not None and self._ws.closed is None
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -215,6 +196,7 @@ class RunnerChannel:
                     )
                 self._ws = attempt.ws = ws
                 attempt.done.set()
+                nursery.start_soon(self._ping, ws)
                 await self._read(ws)
                 nursery.cancel_scope.cancel()
         except* ConnectionRejected as group:
@@ -224,6 +206,20 @@ class RunnerChannel:
             attempt.error = ConnectionFailed(f"{self._url()}: {type(error).__name__}: {error}")
         finally:
             await trio.aclose_forcefully(stream)
+
+    async def _ping(self, ws: WebSocketConnection) -> None:
+        """Ping every :attr:`ping_every` seconds: an open channel keeps the lease without
+        heartbeats (a pong that does not come in time is the reader's concern)."""
+        while True:
+            with trio.move_on_after(self.ping_every):
+                await self._ping_changed.wait()
+                self._ping_changed = trio.Event()
+                continue
+            try:
+                with trio.move_on_after(self._timeout):
+                    await ws.ping()
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
 
     async def _read(self, ws: WebSocketConnection) -> None:
         """Hand each reply to the call waiting for it, until the connection closes."""
@@ -260,40 +256,43 @@ class RunnerChannel:
         return attempt.ws
 
     async def _call(
-        self, op: str, fields: Mapping[str, Any], *, limit: float | None = None
+        self,
+        op: protocol.Op,
+        fields: dict[str, Any],
+        build_id: str | None,
+        *,
+        limit: float | None = None,
     ) -> dict[str, Any]:
         self._credentials()
         seconds = self._timeout if limit is None else limit
         request_id = next(self._ids)
+        frame = json.dumps(protocol.request_frame(request_id, op, fields, build_id))
         pending = _Pending()
         try:
             with trio.fail_after(seconds):
                 ws = await self._connection()
                 self._waiting[request_id] = pending
                 try:
-                    await ws.send_message(json.dumps({"id": request_id, "op": op, **fields}))
+                    await ws.send_message(frame)
                 except ConnectionClosed as exc:
-                    raise ConnectionFailed(f"{self._url()} {op}: the channel closed") from exc
+                    raise ConnectionFailed(f"{self._url()} {op.name}: the channel closed") from exc
                 await pending.done.wait()
         except trio.TooSlowError as exc:
-            raise ConnectionFailed(f"{self._url()} {op}: no answer in {seconds:g}s") from exc
+            raise ConnectionFailed(f"{self._url()} {op.name}: no answer in {seconds:g}s") from exc
         finally:
             self._waiting.pop(request_id, None)
         if pending.error is not None:
             raise pending.error
         reply = pending.reply or {}
-        if reply.get("ok") is True:
+        try:
+            refusal = protocol.refusal_of(reply)
+        except ValueError:
+            raise ProtocolError(
+                f"{op.name}: the channel's reply is neither ok nor an error"
+            ) from None
+        if refusal is None:
             return reply
-        status, code, message = reply.get("status"), reply.get("code"), reply.get("error")
-        if not isinstance(status, int) or not isinstance(code, str):
-            raise ProtocolError(f"{op}: the channel's reply is neither ok nor an error")
-        details = reply.get("details")
-        raise ServerError(
-            status,
-            code,
-            message if isinstance(message, str) else code,
-            details if isinstance(details, str) else None,
-        )
+        raise ServerError(refusal.status, refusal.code, refusal.error, refusal.details)
 
     def _fail_waiting(self, error: RunnerError) -> None:
         for pending in self._waiting.values():
@@ -369,65 +368,35 @@ class ChannelRunnerClient(RunnerClient):
     ) -> None:
         await self.channel.run(task_status=task_status)
 
-    async def _either(
-        self, over_channel: Callable[[], Awaitable[T]], over_http: Callable[[], Awaitable[T]]
-    ) -> T:
+    def keep_alive(self, every: float) -> None:
+        self.channel.keep_alive(every)
+
+    @property
+    def holds_a_connection(self) -> bool:
+        return self.offered is True and self.channel.holds_a_connection
+
+    async def _perform(
+        self,
+        op: protocol.Op,
+        fields: dict[str, Any],
+        *,
+        build_id: str | None = None,
+        limit: float | None = None,
+    ) -> dict[str, Any]:
+        """Over the channel while the server offers one, else over HTTP."""
         if self.offered is not False:
             self.channel.credentials = self.credentials
             try:
-                result = await over_channel()
+                answer = await self.channel._perform(op, fields, build_id=build_id, limit=limit)
             except ChannelNotOffered:
                 self._fall_back()
             else:
                 self.offered = True
-                return result
-        return await over_http()
+                return answer
+        return await super()._perform(op, fields, build_id=build_id, limit=limit)
 
     def _fall_back(self) -> None:
         """The upgrade was answered 404: HTTP from now on (said once)."""
         if self.offered is not False and self._say is not None:
             self._say("the server offers no runner channel; using HTTP")
         self.offered = False
-
-    async def heartbeat(
-        self, status: RunnerStatus, capabilities: Mapping[str, Any] | None = None
-    ) -> None:
-        await self._either(
-            lambda: self.channel.heartbeat(status, capabilities),
-            lambda: super(ChannelRunnerClient, self).heartbeat(status, capabilities),
-        )
-
-    async def claim(self, wait_seconds: int = 0) -> Job | None:
-        return await self._either(
-            lambda: self.channel.claim(wait_seconds),
-            lambda: super(ChannelRunnerClient, self).claim(wait_seconds),
-        )
-
-    async def job_state(self, build_id: str, wait_seconds: int = 0) -> str:
-        return await self._either(
-            lambda: self.channel.job_state(build_id, wait_seconds),
-            lambda: super(ChannelRunnerClient, self).job_state(build_id, wait_seconds),
-        )
-
-    async def report(
-        self,
-        build_id: str,
-        status: ReportStatus,
-        exit_code: int | None = None,
-        error_message: str | None = None,
-        steps: Sequence[StepResult] | None = None,
-    ) -> dict[str, Any]:
-        return await self._either(
-            lambda: self.channel.report(build_id, status, exit_code, error_message, steps),
-            lambda: super(ChannelRunnerClient, self).report(
-                build_id, status, exit_code, error_message, steps
-            ),
-        )
-
-    async def append_logs(
-        self, build_id: str, chunks: Sequence[LogChunk], attempt: int | None = None
-    ) -> int:
-        return await self._either(
-            lambda: self.channel.append_logs(build_id, chunks, attempt),
-            lambda: super(ChannelRunnerClient, self).append_logs(build_id, chunks, attempt),
-        )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -23,19 +23,24 @@ import trio
 
 from oore.domain.builds import StepResult
 from oore.domain.variables import BuildVariable, parse_build_variables
+from oore.protocol import runner as protocol
+from oore.protocol.runner import (
+    MAX_WAIT_SECONDS,
+    PROTOCOL_VERSION,
+    ReportStatus,
+    RunnerStatus,
+    Stream,
+)
 
-PROTOCOL_VERSION = 4
+__all__ = ["MAX_WAIT_SECONDS", "PROTOCOL_VERSION", "ReportStatus", "RunnerStatus", "Stream"]
+
 DEFAULT_TIMEOUT = 30.0
 LONG_POLL_MARGIN = 10.0
-MAX_WAIT_SECONDS = 60
 # An upload has no total deadline (it may be large); each step of it has this one.
 UPLOAD_STEP_TIMEOUT = 60.0
 LOCAL_UPLOAD_PATH = "/v1/artifacts/local-upload/"
 
 T = TypeVar("T")
-Stream = Literal["stdout", "stderr"]
-RunnerStatus = Literal["online", "offline", "busy", "draining"]
-ReportStatus = Literal["running", "succeeded", "failed"]
 
 
 class RunnerError(Exception):
@@ -167,7 +172,86 @@ class Reservation:
     upload_url: str
 
 
-class RunnerClient:
+class RunnerOperations:
+    """The runner-loop calls of :mod:`oore.protocol.runner`, written once over
+    :meth:`_perform`, which a transport provides (HTTP here, the runner channel in
+    oore/runner/channel.py)."""
+
+    async def _perform(
+        self,
+        op: protocol.Op,
+        fields: dict[str, Any],
+        *,
+        build_id: str | None = None,
+        limit: float | None = None,
+    ) -> dict[str, Any]:
+        """Send ``op`` with ``fields``; the reply's JSON object. ``limit``: its deadline."""
+        raise NotImplementedError
+
+    async def heartbeat(
+        self, status: RunnerStatus, capabilities: Mapping[str, Any] | None = None
+    ) -> None:
+        caps = dict(capabilities) if capabilities else None
+        await self._perform(protocol.HEARTBEAT, protocol.heartbeat_fields(status, caps))
+
+    async def claim(self, wait_seconds: int = 0) -> Job | None:
+        """The next build for this runner, or None after ``wait_seconds`` (0..60) without one."""
+        wait = check_wait(wait_seconds)
+        fields = protocol.claim_fields(wait)
+        return job_of(await self._perform(protocol.CLAIM, fields, limit=wait + LONG_POLL_MARGIN))
+
+    async def job_state(self, build_id: str, wait_seconds: int = 0) -> str:
+        """The build's status, answered as soon as it changes or after ``wait_seconds``.
+
+        A 403 ``runner_mismatch`` (raised as :class:`ServerError`) means the build is no
+        longer this runner's: it was canceled, timed out or requeued. When it ended while
+        this runner held it, the error's ``details`` is the status it ended in.
+        """
+        wait = check_wait(wait_seconds)
+        answer = await self._perform(
+            protocol.JOB_STATE,
+            protocol.job_state_fields(wait),
+            build_id=build_id,
+            limit=wait + LONG_POLL_MARGIN,
+        )
+        return status_of(answer)
+
+    async def report(
+        self,
+        build_id: str,
+        status: ReportStatus,
+        exit_code: int | None = None,
+        error_message: str | None = None,
+        steps: Sequence[StepResult] | None = None,
+    ) -> dict[str, Any]:
+        """Report ``running``, ``succeeded`` or ``failed``; answers the build as stored."""
+        step_fields = [step.to_json() for step in steps] if steps else None
+        fields = protocol.job_status_fields(status, exit_code, error_message, step_fields)
+        return build_of(await self._perform(protocol.JOB_STATUS, fields, build_id=build_id))
+
+    async def append_logs(
+        self, build_id: str, chunks: Sequence[LogChunk], attempt: int | None = None
+    ) -> int:
+        """Append log lines; answers how many were new (the server ignores known sequences).
+
+        ``attempt`` (from the claim, when the server gave one) lets the server refuse the
+        lines once this attempt of the build is over, even if this runner holds it again.
+        """
+        fields = protocol.logs_fields([chunk.to_json() for chunk in chunks], attempt)
+        return appended_of(await self._perform(protocol.LOGS, fields, build_id=build_id))
+
+    def keep_alive(self, every: float) -> None:
+        """How often a held connection should show the server this runner is alive (a
+        transport without one has nothing to do)."""
+
+    @property
+    def holds_a_connection(self) -> bool:
+        """Whether an open connection keeps this runner's lease (then heartbeats need only
+        carry status changes)."""
+        return False
+
+
+class RunnerClient(RunnerOperations):
     """The calls a runner makes, each bounded by a deadline, mapped to typed results.
 
     Use as ``async with RunnerClient(url) as client``. Calls other than :meth:`register`
@@ -227,67 +311,6 @@ class RunnerClient:
             raise ProtocolError("register answer lacks the runner token")
         self.credentials = RunnerCredentials(runner["id"], token)
         return Registration(self.credentials, runner)
-
-    async def heartbeat(
-        self, status: RunnerStatus, capabilities: Mapping[str, Any] | None = None
-    ) -> None:
-        await self._runner_call("POST", "heartbeat", json=heartbeat_body(status, capabilities))
-
-    async def claim(self, wait_seconds: int = 0) -> Job | None:
-        """The next build for this runner, or None after ``wait_seconds`` (0..60) without one."""
-        wait = check_wait(wait_seconds)
-        body = {"protocol_version": PROTOCOL_VERSION, "wait_seconds": wait}
-        answer = _object(
-            await self._runner_call("POST", "claim", json=body, limit=wait + LONG_POLL_MARGIN)
-        )
-        return job_of(answer)
-
-    async def job_state(self, build_id: str, wait_seconds: int = 0) -> str:
-        """The build's status, answered as soon as it changes or after ``wait_seconds``.
-
-        A 403 ``runner_mismatch`` (raised as :class:`ServerError`) means the build is no
-        longer this runner's: it was canceled, timed out or requeued. When it ended while
-        this runner held it, the error's ``details`` is the status it ended in.
-        """
-        wait = check_wait(wait_seconds)
-        answer = _object(
-            await self._runner_call(
-                "GET",
-                f"jobs/{quote(build_id, safe='')}",
-                params={"wait_seconds": wait},
-                limit=wait + LONG_POLL_MARGIN,
-            )
-        )
-        return status_of(answer)
-
-    async def report(
-        self,
-        build_id: str,
-        status: ReportStatus,
-        exit_code: int | None = None,
-        error_message: str | None = None,
-        steps: Sequence[StepResult] | None = None,
-    ) -> dict[str, Any]:
-        """Report ``running``, ``succeeded`` or ``failed``; answers the build as stored."""
-        body = report_body(status, exit_code, error_message, steps)
-        answer = _object(
-            await self._runner_call("POST", f"jobs/{quote(build_id, safe='')}/status", json=body)
-        )
-        return build_of(answer)
-
-    async def append_logs(
-        self, build_id: str, chunks: Sequence[LogChunk], attempt: int | None = None
-    ) -> int:
-        """Append log lines; answers how many were new (the server ignores known sequences).
-
-        ``attempt`` (from the claim, when the server gave one) lets the server refuse the
-        lines once this attempt of the build is over, even if this runner holds it again.
-        """
-        body = logs_body(chunks, attempt)
-        answer = _object(
-            await self._runner_call("POST", f"jobs/{quote(build_id, safe='')}/logs", json=body)
-        )
-        return appended_of(answer)
 
     async def reserve_artifact(
         self,
@@ -371,13 +394,29 @@ class RunnerClient:
 
     # -- transport --------------------------------------------------------------------------
 
+    async def _perform(
+        self,
+        op: protocol.Op,
+        fields: dict[str, Any],
+        *,
+        build_id: str | None = None,
+        limit: float | None = None,
+    ) -> dict[str, Any]:
+        """``op`` as its HTTP route: the fields as the JSON body, or the query of a GET."""
+        action = op.route(None if build_id is None else quote(build_id, safe=""))
+        if op.method == "GET":
+            response = await self._runner_call(op.method, action, params=fields, limit=limit)
+        else:
+            response = await self._runner_call(op.method, action, json=fields, limit=limit)
+        return _object(response)
+
     async def _runner_call(
         self,
         method: str,
         action: str,
         *,
         json: object = None,
-        params: Mapping[str, int] | None = None,
+        params: Mapping[str, Any] | None = None,
         limit: float | None = None,
     ) -> httpx.Response:
         if self.credentials is None:
@@ -399,7 +438,7 @@ class RunnerClient:
         bearer: str,
         *,
         json: object = None,
-        params: Mapping[str, int] | None = None,
+        params: Mapping[str, Any] | None = None,
         limit: float | None = None,
     ) -> httpx.Response:
         seconds = self._timeout if limit is None else limit
@@ -423,7 +462,7 @@ class RunnerClient:
         return response
 
 
-# -- bodies and answers of the runner-loop calls (shared with oore/runner/channel.py) --------
+# -- answers of the runner-loop calls ----------------------------------------------------------
 
 
 def check_wait(wait_seconds: int) -> int:
@@ -431,37 +470,6 @@ def check_wait(wait_seconds: int) -> int:
     if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
         raise ValueError(f"wait_seconds must be 0..{MAX_WAIT_SECONDS}, got {wait_seconds}")
     return wait_seconds
-
-
-def heartbeat_body(status: RunnerStatus, capabilities: Mapping[str, Any] | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": status}
-    if capabilities:
-        body["capabilities"] = dict(capabilities)
-    return body
-
-
-def logs_body(chunks: Sequence[LogChunk], attempt: int | None) -> dict[str, Any]:
-    """The body of a log append; ``attempt`` only when known (a server may not take it)."""
-    body: dict[str, Any] = {"chunks": [chunk.to_json() for chunk in chunks]}
-    if attempt is not None:
-        body["attempt"] = attempt
-    return body
-
-
-def report_body(
-    status: ReportStatus,
-    exit_code: int | None,
-    error_message: str | None,
-    steps: Sequence[StepResult] | None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": status}
-    if exit_code is not None:
-        body["exit_code"] = exit_code
-    if error_message is not None:
-        body["error_message"] = error_message
-    if steps:
-        body["steps"] = [step.to_json() for step in steps]
-    return body
 
 
 def job_of(answer: Mapping[str, Any]) -> Job | None:

@@ -24,6 +24,7 @@ import trio
 from oore.domain.builds import TERMINAL, StepResult
 from oore.domain.pipeline_config import Step, plan_steps
 from oore.domain.variables import keep_secrets_in_steps
+from oore.protocol.runner import Code
 from oore.runner.artifacts import ArtifactUploader, UploadFailed
 from oore.runner.checkout import CheckoutError, checkout
 from oore.runner.client import Job, ReportStatus, RunnerClient, ServerError, Stream, retryable
@@ -296,7 +297,7 @@ class JobRunner:
 
 def _taken_away(refused: ServerError) -> str:
     """Why the server no longer lets this runner hold the build, in the runner's words."""
-    if refused.code == "runner_mismatch" and refused.details in ENDED:
+    if refused.code == Code.RUNNER_MISMATCH and refused.details in ENDED:
         # The build ended while this runner held it: the server says how ("The build was
         # canceled by ...").
         return refused.message[:1].lower() + refused.message[1:]

@@ -131,6 +131,11 @@ class Runners:
         await self._scheduling.runner_seen(runner.id)
         return runner
 
+    async def seen(self, runner_id: str) -> None:
+        """The runner, authenticated earlier on a connection still open, showed it is alive
+        (a WebSocket ping or pong on its channel): renew its lease."""
+        await self._scheduling.runner_seen(runner_id)
+
     async def register(
         self,
         authorization: str | None,

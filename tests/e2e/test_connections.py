@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from tests.e2e.conftest import Daemon, DaemonFactory
 
@@ -217,3 +219,88 @@ def test_open_files_limit_is_raised_to_the_hard_limit_and_the_cap_fits_below(
     assert soft_now is not None and int(soft_now[1]) == hard
     cap = re.search(r"serving at most (\d+) connections", daemon.text())
     assert cap is not None and 0 < int(cap[1]) < hard, daemon.text()
+
+
+def _register_runner(daemon: Daemon) -> tuple[str, str]:
+    """A runner registered by the local owner: its id and token."""
+    with daemon.client() as client:
+        session = client.post("/v1/auth/local/login", json={}).json()["session_token"]
+        reply = client.post(
+            "/v1/runners/register",
+            json={"name": "on-the-wire"},
+            headers={"Authorization": f"Bearer {session}"},
+        ).json()
+    return reply["runner"]["id"], reply["token"]
+
+
+def test_the_runner_channel_is_served_lean_beside_keep_alive_requests(
+    make_daemon: DaemonFactory,
+) -> None:
+    daemon = make_daemon()
+    daemon.env["OORED_LOG_FORMAT"] = "json"
+    daemon.env["OORED_ACCESS_LOG"] = "1"
+    daemon.start()
+    runner_id, token = _register_runner(daemon)
+    rest = _connect(daemon)
+    channel = _connect(daemon)
+    try:
+        # A REST request first, then the channel's upgrade on another connection...
+        rest.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _read_reply(rest).status == 200
+        frames = WSConnection(ConnectionType.CLIENT)
+        upgrade = Request(
+            host="127.0.0.1",
+            target=f"/v1/runners/{runner_id}/channel",
+            extra_headers=[
+                (b"authorization", f"Bearer {token}".encode()),
+                (b"x-request-id", b"channel-1"),
+            ],
+        )
+        channel.sendall(frames.send(upgrade))
+        events = _ws_events(channel, frames, AcceptConnection)
+        (accepted,) = [e for e in events if isinstance(e, AcceptConnection)]
+        names = {name.lower() for name, _ in accepted.extra_headers}
+        assert b"server" not in names  # answered by the lean listener, not Hypercorn
+        channel.sendall(frames.send(TextMessage('{"id": 1, "op": "heartbeat", "status": "busy"}')))
+        (reply,) = [
+            e for e in _ws_events(channel, frames, TextMessage) if isinstance(e, TextMessage)
+        ]
+        assert json.loads(reply.data) == {"id": 1, "ok": True}
+        channel.sendall(frames.send(CloseConnection(code=1000)))
+        closed = _ws_events(channel, frames, CloseConnection)
+        assert any(isinstance(e, CloseConnection) and e.code == 1000 for e in closed)
+        # ...and the first connection is still kept alive for the next request.
+        rest.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _read_reply(rest).status == 200
+    finally:
+        rest.close()
+        channel.close()
+    with daemon.client() as client:
+        session = client.post("/v1/auth/local/login", json={}).json()["session_token"]
+        shown = client.get(
+            f"/v1/runners/{runner_id}", headers={"Authorization": f"Bearer {session}"}
+        ).json()
+    assert shown["runner"]["status"] == "busy"
+    assert daemon.stop() == 0
+    logged = [json.loads(line) for line in daemon.text().splitlines() if line.startswith("{")]
+    (access,) = [
+        entry
+        for entry in logged
+        if entry.get("event") == "http.request" and entry.get("request_id") == "channel-1"
+    ]
+    assert (access["method"], access["path"], access["status"]) == (
+        "GET",
+        f"/v1/runners/{runner_id}/channel",
+        101,
+    )
+
+
+def _ws_events(sock: socket.socket, frames: WSConnection, until: type) -> list[object]:
+    """The WebSocket events read until one of type ``until`` (bounded by the read timeout)."""
+    seen: list[object] = []
+    while not any(isinstance(event, until) for event in seen):
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {until.__name__}: {seen}"
+        frames.receive_data(chunk)
+        seen.extend(frames.events())
+    return seen

@@ -1,4 +1,4 @@
-"""The runner channel over a real Hypercorn on loopback, driven with trio-websocket.
+"""The runner channel on the daemon's lean listener on loopback, driven with trio-websocket.
 
 What a runner sends on its channel must be answered exactly as the HTTP runner routes
 answer the same call (same JSON, same error status and code), and what it reports must
@@ -20,28 +20,23 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
-from oore.http.routes.runner_channel import MAX_MESSAGE
+from oore.protocol.runner import MAX_FRAME as MAX_MESSAGE
 from tests.http.builds_kit import Runner, Setup, repo, setup
+from tests.http.channel_kit import serve_app, services_of
 
 __all__ = ["repo", "setup"]
 
 
 @pytest.fixture
 async def served(app: QuartTrio) -> AsyncIterator[str]:
-    """The app behind Hypercorn on a loopback port, configured like the daemon's."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 1.0
-    config.websocket_max_message_size = MAX_MESSAGE
+    """The app served as the daemon serves it, on a loopback port."""
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(serve, app, config, shutdown_trigger=stop.wait)
+            partial(serve_app, app, services_of(app), shutdown_trigger=stop.wait)
         )
         yield binds[0].replace("http://", "ws://")
         stop.set()

@@ -1,4 +1,5 @@
-"""The runner side of the runner channel against the real app behind Hypercorn on loopback."""
+"""The runner side of the runner channel against the real app served as the daemon serves it
+(the channel on the lean listener, the rest on Hypercorn), on loopback."""
 
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
-from oore.http.routes.runner_channel import MAX_MESSAGE
 from oore.runner.agent import Agent, AgentConfig
 from oore.runner.channel import ChannelRunnerClient, RunnerChannel
 from oore.runner.client import ConnectionFailed, LogChunk, RunnerCredentials, ServerError, retryable
 from tests.http.builds_kit import Setup, eventually, repo, setup
+from tests.http.channel_kit import serve_app, services_of
 from tests.http.conftest import (
     api,
     app,
@@ -54,11 +53,16 @@ Asgi = Any
 
 
 class Server:
-    """Hypercorn on a fixed loopback port that a test can kill and start again."""
+    """The server on a fixed loopback port that a test can kill and start again; with
+    ``lean`` False, without the lean listener (the app alone answers every request)."""
 
-    def __init__(self, nursery: trio.Nursery, app: Asgi) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, app: QuartTrio, asgi: Asgi = None, *, lean: bool = True
+    ) -> None:
         self._nursery = nursery
         self._app = app
+        self._asgi = app if asgi is None else asgi
+        self._lean = lean
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -66,19 +70,20 @@ class Server:
         self._scope: trio.CancelScope | None = None
 
     async def start(self) -> None:
-        config = Config()
-        config.bind = [f"127.0.0.1:{self.port}"]
-        config.graceful_timeout = 1.0
-        config.websocket_max_message_size = MAX_MESSAGE
-        self._scope = await self._nursery.start(self._serve, config)
+        self._scope = await self._nursery.start(self._serve)
 
-    async def _serve(
-        self, config: Config, *, task_status: trio.TaskStatus[trio.CancelScope]
-    ) -> None:
+    async def _serve(self, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as inner:
                 await inner.start(
-                    partial(serve, self._app, config, shutdown_trigger=trio.sleep_forever)
+                    partial(
+                        serve_app,
+                        self._asgi,
+                        services_of(self._app),
+                        bind=f"127.0.0.1:{self.port}",
+                        shutdown_trigger=trio.sleep_forever,
+                        lean=self._lean,
+                    )
                 )
                 task_status.started(scope)
 
@@ -218,7 +223,7 @@ async def test_the_agent_falls_back_to_http_without_a_channel(
     app: QuartTrio, setup: Setup, tmp_path: Path
 ) -> None:
     async with trio.open_nursery() as nursery:
-        plain = Server(nursery, without_channel(app))
+        plain = Server(nursery, app, without_channel(app), lean=False)
         await plain.start()
         client, said = await run_agent(plain.url, setup, tmp_path / "agent")
         nursery.cancel_scope.cancel()

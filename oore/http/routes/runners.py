@@ -1,4 +1,4 @@
-"""Runners API, runner enrollment tokens, and the runner protocol (contract §2.8, §5)."""
+"""Runners API, runner enrollment tokens, the runner protocol's HTTP routes (contract §2.8, §5)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,24 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
-from oore.domain.builds import StepResult
-from oore.domain.logs import LogLine
-from oore.domain.runners import Runner
 from oore.errors import InvalidInput
 from oore.http.body import Body, json_body
 from oore.http.context import require_runner, require_session, services
 from oore.http.openapi import no_content
 from oore.http.query import query_int, query_str
+from oore.http.runner_ops import RunnerOps
+from oore.protocol import runner as protocol
+from oore.protocol.runner import (
+    AppendedOut,
+    ClaimIn,
+    ClaimOut,
+    HeartbeatIn,
+    JobStateIn,
+    JobStateOut,
+    JobStatusIn,
+    JobStatusOut,
+    LogsIn,
+)
 
 blueprint = Blueprint("runners", __name__)
 
@@ -66,62 +76,6 @@ class EnrollmentOut(BaseModel):
 class EnrollmentListOut(BaseModel):
     tokens: list[dict[str, Any]]
     total: int
-
-
-class HeartbeatIn(Body):
-    status: str
-    capabilities: Any = None
-
-
-class ClaimIn(Body):
-    protocol_version: int
-    wait_seconds: float = 0
-
-
-class ClaimOut(BaseModel):
-    job: dict[str, Any] | None = None
-
-
-class JobStateOut(BaseModel):
-    status: str
-
-
-class StepIn(Body):
-    name: str
-    status: str
-    exit_code: int | None = None
-    started_at: int
-    finished_at: int
-    duration_ms: int
-
-
-class JobStatusIn(Body):
-    status: str
-    exit_code: int | None = None
-    error_message: str | None = None
-    steps: list[StepIn] | None = None
-
-
-class JobStatusOut(BaseModel):
-    build: dict[str, Any]
-    events: list[dict[str, Any]]
-
-
-class ChunkIn(Body):
-    sequence: int
-    content: str
-    stream: str
-
-
-class LogsIn(Body):
-    chunks: list[ChunkIn]
-    # The attempt the runner was given at its claim; lines of an attempt that is over
-    # are refused (403 runner_mismatch). Optional: without it, the attempt it holds.
-    attempt: int | None = None
-
-
-class AppendedOut(BaseModel):
-    appended: int
 
 
 # -- user side -------------------------------------------------------------------------
@@ -272,66 +226,19 @@ async def revoke_enrollment_token(token_id: str) -> Response:
 
 # -- runner side -------------------------------------------------------------------------
 #
-# One ``*_reply`` function per runner call turns a decoded body into the answer's JSON; the
-# HTTP routes below and the runner channel (oore/http/routes/runner_channel.py) share them.
+# The operations, their bodies and replies are those of oore/protocol/runner.py; what each
+# does is oore/http/runner_ops.py, shared with the runner channel.
 
 
-class JobStateIn(Body):
-    """The job-state poll's parameters (a query string over HTTP, fields on the channel)."""
-
-    wait_seconds: int = 0
-
-
-async def heartbeat_reply(runner: Runner, body: HeartbeatIn) -> dict[str, Any]:
-    """Record a heartbeat; the answer has no fields."""
-    await services().runners.heartbeat(runner, body.status, body.capabilities)
-    return {}
+def _ops() -> RunnerOps:
+    app = services()
+    return RunnerOps(app.runners, app.builds, app.logs)
 
 
-async def claim_reply(runner: Runner, body: ClaimIn) -> dict[str, Any]:
-    """``{"job": ...}``, or ``{}`` when no build came within the wait."""
-    job = await services().runners.claim(runner, body.protocol_version, body.wait_seconds)
-    return {} if job is None else {"job": job.to_json()}
-
-
-async def job_state_reply(runner: Runner, build_id: str, body: JobStateIn) -> dict[str, Any]:
-    status = await services().builds.job_state(runner, build_id, body.wait_seconds)
-    return {"status": status.value}
-
-
-async def job_status_reply(runner: Runner, build_id: str, body: JobStatusIn) -> dict[str, Any]:
-    steps = None
-    if body.steps is not None:
-        steps = [
-            StepResult(
-                name=s.name,
-                status=s.status,
-                started_at=s.started_at,
-                finished_at=s.finished_at,
-                duration_ms=s.duration_ms,
-                exit_code=s.exit_code,
-            )
-            for s in body.steps
-        ]
-    build, events = await services().builds.report(
-        runner,
-        build_id,
-        status=body.status,
-        exit_code=body.exit_code,
-        error_message=body.error_message,
-        steps=steps,
-    )
-    return {"build": build.to_json(), "events": [e.to_json() for e in events]}
-
-
-async def logs_reply(runner: Runner, build_id: str, body: LogsIn) -> dict[str, Any]:
-    appended = await services().logs.append(
-        runner,
-        build_id,
-        [LogLine(c.sequence, c.content, c.stream) for c in body.chunks],
-        attempt=body.attempt,
-    )
-    return {"appended": appended}
+async def _perform(
+    runner_id: str, op: protocol.Op, body: protocol.Request, build_id: str | None = None
+) -> dict[str, Any]:
+    return await _ops().perform(await require_runner(runner_id), op, build_id, body)
 
 
 @blueprint.post("/v1/runners/<runner_id>/heartbeat")
@@ -340,7 +247,7 @@ async def logs_reply(runner: Runner, build_id: str, body: LogsIn) -> dict[str, A
 @no_content
 async def heartbeat(runner_id: str, body: HeartbeatIn) -> None:
     """Report the runner's status; renews the leases of its builds."""
-    await heartbeat_reply(await require_runner(runner_id), body)
+    await _perform(runner_id, protocol.HEARTBEAT, body)
 
 
 @blueprint.post("/v1/runners/<runner_id>/claim")
@@ -349,7 +256,7 @@ async def heartbeat(runner_id: str, body: HeartbeatIn) -> None:
 @document_response(ClaimOut)
 async def claim(runner_id: str, body: ClaimIn) -> Response:
     """The oldest eligible build, or ``{}``; ``wait_seconds`` (≤ 60) long-polls for one."""
-    return jsonify(await claim_reply(await require_runner(runner_id), body))
+    return jsonify(await _perform(runner_id, protocol.CLAIM, body))
 
 
 @blueprint.get("/v1/runners/<runner_id>/jobs/<build_id>")
@@ -359,7 +266,7 @@ async def job_state(runner_id: str, build_id: str) -> Response:
     """The build's status; ``wait_seconds`` (≤ 60) answers as soon as it changes."""
     runner = await require_runner(runner_id)
     body = JobStateIn(wait_seconds=query_int("wait_seconds") or 0)
-    return jsonify(await job_state_reply(runner, build_id, body))
+    return jsonify(await _ops().perform(runner, protocol.JOB_STATE, build_id, body))
 
 
 @blueprint.post("/v1/runners/<runner_id>/jobs/<build_id>/status")
@@ -368,7 +275,7 @@ async def job_state(runner_id: str, build_id: str) -> Response:
 @document_response(JobStatusOut)
 async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Response:
     """Report running, succeeded or failed, with the exit code and per-step results."""
-    return jsonify(await job_status_reply(await require_runner(runner_id), build_id, body))
+    return jsonify(await _perform(runner_id, protocol.JOB_STATUS, body, build_id))
 
 
 @blueprint.post("/v1/runners/<runner_id>/jobs/<build_id>/logs")
@@ -377,4 +284,4 @@ async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Respon
 @document_response(AppendedOut)
 async def job_logs(runner_id: str, build_id: str, body: LogsIn) -> Response:
     """Append log lines; sequences the build already has are ignored."""
-    return jsonify(await logs_reply(await require_runner(runner_id), build_id, body))
+    return jsonify(await _perform(runner_id, protocol.LOGS, body, build_id))

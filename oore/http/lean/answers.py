@@ -1,0 +1,58 @@
+"""Plain HTTP/1.1 answers written by the lean listener: JSON errors and the WebSocket 101.
+
+Error answers carry the envelope every error of the API has (oore/http/errors.py), the
+request id and the hardening headers of oore/http/guard.py, and close the connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from http import HTTPStatus
+
+import orjson
+
+from oore.errors import ApiError
+from oore.http.guard import DEFAULT_POLICY, HARDENING_HEADERS
+
+_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def error_answer(error: ApiError, request_id: str) -> bytes:
+    """``error`` as the API answers it, with ``Connection: close``."""
+    body = orjson.dumps({**error.to_json(), "request_id": request_id}) + b"\n"
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("X-Request-Id", request_id),
+        *HARDENING_HEADERS,
+        ("Content-Security-Policy", DEFAULT_POLICY),
+        ("Connection", "close"),
+    ]
+    return _head(error.status, headers) + body
+
+
+def websocket_accept(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2)."""
+    digest = hashlib.sha1(key.encode("ascii") + _WEBSOCKET_GUID).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def switching_protocols(key: str, request_id: str) -> bytes:
+    """The 101 that accepts a WebSocket upgrade, without extensions."""
+    return _head(
+        101,
+        [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", websocket_accept(key)),
+            ("X-Request-Id", request_id),
+        ],
+    )

@@ -1,0 +1,86 @@
+"""The head of a connection's first request, read without consuming it for anyone else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import trio
+
+# Hypercorn's own limit on a request head (h11_max_incomplete_size); a longer one is
+# handed to it to refuse as it always has.
+MAX_HEAD = 16 * 1024
+RECEIVE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RequestHead:
+    """A request line and its headers (names lower-cased, values as sent)."""
+
+    method: str
+    target: str
+    headers: list[tuple[bytes, bytes]]
+
+    @property
+    def path(self) -> str:
+        """The target's path, percent-decoded, without its query."""
+        return unquote(self.target.split("?", 1)[0])
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of header ``name`` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    def tokens(self, name: bytes) -> set[str]:
+        """The comma-separated tokens of every ``name`` header, lower-cased."""
+        found: set[str] = set()
+        for key, value in self.headers:
+            if key == name:
+                found.update(t.strip().lower() for t in value.decode("latin-1").split(","))
+        return found
+
+
+def parse_head(raw: bytes) -> RequestHead | None:
+    """The head in ``raw`` (up to the blank line), or None when it is not one we read."""
+    lines = raw.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        if not line:
+            break
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            return None
+        headers.append((name.lower(), value.strip()))
+    try:
+        return RequestHead(parts[0].decode("ascii"), parts[1].decode("ascii"), headers)
+    except UnicodeDecodeError:
+        return None
+
+
+async def read_head(
+    stream: trio.abc.ReceiveStream, wanted: Callable[[bytes], bool], idle_seconds: float
+) -> tuple[bytes, int]:
+    """Read while the bytes so far may begin a head ``wanted`` takes and it is incomplete.
+
+    Answers the bytes read and where the head ends in them (0: no complete head, for
+    anyone). Stops at end of stream, after ``idle_seconds``, past :data:`MAX_HEAD`.
+    """
+    received = b""
+    with trio.move_on_after(idle_seconds):
+        while True:
+            chunk = await stream.receive_some(RECEIVE_BYTES)
+            if not chunk:
+                break
+            received += chunk
+            end = received.find(b"\r\n\r\n", 0, MAX_HEAD)
+            if end >= 0:
+                return received, end + 4
+            if not wanted(received) or len(received) >= MAX_HEAD:
+                break
+    return received, 0

@@ -1,0 +1,103 @@
+"""The lean routing table and the dispatch of each new connection."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import trio
+
+from oore.http.lean.head import RequestHead, parse_head, read_head
+
+
+class LeanRoute(Protocol):
+    """A kind of request served by the lean listener."""
+
+    def may_take(self, start: bytes) -> bool:
+        """Whether a head beginning with ``start`` (possibly only its first bytes) may be
+        one this route takes: while True, the dispatch reads on."""
+
+    def takes(self, head: RequestHead) -> bool:
+        """Whether this route serves ``head``."""
+
+    async def serve(self, stream: trio.SocketStream, head: RequestHead, received: bytes) -> None:
+        """Serve the connection (``received``: bytes read after the head); it owns
+        ``stream`` and closes it. A long-lived connection clears ``head.headers`` once it
+        has read them, so they are not kept for its whole life."""
+
+
+class Shutdown:
+    """Tells lean connections the server is stopping: each registers the cancel scope of
+    what must end then (a runner channel's reading; it then answers what is in flight and
+    closes with 1001), and :meth:`stop` cancels them all."""
+
+    def __init__(self) -> None:
+        self._scopes: set[trio.CancelScope] = set()
+        self.stopping = False
+
+    def add(self, scope: trio.CancelScope) -> None:
+        if self.stopping:
+            scope.cancel()
+        self._scopes.add(scope)
+
+    def discard(self, scope: trio.CancelScope) -> None:
+        self._scopes.discard(scope)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for scope in self._scopes:
+            scope.cancel()
+
+
+class LeanRoutes:
+    """The lean routes, tried in order, and how they learn the server is stopping."""
+
+    def __init__(self, routes: Sequence[LeanRoute] = (), shutdown: Shutdown | None = None) -> None:
+        self.routes = tuple(routes)
+        self.shutdown = shutdown or Shutdown()
+
+    def may_take(self, start: bytes) -> bool:
+        return any(route.may_take(start) for route in self.routes)
+
+    def route(self, head: RequestHead) -> LeanRoute | None:
+        for route in self.routes:
+            if route.takes(head):
+                return route
+        return None
+
+
+async def dispatch(
+    stream: trio.SocketStream,
+    routes: LeanRoutes,
+    fallback: Callable[[trio.SocketStream, bytes], Awaitable[None]],
+    *,
+    idle_seconds: float,
+) -> None:
+    """Serve ``stream`` by the lean route its first request head asks for, else by
+    ``fallback`` (Hypercorn), which gets the bytes already read to handle first.
+
+    A connection that sends nothing within ``idle_seconds`` is closed, as Hypercorn closes an
+    idle one.
+    """
+    if not routes.routes:
+        await fallback(stream, b"")
+        return
+    try:
+        received, end = await read_head(stream, routes.may_take, idle_seconds)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        received, end = b"", 0
+    except BaseException:  # cancelled (the server stops): the socket is still ours to close
+        await trio.aclose_forcefully(stream)
+        raise
+    if not received:
+        await trio.aclose_forcefully(stream)
+        return
+    if end and routes.may_take(received):
+        head = parse_head(received[:end])
+        route = None if head is None else routes.route(head)
+        if head is not None and route is not None:
+            rest = received[end:]
+            del received  # not kept for the connection's life
+            await route.serve(stream, head, rest)
+            return
+    await fallback(stream, received)

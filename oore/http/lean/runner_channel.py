@@ -1,0 +1,340 @@
+"""The runner channel, ``GET /v1/runners/{runner_id}/channel``: one WebSocket per runner
+for its heartbeats, claims, job-state polls, status reports and log batches (the
+operations of :mod:`oore.protocol.runner`, performed by :mod:`oore.http.runner_ops`).
+
+Before the upgrade is accepted it passes the checks every request passes: a well-formed
+head and Host, the Host/Origin guard (oore/http/guard.py), and the runner's
+authentication (401/403); a refusal is a plain HTTP error answer with the usual JSON body
+and request id. The connection cap is the server's (it counts this connection like any).
+
+Then each text frame is one request ``{"id": <int>, "op": <op>, ...fields}`` answered by
+``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "status", "code", "error",
+"details"?}``. Requests run concurrently, at most :data:`~oore.protocol.runner.MAX_IN_FLIGHT`
+(beyond that the channel stops reading), so replies may come in any order. Every request
+authenticates again (from the runner cache, renewing the runner's lease); a runner deleted
+meanwhile gets its 401 and the channel is closed (1008). A WebSocket ping or pong renews the
+lease too. A frame over 2 MiB closes the channel (1009); a stopping server answers what is in
+flight and closes (1001). A runner that stops reading is disconnected once its replies fill
+the send buffer.
+
+:class:`RunnerSession` is the channel once accepted, over any :class:`FrameSocket`: the
+lean :class:`~oore.http.lean.websocket.WebSocket` in the daemon, Quart's websocket where
+the app is served on its own (oore/http/routes/runner_channel.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import trio
+
+from oore.domain.json_input import JsonInputError, decode_json
+from oore.errors import ApiError, InternalError, InvalidRequest, Unauthorized
+from oore.eventlog import REQUEST_ID, event
+from oore.http.context import AppServices
+from oore.http.guard import check_request
+from oore.http.lean.answers import error_answer, switching_protocols
+from oore.http.lean.head import RequestHead
+from oore.http.lean.routes import LeanRoutes, Shutdown
+from oore.http.lean.websocket import WebSocket
+from oore.http.requests import loggable_path, request_id_from
+from oore.http.runner_ops import RunnerOps
+from oore.http.server import framing_problem
+from oore.protocol import runner as protocol
+from oore.services.network import Network
+
+log = logging.getLogger(__name__)
+access = logging.getLogger("oore.http")
+
+# A runner whose replies pile up past this (it stopped reading) is disconnected.
+SEND_BUFFER = 1024 * 1024
+# After a refusal or a close frame: how long, and how much, the peer's last bytes are read.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 4 * 1024 * 1024
+# Frames up to this many bytes decode on the event loop; larger ones on a worker thread.
+INLINE_DECODE_MAX = 64 * 1024
+
+_PATH = re.compile(r"/v1/runners/([^/]+)/channel")
+_START = b"GET /v1/runners/"
+
+
+class FrameSocket(Protocol):
+    """What a session needs of its WebSocket."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next message; None once the connection is over."""
+
+    async def send_text(self, payload: bytes) -> None:
+        """Send a text message (UTF-8)."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send a close frame."""
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    max_frame: int = protocol.MAX_FRAME
+    max_in_flight: int = protocol.MAX_IN_FLIGHT
+    send_buffer: int = SEND_BUFFER
+
+
+class RunnerSession:
+    """One accepted channel: reads frames and answers each in a task of its own nursery."""
+
+    def __init__(
+        self,
+        ops: RunnerOps,
+        runner_id: str,
+        authorization: str | None,
+        socket: FrameSocket,
+        *,
+        cpu: trio.CapacityLimiter,
+        max_in_flight: int = protocol.MAX_IN_FLIGHT,
+        shutdown: Shutdown | None = None,
+    ) -> None:
+        self._ops = ops
+        self._runner_id = runner_id
+        self._authorization = authorization
+        self._socket = socket
+        self._cpu = cpu
+        self._slots = trio.Semaphore(max_in_flight)
+        self._shutdown = shutdown or Shutdown()
+        self._closed = False
+
+    async def serve(self) -> None:
+        """Until the runner disconnects or is refused, or the server stops (then close 1001)."""
+        async with trio.open_nursery() as nursery:
+            # Reading ends when the server begins to stop; the requests in flight then
+            # answer at once (their long polls are cut short too).
+            with self._ops.runners.long_poll() as reading:
+                self._shutdown.add(reading)
+                try:
+                    await self._read(nursery)
+                finally:
+                    self._shutdown.discard(reading)
+        if not self._closed:
+            self._closed = True
+            await self._socket.close(protocol.CLOSE_GOING_AWAY, "the server is stopping")
+
+    async def _read(self, nursery: trio.Nursery) -> None:
+        while not self._closed:
+            await self._slots.acquire()
+            try:
+                frame = await self._socket.receive()
+            except BaseException:
+                self._slots.release()
+                raise
+            if frame is None:  # the runner went away: nothing left to answer
+                self._closed = True
+                nursery.cancel_scope.cancel()
+                return
+            nursery.start_soon(self._answer, frame, nursery.cancel_scope)
+
+    async def _answer(self, frame: str | bytes, scope: trio.CancelScope) -> None:
+        request_id: int | None = None
+        try:
+            data = await self._decode(frame)
+            request_id = protocol.request_id_of(data)
+            parsed = protocol.parse_frame(data)
+            body = self._ops.request(parsed.op, parsed.fields)
+            runner = await self._ops.runners.authenticate(self._authorization, self._runner_id)
+            reply = await self._ops.perform(runner, parsed.op, parsed.build_id, body)
+            await self._send(protocol.ok_reply(parsed.id, reply))
+        except Unauthorized as error:
+            # The runner's token is gone (deleted runner): say so, then end the channel.
+            await self._send(protocol.error_reply(request_id, error))
+            await self._close(scope)
+        except ApiError as error:
+            await self._send(protocol.error_reply(request_id, error))
+        except Exception:
+            log.exception("runner channel request failed (runner %s)", self._runner_id)
+            await self._send(protocol.error_reply(request_id, InternalError()))
+        finally:
+            self._slots.release()
+
+    async def _decode(self, frame: str | bytes) -> Any:
+        """The frame's JSON within the bounds of :mod:`oore.domain.json_input`."""
+        try:
+            if len(frame) <= INLINE_DECODE_MAX:
+                return decode_json(frame)
+            return await trio.to_thread.run_sync(decode_json, frame, limiter=self._cpu)
+        except JsonInputError as exc:
+            raise InvalidRequest(details=f"frame {exc}") from None
+
+    async def _send(self, reply: dict[str, Any]) -> None:
+        if not self._closed:
+            await self._socket.send_text(encode(reply))
+
+    async def _close(self, scope: trio.CancelScope) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._socket.close(
+                protocol.CLOSE_POLICY_VIOLATION, "runner token no longer valid"
+            )
+        scope.cancel()
+
+
+def encode(reply: dict[str, Any]) -> bytes:
+    """Compact JSON, as UTF-8."""
+    try:
+        return orjson.dumps(reply)
+    except (orjson.JSONEncodeError, TypeError):  # what orjson refuses (lone surrogates)
+        return json.dumps(reply, separators=(",", ":")).encode()
+
+
+class RunnerChannelRoute:
+    """The lean route of the runner channel's upgrade."""
+
+    def __init__(
+        self,
+        ops: RunnerOps,
+        network: Network,
+        *,
+        cpu: trio.CapacityLimiter,
+        shutdown: Shutdown,
+        limits: ChannelLimits = ChannelLimits(),
+        access_log: bool = False,
+    ) -> None:
+        self._ops = ops
+        self._network = network
+        self._cpu = cpu
+        self._shutdown = shutdown
+        self._limits = limits
+        self._access_log = access_log
+
+    def may_take(self, start: bytes) -> bool:
+        size = min(len(start), len(_START))
+        return start[:size] == _START[:size]
+
+    def takes(self, head: RequestHead) -> bool:
+        return (
+            head.method == "GET"
+            and "websocket" in head.tokens(b"upgrade")
+            and _PATH.fullmatch(head.path) is not None
+        )
+
+    async def serve(self, stream: trio.SocketStream, head: RequestHead, received: bytes) -> None:
+        request_id = request_id_from(head.headers)
+        token = REQUEST_ID.set(request_id)
+        started = trio.current_time()
+        status: int | None = None
+        method, path = head.method, loggable_path(head.path)
+        authorization = head.header(b"authorization")
+        try:
+            try:
+                runner_id, key = await self._upgrade(head)
+            except ApiError as error:
+                status = error.status
+                with trio.move_on_after(LINGER_SECONDS):
+                    await stream.send_all(error_answer(error, request_id))
+                    await _linger(stream)
+                return
+            head.headers.clear()  # read: not kept for the channel's life
+            await stream.send_all(switching_protocols(key, request_id))
+            status = 101
+            if await self._serve_channel(stream, runner_id, authorization, received):
+                with trio.move_on_after(LINGER_SECONDS):
+                    await _linger(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+            if self._access_log:
+                event(
+                    access,
+                    "http.request",
+                    method=method,
+                    path=path,
+                    status=status,
+                    duration_s=round(trio.current_time() - started, 4),
+                )
+            REQUEST_ID.reset(token)
+
+    async def _upgrade(self, head: RequestHead) -> tuple[str, str]:
+        """The runner id and the WebSocket key, once the upgrade passed every check."""
+        problem = framing_problem(head.headers)
+        if problem is not None:
+            raise InvalidRequest("invalid_request", "Malformed HTTP request", details=problem)
+        check_request(
+            self._network,
+            raw_host=head.header(b"host"),
+            origin=head.header(b"origin"),
+            path=head.path,
+            scheme="ws",
+            changes_state=True,
+        )
+        key = head.header(b"sec-websocket-key")
+        if key is None or head.header(b"sec-websocket-version") != "13":
+            raise InvalidRequest(details="not a WebSocket version 13 upgrade")
+        if "upgrade" not in head.tokens(b"connection"):
+            raise InvalidRequest(details="Connection: Upgrade is required")
+        match = _PATH.fullmatch(head.path)
+        runner_id = match.group(1) if match else ""
+        await self._ops.runners.authenticate(head.header(b"authorization"), runner_id)
+        return runner_id, key
+
+    async def _serve_channel(
+        self,
+        stream: trio.SocketStream,
+        runner_id: str,
+        authorization: str | None,
+        received: bytes,
+    ) -> bool:
+        """Serve the accepted channel; whether it ended with a close frame sent."""
+        runners = self._ops.runners
+
+        async def alive() -> None:
+            await runners.seen(runner_id)
+
+        ws = WebSocket(
+            stream,
+            max_message=self._limits.max_frame,
+            send_limit=self._limits.send_buffer,
+            received=received,
+            on_alive=alive,
+        )
+        with trio.CancelScope() as ws.scope:
+            session = RunnerSession(
+                self._ops,
+                runner_id,
+                authorization,
+                ws,
+                cpu=self._cpu,
+                max_in_flight=self._limits.max_in_flight,
+                shutdown=self._shutdown,
+            )
+            await session.serve()
+        return ws.close_code is not None and not ws.overflowed
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """End our side and read what the peer still sends until it closes too, so closing
+    does not reset the connection under the last answer."""
+    await stream.send_eof()
+    received = 0
+    while received < LINGER_BYTES:
+        chunk = await stream.receive_some(64 * 1024)
+        if not chunk:
+            return
+        received += len(chunk)
+
+
+def lean_routes(
+    services: AppServices, *, access_log: bool = False, limits: ChannelLimits = ChannelLimits()
+) -> LeanRoutes:
+    """The daemon's lean routes: the runner channel."""
+    shutdown = Shutdown()
+    channel = RunnerChannelRoute(
+        RunnerOps(services.runners, services.builds, services.logs),
+        services.network,
+        cpu=services.cpu,
+        shutdown=shutdown,
+        limits=limits,
+        access_log=access_log,
+    )
+    return LeanRoutes([channel], shutdown)
