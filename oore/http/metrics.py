@@ -222,9 +222,7 @@ class Metrics:
         )
         self.registry.register(_ActorCollector(app_services.actor_stats))
         self.registry.register(app_services.metrics)
-        self._live = _LiveCollector(
-            app_services.database, app_services.logs, app_services.events
-        )
+        self._live = _LiveCollector(app_services.database, app_services.logs, app_services.events)
         self.registry.register(self._live)
 
     async def exposition(self) -> bytes:

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 import trio
 
-from oore.actors import ActorError
 from oore.domain.json_input import JsonInputError, decode_json
 from oore.domain.setup import RuntimeMode
 from oore.domain.webhooks import (
@@ -262,7 +261,7 @@ class Webhooks:
             return
         try:
             reason = await self._build(delivery, mapped)
-        except (ApiError, ActorError) as exc:
+        except ApiError as exc:
             log.warning("webhook delivery %s failed: %s", delivery.id, exc)
             ended = await self._store.webhooks.retry(delivery.id, str(exc), self._clock.now())
             self.metrics.webhook_handled(
@@ -304,7 +303,7 @@ class Webhooks:
                         event=trigger.event,
                         actor=trigger.actor,
                     )
-                except (ApiError, ActorError):
+                except ApiError:
                     await self._store.webhooks.settle_claim(delivery.id, pipeline.id, None)
                     raise
                 await self._store.webhooks.settle_claim(delivery.id, pipeline.id, build.id)
