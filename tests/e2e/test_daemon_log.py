@@ -165,6 +165,7 @@ def test_no_credential_reaches_the_daemon_output(
         for status in ("running", "succeeded"):
             reported = client.post(f"{jobs}/status", json={"status": status}, headers=as_runner)
             assert reported.status_code == 200, reported.text
+        final_report = reported.headers["X-Request-Id"]
 
         minted = client.post(f"/v1/builds/{build['id']}/stream-token", headers=owner)
         secrets["stream"] = minted.json()["token"]
@@ -204,8 +205,9 @@ def test_no_credential_reaches_the_daemon_output(
         assert f"build_id={build['id']} project=app number=1" in line, line
     finished = events(text, "build.finished")[0]
     assert "status=succeeded" in finished
-    # The build's actor outlives the claim that started it: its lines name no request.
-    assert "request_id=" not in finished
+    # The build ends inside the runner's final report, so its line names that request
+    # (and not the claim's or another's).
+    assert f"request_id={final_report}" in finished
     streamed = [line for line in events(text, "http.request") if "/logs/stream" in line]
     assert [re.search(r"status=(\d+)", line)[1] for line in streamed] == ["200", "401"]  # type: ignore[index]
     assert all(f"path=/v1/builds/{build['id']}/logs/stream " in line for line in streamed)
