@@ -91,10 +91,13 @@ class _Schedule:
         self._cpu_before = _cpu_seconds()
         self._wall_before = time.monotonic()
 
-    async def beat_until_stop(self, beat: Callable[[], Awaitable[None]]) -> None:
-        """``beat`` once per interval; latencies of the beats due from ``window`` on."""
+    async def beat_until_stop(
+        self, beat: Callable[[], Awaitable[None]], start: float | None = None
+    ) -> None:
+        """``beat`` once per interval from ``start`` (default: ``at``), at a random phase;
+        latencies of the beats due from ``window`` on."""
         offset = trio.current_time() - time.time()  # wall clock -> trio clock
-        due = self.at + random.random() * self.interval
+        due = (self.at if start is None else start) + random.random() * self.interval
         while due < self.stop:
             await trio.sleep_until(due + offset)
             began = time.perf_counter()
@@ -177,38 +180,41 @@ async def _beat_on_channels(
     held to the end."""
     gate = trio.Semaphore(OPEN_AT_ONCE)
 
-    async def runner(link: RunnerLink) -> None:
+    async def runner(link: RunnerLink, start: float | None = None) -> None:
         async def once() -> None:
             try:
                 await (link.ping() if pings else link.heartbeat())
             except (*LINK_FAILURES, Refused):
                 schedule.counts["failed"] += 1
 
-        await schedule.beat_until_stop(once)
+        await schedule.beat_until_stop(once, start)
 
     async with trio.open_nursery() as readers:
         links: list[RunnerLink] = []
+        async with trio.open_nursery() as beating:
 
-        async def connect(runner_id: str, token: str) -> None:
-            async with gate:
-                link = await open_link("channel", readers, url, runner_id, token)
-                # A first beat on connecting, as the agent does: registering thousands of
-                # runners takes longer than a lease, so most would start the run lost.
-                await link.heartbeat()
-                links.append(link)
+            async def connect(runner_id: str, token: str) -> None:
+                async with gate:
+                    link = await open_link("channel", readers, url, runner_id, token)
+                    # A first beat on connecting, as the agent does: registering thousands
+                    # of runners takes longer than a lease, so most would start the run lost.
+                    await link.heartbeat()
+                    links.append(link)
+                if pings:  # as the agent does: pinging starts at once, not with the window
+                    beating.start_soon(runner, link, time.time())
 
-        began = time.time()
-        async with trio.open_nursery() as opening:
-            for runner_id, token in runners:
-                opening.start_soon(connect, runner_id, token)
-        if time.time() > schedule.at:
-            raise SystemExit(
-                f"{len(runners)} channels took {time.time() - began:.0f}s to open,"
-                f" longer than the start allowed ({schedule.at - began:.0f}s)"
-            )
-        async with trio.open_nursery() as nursery:
-            for link in links:
-                nursery.start_soon(runner, link)
+            began = time.time()
+            async with trio.open_nursery() as opening:
+                for runner_id, token in runners:
+                    opening.start_soon(connect, runner_id, token)
+            if time.time() > schedule.at:
+                raise SystemExit(
+                    f"{len(runners)} channels took {time.time() - began:.0f}s to open,"
+                    f" longer than the start allowed ({schedule.at - began:.0f}s)"
+                )
+            if not pings:
+                for link in links:
+                    beating.start_soon(runner, link)
         for link in links:
             await link.aclose()
 

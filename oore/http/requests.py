@@ -53,6 +53,18 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return new_request_id()
 
 
+def access_line(method: str, path: str, status: int | None, started: float) -> None:
+    """The ``http.request`` line of a request that began at ``started`` (trio clock)."""
+    event(
+        log,
+        "http.request",
+        method=method,
+        path=path,
+        status=status,
+        duration_s=round(trio.current_time() - started, 4),
+    )
+
+
 def loggable_path(path: str) -> str:
     """``path`` with credential-shaped segments replaced (the query is never passed in)."""
     return "/".join(
@@ -144,12 +156,5 @@ class RequestLog:
                     exc_info=failure.exception,
                 )
             if self.access_log:
-                event(
-                    log,
-                    "http.request",
-                    method=method,
-                    path=path,
-                    status=status,
-                    duration_s=round(trio.current_time() - started, 4),
-                )
+                access_line(method, path, status, started)
             REQUEST_ID.reset(token)

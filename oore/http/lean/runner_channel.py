@@ -35,21 +35,20 @@ import trio
 
 from oore.domain.json_input import JsonInputError, decode_json
 from oore.errors import ApiError, InternalError, InvalidRequest, Unauthorized
-from oore.eventlog import REQUEST_ID, event
+from oore.eventlog import REQUEST_ID
 from oore.http.context import AppServices
 from oore.http.guard import check_request
 from oore.http.lean.answers import error_answer, switching_protocols
 from oore.http.lean.head import RequestHead
 from oore.http.lean.routes import LeanRoutes, Shutdown
 from oore.http.lean.websocket import WebSocket
-from oore.http.requests import loggable_path, request_id_from
+from oore.http.requests import access_line, loggable_path, request_id_from
 from oore.http.runner_ops import RunnerOps
 from oore.http.server import framing_problem
 from oore.protocol import runner as protocol
 from oore.services.network import Network
 
 log = logging.getLogger(__name__)
-access = logging.getLogger("oore.http")
 
 # A runner whose replies pile up past this (it stopped reading) is disconnected.
 SEND_BUFFER = 1024 * 1024
@@ -245,14 +244,7 @@ class RunnerChannelRoute:
         finally:
             await trio.aclose_forcefully(stream)
             if self._access_log:
-                event(
-                    access,
-                    "http.request",
-                    method=method,
-                    path=path,
-                    status=status,
-                    duration_s=round(trio.current_time() - started, 4),
-                )
+                access_line(method, path, status, started)
             REQUEST_ID.reset(token)
 
     async def _upgrade(self, head: RequestHead) -> tuple[str, str]:
