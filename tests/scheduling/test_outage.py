@@ -12,19 +12,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from oore.domain.builds import TriggerType
 from oore.domain.tokens import hash_token, new_token
-from oore.domain.users import Role, UserStatus
 from oore.errors import StoreUnavailable
 from oore.runtime import open_runtime
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
 from oore.store import Store, open_store
-from oore.store.builds import NewBuild
 from oore.store.embedded import EmbeddedPostgres
-from oore.store.pipelines import NewPipeline
-from oore.store.projects import NewProject
 from oore.store.runners import NewRunner
+from tests.scheduling.kit import world
 
 NOW = 1_800_000_000
 WAIT = 60.0  # seconds for the server's restart and crash recovery on a loaded machine
@@ -50,36 +46,7 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
 
 async def queued_behind_the_dispatchers_back(store: Store) -> str:
     """A queued build committed without telling the dispatcher (its notice was lost)."""
-    owner = await store.users.create(
-        email="o@example.com", role=Role.OWNER, status=UserStatus.ACTIVE, subject=None, now=NOW
-    )
-    repository = await store.projects.local_repository(
-        local_path="/srv/app", full_name="app", default_branch="main", now=NOW
-    )
-    project = await store.projects.create(
-        NewProject("app", None, repository.id, "main", owner.id, NOW)
-    )
-    pipeline = await store.pipelines.create(
-        NewPipeline(project.id, "ci", ".oore.yaml", False, {}, {}, {}, (), NOW)
-    )
-    build = await store.builds.create(
-        NewBuild(
-            project.id,
-            pipeline.id,
-            TriggerType.MANUAL,
-            None,
-            None,
-            "main",
-            "a" * 40,
-            "main",
-            None,
-            None,
-            {},
-            (),
-            "build created",
-            NOW,
-        )
-    )
+    build = await store.builds.create((await world(store)).build())
     assert build is not None
     return build.id
 
