@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -76,3 +77,21 @@ def database_url(postgres: PostgresForTests) -> Iterator[str]:
 async def store(database_url: str) -> AsyncIterator[Store]:
     async with open_store(database_url, pool_size=4) as opened:
         yield opened
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of the test's own, which it may kill or restart.
+
+    Kept outside pytest's temporary root: another pytest run may make that private
+    (0700) at any moment, cutting the server's own user off.
+    """
+    root = Path(tempfile.mkdtemp(prefix="oore-outage-"))
+    root.chmod(0o755)
+    server = EmbeddedPostgres(root / "pg")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

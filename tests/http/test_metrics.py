@@ -22,10 +22,9 @@ from tests.http.builds_kit import Setup, git, make_setup, repo, setup
 from tests.http.conftest import Api, FakeClock
 from tests.http.test_build_logs import Events, chunks, read_stream, served, until
 from tests.http.test_webhooks import Hooks, hooks
-from tests.store.test_database import own_postgres
 from tests.webhook_kit import github_push
 
-__all__ = ["hooks", "own_postgres", "repo", "served", "setup"]
+__all__ = ["hooks", "repo", "served", "setup"]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 
 from oore.domain.tokens import hash_token, new_token
@@ -24,24 +20,6 @@ from tests.scheduling.kit import world
 
 NOW = 1_800_000_000
 WAIT = 60.0  # seconds for the server's restart and crash recovery on a loaded machine
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL server of this test's own, which it may kill.
-
-    Kept outside pytest's temporary root: another pytest run may make that private
-    (0700) at any moment, cutting the server's own user off.
-    """
-    root = Path(tempfile.mkdtemp(prefix="oore-outage-"))
-    root.chmod(0o755)
-    server = EmbeddedPostgres(root / "pg")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def queued_behind_the_dispatchers_back(store: Store) -> str:

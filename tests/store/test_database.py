@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trio
@@ -34,21 +30,6 @@ async def test_a_failing_query_is_still_a_store_error(store: Store) -> None:
         await store.db.run(_nonsense)
     assert store.db.available
     assert await store.db.run(_one) == 1
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[EmbeddedPostgres]:
-    """A server of this test's own, outside pytest's temporary root (which another
-    pytest run may make private at any moment, cutting the server's user off)."""
-    root = Path(tempfile.mkdtemp(prefix="oore-outage-"))
-    root.chmod(0o755)
-    server = EmbeddedPostgres(root / "pg")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _stop_immediately(server: EmbeddedPostgres) -> None:
