@@ -2,14 +2,17 @@
 
 Figures: durable claims per second (a claim is answered only once it is committed), the
 same server's trivial-endpoint rate (``GET /healthz``) measured by the same load processes
-in the same run, and the ratio of the two. The load runs in ``--procs`` processes of its
-own, never in the server's.
+in the same run, the ratio of the two, and the daemon's CPU time per claim (user and
+system, from /proc, from the first claim until the runners have closed their links). The
+load runs in ``--procs`` processes of its own, never in the server's.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +32,7 @@ from bench.harness import (
     split,
     started_daemon,
 )
+from bench.procfs import cpu_seconds
 from bench.rawhttp import RawConn
 
 MAX_CONCURRENT = 64
@@ -121,26 +125,42 @@ def queue_fleet(target: Target, runners: int, builds: int) -> list[tuple[str, st
     return fleet
 
 
+@dataclass(frozen=True)
+class Drained:
+    claims_per_s: float
+    cpu_us_per_claim: float  # the daemon's CPU (user + system), from the first claim on
+
+
 def drain(
-    target: Target, fleet: list[tuple[str, str]], builds: int, procs: int, transport: str
-) -> float:
+    target: Target,
+    fleet: list[tuple[str, str]],
+    builds: int,
+    procs: int,
+    transport: str,
+    daemon_pid: int,
+) -> Drained:
     """Every runner of ``fleet`` claims over ``transport`` until none of the ``builds``
-    queued is left, from ``procs`` load processes; durable claims per second."""
+    queued is left, from ``procs`` load processes."""
     progress(f"{len(fleet)} runners claiming {builds} builds over {transport}")
     at = time.time() + START + len(fleet) / 200  # every link open by then
+    cpu_at: list[float] = []
+    sampler = threading.Timer(at - time.time(), lambda: cpu_at.append(cpu_seconds(daemon_pid)))
+    sampler.start()
     claimed = run_processes(
         _worker, [(target.url, transport, part, at) for part in split(fleet, procs)]
     )
+    cpu = cpu_seconds(daemon_pid)
+    sampler.join()
     total: int = sum(r["count"] for r in claimed)
     if total != builds:
         raise SystemExit(f"claimed {total} of {builds} builds")
     took: float = max(r["last"] for r in claimed) - at
     done_progress()
-    return total / took
+    return Drained(total / took, (cpu - cpu_at[0]) / total * 1e6)
 
 
 def repetition(
-    target: Target, runners: int, builds: int, procs: int, transport: str
+    target: Target, runners: int, builds: int, procs: int, transport: str, daemon_pid: int
 ) -> dict[str, float]:
     fleet = queue_fleet(target, runners, builds)
     progress("trivial endpoint rate")
@@ -148,11 +168,12 @@ def repetition(
     loads = split([("", "")] * min(runners, 64 * procs), procs)
     healthz = run_processes(_worker, [(target.url, "healthz", part, at) for part in loads])
     healthz_rate = sum(r["count"] for r in healthz) / HEALTHZ_SECONDS
-    rate = drain(target, fleet, builds, procs, transport)
+    drained = drain(target, fleet, builds, procs, transport, daemon_pid)
     return {
-        "claims_per_s": rate,
+        "claims_per_s": drained.claims_per_s,
         "healthz_per_s": healthz_rate,
-        "claims_to_healthz": rate / healthz_rate,
+        "claims_to_healthz": drained.claims_per_s / healthz_rate,
+        "daemon_cpu_us_per_claim": drained.cpu_us_per_claim,
     }
 
 
@@ -172,7 +193,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # their assignment timeout would hand them out again in a later repetition.
         with started_daemon() as server:
             target = prepare(server)
-            runs.append(repetition(target, args.runners, args.builds, args.procs, args.transport))
+            runs.append(
+                repetition(
+                    target, args.runners, args.builds, args.procs, args.transport, server.pid
+                )
+            )
     params = {
         "runners": args.runners,
         "builds": args.builds,

@@ -58,35 +58,36 @@ def postgres_url(server: Server) -> str:
 @contextmanager
 def started_daemon(env: Mapping[str, str] | None = None) -> Iterator[Server]:
     """A fresh ``oored`` on a free loopback port (embedded PostgreSQL in a temporary data
-    directory, or ``OORED_DATABASE_URL``); stopped with SIGTERM on exit."""
+    directory, or ``OORED_DATABASE_URL``); stopped with SIGTERM on exit.
+
+    Its log goes to a file, as under a service manager, not to a pipe: a pipe that this
+    process drains too slowly would block the daemon's writes and slow what is measured.
+    """
     data = Path(tempfile.mkdtemp(prefix="oore-bench-"))
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("OORE_")}
     child_env.update(env or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "oore.daemon", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=child_env,
-    )
-    assert proc.stdout is not None
-    found: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:  # keep reading, so a full pipe never blocks the daemon
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if not found and (match := LISTENING.search(line)):
-                found.append(match[1])
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    log_path = data / "oored.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "oore.daemon",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+        )
     try:
-        if not ready.wait(START_TIMEOUT) or not found:
-            raise SystemExit("oored did not start")
-        yield Server(found[0], proc.pid, data, child_env.get("OORED_DATABASE_URL"))
+        url = _listening(proc, log_path)
+        if url is None:
+            tail = log_path.read_text(errors="replace").splitlines()[-20:]
+            raise SystemExit("oored did not start:\n" + "\n".join(tail))
+        yield Server(url, proc.pid, data, child_env.get("OORED_DATABASE_URL"))
     finally:
         proc.terminate()
         try:
@@ -94,8 +95,20 @@ def started_daemon(env: Mapping[str, str] | None = None) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        reader.join(timeout=5)
         shutil.rmtree(data, ignore_errors=True)  # the embedded PostgreSQL went with oored
+
+
+def _listening(proc: subprocess.Popen[bytes], log_path: Path) -> str | None:
+    """The URL the daemon says it listens on, once it says so; None if it exits first or
+    stays silent for :data:`START_TIMEOUT` seconds."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if match := LISTENING.search(log_path.read_text(errors="replace")):
+            return match[1]
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.05)
+    return None
 
 
 def make_repo(root: Path) -> tuple[Path, str]:

@@ -241,7 +241,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             asyncio.run(_create(server_url, database, dsn))
             try:
                 fleet = claims.queue_fleet(target, args.runners, args.builds)
-                oore = claims.drain(target, fleet, args.builds, args.procs, args.transport)
+                oore = claims.drain(
+                    target, fleet, args.builds, args.procs, args.transport, server.pid
+                ).claims_per_s
                 pgqueuer = pgqueuer_rate(dsn, caps, args.builds, args.procs)
                 runs.append(
                     {

@@ -89,13 +89,16 @@ def record_fields(record: logging.LogRecord) -> dict[str, object]:
 
 def text_value(value: object) -> str:
     """One value as it appears after ``key=``: bare when safe, else a JSON string."""
-    if isinstance(value, bool):
+    if type(value) is str:  # the common case first: every id and name
+        text = value
+    elif isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    elif type(value) is int or type(value) is float:
         return repr(value)
-    if isinstance(value, list | tuple | set | frozenset):
-        value = ",".join(str(item) for item in value)
-    text = str(value)
+    elif isinstance(value, list | tuple | set | frozenset):
+        text = ",".join(str(item) for item in value)
+    else:
+        text = str(value)
     if text and text.isprintable() and _UNSAFE.isdisjoint(text):
         return text
     quoted = json.dumps(text, ensure_ascii=False)

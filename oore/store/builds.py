@@ -30,7 +30,7 @@ from oore.domain.logs import LogLine, LogWrite
 from oore.errors import Conflict, NotFound
 from oore.store.database import Connection, Database
 from oore.store.projects import as_uuid
-from oore.store.variables import StoredVariable, variables_of
+from oore.store.variables import StoredVariable, variable_from_row
 
 _TERMINAL = [status.value for status in TERMINAL]
 
@@ -301,65 +301,63 @@ class ClaimOutcome:
     variables: tuple[StoredVariable, ...] = ()
 
 
+# The stored variables a claimed build's runner gets: its project's and its pipeline's.
+_CLAIMED_VARIABLES = """(SELECT COALESCE(jsonb_agg(v), '[]') FROM variables v
+                         WHERE v.project_id = b.project_id
+                           AND (v.pipeline_id IS NULL OR v.pipeline_id = b.pipeline_id))
+                        AS claimed_variables"""
+
+
 async def _commit_claims(conn: Connection, claims: Sequence[ClaimRow]) -> list[ClaimOutcome]:
-    # The runners are locked as the foreign key would lock them, but first: a runner
-    # deleted meanwhile loses its claims here instead of failing the whole batch.
+    # One statement (atomic on its own): assign the builds, record each one's two
+    # transitions, and return them with their variables. The runners are locked as the
+    # foreign key would lock them, but first: a runner deleted meanwhile loses its
+    # claims here instead of failing the whole batch.
     rows = await conn.fetch(
         f"""WITH live AS (SELECT id, name FROM runners WHERE id = ANY($2::uuid[])
-                         FOR KEY SHARE)
-           UPDATE builds b
-           SET status = 'assigned', runner_id = c.runner_id,
-               signing_token_hash = c.signing_hash, lease_expires_at = c.lease,
-               updated_at = c.now, last_runner_id = c.runner_id, last_runner_name = live.name
-           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[])
-                AS c(build_id, runner_id, signing_hash, lease, now)
-                JOIN live ON live.id = c.runner_id
-           WHERE b.id = c.build_id AND b.status = 'queued' AND b.runner_id IS NULL
-           RETURNING b.*, {_PROJECT_NAME}""",
+                         FOR KEY SHARE),
+           claimed AS (
+               UPDATE builds b
+               SET status = 'assigned', runner_id = c.runner_id,
+                   signing_token_hash = c.signing_hash, lease_expires_at = c.lease,
+                   updated_at = c.now, last_runner_id = c.runner_id,
+                   last_runner_name = live.name
+               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[])
+                    AS c(build_id, runner_id, signing_hash, lease, now)
+                    JOIN live ON live.id = c.runner_id
+               WHERE b.id = c.build_id AND b.status = 'queued' AND b.runner_id IS NULL
+               RETURNING b.*, {_PROJECT_NAME}, {_CLAIMED_VARIABLES}),
+           logged AS (
+               INSERT INTO build_events (id, build_id, from_status, to_status, actor, reason,
+                                         created_at)
+               SELECT gen_random_uuid(), claimed.id, t.from_status, t.to_status,
+                      'runner:' || claimed.runner_id, t.reason, claimed.updated_at
+               FROM claimed CROSS JOIN (VALUES
+                   (1, 'queued', 'scheduled', 'claimed by runner'),
+                   (2, 'scheduled', 'assigned', 'assigned to runner'))
+                   AS t(n, from_status, to_status, reason)
+               ORDER BY claimed.id, t.n)
+           SELECT * FROM claimed""",
         [c.build_id for c in claims],
         [c.runner_id for c in claims],
         [c.signing_token_hash for c in claims],
         [c.lease_expires_at for c in claims],
         [c.now for c in claims],
     )
-    won = {str(row["id"]): build_from_row(row) for row in rows}
+    won = {str(row["id"]): row for row in rows}
     lost = {claim.runner_id for claim in claims if claim.build_id not in won}
     gone: set[str] = set()
     if lost:
         present = await conn.fetch("SELECT id FROM runners WHERE id = ANY($1::uuid[])", list(lost))
         gone = lost - {str(row["id"]) for row in present}
-    variables = await variables_of(conn, list(won.values()))
     outcomes: list[ClaimOutcome] = []
-    events: list[EventRow] = []
     for claim in claims:
-        build = won.get(claim.build_id)
-        if build is None or build.runner_id != claim.runner_id:
+        row = won.get(claim.build_id)
+        if row is None or str(row["runner_id"]) != claim.runner_id:
             outcomes.append(ClaimOutcome(None, runner_gone=claim.runner_id in gone))
             continue
-        outcomes.append(ClaimOutcome(build, variables=variables.get(build.id, ())))
-        actor = f"runner:{claim.runner_id}"
-        events.append(
-            EventRow(
-                claim.build_id,
-                BuildStatus.QUEUED,
-                BuildStatus.SCHEDULED,
-                actor,
-                "claimed by runner",
-                claim.now,
-            )
-        )
-        events.append(
-            EventRow(
-                claim.build_id,
-                BuildStatus.SCHEDULED,
-                BuildStatus.ASSIGNED,
-                actor,
-                "assigned to runner",
-                claim.now,
-            )
-        )
-    if events:
-        await _insert_events(conn, events)
+        variables = tuple(variable_from_row(v) for v in row["claimed_variables"])
+        outcomes.append(ClaimOutcome(build_from_row(row), variables=variables))
     return outcomes
 
 
@@ -674,7 +672,7 @@ class BuildStore:
 
     async def commit_claims(self, claims: Sequence[ClaimRow]) -> list[ClaimOutcome]:
         """Commit a batch of claims in one transaction; one outcome per claim, in order."""
-        return await self._db.transaction(_commit_claims, claims)
+        return await self._db.run(_commit_claims, claims)
 
     async def transition(self, t: Transition) -> Build:
         """Compare-and-set; 409 ``invalid_transition`` / ``concurrent_modification``."""

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oore.domain.builds import Build
 from oore.domain.ids import new_id
 from oore.errors import Conflict
 from oore.store.database import Connection, Database
@@ -28,7 +26,8 @@ class StoredVariable:
     updated_at: int
 
 
-def _from_row(row: Any) -> StoredVariable:
+def variable_from_row(row: Any) -> StoredVariable:
+    """A stored variable from its row (or the same fields as a JSON object)."""
     pipeline = row["pipeline_id"]
     return StoredVariable(
         id=str(row["id"]),
@@ -53,7 +52,7 @@ async def _list(
         pipeline_id,
         _NO_PIPELINE,
     )
-    return [_from_row(row) for row in rows]
+    return [variable_from_row(row) for row in rows]
 
 
 async def _for_build(
@@ -65,29 +64,7 @@ async def _for_build(
         project_id,
         pipeline_id,
     )
-    return [_from_row(row) for row in rows]
-
-
-async def variables_of(
-    conn: Connection, builds: Sequence[Build]
-) -> dict[str, tuple[StoredVariable, ...]]:
-    """Each build's stored variables (its project's and its pipeline's), in one query."""
-    if not builds:
-        return {}
-    rows = await conn.fetch(
-        "SELECT * FROM variables WHERE project_id = ANY($1::uuid[])",
-        list({build.project_id for build in builds}),
-    )
-    stored = [_from_row(row) for row in rows]
-    return {
-        build.id: tuple(
-            v
-            for v in stored
-            if v.project_id == build.project_id
-            and (v.pipeline_id is None or v.pipeline_id == build.pipeline_id)
-        )
-        for build in builds
-    }
+    return [variable_from_row(row) for row in rows]
 
 
 async def _put(
@@ -116,7 +93,7 @@ async def _put(
         _NO_PIPELINE,
     )
     if row is not None:
-        return _from_row(row), False
+        return variable_from_row(row), False
     count = await conn.fetchval(
         """SELECT count(*) FROM variables
            WHERE project_id = $1 AND COALESCE(pipeline_id, $3) = COALESCE($2, $3)""",
@@ -138,7 +115,7 @@ async def _put(
         secret,
         now,
     )
-    return _from_row(row), True
+    return variable_from_row(row), True
 
 
 async def _delete(
@@ -154,7 +131,7 @@ async def _delete(
         name,
         _NO_PIPELINE,
     )
-    return None if row is None else _from_row(row)
+    return None if row is None else variable_from_row(row)
 
 
 def _keys(project_id: str, pipeline_id: str | None) -> tuple[uuid.UUID, uuid.UUID | None] | None:

@@ -78,6 +78,8 @@ def test_scenario_prints_its_table_and_writes_its_figures(
     assert run.get("lines_lost", 0) == 0 and run.get("lines_reordered", 0) == 0
     if "--pings" in extra:
         assert run["runners_online"] == 20
+    if scenario == "claims":
+        assert run["daemon_cpu_us_per_claim"] > 0
 
 
 def test_an_unknown_scenario_lists_the_known_ones() -> None:
