@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -30,6 +31,17 @@ async def test_a_failing_query_is_still_a_store_error(store: Store) -> None:
         await store.db.run(_nonsense)
     assert store.db.available
     assert await store.db.run(_one) == 1
+
+
+async def _as_jsonb(conn: Connection, text: str) -> object:
+    return await conn.fetchval("SELECT $1::text::jsonb", text)
+
+
+async def test_jsonb_reads_back_exactly_even_integers_beyond_64_bits(store: Store) -> None:
+    document = {"big": 123456789012345678901234567890, "n": -7, "f": 0.1, "s": "é ✓", "l": [1]}
+    assert await store.db.run(_as_jsonb, json.dumps(document)) == document
+    small = {"id": "0193a7f0-1111-2222-3333-444455556666", "steps": [{"run": "make"}]}
+    assert await store.db.run(_as_jsonb, json.dumps(small)) == small
 
 
 def _stop_immediately(server: EmbeddedPostgres) -> None:
