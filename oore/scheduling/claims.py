@@ -49,11 +49,17 @@ class Claims(Worker):
         Raises what the batch's commit raised (a store error keeps its type). The caller
         owns the deadline; cancelled once its row is in a batch, the row may still commit.
         """
-        async with self._room:
+        try:  # without a trip through the scheduler while there is room
+            self._room.acquire_nowait()
+        except trio.WouldBlock:
+            await self._room.acquire()
+        try:
             reply: Reply[ClaimOutcome] = Reply()
             self._pending.append((row, reply))
             self.wake()
             return await reply.wait()
+        finally:
+            self._room.release()
 
     def backlog(self) -> int:
         return len(self._pending)

@@ -122,7 +122,10 @@ class RunnerSession:
 
     async def _read(self, nursery: trio.Nursery) -> None:
         while not self._closed:
-            await self._slots.acquire()
+            try:  # without a trip through the scheduler while a slot is free
+                self._slots.acquire_nowait()
+            except trio.WouldBlock:
+                await self._slots.acquire()
             try:
                 frame = await self._socket.receive()
             except BaseException:
