@@ -52,7 +52,12 @@ def event(
         merged = {key: value for part in parts for key, value in part.items()} | fields
         merged.setdefault("request_id", REQUEST_ID.get())
         extra = {_EVENT: name, _FIELDS: merged}
-        logger.log(level, "%s", name, exc_info=exc_info, extra=extra, stacklevel=2)
+        # Made here rather than by ``logger.log``: no line names its source file, so the
+        # walk up the stack that finds it would be wasted on every event.
+        error = None if exc_info is None else (type(exc_info), exc_info, exc_info.__traceback__)
+        logger.handle(
+            logger.makeRecord(logger.name, level, "", 0, "%s", (name,), error, None, extra)
+        )
 
 
 def event_of(record: logging.LogRecord) -> tuple[str, dict[str, object]] | None:

@@ -266,8 +266,12 @@ class Scheduling:
         lease = now + int(self.config.runner_lease)
         row = ClaimRow(queued.id, slot.id, hash_token(signing), lease, now)
         try:
-            with trio.CancelScope(shield=True), trio.fail_after(CLAIM_COMMIT_DEADLINE):
+            # Shielded, with a deadline of its own (one scope: this runs for every claim).
+            deadline = trio.current_time() + CLAIM_COMMIT_DEADLINE
+            with trio.CancelScope(shield=True, deadline=deadline) as committing:
                 outcome = await self.claims.commit(row)
+            if committing.cancelled_caught:
+                raise trio.TooSlowError
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_COMMIT_DEADLINE):
                 await self._settle_failed_commit(slot.id, queued)
