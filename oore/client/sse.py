@@ -70,12 +70,14 @@ def follow_log(
     on_attempt: Callable[[int], None] | None = None,
     on_retry: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    tail: int | None = None,
 ) -> Iterator[LogLine]:
-    """The build's log lines, live, until the server says the stream is done.
+    """The build's log lines, live, until the server says the stream is done; with
+    ``tail``, from the last ``tail`` stored lines on instead of the first.
 
     A server that cannot be reached or answers 502/503/504 (restarting, behind a proxy) is
     tried again with backoff for up to ``RETRY_FOR`` seconds of failures in a row."""
-    cursor = _Cursor()
+    cursor = _Cursor(tail=tail)
     failing_since: float | None = None
     delay = 0.5
     while True:
@@ -105,6 +107,7 @@ class _Cursor:
     last_id: str | None = None
     progressed: bool = False
     idle: int = 0
+    tail: int | None = None  # until the first line: once one came, resume after it
 
 
 def _one_stream(
@@ -113,15 +116,18 @@ def _one_stream(
     """One connection's lines; True once the build's log is complete."""
     token = api.post(f"/v1/builds/{build_id}/stream-token")["token"]
     headers = {"Accept": "text/event-stream"}
+    params = {"token": token}
     if cursor.last_id is not None:
         headers["Last-Event-ID"] = cursor.last_id
+    elif cursor.tail is not None:
+        params["tail"] = str(cursor.tail)
     cursor.progressed = False
     with (
         api.reaching(),
         api.http.stream(
             "GET",
             f"/v1/builds/{build_id}/logs/stream",
-            params={"token": token},
+            params=params,
             headers=headers,
             timeout=httpx.Timeout(30.0, read=None),
         ) as response,

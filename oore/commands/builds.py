@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from oore.client.api import Api
+from oore.client.api import Api, CliError
 from oore.client.sse import LogLine, follow_log
 from oore.client.terminal import is_tty, strip_ansi, table
 from oore.commands import resolve
@@ -17,6 +17,7 @@ STATUSES = (
     "succeeded", "failed", "canceled", "timed_out", "expired",
 )  # fmt: skip
 LOG_PAGE = 5000
+LAST_SEQUENCE = 2**63 - 1  # before it: every line
 
 
 def _label(build: dict[str, Any]) -> str:
@@ -46,7 +47,7 @@ class LogPrinter:
         self.ctx.out.flush()
 
 
-def _follow(ctx: Context, build_id: str) -> dict[str, Any]:
+def _follow(ctx: Context, build_id: str, tail: int | None = None) -> dict[str, Any]:
     printer = LogPrinter(ctx)
 
     def attempt(number: int) -> None:
@@ -55,7 +56,7 @@ def _follow(ctx: Context, build_id: str) -> dict[str, Any]:
     def retry(note: str) -> None:
         ctx.say(f"[oore] the log stream failed: {note}")
 
-    for line in follow_log(ctx.api, build_id, on_attempt=attempt, on_retry=retry):
+    for line in follow_log(ctx.api, build_id, on_attempt=attempt, on_retry=retry, tail=tail):
         printer.line(line)
     build: dict[str, Any] = ctx.api.get(f"/v1/builds/{build_id}")["build"]
     return build
@@ -147,7 +148,10 @@ def _show(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _stored_log(ctx: Context, api: Api, build_id: str) -> None:
+def _stored_log(ctx: Context, api: Api, build_id: str, tail: int | None = None) -> None:
+    if tail is not None:
+        _stored_tail(ctx, api, build_id, tail)
+        return
     printer = LogPrinter(ctx)
     after = -1
     while True:
@@ -162,13 +166,36 @@ def _stored_log(ctx: Context, api: Api, build_id: str) -> None:
             return
 
 
+def _stored_tail(ctx: Context, api: Api, build_id: str, tail: int) -> None:
+    """The last ``tail`` lines, read backwards a page at a time, printed in order."""
+    pages: list[list[dict[str, Any]]] = []
+    before, wanted = LAST_SEQUENCE, tail
+    while wanted > 0:
+        limit = min(wanted, LOG_PAGE)
+        page = api.get(f"/v1/builds/{build_id}/logs", before_sequence=before, limit=limit)
+        lines = page.get("logs", [])
+        if lines:
+            pages.append(lines)
+            before, wanted = int(lines[0]["sequence"]), wanted - len(lines)
+        if len(lines) < limit:
+            break
+    printer = LogPrinter(ctx)
+    for lines in reversed(pages):
+        for entry in lines:
+            printer.line(
+                LogLine(int(entry["sequence"]), str(entry["content"]), str(entry["stream"]))
+            )
+
+
 def _logs(ctx: Context, args: argparse.Namespace) -> int:
     api = ctx.api
     build_id = resolve.build_id(api, args.build)
+    if args.tail is not None and args.tail < 0:
+        raise CliError("--tail must not be negative")
     if args.follow:
-        final = _follow(ctx, build_id)
+        final = _follow(ctx, build_id, args.tail)
         return _finished(ctx, final) if args.exit_status else EXIT_OK
-    _stored_log(ctx, api, build_id)
+    _stored_log(ctx, api, build_id, args.tail)
     return EXIT_OK
 
 
@@ -229,6 +256,13 @@ def add(groups: Groups) -> None:
     )
     logs.add_argument("build", help=BUILD_REF)
     logs.add_argument("--follow", "-f", action="store_true", help="stream it until the end")
+    logs.add_argument(
+        "--tail",
+        "-n",
+        type=int,
+        metavar="N",
+        help="only the last N lines (with --follow: then the live ones)",
+    )
     logs.add_argument(
         "--exit-status",
         action="store_true",

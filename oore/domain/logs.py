@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 MAX_LINE_BYTES = 4096
+MAX_STEP_NAME_BYTES = 256
+MAX_STEP = 2**31 - 1  # what the database's integer holds
 MASK = "********"
 # Shorter values ("1", "yes") would blank out ordinary output without protecting anything.
 MIN_SECRET_CHARS = 4
@@ -25,6 +27,24 @@ class LogLine:
     stream: str
     # When the server stored it (Unix seconds), for reads that ask; not part of identity.
     at: int | None = field(default=None, compare=False)
+    # The step that printed it, when the runner said: its position among the steps the
+    # runner reports (from 0) and its name. Lines outside any step (checkout, artifact
+    # upload) and lines of runners that do not say have neither.
+    step: int | None = field(default=None, compare=False)
+    step_name: str | None = field(default=None, compare=False)
+
+    def fields(self) -> dict[str, object]:
+        """The line as reads and streams show it: the step only when known."""
+        shown: dict[str, object] = {
+            "sequence": self.sequence,
+            "content": self.content,
+            "stream": self.stream,
+        }
+        if self.step is not None:
+            shown["step"] = self.step
+        if self.step_name is not None:
+            shown["step_name"] = self.step_name
+        return shown
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,13 @@ def storable_line(content: str) -> str:
     """A printed line as the log keeps it: NUL shown as U+2400 (PostgreSQL text cannot hold
     NUL, and a build that prints one must not lose its log), cut to 4096 bytes."""
     return truncate_utf8(content.replace("\x00", "\N{SYMBOL FOR NULL}"))
+
+
+def storable_step_name(name: str | None) -> str | None:
+    """A step's name as the log keeps it: like a line (NUL made visible), cut to 256 bytes."""
+    if name is None:
+        return None
+    return truncate_utf8(name.replace("\x00", "\N{SYMBOL FOR NULL}"), MAX_STEP_NAME_BYTES)
 
 
 def truncation_notice(cap: int) -> str:
@@ -103,9 +130,7 @@ def mask_secrets(lines: Sequence[LogLine], secrets: Sequence[str]) -> list[LogLi
     offset = 0
     for line in lines:
         end = offset + len(line.content)
-        masked.append(
-            LogLine(line.sequence, _masked(line.content, hidden[offset:end]), line.stream)
-        )
+        masked.append(replace(line, content=_masked(line.content, hidden[offset:end])))
         offset = end
     return masked
 
@@ -163,7 +188,7 @@ def resume_point(last_event_id: str | None) -> ResumePoint | None:
 def log_event(line: LogLine, attempt: int = 1) -> bytes:
     """One ``event: log`` whose ``id`` is its resume point (see :func:`event_id`)."""
     data = json.dumps(
-        {"sequence": line.sequence, "content": line.content, "stream": line.stream},
+        line.fields(),
         ensure_ascii=False,
         separators=(",", ":"),
     )

@@ -60,7 +60,10 @@ class RunnerOps:
                 )
                 return {"build": build.to_json(), "events": [e.to_json() for e in events]}
             case protocol.LogsIn():
-                lines = [LogLine(c.sequence, c.content, c.stream) for c in body.chunks]
+                lines = [
+                    LogLine(c.sequence, c.content, c.stream, step=c.step, step_name=c.step_name)
+                    for c in body.chunks
+                ]
                 appended = await self._logs.append(
                     runner, _build(op, build_id), lines, attempt=body.attempt
                 )

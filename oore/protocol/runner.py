@@ -120,6 +120,10 @@ class ChunkIn(Request):
     sequence: int
     content: str
     stream: str
+    # The step that printed the line: its position among the steps the runner reports
+    # (from 0) and its name. Optional: oored's runner and older oore runners leave them out.
+    step: int | None = None
+    step_name: str | None = None
 
 
 class LogsIn(Request):

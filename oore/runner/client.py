@@ -154,9 +154,22 @@ class LogChunk:
     sequence: int
     content: str
     stream: Stream
+    # The step that printed it (its position among the reported steps, from 0, and its
+    # name); None outside any step.
+    step: int | None = None
+    step_name: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"sequence": self.sequence, "content": self.content, "stream": self.stream}
+    def to_json(self, *, with_step: bool = True) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "sequence": self.sequence,
+            "content": self.content,
+            "stream": self.stream,
+        }
+        if with_step and self.step is not None:
+            fields["step"] = self.step
+            if self.step_name is not None:
+                fields["step_name"] = self.step_name
+        return fields
 
 
 @dataclass(frozen=True)
@@ -237,7 +250,12 @@ class RunnerOperations:
         ``attempt`` (from the claim, when the server gave one) lets the server refuse the
         lines once this attempt of the build is over, even if this runner holds it again.
         """
-        fields = protocol.logs_fields([chunk.to_json() for chunk in chunks], attempt)
+        # A server that names attempts at the claim is an oore one, which takes each
+        # line's step too; oored's would refuse a field it does not know.
+        with_step = attempt is not None
+        fields = protocol.logs_fields(
+            [chunk.to_json(with_step=with_step) for chunk in chunks], attempt
+        )
         return appended_of(await self._perform(protocol.LOGS, fields, build_id=build_id))
 
     def keep_alive(self, every: float) -> None:

@@ -46,7 +46,9 @@ LineSink = Callable[[Stream, str], Awaitable[None]]
 class StepObserver(Protocol):
     """Told when a step starts and how it finished (not for skipped steps)."""
 
-    async def step_started(self, step: Step) -> None: ...
+    async def step_started(self, step: Step, index: int) -> None:
+        """``index``: the step's position among the results (what the runner reports)."""
+        ...
 
     async def step_finished(self, result: StepResult) -> None: ...
 
@@ -120,7 +122,7 @@ class Executor:
                 current = (step, time.time(), trio.current_time())
                 returncode.clear()
                 if observer is not None:
-                    await observer.step_started(step)
+                    await observer.step_started(step, len(results))
                 step_env = {**env, **{var.key: var.value for var in step.env}}
                 code = await self._run_step(step, cwd, step_env, sink, returncode)
                 results.append(_result(step, "succeeded" if code == 0 else "failed", current, code))

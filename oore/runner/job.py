@@ -325,22 +325,28 @@ class _BuildLog:
         self._logs = logs
         self._label = label
         self._say = say
+        self._step: tuple[int, str] | None = None  # the step running now, lines are its
 
     async def write(self, stream: Stream, line: str) -> None:
-        await self._logs.write(stream, line)
+        if self._step is None:
+            await self._logs.write(stream, line)
+        else:
+            index, name = self._step
+            await self._logs.write(stream, line, step=index, step_name=name)
 
     async def info(self, message: str) -> None:
-        await self._logs.write("stdout", f"[oore] {message}")
+        await self.write("stdout", f"[oore] {message}")
 
     async def error(self, message: str) -> None:
-        await self._logs.write("stderr", f"[oore] {message}")
+        await self.write("stderr", f"[oore] {message}")
 
     async def fail(self, message: str) -> Failure:
         await self.error(message)
         self._say(f"{self._label}: {message}")
         return Failure(RUNNER_FAILED, message)
 
-    async def step_started(self, step: Step) -> None:
+    async def step_started(self, step: Step, index: int) -> None:
+        self._step = (index, step.name)
         # A multi-line script is shown by its first line: a log line holds no newline.
         lines = step.command.strip().splitlines() or [""]
         shown = lines[0] + (" …" if len(lines) > 1 else "")
@@ -352,6 +358,7 @@ class _BuildLog:
         what = f"step {result.name} {result.status} (exit {result.exit_code}, {took:.1f}s)"
         self._say(f"{self._label}: {what}")
         await (self.info if result.status == "succeeded" else self.error)(what)
+        self._step = None
 
 
 def _text(value: object) -> str | None:

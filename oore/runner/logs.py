@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -31,6 +31,13 @@ MAX_HELD_LINES = 16  # a secret's beginning spans a few lines; batches stay near
 
 SendChunks = Callable[[Sequence[LogChunk]], Awaitable[Any]]
 HoldBack = Callable[[Sequence[LogChunk]], int]
+
+
+class _Queued(NamedTuple):
+    stream: Stream
+    content: str
+    step: int | None
+    step_name: str | None
 
 
 class LogBatcher:
@@ -55,20 +62,23 @@ class LogBatcher:
         self._max_lines = max_lines
         self._interval = interval
         self._backoff = backoff
-        self._in, self._out = trio.open_memory_channel[tuple[Stream, str]](capacity)
+        self._in, self._out = trio.open_memory_channel[_Queued](capacity)
         self._next_sequence = 0
         self.sent = 0
         self.dropped = 0
         self.retries = 0
         self.error: RunnerError | None = None
 
-    async def write(self, stream: Stream, content: str) -> None:
-        """Queue one line; waits while ``capacity`` lines are already waiting.
+    async def write(
+        self, stream: Stream, content: str, *, step: int | None = None, step_name: str | None = None
+    ) -> None:
+        """Queue one line (printed by ``step``, if given: its position among the reported
+        steps and its name); waits while ``capacity`` lines are already waiting.
 
         A write cancelled while it waits leaves no trace: lines are numbered as they
         leave the queue, so a cancelled one never leaves a gap in the sequence.
         """
-        await self._in.send((stream, content))
+        await self._in.send(_Queued(stream, content, step, step_name))
 
     def close(self) -> None:
         """No more lines: :meth:`run` ships what is queued and returns."""
@@ -117,8 +127,8 @@ class LogBatcher:
         return None
 
     async def _receive(self) -> LogChunk:
-        stream, content = await self._out.receive()
-        chunk = LogChunk(self._next_sequence, content, stream)
+        line = await self._out.receive()
+        chunk = LogChunk(self._next_sequence, line.content, line.stream, line.step, line.step_name)
         self._next_sequence += 1
         return chunk
 

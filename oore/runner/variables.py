@@ -9,6 +9,7 @@ so this is the one place it can be masked; the server masks its own secrets agai
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from oore.domain.logs import LogLine, mask_secrets
@@ -32,8 +33,7 @@ class LogMask:
         lines = [LogLine(chunk.sequence, chunk.content, chunk.stream) for chunk in chunks]
         masked = mask_secrets(lines, self._secrets)
         return [
-            LogChunk(line.sequence, line.content, chunk.stream)
-            for line, chunk in zip(masked, chunks, strict=True)
+            replace(chunk, content=line.content) for line, chunk in zip(masked, chunks, strict=True)
         ]
 
     def held_back(self, chunks: Sequence[LogChunk]) -> int:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
 from oore.domain.logs import (
     KEEP_ALIVE,
+    MAX_STEP,
     STREAMS,
     LogLine,
     LogWrite,
@@ -41,6 +42,7 @@ from oore.domain.logs import (
     resume_point,
     secret_values,
     storable_line,
+    storable_step_name,
     truncation_notice,
 )
 from oore.domain.rbac import ProjectPermission, project_allows
@@ -195,12 +197,21 @@ class Logs:
         for line in lines:
             if line.stream not in STREAMS:
                 raise InvalidInput("invalid_input", "stream must be stdout or stderr")
+            if line.step is not None and not 0 <= line.step <= MAX_STEP:
+                raise InvalidInput("invalid_input", f"step must be from 0 to {MAX_STEP}")
         build = await self._builds.bound(runner, build_id)
         if attempt is not None and attempt != build.attempt:
             raise Forbidden("runner_mismatch", "This attempt of the build is over")
         if not lines:
             return 0
-        cut = [LogLine(line.sequence, storable_line(line.content), line.stream) for line in lines]
+        cut = [
+            replace(
+                line,
+                content=storable_line(line.content),
+                step_name=storable_step_name(line.step_name),
+            )
+            for line in lines
+        ]
         secrets = secret_values(build.config_snapshot) + await self._variables.secrets_to_mask(
             build
         )
@@ -217,9 +228,14 @@ class Logs:
         after: int,
         limit: int | None,
         attempt: int | None = None,
+        before: int | None = None,
     ) -> tuple[list[LogLine], int, int]:
         """Stored lines after a sequence (§6.2) of one attempt, the current one unless
-        named, with how many lines that attempt has and its number."""
+        named, with how many lines that attempt has and its number. With ``before``, the
+        last ``limit`` lines before that sequence (and after ``after``): the page above
+        the lines a reader already has."""
+        if before is not None and before < 0:
+            raise InvalidInput("invalid_input", "before_sequence must not be negative")
         build = await self._builds.visible(session, build_id)
         if attempt is None:
             attempt = build.attempt
@@ -230,7 +246,7 @@ class Logs:
         if limit is not None:
             limit = min(limit, MAX_READ_LIMIT)
         lines, total = await self.store.builds.logs(
-            build.id, attempt=attempt, after=after, limit=limit
+            build.id, attempt=attempt, after=after, limit=limit, before=before
         )
         return lines, total, attempt
 
@@ -268,11 +284,16 @@ class Logs:
         query_token: str | None,
         authorization: str | None,
         last_event_id: str | None,
+        tail: int | None = None,
     ) -> AsyncIterator[bytes]:
         """Authorize and admit a viewer (§6.4), then the SSE bytes of its stream.
 
+        ``tail``: without a ``Last-Event-ID`` to resume from, start with only the last
+        ``tail`` stored lines of the attempt (0: live lines only), not all of them.
         Every refusal is raised here, before the response starts.
         """
+        if tail is not None and tail < 0:
+            raise InvalidInput("invalid_input", "tail must not be negative")
         now = self.clock.now()
         if query_token is not None:
             session, expires_at = await self._redeem(query_token, build_id, now)
@@ -296,7 +317,9 @@ class Logs:
         except BaseException:
             self._leave(build.id, session.user.id)
             raise
-        return self._events(handle, viewer, build.id, build.attempt, resume, build.status.terminal)
+        return self._events(
+            handle, viewer, build.id, build.attempt, resume, build.status.terminal, tail
+        )
 
     async def _redeem(self, token: str, build_id: str, now: int) -> tuple[Session, int]:
         stored = self._tokens.pop(hash_token(token), None) if looks_like_token(token) else None
@@ -381,6 +404,7 @@ class Logs:
         attempt: int,
         resume: ResumePoint | None,
         finished_at_start: bool,
+        tail: int | None,
     ) -> AsyncIterator[bytes]:
         grant = viewer.grant
         assert isinstance(grant, Grant)
@@ -389,8 +413,15 @@ class Logs:
         try:
             if resume is not None and resume.attempt == attempt:
                 cursor.last = resume.sequence
-            elif attempt > 1:
-                yield attempt_event(attempt)  # not resuming within this attempt: say which
+            else:
+                if attempt > 1:
+                    yield attempt_event(attempt)  # not resuming within this attempt: say which
+                if resume is None and tail is not None:
+                    start = await self.store.builds.tail_start(
+                        build_id, attempt=attempt, count=tail
+                    )
+                    if start is not None:
+                        cursor.last = start
             async for chunk in self._catch_up(build_id, cursor, viewer):
                 yield chunk
             if finished_at_start:

@@ -541,15 +541,19 @@ async def _append_logs(
         counts[index] = (counts[index] or 0) + 1
     if kept:
         await conn.execute(
-            """INSERT INTO build_logs (build_id, attempt, sequence, content, stream, created_at)
-               SELECT $1, $2, s, c, t, $6
-               FROM unnest($3::bigint[], $4::text[], $5::text[]) AS l(s, c, t)""",
+            """INSERT INTO build_logs
+                   (build_id, attempt, sequence, content, stream, created_at, step, step_name)
+               SELECT $1, $2, s, c, t, $6, i, n
+               FROM unnest($3::bigint[], $4::text[], $5::text[], $7::integer[], $8::text[])
+                   AS l(s, c, t, i, n)""",
             build_id,
             attempt,
             [line.sequence for line in kept],
             [line.content for line in kept],
             [line.stream for line in kept],
             now,
+            [line.step for line in kept],
+            [line.step_name for line in kept],
         )
     stored = sorted(kept, key=lambda line: line.sequence)
     truncated = len(fresh) > room
@@ -596,21 +600,67 @@ async def _log_state(conn: Connection, build_id: uuid.UUID) -> LogState | None:
 
 
 async def _logs(
-    conn: Connection, build_id: uuid.UUID, attempt: int, after: int, limit: int | None
+    conn: Connection,
+    build_id: uuid.UUID,
+    attempt: int,
+    after: int,
+    before: int | None,
+    limit: int | None,
 ) -> tuple[list[LogLine], int]:
-    rows = await conn.fetch(
-        """SELECT sequence, content, stream, created_at FROM build_logs
-           WHERE build_id = $1 AND attempt = $2 AND sequence > $3 ORDER BY sequence LIMIT $4""",
-        build_id,
-        attempt,
-        after,
-        limit,
-    )
+    if before is None:
+        rows = await conn.fetch(
+            f"""SELECT {_LINE_COLUMNS} FROM build_logs
+               WHERE build_id = $1 AND attempt = $2 AND sequence > $3
+               ORDER BY sequence LIMIT $4""",
+            build_id,
+            attempt,
+            after,
+            limit,
+        )
+    else:  # the last ``limit`` lines before ``before``, read backwards, shown in order
+        rows = await conn.fetch(
+            f"""SELECT * FROM (
+                   SELECT {_LINE_COLUMNS} FROM build_logs
+                   WHERE build_id = $1 AND attempt = $2 AND sequence > $3 AND sequence < $5
+                   ORDER BY sequence DESC LIMIT $4) AS page
+               ORDER BY sequence""",
+            build_id,
+            attempt,
+            after,
+            limit,
+            before,
+        )
     total = await conn.fetchval(
         "SELECT count(*) FROM build_logs WHERE build_id = $1 AND attempt = $2", build_id, attempt
     )
-    lines = [LogLine(r["sequence"], r["content"], r["stream"], r["created_at"]) for r in rows]
+    lines = [
+        LogLine(
+            r["sequence"],
+            r["content"],
+            r["stream"],
+            r["created_at"],
+            step=r["step"],
+            step_name=r["step_name"],
+        )
+        for r in rows
+    ]
     return lines, total
+
+
+_LINE_COLUMNS = "sequence, content, stream, created_at, step, step_name"
+
+
+async def _tail_start(
+    conn: Connection, build_id: uuid.UUID, attempt: int, count: int
+) -> int | None:
+    sequence: int | None = await conn.fetchval(
+        """SELECT sequence FROM build_logs WHERE build_id = $1 AND attempt = $2
+           ORDER BY sequence DESC OFFSET $3 LIMIT 1""",
+        build_id,
+        attempt,
+        count,
+    )
+    return sequence
 
 
 async def _active_counts(conn: Connection) -> dict[str, int]:
@@ -725,10 +775,26 @@ class BuildStore:
         return None if key is None else await self._db.run(_log_state, key)
 
     async def logs(
-        self, build_id: str, *, attempt: int, after: int, limit: int | None
+        self,
+        build_id: str,
+        *,
+        attempt: int,
+        after: int,
+        limit: int | None,
+        before: int | None = None,
     ) -> tuple[list[LogLine], int]:
-        """Lines of one attempt after a sequence, and how many that attempt has."""
+        """Lines of one attempt after a sequence, and how many that attempt has: the first
+        ``limit`` of them, or, given ``before``, the last ``limit`` before that sequence
+        (in order either way)."""
         key = as_uuid(build_id)
         if key is None:
             return [], 0
-        return await self._db.run(_logs, key, attempt, after, limit)
+        return await self._db.run(_logs, key, attempt, after, before, limit)
+
+    async def tail_start(self, build_id: str, *, attempt: int, count: int) -> int | None:
+        """The sequence right before the last ``count`` lines of one attempt (those lines
+        are the ones after it); None when the attempt has no more than ``count`` lines."""
+        key = as_uuid(build_id)
+        if key is None:
+            return None
+        return await self._db.run(_tail_start, key, attempt, count)

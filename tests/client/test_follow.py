@@ -29,6 +29,7 @@ def line(sequence: int) -> bytes:
 class Stand(BaseHTTPRequestHandler):
     tokens: ClassVar[list[str]] = []
     seen: ClassVar[list[tuple[str | None, str | None]]] = []  # (token, Last-Event-ID)
+    tails: ClassVar[list[str | None]] = []  # each stream's ?tail=
     streams: ClassVar[list[bytes]] = []
     unavailable: ClassVar[int] = 0  # stream-token calls answered 503 first
 
@@ -50,8 +51,9 @@ class Stand(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
         assert path == f"/v1/builds/{BUILD}/logs/stream"
-        token = query.removeprefix("token=")
-        self.seen.append((token, self.headers.get("Last-Event-ID")))
+        params = dict(part.partition("=")[::2] for part in query.split("&"))
+        self.seen.append((params["token"], self.headers.get("Last-Event-ID")))
+        self.tails.append(params.get("tail"))
         body = self.streams[len(self.seen) - 1]
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -69,7 +71,7 @@ class Stand(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stand() -> type[Stand]:
-    Stand.tokens, Stand.seen, Stand.unavailable = [], [], 0
+    Stand.tokens, Stand.seen, Stand.tails, Stand.unavailable = [], [], [], 0
     return Stand
 
 
@@ -111,3 +113,18 @@ def test_a_restarting_server_is_waited_for_with_backoff(stand: type[Stand]) -> N
     assert waits == [0.5, 1.0, 2.0]
     assert "Restarting (service_unavailable, HTTP 503)" in notes[0]
     assert stand.seen == [("stream-0", None), ("stream-1", "0")]
+
+
+def test_a_tail_applies_until_the_first_line_then_the_log_resumes_after_it(
+    stand: type[Stand],
+) -> None:
+    stand.streams = [
+        b": keep-alive\n\n",  # dropped before any line: the next stream still asks for the tail
+        line(7) + line(8),
+        b"event: done\ndata: build_finished\n\n",
+    ]
+    with serving(stand) as url, Api(url, "user-token") as api:
+        lines = [entry.sequence for entry in follow_log(api, BUILD, tail=2)]
+    assert lines == [7, 8]
+    assert stand.tails == ["2", "2", None]
+    assert stand.seen == [("stream-0", None), ("stream-1", None), ("stream-2", "8")]

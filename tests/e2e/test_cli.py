@@ -203,6 +203,15 @@ def test_people_drive_builds_from_the_command_line(
     with head.stderr:
         assert head.stderr.read() == b""
 
+    # --tail prints only the last lines, read backwards a page (5,000 lines) at a time.
+    code, whole, _ = oore(capsys, "build", "logs", "app#1")
+    assert code == 0 and len(whole.splitlines()) > 6000
+    for count in (3, 6000):
+        code, out, _ = oore(capsys, "build", "logs", "app#1", "--tail", str(count))
+        assert code == 0 and out.splitlines() == whole.splitlines()[-count:]
+    code, _, err = oore(capsys, "build", "logs", "app#1", "--tail", "-1")
+    assert code != 0 and "--tail must not be negative" in err
+
     # The artifact comes back byte for byte, found by PROJECT#NUMBER.
     code, out, _ = oore(capsys, "artifact", "download", "app#1", "-o", str(tmp_path / "dl"))
     assert code == 0 and out.strip() == str(tmp_path / "dl" / "numbers.txt")

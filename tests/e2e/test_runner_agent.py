@@ -277,6 +277,15 @@ def test_two_runners_run_real_builds(
             assert {"content": "to stderr", "stream": "stderr"} in [
                 {"content": line["content"], "stream": line["stream"]} for line in lines
             ]
+            # Each line names the step that printed it; the checkout's lines name none.
+            step_of = {line["content"]: (line.get("step"), line.get("step_name")) for line in lines}
+            assert step_of["line 300"] == (0, "build[0]")
+            assert step_of["to stderr"] == (1, "build[1]")
+            assert all(
+                "step" not in line
+                for line in lines
+                if line["content"].startswith("[oore] checking")
+            )
             # ... nor in the environment of the builds the runner runs.
             assert "register token: not inherited" in [line["content"] for line in lines]
 

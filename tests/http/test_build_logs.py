@@ -348,3 +348,142 @@ async def test_lines_say_when_they_were_stored_only_when_asked(setup: Setup) -> 
     assert all(isinstance(at, int) and at >= build["created_at"] for at in stored_at)
     refused = await setup.api.get(f"{url}?timestamps=yes", token=setup.token)
     assert refused.status == 400 and refused.body["code"] == "invalid_input"
+
+
+# -- tail, paging backwards and steps: what a person's log view needs --------------------
+
+
+async def test_a_stream_can_start_from_the_last_lines(setup: Setup, served: str) -> None:
+    build, runner = await claimed(setup)
+    await runner.logs(build["id"], chunks(0, 10, "a"))
+    auth = {"Authorization": f"Bearer {setup.token}"}
+    url = f"{served}/v1/builds/{build['id']}/logs/stream"
+    tailed, live_only = Events(), Events()
+    async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(read_stream, client, f"{url}?tail=3", auth, tailed)
+        nursery.start_soon(read_stream, client, f"{url}?tail=0", auth, live_only)
+        await until(lambda: len(tailed.logs) >= 3)
+        await runner.logs(build["id"], chunks(10, 2, "b"))
+        await until(lambda: len(live_only.logs) >= 2)
+        await runner.report(build["id"], "succeeded", exit_code=0)
+    assert tailed.sequences == [7, 8, 9, 10, 11] and tailed.done == "build_finished"
+    assert live_only.sequences == [10, 11] and live_only.done == "build_finished"
+    async with httpx.AsyncClient(timeout=10) as client:
+        more = Events()  # more than the log holds: all of it
+        assert await read_stream(client, f"{url}?tail=1000", auth, more) == 200
+        assert more.sequences == list(range(12)) and more.done == "build_finished"
+        resumed = Events()  # a resume point wins over tail
+        headers = {**auth, "Last-Event-ID": "5"}
+        assert await read_stream(client, f"{url}?tail=2", headers, resumed) == 200
+        assert resumed.sequences == list(range(6, 12))
+        minted = await setup.api.post(f"/v1/builds/{build['id']}/stream-token", token=setup.token)
+        by_token = Events()
+        token_url = f"{url}?token={minted.body['token']}&tail=4"
+        assert await read_stream(client, token_url, {}, by_token) == 200
+        assert by_token.sequences == [8, 9, 10, 11] and by_token.done == "build_finished"
+
+
+async def test_a_bad_tail_is_refused_before_the_stream_token_is_used(
+    setup: Setup, served: str
+) -> None:
+    build, runner = await claimed(setup)
+    await runner.logs(build["id"], chunks(0, 3))
+    await runner.report(build["id"], "succeeded", exit_code=0)
+    auth = {"Authorization": f"Bearer {setup.token}"}
+    url = f"{served}/v1/builds/{build['id']}/logs/stream"
+    async with httpx.AsyncClient(timeout=10) as client:
+        for tail, code in (
+            ("-1", "invalid_input"),
+            ("abc", "invalid_request"),
+            ("1.5", "invalid_request"),
+            ("99999999999999999999999", "invalid_request"),
+        ):
+            reply = await client.get(f"{url}?tail={tail}", headers=auth)
+            assert reply.status_code == 400 and reply.json()["code"] == code, tail
+        minted = await setup.api.post(f"/v1/builds/{build['id']}/stream-token", token=setup.token)
+        token = minted.body["token"]
+        refused = await client.get(f"{url}?token={token}&tail=-5")
+        assert refused.status_code == 400 and refused.json()["code"] == "invalid_input"
+        events = Events()  # the refused request did not spend the token
+        assert await read_stream(client, f"{url}?token={token}&tail=1", {}, events) == 200
+    assert events.sequences == [2] and events.done == "build_finished"
+
+
+async def test_earlier_lines_page_backwards_in_ascending_order(setup: Setup) -> None:
+    build, runner = await claimed(setup)
+    await runner.logs(build["id"], chunks(0, 20, "p"))
+    url = f"/v1/builds/{build['id']}/logs"
+
+    async def sequences(query: str) -> list[int]:
+        reply = await setup.api.get(f"{url}?{query}", token=setup.token)
+        assert reply.status == 200, reply.body
+        assert reply.body["total"] == 20 and reply.body["attempt"] == 1
+        return [line["sequence"] for line in reply.body["logs"]]
+
+    assert await sequences("before_sequence=10&limit=3") == [7, 8, 9]
+    assert await sequences("before_sequence=2") == [0, 1]
+    assert await sequences("before_sequence=1000&limit=2") == [18, 19]
+    assert await sequences("before_sequence=0") == []
+    assert await sequences("after_sequence=3&before_sequence=7") == [4, 5, 6]
+    assert await sequences("after_sequence=3&before_sequence=12&limit=2") == [10, 11]
+    assert await sequences("before_sequence=15&limit=-1") == list(range(15))
+    assert await sequences("before_sequence=15&limit=0") == []
+    assert await sequences("limit=3") == [0, 1, 2]  # forwards, as before
+    for query, code in (
+        ("before_sequence=-1", "invalid_input"),
+        ("before_sequence=abc", "invalid_request"),
+        ("before_sequence=99999999999999999999999", "invalid_request"),
+    ):
+        reply = await setup.api.get(f"{url}?{query}", token=setup.token)
+        assert reply.status == 400 and reply.body["code"] == code, query
+
+
+async def test_lines_carry_their_step_when_the_runner_says(setup: Setup, served: str) -> None:
+    build, runner = await claimed(setup)
+    lines = [
+        {"sequence": 0, "content": "checking out", "stream": "stdout"},
+        {"sequence": 1, "content": "hello", "stream": "stdout", "step": 0, "step_name": "build"},
+        {"sequence": 2, "content": "oops", "stream": "stderr", "step": 1, "step_name": "te\x00st"},
+        {"sequence": 3, "content": "x", "stream": "stdout", "step": 2, "step_name": "n" * 300},
+    ]
+    assert (await runner.logs(build["id"], lines)).body == {"appended": 4}
+    read = await setup.api.get(f"/v1/builds/{build['id']}/logs", token=setup.token)
+    shown = read.body["logs"]
+    assert shown[0] == {"sequence": 0, "content": "checking out", "stream": "stdout"}
+    assert shown[1] == {
+        "sequence": 1,
+        "content": "hello",
+        "stream": "stdout",
+        "step": 0,
+        "step_name": "build",
+    }
+    assert (shown[2]["step"], shown[2]["step_name"]) == (1, "te\N{SYMBOL FOR NULL}st")
+    assert (shown[3]["step"], shown[3]["step_name"]) == (2, "n" * 256)
+    stamped = await setup.api.get(
+        f"/v1/builds/{build['id']}/logs?timestamps=true&before_sequence=2", token=setup.token
+    )
+    assert set(stamped.body["logs"][1]) == {
+        "sequence",
+        "content",
+        "stream",
+        "step",
+        "step_name",
+        "at",
+    }
+    await runner.report(build["id"], "succeeded", exit_code=0)
+    events = Events()
+    async with httpx.AsyncClient(timeout=10) as client:
+        url = f"{served}/v1/builds/{build['id']}/logs/stream"
+        await read_stream(client, url, {"Authorization": f"Bearer {setup.token}"}, events)
+    assert events.logs == shown
+
+
+async def test_a_bad_step_is_refused(setup: Setup) -> None:
+    build, runner = await claimed(setup)
+    for extra in ({"step": -1}, {"step": 2**31}, {"step": "1"}, {"step_name": 5}):
+        line = {"sequence": 0, "content": "x", "stream": "stdout", **extra}
+        reply = await runner.logs(build["id"], [line])
+        assert reply.status == 400, extra
+        assert reply.body["code"] in ("invalid_input", "invalid_request"), reply.body
+    read = await setup.api.get(f"/v1/builds/{build['id']}/logs", token=setup.token)
+    assert read.body["logs"] == []

@@ -100,6 +100,7 @@ HOSTILE_QUERIES = {
     "offset of 5000 digits": "offset=" + "9" * 5000,
     "timestamps over 64 bits": "from_ts=18446744073709551616&to_ts=-18446744073709551616",
     "limit over 64 bits": "limit=99999999999999999999&after_sequence=99999999999999999999",
+    "log positions over 64 bits": "before_sequence=99999999999999999999&tail=-99999999999999999999",
     "wait over 64 bits": "wait_seconds=99999999999999999999",
 }
 

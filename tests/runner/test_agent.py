@@ -317,3 +317,30 @@ async def test_it_runs_up_to_concurrency_builds_at_once(
         agent.stop()
 
     assert agent.statistics().outcomes == {"succeeded": 3}
+
+
+async def test_each_line_names_the_step_that_printed_it(
+    tmp_path: Path, server: FakeServer, client: RunnerClient
+) -> None:
+    repo, sha = repo_with(tmp_path, build_yaml("echo one", "echo two >&2"))
+    server.add_job({**job(repo, sha, number=7), "attempt": 1})  # an oore server: it takes steps
+    server.add_job(job(repo, sha, number=8))  # oored's claim names no attempt
+    agent = Agent(client, config(tmp_path), credential="enroll-me", say=Terminal())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        await server.wait_until(
+            lambda: all(len(server.statuses(b)) == 2 for b in ("build-7", "build-8"))
+        )
+        agent.stop()
+
+    chunks = [server.logs["build-7"][n] for n in sorted(server.logs["build-7"])]
+    steps = {chunk["content"]: (chunk.get("step"), chunk.get("step_name")) for chunk in chunks}
+    assert steps["one"] == (0, "build[0]") and steps["two"] == (1, "build[1]")
+    assert steps["[oore] step build[0]: echo one"] == (0, "build[0]")
+    finished = [content for content in steps if content.startswith("[oore] step build[1] succ")]
+    assert [steps[content] for content in finished] == [(1, "build[1]")]
+    outside = [c for c in chunks if c["content"].startswith("[oore] checking out")]
+    assert outside and all("step" not in c and "step_name" not in c for c in outside)
+    # To a server that did not name an attempt (oored), lines go as they always did.
+    plain = server.logs["build-8"].values()
+    assert plain and all(set(chunk) == {"sequence", "content", "stream"} for chunk in plain)

@@ -137,9 +137,20 @@ async def test_upgrading_files_earlier_lines_under_the_builds_current_attempt(
             await db.run(old_lines)
             assert await migrate(db, up_to=8) == [8]
             old = ["old0", "old1", "old2"]
-            assert await contents(store, requeued.build_id, 2) == (old, 3)
-            assert await contents(store, requeued.build_id, 1) == ([], 0)
-            assert await contents(store, plain.build_id, 1) == (old, 3)
+
+            # Read as this schema stands (later migrations add columns today's reads use).
+            async def filed(conn: Connection, build_id: str, attempt: int) -> list[str]:
+                rows = await conn.fetch(
+                    """SELECT content FROM build_logs WHERE build_id = $1 AND attempt = $2
+                       ORDER BY sequence""",
+                    build_id,
+                    attempt,
+                )
+                return [row["content"] for row in rows]
+
+            assert await db.run(filed, requeued.build_id, 2) == old
+            assert await db.run(filed, requeued.build_id, 1) == []
+            assert await db.run(filed, plain.build_id, 1) == old
 
             async def key(conn: Connection) -> str:
                 found: str = await conn.fetchval(

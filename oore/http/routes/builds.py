@@ -135,10 +135,15 @@ async def logs(build_id: str) -> Response:
     """Stored log lines after ``after_sequence`` (default all), at most ``limit`` (≤ 5000),
     of one attempt: the build's current one, or ``attempt`` (1 up to the build's ``attempt``;
     a requeued build keeps each attempt's log apart). ``total`` counts that attempt's lines.
-    ``timestamps=true`` adds ``at`` to each line: when the server stored it (Unix seconds)."""
+    ``before_sequence`` pages backwards: the last ``limit`` lines before it (and after
+    ``after_sequence`` if given), still in ascending order. ``timestamps=true`` adds ``at``
+    to each line: when the server stored it (Unix seconds). A line the runner said a step
+    printed carries ``step`` (its position among the build's steps, from 0) and
+    ``step_name``."""
     session = await require_session()
     timestamps = query_choice("timestamps", ("true", "false")) == "true"
     after = query_int("after_sequence")
+    before = query_int("before_sequence")
     limit = query_int("limit")
     if limit is None:
         limit = 1000
@@ -148,14 +153,11 @@ async def logs(build_id: str) -> Response:
         after=-1 if after is None else after,
         limit=None if limit < 0 else limit,
         attempt=query_int("attempt"),
+        before=before,
     )
     return jsonify(
         {
-            "logs": [
-                {"sequence": line.sequence, "content": line.content, "stream": line.stream}
-                | ({"at": line.at} if timestamps else {})
-                for line in lines
-            ],
+            "logs": [line.fields() | ({"at": line.at} if timestamps else {}) for line in lines],
             "total": total,
             "attempt": attempt,
         }
@@ -185,12 +187,14 @@ async def log_stream(build_id: str) -> Response:
     log``, ``id`` = sequence, ``<attempt>:<sequence>`` after the first attempt), then
     ``event: done``. ``event: attempt`` says the lines that follow are a new attempt's
     (the build was requeued). ``?token=`` (a stream token), a session header or the
-    session cookie; resumes after ``Last-Event-ID``."""
+    session cookie; resumes after ``Last-Event-ID``. Without one, ``?tail=N`` starts with
+    only the last N stored lines (0: live lines only)."""
     events = await services().logs.open_stream(
         build_id,
         query_token=request.args.get("token"),
         authorization=user_authorization(),
         last_event_id=request.headers.get("Last-Event-ID"),
+        tail=query_int("tail"),
     )
     response = Response(
         events,
