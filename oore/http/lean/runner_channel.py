@@ -28,6 +28,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -74,6 +75,10 @@ class FrameSocket(Protocol):
     async def close(self, code: int, reason: str) -> None:
         """Send a close frame."""
 
+    def on_open(self, scope: trio.CancelScope) -> None:
+        """The session's scope, to cancel when the connection must end at once (the peer
+        stopped reading)."""
+
 
 @dataclass(frozen=True)
 class ChannelLimits:
@@ -84,6 +89,17 @@ class ChannelLimits:
 
 class RunnerSession:
     """One accepted channel: reads frames and answers each in a task of its own nursery."""
+
+    __slots__ = (
+        "_authorization",
+        "_closed",
+        "_cpu",
+        "_ops",
+        "_runner_id",
+        "_shutdown",
+        "_slots",
+        "_socket",
+    )
 
     def __init__(
         self,
@@ -108,6 +124,7 @@ class RunnerSession:
     async def serve(self) -> None:
         """Until the runner disconnects or is refused, or the server stops (then close 1001)."""
         async with trio.open_nursery() as nursery:
+            self._socket.on_open(nursery.cancel_scope)
             # Reading ends when the server begins to stop; the requests in flight then
             # answer at once (their long polls are cut short too).
             with self._ops.runners.long_poll() as reading:
@@ -233,7 +250,7 @@ class RunnerChannelRoute:
                     await stream.send_all(error_answer(error, request_id))
                     await _linger(stream)
                 return
-            head.headers.clear()  # read: not kept for the channel's life
+            del head  # read: not kept for the channel's life
             await stream.send_all(switching_protocols(key, request_id))
             status = 101
             if await self._serve_channel(stream, runner_id, authorization, received):
@@ -278,29 +295,23 @@ class RunnerChannelRoute:
         received: bytes,
     ) -> bool:
         """Serve the accepted channel; whether it ended with a close frame sent."""
-        runners = self._ops.runners
-
-        async def alive() -> None:
-            await runners.seen(runner_id)
-
         ws = WebSocket(
             stream,
             max_message=self._limits.max_frame,
             send_limit=self._limits.send_buffer,
             received=received,
-            on_alive=alive,
+            on_alive=partial(self._ops.runners.seen, runner_id),
         )
-        with trio.CancelScope() as ws.scope:
-            session = RunnerSession(
-                self._ops,
-                runner_id,
-                authorization,
-                ws,
-                cpu=self._cpu,
-                max_in_flight=self._limits.max_in_flight,
-                shutdown=self._shutdown,
-            )
-            await session.serve()
+        session = RunnerSession(
+            self._ops,
+            runner_id,
+            authorization,
+            ws,
+            cpu=self._cpu,
+            max_in_flight=self._limits.max_in_flight,
+            shutdown=self._shutdown,
+        )
+        await session.serve()
         return ws.close_code is not None and not ws.overflowed
 
 

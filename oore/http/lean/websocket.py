@@ -38,9 +38,26 @@ def text_frame(payload: bytes) -> bytes:
 class WebSocket:
     """One accepted WebSocket. :meth:`receive` answers messages; :meth:`send` queues text.
 
-    ``on_alive`` is called for every ping and pong the peer sends. ``scope`` (set by the
-    owner) is cancelled when the connection is given up (the peer stopped reading).
+    ``on_alive`` is called for every ping and pong the peer sends. The scope handed to
+    :meth:`on_open` (by the owner) is cancelled when the connection is given up (the peer
+    stopped reading).
     """
+
+    __slots__ = (
+        "_drained",
+        "_frames",
+        "_on_alive",
+        "_outgoing",
+        "_parts",
+        "_size",
+        "_stream",
+        "_writing",
+        "close_code",
+        "max_message",
+        "overflowed",
+        "scope",
+        "send_limit",
+    )
 
     def __init__(
         self,
@@ -64,6 +81,9 @@ class WebSocket:
         self.close_code: int | None = None  # once a close frame went out, its code
         self.overflowed = False
         self.scope: trio.CancelScope | None = None
+
+    def on_open(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
 
     @property
     def closed(self) -> bool:
