@@ -50,6 +50,7 @@ class WebSocket:
         "_outgoing",
         "_parts",
         "_size",
+        "_socket",
         "_stream",
         "_writing",
         "close_code",
@@ -69,6 +70,7 @@ class WebSocket:
         on_alive: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._frames = Connection(ConnectionType.SERVER, trailing_data=received)
         self.max_message = max_message
         self.send_limit = send_limit
@@ -99,6 +101,10 @@ class WebSocket:
                 if self.closed:
                     return None
             try:
+                if self._socket is not None:
+                    # Idle, a channel waits here: only this frame and the poller's entry
+                    # are kept, not the read's own (the stream's, the socket's, its retry).
+                    await trio.lowlevel.wait_readable(self._socket)
                 data = await self._stream.receive_some(RECEIVE_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
