@@ -94,10 +94,12 @@ class RunnerSession:
         "_authorization",
         "_closed",
         "_cpu",
+        "_in_flight",
+        "_max_in_flight",
         "_ops",
+        "_room",
         "_runner_id",
         "_shutdown",
-        "_slots",
         "_socket",
     )
 
@@ -117,7 +119,9 @@ class RunnerSession:
         self._authorization = authorization
         self._socket = socket
         self._cpu = cpu
-        self._slots = trio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._room: trio.Event | None = None  # while reading waits for a request to end
         self._shutdown = shutdown or Shutdown()
         self._closed = False
 
@@ -139,16 +143,16 @@ class RunnerSession:
 
     async def _read(self, nursery: trio.Nursery) -> None:
         while not self._closed:
-            await self._slots.acquire()
-            try:
-                frame = await self._socket.receive()
-            except BaseException:
-                self._slots.release()
-                raise
+            while self._in_flight >= self._max_in_flight:
+                self._room = trio.Event()
+                await self._room.wait()
+            self._room = None
+            frame = await self._socket.receive()
             if frame is None:  # the runner went away: nothing left to answer
                 self._closed = True
                 nursery.cancel_scope.cancel()
                 return
+            self._in_flight += 1
             nursery.start_soon(self._answer, frame, nursery.cancel_scope)
 
     async def _answer(self, frame: str | bytes, scope: trio.CancelScope) -> None:
@@ -171,7 +175,9 @@ class RunnerSession:
             log.exception("runner channel request failed (runner %s)", self._runner_id)
             await self._send(protocol.error_reply(request_id, InternalError()))
         finally:
-            self._slots.release()
+            self._in_flight -= 1
+            if self._room is not None:
+                self._room.set()
 
     async def _decode(self, frame: str | bytes) -> Any:
         """The frame's JSON within the bounds of :mod:`oore.domain.json_input`."""
@@ -253,7 +259,25 @@ class RunnerChannelRoute:
             del head  # read: not kept for the channel's life
             await stream.send_all(switching_protocols(key, request_id))
             status = 101
-            if await self._serve_channel(stream, runner_id, authorization, received):
+            ws = WebSocket(
+                stream,
+                max_message=self._limits.max_frame,
+                send_limit=self._limits.send_buffer,
+                received=received,
+                on_alive=partial(self._ops.runners.seen, runner_id),
+            )
+            del key, received
+            session = RunnerSession(
+                self._ops,
+                runner_id,
+                authorization,
+                ws,
+                cpu=self._cpu,
+                max_in_flight=self._limits.max_in_flight,
+                shutdown=self._shutdown,
+            )
+            await session.serve()
+            if ws.close_code is not None and not ws.overflowed:  # a close frame went out
                 with trio.move_on_after(LINGER_SECONDS):
                     await _linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -286,33 +310,6 @@ class RunnerChannelRoute:
         runner_id = match.group(1) if match else ""
         await self._ops.runners.authenticate(head.header(b"authorization"), runner_id)
         return runner_id, key
-
-    async def _serve_channel(
-        self,
-        stream: trio.SocketStream,
-        runner_id: str,
-        authorization: str | None,
-        received: bytes,
-    ) -> bool:
-        """Serve the accepted channel; whether it ended with a close frame sent."""
-        ws = WebSocket(
-            stream,
-            max_message=self._limits.max_frame,
-            send_limit=self._limits.send_buffer,
-            received=received,
-            on_alive=partial(self._ops.runners.seen, runner_id),
-        )
-        session = RunnerSession(
-            self._ops,
-            runner_id,
-            authorization,
-            ws,
-            cpu=self._cpu,
-            max_in_flight=self._limits.max_in_flight,
-            shutdown=self._shutdown,
-        )
-        await session.serve()
-        return ws.close_code is not None and not ws.overflowed
 
 
 async def _linger(stream: trio.SocketStream) -> None:
