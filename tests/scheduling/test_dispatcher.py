@@ -171,6 +171,6 @@ async def test_a_parked_claim_wakes_its_claimant_once_served_and_may_be_cancelle
     async with trio.open_nursery() as nursery:  # cancelled, it can be waited on again
         nursery.start_soon(left.event.wait)
         await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(trio.BusyResourceError):
-            await left.event.wait()
+        with pytest.raises(trio.BusyResourceError), trio.move_on_after(5):
+            await left.event.wait()  # a second waiter is refused, never left waiting
         left.event.set()
