@@ -40,6 +40,43 @@ class RunnerSlot:
     name: str = ""  # for log lines
 
 
+class Signal:
+    """A one-shot flag its claimant waits on: :class:`trio.Event` for one waiter at a time,
+    without a set of waiters (every parked claim holds one for as long as it waits)."""
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: trio.lowlevel.Task | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        """Set the flag and wake the waiter, if any (idempotent)."""
+        if self._flag:
+            return
+        self._flag = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
+
+    async def wait(self) -> None:
+        """Until the flag is set (a checkpoint when it already is). Cancellable."""
+        if self._flag:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._waiter is not None:
+            raise trio.BusyResourceError("another task is waiting for this claim")
+        self._waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
 class Parked:
     """A claim waiting for a build. Exactly one of these ends it: an ``offer`` from the
     queue (the claimant commits it), a ``job`` committed for it by a trigger (it was
@@ -50,7 +87,7 @@ class Parked:
 
     def __init__(self, slot: RunnerSlot) -> None:
         self.slot = slot
-        self.event = trio.Event()
+        self.event = Signal()
         self.offer: QueuedBuild | None = None
         self.job: Job | None = None
         self.error: ApiError | None = None

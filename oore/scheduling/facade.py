@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import trio
@@ -59,6 +61,37 @@ class SchedulingConfig:
     assign_timeout: float = 300.0
     build_timeout: float = 3600.0
     last_seen_every: float = FLUSH_EVERY  # how often ``last_seen`` times are written
+
+
+class LongPoll:
+    """A long-poll's cancel scope, known to :meth:`Scheduling.end_long_polls` while entered.
+
+    A class rather than a generator context manager: one is held by every parked claim
+    and every open runner channel, for as long as they wait.
+    """
+
+    __slots__ = ("_polls", "scope")
+
+    def __init__(self, polls: set[trio.CancelScope], scope: trio.CancelScope) -> None:
+        self._polls = polls
+        self.scope = scope
+
+    def __enter__(self) -> trio.CancelScope:
+        self._polls.add(self.scope)
+        try:
+            return self.scope.__enter__()
+        except BaseException:
+            self._polls.discard(self.scope)
+            raise
+
+    def __exit__(
+        self,
+        etype: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._polls.discard(self.scope)
+        return self.scope.__exit__(etype, exc, tb)
 
 
 class Scheduling:
@@ -114,22 +147,17 @@ class Scheduling:
 
     # -- stopping ------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def long_poll(self) -> Iterator[trio.CancelScope]:
-        """The scope of a long-poll wait, cut short when the daemon begins to stop.
+    def long_poll(self, deadline: float = math.inf) -> LongPoll:
+        """The scope of a long-poll wait (ending at ``deadline``), cut short when the daemon
+        begins to stop.
 
         Stopping answers parked claims (no job) and job-state polls (current status) at
         once, so shutdown does not sit out its grace period on idle runners.
         """
-        scope = trio.CancelScope()
+        scope = trio.CancelScope(deadline=deadline)
         if self._ending:
             scope.cancel()
-        self._long_polls.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._long_polls.discard(scope)
+        return LongPoll(self._long_polls, scope)
 
     @property
     def ending(self) -> bool:
@@ -234,7 +262,7 @@ class Scheduling:
     async def _wait(self, parked: Parked, deadline: float) -> None:
         """Until the parked claim is served or its deadline passes (then it leaves)."""
         try:
-            with self.long_poll(), trio.move_on_at(deadline):
+            with self.long_poll(deadline):
                 await parked.event.wait()
         except BaseException:  # the claimant went away: nothing it was given is lost
             self.dispatcher.leave(parked)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+import trio
+import trio.testing
+
 from oore.domain.builds import QueuedBuild
 from oore.scheduling.dispatcher import Dispatcher, Parked, RunnerSlot
 
@@ -140,3 +144,33 @@ def test_many_claims_that_left_do_not_pile_up() -> None:
         dispatcher.leave(dispatcher.park(runner(f"r{i}")))
     assert dispatcher.depth() == (0, 0)
     assert len(dispatcher._parked) < 200
+
+
+async def test_a_parked_claim_wakes_its_claimant_once_served_and_may_be_cancelled() -> None:
+    dispatcher = Dispatcher()
+    parked = dispatcher.park(runner("r1"))
+    woken: list[str | None] = []
+
+    async def claimant() -> None:
+        await parked.event.wait()
+        woken.append(served(parked))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(claimant)
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == []
+        dispatcher.enqueue([queued("b1", 1)])
+    assert woken == ["b1"]
+    await parked.event.wait()  # set: answers at once
+
+    left = dispatcher.park(runner("r2"))
+    with trio.move_on_after(0.01) as scope:
+        await left.event.wait()
+    assert scope.cancelled_caught and not left.event.is_set()
+    dispatcher.leave(left)
+    async with trio.open_nursery() as nursery:  # cancelled, it can be waited on again
+        nursery.start_soon(left.event.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError), trio.move_on_after(5):
+            await left.event.wait()  # a second waiter is refused, never left waiting
+        left.event.set()

@@ -22,8 +22,8 @@ class LeanRoute(Protocol):
 
     async def serve(self, stream: trio.SocketStream, head: RequestHead, received: bytes) -> None:
         """Serve the connection (``received``: bytes read after the head); it owns
-        ``stream`` and closes it. A long-lived connection clears ``head.headers`` once it
-        has read them, so they are not kept for its whole life."""
+        ``stream`` and closes it. A long-lived connection drops ``head`` once it has read
+        it, so it is not kept for its whole life."""
 
 
 class Shutdown:
@@ -96,8 +96,8 @@ async def dispatch(
         head = parse_head(received[:end])
         route = None if head is None else routes.route(head)
         if head is not None and route is not None:
-            rest = received[end:]
-            del received  # not kept for the connection's life
-            await route.serve(stream, head, rest)
+            serving = route.serve(stream, head, received[end:])
+            del received, head  # the route keeps what it needs, for as long as it needs it
+            await serving
             return
     await fallback(stream, received)

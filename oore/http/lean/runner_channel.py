@@ -28,6 +28,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -74,6 +75,10 @@ class FrameSocket(Protocol):
     async def close(self, code: int, reason: str) -> None:
         """Send a close frame."""
 
+    def on_open(self, scope: trio.CancelScope) -> None:
+        """The session's scope, to cancel when the connection must end at once (the peer
+        stopped reading)."""
+
 
 @dataclass(frozen=True)
 class ChannelLimits:
@@ -84,6 +89,19 @@ class ChannelLimits:
 
 class RunnerSession:
     """One accepted channel: reads frames and answers each in a task of its own nursery."""
+
+    __slots__ = (
+        "_authorization",
+        "_closed",
+        "_cpu",
+        "_in_flight",
+        "_max_in_flight",
+        "_ops",
+        "_room",
+        "_runner_id",
+        "_shutdown",
+        "_socket",
+    )
 
     def __init__(
         self,
@@ -101,13 +119,16 @@ class RunnerSession:
         self._authorization = authorization
         self._socket = socket
         self._cpu = cpu
-        self._slots = trio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._room: trio.Event | None = None  # while reading waits for a request to end
         self._shutdown = shutdown or Shutdown()
         self._closed = False
 
     async def serve(self) -> None:
         """Until the runner disconnects or is refused, or the server stops (then close 1001)."""
         async with trio.open_nursery() as nursery:
+            self._socket.on_open(nursery.cancel_scope)
             # Reading ends when the server begins to stop; the requests in flight then
             # answer at once (their long polls are cut short too).
             with self._ops.runners.long_poll() as reading:
@@ -122,19 +143,16 @@ class RunnerSession:
 
     async def _read(self, nursery: trio.Nursery) -> None:
         while not self._closed:
-            try:  # without a trip through the scheduler while a slot is free
-                self._slots.acquire_nowait()
-            except trio.WouldBlock:
-                await self._slots.acquire()
-            try:
-                frame = await self._socket.receive()
-            except BaseException:
-                self._slots.release()
-                raise
+            while self._in_flight >= self._max_in_flight:
+                self._room = trio.Event()
+                await self._room.wait()
+            self._room = None
+            frame = await self._socket.receive()
             if frame is None:  # the runner went away: nothing left to answer
                 self._closed = True
                 nursery.cancel_scope.cancel()
                 return
+            self._in_flight += 1
             nursery.start_soon(self._answer, frame, nursery.cancel_scope)
 
     async def _answer(self, frame: str | bytes, scope: trio.CancelScope) -> None:
@@ -157,7 +175,9 @@ class RunnerSession:
             log.exception("runner channel request failed (runner %s)", self._runner_id)
             await self._send(protocol.error_reply(request_id, InternalError()))
         finally:
-            self._slots.release()
+            self._in_flight -= 1
+            if self._room is not None:
+                self._room.set()
 
     async def _decode(self, frame: str | bytes) -> Any:
         """The frame's JSON within the bounds of :mod:`oore.domain.json_input`."""
@@ -236,10 +256,28 @@ class RunnerChannelRoute:
                     await stream.send_all(error_answer(error, request_id))
                     await _linger(stream)
                 return
-            head.headers.clear()  # read: not kept for the channel's life
+            del head  # read: not kept for the channel's life
             await stream.send_all(switching_protocols(key, request_id))
             status = 101
-            if await self._serve_channel(stream, runner_id, authorization, received):
+            ws = WebSocket(
+                stream,
+                max_message=self._limits.max_frame,
+                send_limit=self._limits.send_buffer,
+                received=received,
+                on_alive=partial(self._ops.runners.seen, runner_id),
+            )
+            del key, received
+            session = RunnerSession(
+                self._ops,
+                runner_id,
+                authorization,
+                ws,
+                cpu=self._cpu,
+                max_in_flight=self._limits.max_in_flight,
+                shutdown=self._shutdown,
+            )
+            await session.serve()
+            if ws.close_code is not None and not ws.overflowed:  # a close frame went out
                 with trio.move_on_after(LINGER_SECONDS):
                     await _linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -272,39 +310,6 @@ class RunnerChannelRoute:
         runner_id = match.group(1) if match else ""
         await self._ops.runners.authenticate(head.header(b"authorization"), runner_id)
         return runner_id, key
-
-    async def _serve_channel(
-        self,
-        stream: trio.SocketStream,
-        runner_id: str,
-        authorization: str | None,
-        received: bytes,
-    ) -> bool:
-        """Serve the accepted channel; whether it ended with a close frame sent."""
-        runners = self._ops.runners
-
-        async def alive() -> None:
-            await runners.seen(runner_id)
-
-        ws = WebSocket(
-            stream,
-            max_message=self._limits.max_frame,
-            send_limit=self._limits.send_buffer,
-            received=received,
-            on_alive=alive,
-        )
-        with trio.CancelScope() as ws.scope:
-            session = RunnerSession(
-                self._ops,
-                runner_id,
-                authorization,
-                ws,
-                cpu=self._cpu,
-                max_in_flight=self._limits.max_in_flight,
-                shutdown=self._shutdown,
-            )
-            await session.serve()
-        return ws.close_code is not None and not ws.overflowed
 
 
 async def _linger(stream: trio.SocketStream) -> None:

@@ -43,9 +43,27 @@ def text_frame(payload: bytes) -> bytes:
 class WebSocket:
     """One accepted WebSocket. :meth:`receive` answers messages; :meth:`send` queues text.
 
-    ``on_alive`` is called for every ping and pong the peer sends. ``scope`` (set by the
-    owner) is cancelled when the connection is given up (the peer stopped reading).
+    ``on_alive`` is called for every ping and pong the peer sends. The scope handed to
+    :meth:`on_open` (by the owner) is cancelled when the connection is given up (the peer
+    stopped reading).
     """
+
+    __slots__ = (
+        "_drained",
+        "_frames",
+        "_on_alive",
+        "_outgoing",
+        "_parts",
+        "_size",
+        "_socket",
+        "_stream",
+        "_writing",
+        "close_code",
+        "max_message",
+        "overflowed",
+        "scope",
+        "send_limit",
+    )
 
     def __init__(
         self,
@@ -71,6 +89,9 @@ class WebSocket:
         self.overflowed = False
         self.scope: trio.CancelScope | None = None
 
+    def on_open(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+
     @property
     def closed(self) -> bool:
         return self.close_code is not None or self.overflowed
@@ -84,29 +105,28 @@ class WebSocket:
                     return message
                 if self.closed:
                     return None
-            data = await self._receive_some()
+            if self._socket is None:
+                try:
+                    data = bytes(await self._stream.receive_some(RECEIVE_BYTES))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None
+            else:
+                try:
+                    data = os.read(self._socket.fileno(), RECEIVE_BYTES)
+                except BlockingIOError:
+                    # Idle, a channel waits here: only this frame and the poller's entry
+                    # are kept, not a read's own frames.
+                    try:
+                        await trio.lowlevel.wait_readable(self._socket)
+                    except trio.ClosedResourceError:
+                        return None
+                    continue
+                except OSError:  # reset, or closed meanwhile
+                    return None
             if not data:
                 return None
             self._frames.receive_data(data)
         return None
-
-    async def _receive_some(self) -> bytes:
-        """The next bytes from the peer; empty once it is gone."""
-        if self._socket is None:
-            try:
-                return bytes(await self._stream.receive_some(RECEIVE_BYTES))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return b""
-        while True:
-            try:
-                return os.read(self._socket.fileno(), RECEIVE_BYTES)
-            except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(self._socket)
-                except trio.ClosedResourceError:
-                    return b""
-            except OSError:  # reset, or closed meanwhile
-                return b""
 
     async def _handle(self, event: object) -> str | bytes | None:
         match event:

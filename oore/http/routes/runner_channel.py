@@ -6,6 +6,7 @@ Quart see the connection; both run the same :class:`RunnerSession`.
 
 from __future__ import annotations
 
+import trio
 from quart import Blueprint, websocket
 
 from oore.http.context import services
@@ -37,3 +38,6 @@ class _QuartSocket:
 
     async def close(self, code: int, reason: str) -> None:
         await websocket.close(code, reason)
+
+    def on_open(self, scope: trio.CancelScope) -> None:
+        """Nothing to keep: this socket has no send buffer of its own to give up on."""
