@@ -72,7 +72,7 @@ class _Chunked:
         return bytes(out)
 
 
-async def _view(
+async def view(
     host: str,
     port: int,
     path: str,
@@ -80,7 +80,12 @@ async def _view(
     stall_until: float | None,
     connecting: trio.Semaphore,
     out: list[Any],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """One viewer of the stream at ``path``, started once its headers are in; it reads
+    until ``event: done`` and appends what it saw to ``out``: lines got (their sequences
+    rising), reordered, each line's latency (from the send time in its content)."""
     stalled = stall_until is not None
     sock = trio.socket.socket()
     if stall_until is not None:
@@ -98,6 +103,7 @@ async def _view(
     head, body = head.split(b"\r\n\r\n", 1)
     if not head.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"stream refused: {head[:60]!r}")
+    task_status.started()
     decoder = _Chunked()
     pending = decoder.feed(body)
     last = -1
@@ -153,7 +159,7 @@ async def _view_all(
     async with trio.open_nursery() as nursery:
         for i in range(count):
             stall = until if i < stalled else None
-            nursery.start_soon(_view, host, int(port), path, token, stall, connecting, out)
+            nursery.start_soon(view, host, int(port), path, token, stall, connecting, out)
     return {"viewers": out}
 
 
