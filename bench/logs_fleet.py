@@ -164,7 +164,7 @@ async def _load(
                     f"{len(runners)} runners and their viewers took longer to set up than the"
                     f" start allowed ({time.time() - at:.1f}s late)"
                 )
-            await trio.sleep(at - time.time())
+            await trio.sleep(max(0.0, at - time.time()))
             cpu_before, wall_before = _cpu_seconds(), time.monotonic()
             async with trio.open_nursery() as appending:
                 for build in builds:
