@@ -26,9 +26,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
+import queue
 import random
 import resource
 import time
+from contextlib import suppress
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -55,12 +59,51 @@ from bench.logs import CONNECT_AT_ONCE, view
 
 BATCH_INTERVAL = 0.25  # what the agent waits after a batch's first line (oore/runner/logs.py)
 OPEN_AT_ONCE = 64  # runners a load process sets up concurrently
-START = 3.0  # seconds for the load processes to start
-RUNNERS_SET_UP_PER_S = 40  # per load process (channel, claim, running): what the start allows
-VIEWERS_CONNECTED_PER_S = 500  # in all, as bench/logs allows
+SET_UP_TIMEOUT = 600.0  # seconds the load processes may take to claim and connect
+START = 1.0  # seconds from the last load process ready to the first line
 PADDING = "x" * 80  # a line of about 100 bytes, as in bench/logs
 COUNT_AT_ONCE = 32
 PAGE = 5000  # the most lines GET /v1/builds/{id}/logs answers at once
+
+
+@dataclass(frozen=True)
+class _StartGate:
+    """How the load processes start together once all are set up, however long that
+    takes: each says it is ready, then waits for the start instant this process sets."""
+
+    ready: Any  # a queue: one item per load process set up
+    go: Any  # an event: the start instant is set
+    at: Any  # a shared double: the start instant (wall clock)
+
+    @classmethod
+    def new(cls) -> _StartGate:
+        context = multiprocessing.get_context("spawn")  # as run_processes starts them
+        return cls(context.Queue(), context.Event(), context.Value("d", 0.0))
+
+    async def arrive(self) -> float:
+        """In a load process: ready; answers the start instant."""
+        self.ready.put(True)
+        if not await trio.to_thread.run_sync(self.go.wait, SET_UP_TIMEOUT):
+            raise SystemExit("the start never came")
+        at: float = self.at.value
+        return at
+
+    def open(self, processes: int, load: BackgroundLoad, waiting: str) -> float:
+        """Here: wait until ``processes`` load processes are ready, then set the start."""
+        began, ready = time.monotonic(), 0
+        while ready < processes:
+            progress(f"{waiting}: {ready} of {processes} load processes ready")
+            with suppress(queue.Empty):
+                self.ready.get(timeout=1.0)
+                ready += 1
+            if not load.is_alive():
+                raise SystemExit("a load process failed (its error is above)")
+            if time.monotonic() - began > SET_UP_TIMEOUT:
+                raise SystemExit(f"the load took over {SET_UP_TIMEOUT:.0f}s to set up")
+        self.at.value = time.time() + START
+        self.go.set()
+        at: float = self.at.value
+        return at
 
 
 def _worker(
@@ -73,10 +116,10 @@ def _worker(
     rate: int,
     seconds: float,
     interval: float,
-    at: float,
+    gate: _StartGate,
 ) -> None:
     results.put(
-        trio.run(_load, url, session, transport, runners, viewers, rate, seconds, interval, at)
+        trio.run(_load, url, session, transport, runners, viewers, rate, seconds, interval, gate)
     )
 
 
@@ -105,11 +148,12 @@ async def _load(
     rate: int,
     seconds: float,
     interval: float,
-    at: float,
+    start: _StartGate,
 ) -> dict[str, Any]:
-    """Every runner claims a build and its viewers connect, all before ``at``; then every
-    runner appends to its build and ends it, and the viewers read to the end."""
+    """Every runner claims a build and its viewers connect; once every load process is
+    ready, every runner appends to its build and ends it, and the viewers read to the end."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
+    at = 0.0  # the start, once every load process is ready
     gate = trio.Semaphore(OPEN_AT_ONCE)
     connecting = trio.Semaphore(CONNECT_AT_ONCE)
     builds: list[_Build] = []
@@ -159,11 +203,7 @@ async def _load(
             async with trio.open_nursery() as setting_up:
                 for runner_id, token in runners:
                     setting_up.start_soon(set_up, runner_id, token, viewing)
-            if time.time() > at:
-                raise SystemExit(
-                    f"{len(runners)} runners and their viewers took longer to set up than the"
-                    f" start allowed ({time.time() - at:.1f}s late)"
-                )
+            at = await start.arrive()
             await trio.sleep(max(0.0, at - time.time()))
             cpu_before, wall_before = _cpu_seconds(), time.monotonic()
             async with trio.open_nursery() as appending:
@@ -244,18 +284,17 @@ def repetition(
     progress(f"queueing {builds} builds")
     trio.run(queue_builds, target, builds)
     parts = split(fleet, procs)
-    lead = START + len(parts[0]) / RUNNERS_SET_UP_PER_S + builds * viewers / VIEWERS_CONNECTED_PER_S
-    at = time.time() + lead
+    gate = _StartGate.new()
     args = [
-        (target.url, target.token, transport, part, viewers, rate, seconds, interval, at)
+        (target.url, target.token, transport, part, viewers, rate, seconds, interval, gate)
         for part in parts
     ]
     load = BackgroundLoad(_worker, args)
     postmaster = procfs.postmaster_pid(server.pid)
+    at = gate.open(len(parts), load, f"{builds} runners claiming, {builds * viewers} viewers")
     window, stop = at + min(2.0, seconds / 4), at + seconds
     while time.time() < window:
-        left = max(0.0, at - time.time())
-        progress(f"{builds} runners claiming, {builds * viewers} viewers connecting: {left:.0f}s")
+        progress(f"{builds} builds starting to log: {max(0.0, window - time.time()):.0f}s")
         time.sleep(min(1.0, max(0.0, window - time.time())))
     daemon_before = procfs.cpu_seconds(server.pid)
     pg_before = procfs.tree_cpu_seconds(postmaster) if postmaster else 0.0
