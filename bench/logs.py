@@ -85,7 +85,8 @@ async def view(
 ) -> None:
     """One viewer of the stream at ``path``, started once its headers are in; it reads
     until ``event: done`` and appends what it saw to ``out``: lines got (their sequences
-    rising), reordered, each line's latency (from the send time in its content)."""
+    rising), reordered, each line's latency (from the send time in its content), and how
+    the stream ended (the ``done`` event's reason, or ``closed`` without one)."""
     stalled = stall_until is not None
     sock = trio.socket.socket()
     if stall_until is not None:
@@ -111,6 +112,7 @@ async def view(
     reordered = 0
     latencies: list[float] = []
     done = False
+    ended = "closed"
     while not done:
         if stall_until is not None:
             await trio.sleep(max(0.0, stall_until - time.time()))  # a wall-clock instant
@@ -120,6 +122,7 @@ async def view(
         for event in events:
             if event.startswith(b"event: done"):
                 done = True
+                ended = event.partition(b"data: ")[2].decode(errors="replace").strip()
                 continue
             match = _EVENT.search(event)
             if match is None:
@@ -138,7 +141,15 @@ async def view(
             break
         pending += decoder.feed(data)
     sock.close()
-    out.append({"got": got, "reordered": reordered, "latencies": latencies, "stalled": stalled})
+    out.append(
+        {
+            "got": got,
+            "reordered": reordered,
+            "latencies": latencies,
+            "stalled": stalled,
+            "ended": ended,
+        }
+    )
 
 
 def _viewers(

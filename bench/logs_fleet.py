@@ -14,7 +14,8 @@ runner is done, over ``--seconds``); lines acknowledged (the appends' answers); 
 (sent but not stored: every line must be); append latency p50/p99 (a runner's logs
 request until its answer); the viewers' latency p50/p99 (line sent to line received,
 every line of every viewer); lines each viewer missed (of its build's lines sent) or got
-out of order, summed; the daemon's CPU in cores and the embedded PostgreSQL's
+out of order, summed; viewers whose stream ended other than with ``build_finished``
+(e.g. ``authorization_ended``); the daemon's CPU in cores and the embedded PostgreSQL's
 (postmaster and children) over the steady window (from a quarter of ``--seconds``, at
 most 2 s, after the first line, to the end); the daemon's RSS at the end of that window;
 the load processes' own CPU. The runners and viewers run in ``--procs`` load processes
@@ -215,7 +216,11 @@ async def _load(
         "sent": {build.id: (build.sent, build.appended) for build in builds},
         "appends": [x for build in builds for x in build.appends],
         "viewers": [
-            {"lost": build.sent - seen["got"], "reordered": seen["reordered"]}
+            {
+                "lost": build.sent - seen["got"],
+                "reordered": seen["reordered"],
+                "ended": seen["ended"],
+            }
             for build in builds
             for seen in build.seen
         ],
@@ -330,6 +335,7 @@ def repetition(
         "lines_lost": float(sum(n - stored[b] for b, (n, _) in sent.items())),
         "viewer_lines_lost": float(sum(v["lost"] for v in everyone)),
         "viewer_lines_reordered": float(sum(v["reordered"] for v in everyone)),
+        "viewers_ended_early": float(sum(v["ended"] != "build_finished" for v in everyone)),
         "append_p50_ms": percentile(appends, 0.5) * 1000,
         "append_p99_ms": percentile(appends, 0.99) * 1000,
         "latency_p50_ms": percentile(latencies, 0.5) * 1000 if latencies else 0.0,

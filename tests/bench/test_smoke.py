@@ -94,7 +94,8 @@ def test_scenario_prints_its_table_and_writes_its_figures(
         assert run["daemon_cpu_us_per_claim"] > 0
     if scenario == "logs-fleet":  # every line stored, and seen by both viewers of its build
         assert run["lines_sent"] == run["lines_acknowledged"] == 4 * 20 * 2
-        assert run["viewers_finished"] == 4 * 2 and run["latency_p99_ms"] > 0
+        assert run["viewers_finished"] == 4 * 2 and run["viewers_ended_early"] == 0
+        assert run["latency_p99_ms"] > 0
 
 
 def test_logs_fleet_reports_the_lines_a_daemon_did_not_store(tmp_path: Path) -> None:
