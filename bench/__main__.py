@@ -1,7 +1,7 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
-Scenarios: claims, fleet, logs, memory, peers (needs the ``bench`` extra: pgqueuer), pickup;
-``all`` runs every one of them at the issue's sizes, one after another.
+Scenarios: claims, fleet, logs, logs-fleet, memory, peers (needs the ``bench`` extra:
+pgqueuer), pickup; ``all`` runs every one of them at the issue's sizes, one after another.
 Each prints a table of medians (min..max over its repetitions) and writes
 bench/results/<scenario>.json. ``python -m bench <scenario> --help`` lists its options.
 """
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import claims, fleet, logs, memory, pickup, suite
+from bench import claims, fleet, logs, logs_fleet, memory, pickup, suite
 
 
 def _peers(argv: list[str] | None) -> dict[str, Any]:
@@ -25,6 +25,7 @@ SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "claims": claims.main,
     "fleet": fleet.main,
     "logs": logs.main,
+    "logs-fleet": logs_fleet.main,
     "memory": memory.main,
     "peers": _peers,
     "pickup": pickup.main,

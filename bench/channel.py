@@ -30,6 +30,9 @@ class RunnerLink(Protocol):
 
     async def report(self, build_id: str, status: str, **extra: Any) -> None: ...
 
+    async def logs(self, build_id: str, chunks: list[dict[str, Any]], **extra: Any) -> int:
+        """Append a batch of lines to the build; how many the server stored."""
+
     async def ping(self) -> None:
         """Prove the runner alive without a request (a WebSocket ping on a channel)."""
 
@@ -67,6 +70,10 @@ class HttpLink:
     async def report(self, build_id: str, status: str, **extra: Any) -> None:
         await self._post(f"/jobs/{build_id}/status", {"status": status, **extra})
 
+    async def logs(self, build_id: str, chunks: list[dict[str, Any]], **extra: Any) -> int:
+        reply = await self._post(f"/jobs/{build_id}/logs", {"chunks": chunks, **extra})
+        return int(json.loads(reply)["appended"])
+
     async def ping(self) -> None:
         await self.heartbeat()  # plain HTTP has nothing lighter
 
@@ -102,6 +109,10 @@ class ChannelLink:
 
     async def report(self, build_id: str, status: str, **extra: Any) -> None:
         await self.call("job_status", build_id=build_id, status=status, **extra)
+
+    async def logs(self, build_id: str, chunks: list[dict[str, Any]], **extra: Any) -> int:
+        reply = await self.call("logs", build_id=build_id, chunks=chunks, **extra)
+        return int(reply["appended"])
 
     async def ping(self) -> None:
         await self.ws.ping()  # waits for the pong

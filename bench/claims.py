@@ -88,7 +88,7 @@ async def _load(url: str, mode: str, runners: list[tuple[str, str]], at: float) 
     return {"count": count, "last": last}
 
 
-async def _queue(target: Target, count: int) -> None:
+async def queue_builds(target: Target, count: int) -> None:
     """Queue ``count`` builds at the known head (no git run per build), 32 at a time."""
     async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
         sent = 0
@@ -121,7 +121,7 @@ def queue_fleet(target: Target, runners: int, builds: int) -> list[tuple[str, st
     fleet = trio.run(
         partial(register_runners, target, runners, "claims", max_concurrent=MAX_CONCURRENT)
     )
-    trio.run(_queue, target, builds)
+    trio.run(queue_builds, target, builds)
     return fleet
 
 

@@ -72,7 +72,7 @@ class _Chunked:
         return bytes(out)
 
 
-async def _view(
+async def view(
     host: str,
     port: int,
     path: str,
@@ -80,7 +80,13 @@ async def _view(
     stall_until: float | None,
     connecting: trio.Semaphore,
     out: list[Any],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """One viewer of the stream at ``path``, started once its headers are in; it reads
+    until ``event: done`` and appends what it saw to ``out``: lines got (their sequences
+    rising), reordered, each line's latency (from the send time in its content), and how
+    the stream ended (the ``done`` event's reason, or ``closed`` without one)."""
     stalled = stall_until is not None
     sock = trio.socket.socket()
     if stall_until is not None:
@@ -98,6 +104,7 @@ async def _view(
     head, body = head.split(b"\r\n\r\n", 1)
     if not head.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"stream refused: {head[:60]!r}")
+    task_status.started()
     decoder = _Chunked()
     pending = decoder.feed(body)
     last = -1
@@ -105,6 +112,7 @@ async def _view(
     reordered = 0
     latencies: list[float] = []
     done = False
+    ended = "closed"
     while not done:
         if stall_until is not None:
             await trio.sleep(max(0.0, stall_until - time.time()))  # a wall-clock instant
@@ -114,6 +122,7 @@ async def _view(
         for event in events:
             if event.startswith(b"event: done"):
                 done = True
+                ended = event.partition(b"data: ")[2].decode(errors="replace").strip()
                 continue
             match = _EVENT.search(event)
             if match is None:
@@ -132,7 +141,15 @@ async def _view(
             break
         pending += decoder.feed(data)
     sock.close()
-    out.append({"got": got, "reordered": reordered, "latencies": latencies, "stalled": stalled})
+    out.append(
+        {
+            "got": got,
+            "reordered": reordered,
+            "latencies": latencies,
+            "stalled": stalled,
+            "ended": ended,
+        }
+    )
 
 
 def _viewers(
@@ -153,7 +170,7 @@ async def _view_all(
     async with trio.open_nursery() as nursery:
         for i in range(count):
             stall = until if i < stalled else None
-            nursery.start_soon(_view, host, int(port), path, token, stall, connecting, out)
+            nursery.start_soon(view, host, int(port), path, token, stall, connecting, out)
     return {"viewers": out}
 
 

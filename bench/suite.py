@@ -35,6 +35,7 @@ PLAN: list[tuple[str, str, list[str]]] = [
     ("logs-1000", "logs", ["--viewers", "1000"]),
     ("logs-10000", "logs", ["--viewers", "10000"]),
     ("logs-10000-stalled", "logs", ["--viewers", "10000", "--stalled", "0.01"]),
+    ("logs-fleet", "logs-fleet", []),
     ("fleet", "fleet", []),
     ("fleet-http", "fleet", ["--transport", "http"]),
     ("memory", "memory", []),

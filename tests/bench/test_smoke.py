@@ -39,11 +39,23 @@ SCENARIOS = {
         "--repeat",
         "1",
     ],
+    "logs-fleet": [
+        "--builds",
+        "4",
+        "--viewers",
+        "2",
+        "--seconds",
+        "2",
+        "--procs",
+        "1",
+        "--repeat",
+        "1",
+    ],
 }
 
 
 # the scenarios whose runners can speak either transport also run over plain HTTP
-OVER_HTTP = ["claims", "fleet", "memory", "pickup"]
+OVER_HTTP = ["claims", "fleet", "logs-fleet", "memory", "pickup"]
 RUNS: list[tuple[str, list[str]]] = [
     *[(name, []) for name in sorted(SCENARIOS)],
     *[(name, ["--transport", "http"]) for name in OVER_HTTP],
@@ -75,11 +87,37 @@ def test_scenario_prints_its_table_and_writes_its_figures(
     assert all(fig["min"] <= fig["median"] <= fig["max"] for fig in written["summary"].values())
     run = written["runs"][0]
     assert all(value > 0 for key, value in run.items() if "per_s" in key)
-    assert run.get("lines_lost", 0) == 0 and run.get("lines_reordered", 0) == 0
+    assert all(value == 0 for key, value in run.items() if "lost" in key or "reordered" in key)
     if "--pings" in extra:
         assert run["runners_online"] == 20
     if scenario == "claims":
         assert run["daemon_cpu_us_per_claim"] > 0
+    if scenario == "logs-fleet":  # every line stored, and seen by both viewers of its build
+        assert run["lines_sent"] == run["lines_acknowledged"] == 4 * 20 * 2
+        assert run["viewers_finished"] == 4 * 2 and run["viewers_ended_early"] == 0
+        assert run["latency_p99_ms"] > 0
+
+
+def test_logs_fleet_reports_the_lines_a_daemon_did_not_store(tmp_path: Path) -> None:
+    """A daemon that keeps 25 lines of each build (its cap) stores 15 of the 40 sent to
+    each of 3 builds short: lost, and missed by both viewers of each build."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
+    env["OORE_BENCH_RESULTS"] = str(tmp_path)
+    env["OORED_LOG_LINES_PER_BUILD"] = "25"
+    options = ["--builds", "3", "--viewers", "2", "--seconds", "2", "--procs", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "logs-fleet", *options, "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = json.loads((tmp_path / "logs-fleet.json").read_text())["runs"][0]
+    assert run["lines_sent"] == 3 * 40 and run["lines_acknowledged"] == 3 * 25
+    assert run["lines_lost"] == 3 * 15
+    assert run["viewer_lines_lost"] == 3 * 2 * 15 and run["viewer_lines_reordered"] == 0
 
 
 def test_an_unknown_scenario_lists_the_known_ones() -> None:
@@ -87,7 +125,7 @@ def test_an_unknown_scenario_lists_the_known_ones() -> None:
         [sys.executable, "-m", "bench", "nonsense"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 2
-    names = ("claims", "fleet", "logs", "memory", "peers", "pickup")
+    names = ("claims", "fleet", "logs", "logs-fleet", "memory", "peers", "pickup")
     assert all(name in done.stderr for name in names)
 
 
@@ -98,5 +136,5 @@ def test_help_exits_0_with_the_usage_and_the_scenarios(flag: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m bench")
-    names = ("claims", "fleet", "logs", "memory", "peers", "pickup", "all")
+    names = ("claims", "fleet", "logs", "logs-fleet", "memory", "peers", "pickup", "all")
     assert all(name in done.stdout for name in names)
