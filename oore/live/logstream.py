@@ -323,6 +323,8 @@ class _LogStream(Actor[LogMsg]):
             grants = {viewer.grant for viewer in viewers}
             allowed = await self._records.still_allowed(build_id, grants)
             for viewer in list(viewers):
+                if viewer.grant not in grants:
+                    continue  # joined while the others were checked: checked next time
                 if viewer.grant not in allowed:
                     viewer.end("authorization_ended")
                     continue

@@ -35,6 +35,8 @@ class Records:
         self.finished_value: bool | None = False
         self.allowed: set[Hashable] | None = None
         self.fail_next = False
+        self.checking = trio.Event()  # set when a re-check asks about grants
+        self.check_gate: trio.Event | None = None  # holds re-checks until set
 
     def requeue(self, holder: str) -> None:
         self.attempt += 1
@@ -69,6 +71,9 @@ class Records:
         return LogState(self.finished_value, self.attempt)
 
     async def still_allowed(self, build_id: str, grants: set[Hashable]) -> set[Hashable]:
+        self.checking.set()
+        if self.check_gate is not None:
+            await self.check_gate.wait()
         return grants if self.allowed is None else grants & self.allowed
 
 
@@ -157,6 +162,21 @@ async def test_partial_overlap_is_cut_at_the_viewers_last_line(stream: LogStream
     assert batch is not None
     assert batch.after(-1) is batch.data
     assert b"id: 0\n" not in batch.after(0) and b"id: 2\n" in batch.after(0)
+
+
+async def test_a_viewer_joining_while_grants_are_checked_is_not_ended_by_that_check(
+    stream: LogStreamHandle, records: Records
+) -> None:
+    records.check_gate = trio.Event()
+    first = Viewer(grant="first", limit=1024)
+    stream.watch(first)
+    with trio.fail_after(3):
+        await records.checking.wait()  # the check asked about "first" only
+    joined = Viewer(grant="joined", limit=1024)
+    stream.watch(joined)
+    records.check_gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert first.ended is None and joined.ended is None
 
 
 async def test_checks_end_viewers_whose_grant_lapsed_or_when_the_build_ends(
