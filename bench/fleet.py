@@ -240,20 +240,12 @@ def repetition(
         for part in split(fleet, procs)
     ]
     load = BackgroundLoad(_worker, args)
-    postmaster = procfs.postmaster_pid(server.pid)
-    while time.time() < window:
-        progress(f"{len(fleet)} runners starting: {max(0.0, window - time.time()):.0f}s")
-        time.sleep(min(1.0, max(0.0, window - time.time())))
-    server_before = procfs.cpu_seconds(server.pid)
-    pg_before = procfs.tree_cpu_seconds(postmaster) if postmaster else 0.0
-    began = time.monotonic()
-    while time.time() < stop:
-        progress(f"{len(fleet)} runners beating: {max(0.0, stop - time.time()):.0f}s left")
-        time.sleep(min(1.0, max(0.0, stop - time.time())))
-    took = time.monotonic() - began
-    server_cpu = (procfs.cpu_seconds(server.pid) - server_before) / took
-    pg_cpu = (procfs.tree_cpu_seconds(postmaster) - pg_before) / took if postmaster else 0.0
-    rss_kb = procfs.rss_kb(server.pid)
+
+    def show(phase: str, left: float) -> None:
+        doing = "starting" if phase == "starting" else "beating"
+        progress(f"{len(fleet)} runners {doing}: {left:.0f}s left")
+
+    usage = procfs.measure_window(server.pid, window, stop, show)
     online = _online(target) if pings and target is not None else None
     progress("waiting for the load processes")
     results = load.results(timeout=600)
@@ -269,12 +261,12 @@ def repetition(
         "latency_p50_ms": percentile(latencies, 0.5) * 1000,
         "latency_p99_ms": percentile(latencies, 0.99) * 1000,
         "latency_max_ms": max(latencies) * 1000,
-        "server_cpu_cores": server_cpu,
-        "server_rss_mb": rss_kb / 1024,
+        "server_cpu_cores": usage.daemon_cores,
+        "server_rss_mb": usage.daemon_rss_kb / 1024,
         "load_cpu_cores": sum(r["cpu_cores"] for r in results),
     }
-    if postmaster:
-        figures["postgres_cpu_cores"] = pg_cpu
+    if usage.postgres_cores is not None:
+        figures["postgres_cpu_cores"] = usage.postgres_cores
     if online is not None:
         figures["runners_online"] = float(online)
     return figures

@@ -295,22 +295,16 @@ def repetition(
         for part in parts
     ]
     load = BackgroundLoad(_worker, args)
-    postmaster = procfs.postmaster_pid(server.pid)
     at = gate.open(len(parts), load, f"{builds} runners claiming, {builds * viewers} viewers")
     window, stop = at + min(2.0, seconds / 4), at + seconds
-    while time.time() < window:
-        progress(f"{builds} builds starting to log: {max(0.0, window - time.time()):.0f}s")
-        time.sleep(min(1.0, max(0.0, window - time.time())))
-    daemon_before = procfs.cpu_seconds(server.pid)
-    pg_before = procfs.tree_cpu_seconds(postmaster) if postmaster else 0.0
-    began = time.monotonic()
-    while time.time() < stop:
-        progress(f"{builds} builds logging {rate} lines/s: {max(0.0, stop - time.time()):.0f}s")
-        time.sleep(min(1.0, max(0.0, stop - time.time())))
-    took = time.monotonic() - began
-    daemon_cpu = (procfs.cpu_seconds(server.pid) - daemon_before) / took
-    pg_cpu = (procfs.tree_cpu_seconds(postmaster) - pg_before) / took if postmaster else 0.0
-    rss_kb = procfs.rss_kb(server.pid)
+
+    def show(phase: str, left: float) -> None:
+        if phase == "starting":
+            progress(f"{builds} builds starting to log: {left:.0f}s")
+        else:
+            progress(f"{builds} builds logging {rate} lines/s: {left:.0f}s")
+
+    usage = procfs.measure_window(server.pid, window, stop, show)
     progress("waiting for the runners and viewers to finish")
     results = load.results(timeout=600)
     sent: dict[str, tuple[int, int]] = {
@@ -340,12 +334,12 @@ def repetition(
         "append_p99_ms": percentile(appends, 0.99) * 1000,
         "latency_p50_ms": percentile(latencies, 0.5) * 1000 if latencies else 0.0,
         "latency_p99_ms": percentile(latencies, 0.99) * 1000 if latencies else 0.0,
-        "daemon_cpu_cores": daemon_cpu,
-        "daemon_rss_mb": rss_kb / 1024,
+        "daemon_cpu_cores": usage.daemon_cores,
+        "daemon_rss_mb": usage.daemon_rss_kb / 1024,
         "load_cpu_cores": sum(r["cpu_cores"] for r in results),
     }
-    if postmaster:
-        figures["postgres_cpu_cores"] = pg_cpu
+    if usage.postgres_cores is not None:
+        figures["postgres_cpu_cores"] = usage.postgres_cores
     return figures
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -80,3 +82,38 @@ def wait_idle(pid: int, below: float = 0.05, step: float = 0.5, limit: float = 3
         if (cpu_seconds(pid) - before) / step < below:
             break
     return time.monotonic() - began
+
+
+@dataclass(frozen=True)
+class WindowUsage:
+    """What the daemon (and its embedded PostgreSQL, when it has one) used over a window."""
+
+    daemon_cores: float
+    postgres_cores: float | None  # None with an external database
+    daemon_rss_kb: int  # at the window's end
+
+
+def measure_window(
+    daemon_pid: int, window: float, stop: float, show: Callable[[str, float], None]
+) -> WindowUsage:
+    """Wait until ``window`` (wall clock), then measure the CPU of the daemon and of its
+    embedded PostgreSQL's processes until ``stop``; ``show(phase, seconds_left)`` is called
+    about once a second, with phase ``"starting"`` and then ``"measuring"``."""
+    postmaster = postmaster_pid(daemon_pid)
+    _sleep_until(window, lambda left: show("starting", left))
+    daemon_before = cpu_seconds(daemon_pid)
+    pg_before = tree_cpu_seconds(postmaster) if postmaster else 0.0
+    began = time.monotonic()
+    _sleep_until(stop, lambda left: show("measuring", left))
+    took = time.monotonic() - began
+    return WindowUsage(
+        daemon_cores=(cpu_seconds(daemon_pid) - daemon_before) / took,
+        postgres_cores=((tree_cpu_seconds(postmaster) - pg_before) / took if postmaster else None),
+        daemon_rss_kb=rss_kb(daemon_pid),
+    )
+
+
+def _sleep_until(until: float, show: Callable[[float], None]) -> None:
+    while time.time() < until:
+        show(max(0.0, until - time.time()))
+        time.sleep(min(1.0, max(0.0, until - time.time())))

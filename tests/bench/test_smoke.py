@@ -63,14 +63,13 @@ RUNS: list[tuple[str, list[str]]] = [
 ]
 
 
-@pytest.mark.parametrize(("scenario", "extra"), RUNS, ids=[" ".join([n, *e]) for n, e in RUNS])
-def test_scenario_prints_its_table_and_writes_its_figures(
-    scenario: str, extra: list[str], tmp_path: Path
-) -> None:
+def _bench(results: Path, args: list[str], **daemon_env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench *args`` writing its JSON into ``results``; it must succeed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
-    env["OORE_BENCH_RESULTS"] = str(tmp_path)
+    env["OORE_BENCH_RESULTS"] = str(results)
+    env.update(daemon_env)
     done = subprocess.run(
-        [sys.executable, "-m", "bench", scenario, *SCENARIOS[scenario], *extra],
+        [sys.executable, "-m", "bench", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -78,6 +77,14 @@ def test_scenario_prints_its_table_and_writes_its_figures(
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.mark.parametrize(("scenario", "extra"), RUNS, ids=[" ".join([n, *e]) for n, e in RUNS])
+def test_scenario_prints_its_table_and_writes_its_figures(
+    scenario: str, extra: list[str], tmp_path: Path
+) -> None:
+    done = _bench(tmp_path, [scenario, *SCENARIOS[scenario], *extra])
     assert f"{scenario}:" in done.stdout and "median" in done.stdout
     written = json.loads((tmp_path / f"{scenario}.json").read_text())
     assert written["scenario"] == scenario and len(written["runs"]) == 1
@@ -101,19 +108,8 @@ def test_scenario_prints_its_table_and_writes_its_figures(
 def test_logs_fleet_reports_the_lines_a_daemon_did_not_store(tmp_path: Path) -> None:
     """A daemon that keeps 25 lines of each build (its cap) stores 15 of the 40 sent to
     each of 3 builds short: lost, and missed by both viewers of each build."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
-    env["OORE_BENCH_RESULTS"] = str(tmp_path)
-    env["OORED_LOG_LINES_PER_BUILD"] = "25"
     options = ["--builds", "3", "--viewers", "2", "--seconds", "2", "--procs", "1"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "logs-fleet", *options, "--repeat", "1"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    _bench(tmp_path, ["logs-fleet", *options, "--repeat", "1"], OORED_LOG_LINES_PER_BUILD="25")
     run = json.loads((tmp_path / "logs-fleet.json").read_text())["runs"][0]
     assert run["lines_sent"] == 3 * 40 and run["lines_acknowledged"] == 3 * 25
     assert run["lines_lost"] == 3 * 15
