@@ -143,6 +143,42 @@ class _Records:
         return allowed
 
 
+_Access = tuple[str, bool, str, str]  # credential hash, via API token, user, project
+
+
+class _AccessChecks:
+    """The answers of recent credential and role lookups, shared by every build's stream.
+
+    A viewer's grant is its credential's access to a project plus its own time box; only
+    the access needs the database. Every build re-checks its viewers each interval, so
+    one user watching many builds (or one build many times) would cost a lookup per
+    grant; here each distinct access is looked up at most once per ``fresh`` seconds,
+    whatever the number of viewers and builds. ``fresh`` is a quarter of the interval, so
+    a revoked credential or a demotion still ends its streams within about one interval.
+    """
+
+    def __init__(self, fresh: float) -> None:
+        self._fresh = fresh
+        self._answers: dict[_Access, tuple[float, bool]] = {}
+        self._pruned = 0.0
+        self.lookups = 0  # accesses looked up in the database
+
+    def known(self, access: _Access) -> bool | None:
+        """The recent answer for ``access``, None when there is none fresh enough."""
+        now = trio.current_time()
+        if now - self._pruned > self._fresh:
+            self._answers = {k: v for k, v in self._answers.items() if now - v[0] < self._fresh}
+            self._pruned = now
+        found = self._answers.get(access)
+        if found is None or now - found[0] >= self._fresh:
+            return None
+        return found[1]
+
+    def learn(self, access: _Access, holds: bool, asked_at: float) -> None:
+        self.lookups += 1
+        self._answers[access] = (asked_at, holds)
+
+
 class Logs:
     """Use cases of build logs; owns the LogStream actors (``streams``)."""
 
@@ -170,6 +206,7 @@ class Logs:
         self._per_user: Counter[str] = Counter()
         self._open = 0
         self.catch_ups = 0  # times a viewer fell behind and read the database to catch up
+        self.access_checks = _AccessChecks(config.check_every / 4)
 
     @property
     def open_streams(self) -> int:
@@ -356,9 +393,17 @@ class Logs:
     async def grant_holds(self, grant: Grant) -> bool:
         """Is the grant still good: in its time box, credential live (session, or API token
         with an active creator, at the current effective role), project readable?"""
-        now = self.clock.now()
-        if grant.expires_at <= now:
+        if grant.expires_at <= self.clock.now():
             return False
+        access = (grant.credential_hash, grant.via_api_token, grant.user_id, grant.project_id)
+        holds = self.access_checks.known(access)
+        if holds is None:
+            asked_at = trio.current_time()
+            holds = await self._access_holds(grant)
+            self.access_checks.learn(access, holds, asked_at)
+        return holds
+
+    async def _access_holds(self, grant: Grant) -> bool:
         session = await self._identity.recheck(
             grant.credential_hash, via_api_token=grant.via_api_token
         )

@@ -14,9 +14,9 @@ import pytest
 import trio
 
 from oore.domain.logs import MASK
-from oore.domain.users import Role
+from oore.domain.users import Role, Session
 from oore.runtime import Runtime
-from oore.services.logs import LogConfig
+from oore.services.logs import Grant, LogConfig
 from tests.http.builds_kit import Runner, Setup, make_setup, repo, setup
 from tests.http.conftest import Api, UserFactory
 from tests.http.sse_kit import served
@@ -290,6 +290,41 @@ class TestLimits:
                         if third.status_code == 200:
                             break
                     await trio.sleep(0.05)
+
+
+class TestAccessRechecks:
+    @pytest.fixture
+    def log_config(self) -> LogConfig:
+        return LogConfig(check_every=4.0)  # answers stay fresh for a second
+
+    async def test_one_lookup_per_access_whatever_the_viewers_and_builds(
+        self, setup: Setup, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        identity = runtime.identity
+        session = await identity.authenticate_session(f"Bearer {setup.token}")
+        lookups: list[str] = []
+        recheck = identity.recheck
+
+        async def counted(credential_hash: str, *, via_api_token: bool) -> Session | None:
+            lookups.append(credential_hash)
+            return await recheck(credential_hash, via_api_token=via_api_token)
+
+        monkeypatch.setattr(identity, "recheck", counted)
+        now = runtime.logs.clock.now()
+        # Five viewers of one session, each with its own time box, on each of ten builds.
+        grants = [
+            Grant(session.token_hash, session.user.id, setup.project_id, now + 300 + n)
+            for n in range(5)
+        ]
+        for _build in range(10):
+            assert [await runtime.logs.grant_holds(grant) for grant in grants] == [True] * 5
+        assert lookups == [session.token_hash]
+        assert runtime.logs.access_checks.lookups == 1
+        # A revoked session is still noticed once the answer is no longer fresh.
+        assert (await setup.api.post("/v1/auth/logout", token=setup.token)).status == 200
+        with trio.fail_after(5):
+            while await runtime.logs.grant_holds(grants[0]):  # noqa: ASYNC110
+                await trio.sleep(0.05)
 
 
 async def test_secrets_never_reach_the_stored_log(api: Api, owner_token: str, repo: Path) -> None:
