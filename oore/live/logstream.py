@@ -34,7 +34,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, assert_never
+from typing import Any, Protocol, assert_never
 
 import trio
 
@@ -338,11 +338,19 @@ class _LogStream(Actor[LogMsg]):
 class LogStreams:
     """The LogStream actors of every build being written or watched, under one supervisor."""
 
-    def __init__(self, records: LogRecords, timings: LogStreamTimings) -> None:
+    def __init__(
+        self,
+        records: LogRecords,
+        timings: LogStreamTimings,
+        *,
+        children: Sequence[ChildSpec[Any]] = (),
+    ) -> None:
+        """``children``: started before any stream and stopped after them all (the
+        committer the streams' appends share)."""
         self._records = records
         self._timings = timings
         self.registry: Registry[str, LogStreamHandle] = Registry("logs")
-        self.supervisor = Supervisor("logs", max_restarts=100, period=10.0)
+        self.supervisor = Supervisor("logs", children, max_restarts=100, period=10.0)
 
     def spec(self) -> ChildSpec[Supervisor]:
         """The streams' supervisor, to run under the root supervisor."""

@@ -50,6 +50,7 @@ from oore.domain.runners import Runner
 from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
 from oore.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthorized
+from oore.live.logcommit import LogCommits
 from oore.live.logstream import (
     Appended,
     LogState,
@@ -123,13 +124,20 @@ class _Records:
         self._logs = logs
 
     async def commit(self, build_id: str, writes: Sequence[LogWrite]) -> Appended:
+        return await self._logs.commits.commit(build_id, writes)
+
+    async def commit_groups(self, groups: list[tuple[str, tuple[LogWrite, ...]]]) -> list[Appended]:
+        """The appends of several builds in one transaction (the shared committer's)."""
         logs = self._logs
         cap = logs.config.lines_per_build
-        stored = await logs.store.builds.append_logs(
-            build_id, writes, cap=cap, notice=truncation_notice(cap), now=logs.clock.now()
+        stored = await logs.store.builds.append_logs_of_builds(
+            groups, cap=cap, notice=truncation_notice(cap), now=logs.clock.now()
         )
-        logs.metrics.logs_stored(stored.lines)
-        return Appended(stored.counts, stored.lines, stored.attempt)
+        answers = []
+        for one in stored:
+            logs.metrics.logs_stored(one.lines)
+            answers.append(Appended(one.counts, one.lines, one.attempt))
+        return answers
 
     async def state(self, build_id: str) -> LogState | None:
         state = await self._logs.store.builds.log_state(build_id)
@@ -200,7 +208,13 @@ class Logs:
         self._access = access
         self._identity = identity
         self._variables = variables
-        self.streams = LogStreams(_Records(self), LogStreamTimings(check_every=config.check_every))
+        records = _Records(self)
+        self.commits = LogCommits(records.commit_groups)
+        self.streams = LogStreams(
+            records,
+            LogStreamTimings(check_every=config.check_every),
+            children=[self.commits.spec()],
+        )
         self._tokens: dict[str, _StreamToken] = {}
         self._per_build: Counter[str] = Counter()
         self._per_user: Counter[str] = Counter()
