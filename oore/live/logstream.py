@@ -1,7 +1,9 @@
 """LogStream: one actor per build whose log is being written or watched.
 
 Appends from the runner queue in its mailbox; each turn takes every append waiting,
-commits them in one transaction and answers each runner only once its lines are durable.
+commits them in one transaction (shared with the appends of other builds waiting at the
+same time: ``oore/live/logcommit.py``) and answers each runner only once its lines are
+durable.
 The committed lines are then encoded once as server-sent events and offered to every
 viewer: the same bytes, one write per batch. Offering never waits. A viewer whose
 bounded buffer would overflow is marked lagging and offered nothing more until its own
