@@ -72,6 +72,7 @@ TOKENS_TOTAL = 256
 TOKENS_PER_USER = 16
 TOKENS_PER_BUILD = 32
 MAX_READ_LIMIT = 5000
+HOLDERS_KEPT = 4096  # (build, runner, attempt) whose lines need no read of the build
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,20 @@ class _StreamToken:
     credential_hash: str
     expires_at: int
     via_api_token: bool
+
+
+def _prepared(lines: Sequence[LogLine], secrets: Sequence[str]) -> list[LogLine]:
+    """Lines as they are stored: cut to size, NUL made visible, ``secrets`` (longest
+    first) masked."""
+    cut = [
+        replace(
+            line,
+            content=storable_line(line.content),
+            step_name=storable_step_name(line.step_name),
+        )
+        for line in lines
+    ]
+    return mask_secrets(cut, list(secrets))
 
 
 class _Records:
@@ -221,6 +236,10 @@ class Logs:
         self._open = 0
         self.catch_ups = 0  # times a viewer fell behind and read the database to catch up
         self.access_checks = _AccessChecks(config.check_every / 4)
+        # (build id as asked, runner, attempt) -> (build id, secrets to mask) of appends
+        # that committed: that runner's next lines of that attempt need no read of the
+        # build (the commit checks the holder and attempt itself).
+        self._holding: dict[tuple[str, str, int], tuple[str, tuple[str, ...]]] = {}
 
     @property
     def open_streams(self) -> int:
@@ -250,24 +269,49 @@ class Logs:
                 raise InvalidInput("invalid_input", "stream must be stdout or stderr")
             if line.step is not None and not 0 <= line.step <= MAX_STEP:
                 raise InvalidInput("invalid_input", f"step must be from 0 to {MAX_STEP}")
+        if lines and attempt is not None:
+            known = self._holding.get((build_id, runner.id, attempt))
+            if known is not None:
+                return await self._append_held(runner, build_id, attempt, lines, *known)
         build = await self._builds.bound(runner, build_id)
         if attempt is not None and attempt != build.attempt:
             raise Forbidden("runner_mismatch", "This attempt of the build is over")
         if not lines:
             return 0
-        cut = [
-            replace(
-                line,
-                content=storable_line(line.content),
-                step_name=storable_step_name(line.step_name),
-            )
-            for line in lines
-        ]
-        secrets = secret_values(build.config_snapshot) + await self._variables.secrets_to_mask(
-            build
+        found = secret_values(build.config_snapshot) + await self._variables.secrets_to_mask(build)
+        secrets = tuple(sorted(set(found), key=len, reverse=True))
+        count = await self.streams.append(
+            build.id, runner.id, build.attempt, _prepared(lines, secrets)
         )
-        masked = mask_secrets(cut, sorted(set(secrets), key=len, reverse=True))
-        return await self.streams.append(build.id, runner.id, build.attempt, masked)
+        if attempt is not None:
+            self._holding[(build_id, runner.id, attempt)] = (build.id, secrets)
+            if len(self._holding) > HOLDERS_KEPT:
+                del self._holding[next(iter(self._holding))]
+        return count
+
+    async def _append_held(
+        self,
+        runner: Runner,
+        build_id: str,
+        attempt: int,
+        lines: Sequence[LogLine],
+        canonical: str,
+        secrets: tuple[str, ...],
+    ) -> int:
+        """:meth:`append` for a runner whose earlier lines of this attempt committed: no
+        read of the build first, as the commit checks, under the build's row lock, that
+        the runner still holds it at that attempt. A refusal is made precise from the build
+        (not found, ended in this runner's hands, attempt over)."""
+        try:
+            return await self.streams.append(
+                canonical, runner.id, attempt, _prepared(lines, secrets)
+            )
+        except Forbidden as refused:
+            self._holding.pop((build_id, runner.id, attempt), None)
+            build = await self._builds.bound(runner, build_id)
+            if attempt != build.attempt:
+                raise Forbidden("runner_mismatch", "This attempt of the build is over") from None
+            raise refused
 
     # -- reads ----------------------------------------------------------------------------
 

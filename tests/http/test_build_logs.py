@@ -292,6 +292,38 @@ class TestLimits:
                     await trio.sleep(0.05)
 
 
+async def test_a_runners_next_lines_need_no_read_of_the_build(
+    setup: Setup, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build, runner = await claimed(setup)
+    reads: list[str] = []
+    bound = runtime.builds.bound
+
+    async def counted(holder: Any, build_id: str) -> Any:
+        reads.append(build_id)
+        return await bound(holder, build_id)
+
+    monkeypatch.setattr(runtime.builds, "bound", counted)
+    url = f"/v1/runners/{runner.id}/jobs/{build['id']}/logs"
+    for start in (0, 2, 4):
+        body = {"chunks": chunks(start, 2), "attempt": 1}
+        reply = await setup.api.post(url, json=body, token=runner.token)
+        assert reply.body == {"appended": 2}
+    assert reads == [build["id"]]  # the commit itself checks the holder and attempt
+    stored = await setup.api.get(f"/v1/builds/{build['id']}/logs", token=setup.token)
+    assert [line["sequence"] for line in stored.body["logs"]] == list(range(6))
+    # Once the build is no longer the runner's, the refusal is as precise as ever.
+    await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
+    body = {"chunks": chunks(6, 1), "attempt": 1}
+    refused = await setup.api.post(url, json=body, token=runner.token)
+    assert (refused.status, refused.code) == (403, "runner_mismatch")
+    assert refused.body["details"] == "canceled"
+    wrong = await setup.api.post(
+        url, json={"chunks": chunks(6, 1), "attempt": 2}, token=runner.token
+    )
+    assert (wrong.status, wrong.code) == (403, "runner_mismatch")
+
+
 class TestAccessRechecks:
     @pytest.fixture
     def log_config(self) -> LogConfig:
