@@ -1,7 +1,9 @@
 """LogStream: one actor per build whose log is being written or watched.
 
 Appends from the runner queue in its mailbox; each turn takes every append waiting,
-commits them in one transaction and answers each runner only once its lines are durable.
+commits them in one transaction (shared with the appends of other builds waiting at the
+same time: ``oore/live/logcommit.py``) and answers each runner only once its lines are
+durable.
 The committed lines are then encoded once as server-sent events and offered to every
 viewer: the same bytes, one write per batch. Offering never waits. A viewer whose
 bounded buffer would overflow is marked lagging and offered nothing more until its own
@@ -34,7 +36,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, assert_never
+from typing import Any, Protocol, assert_never
 
 import trio
 
@@ -338,11 +340,19 @@ class _LogStream(Actor[LogMsg]):
 class LogStreams:
     """The LogStream actors of every build being written or watched, under one supervisor."""
 
-    def __init__(self, records: LogRecords, timings: LogStreamTimings) -> None:
+    def __init__(
+        self,
+        records: LogRecords,
+        timings: LogStreamTimings,
+        *,
+        children: Sequence[ChildSpec[Any]] = (),
+    ) -> None:
+        """``children``: started before any stream and stopped after them all (the
+        committer the streams' appends share)."""
         self._records = records
         self._timings = timings
         self.registry: Registry[str, LogStreamHandle] = Registry("logs")
-        self.supervisor = Supervisor("logs", max_restarts=100, period=10.0)
+        self.supervisor = Supervisor("logs", children, max_restarts=100, period=10.0)
 
     def spec(self) -> ChildSpec[Supervisor]:
         """The streams' supervisor, to run under the root supervisor."""

@@ -50,6 +50,7 @@ from oore.domain.runners import Runner
 from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
 from oore.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthorized
+from oore.live.logcommit import LogCommits
 from oore.live.logstream import (
     Appended,
     LogState,
@@ -71,6 +72,7 @@ TOKENS_TOTAL = 256
 TOKENS_PER_USER = 16
 TOKENS_PER_BUILD = 32
 MAX_READ_LIMIT = 5000
+HOLDERS_KEPT = 4096  # (build, runner, attempt) whose lines need no read of the build
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,20 @@ class _StreamToken:
     via_api_token: bool
 
 
+def _prepared(lines: Sequence[LogLine], secrets: Sequence[str]) -> list[LogLine]:
+    """Lines as they are stored: cut to size, NUL made visible, ``secrets`` (longest
+    first) masked."""
+    cut = [
+        replace(
+            line,
+            content=storable_line(line.content),
+            step_name=storable_step_name(line.step_name),
+        )
+        for line in lines
+    ]
+    return mask_secrets(cut, list(secrets))
+
+
 class _Records:
     """The LogStream actors' view of the store and of authorization."""
 
@@ -123,13 +139,20 @@ class _Records:
         self._logs = logs
 
     async def commit(self, build_id: str, writes: Sequence[LogWrite]) -> Appended:
+        return await self._logs.commits.commit(build_id, writes)
+
+    async def commit_groups(self, groups: list[tuple[str, tuple[LogWrite, ...]]]) -> list[Appended]:
+        """The appends of several builds in one transaction (the shared committer's)."""
         logs = self._logs
         cap = logs.config.lines_per_build
-        stored = await logs.store.builds.append_logs(
-            build_id, writes, cap=cap, notice=truncation_notice(cap), now=logs.clock.now()
+        stored = await logs.store.builds.append_logs_of_builds(
+            groups, cap=cap, notice=truncation_notice(cap), now=logs.clock.now()
         )
-        logs.metrics.logs_stored(stored.lines)
-        return Appended(stored.counts, stored.lines, stored.attempt)
+        answers = []
+        for one in stored:
+            logs.metrics.logs_stored(one.lines)
+            answers.append(Appended(one.counts, one.lines, one.attempt))
+        return answers
 
     async def state(self, build_id: str) -> LogState | None:
         state = await self._logs.store.builds.log_state(build_id)
@@ -141,6 +164,42 @@ class _Records:
             if isinstance(grant, Grant) and await self._logs.grant_holds(grant):
                 allowed.add(grant)
         return allowed
+
+
+_Access = tuple[str, bool, str, str]  # credential hash, via API token, user, project
+
+
+class _AccessChecks:
+    """The answers of recent credential and role lookups, shared by every build's stream.
+
+    A viewer's grant is its credential's access to a project plus its own time box; only
+    the access needs the database. Every build re-checks its viewers each interval, so
+    one user watching many builds (or one build many times) would cost a lookup per
+    grant; here each distinct access is looked up at most once per ``fresh`` seconds,
+    whatever the number of viewers and builds. ``fresh`` is a quarter of the interval, so
+    a revoked credential or a demotion still ends its streams within about one interval.
+    """
+
+    def __init__(self, fresh: float) -> None:
+        self._fresh = fresh
+        self._answers: dict[_Access, tuple[float, bool]] = {}
+        self._pruned = 0.0
+        self.lookups = 0  # accesses looked up in the database
+
+    def known(self, access: _Access) -> bool | None:
+        """The recent answer for ``access``, None when there is none fresh enough."""
+        now = trio.current_time()
+        if now - self._pruned > self._fresh:
+            self._answers = {k: v for k, v in self._answers.items() if now - v[0] < self._fresh}
+            self._pruned = now
+        found = self._answers.get(access)
+        if found is None or now - found[0] >= self._fresh:
+            return None
+        return found[1]
+
+    def learn(self, access: _Access, holds: bool, asked_at: float) -> None:
+        self.lookups += 1
+        self._answers[access] = (asked_at, holds)
 
 
 class Logs:
@@ -164,12 +223,23 @@ class Logs:
         self._access = access
         self._identity = identity
         self._variables = variables
-        self.streams = LogStreams(_Records(self), LogStreamTimings(check_every=config.check_every))
+        records = _Records(self)
+        self.commits = LogCommits(records.commit_groups)
+        self.streams = LogStreams(
+            records,
+            LogStreamTimings(check_every=config.check_every),
+            children=[self.commits.spec()],
+        )
         self._tokens: dict[str, _StreamToken] = {}
         self._per_build: Counter[str] = Counter()
         self._per_user: Counter[str] = Counter()
         self._open = 0
         self.catch_ups = 0  # times a viewer fell behind and read the database to catch up
+        self.access_checks = _AccessChecks(config.check_every / 4)
+        # (build id as asked, runner, attempt) -> (build id, secrets to mask) of appends
+        # that committed: that runner's next lines of that attempt need no read of the
+        # build (the commit checks the holder and attempt itself).
+        self._holding: dict[tuple[str, str, int], tuple[str, tuple[str, ...]]] = {}
 
     @property
     def open_streams(self) -> int:
@@ -199,24 +269,49 @@ class Logs:
                 raise InvalidInput("invalid_input", "stream must be stdout or stderr")
             if line.step is not None and not 0 <= line.step <= MAX_STEP:
                 raise InvalidInput("invalid_input", f"step must be from 0 to {MAX_STEP}")
+        if lines and attempt is not None:
+            known = self._holding.get((build_id, runner.id, attempt))
+            if known is not None:
+                return await self._append_held(runner, build_id, attempt, lines, *known)
         build = await self._builds.bound(runner, build_id)
         if attempt is not None and attempt != build.attempt:
             raise Forbidden("runner_mismatch", "This attempt of the build is over")
         if not lines:
             return 0
-        cut = [
-            replace(
-                line,
-                content=storable_line(line.content),
-                step_name=storable_step_name(line.step_name),
-            )
-            for line in lines
-        ]
-        secrets = secret_values(build.config_snapshot) + await self._variables.secrets_to_mask(
-            build
+        found = secret_values(build.config_snapshot) + await self._variables.secrets_to_mask(build)
+        secrets = tuple(sorted(set(found), key=len, reverse=True))
+        count = await self.streams.append(
+            build.id, runner.id, build.attempt, _prepared(lines, secrets)
         )
-        masked = mask_secrets(cut, sorted(set(secrets), key=len, reverse=True))
-        return await self.streams.append(build.id, runner.id, build.attempt, masked)
+        if attempt is not None:
+            self._holding[(build_id, runner.id, attempt)] = (build.id, secrets)
+            if len(self._holding) > HOLDERS_KEPT:
+                del self._holding[next(iter(self._holding))]
+        return count
+
+    async def _append_held(
+        self,
+        runner: Runner,
+        build_id: str,
+        attempt: int,
+        lines: Sequence[LogLine],
+        canonical: str,
+        secrets: tuple[str, ...],
+    ) -> int:
+        """:meth:`append` for a runner whose earlier lines of this attempt committed: no
+        read of the build first, as the commit checks, under the build's row lock, that
+        the runner still holds it at that attempt. A refusal is made precise from the build
+        (not found, ended in this runner's hands, attempt over)."""
+        try:
+            return await self.streams.append(
+                canonical, runner.id, attempt, _prepared(lines, secrets)
+            )
+        except Forbidden as refused:
+            self._holding.pop((build_id, runner.id, attempt), None)
+            build = await self._builds.bound(runner, build_id)
+            if attempt != build.attempt:
+                raise Forbidden("runner_mismatch", "This attempt of the build is over") from None
+            raise refused
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -356,9 +451,17 @@ class Logs:
     async def grant_holds(self, grant: Grant) -> bool:
         """Is the grant still good: in its time box, credential live (session, or API token
         with an active creator, at the current effective role), project readable?"""
-        now = self.clock.now()
-        if grant.expires_at <= now:
+        if grant.expires_at <= self.clock.now():
             return False
+        access = (grant.credential_hash, grant.via_api_token, grant.user_id, grant.project_id)
+        holds = self.access_checks.known(access)
+        if holds is None:
+            asked_at = trio.current_time()
+            holds = await self._access_holds(grant)
+            self.access_checks.learn(access, holds, asked_at)
+        return holds
+
+    async def _access_holds(self, grant: Grant) -> bool:
         session = await self._identity.recheck(
             grant.credential_hash, via_api_token=grant.via_api_token
         )

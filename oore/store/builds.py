@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oore.domain.builds import (
@@ -492,98 +492,153 @@ class LogAppend:
     attempt: int
 
 
-async def _append_logs(
+@dataclass
+class _LogTarget:
+    """One build's row as a batch of appends found it, and what the batch did to it."""
+
+    holder: str | None
+    attempt: int
+    room: int
+    truncated: bool
+    claimed: set[int] = field(default_factory=set)  # sequences stored or taken in this batch
+    added: int = 0
+
+
+async def _append_logs_many(
     conn: Connection,
-    build_id: str,
-    writes: Sequence[LogWrite],
+    groups: Sequence[tuple[str, Sequence[LogWrite]]],
     cap: int,
     notice: str,
     now: int,
-) -> LogAppend:
-    # The row lock orders these lines against a requeue: a write is kept only if, right
-    # now, its runner holds the build at its attempt.
-    row = await conn.fetchrow(
-        """SELECT runner_id, attempt, log_lines, log_truncated FROM builds
-           WHERE id = $1 FOR UPDATE""",
-        build_id,
-    )
-    if row is None:
-        return LogAppend([None] * len(writes), [], 0)
-    holder = str(row["runner_id"]) if row["runner_id"] is not None else None
-    attempt: int = row["attempt"]
-    counts: list[int | None] = [
-        0 if write.runner_id == holder and write.attempt == attempt else None for write in writes
-    ]
-    if row["log_truncated"]:
-        return LogAppend(counts, [], attempt)
-    owners: dict[int, tuple[int, LogLine]] = {}
-    for index, write in enumerate(writes):
-        if counts[index] is None:
-            continue
-        for line in write.lines:
-            owners.setdefault(line.sequence, (index, line))
-    if not owners:
-        return LogAppend(counts, [], attempt)
-    known = {
-        r["sequence"]
-        for r in await conn.fetch(
-            """SELECT sequence FROM build_logs
-               WHERE build_id = $1 AND attempt = $2 AND sequence = ANY($3::bigint[])""",
-            build_id,
-            attempt,
-            list(owners),
+) -> list[LogAppend]:
+    keys = {build_id: as_uuid(build_id) for build_id, _ in groups}
+    ids = sorted({key for key in keys.values() if key is not None})
+    # The row locks order these lines against a requeue: a write is kept only if, right
+    # now, its runner holds the build at its attempt. One statement locks every build of
+    # the batch, in id order.
+    targets: dict[uuid.UUID, _LogTarget] = {
+        row["id"]: _LogTarget(
+            holder=str(row["runner_id"]) if row["runner_id"] is not None else None,
+            attempt=row["attempt"],
+            room=max(0, cap - row["log_lines"]),
+            truncated=row["log_truncated"],
+        )
+        for row in await conn.fetch(
+            """SELECT id, runner_id, attempt, log_lines, log_truncated FROM builds
+               WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE""",
+            ids,
         )
     }
-    fresh = [owners[seq] for seq in owners if seq not in known]
-    room = max(0, cap - row["log_lines"])
-    kept = [line for _, line in fresh[:room]]
-    for index, _ in fresh[:room]:
-        counts[index] = (counts[index] or 0) + 1
-    if kept:
+    # Each group: its counts and, per sequence, the first line offered for it.
+    offered: list[tuple[list[int | None], dict[int, tuple[int, LogLine]]]] = []
+    asked: tuple[list[uuid.UUID], list[int], list[int]] = ([], [], [])
+    for build_id, writes in groups:
+        key = keys[build_id]
+        target = targets.get(key) if key is not None else None
+        owners: dict[int, tuple[int, LogLine]] = {}
+        if target is None:
+            offered.append(([None] * len(writes), owners))
+            continue
+        counts: list[int | None] = [
+            0 if w.runner_id == target.holder and w.attempt == target.attempt else None
+            for w in writes
+        ]
+        if not target.truncated:
+            for index, write in enumerate(writes):
+                if counts[index] is not None:
+                    for line in write.lines:
+                        owners.setdefault(line.sequence, (index, line))
+            assert key is not None
+            asked[0].extend([key] * len(owners))
+            asked[1].extend([target.attempt] * len(owners))
+            asked[2].extend(owners)
+        offered.append((counts, owners))
+    known: set[tuple[uuid.UUID, int]] = set()
+    if asked[0]:
+        known = {
+            (r["build_id"], r["sequence"])
+            for r in await conn.fetch(
+                """SELECT l.build_id, l.sequence
+                   FROM unnest($1::uuid[], $2::integer[], $3::bigint[]) AS k(b, a, s)
+                   JOIN build_logs l ON l.build_id = k.b AND l.attempt = k.a
+                       AND l.sequence = k.s""",
+                *asked,
+            )
+        }
+    results: list[LogAppend] = []
+    rows: list[tuple[uuid.UUID, int, LogLine]] = []
+    cutters: dict[uuid.UUID, int] = {}  # build -> the group whose lines filled its log
+    for (build_id, _), (counts, owners) in zip(groups, offered, strict=True):
+        key = keys[build_id]
+        target = targets.get(key) if key is not None else None
+        if target is None or key is None:
+            results.append(LogAppend(counts, [], 0))
+            continue
+        if target.truncated:  # before the batch, or by an earlier group of it
+            results.append(LogAppend(counts, [], target.attempt))
+            continue
+        fresh = [
+            owners[seq] for seq in owners if (key, seq) not in known and seq not in target.claimed
+        ]
+        room = target.room - target.added
+        kept = [line for _, line in fresh[:room]]
+        for index, _ in fresh[:room]:
+            counts[index] = (counts[index] or 0) + 1
+        target.claimed.update(line.sequence for line in kept)
+        target.added += len(kept)
+        rows.extend((key, target.attempt, line) for line in kept)
+        stored = sorted(kept, key=lambda line: line.sequence)
+        if len(fresh) > room:  # this group filled the log: the notice goes last, once
+            target.truncated = True
+            cutters[key] = len(results)
+        results.append(LogAppend(counts, stored, target.attempt))
+    if rows:
         await conn.execute(
             """INSERT INTO build_logs
                    (build_id, attempt, sequence, content, stream, created_at, step, step_name)
-               SELECT $1, $2, s, c, t, $6, i, n
-               FROM unnest($3::bigint[], $4::text[], $5::text[], $7::integer[], $8::text[])
-                   AS l(s, c, t, i, n)""",
-            build_id,
-            attempt,
-            [line.sequence for line in kept],
-            [line.content for line in kept],
-            [line.stream for line in kept],
+               SELECT b, a, s, c, t, $6, i, n
+               FROM unnest($1::uuid[], $2::integer[], $3::bigint[], $4::text[], $5::text[],
+                           $7::integer[], $8::text[]) AS l(b, a, s, c, t, i, n)""",
+            [key for key, _, _ in rows],
+            [attempt for _, attempt, _ in rows],
+            [line.sequence for _, _, line in rows],
+            [line.content for _, _, line in rows],
+            [line.stream for _, _, line in rows],
             now,
-            [line.step for line in kept],
-            [line.step_name for line in kept],
+            [line.step for _, _, line in rows],
+            [line.step_name for _, _, line in rows],
         )
-    stored = sorted(kept, key=lambda line: line.sequence)
-    truncated = len(fresh) > room
-    if truncated:
+    for key, index in cutters.items():  # the notice follows every line of the batch
+        target = targets[key]
         last = await conn.fetchval(
             "SELECT max(sequence) FROM build_logs WHERE build_id = $1 AND attempt = $2",
-            build_id,
-            attempt,
+            key,
+            target.attempt,
         )
         marker = LogLine((last if last is not None else -1) + 1, notice, "stderr")
         await conn.execute(
             """INSERT INTO build_logs (build_id, attempt, sequence, content, stream, created_at)
                VALUES ($1, $2, $3, $4, $5, $6)""",
-            build_id,
-            attempt,
+            key,
+            target.attempt,
             marker.sequence,
             marker.content,
             marker.stream,
             now,
         )
-        stored.append(marker)
-    if kept or truncated:
+        results[index].lines.append(marker)
+    changed = [key for key, target in targets.items() if target.added or key in cutters]
+    if changed:
         await conn.execute(
-            """UPDATE builds SET log_lines = log_lines + $2,
-                      log_truncated = log_truncated OR $3 WHERE id = $1""",
-            build_id,
-            len(kept),
-            truncated,
+            """UPDATE builds SET log_lines = log_lines + u.n,
+                      log_truncated = log_truncated OR u.t
+               FROM unnest($1::uuid[], $2::integer[], $3::boolean[]) AS u(id, n, t)
+               WHERE builds.id = u.id""",
+            changed,
+            [targets[key].added for key in changed],
+            [key in cutters for key in changed],
         )
-    return LogAppend(counts, stored, attempt)
+    return results
 
 
 @dataclass(frozen=True)
@@ -767,7 +822,24 @@ class BuildStore:
         holds the build at its attempt; lines go to that attempt's log, where a sequence
         already stored or listed earlier is ignored; past ``cap`` lines the attempt's log
         ends with ``notice``, once."""
-        return await self._db.transaction(_append_logs, build_id, writes, cap, notice, now)
+        (stored,) = await self.append_logs_of_builds(
+            [(build_id, writes)], cap=cap, notice=notice, now=now
+        )
+        return stored
+
+    async def append_logs_of_builds(
+        self,
+        groups: Sequence[tuple[str, Sequence[LogWrite]]],
+        *,
+        cap: int,
+        notice: str,
+        now: int,
+    ) -> list[LogAppend]:
+        """:meth:`append_logs` for the appends of several builds, in one transaction and
+        a few set-based statements: one answer per group, each under the same rules as if
+        alone (a build listed twice takes its groups in order). A build that no longer
+        exists refuses its group's writes (counts None) and leaves the others be."""
+        return await self._db.transaction(_append_logs_many, groups, cap, notice, now)
 
     async def log_state(self, build_id: str) -> LogState | None:
         """The build's status and current attempt, or None once it is gone."""

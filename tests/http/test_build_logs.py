@@ -14,9 +14,9 @@ import pytest
 import trio
 
 from oore.domain.logs import MASK
-from oore.domain.users import Role
+from oore.domain.users import Role, Session
 from oore.runtime import Runtime
-from oore.services.logs import LogConfig
+from oore.services.logs import Grant, LogConfig
 from tests.http.builds_kit import Runner, Setup, make_setup, repo, setup
 from tests.http.conftest import Api, UserFactory
 from tests.http.sse_kit import served
@@ -290,6 +290,73 @@ class TestLimits:
                         if third.status_code == 200:
                             break
                     await trio.sleep(0.05)
+
+
+async def test_a_runners_next_lines_need_no_read_of_the_build(
+    setup: Setup, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build, runner = await claimed(setup)
+    reads: list[str] = []
+    bound = runtime.builds.bound
+
+    async def counted(holder: Any, build_id: str) -> Any:
+        reads.append(build_id)
+        return await bound(holder, build_id)
+
+    monkeypatch.setattr(runtime.builds, "bound", counted)
+    url = f"/v1/runners/{runner.id}/jobs/{build['id']}/logs"
+    for start in (0, 2, 4):
+        body = {"chunks": chunks(start, 2), "attempt": 1}
+        reply = await setup.api.post(url, json=body, token=runner.token)
+        assert reply.body == {"appended": 2}
+    assert reads == [build["id"]]  # the commit itself checks the holder and attempt
+    stored = await setup.api.get(f"/v1/builds/{build['id']}/logs", token=setup.token)
+    assert [line["sequence"] for line in stored.body["logs"]] == list(range(6))
+    # Once the build is no longer the runner's, the refusal is as precise as ever.
+    await setup.api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
+    body = {"chunks": chunks(6, 1), "attempt": 1}
+    refused = await setup.api.post(url, json=body, token=runner.token)
+    assert (refused.status, refused.code) == (403, "runner_mismatch")
+    assert refused.body["details"] == "canceled"
+    wrong = await setup.api.post(
+        url, json={"chunks": chunks(6, 1), "attempt": 2}, token=runner.token
+    )
+    assert (wrong.status, wrong.code) == (403, "runner_mismatch")
+
+
+class TestAccessRechecks:
+    @pytest.fixture
+    def log_config(self) -> LogConfig:
+        return LogConfig(check_every=4.0)  # answers stay fresh for a second
+
+    async def test_one_lookup_per_access_whatever_the_viewers_and_builds(
+        self, setup: Setup, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        identity = runtime.identity
+        session = await identity.authenticate_session(f"Bearer {setup.token}")
+        lookups: list[str] = []
+        recheck = identity.recheck
+
+        async def counted(credential_hash: str, *, via_api_token: bool) -> Session | None:
+            lookups.append(credential_hash)
+            return await recheck(credential_hash, via_api_token=via_api_token)
+
+        monkeypatch.setattr(identity, "recheck", counted)
+        now = runtime.logs.clock.now()
+        # Five viewers of one session, each with its own time box, on each of ten builds.
+        grants = [
+            Grant(session.token_hash, session.user.id, setup.project_id, now + 300 + n)
+            for n in range(5)
+        ]
+        for _build in range(10):
+            assert [await runtime.logs.grant_holds(grant) for grant in grants] == [True] * 5
+        assert lookups == [session.token_hash]
+        assert runtime.logs.access_checks.lookups == 1
+        # A revoked session is still noticed once the answer is no longer fresh.
+        assert (await setup.api.post("/v1/auth/logout", token=setup.token)).status == 200
+        with trio.fail_after(5):
+            while await runtime.logs.grant_holds(grants[0]):  # noqa: ASYNC110
+                await trio.sleep(0.05)
 
 
 async def test_secrets_never_reach_the_stored_log(api: Api, owner_token: str, repo: Path) -> None:

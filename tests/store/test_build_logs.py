@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from oore.domain.builds import BuildStatus, Transition
+from oore.domain.ids import new_id
 from oore.domain.logs import LogLine, LogWrite
 from oore.domain.tokens import hash_token, new_token
 from oore.store import Store
@@ -162,3 +163,73 @@ async def test_upgrading_files_earlier_lines_under_the_builds_current_attempt(
             assert await db.run(key) == "PRIMARY KEY (build_id, attempt, sequence)"
     finally:
         await drop_database(postgres.admin_url, name)
+
+
+async def test_appends_of_several_builds_commit_together_each_under_its_own_rules(
+    store: Store,
+) -> None:
+    one = await world(store, "/srv/one")
+    capped = await world(store, "/srv/capped")
+    lost = await world(store, "/srv/lost")
+    await append(store, capped.build_id, LogWrite(capped.runner_id, 1, lines("c", 0, 2)))
+    await requeue(store, lost.build_id)
+    gone = new_id()
+    answers = await store.builds.append_logs_of_builds(
+        [
+            # first sequence wins, within a group and across its writes
+            (
+                one.build_id,
+                (
+                    LogWrite(one.runner_id, 1, lines("a", 0, 4)),
+                    LogWrite(one.runner_id, 1, lines("dup", 2, 3)),
+                ),
+            ),
+            # two stored already; room for three of the rest, then the notice
+            (capped.build_id, (LogWrite(capped.runner_id, 1, lines("c", 1, 7)),)),
+            (lost.build_id, (LogWrite(lost.runner_id, 1, lines("late", 0, 2)),)),
+            (gone, (LogWrite(one.runner_id, 1, lines("x", 0, 1)),)),
+            # the same build again, later in the batch: its earlier groups count as stored
+            (one.build_id, (LogWrite(one.runner_id, 1, lines("again", 3, 2)),)),
+            (capped.build_id, (LogWrite(capped.runner_id, 1, lines("c", 8, 1)),)),
+        ],
+        cap=5,
+        notice="cut",
+        now=NOW,
+    )
+    first, cut, late, missing, again, after_cut = answers
+    assert first.counts == [4, 1] and first.attempt == 1
+    assert [line.content for line in first.lines] == ["a0", "a1", "a2", "a3", "dup4"]
+    assert cut.counts == [3] and [line.content for line in cut.lines] == ["c2", "c3", "c4", "cut"]
+    assert cut.lines[-1].sequence == 5 and cut.lines[-1].stream == "stderr"
+    assert (late.counts, late.lines, late.attempt) == ([None], [], 2)
+    assert (missing.counts, missing.lines, missing.attempt) == ([None], [], 0)
+    assert again.counts == [0] and again.lines == []
+    assert (after_cut.counts, after_cut.lines) == ([0], [])
+    assert await contents(store, one.build_id, 1) == (["a0", "a1", "a2", "a3", "dup4"], 5)
+    assert await contents(store, capped.build_id, 1) == (["c0", "c1", "c2", "c3", "c4", "cut"], 6)
+    assert await contents(store, lost.build_id, 1) == ([], 0)
+    assert await contents(store, lost.build_id, 2) == ([], 0)
+    more = await append(store, capped.build_id, LogWrite(capped.runner_id, 1, lines("c", 9, 1)))
+    assert more.counts == [0]  # the batch marked the log truncated
+
+
+async def test_lines_of_several_builds_keep_their_steps(store: Store) -> None:
+    one = await world(store, "/srv/one")
+    two = await world(store, "/srv/two")
+    answers = await store.builds.append_logs_of_builds(
+        [
+            (one.build_id, (LogWrite(one.runner_id, 1, (LogLine(0, "a", "stdout", step=1),)),)),
+            (
+                two.build_id,
+                (LogWrite(two.runner_id, 1, (LogLine(0, "b", "stderr", 3, 0, "lint"),)),),
+            ),
+        ],
+        cap=CAP,
+        notice="cut",
+        now=NOW,
+    )
+    assert [answer.counts for answer in answers] == [[1], [1]]
+    (a,), _ = await store.builds.logs(one.build_id, attempt=1, after=-1, limit=None)
+    (b,), _ = await store.builds.logs(two.build_id, attempt=1, after=-1, limit=None)
+    assert (a.content, a.stream, a.step, a.step_name, a.at) == ("a", "stdout", 1, None, NOW)
+    assert (b.content, b.stream, b.step, b.step_name, b.at) == ("b", "stderr", 0, "lint", NOW)
