@@ -4,11 +4,10 @@ Appends from the runner queue in its mailbox; each turn takes every append waiti
 commits them in one transaction (shared with the appends of other builds waiting at the
 same time: ``oore/live/logcommit.py``) and answers each runner only once its lines are
 durable.
-The committed lines are then encoded once as server-sent events and offered to every
-viewer: the same bytes, one write per batch. Offering never waits. A viewer whose
-bounded buffer would overflow is marked lagging and offered nothing more until its own
-task has caught up from the database (:meth:`Viewer.resync`), so a slow viewer costs
-bounded memory and never slows the runner, and no viewer misses or reorders a line.
+The committed lines are then encoded once as server-sent events and published to the
+build's :class:`~oore.live.fanout.Audience`; the fan-out (``oore/live/fanout.py``) writes
+them to the viewers in its own task, so a commit never waits for a viewer, and a viewer
+that falls behind catches up from the database, so none misses or reorders a line.
 
 Every ``check_every`` seconds while anyone watches, the actor re-checks the viewers'
 authorizations (once per distinct grant) and the build's status: a grant that no longer
@@ -33,9 +32,8 @@ actor, and the one way to get it (started on first use, replaced when it was sto
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
 import trio
@@ -55,30 +53,12 @@ from oore.actors import (
     actor_spec,
     supervisor_spec,
 )
-from oore.domain.logs import LogLine, LogWrite, log_events
+from oore.domain.logs import LogLine, LogWrite
 from oore.errors import Forbidden, ServiceUnavailable
+from oore.live.fanout import Audience, Batch, FanOut, Viewer
 
 MAX_GROUP = 64
 APPEND_TRIES = 3
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Committed lines of one attempt in sequence order and their SSE bytes, encoded once."""
-
-    attempt: int
-    lines: tuple[LogLine, ...]
-    data: bytes
-
-    @property
-    def last(self) -> int:
-        return self.lines[-1].sequence
-
-    def after(self, sequence: int) -> bytes:
-        """The bytes of the lines after ``sequence`` (all of them, usually)."""
-        if self.lines[0].sequence > sequence:
-            return self.data
-        return log_events((line for line in self.lines if line.sequence > sequence), self.attempt)
 
 
 @dataclass(frozen=True)
@@ -113,73 +93,6 @@ class LogRecords(Protocol):
         ...
 
 
-@dataclass(eq=False)
-class Viewer:
-    """One open stream: a byte-bounded buffer of batches, filled by the actor only."""
-
-    grant: Hashable
-    limit: int
-    queue: deque[Batch] = field(default_factory=deque)
-    queued_bytes: int = 0
-    lagging: bool = False
-    ended: str | None = None
-    following: int = 1  # the attempt whose lines the viewer's task sends; set by that task
-    latest: int = 0  # the latest attempt the actor has seen
-    _wake: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def moved_on(self) -> bool:
-        """The build is on a later attempt than the one this viewer follows."""
-        return self.latest > self.following
-
-    def attempt_seen(self, attempt: int) -> None:
-        """The actor saw the build at ``attempt``; a later one than followed wakes the task."""
-        if attempt > self.latest:
-            self.latest = attempt
-            if self.moved_on:
-                self._wake.set()
-
-    def offer(self, batch: Batch) -> None:
-        """Queue a batch without waiting; past the limit, switch to catch-up instead."""
-        self.attempt_seen(batch.attempt)
-        if self.lagging or self.ended is not None:
-            return
-        if self.queued_bytes + len(batch.data) > self.limit:
-            self.lagging = True
-            self.queue.clear()
-            self.queued_bytes = 0
-        else:
-            self.queue.append(batch)
-            self.queued_bytes += len(batch.data)
-        self._wake.set()
-
-    def end(self, reason: str) -> None:
-        if self.ended is None:
-            self.ended = reason
-            self._wake.set()
-
-    def take(self) -> Batch | None:
-        if not self.queue:
-            return None
-        batch = self.queue.popleft()
-        self.queued_bytes -= len(batch.data)
-        return batch
-
-    def resync(self) -> None:
-        """The viewer's task is about to read the database from its last line: live
-        batches from now on are offered again (any it also reads are skipped by it)."""
-        self.lagging = False
-        self.queue.clear()
-        self.queued_bytes = 0
-
-    async def wait(self) -> None:
-        """Until something is offered, or the viewer lags or ends (the caller bounds it)."""
-        if self.queue or self.lagging or self.ended is not None or self.moved_on:
-            return
-        self._wake = trio.Event()
-        await self._wake.wait()
-
-
 @dataclass(frozen=True)
 class Append:
     """Store a runner's lines; replies how many were new, or fails with 403
@@ -203,11 +116,15 @@ LogMsg = Append | Watch | Unwatch
 
 
 class LogStreamHandle(ActorRef[LogMsg]):
-    def __init__(self, build_id: str, *, capacity: int = 1024) -> None:
+    def __init__(self, build_id: str, audience: Audience, *, capacity: int = 1024) -> None:
         super().__init__(f"log:{build_id}", capacity=capacity)
         self.build_id = build_id
         # Kept here, not in the actor, so that a restarted incarnation still knows them.
-        self.viewers: set[Viewer] = set()
+        self.audience = audience
+
+    @property
+    def viewers(self) -> set[Viewer]:
+        return self.audience.viewers
 
     async def append(self, runner_id: str, attempt: int, lines: Sequence[LogLine]) -> int:
         """Store lines of the runner's attempt; answered with how many were new once they
@@ -264,9 +181,7 @@ class _LogStream(Actor[LogMsg]):
 
     async def on_start(self) -> None:
         # Batches may have been committed by a crashed incarnation and never offered.
-        for viewer in self._handle.viewers:
-            viewer.lagging = True
-            viewer._wake.set()
+        self._handle.audience.lost()
         self._arm()
 
     def _arm(self) -> None:
@@ -303,10 +218,7 @@ class _LogStream(Actor[LogMsg]):
             else:
                 append.reply.send(count)
         if appended.lines:
-            attempt = appended.attempt
-            batch = Batch(attempt, tuple(appended.lines), log_events(appended.lines, attempt))
-            for viewer in self._handle.viewers:
-                viewer.offer(batch)
+            self._handle.audience.publish(Batch.of(appended.attempt, appended.lines))
 
     async def on_deadline(self) -> None:
         viewers = self._handle.viewers
@@ -348,11 +260,14 @@ class LogStreams:
         children: Sequence[ChildSpec[Any]] = (),
     ) -> None:
         """``children``: started before any stream and stopped after them all (the
-        committer the streams' appends share)."""
+        committer the streams' appends share); the fan-out is started after them."""
         self._records = records
         self._timings = timings
+        self.fanout = FanOut()
         self.registry: Registry[str, LogStreamHandle] = Registry("logs")
-        self.supervisor = Supervisor("logs", children, max_restarts=100, period=10.0)
+        self.supervisor = Supervisor(
+            "logs", [*children, self.fanout.spec()], max_restarts=100, period=10.0
+        )
 
     def spec(self) -> ChildSpec[Supervisor]:
         """The streams' supervisor, to run under the root supervisor."""
@@ -364,7 +279,7 @@ class LogStreams:
             return await self.registry.get_or_start(
                 build_id,
                 self.supervisor,
-                lambda: LogStreamHandle(build_id),
+                lambda: LogStreamHandle(build_id, self.fanout.audience()),
                 lambda handle: log_stream_spec(handle, self._records, self._timings),
             )
         except (SupervisorNotRunning, ValueError):

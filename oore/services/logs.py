@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import trio
@@ -50,6 +50,7 @@ from oore.domain.runners import Runner
 from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
 from oore.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthorized
+from oore.live.fanout import Send, Viewer
 from oore.live.logcommit import LogCommits
 from oore.live.logstream import (
     Appended,
@@ -57,7 +58,6 @@ from oore.live.logstream import (
     LogStreamHandle,
     LogStreams,
     LogStreamTimings,
-    Viewer,
 )
 from oore.scheduling import Scheduling
 from oore.services.access import Access
@@ -99,14 +99,6 @@ class Grant:
     project_id: str
     expires_at: int
     via_api_token: bool = False
-
-
-@dataclass
-class _Cursor:
-    """The attempt a viewer follows and the last sequence of it that it was sent."""
-
-    attempt: int
-    last: int
 
 
 @dataclass(frozen=True)
@@ -380,12 +372,18 @@ class Logs:
         authorization: str | None,
         last_event_id: str | None,
         tail: int | None = None,
+        send: Send | None = None,
+        wait: Callable[[], Awaitable[None]] = trio.sleep_forever,
     ) -> AsyncIterator[bytes]:
         """Authorize and admit a viewer (§6.4), then the SSE bytes of its stream.
 
         ``tail``: without a ``Last-Event-ID`` to resume from, start with only the last
         ``tail`` stored lines of the attempt (0: live lines only), not all of them.
-        Every refusal is raised here, before the response starts.
+        ``send``: the connection's socket, written to without waiting (see
+        ``oore/live/fanout.py``): live lines then reach the viewer with no work by the
+        stream's own task. ``wait``: what the stream's task does while there is nothing to
+        send (returns or raises when the client is gone). Every refusal is raised here,
+        before the response starts.
         """
         if tail is not None and tail < 0:
             raise InvalidInput("invalid_input", "tail must not be negative")
@@ -407,14 +405,14 @@ class Logs:
         self._admit(build.id, session.user.id)
         try:
             handle = await self.streams.stream(build.id)
-            viewer = Viewer(grant, self.config.viewer_buffer_bytes)
+            viewer = Viewer(grant, self.config.viewer_buffer_bytes, send)
+            viewer.following = build.attempt
+            viewer.written_at = trio.current_time()
             handle.watch(viewer)
         except BaseException:
             self._leave(build.id, session.user.id)
             raise
-        return self._events(
-            handle, viewer, build.id, build.attempt, resume, build.status.terminal, tail
-        )
+        return self._events(handle, viewer, build.id, resume, build.status.terminal, tail, wait)
 
     async def _redeem(self, token: str, build_id: str, now: int) -> tuple[Session, int]:
         stored = self._tokens.pop(hash_token(token), None) if looks_like_token(token) else None
@@ -470,33 +468,29 @@ class Logs:
         role = await self._access.role_on(session, grant.project_id)
         return project_allows(role, ProjectPermission.READ)
 
-    async def _backlog(self, build_id: str, cursor: _Cursor) -> AsyncIterator[bytes]:
-        """Stored lines of the cursor's attempt after ``cursor.last``, a page at a time;
-        the cursor follows."""
+    async def _backlog(self, build_id: str, viewer: Viewer) -> AsyncIterator[bytes]:
+        """Stored lines of the viewer's attempt after its last one, a page at a time."""
         while True:
             lines, _ = await self.store.builds.logs(
-                build_id, attempt=cursor.attempt, after=cursor.last, limit=self.config.page
+                build_id, attempt=viewer.following, after=viewer.last, limit=self.config.page
             )
             if lines:
-                cursor.last = lines[-1].sequence
-                yield log_events(lines, cursor.attempt)
+                viewer.last = lines[-1].sequence
+                yield log_events(lines, viewer.following)
             if len(lines) < self.config.page:
                 return
 
-    async def _catch_up(
-        self, build_id: str, cursor: _Cursor, viewer: Viewer
-    ) -> AsyncIterator[bytes]:
+    async def _catch_up(self, build_id: str, viewer: Viewer) -> AsyncIterator[bytes]:
         """The rest of the followed attempt; then, if the build has moved on, ``event:
         attempt`` and the new attempt's lines from its first (the viewer follows it)."""
-        async for chunk in self._backlog(build_id, cursor):
+        async for chunk in self._backlog(build_id, viewer):
             yield chunk
         state = await self.store.builds.log_state(build_id)
         current = max(viewer.latest, state.attempt if state is not None else 0)
-        if current > cursor.attempt:
-            cursor.attempt, cursor.last = current, -1
-            viewer.following = current
+        if current > viewer.following:
+            viewer.following, viewer.last = current, -1
             yield attempt_event(current)
-            async for chunk in self._backlog(build_id, cursor):
+            async for chunk in self._backlog(build_id, viewer):
                 yield chunk
 
     async def _events(
@@ -504,33 +498,38 @@ class Logs:
         handle: LogStreamHandle,
         viewer: Viewer,
         build_id: str,
-        attempt: int,
         resume: ResumePoint | None,
         finished_at_start: bool,
         tail: int | None,
+        wait: Callable[[], Awaitable[None]],
     ) -> AsyncIterator[bytes]:
         grant = viewer.grant
         assert isinstance(grant, Grant)
-        cursor = _Cursor(attempt, -1)
-        viewer.following = attempt
+        keep_alive = self.config.keep_alive
         try:
-            if resume is not None and resume.attempt == attempt:
-                cursor.last = resume.sequence
+            if resume is not None and resume.attempt == viewer.following:
+                viewer.last = resume.sequence
             else:
-                if attempt > 1:
-                    yield attempt_event(attempt)  # not resuming within this attempt: say which
+                if viewer.following > 1:
+                    yield attempt_event(viewer.following)  # not resuming within it: say which
                 if resume is None and tail is not None:
                     start = await self.store.builds.tail_start(
-                        build_id, attempt=attempt, count=tail
+                        build_id, attempt=viewer.following, count=tail
                     )
                     if start is not None:
-                        cursor.last = start
-            async for chunk in self._catch_up(build_id, cursor, viewer):
+                        viewer.last = start
+            async for chunk in self._catch_up(build_id, viewer):
                 yield chunk
             if finished_at_start:
                 yield done_event("build_finished")
                 return
             while True:
+                now = trio.current_time()
+                if viewer.unsent:  # the rest of what the fan-out wrote to the socket
+                    chunk, viewer.unsent = viewer.unsent, b""
+                    viewer.written_at = now
+                    yield chunk
+                    continue
                 if viewer.ended is not None and viewer.ended != "build_finished":
                     yield done_event(viewer.ended)  # nothing newer once access has ended
                     return
@@ -538,33 +537,37 @@ class Logs:
                     if viewer.lagging:
                         self.catch_ups += 1
                     viewer.resync()
-                    async for chunk in self._catch_up(build_id, cursor, viewer):
+                    async for chunk in self._catch_up(build_id, viewer):
+                        viewer.written_at = trio.current_time()
                         yield chunk
                     continue
                 parts: list[bytes] = []
                 while (batch := viewer.take()) is not None:
-                    if batch.attempt != cursor.attempt:
+                    if batch.attempt != viewer.following:
                         # An earlier attempt's batch is stale; a later one is caught up on
                         # from the database at the top of the loop (``moved_on``).
                         continue
-                    if batch.last > cursor.last:
-                        parts.append(batch.after(cursor.last))
-                        cursor.last = batch.last
+                    if batch.last > viewer.last:
+                        parts.append(batch.after(viewer.last))
+                        viewer.last = batch.last
                 if parts:
+                    viewer.written_at = now
                     yield b"".join(parts)  # several events, one write
                     continue
                 if viewer.moved_on:
                     continue
                 if viewer.ended == "build_finished":
-                    async for chunk in self._catch_up(build_id, cursor, viewer):
+                    async for chunk in self._catch_up(build_id, viewer):
                         yield chunk
                     yield done_event("build_finished")
                     return
-                with self._scheduling.long_poll(), trio.move_on_after(self.config.keep_alive):
-                    await viewer.wait()
+                poll = self._scheduling.long_poll(viewer.written_at + keep_alive)
+                await viewer.idle(wait, poll)
                 if self._scheduling.ending:
                     return  # the daemon is stopping; the client resumes with Last-Event-ID
-                if not (viewer.queue or viewer.lagging or viewer.ended or viewer.moved_on):
+                now = trio.current_time()
+                if not viewer.has_work and now >= viewer.written_at + keep_alive:
+                    viewer.written_at = now
                     yield KEEP_ALIVE
         finally:
             handle.unwatch(viewer)

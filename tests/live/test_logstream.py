@@ -11,13 +11,13 @@ import trio.testing
 from oore.actors import ActorCrashed, Supervisor
 from oore.domain.logs import LogLine, LogWrite
 from oore.errors import Forbidden, ServiceUnavailable
+from oore.live.fanout import FanOut, Viewer
 from oore.live.logstream import (
     Appended,
     LogState,
     LogStreamHandle,
     LogStreams,
     LogStreamTimings,
-    Viewer,
     log_stream_spec,
 )
 
@@ -86,12 +86,23 @@ def records() -> Records:
     return Records()
 
 
+async def woken(viewer: Viewer) -> None:
+    """Until something wakes the viewer's task (or at once if it has work)."""
+    await viewer.idle(trio.sleep_forever, trio.CancelScope())
+
+
+def sequences(viewer: Viewer) -> list[int]:
+    """The sequences queued for the viewer's task, in order."""
+    return [line.sequence for batch in viewer.queue for line in batch.lines]
+
+
 @pytest.fixture
 async def stream(records: Records) -> AsyncIterator[LogStreamHandle]:
-    supervisor = Supervisor("logs", max_restarts=10, period=10.0)
+    fanout = FanOut()
+    supervisor = Supervisor("logs", [fanout.spec()], max_restarts=10, period=10.0)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
-        handle = LogStreamHandle("b1")
+        handle = LogStreamHandle("b1", fanout.audience())
         await supervisor.start_child(
             log_stream_spec(handle, records, LogStreamTimings(check_every=1.0, idle=30.0))
         )
@@ -128,6 +139,7 @@ async def test_viewers_get_the_same_bytes_of_each_committed_batch(
         stream.watch(viewer)
     assert await stream.append("r", 1, [line(1), line(0)]) == 2
     assert await stream.append("r", 1, [line(1)]) == 0  # a duplicate is not sent again
+    await trio.testing.wait_all_tasks_blocked()  # the fan-out's round
     batches = [viewer.take() for viewer in viewers]
     assert all(batch is not None for batch in batches)
     first = batches[0]
@@ -146,10 +158,12 @@ async def test_a_viewer_that_falls_behind_lags_and_the_runner_never_waits(
     with trio.fail_after(5):  # nobody reads either viewer: appends still complete
         for n in range(20):
             assert await stream.append("r", 1, [line(n, "a" * 50)]) == 1
+    await trio.testing.wait_all_tasks_blocked()
     assert slow.lagging and not slow.queue and slow.queued_bytes == 0
-    assert [batch.last for batch in fast.queue] == list(range(20))
+    assert sequences(fast) == list(range(20))
     slow.resync()  # its task reads the database from its last line, then rejoins
     await stream.append("r", 1, [line(20)])
+    await trio.testing.wait_all_tasks_blocked()
     again = slow.take()
     assert again is not None and again.last == 20 and not slow.lagging
 
@@ -158,6 +172,7 @@ async def test_partial_overlap_is_cut_at_the_viewers_last_line(stream: LogStream
     viewer = Viewer(grant="g", limit=1 << 20)
     stream.watch(viewer)
     await stream.append("r", 1, [line(0), line(1), line(2)])
+    await trio.testing.wait_all_tasks_blocked()
     batch = viewer.take()
     assert batch is not None
     assert batch.after(-1) is batch.data
@@ -187,17 +202,17 @@ async def test_checks_end_viewers_whose_grant_lapsed_or_when_the_build_ends(
     stream.watch(dropped)
     records.allowed = {"kept"}
     with trio.fail_after(3):
-        await dropped.wait()
+        await woken(dropped)
     assert dropped.ended == "authorization_ended" and kept.ended is None
     records.finished_value = True
     with trio.fail_after(3):
-        await kept.wait()
+        await woken(kept)
     assert kept.ended == "build_finished"
     gone = Viewer(grant="kept", limit=1024)
     stream.watch(gone)
     records.finished_value = None
     with trio.fail_after(3):
-        await gone.wait()
+        await woken(gone)
     assert gone.ended == "build_not_found"
 
 
@@ -229,6 +244,7 @@ async def test_a_lost_attempts_late_lines_are_refused_and_never_offered(
     with pytest.raises(Forbidden):
         await stream.append("r2", 1, [line(2)])  # the new holder, naming the old attempt
     assert await stream.append("r2", 2, [line(0)]) == 1  # numbered from 0 again: kept
+    await trio.testing.wait_all_tasks_blocked()
     first, second = viewer.take(), viewer.take()
     assert first is not None and (first.attempt, first.last) == (1, 1)
     assert second is not None and (second.attempt, second.last) == (2, 0)
@@ -242,10 +258,11 @@ async def test_the_check_tells_viewers_of_a_requeue_before_any_new_line(
     viewer = Viewer(grant="g", limit=1 << 20)
     stream.watch(viewer)
     await stream.append("r", 1, [line(0)])
+    await trio.testing.wait_all_tasks_blocked()
     assert viewer.take() is not None and not viewer.moved_on
     records.requeue("r2")
     with trio.fail_after(3):
-        await viewer.wait()  # woken by the periodic check, nothing was appended
+        await woken(viewer)  # woken by the periodic check, nothing was appended
     assert viewer.moved_on and viewer.latest == 2 and viewer.ended is None
 
 
