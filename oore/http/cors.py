@@ -5,6 +5,8 @@ saved change applies to the very next request."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from quart import Quart, Response, request
 
 from oore.http.context import services
@@ -32,6 +34,22 @@ def _allowed(origin: str | None) -> bool:
     return origin is not None and origin in services().network.allowed_origins
 
 
+def cors_headers(
+    origin: str | None, path: str, allowed_origins: Collection[str]
+) -> list[tuple[str, str]]:
+    """The CORS headers of an answer to a request from ``origin`` (for responses not made
+    by Quart; :func:`install_cors` adds the same to Quart's)."""
+    if origin is None or _outside(path):
+        return []
+    if origin not in allowed_origins:
+        return [("Vary", "Origin")]
+    return [
+        ("Vary", "Origin"),
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+    ]
+
+
 def install_cors(app: Quart) -> None:
     """Answer preflights and decorate responses for allowed origins."""
 
@@ -52,10 +70,9 @@ def install_cors(app: Quart) -> None:
     @app.after_request
     async def decorate(response: Response) -> Response:
         origin = request.headers.get("Origin")
-        if origin is None or _outside(request.path):
-            return response
-        response.vary.add("Origin")
-        if _allowed(origin):
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Credentials"] = "true"
+        for name, value in cors_headers(origin, request.path, services().network.allowed_origins):
+            if name == "Vary":
+                response.vary.add(value)
+            else:
+                response.headers[name] = value
         return response

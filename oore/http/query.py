@@ -23,7 +23,17 @@ _MAX_INT_CHARS = 20
 def query_str(name: str) -> str | None:
     """A trimmed query value, or None when absent or blank; 400 ``invalid_request`` when it
     holds a control character or a lone surrogate."""
-    value = request.args.get(name)
+    return text_value(name, request.args.get(name))
+
+
+def query_int(name: str) -> int | None:
+    """An integer query value; one that is not an integer, or is outside the signed 64-bit
+    range, is 400 ``invalid_request``."""
+    return int_value(name, request.args.get(name))
+
+
+def text_value(name: str, value: str | None) -> str | None:
+    """:func:`query_str` of a value already taken from a query string."""
     if value is None:
         return None
     if _UNUSABLE.search(value):
@@ -32,10 +42,9 @@ def query_str(name: str) -> str | None:
     return value or None
 
 
-def query_int(name: str) -> int | None:
-    """An integer query value; one that is not an integer, or is outside the signed 64-bit
-    range, is 400 ``invalid_request``."""
-    value = query_str(name)
+def int_value(name: str, raw: str | None) -> int | None:
+    """:func:`query_int` of a value already taken from a query string."""
+    value = text_value(name, raw)
     if value is None:
         return None
     try:

@@ -266,6 +266,7 @@ class FanOutStatistics:
     batches: int = 0  # committed batches those rounds carried
     direct: int = 0  # viewer writes straight to a socket
     partial: int = 0  # of which the socket took only a part (the task writes the rest)
+    lagged: int = 0  # times a viewer's queue overflowed (its task then catches up)
 
 
 class FanOut(ActorRef[Audience]):
@@ -317,7 +318,11 @@ class _FanOutWorker(Actor[Audience]):
                 viewer.deliver(batch, now)
                 if viewer.unsent:
                     counts.partial += 1
-            else:
+            elif not viewer.lagging:
                 viewer.deliver(batch, now)
+                if viewer.lagging:
+                    counts.lagged += 1
+            else:
+                viewer.attempt_seen(batch.attempt)
             if index % step == step - 1:
                 await trio.lowlevel.checkpoint()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import trio
@@ -374,7 +374,7 @@ class Logs:
         tail: int | None = None,
         send: Send | None = None,
         wait: Callable[[], Awaitable[None]] = trio.sleep_forever,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Authorize and admit a viewer (§6.4), then the SSE bytes of its stream.
 
         ``tail``: without a ``Last-Event-ID`` to resume from, start with only the last
@@ -502,7 +502,7 @@ class Logs:
         finished_at_start: bool,
         tail: int | None,
         wait: Callable[[], Awaitable[None]],
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         grant = viewer.grant
         assert isinstance(grant, Grant)
         keep_alive = self.config.keep_alive

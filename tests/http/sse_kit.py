@@ -1,4 +1,4 @@
-"""The app behind a real Hypercorn on loopback, and a small server-sent events reader."""
+"""The app served on loopback as the daemon serves it, and a small server-sent events reader."""
 
 from __future__ import annotations
 
@@ -11,21 +11,19 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from quart_trio import QuartTrio
+
+from tests.http.channel_kit import serve_app, services_of
 
 
 @pytest.fixture
 async def served(app: QuartTrio) -> AsyncIterator[str]:
-    """The app behind hypercorn on a loopback port, as the daemon serves it."""
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 1.0
+    """The app on a loopback port as the daemon serves it: the lean listener (runner
+    channel, log streams) in front of Hypercorn."""
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(serve, app, config, shutdown_trigger=stop.wait)
+            partial(serve_app, app, services_of(app), shutdown_trigger=stop.wait)
         )
         yield binds[0]
         stop.set()

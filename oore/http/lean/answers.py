@@ -1,4 +1,5 @@
-"""Plain HTTP/1.1 answers written by the lean listener: JSON errors and the WebSocket 101.
+"""Plain HTTP/1.1 answers written by the lean listener: JSON errors, the WebSocket 101 and
+the head of an event stream.
 
 Error answers carry the envelope every error of the API has (oore/http/errors.py), the
 request id and the hardening headers of oore/http/guard.py, and close the connection.
@@ -8,12 +9,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from http import HTTPStatus
 
 import orjson
+import trio
 
 from oore.errors import ApiError
 from oore.http.guard import DEFAULT_POLICY, HARDENING_HEADERS
+
+# After a refusal or a close frame: how long, and how much, the peer's last bytes are read.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 4 * 1024 * 1024
 
 _WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -25,8 +32,8 @@ def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def error_answer(error: ApiError, request_id: str) -> bytes:
-    """``error`` as the API answers it, with ``Connection: close``."""
+def error_answer(error: ApiError, request_id: str, extra: Sequence[tuple[str, str]] = ()) -> bytes:
+    """``error`` as the API answers it, with ``Connection: close`` (and ``extra`` headers)."""
     body = orjson.dumps({**error.to_json(), "request_id": request_id}) + b"\n"
     headers = [
         ("Content-Type", "application/json"),
@@ -34,9 +41,25 @@ def error_answer(error: ApiError, request_id: str) -> bytes:
         ("X-Request-Id", request_id),
         *HARDENING_HEADERS,
         ("Content-Security-Policy", DEFAULT_POLICY),
+        *extra,
         ("Connection", "close"),
     ]
     return _head(error.status, headers) + body
+
+
+def event_stream_head(request_id: str, extra: Sequence[tuple[str, str]] = ()) -> bytes:
+    """The head of a server-sent event stream whose body ends when the connection closes."""
+    headers = [
+        ("Content-Type", "text/event-stream; charset=utf-8"),
+        ("Cache-Control", "no-cache"),
+        ("X-Accel-Buffering", "no"),
+        ("X-Request-Id", request_id),
+        *HARDENING_HEADERS,
+        ("Content-Security-Policy", DEFAULT_POLICY),
+        *extra,
+        ("Connection", "close"),
+    ]
+    return _head(200, headers)
 
 
 def websocket_accept(key: str) -> str:
@@ -56,3 +79,15 @@ def switching_protocols(key: str, request_id: str) -> bytes:
             ("X-Request-Id", request_id),
         ],
     )
+
+
+async def linger(stream: trio.SocketStream) -> None:
+    """End our side and read what the peer still sends until it closes too, so closing
+    does not reset the connection under the last answer."""
+    await stream.send_eof()
+    received = 0
+    while received < LINGER_BYTES:
+        chunk = await stream.receive_some(64 * 1024)
+        if not chunk:
+            return
+        received += len(chunk)

@@ -39,8 +39,9 @@ from oore.errors import ApiError, InternalError, InvalidRequest, Unauthorized
 from oore.eventlog import REQUEST_ID
 from oore.http.context import AppServices
 from oore.http.guard import check_request
-from oore.http.lean.answers import error_answer, switching_protocols
+from oore.http.lean.answers import LINGER_SECONDS, error_answer, linger, switching_protocols
 from oore.http.lean.head import RequestHead
+from oore.http.lean.log_stream import LogStreamRoute
 from oore.http.lean.routes import LeanRoutes, Shutdown
 from oore.http.lean.websocket import WebSocket
 from oore.http.requests import access_line, loggable_path, request_id_from
@@ -53,9 +54,6 @@ log = logging.getLogger(__name__)
 
 # A runner whose replies pile up past this (it stopped reading) is disconnected.
 SEND_BUFFER = 1024 * 1024
-# After a refusal or a close frame: how long, and how much, the peer's last bytes are read.
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 4 * 1024 * 1024
 # Frames up to this many bytes decode on the event loop; larger ones on a worker thread.
 INLINE_DECODE_MAX = 64 * 1024
 
@@ -254,7 +252,7 @@ class RunnerChannelRoute:
                 status = error.status
                 with trio.move_on_after(LINGER_SECONDS):
                     await stream.send_all(error_answer(error, request_id))
-                    await _linger(stream)
+                    await linger(stream)
                 return
             del head  # read: not kept for the channel's life
             await stream.send_all(switching_protocols(key, request_id))
@@ -279,7 +277,7 @@ class RunnerChannelRoute:
             await session.serve()
             if ws.close_code is not None and not ws.overflowed:  # a close frame went out
                 with trio.move_on_after(LINGER_SECONDS):
-                    await _linger(stream)
+                    await linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -312,22 +310,10 @@ class RunnerChannelRoute:
         return runner_id, key
 
 
-async def _linger(stream: trio.SocketStream) -> None:
-    """End our side and read what the peer still sends until it closes too, so closing
-    does not reset the connection under the last answer."""
-    await stream.send_eof()
-    received = 0
-    while received < LINGER_BYTES:
-        chunk = await stream.receive_some(64 * 1024)
-        if not chunk:
-            return
-        received += len(chunk)
-
-
 def lean_routes(
     services: AppServices, *, access_log: bool = False, limits: ChannelLimits = ChannelLimits()
 ) -> LeanRoutes:
-    """The daemon's lean routes: the runner channel."""
+    """The daemon's lean routes: the runner channel and the build log stream."""
     shutdown = Shutdown()
     channel = RunnerChannelRoute(
         RunnerOps(services.runners, services.builds, services.logs),
@@ -337,4 +323,5 @@ def lean_routes(
         limits=limits,
         access_log=access_log,
     )
-    return LeanRoutes([channel], shutdown)
+    log_stream = LogStreamRoute(services, shutdown=shutdown, access_log=access_log)
+    return LeanRoutes([channel, log_stream], shutdown)
