@@ -37,8 +37,17 @@ CONNECT_AT_ONCE = 200
 _EVENT = re.compile(rb'id: (\d+)\ndata: \{"sequence":\d+,"content":"\d+ ([0-9.]+)')
 
 
+class _Whole:
+    """A body that ends when the connection closes (the daemon's own listener sends one)."""
+
+    ended = False
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+
 class _Chunked:
-    """Incremental decoder of an HTTP/1.1 chunked body."""
+    """Incremental decoder of an HTTP/1.1 chunked body (Hypercorn's, for the app alone)."""
 
     def __init__(self) -> None:
         self.raw = b""
@@ -105,7 +114,7 @@ async def view(
     if not head.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"stream refused: {head[:60]!r}")
     task_status.started()
-    decoder = _Chunked()
+    decoder = _Chunked() if b"transfer-encoding: chunked" in head.lower() else _Whole()
     pending = decoder.feed(body)
     last = -1
     got = 0
