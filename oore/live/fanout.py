@@ -36,7 +36,7 @@ from oore.domain.logs import LogLine, log_events
 
 log = logging.getLogger(__name__)
 
-SLICE = 256  # viewers written to between yields to the scheduler
+SLICE = 32  # viewers written to between yields to the scheduler
 CAPACITY = 65_536  # builds with a round waiting; past it a build's viewers catch up instead
 
 # Writes what the socket takes now and answers how many bytes; raises OSError when the
