@@ -3,11 +3,12 @@
 Each line carries the time it was sent, so every viewer measures end-to-end latency: per
 read, that of the oldest line it brought (the others waited less). Each viewer also counts
 lines lost (sent, never received) and reads that were out of order (a first line not
-after the previous read's last, or ids not consecutive within the read). ``--stalled`` makes that fraction of viewers stop reading until the
-runner is done (they must still end with every line). The runner's append latency is
-measured with the viewers and, first, with none. The server's RSS and CPU come from /proc.
-Viewers are raw sockets in ``--procs`` load processes, read by one epoll loop in each;
-the runner is this process.
+after the previous read's last, or ids not consecutive within the read). ``--stalled``
+makes that fraction of viewers stop reading until the runner is done (they must still end
+with every line). The runner's append latency is measured with the viewers and, first,
+with none. The server's RSS and CPU come from /proc. The runner speaks ``--transport``
+(the agent's channel by default, or HTTP). Viewers are raw sockets in ``--procs`` load
+processes, read by one epoll loop in each; the runner is this process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import trio
 
+from bench.channel import TRANSPORTS, open_link
 from bench.harness import (
     BackgroundLoad,
     Server,
@@ -168,8 +170,6 @@ def _viewers(
     results: Any, url: str, path: str, token: str, count: int, stalled: int, until: float
 ) -> None:
     results.put(_watch(url, path, token, count, stalled, until))
-
-
 
 
 class _Reader:
@@ -321,16 +321,14 @@ def _watch(
     return {"viewers": [reader.report() for reader in finished]}
 
 
-async def _running_build(target: Target) -> tuple[str, str, dict[str, str]]:
-    """A build claimed and running: its id, its runner id and the runner's headers."""
+async def _running_build(target: Target) -> tuple[str, str, str]:
+    """A build claimed and running: its id, its runner's id and token."""
     async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
         reg = await client.post(
             "/v1/runners/register", json={"name": f"logs-{time.time_ns()}"}, headers=target.auth
         )
-        runner_id, headers = (
-            reg.json()["runner"]["id"],
-            {"Authorization": f"Bearer {reg.json()['token']}"},
-        )
+        runner_id, token = reg.json()["runner"]["id"], reg.json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
         build = await client.post(
             f"/v1/projects/{target.project_id}/builds",
             json={"pipeline_id": target.pipeline_id, "commit_sha": target.commit_sha},
@@ -346,27 +344,27 @@ async def _running_build(target: Target) -> tuple[str, str, dict[str, str]]:
             json={"status": "running"},
             headers=headers,
         )
-        return build_id, runner_id, headers
+        return build_id, runner_id, token
 
 
 async def _append(
     target: Target,
-    build_id: str,
-    runner_id: str,
-    headers: dict[str, str],
+    transport: str,
+    build: tuple[str, str, str],
     rate: int,
     seconds: float,
 ) -> tuple[list[float], int]:
-    """Append ``rate`` lines/s for ``seconds``, then end the build; the append latencies
-    and the lines sent.
+    """Append ``rate`` lines/s for ``seconds`` over ``transport``, then end the build; the
+    append latencies and the lines sent.
 
     Like a runner's agent, each append carries every line due by then: an append that
     takes longer than the interval makes the next one larger, so the rate holds."""
+    build_id, runner_id, token = build
     latencies: list[float] = []
     padding = "x" * 80
-    async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
-        path = f"/v1/runners/{runner_id}/jobs/{build_id}/logs"
-        sequence = 0
+    sequence = 0
+    async with trio.open_nursery() as nursery:
+        link = await open_link(transport, nursery, target.url, runner_id, token)
         began = trio.current_time()
         tick = began
         while (elapsed := trio.current_time() - began) < seconds:
@@ -378,17 +376,31 @@ async def _append(
             ]
             sequence = due
             sent = time.perf_counter()
-            reply = await client.post(path, json={"chunks": chunks}, headers=headers)
-            reply.raise_for_status()
+            await link.logs(build_id, chunks)
             latencies.append(time.perf_counter() - sent)
             tick += BATCH_INTERVAL
             await trio.sleep_until(max(tick, trio.current_time()))
-        await client.post(
-            f"/v1/runners/{runner_id}/jobs/{build_id}/status",
-            json={"status": "succeeded", "exit_code": 0},
-            headers=headers,
-        )
+        await link.report(build_id, "succeeded", exit_code=0)
+        await link.aclose()
     return latencies, sequence
+
+
+_COUNTERS = {
+    "oore_log_fanout_rounds_total": "fanout_rounds",
+    "oore_log_fanout_partial_writes_total": "fanout_partial_writes",
+    "oore_log_fanout_lagged_total": "viewers_lagged",
+    "oore_log_viewer_catch_ups_total": "viewer_catch_ups",
+}
+
+
+def _counters(url: str) -> dict[str, float]:
+    """The daemon's fan-out counters, from /metrics."""
+    found = dict.fromkeys(_COUNTERS.values(), 0.0)
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in _COUNTERS:
+            found[_COUNTERS[name]] = float(value)
+    return found
 
 
 def repetition(
@@ -399,10 +411,14 @@ def repetition(
     seconds: float,
     stalled: float,
     procs: int,
+    transport: str,
 ) -> dict[str, float]:
     progress("runner alone (0 viewers)")
-    alone, _ = trio.run(_append, target, *trio.run(_running_build, target), rate, seconds / 2)
-    build_id, runner_id, headers = trio.run(_running_build, target)
+    alone, _ = trio.run(
+        _append, target, transport, trio.run(_running_build, target), rate, seconds / 2
+    )
+    build = trio.run(_running_build, target)
+    build_id = build[0]
     path = f"/v1/builds/{build_id}/logs/stream"
     stalled_count = round(viewers * stalled)
     shares = [viewers // procs + (1 if i < viewers % procs else 0) for i in range(procs)]
@@ -421,12 +437,14 @@ def repetition(
         ],
     )
     time.sleep(lead)
+    counted = _counters(target.url)
     cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
-    with_viewers, sent = trio.run(_append, target, build_id, runner_id, headers, rate, seconds)
+    with_viewers, sent = trio.run(_append, target, transport, build, rate, seconds)
     cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before)
     rss = rss_kb(server.pid)
     results = load.results(timeout=900)
     done_progress()
+    counters = {k: v - counted[k] for k, v in _counters(target.url).items()}
     everyone = [v for r in results for v in r["viewers"]]
     live = [v for v in everyone if not v["stalled"]]  # stalled ones are late on purpose
     latencies = [x for v in live for x in v["latencies"]]
@@ -446,6 +464,7 @@ def repetition(
         "append_p99_ms_0_viewers": percentile(alone, 0.99) * 1000,
         "server_cpu_cores": cpu,
         "server_rss_mb": rss / 1024,
+        **counters,
     }
 
 
@@ -457,12 +476,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--stalled", type=float, default=0.0, help="fraction of stalled viewers")
     parser.add_argument("--procs", type=int, default=2, help="viewer processes")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runner speaks"
+    )
     args = parser.parse_args(argv)
     with started_daemon() as server:
         target = prepare(server)
         runs = [
             repetition(
-                server, target, args.viewers, args.rate, args.seconds, args.stalled, args.procs
+                server,
+                target,
+                args.viewers,
+                args.rate,
+                args.seconds,
+                args.stalled,
+                args.procs,
+                args.transport,
             )
             for _ in range(args.repeat)
         ]
@@ -472,6 +501,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": args.seconds,
         "stalled": args.stalled,
         "procs": args.procs,
+        "transport": args.transport,
     }
     report("logs", params, runs)
     return {"params": params, "runs": runs}

@@ -165,6 +165,27 @@ class _LiveCollector(Collector):
             "Times a live log viewer fell behind and caught up from the database",
             value=self._logs.catch_ups,
         )
+        fanout = self._logs.streams.fanout.counts
+        yield CounterMetricFamily(
+            "oore_log_fanout_rounds",
+            "Rounds of the log fan-out: one build's lines committed since its previous round",
+            value=fanout.rounds,
+        )
+        yield CounterMetricFamily(
+            "oore_log_fanout_direct_writes",
+            "Writes of live log lines straight to a viewer's socket by the fan-out",
+            value=fanout.direct,
+        )
+        yield CounterMetricFamily(
+            "oore_log_fanout_partial_writes",
+            "Direct writes the socket took only part of (the viewer's task wrote the rest)",
+            value=fanout.partial,
+        )
+        yield CounterMetricFamily(
+            "oore_log_fanout_lagged",
+            "Times a live log viewer's queue overflowed, so it caught up from the database",
+            value=fanout.lagged,
+        )
         yield GaugeMetricFamily(
             "oore_event_streams",
             "Live event streams (GET /v1/events/stream) open now",
