@@ -13,7 +13,8 @@ head into its arguments and the connection into its transport:
   (``Connection: close``: there is no next request on it). While the stream's task has
   nothing to write it waits for the socket to become readable, so a client that goes away
   ends its stream at once; a client that sends anything after its request (an SSE
-  connection carries nothing upstream) is closed too.
+  connection carries nothing upstream) is closed too, after what it sent is read off
+  (closing over unread bytes would reset the connection instead of ending it).
 - While that task sleeps, the fan-out writes committed lines straight to the socket
   without waiting (:func:`_send_now`); what the socket does not take is written by the
   task. A stopping server ends every stream at once; clients resume with
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from urllib.parse import parse_qs
 
 import trio
@@ -46,6 +47,7 @@ from oore.live.fanout import Send
 
 _PATH = re.compile(r"/v1/builds/([^/]+)/logs/stream")
 _START = b"GET /v1/builds/"
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class ClientLeft(Exception):
@@ -134,7 +136,12 @@ class LogStreamRoute:
                             await stream.send_all(chunk)
                 finally:
                     self._shutdown.discard(scope)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ClientLeft):
+        except ClientLeft:
+            # Read off what it sent first: closing over unread bytes would reset the
+            # connection rather than end it.
+            with trio.move_on_after(LINGER_SECONDS), suppress(*_BROKEN):
+                await linger(stream)
+        except _BROKEN:
             pass
         finally:
             await trio.aclose_forcefully(stream)
