@@ -23,12 +23,21 @@ INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
 
 # A run of 19 digits or more may be an integer beyond 64 bits; shorter ones never are.
-_LONG_DIGITS = re.compile(rb"\d{19,}")
-_LONG_DIGITS_TEXT = re.compile(r"\d{19,}")
+# Found by mapping every digit byte to "0" and every other byte to " ": a regular
+# expression without a literal to look for tries a match at every position, about 20
+# times slower on a runner's log frame.
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
 # A \uD800-\uDFFF escape: a surrogate, paired (fine) or alone (refused after decoding).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE_ESCAPE_TEXT = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_long_digit_run(text: str | bytes) -> bool:
+    """Whether ``text`` holds 19 digits in a row (so a number in it may pass 64 bits)."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    return _LONG_RUN in raw.translate(_DIGITS_ONLY)
 
 
 class JsonInputError(ValueError):
@@ -38,11 +47,11 @@ class JsonInputError(ValueError):
 def decode_json(raw: bytes | str) -> Any:
     """The decoded document; :class:`JsonInputError` when it is not acceptable."""
     if isinstance(raw, bytes):
-        long_digits = _LONG_DIGITS.search(raw) is not None
+        long_digits = has_long_digit_run(raw)
         surrogates = _SURROGATE_ESCAPE.search(raw) is not None
         containers = raw.count(b"[") + raw.count(b"{")
     else:
-        long_digits = _LONG_DIGITS_TEXT.search(raw) is not None
+        long_digits = has_long_digit_run(raw)
         surrogates = _SURROGATE_ESCAPE_TEXT.search(raw) is not None
         containers = raw.count("[") + raw.count("{")
     if not long_digits and not surrogates and containers <= MAX_DEPTH:

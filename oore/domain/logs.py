@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 MAX_LINE_BYTES = 4096
 MAX_STEP_NAME_BYTES = 256
 MAX_STEP = 2**31 - 1  # what the database's integer holds
@@ -187,12 +189,11 @@ def resume_point(last_event_id: str | None) -> ResumePoint | None:
 
 def log_event(line: LogLine, attempt: int = 1) -> bytes:
     """One ``event: log`` whose ``id`` is its resume point (see :func:`event_id`)."""
-    data = json.dumps(
-        line.fields(),
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return f"event: log\nid: {event_id(attempt, line.sequence)}\ndata: {data}\n\n".encode()
+    try:
+        data = orjson.dumps(line.fields())
+    except TypeError:  # a lone surrogate: escaped, as only the standard encoder can
+        data = json.dumps(line.fields(), separators=(",", ":")).encode()
+    return b"event: log\nid: %s\ndata: %s\n\n" % (event_id(attempt, line.sequence).encode(), data)
 
 
 def log_events(lines: Iterable[LogLine], attempt: int = 1) -> bytes:

@@ -113,14 +113,13 @@ class _StreamToken:
 def _prepared(lines: Sequence[LogLine], secrets: Sequence[str]) -> list[LogLine]:
     """Lines as they are stored: cut to size, NUL made visible, ``secrets`` (longest
     first) masked."""
-    cut = [
-        replace(
-            line,
-            content=storable_line(line.content),
-            step_name=storable_step_name(line.step_name),
-        )
-        for line in lines
-    ]
+    cut = []
+    for line in lines:
+        content = storable_line(line.content)
+        step_name = storable_step_name(line.step_name)
+        if content != line.content or step_name != line.step_name:
+            line = replace(line, content=content, step_name=step_name)
+        cut.append(line)
     return mask_secrets(cut, list(secrets))
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import asyncpg
 import orjson
 import trio
 
+from oore.domain.json_input import has_long_digit_run
 from oore.errors import ApiError, InvalidInput, StoreError, StoreUnavailable
 from oore.store.bridge import AsyncioBridge, open_bridge
 
@@ -48,7 +48,6 @@ CONNECT_TIMEOUT = 10.0  # seconds for a new connection, pooled or probe
 RETRY_INITIAL = 0.1  # seconds between probes at the start of an outage, doubling...
 RETRY_MAX = 2.0  # ...up to this
 # A run of digits long enough to be an integer beyond 64 bits.
-_LONG_DIGITS = re.compile(r"\d{19,}")
 
 # Failures to reach the server, as opposed to failures of a query.
 _UNREACHABLE = (
@@ -276,7 +275,7 @@ def _json_dumps(value: Any) -> str:
 def _json_loads(value: str) -> Any:
     # orjson is several times faster, but turns an integer beyond 64 bits into a float;
     # a value that may hold one (a run of 19 digits) goes to the exact decoder.
-    if _LONG_DIGITS.search(value) is None:
+    if not has_long_digit_run(value):
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:  # what only the standard decoder reads (surrogates)
