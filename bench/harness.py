@@ -244,6 +244,17 @@ class BackgroundLoad:
         return self._reported
 
 
+def daemon_counters(url: str, names: Mapping[str, str]) -> dict[str, float]:
+    """Counters of the daemon's /metrics, each under the name ``names`` gives it (0 when
+    absent)."""
+    found = dict.fromkeys(names.values(), 0.0)
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            found[names[name]] = float(value)
+    return found
+
+
 def progress(text: str) -> None:
     """One status line, rewritten in place while a scenario runs."""
     print(f"\r  {text:<70}", end="", file=sys.stderr, flush=True)

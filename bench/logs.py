@@ -28,6 +28,7 @@ from bench.harness import (
     BackgroundLoad,
     Server,
     Target,
+    daemon_counters,
     done_progress,
     percentile,
     prepare,
@@ -97,73 +98,32 @@ async def view(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """One viewer of the stream at ``path``, started once its headers are in; it reads
-    until ``event: done`` and appends what it saw to ``out``: lines got (their sequences
-    rising), reordered, each line's latency (from the send time in its content), and how
-    the stream ended (the ``done`` event's reason, or ``closed`` without one)."""
-    stalled = stall_until is not None
+    """One viewer of the stream at ``path`` as a task, started once its headers are in;
+    it reads until ``event: done`` and appends what it saw to ``out`` (see
+    :meth:`_Reader.report`). Each read is checked as a whole, as :func:`_watch` does."""
     sock = trio.socket.socket()
     if stall_until is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader = _Reader(stall_until)
     async with connecting:  # held until the stream's headers are in
         await sock.connect((host, port))
         request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
         await sock.send(request.encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
+        while reader.decoder is None:
             data = await sock.recv(65536)
             if not data:
                 raise RuntimeError("stream closed before its headers")
-            head += data
-    head, body = head.split(b"\r\n\r\n", 1)
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(f"stream refused: {head[:60]!r}")
+            reader.feed(data, time.time())
     task_status.started()
-    decoder = _Chunked() if b"transfer-encoding: chunked" in head.lower() else _Whole()
-    pending = decoder.feed(body)
-    last = -1
-    got = 0
-    reordered = 0
-    latencies: list[float] = []
-    done = False
-    ended = "closed"
-    while not done:
-        if stall_until is not None:
-            await trio.sleep(max(0.0, stall_until - time.time()))  # a wall-clock instant
-            stall_until = None
-        *events, pending = pending.split(b"\n\n")
-        now = time.time()
-        for event in events:
-            if event.startswith(b"event: done"):
-                done = True
-                ended = event.partition(b"data: ")[2].decode(errors="replace").strip()
-                continue
-            match = _EVENT.search(event)
-            if match is None:
-                continue
-            sequence = int(match[1])
-            if sequence <= last:
-                reordered += 1
-            else:
-                got += 1
-                last = sequence
-            latencies.append(now - float(match[2]))
-        if done or decoder.ended:
-            break
+    if stall_until is not None:
+        await trio.sleep(max(0.0, stall_until - time.time()))  # a wall-clock instant
+    while reader.ended is None:
         data = await sock.recv(1 << 16)
         if not data:
             break
-        pending += decoder.feed(data)
+        reader.feed(data, time.time())
     sock.close()
-    out.append(
-        {
-            "got": got,
-            "reordered": reordered,
-            "latencies": latencies,
-            "stalled": stalled,
-            "ended": ended,
-        }
-    )
+    out.append(reader.report())
 
 
 def _viewers(
@@ -185,13 +145,11 @@ class _Reader:
         "latencies",
         "pending",
         "reordered",
-        "sock",
         "stall_until",
         "stalled",
     )
 
-    def __init__(self, sock: socket.socket, stall_until: float | None) -> None:
-        self.sock = sock
+    def __init__(self, stall_until: float | None) -> None:
         self.stall_until = stall_until
         self.stalled = stall_until is not None
         self.head = b""  # until the response head is in; then None-like b"" with decoder set
@@ -222,19 +180,22 @@ class _Reader:
             self.pending = text
             return
         complete, self.pending = text[: cut + 2], text[cut + 2 :]
-        count = complete.count(b"event: log\n")
-        if count:
-            # The oldest line of the read stands for it: the others waited less.
-            first = _EVENT.search(complete)
-            last = complete.rfind(b"\nid: ")
-            last_id = int(complete[last + 5 : complete.index(b"\n", last + 5)])
-            if first is not None:
-                first_id = int(first[1])
-                self.latencies.append(now - float(first[2]))
-                if first_id <= self.last or last_id - first_id + 1 != count:
-                    self.reordered += 1
-                self.got += count
-                self.last = max(self.last, last_id)
+        events = complete.count(b"event: log\n")
+        if events:
+            # Order: the ids of a read follow the previous read's and each other.
+            start = complete.find(b"event: log\nid: ") + 15
+            first_id = int(complete[start : complete.index(b"\n", start)])
+            end = complete.rfind(b"\nid: ") + 5
+            last_id = int(complete[end : complete.index(b"\n", end)])
+            if first_id <= self.last or last_id - first_id + 1 != events:
+                self.reordered += 1
+            self.last = max(self.last, last_id)
+            # Lines the runner sent (not the server's own, a cap's notice); the oldest of
+            # the read stands for its latency: the others waited less.
+            self.got += complete.count(b'"content":"') - complete.count(b'"content":"[oore]')
+            oldest = _EVENT.search(complete)
+            if oldest is not None:
+                self.latencies.append(now - float(oldest[2]))
         done = complete.find(b"event: done")
         if done >= 0:
             self.ended = complete[done:].partition(b"data: ")[2].split(b"\n", 1)[0].decode()
@@ -264,7 +225,8 @@ def _watch(
     ).encode()
     poll = select.epoll()
     readers: dict[int, _Reader] = {}
-    waiting: list[_Reader] = []  # stalled ones, registered once ``until`` has passed
+    sockets: dict[int, socket.socket] = {}
+    waiting: list[int] = []  # stalled ones, registered once ``until`` has passed
     opening: dict[int, _Reader] = {}
     started = 0
     finished: list[_Reader] = []
@@ -280,8 +242,9 @@ def _watch(
             sock.connect(address)
             sock.sendall(request)
             sock.setblocking(False)
-            reader = _Reader(sock, stall)
+            reader = _Reader(stall)
             opening[sock.fileno()] = reader
+            sockets[sock.fileno()] = sock
             poll.register(sock.fileno(), select.EPOLLIN)
             opened += 1
         return opened
@@ -290,30 +253,29 @@ def _watch(
     while len(finished) < count:
         now = time.time()
         if waiting and now >= until:
-            for reader in waiting:
-                poll.register(reader.sock.fileno(), select.EPOLLIN)
-                readers[reader.sock.fileno()] = reader
+            for fd in waiting:
+                poll.register(fd, select.EPOLLIN)
             waiting = []
         for fd, _ in poll.poll(0.2):
             reader = opening.get(fd) or readers[fd]
             try:
-                data = reader.sock.recv(1 << 20)
+                data = sockets[fd].recv(1 << 20)
             except BlockingIOError:
                 continue
             if data:
                 reader.feed(data, time.time())
             if fd in opening and reader.decoder is not None:  # its head is in
                 del opening[fd]
+                readers[fd] = reader
                 if reader.ended is None and reader.stall_until is not None:
                     poll.unregister(fd)  # it stops reading now
-                    waiting.append(reader)
+                    waiting.append(fd)
                     continue
-                readers[fd] = reader
             if not data or reader.ended is not None:
                 opening.pop(fd, None)
                 poll.unregister(fd)
                 readers.pop(fd, None)
-                reader.sock.close()
+                sockets.pop(fd).close()
                 finished.append(reader)
         if started < count:
             started += open_more()
@@ -393,16 +355,6 @@ _COUNTERS = {
 }
 
 
-def _counters(url: str) -> dict[str, float]:
-    """The daemon's fan-out counters, from /metrics."""
-    found = dict.fromkeys(_COUNTERS.values(), 0.0)
-    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in _COUNTERS:
-            found[_COUNTERS[name]] = float(value)
-    return found
-
-
 def repetition(
     server: Server,
     target: Target,
@@ -437,14 +389,14 @@ def repetition(
         ],
     )
     time.sleep(lead)
-    counted = _counters(target.url)
+    counted = daemon_counters(target.url, _COUNTERS)
     cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
     with_viewers, sent = trio.run(_append, target, transport, build, rate, seconds)
     cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before)
     rss = rss_kb(server.pid)
     results = load.results(timeout=900)
     done_progress()
-    counters = {k: v - counted[k] for k, v in _counters(target.url).items()}
+    counters = {k: v - counted[k] for k, v in daemon_counters(target.url, _COUNTERS).items()}
     everyone = [v for r in results for v in r["viewers"]]
     live = [v for v in everyone if not v["stalled"]]  # stalled ones are late on purpose
     latencies = [x for v in live for x in v["latencies"]]

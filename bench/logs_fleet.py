@@ -47,6 +47,7 @@ from bench.harness import (
     BackgroundLoad,
     Server,
     Target,
+    daemon_counters,
     done_progress,
     percentile,
     prepare,
@@ -273,6 +274,13 @@ async def _stored(target: Target, sent: dict[str, tuple[int, int]]) -> dict[str,
     return stored
 
 
+_COUNTERS = {
+    "oore_log_commits_total": "commits",
+    "oore_log_commit_appends_total": "appends",
+    "oore_log_commit_seconds_total": "busy",
+}
+
+
 def repetition(
     server: Server,
     builds: int,
@@ -304,9 +312,12 @@ def repetition(
         else:
             progress(f"{builds} builds logging {rate} lines/s: {left:.0f}s")
 
+    before, began = daemon_counters(target.url, _COUNTERS), time.time()
     usage = procfs.measure_window(server.pid, window, stop, show)
     progress("waiting for the runners and viewers to finish")
     results = load.results(timeout=600)
+    after, wall = daemon_counters(target.url, _COUNTERS), time.time() - began
+    commits = after["commits"] - before["commits"]
     sent: dict[str, tuple[int, int]] = {
         build_id: (lines, acknowledged)
         for r in results
@@ -337,6 +348,9 @@ def repetition(
         "daemon_cpu_cores": usage.daemon_cores,
         "daemon_rss_mb": usage.daemon_rss_kb / 1024,
         "load_cpu_cores": sum(r["cpu_cores"] for r in results),
+        "log_commits_per_s": commits / wall,
+        "appends_per_commit": (after["appends"] - before["appends"]) / max(1.0, commits),
+        "committer_busy": (after["busy"] - before["busy"]) / wall,
     }
     if usage.postgres_cores is not None:
         figures["postgres_cpu_cores"] = usage.postgres_cores

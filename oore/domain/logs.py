@@ -22,7 +22,7 @@ MIN_SECRET_CHARS = 4
 STREAMS = ("stdout", "stderr")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LogLine:
     sequence: int
     content: str

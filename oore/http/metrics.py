@@ -165,6 +165,23 @@ class _LiveCollector(Collector):
             "Times a live log viewer fell behind and caught up from the database",
             value=self._logs.catch_ups,
         )
+        commits = self._logs.commits
+        committed = commits.statistics()
+        yield CounterMetricFamily(
+            "oore_log_commits",
+            "Transactions that stored runners' log lines (each for the appends of many builds)",
+            value=committed.batches,
+        )
+        yield CounterMetricFamily(
+            "oore_log_commit_appends",
+            "Log appends (of one build each) those transactions stored",
+            value=committed.rows,
+        )
+        yield CounterMetricFamily(
+            "oore_log_commit_seconds",
+            "Time spent in those transactions",
+            value=commits.busy_seconds,
+        )
         fanout = self._logs.streams.fanout.counts
         yield CounterMetricFamily(
             "oore_log_fanout_rounds",

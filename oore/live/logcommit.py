@@ -19,6 +19,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import trio
+
 from oore.actors import ChildSpec, GroupCommitStatistics, GroupCommitter
 from oore.domain.logs import LogWrite
 from oore.errors import ServiceUnavailable
@@ -26,7 +28,7 @@ from oore.live.logstream import Appended
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 256  # groups (one per build, usually) in one transaction
+MAX_BATCH = 2048  # groups (one per build, usually) in one transaction
 CAPACITY = 8192  # groups waiting for a commit before actors wait for room
 
 CommitGroups = Callable[[list[tuple[str, tuple[LogWrite, ...]]]], Awaitable[list[Appended]]]
@@ -48,6 +50,7 @@ class LogCommits:
         self, commit: CommitGroups, *, max_batch: int = MAX_BATCH, capacity: int = CAPACITY
     ) -> None:
         self._commit_groups = commit
+        self.busy_seconds = 0.0  # spent committing, in all
         self._committer: GroupCommitter[_Group] = GroupCommitter(
             "log-commits", self._commit, max_batch=max_batch, capacity=capacity
         )
@@ -71,6 +74,13 @@ class LogCommits:
         return outcome
 
     async def _commit(self, groups: list[_Group]) -> None:
+        began = trio.current_time()
+        try:
+            await self._commit_all(groups)
+        finally:
+            self.busy_seconds += trio.current_time() - began
+
+    async def _commit_all(self, groups: list[_Group]) -> None:
         try:
             answers = await self._commit_groups([(g.build_id, g.writes) for g in groups])
         except ServiceUnavailable:
