@@ -33,21 +33,19 @@ import trio
 from werkzeug.http import parse_cookie
 
 from oore.errors import ApiError, InvalidRequest
-from oore.eventlog import REQUEST_ID
 from oore.http.context import SESSION_COOKIE, AppServices
 from oore.http.cors import cors_headers
 from oore.http.guard import check_request
-from oore.http.lean.answers import LINGER_SECONDS, error_answer, event_stream_head, linger
+from oore.http.lean.answers import LINGER_SECONDS, event_stream_head, linger
+from oore.http.lean.exchange import BROKEN, Exchange, starts_like
 from oore.http.lean.head import RequestHead
 from oore.http.lean.routes import Shutdown
 from oore.http.query import int_value
-from oore.http.requests import access_line, loggable_path, request_id_from
 from oore.http.server import framing_problem
 from oore.live.fanout import Send
 
 _PATH = re.compile(r"/v1/builds/([^/]+)/logs/stream")
 _START = b"GET /v1/builds/"
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class ClientLeft(Exception):
@@ -97,8 +95,7 @@ class LogStreamRoute:
         self._access_log = access_log
 
     def may_take(self, start: bytes) -> bool:
-        size = min(len(start), len(_START))
-        return start[:size] == _START[:size]
+        return starts_like(start, _START)
 
     def takes(self, head: RequestHead) -> bool:
         return (
@@ -108,46 +105,32 @@ class LogStreamRoute:
         )
 
     async def serve(self, stream: trio.SocketStream, head: RequestHead, received: bytes) -> None:
-        request_id = request_id_from(head.headers)
-        token = REQUEST_ID.set(request_id)
-        started = trio.current_time()
-        status: int | None = None
-        method, path = head.method, loggable_path(head.path)
         cors = cors_headers(
             head.header(b"origin"), head.path, self._services.network.allowed_origins
         )
-        try:
+        async with Exchange(stream, head, access_log=self._access_log) as exchange:
             try:
                 events = await self._open(stream, head, received)
             except ApiError as error:
-                status = error.status
-                with trio.move_on_after(LINGER_SECONDS):
-                    await stream.send_all(error_answer(error, request_id, cors))
-                    await linger(stream)
+                await exchange.refuse(error, cors)
                 return
             del head, received
-            status = 200
-            with trio.CancelScope() as scope:
-                self._shutdown.add(scope)
-                try:
-                    async with aclosing(events):
-                        await stream.send_all(event_stream_head(request_id, cors))
-                        async for chunk in events:
-                            await stream.send_all(chunk)
-                finally:
-                    self._shutdown.discard(scope)
-        except ClientLeft:
-            # Read off what it sent first: closing over unread bytes would reset the
-            # connection rather than end it.
-            with trio.move_on_after(LINGER_SECONDS), suppress(*_BROKEN):
-                await linger(stream)
-        except _BROKEN:
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
-            if self._access_log:
-                access_line(method, path, status, started)
-            REQUEST_ID.reset(token)
+            exchange.status = 200
+            try:
+                with trio.CancelScope() as scope:
+                    self._shutdown.add(scope)
+                    try:
+                        async with aclosing(events):
+                            await stream.send_all(event_stream_head(exchange.request_id, cors))
+                            async for chunk in events:
+                                await stream.send_all(chunk)
+                    finally:
+                        self._shutdown.discard(scope)
+            except ClientLeft:
+                # Read off what it sent first: closing over unread bytes would reset the
+                # connection rather than end it.
+                with trio.move_on_after(LINGER_SECONDS), suppress(*BROKEN):
+                    await linger(stream)
 
     async def _open(
         self, stream: trio.SocketStream, head: RequestHead, received: bytes

@@ -36,15 +36,14 @@ import trio
 
 from oore.domain.json_input import JsonInputError, decode_json
 from oore.errors import ApiError, InternalError, InvalidRequest, Unauthorized
-from oore.eventlog import REQUEST_ID
 from oore.http.context import AppServices
 from oore.http.guard import check_request
-from oore.http.lean.answers import LINGER_SECONDS, error_answer, linger, switching_protocols
+from oore.http.lean.answers import LINGER_SECONDS, linger, switching_protocols
+from oore.http.lean.exchange import Exchange, starts_like
 from oore.http.lean.head import RequestHead
 from oore.http.lean.log_stream import LogStreamRoute
 from oore.http.lean.routes import LeanRoutes, Shutdown
 from oore.http.lean.websocket import WebSocket
-from oore.http.requests import access_line, loggable_path, request_id_from
 from oore.http.runner_ops import RunnerOps
 from oore.http.server import framing_problem
 from oore.protocol import runner as protocol
@@ -228,8 +227,7 @@ class RunnerChannelRoute:
         self._access_log = access_log
 
     def may_take(self, start: bytes) -> bool:
-        size = min(len(start), len(_START))
-        return start[:size] == _START[:size]
+        return starts_like(start, _START)
 
     def takes(self, head: RequestHead) -> bool:
         return (
@@ -239,24 +237,16 @@ class RunnerChannelRoute:
         )
 
     async def serve(self, stream: trio.SocketStream, head: RequestHead, received: bytes) -> None:
-        request_id = request_id_from(head.headers)
-        token = REQUEST_ID.set(request_id)
-        started = trio.current_time()
-        status: int | None = None
-        method, path = head.method, loggable_path(head.path)
         authorization = head.header(b"authorization")
-        try:
+        async with Exchange(stream, head, access_log=self._access_log) as exchange:
             try:
                 runner_id, key = await self._upgrade(head)
             except ApiError as error:
-                status = error.status
-                with trio.move_on_after(LINGER_SECONDS):
-                    await stream.send_all(error_answer(error, request_id))
-                    await linger(stream)
+                await exchange.refuse(error)
                 return
             del head  # read: not kept for the channel's life
-            await stream.send_all(switching_protocols(key, request_id))
-            status = 101
+            await stream.send_all(switching_protocols(key, exchange.request_id))
+            exchange.status = 101
             ws = WebSocket(
                 stream,
                 max_message=self._limits.max_frame,
@@ -278,13 +268,6 @@ class RunnerChannelRoute:
             if ws.close_code is not None and not ws.overflowed:  # a close frame went out
                 with trio.move_on_after(LINGER_SECONDS):
                     await linger(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
-            if self._access_log:
-                access_line(method, path, status, started)
-            REQUEST_ID.reset(token)
 
     async def _upgrade(self, head: RequestHead) -> tuple[str, str]:
         """The runner id and the WebSocket key, once the upgrade passed every check."""
