@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -16,18 +17,26 @@ from quart_trio import QuartTrio
 from tests.http.channel_kit import serve_app, services_of
 
 
-@pytest.fixture
-async def served(app: QuartTrio) -> AsyncIterator[str]:
-    """The app on a loopback port as the daemon serves it: the lean listener (runner
-    channel, log streams) in front of Hypercorn."""
+@asynccontextmanager
+async def serving(app: QuartTrio, *, lean: bool = True) -> AsyncIterator[str]:
+    """The app on a loopback port (its URL), as the daemon serves it unless ``lean`` is
+    False (then without the lean routes: Quart answers everything)."""
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(serve_app, app, services_of(app), shutdown_trigger=stop.wait)
+            partial(serve_app, app, services_of(app), shutdown_trigger=stop.wait, lean=lean)
         )
         yield binds[0]
         stop.set()
         nursery.cancel_scope.deadline = trio.current_time() + 5
+
+
+@pytest.fixture
+async def served(app: QuartTrio) -> AsyncIterator[str]:
+    """The app on a loopback port as the daemon serves it: the lean listener (runner
+    channel, log streams) in front of Hypercorn."""
+    async with serving(app) as url:
+        yield url
 
 
 @dataclass

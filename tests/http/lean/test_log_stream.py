@@ -26,9 +26,9 @@ from oore.http.server import serve
 from oore.runtime import Runtime
 from oore.services.logs import LogConfig
 from tests.http.builds_kit import Setup, repo, setup
-from tests.http.channel_kit import LIMITS, serve_app, server_config, services_of
+from tests.http.channel_kit import LIMITS, server_config, services_of
 from tests.http.conftest import Api
-from tests.http.sse_kit import served, until
+from tests.http.sse_kit import served, serving, until
 
 __all__ = ["repo", "served", "setup"]
 
@@ -48,14 +48,8 @@ def log_config() -> LogConfig:
 @pytest.fixture
 async def quart_served(app: QuartTrio) -> AsyncIterator[str]:
     """The same app on another port without the lean routes: Quart answers everything."""
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(serve_app, app, services_of(app), shutdown_trigger=stop.wait, lean=False)
-        )
-        yield binds[0]
-        stop.set()
-        nursery.cancel_scope.deadline = trio.current_time() + 5
+    async with serving(app, lean=False) as url:
+        yield url
 
 
 @dataclass
