@@ -172,16 +172,15 @@ class Viewer:
         if self.lagging or self.ended is not None:
             return
         if self.queued_bytes + len(batch.data) > self.limit:
-            self.lagging = True
-            self.queue.clear()
-            self.queued_bytes = 0
-        else:
-            self.queue.append(batch)
-            self.queued_bytes += len(batch.data)
+            self.lost()
+            return
+        self.queue.append(batch)
+        self.queued_bytes += len(batch.data)
         self.wake()
 
     def lost(self) -> None:
-        """Batches meant for it were dropped: it catches up from the database."""
+        """Batches meant for it were dropped (or would pass its limit): it catches up from
+        the database."""
         if self.ended is None:
             self.lagging = True
             self.queue.clear()
