@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 
 import trio
 
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.actors.due import DueTimes
+from oore.cluster import Leadership, Notices
+from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.live.events import EventsHandle, event_hub_spec
 from oore.scheduling import Scheduling, SchedulingConfig, start_scheduling
+from oore.scheduling.peers import Peers, Told
 from oore.services.access import Access
 from oore.services.api_tokens import ApiTokens
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
@@ -39,8 +44,18 @@ from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
 from oore.store import AuditEntry, Store
 
+log = logging.getLogger(__name__)
+
 AUDIT_MAX_BATCH = 500
 AUDIT_MAILBOX = 1024
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How daemons sharing a database share the maintenance duties (seconds)."""
+
+    leader_lease: float = 10.0  # a dead leader is replaced within this
+    sweep_every: float = 5.0  # the leader's maintenance round, at most this far apart
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,8 @@ class Runtime:
     variables: Variables
     metrics: ServiceMetrics
     events: Events
+    notices: Notices
+    leadership: Leadership
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -143,26 +160,31 @@ async def open_runtime(
     scm_config: ScmConfig | None = None,
     cookie_secure: bool = False,
     events_config: EventsConfig | None = None,
+    cluster_config: ClusterConfig | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start the supervision tree; on exit stop it in reverse order within its grace."""
+    cluster_config = cluster_config or ClusterConfig()
     audit: GroupCommitter[AuditEntry] = GroupCommitter(
         "audit", store.audit.append, max_batch=AUDIT_MAX_BATCH, capacity=AUDIT_MAILBOX
     )
     root = Supervisor("root", [audit.spec()], max_restarts=5, period=10.0)
     metrics = ServiceMetrics()
     resuming = trio.CancelScope()
+    listening, leading = trio.CancelScope(), trio.CancelScope()
+    notices = Notices(store)
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         try:
             hub = EventsHandle()  # told of changes from the start, served once started below
             artifacts_config = artifacts_config or ArtifactsConfig()
+            config = config or SchedulingConfig()
             scheduling = await start_scheduling(
                 store,
                 clock,
-                config or SchedulingConfig(),
+                config,
                 root,
                 metrics,
-                events=hub,
+                events=Told(hub, notices),
                 secrets=artifacts_config.secrets,
             )
             await root.start_child(event_hub_spec(hub, HubRecords(scheduling)))
@@ -196,12 +218,28 @@ async def open_runtime(
             await root.start_child(
                 queue.spec(on_due=webhooks.drain_due, load=webhooks.pending_drain)
             )
+            runners = Runners(scheduling, identity, audit)
+            Peers(
+                scheduling,
+                hub,
+                hub_listening=lambda: bool(hub.subscribers),
+                forget_runner=runners.forget,
+            ).subscribe(notices)
+            await nursery.start(_scoped, listening, notices.run)
+            every = min(cluster_config.sweep_every, config.runner_lease / 2)
+            leadership = Leadership(
+                store,
+                notices.sender,
+                partial(_maintain, every, (scheduling.sweep, artifacts.sweep, webhooks.drain)),
+                lease=cluster_config.leader_lease,
+            )
+            nursery.start_soon(_within, leading, leadership.run)
             yield Runtime(
                 identity=identity,
                 access=access,
                 projects=Projects(store, clock, audit, access, artifacts, metrics),
                 builds=builds,
-                runners=Runners(scheduling, identity, audit),
+                runners=runners,
                 artifacts=artifacts,
                 artifact_tokens=ArtifactTokens(store, clock, access, audit, storage),
                 logs=logs,
@@ -228,12 +266,40 @@ async def open_runtime(
                 variables=variables,
                 metrics=metrics,
                 events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
+                notices=notices,
+                leadership=leadership,
             )
         finally:
             resuming.cancel()
+            leading.cancel()
+            listening.cancel()
             root.stop()
 
 
 async def _within(scope: trio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
     with scope:
         await run()
+
+
+async def _scoped(
+    scope: trio.CancelScope,
+    run: Callable[..., Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        await run(task_status=task_status)
+
+
+async def _maintain(every: float, duties: tuple[Callable[[], Awaitable[object]], ...]) -> None:
+    """The leader's maintenance round: what no other daemon may be left to do (runners
+    and builds whose daemon died, expired artifact reservations, webhook deliveries due
+    for a retry), every ``every`` seconds. Each duty is judged by the database, so a
+    round that overlaps a former leader's, or a daemon's own prompt handling, is harmless."""
+    while True:
+        for duty in duties:
+            try:
+                await duty()
+            except ApiError as exc:
+                log.warning("maintenance: %s failed: %s", getattr(duty, "__name__", duty), exc)
+        await trio.sleep(every)

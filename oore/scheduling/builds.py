@@ -119,6 +119,44 @@ class BuildMachines:
             self._bound[build.id] = bound
             self._arm(bound)
 
+    def tracks(self, build_id: str) -> bool:
+        return build_id in self._bound
+
+    def watched(self) -> list[str]:
+        """The builds a job-state poll waits on."""
+        return [build_id for build_id, bound in self._bound.items() if bound.watchers]
+
+    def tracked(self) -> list[str]:
+        return list(self._bound)
+
+    def status_of(self, build_id: str) -> BuildStatus | None:
+        """The status of a tracked build as last known here."""
+        bound = self._bound.get(build_id)
+        return None if bound is None else bound.build.status
+
+    async def refresh(self, build: Build) -> None:
+        """Another daemon committed a change of ``build`` (as read since): apply it here,
+        as if this daemon had committed it (watchers answered, deadlines moved, the
+        dispatcher told when it left its runner)."""
+        bound = self._bound.get(build.id)
+        if bound is None:
+            return
+        async with bound.lock:
+            before = bound.build
+            if bound.ended or (
+                (build.status, build.runner_id, build.attempt)
+                == (before.status, before.runner_id, before.attempt)
+            ):
+                return
+            if build.status.active and build.runner_id != before.runner_id:
+                # Requeued and claimed again meanwhile: it left its runner, then came back.
+                self._end(bound, before, None)
+                if before.runner_id is not None:
+                    self._dispatcher.release(before.runner_id)
+                self.track(build)
+                return
+            self._changed(bound, before, build)
+
     def _of(self, build: Build) -> _Bound | None:
         """The entry of ``build``, taken charge of if the store says it is bound."""
         self.track(build)

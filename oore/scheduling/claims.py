@@ -1,10 +1,12 @@
-"""Claims committed in batches: every claim ready at once goes into one transaction.
+"""Claims committed in batches: every claim ready at once goes into one store call.
 
-A claimant hands its :class:`~oore.store.builds.ClaimRow` to :meth:`Claims.commit` and
+A claimant hands its :class:`~oore.store.builds.PickRow` to :meth:`Claims.commit` and
 waits; the committer task takes everything that queued up while the previous batch was
-in flight and commits it with one store call (one ``UPDATE … FROM unnest(…)``, one crossing
-to the database driver's thread), then answers each claimant with its own outcome. The
-busier the database, the larger the batches; no timer is involved.
+in flight and commits it with one store call (one crossing to the database driver's
+thread; one statement per distinct label set, which picks the oldest eligible queued
+builds that no other daemon's claims hold, ``FOR UPDATE SKIP LOCKED``, and assigns them),
+then answers each claimant with its own outcome. The busier the database, the larger the
+batches; no timer is involved.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from oore.actors import Reply
 from oore.errors import Conflict
 from oore.scheduling.worker import Worker
 from oore.store import Store
-from oore.store.builds import ClaimOutcome, ClaimRow
+from oore.store.builds import ClaimOutcome, PickRow
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,12 @@ class Claims(Worker):
         super().__init__("claims")
         self._store = store
         self._max_batch = max_batch
-        self._pending: deque[tuple[ClaimRow, Reply[ClaimOutcome]]] = deque()
+        self._pending: deque[tuple[PickRow, Reply[ClaimOutcome]]] = deque()
         self._room = trio.Semaphore(CAPACITY)
         self.batches = 0
         self.rows = 0
 
-    async def commit(self, row: ClaimRow) -> ClaimOutcome:
+    async def commit(self, row: PickRow) -> ClaimOutcome:
         """Commit ``row`` with the other claims ready now; its outcome once durable.
 
         Raises what the batch's commit raised (a store error keeps its type). The caller
@@ -73,7 +75,7 @@ class Claims(Worker):
         if not batch:
             return
         try:
-            outcomes = await self._store.builds.commit_claims([row for row, _ in batch])
+            outcomes = await self._store.builds.pick_claims([row for row, _ in batch])
         except BaseException as exc:
             if not isinstance(exc, Exception):  # cancelled: the claimants ask the database
                 for _, reply in batch:

@@ -104,6 +104,7 @@ class Parked:
 class _Entry:
     build: QueuedBuild
     order: tuple[int, int]
+    added: int  # the index's generation when it was added
 
 
 class Dispatcher:
@@ -116,6 +117,7 @@ class Dispatcher:
         self._waiting = 0  # parked claims still waiting (the deque also holds left ones)
         self._holding: dict[str, int] = {}
         self._counter = itertools.count()
+        self.generation = 0  # moves on with every build added to the index
 
     def load(self, queued: Iterable[QueuedBuild], held: dict[str, int]) -> None:
         """Start over from the database: its queue (oldest first) and held counts."""
@@ -177,8 +179,52 @@ class Dispatcher:
         self._enqueue(build, front=True)
 
     def remove(self, build_id: str) -> None:
-        """A queued build left the queue without a claim (canceled, failed)."""
+        """A queued build left the queue without a claim here (canceled, failed, or
+        claimed through another daemon)."""
         self._live.pop(build_id, None)
+
+    def picked_instead(self, offered: QueuedBuild, picked_id: str) -> None:
+        """The database gave the claim another build than the one offered (the oldest it
+        had, which this index did not know of or had later): the offered build is
+        queued again at its place, the picked one leaves the index."""
+        self._live.pop(picked_id, None)
+        self.put_back(offered)
+
+    def put_back(self, offered: QueuedBuild) -> None:
+        """An offer that was not what its claim got: queued again at its old place (the
+        runner's hold went to the build it got)."""
+        self._enqueue(offered, front=True)
+
+    def none_for(self, runner: RunnerSlot, since: int) -> int:
+        """The database had no queued build for ``runner``'s labels when asked at
+        generation ``since``: every build indexed before then that it could take was
+        claimed elsewhere (another daemon) and is dropped; how many were."""
+        stale = [
+            build_id
+            for build_id, entry in self._live.items()
+            if entry.added <= since and entry.build.required_labels <= runner.labels
+        ]
+        for build_id in stale:
+            del self._live[build_id]
+        return len(stale)
+
+    def sync(self, queued: Iterable[QueuedBuild], since: int) -> None:
+        """Catch up with the database's queue as read from generation ``since`` on: what
+        was indexed before and is not in it left the queue elsewhere; what is in it and
+        not indexed joins (parked claims first)."""
+        builds = list(queued)
+        present = {build.id for build in builds}
+        for build_id in [
+            build_id
+            for build_id, entry in self._live.items()
+            if entry.added <= since and build_id not in present
+        ]:
+            del self._live[build_id]
+        self.enqueue(builds)
+
+    def known(self, build_id: str) -> bool:
+        """Is the build in the index?"""
+        return build_id in self._live
 
     def release(self, runner_id: str) -> None:
         """The runner's hold on a build ended (finished, requeued, or its claim lost)."""
@@ -227,7 +273,10 @@ class Dispatcher:
     def _add(self, build: QueuedBuild, *, front: bool) -> None:
         if build.id in self._live:
             return
-        entry = _Entry(build, (build.queued_at, -1 if front else next(self._counter)))
+        self.generation += 1
+        entry = _Entry(
+            build, (build.queued_at, -1 if front else next(self._counter)), self.generation
+        )
         queue = self._queues.setdefault(build.required_labels, deque())
         if front:
             queue.appendleft(entry)

@@ -43,7 +43,7 @@ from oore.scheduling.leases import FLUSH_EVERY, Leases
 from oore.scheduling.ports import Clock, Events, Metrics
 from oore.scheduling.waiting import WaitingBuilds
 from oore.store import Store
-from oore.store.builds import ClaimOutcome, ClaimRow, ClaimTo, NewBuild
+from oore.store.builds import ClaimOutcome, ClaimTo, NewBuild, PickRow
 from oore.store.runners import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,13 @@ class Scheduling:
             self._runner_status[runner_id] = status
             self.events.runner_changed(runner_id)
 
+    def runner_noticed(self, runner_id: str, *, deleted: bool) -> None:
+        """Another daemon changed the runner: what this one remembers of it may be stale."""
+        self._runner_status.pop(runner_id, None)
+        self._runner_caps.pop(runner_id, None)
+        if deleted:
+            self.leases.forget(runner_id)
+
     def runner_deleted(self, runner_id: str) -> None:
         self._runner_status.pop(runner_id, None)
         self._runner_caps.pop(runner_id, None)
@@ -207,7 +214,14 @@ class Scheduling:
         self.events.runner_changed(runner_id, deleted=True)
 
     async def _runner_lost(self, runner_id: str) -> None:
-        """No call from the runner within its lease: requeue its builds, mark it offline."""
+        """No call from the runner within its lease: requeue its builds, mark it offline.
+
+        Unless the database says it was heard from within its lease: it moved to another
+        daemon sharing the database, which keeps its lease now.
+        """
+        seen = await self.store.runners.last_seen(runner_id)
+        if seen is not None and seen > self.clock.now() - self.config.runner_lease + 1:
+            return
         event(
             log,
             "runner.lost",
@@ -287,12 +301,17 @@ class Scheduling:
             self.dispatcher.give_back(parked.slot.id, parked.offer)
 
     async def _commit(self, slot: RunnerSlot, queued: QueuedBuild) -> Job | None:
-        """Commit one offer; None if the build left the queue meanwhile, 401 if the runner
-        did."""
+        """Commit a claim for the runner the dispatcher offered ``queued`` to. The database
+        picks the build: the oldest eligible one that no other claim holds, usually the
+        one offered (another daemon may have claimed that one, or queued an older one).
+        None when it had none left (what this daemon's index offered was claimed
+        elsewhere); 401 if the runner was deleted meanwhile."""
         now = self.clock.now()
         signing = new_token()
+        signing_hash = hash_token(signing)
         lease = now + int(self.config.runner_lease)
-        row = ClaimRow(queued.id, slot.id, hash_token(signing), lease, now)
+        row = PickRow(slot.id, slot.labels, signing_hash, lease, now)
+        since = self.dispatcher.generation
         try:
             # Shielded, with a deadline of its own (one scope: this runs for every claim).
             deadline = trio.current_time() + CLAIM_COMMIT_DEADLINE
@@ -302,14 +321,17 @@ class Scheduling:
                 raise trio.TooSlowError
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_COMMIT_DEADLINE):
-                await self._settle_failed_commit(slot.id, queued)
+                await self._settle_failed_commit(slot.id, queued, signing_hash)
             raise
         if outcome.build is None:
             if outcome.runner_gone:
                 self.dispatcher.give_back(slot.id, queued)
                 raise Unauthorized("invalid_token", "This runner was deleted")
+            self.dispatcher.none_for(slot, since)
             self.dispatcher.release(slot.id)
             return None
+        if outcome.build.id != queued.id:
+            self.dispatcher.picked_instead(queued, outcome.build.id)
         return await self._handed(await self._claimed(slot, outcome, signing, lease, now))
 
     async def _claimed(
@@ -360,26 +382,26 @@ class Scheduling:
             raise
         return job
 
-    async def _settle_failed_commit(self, runner_id: str, queued: QueuedBuild) -> None:
+    async def _settle_failed_commit(
+        self, runner_id: str, queued: QueuedBuild, signing_hash: str
+    ) -> None:
         """The claim's commit failed, or its outcome is unknown (deadline): ask the database.
 
-        Committed after all: the runner will not hear of it, so requeue it. Otherwise the
-        offer goes back to the front of the queue.
+        Committed after all (a build holds the claim's signing token): the runner will not
+        hear of it, so requeue it. Otherwise the offer goes back to the front of the queue.
         """
         try:
-            current = await self.store.builds.get(queued.id)
+            current = await self.store.builds.claimed_with(runner_id, signing_hash)
         except ApiError:
             current = None
-        if (
-            current is not None
-            and current.status is BuildStatus.ASSIGNED
-            and current.runner_id == runner_id
-        ):
+        if current is not None and current.status is BuildStatus.ASSIGNED:
             try:
                 await self.builds.undeliver(current)
             except ApiError:
                 pass
             else:
+                if current.id != queued.id:
+                    self.dispatcher.put_back(queued)
                 return
         self.dispatcher.give_back(runner_id, queued)
 
@@ -499,6 +521,22 @@ class Scheduling:
 
     async def _due(self, build_id: str) -> None:
         await self.builds.due(build_id)
+
+    # -- maintenance (on the leader of the daemons sharing the database) --------------------
+
+    async def sweep(self) -> None:
+        """What no other daemon may be left to do: runners whose lease ran out wherever they
+        were connected (their daemon died, or they did), and builds past a timeout that no
+        daemon's deadline caught (their daemon died). Each is judged by the database."""
+        now = self.clock.now()
+        for runner_id in await self.store.runners.overdue(now - int(self.config.runner_lease)):
+            expires = self.leases.expires_in(runner_id)
+            if expires is None or expires <= 0:
+                await self._runner_lost(runner_id)
+        for build in await self.store.builds.overdue(
+            now, self.config.assign_timeout, self.config.build_timeout
+        ):
+            self.builds.track(build)  # its deadline has passed: it falls due at once
 
     # -- recovery ------------------------------------------------------------------------
 

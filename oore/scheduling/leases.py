@@ -48,7 +48,9 @@ class Leases(Worker):
         self._clock = clock
         self._on_lost = on_lost
         self.lease = lease
-        self._flush_every = flush_every
+        # Other daemons judge a runner lost by when it was last written here: well within
+        # a lease.
+        self._flush_every = min(flush_every, lease / 4)
         self._expires: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._last_seen: dict[str, int] = {}

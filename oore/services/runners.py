@@ -38,10 +38,11 @@ KNOWN_RUNNERS = 65_536  # runner tokens remembered in memory (a fleet, with room
 class KnownRunners:
     """Runners by token hash, so the runner protocol's hot calls skip a query each.
 
-    This daemon is the only writer of runners, and every write that a runner's calls
-    depend on (rename, relabel, resize, drain, delete, a heartbeat's status) passes
-    through :class:`Runners`, which forgets or updates the entry. A lookup that raced
-    with such a write is not remembered (the epoch moved meanwhile).
+    Every write that a runner's calls depend on (rename, relabel, resize, drain, delete,
+    a heartbeat's status) passes through :class:`Runners`, which forgets or updates the
+    entry; one made by another daemon sharing the database arrives as a notice, and the
+    entry is forgotten (:meth:`Runners.forget`). A lookup that raced with such a write is
+    not remembered (the epoch moved meanwhile).
     """
 
     def __init__(self, capacity: int = KNOWN_RUNNERS) -> None:
@@ -104,6 +105,10 @@ class Runners:
         await self._audit.submit_one(
             AuditEntry.by(user, action, "runner", runner_id, created_at=self._clock.now())
         )
+
+    def forget(self, runner_id: str) -> None:
+        """Another daemon changed the runner: read it again at its next call."""
+        self._known.forget(runner_id)
 
     def long_poll(self) -> contextlib.AbstractContextManager[trio.CancelScope]:
         """A scope cut short when the daemon begins to stop (for a runner's open channel)."""

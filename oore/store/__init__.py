@@ -12,6 +12,7 @@ from oore.store.artifact_tokens import ArtifactTokenStore
 from oore.store.artifacts import ArtifactStore
 from oore.store.audit import AuditEntry, AuditStore
 from oore.store.builds import BuildStore
+from oore.store.cluster import ClusterStore
 from oore.store.database import Database, Revive, open_database
 from oore.store.instance import InstanceStore
 from oore.store.integrations import IntegrationStore
@@ -54,6 +55,7 @@ class Store:
         self.webhooks = WebhookStore(db)
         self.integrations = IntegrationStore(db)
         self.variables = VariableStore(db)
+        self.cluster = ClusterStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

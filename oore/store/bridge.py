@@ -61,6 +61,12 @@ class AsyncioBridge:
             raise
         return future.result()
 
+    def to_trio(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` soon on the trio side; callable from the asyncio thread (a driver's
+        callback). Dropped once trio has stopped."""
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(fn)
+
 
 @asynccontextmanager
 async def open_bridge() -> AsyncIterator[AsyncioBridge]:

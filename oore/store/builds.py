@@ -213,6 +213,36 @@ async def _get(conn: Connection, build_id: uuid.UUID) -> Build | None:
     return None if row is None else build_from_row(row)
 
 
+async def _many(conn: Connection, keys: list[uuid.UUID]) -> list[Build]:
+    rows = await conn.fetch(
+        f"SELECT {_DETAIL_COLUMNS} FROM {_DETAIL_FROM} WHERE b.id = ANY($1::uuid[])", keys
+    )
+    return [build_from_row(row) for row in rows]
+
+
+async def _statuses(conn: Connection, keys: list[uuid.UUID]) -> dict[str, BuildStatus]:
+    rows = await conn.fetch("SELECT id, status FROM builds WHERE id = ANY($1::uuid[])", keys)
+    return {str(row["id"]): BuildStatus(row["status"]) for row in rows}
+
+
+async def _overdue(conn: Connection, now: int, assigned: float, running: float) -> list[Build]:
+    rows = await conn.fetch(
+        f"""SELECT {_DETAIL_COLUMNS} FROM {_DETAIL_FROM}
+            WHERE b.runner_id IS NOT NULL
+              AND ((b.status = 'assigned' AND b.updated_at + $2::float8 <= $1)
+                OR (b.status = 'running'
+                    AND COALESCE(b.started_at, b.updated_at) + LEAST($3::float8,
+                        CASE WHEN (b.config_snapshot ->> 'timeout_seconds') ~ '^[0-9]{1, 12}$'
+                                  AND (b.config_snapshot ->> 'timeout_seconds')::bigint > 0
+                             THEN (b.config_snapshot ->> 'timeout_seconds')::float8
+                             ELSE $3::float8 END) <= $1))""",
+        now,
+        assigned,
+        running,
+    )
+    return [build_from_row(row) for row in rows]
+
+
 async def _events(conn: Connection, build_id: uuid.UUID) -> list[BuildEvent]:
     rows = await conn.fetch("SELECT * FROM build_events WHERE build_id = $1 ORDER BY seq", build_id)
     return [_event_from_row(row) for row in rows]
@@ -291,6 +321,18 @@ class ClaimRow:
 
 
 @dataclass(frozen=True)
+class PickRow:
+    """One claim the database picks a build for: the oldest queued build that the
+    runner's ``labels`` allow and no other transaction holds."""
+
+    runner_id: str
+    labels: frozenset[str]
+    signing_token_hash: str
+    lease_expires_at: int
+    now: int
+
+
+@dataclass(frozen=True)
 class ClaimOutcome:
     """What became of one claim: ``build`` (now assigned) if it won, with the stored
     variables of its project and pipeline (read in the same transaction);
@@ -308,23 +350,22 @@ _CLAIMED_VARIABLES = """(SELECT COALESCE(jsonb_agg(v), '[]') FROM variables v
                         AS claimed_variables"""
 
 
-async def _commit_claims(conn: Connection, claims: Sequence[ClaimRow]) -> list[ClaimOutcome]:
-    # One statement (atomic on its own): assign the builds, record each one's two
-    # transitions, and return them with their variables. The runners are locked as the
-    # foreign key would lock them, but first: a runner deleted meanwhile loses its
-    # claims here instead of failing the whole batch.
-    rows = await conn.fetch(
-        f"""WITH live AS (SELECT id, name FROM runners WHERE id = ANY($2::uuid[])
+def _claiming(pairs: str, source: str) -> str:
+    """One statement (atomic on its own) that assigns the builds of ``source`` (rows of
+    build_id, runner_id, signing_hash, lease, now, after the CTEs ``pairs``), records each
+    one's two transitions and returns them with their variables. The runners are locked
+    as the foreign key would lock them, but first: a runner deleted meanwhile loses its
+    claims here instead of failing the whole batch."""
+    return f"""WITH live AS (SELECT id, name FROM runners WHERE id = ANY($2::uuid[])
                          FOR KEY SHARE),
+           {pairs}
            claimed AS (
                UPDATE builds b
                SET status = 'assigned', runner_id = c.runner_id,
                    signing_token_hash = c.signing_hash, lease_expires_at = c.lease,
                    updated_at = c.now, last_runner_id = c.runner_id,
                    last_runner_name = live.name
-               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[])
-                    AS c(build_id, runner_id, signing_hash, lease, now)
-                    JOIN live ON live.id = c.runner_id
+               FROM {source} JOIN live ON live.id = c.runner_id
                WHERE b.id = c.build_id AND b.status = 'queued' AND b.runner_id IS NULL
                RETURNING b.*, {_PROJECT_NAME}, {_CLAIMED_VARIABLES}),
            logged AS (
@@ -337,28 +378,101 @@ async def _commit_claims(conn: Connection, claims: Sequence[ClaimRow]) -> list[C
                    (2, 'scheduled', 'assigned', 'assigned to runner'))
                    AS t(n, from_status, to_status, reason)
                ORDER BY claimed.id, t.n)
-           SELECT * FROM claimed""",
-        [c.build_id for c in claims],
-        [c.runner_id for c in claims],
-        [c.signing_token_hash for c in claims],
-        [c.lease_expires_at for c in claims],
-        [c.now for c in claims],
-    )
-    won = {str(row["id"]): row for row in rows}
-    lost = {claim.runner_id for claim in claims if claim.build_id not in won}
+           SELECT * FROM claimed"""
+
+
+_CLAIM_BY_ID = _claiming(
+    "",
+    "unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[])"
+    " AS c(build_id, runner_id, signing_hash, lease, now)",
+)
+
+# The oldest queued builds that the runners' labels allow, skipping those another
+# transaction (another daemon's claims) holds, paired in order with the runners that are
+# still there: the first runner asking gets the oldest build.
+_CLAIM_PICKED = _claiming(
+    """want AS (
+               SELECT w.*, row_number() OVER (ORDER BY w.n) AS k
+               FROM unnest($2::uuid[], $3::text[], $4::bigint[], $5::bigint[])
+                    WITH ORDINALITY AS w(runner_id, signing_hash, lease, now, n)
+               WHERE w.runner_id IN (SELECT id FROM live)),
+           picked AS (
+               SELECT q.id, row_number() OVER (ORDER BY q.queued_at, q.seq) AS k
+               FROM (SELECT id, queued_at, seq FROM builds
+                     WHERE status = 'queued' AND runner_id IS NULL
+                       AND required_labels <@ $1::text[]
+                     ORDER BY queued_at, seq
+                     LIMIT (SELECT count(*) FROM want)
+                     FOR UPDATE SKIP LOCKED) AS q),
+           pairs AS (
+               SELECT picked.id AS build_id, want.runner_id, want.signing_hash, want.lease,
+                      want.now
+               FROM picked JOIN want USING (k)),""",
+    "pairs AS c",
+)
+
+
+async def _outcomes(
+    conn: Connection, claims: Sequence[ClaimRow | PickRow], rows: Sequence[Any]
+) -> list[ClaimOutcome]:
+    """One outcome per claim, in order, from the rows its statement assigned (each
+    claim's signing token is its own, so it tells which row is whose)."""
+    won = {row["signing_token_hash"]: row for row in rows}
+    lost = {claim.runner_id for claim in claims if claim.signing_token_hash not in won}
     gone: set[str] = set()
     if lost:
         present = await conn.fetch("SELECT id FROM runners WHERE id = ANY($1::uuid[])", list(lost))
         gone = lost - {str(row["id"]) for row in present}
     outcomes: list[ClaimOutcome] = []
     for claim in claims:
-        row = won.get(claim.build_id)
+        row = won.get(claim.signing_token_hash)
         if row is None or str(row["runner_id"]) != claim.runner_id:
             outcomes.append(ClaimOutcome(None, runner_gone=claim.runner_id in gone))
             continue
         variables = tuple(variable_from_row(v) for v in row["claimed_variables"])
         outcomes.append(ClaimOutcome(build_from_row(row), variables=variables))
     return outcomes
+
+
+async def _commit_claims(conn: Connection, claims: Sequence[ClaimRow]) -> list[ClaimOutcome]:
+    rows = await conn.fetch(
+        _CLAIM_BY_ID,
+        [c.build_id for c in claims],
+        [c.runner_id for c in claims],
+        [c.signing_token_hash for c in claims],
+        [c.lease_expires_at for c in claims],
+        [c.now for c in claims],
+    )
+    return await _outcomes(conn, claims, rows)
+
+
+async def _claimed_with(conn: Connection, runner_id: str, signing_token_hash: str) -> Build | None:
+    row = await conn.fetchrow(
+        f"""SELECT *, {_PROJECT_NAME} FROM builds
+            WHERE runner_id = $1 AND signing_token_hash = $2""",
+        runner_id,
+        signing_token_hash,
+    )
+    return None if row is None else build_from_row(row)
+
+
+async def _pick_claims(conn: Connection, picks: Sequence[PickRow]) -> list[ClaimOutcome]:
+    # One statement per distinct label set, each atomic on its own: a later one cannot
+    # pick what an earlier one assigned.
+    groups: dict[frozenset[str], list[PickRow]] = {}
+    for pick in picks:
+        groups.setdefault(pick.labels, []).append(pick)
+    rows: list[Any] = []
+    for labels, group in groups.items():
+        rows += await conn.fetch(
+            _CLAIM_PICKED,
+            sorted(labels),
+            [p.runner_id for p in group],
+            [p.signing_token_hash for p in group],
+            [p.lease_expires_at for p in group],
+            [p.now for p in group],
+        )
+    return await _outcomes(conn, picks, rows)
 
 
 @dataclass(frozen=True)
@@ -423,10 +537,11 @@ async def _transition(conn: Connection, t: Transition) -> Build:
     return build_from_row(row)
 
 
-async def _queued(conn: Connection) -> list[QueuedBuild]:
+async def _queued(conn: Connection, limit: int | None) -> list[QueuedBuild]:
     rows = await conn.fetch(
         """SELECT id, required_labels, queued_at FROM builds WHERE status = 'queued'
-           ORDER BY queued_at, seq"""
+           ORDER BY queued_at, seq LIMIT $1""",
+        limit,
     )
     return [
         QueuedBuild(str(r["id"]), frozenset(r["required_labels"]), r["queued_at"]) for r in rows
@@ -779,13 +894,39 @@ class BuildStore:
         """Commit a batch of claims in one transaction; one outcome per claim, in order."""
         return await self._db.run(_commit_claims, claims)
 
+    async def claimed_with(self, runner_id: str, signing_token_hash: str) -> Build | None:
+        """The build a claim of ``runner_id`` committed with this signing token, if the
+        runner holds it still."""
+        return await self._db.run(_claimed_with, runner_id, signing_token_hash)
+
+    async def pick_claims(self, picks: Sequence[PickRow]) -> list[ClaimOutcome]:
+        """Commit a batch of claims, each given the oldest eligible queued build that no
+        other transaction holds (``FOR UPDATE SKIP LOCKED``); one outcome per claim, in
+        order (no build: nothing eligible was left)."""
+        return await self._db.run(_pick_claims, picks)
+
     async def transition(self, t: Transition) -> Build:
         """Compare-and-set; 409 ``invalid_transition`` / ``concurrent_modification``."""
         return await self._db.transaction(_transition, t)
 
-    async def queued(self) -> list[QueuedBuild]:
-        """Every queued build, oldest first (the dispatcher's start-up index)."""
-        return await self._db.run(_queued)
+    async def queued(self, limit: int | None = None) -> list[QueuedBuild]:
+        """The queued builds, oldest first (all of them: the dispatcher's start-up index)."""
+        return await self._db.run(_queued, limit)
+
+    async def many(self, build_ids: Sequence[str]) -> list[Build]:
+        """The builds of these ids that exist, as :meth:`get` reads each."""
+        keys = [key for key in map(as_uuid, build_ids) if key is not None]
+        return await self._db.run(_many, keys) if keys else []
+
+    async def statuses(self, build_ids: Sequence[str]) -> dict[str, BuildStatus]:
+        """The status of each of these builds that exists."""
+        keys = [key for key in map(as_uuid, build_ids) if key is not None]
+        return await self._db.run(_statuses, keys) if keys else {}
+
+    async def overdue(self, now: int, assigned: float, running: float) -> list[Build]:
+        """Builds bound to a runner past a timeout: assigned for over ``assigned`` seconds,
+        or running for over ``running`` seconds or their own file's ``timeout_seconds``."""
+        return await self._db.run(_overdue, now, assigned, running)
 
     async def active(self, *, runner_id: str | None = None) -> list[Build]:
         """Builds bound to a runner (assigned or running): all, or those of one runner."""

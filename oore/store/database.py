@@ -141,6 +141,11 @@ class Database:
         return self._bridge
 
     @property
+    def url(self) -> str:
+        """Where the pool connects (for a connection of its own, such as a listener's)."""
+        return self._url
+
+    @property
     def available(self) -> bool:
         """False during an outage (queries then raise StoreUnavailable at once)."""
         return self._down_since is None

@@ -208,6 +208,21 @@ async def _online_holding(
     return held
 
 
+async def _last_seen(conn: Connection, runner_id: str) -> Any:
+    return await conn.fetchval("SELECT last_heartbeat_at FROM runners WHERE id = $1", runner_id)
+
+
+async def _overdue(conn: Connection, since: int) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT r.id FROM runners r
+           WHERE r.last_heartbeat_at < $1
+             AND (r.status <> 'offline'
+                  OR EXISTS (SELECT 1 FROM builds b WHERE b.runner_id = r.id))""",
+        since,
+    )
+    return [str(row["id"]) for row in rows]
+
+
 async def _mark_offline(conn: Connection, runner_id: str, now: int) -> None:
     await conn.execute(
         "UPDATE runners SET status = 'offline', updated_at = $2 WHERE id = $1", runner_id, now
@@ -374,6 +389,15 @@ class RunnerStore:
         """For each label set, whether an online or busy, non-draining runner heard from
         since ``since`` has all of those labels (the empty set: whether any is online)."""
         return await self._db.run(_online_holding, since, needs)
+
+    async def last_seen(self, runner_id: str) -> int | None:
+        """When the runner was last heard from, as written (by any daemon)."""
+        return await self._db.run(_last_seen, runner_id)
+
+    async def overdue(self, since: int) -> list[str]:
+        """Runners last heard from before ``since`` that are not offline or still hold
+        builds: their lease has run out wherever they were connected."""
+        return await self._db.run(_overdue, since)
 
     async def mark_offline(self, runner_id: str, now: int) -> None:
         await self._db.run(_mark_offline, runner_id, now)

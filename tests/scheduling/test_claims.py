@@ -12,7 +12,7 @@ from oore.domain.tokens import hash_token, new_token
 from oore.scheduling import Job, SchedulingConfig
 from oore.scheduling.claims import Claims
 from oore.store import Store
-from oore.store.builds import ClaimOutcome, ClaimRow
+from oore.store.builds import ClaimOutcome, PickRow
 from oore.store.database import Connection
 from tests.scheduling.kit import BOUND, CLOCK, runners, runtime, until, world
 
@@ -26,21 +26,22 @@ async def test_claims_ready_together_are_committed_in_one_store_call(store: Stor
     claims = Claims(store)
     outcomes: list[ClaimOutcome] = []
 
-    async def claim(build_id: str, runner_id: str) -> None:
+    async def claim(runner_id: str) -> None:
         now = CLOCK.now()
-        row = ClaimRow(build_id, runner_id, hash_token(new_token()), now + 120, now)
+        row = PickRow(runner_id, frozenset(), hash_token(new_token()), now + 120, now)
         outcomes.append(await claims.commit(row))
 
     with trio.fail_after(BOUND):
         async with trio.open_nursery() as nursery:
             await nursery.start(claims.run)
             async with trio.open_nursery() as claimants:
-                for build, runner in zip(builds, fleet, strict=True):
-                    assert build is not None
-                    claimants.start_soon(claim, build.id, runner.id)
+                for runner in fleet:
+                    claimants.start_soon(claim, runner.id)
             claims.stop()
     assert (claims.batches, claims.rows) == (1, CLAIMS)
     assert all(o.build is not None and o.build.status is BuildStatus.ASSIGNED for o in outcomes)
+    # Each claim got a build of its own, the oldest first.
+    assert {o.build.id for o in outcomes if o.build} == {b.id for b in builds if b}
 
 
 async def test_a_parked_runner_gets_a_new_build_in_its_creating_transaction(
