@@ -12,7 +12,7 @@ import trio
 
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.actors.due import DueTimes
-from oore.cluster import Leadership, Notices
+from oore.cluster import Leadership, Notices, cluster_state
 from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.live.events import EventsHandle, event_hub_spec
@@ -115,6 +115,7 @@ class Runtime:
             metrics=self.metrics,
             events=self.events,
             cookie_secure=self.integrations.cookie_secure,
+            cluster=partial(cluster_state, self.notices, self.leadership),
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
