@@ -3,13 +3,20 @@
 Figures: durable claims per second (a claim is answered only once it is committed), the
 same server's trivial-endpoint rate (``GET /healthz``) measured by the same load processes
 in the same run, the ratio of the two, and the daemon's CPU time per claim (user and
-system, from /proc, from the first claim until the runners have closed their links). The
-load runs in ``--procs`` processes of its own, never in the server's.
+system, from /proc, from the first claim until the runners have closed their links), and
+PostgreSQL's likewise. Over the same span: the cores each process used (the daemons with
+their workers, PostgreSQL, the load processes). The load runs in ``--procs`` processes of
+its own, never in the server's.
+
+``--daemons N`` starts N daemons on one PostgreSQL and deals the runners (and the healthz
+connections) over them round-robin; ``--workers M`` starts each with ``--workers M``. The
+builds are queued through the first daemon.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import threading
 import time
 from dataclasses import dataclass
@@ -22,17 +29,19 @@ import trio
 
 from bench.channel import TRANSPORTS, RunnerLink, open_link
 from bench.harness import (
+    Cluster,
     Target,
+    add_cluster_options,
     done_progress,
     prepare,
     progress,
     register_runners,
     report,
+    round_robin,
     run_processes,
     split,
-    started_daemon,
+    started_cluster,
 )
-from bench.procfs import cpu_seconds
 from bench.rawhttp import RawConn
 
 MAX_CONCURRENT = 64
@@ -40,13 +49,17 @@ HEALTHZ_SECONDS = 3.0
 START = 3.0  # seconds for the load processes to start
 
 
-def _worker(results: Any, url: str, mode: str, runners: list[tuple[str, str]], at: float) -> None:
-    results.put(trio.run(_load, url, mode, runners, at))
+Runner = tuple[str, tuple[str, str]]  # the daemon's URL it speaks to, its id and token
 
 
-async def _load(url: str, mode: str, runners: list[tuple[str, str]], at: float) -> dict[str, Any]:
+def _worker(results: Any, mode: str, runners: list[Runner], at: float) -> None:
+    results.put(trio.run(_load, mode, runners, at))
+
+
+async def _load(mode: str, runners: list[Runner], at: float) -> dict[str, Any]:
     """``mode``: ``healthz``, or a transport: each runner on a link of its own (as a real
-    fleet holds them), opened before ``at``, claiming until it gets nothing."""
+    fleet holds them) to its daemon, opened before ``at``, claiming until it gets nothing.
+    Answers the count, when the last claim came and this process's CPU from ``at`` on."""
     count = 0
     last = time.time()
 
@@ -66,26 +79,32 @@ async def _load(url: str, mode: str, runners: list[tuple[str, str]], at: float) 
             last = time.time()
 
     async with trio.open_nursery() as readers:
-        if mode == "healthz":
-            parts = urlsplit(url)
-            host, port = parts.hostname or "127.0.0.1", parts.port or 80
-            links: list[Any] = [await RawConn.open(host, port) for _ in runners]
-        else:
-            links = [
-                await open_link(mode, readers, url, runner_id, token)
-                for runner_id, token in runners
-            ]
+        links: list[Any] = []
         try:
+            for url, (runner_id, token) in runners:
+                if mode == "healthz":
+                    parts = urlsplit(url)
+                    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+                    links.append(await RawConn.open(host, port))
+                else:
+                    links.append(await open_link(mode, readers, url, runner_id, token))
             if time.time() > at:
                 raise SystemExit("the links took longer to open than the start allowed")
             await trio.sleep(at - time.time())
+            cpu_before, wall_before = _own_cpu(), time.monotonic()
             async with trio.open_nursery() as nursery:
                 for link in links:
                     nursery.start_soon(healthz if mode == "healthz" else claim, link)
+            cores = (_own_cpu() - cpu_before) / (time.monotonic() - wall_before)
         finally:
             for link in links:
                 await link.aclose()
-    return {"count": count, "last": last}
+    return {"count": count, "last": last, "cpu_cores": cores}
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def queue_builds(target: Target, count: int) -> None:
@@ -128,53 +147,55 @@ def queue_fleet(target: Target, runners: int, builds: int) -> list[tuple[str, st
 @dataclass(frozen=True)
 class Drained:
     claims_per_s: float
-    cpu_us_per_claim: float  # the daemon's CPU (user + system), from the first claim on
+    cores: dict[str, float]  # each process's cores, from the first claim on
+    took: float  # seconds, from the first claim on
 
 
 def drain(
-    target: Target,
-    fleet: list[tuple[str, str]],
-    builds: int,
-    procs: int,
-    transport: str,
-    daemon_pid: int,
+    cluster: Cluster, fleet: list[tuple[str, str]], builds: int, procs: int, transport: str
 ) -> Drained:
-    """Every runner of ``fleet`` claims over ``transport`` until none of the ``builds``
-    queued is left, from ``procs`` load processes."""
+    """Every runner of ``fleet`` claims over ``transport`` (through the cluster's daemons
+    in turn) until none of the ``builds`` queued is left, from ``procs`` load processes."""
     progress(f"{len(fleet)} runners claiming {builds} builds over {transport}")
     at = time.time() + START + len(fleet) / 200  # every link open by then
-    cpu_at: list[float] = []
-    sampler = threading.Timer(at - time.time(), lambda: cpu_at.append(cpu_seconds(daemon_pid)))
+    meter = cluster.meter()
+    sampler = threading.Timer(at - time.time(), meter.start)
     sampler.start()
-    claimed = run_processes(
-        _worker, [(target.url, transport, part, at) for part in split(fleet, procs)]
-    )
-    cpu = cpu_seconds(daemon_pid)
+    runners = round_robin(fleet, cluster.urls)
+    claimed = run_processes(_worker, [(transport, part, at) for part in split(runners, procs)])
+    cores = meter.cores()
+    took_all = time.time() - at
     sampler.join()
     total: int = sum(r["count"] for r in claimed)
     if total != builds:
         raise SystemExit(f"claimed {total} of {builds} builds")
     took: float = max(r["last"] for r in claimed) - at
     done_progress()
-    return Drained(total / took, (cpu - cpu_at[0]) / total * 1e6)
+    cores["load_cpu_cores"] = sum(r["cpu_cores"] for r in claimed)
+    return Drained(total / took, cores, took_all)
 
 
 def repetition(
-    target: Target, runners: int, builds: int, procs: int, transport: str, daemon_pid: int
+    cluster: Cluster, runners: int, builds: int, procs: int, transport: str
 ) -> dict[str, float]:
+    target = prepare(cluster.servers[0])
     fleet = queue_fleet(target, runners, builds)
     progress("trivial endpoint rate")
     at = time.time() + START
-    loads = split([("", "")] * min(runners, 64 * procs), procs)
-    healthz = run_processes(_worker, [(target.url, "healthz", part, at) for part in loads])
+    connections = round_robin([("", "")] * min(runners, 64 * procs), cluster.urls)
+    healthz = run_processes(_worker, [("healthz", part, at) for part in split(connections, procs)])
     healthz_rate = sum(r["count"] for r in healthz) / HEALTHZ_SECONDS
-    drained = drain(target, fleet, builds, procs, transport, daemon_pid)
-    return {
+    drained = drain(cluster, fleet, builds, procs, transport)
+    per_claim = drained.took / builds * 1e6  # core-seconds per claim, in microseconds
+    figures = {
         "claims_per_s": drained.claims_per_s,
         "healthz_per_s": healthz_rate,
         "claims_to_healthz": drained.claims_per_s / healthz_rate,
-        "daemon_cpu_us_per_claim": drained.cpu_us_per_claim,
+        "daemon_cpu_us_per_claim": drained.cores["daemons_cpu_cores"] * per_claim,
     }
+    if "postgres_cpu_cores" in drained.cores:
+        figures["postgres_cpu_us_per_claim"] = drained.cores["postgres_cpu_cores"] * per_claim
+    return {**figures, **drained.cores}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -186,23 +207,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
     )
+    add_cluster_options(parser)
     args = parser.parse_args(argv)
     runs = []
     for _ in range(args.repeat):
-        # A fresh daemon each time: the builds claimed before are still assigned, and
+        # A fresh cluster each time: the builds claimed before are still assigned, and
         # their assignment timeout would hand them out again in a later repetition.
-        with started_daemon() as server:
-            target = prepare(server)
-            runs.append(
-                repetition(
-                    target, args.runners, args.builds, args.procs, args.transport, server.pid
-                )
-            )
+        with started_cluster(args.daemons, args.workers) as cluster:
+            runs.append(repetition(cluster, args.runners, args.builds, args.procs, args.transport))
     params = {
         "runners": args.runners,
         "builds": args.builds,
         "procs": args.procs,
         "transport": args.transport,
+        "daemons": args.daemons,
+        "workers": args.workers,
     }
     report("claims", params, runs)
     return {"params": params, "runs": runs}

@@ -3,11 +3,13 @@ load processes, repetitions summarised as median/min/max, a table and a JSON fil
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import os
 import queue
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -16,8 +18,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -25,7 +28,9 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from oore.datadir import PGDATA_DIR
+from bench import procfs
+from oore.datadir import ENCRYPTION_KEY_FILE, PGDATA_DIR
+from oore.store.embedded import EmbeddedPostgres
 
 T = TypeVar("T")
 RESULTS_ENV = "OORE_BENCH_RESULTS"  # where the JSON files go (default bench/results)
@@ -39,6 +44,7 @@ class Server:
     pid: int
     data_dir: Path
     database_url: str | None  # the OORED_DATABASE_URL it was given; None: embedded
+    workers: int = 1  # its --workers
 
 
 def postgres_url(server: Server) -> str:
@@ -56,38 +62,41 @@ def postgres_url(server: Server) -> str:
 
 
 @contextmanager
-def started_daemon(env: Mapping[str, str] | None = None) -> Iterator[Server]:
+def started_daemon(
+    env: Mapping[str, str] | None = None, *, workers: int = 1, data_dir: Path | None = None
+) -> Iterator[Server]:
     """A fresh ``oored`` on a free loopback port (embedded PostgreSQL in a temporary data
-    directory, or ``OORED_DATABASE_URL``); stopped with SIGTERM on exit.
+    directory, or ``OORED_DATABASE_URL``); stopped with SIGTERM on exit. ``workers`` above
+    1 starts it with ``--workers``: a supervisor and that many worker processes on the
+    port. ``data_dir``: a directory prepared for it (e.g. holding an ``encryption.key``),
+    removed on exit like a temporary one.
 
     Its log goes to a file, as under a service manager, not to a pipe: a pipe that this
     process drains too slowly would block the daemon's writes and slow what is measured.
     """
-    data = Path(tempfile.mkdtemp(prefix="oore-bench-"))
+    data = data_dir or Path(tempfile.mkdtemp(prefix="oore-bench-"))
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("OORE_")}
     child_env.update(env or {})
     log_path = data / "oored.log"
+    command = [
+        sys.executable,
+        "-m",
+        "oore.daemon",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(data),
+    ]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "oore.daemon",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                str(data),
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=child_env,
-        )
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=child_env)
     try:
         url = _listening(proc, log_path)
         if url is None:
             tail = log_path.read_text(errors="replace").splitlines()[-20:]
             raise SystemExit("oored did not start:\n" + "\n".join(tail))
-        yield Server(url, proc.pid, data, child_env.get("OORED_DATABASE_URL"))
+        yield Server(url, proc.pid, data, child_env.get("OORED_DATABASE_URL"), workers)
     finally:
         proc.terminate()
         try:
@@ -96,6 +105,115 @@ def started_daemon(env: Mapping[str, str] | None = None) -> Iterator[Server]:
             proc.kill()
             proc.wait()
         shutil.rmtree(data, ignore_errors=True)  # the embedded PostgreSQL went with oored
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """``oored`` daemons on one PostgreSQL (or one daemon with its own), as
+    :func:`started_cluster` started them."""
+
+    servers: tuple[Server, ...]
+    postmaster: int | None  # PostgreSQL's postmaster; None: an external database
+
+    @property
+    def workers(self) -> int:
+        return self.servers[0].workers
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    def cpu_readings(self) -> dict[str, Callable[[], float]]:
+        """What reads each process's CPU seconds: ``daemons`` (every daemon with its
+        workers), with several daemons each ``daemon<i>``, with workers each
+        ``daemon<i>_worker<j>`` (and its supervisor, ``daemon<i>_supervisor``), and
+        ``postgres`` (its postmaster and backends) when it runs on this machine."""
+        pids = [server.pid for server in self.servers]
+        readings: dict[str, Callable[[], float]] = {
+            "daemons": lambda: sum(procfs.tree_cpu_seconds(pid) for pid in pids)
+        }
+        for i, server in enumerate(self.servers):
+            if len(self.servers) > 1:
+                readings[f"daemon{i}"] = partial(procfs.tree_cpu_seconds, server.pid)
+            if server.workers > 1:
+                readings[f"daemon{i}_supervisor"] = partial(procfs.cpu_seconds, server.pid)
+                for j, worker in enumerate(worker_pids(server)):
+                    readings[f"daemon{i}_worker{j}"] = partial(procfs.cpu_seconds, worker)
+        if self.postmaster is not None:
+            readings["postgres"] = partial(procfs.tree_cpu_seconds, self.postmaster)
+        return readings
+
+    def meter(self) -> procfs.CpuWindow:
+        return procfs.CpuWindow(self.cpu_readings())
+
+    def rss_kb(self) -> int:
+        """The resident memory of every daemon and its workers."""
+        return sum(procfs.tree_rss_kb(server.pid) for server in self.servers)
+
+    def params(self) -> dict[str, int]:
+        return {"daemons": len(self.servers), "workers": self.workers}
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The worker processes of ``oored --workers N`` (its children running oore.daemon)."""
+    found = []
+    for pid in procfs.children(server.pid):
+        try:
+            if b"oore.daemon" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+@contextmanager
+def started_cluster(
+    daemons: int = 1, workers: int = 1, env: Mapping[str, str] | None = None
+) -> Iterator[Cluster]:
+    """``daemons`` fresh ``oored`` processes (each with ``workers`` workers) on one
+    PostgreSQL; stopped on exit.
+
+    One daemon keeps its embedded PostgreSQL. Several share one that this process starts
+    (the ``EmbeddedPostgres`` the daemon itself would run) through ``OORED_DATABASE_URL``,
+    each with a data directory of its own holding the same ``encryption.key``, as an
+    operator copies it from the first daemon. They start one after the other: the first
+    migrates the database."""
+    if daemons == 1:
+        with started_daemon(env, workers=workers) as server:
+            yield Cluster((server,), procfs.postmaster_pid(server.pid))
+        return
+    root = Path(tempfile.mkdtemp(prefix="oore-bench-pg-"))
+    root.chmod(0o755)  # run as root, PostgreSQL runs as a user of its own
+    postgres = EmbeddedPostgres(root / "pg")
+    try:
+        shared = {**(env or {}), "OORED_DATABASE_URL": postgres.start()}
+        key = secrets.token_bytes(32)
+        with ExitStack() as stack:
+            servers = []
+            for _ in range(daemons):
+                data = Path(tempfile.mkdtemp(prefix="oore-bench-"))
+                (data / ENCRYPTION_KEY_FILE).write_bytes(key)
+                (data / ENCRYPTION_KEY_FILE).chmod(0o600)
+                servers.append(
+                    stack.enter_context(started_daemon(shared, workers=workers, data_dir=data))
+                )
+            yield Cluster(tuple(servers), postgres.pid)
+    finally:
+        postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """``--daemons`` and ``--workers``, as every scale-out scenario takes them."""
+    parser.add_argument("--daemons", type=int, default=1, help="oored processes on one PostgreSQL")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="each daemon's --workers (worker processes)"
+    )
+
+
+def round_robin(items: Sequence[T], urls: Sequence[str]) -> list[tuple[str, T]]:
+    """Each item with the URL it goes to: the first to ``urls[0]``, the next to the next."""
+    return [(urls[i % len(urls)], item) for i, item in enumerate(items)]
 
 
 def _listening(proc: subprocess.Popen[bytes], log_path: Path) -> str | None:

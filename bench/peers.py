@@ -50,7 +50,7 @@ from bench.harness import (
     report,
     run_processes,
     split,
-    started_daemon,
+    started_cluster,
 )
 from oore.config import Settings
 
@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: list[dict[str, float]] = []
     for _ in range(args.repeat):
         # a fresh daemon (and PostgreSQL) each time, as in ``claims``
-        with started_daemon() as server:
+        with started_cluster() as cluster:
+            server = cluster.servers[0]
             target = prepare(server)
             server_url = postgres_url(server)
             dsn = _database(server_url, database)
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             try:
                 fleet = claims.queue_fleet(target, args.runners, args.builds)
                 oore = claims.drain(
-                    target, fleet, args.builds, args.procs, args.transport, server.pid
+                    cluster, fleet, args.builds, args.procs, args.transport
                 ).claims_per_s
                 pgqueuer = pgqueuer_rate(dsn, caps, args.builds, args.procs)
                 runs.append(

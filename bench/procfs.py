@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,30 @@ def postmaster_pid(daemon_pid: int) -> int | None:
         except (OSError, ValueError, IndexError):
             continue
     return None
+
+
+def children(parent: int) -> list[int]:
+    """The live processes whose parent is ``parent``, by pid."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == parent:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+    return sorted(found)
+
+
+def tree_rss_kb(parent: int) -> int:
+    """``VmRSS`` of ``parent`` and of its live children, in KiB."""
+    total = rss_kb(parent)
+    for child in children(parent):
+        try:
+            total += rss_kb(child)
+        except (OSError, RuntimeError):
+            continue  # gone meanwhile, or a zombie
+    return total
 
 
 def tree_cpu_seconds(parent: int) -> float:
@@ -117,3 +141,43 @@ def _sleep_until(until: float, show: Callable[[float], None]) -> None:
     while time.time() < until:
         show(max(0.0, until - time.time()))
         time.sleep(min(1.0, max(0.0, until - time.time())))
+
+
+class CpuWindow:
+    """The CPU of named processes over a window, in cores. ``readings`` maps each name to
+    what reads its CPU seconds so far; a process gone before the window ends counts what
+    it used until its last reading."""
+
+    def __init__(self, readings: Mapping[str, Callable[[], float]]) -> None:
+        self._readings = dict(readings)
+        self._before: dict[str, float] = {}
+        self._began = time.monotonic()
+
+    def start(self) -> None:
+        self._before = {name: self._read(name, 0.0) for name in self._readings}
+        self._began = time.monotonic()
+
+    def cores(self) -> dict[str, float]:
+        """``<name>_cpu_cores`` for each process, from :meth:`start` until now."""
+        took = time.monotonic() - self._began
+        return {
+            f"{name}_cpu_cores": (self._read(name, before) - before) / took
+            for name, before in self._before.items()
+        }
+
+    def _read(self, name: str, otherwise: float) -> float:
+        try:
+            return self._readings[name]()
+        except (OSError, IndexError, ValueError):
+            return otherwise
+
+
+def measure_cores(
+    meter: CpuWindow, window: float, stop: float, show: Callable[[str, float], None]
+) -> dict[str, float]:
+    """:func:`measure_window` for the processes of ``meter``: wait until ``window`` (wall
+    clock), then answer their cores until ``stop``."""
+    _sleep_until(window, lambda left: show("starting", left))
+    meter.start()
+    _sleep_until(stop, lambda left: show("measuring", left))
+    return meter.cores()
