@@ -14,6 +14,9 @@ answered), the daemon's CPU in cores over the steady window (from ``--interval``
 the start to the end, from /proc/<pid>/stat), the embedded PostgreSQL's CPU likewise
 (its postmaster and children; absent with an external database), and the load processes'
 own CPU. The runners are registered once (concurrently) and beat in every repetition.
+``--daemons N`` starts N daemons on one PostgreSQL and deals the runners over them
+round-robin (registered through the first); ``--workers M`` starts each with
+``--workers M``; the CPU is then also given per daemon and per worker process.
 The load runs in ``--procs`` processes of its own, never in the server's: each runner on
 its channel (``--transport channel``, a WebSocket held open, what oore's agent does), or
 as bare HTTP/1.1 over ``--connections`` keep-alive connections per process (0: each
@@ -40,16 +43,18 @@ from bench.channel import FAILURES as LINK_FAILURES
 from bench.channel import TRANSPORTS, Refused, RunnerLink, open_link
 from bench.harness import (
     BackgroundLoad,
-    Server,
+    Cluster,
     Target,
+    add_cluster_options,
     done_progress,
     percentile,
     prepare,
     progress,
     register_runners,
     report,
+    round_robin,
     split,
-    started_daemon,
+    started_cluster,
 )
 from bench.rawhttp import FAILURES, RawConn
 
@@ -60,10 +65,12 @@ OPEN_AT_ONCE = 64  # channels a load process opens concurrently
 CHANNELS_OPENED_PER_S = 40  # per load process, what the start allows for (a lower bound)
 
 
+Runner = tuple[str, tuple[str, str]]  # the daemon's URL it speaks to, its id and token
+
+
 def _worker(
     results: Any,
-    url: str,
-    runners: list[tuple[str, str]],
+    runners: list[Runner],
     at: float,
     window: float,
     stop: float,
@@ -74,9 +81,9 @@ def _worker(
 ) -> None:
     schedule = _Schedule(at, window, stop, interval)
     if transport == "http":
-        trio.run(_beat, schedule, url, runners, connections)
+        trio.run(_beat, schedule, runners, connections)
     else:
-        trio.run(_beat_on_channels, schedule, url, runners, pings)
+        trio.run(_beat_on_channels, schedule, runners, pings)
     results.put(schedule.result())
 
 
@@ -119,18 +126,16 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _beat(
-    schedule: _Schedule, url: str, runners: list[tuple[str, str]], connections: int
-) -> None:
-    """Every runner beats over one of ``connections`` shared keep-alive connections (0: a
-    connection of its own, opened again once the server may have closed it)."""
-    host, port_text = url.removeprefix("http://").rsplit(":", 1)
-    port = int(port_text)
+async def _beat(schedule: _Schedule, runners: list[Runner], connections: int) -> None:
+    """Every runner beats over one of ``connections`` shared keep-alive connections to its
+    daemon (0: a connection of its own, opened again once the server may have closed it)."""
     counts = schedule.counts
-    pool: list[tuple[RawConn, float]] = []  # idle shared connections, last used when
-    free = trio.Semaphore(connections) if connections else None
+    pools: dict[str, list[tuple[RawConn, float]]] = {}  # per daemon: idle shared connections
+    frees = {url: trio.Semaphore(connections) for url, _ in runners} if connections else {}
 
-    async def beat(kept: tuple[RawConn, float] | None, path: str, token: str) -> RawConn | None:
+    async def beat(
+        url: str, kept: tuple[RawConn, float] | None, path: str, token: str
+    ) -> RawConn | None:
         """One heartbeat, on a kept connection (unless the server may have closed it
         meanwhile) or a new one; answers the connection to keep."""
         conn = kept[0] if kept else None
@@ -140,7 +145,8 @@ async def _beat(
         for attempt in (1, 2):  # a kept connection the server has closed: once more
             try:
                 if conn is None:
-                    conn = await RawConn.open(host, port)
+                    host, port = url.removeprefix("http://").rsplit(":", 1)
+                    conn = await RawConn.open(host, int(port))
                 status, _ = await conn.request("POST", path, token, BODY)
                 counts["failed"] += status != 204
                 return conn
@@ -151,33 +157,32 @@ async def _beat(
                 counts["failed"] += attempt == 2
         return None
 
-    async def runner(runner_id: str, token: str) -> None:
+    async def runner(url: str, runner_id: str, token: str) -> None:
         path = f"/v1/runners/{runner_id}/heartbeat"
         own: tuple[RawConn, float] | None = None
+        pool = pools.setdefault(url, [])
 
         async def once() -> None:
             nonlocal own
-            if free is None:
-                conn = await beat(own, path, token)
+            if not frees:
+                conn = await beat(url, own, path, token)
                 own = (conn, trio.current_time()) if conn else None
             else:
-                async with free:
-                    conn = await beat(pool.pop() if pool else None, path, token)
+                async with frees[url]:
+                    conn = await beat(url, pool.pop() if pool else None, path, token)
                     if conn is not None:
                         pool.append((conn, trio.current_time()))
 
         await schedule.beat_until_stop(once)
 
     async with trio.open_nursery() as nursery:
-        for runner_id, token in runners:
-            nursery.start_soon(runner, runner_id, token)
+        for url, (runner_id, token) in runners:
+            nursery.start_soon(runner, url, runner_id, token)
 
 
-async def _beat_on_channels(
-    schedule: _Schedule, url: str, runners: list[tuple[str, str]], pings: bool
-) -> None:
-    """Every runner beats (or pings) on a channel of its own, opened before ``at`` and
-    held to the end."""
+async def _beat_on_channels(schedule: _Schedule, runners: list[Runner], pings: bool) -> None:
+    """Every runner beats (or pings) on a channel of its own to its daemon, opened before
+    ``at`` and held to the end."""
     gate = trio.Semaphore(OPEN_AT_ONCE)
 
     async def runner(link: RunnerLink, start: float | None = None) -> None:
@@ -193,7 +198,7 @@ async def _beat_on_channels(
         links: list[RunnerLink] = []
         async with trio.open_nursery() as beating:
 
-            async def connect(runner_id: str, token: str) -> None:
+            async def connect(url: str, runner_id: str, token: str) -> None:
                 async with gate:
                     link = await open_link("channel", readers, url, runner_id, token)
                     # A first beat on connecting, as the agent does: registering thousands
@@ -205,8 +210,8 @@ async def _beat_on_channels(
 
             began = time.time()
             async with trio.open_nursery() as opening:
-                for runner_id, token in runners:
-                    opening.start_soon(connect, runner_id, token)
+                for url, (runner_id, token) in runners:
+                    opening.start_soon(connect, url, runner_id, token)
             if time.time() > schedule.at:
                 raise SystemExit(
                     f"{len(runners)} channels took {time.time() - began:.0f}s to open,"
@@ -220,7 +225,7 @@ async def _beat_on_channels(
 
 
 def repetition(
-    server: Server,
+    cluster: Cluster,
     fleet: list[tuple[str, str]],
     interval: float,
     seconds: float,
@@ -236,8 +241,8 @@ def repetition(
     stop = at + seconds
     window = at + interval if seconds > interval else at  # every runner has beaten once
     args = [
-        (server.url, part, at, window, stop, interval, connections, transport, pings)
-        for part in split(fleet, procs)
+        (part, at, window, stop, interval, connections, transport, pings)
+        for part in split(round_robin(fleet, cluster.urls), procs)
     ]
     load = BackgroundLoad(_worker, args)
 
@@ -245,7 +250,8 @@ def repetition(
         doing = "starting" if phase == "starting" else "beating"
         progress(f"{len(fleet)} runners {doing}: {left:.0f}s left")
 
-    usage = procfs.measure_window(server.pid, window, stop, show)
+    cores = procfs.measure_cores(cluster.meter(), window, stop, show)
+    rss = cluster.rss_kb()
     online = _online(target) if pings and target is not None else None
     progress("waiting for the load processes")
     results = load.results(timeout=600)
@@ -261,12 +267,10 @@ def repetition(
         "latency_p50_ms": percentile(latencies, 0.5) * 1000,
         "latency_p99_ms": percentile(latencies, 0.99) * 1000,
         "latency_max_ms": max(latencies) * 1000,
-        "server_cpu_cores": usage.daemon_cores,
-        "server_rss_mb": usage.daemon_rss_kb / 1024,
+        "server_rss_mb": rss / 1024,
+        **cores,
         "load_cpu_cores": sum(r["cpu_cores"] for r in results),
     }
-    if usage.postgres_cores is not None:
-        figures["postgres_cpu_cores"] = usage.postgres_cores
     if online is not None:
         figures["runners_online"] = float(online)
     return figures
@@ -289,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--connections",
         type=int,
         default=64,
-        help="over HTTP: keep-alive connections per load process (0: one per runner)",
+        help="over HTTP: keep-alive connections per load process and daemon (0: one per runner)",
     )
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
@@ -300,18 +304,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="over a channel: no heartbeats after the first, a WebSocket ping every --interval",
     )
     parser.add_argument("--repeat", type=int, default=3)
+    add_cluster_options(parser)
     args = parser.parse_args(argv)
     if args.pings and args.transport != "channel":
         parser.error("--pings needs --transport channel")
-    with started_daemon() as server:
-        target = prepare(server)
+    with started_cluster(args.daemons, args.workers) as cluster:
+        target = prepare(cluster.servers[0])
         progress(f"registering {args.runners} runners")
         fleet = trio.run(partial(register_runners, target, args.runners, "fleet"))
-        if procfs.postmaster_pid(server.pid) is None:
+        if cluster.postmaster is None:
             print("\nno embedded PostgreSQL found: its CPU is not reported")
         runs = [
             repetition(
-                server,
+                cluster,
                 fleet,
                 args.interval,
                 args.seconds,
@@ -331,6 +336,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "connections": args.connections,
         "transport": args.transport,
         "pings": args.pings,
+        "daemons": args.daemons,
+        "workers": args.workers,
     }
     report("fleet", params, runs)
     return {"params": params, "runs": runs}
