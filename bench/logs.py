@@ -9,12 +9,20 @@ with every line). The runner's append latency is measured with the viewers and, 
 with none. The server's RSS and CPU come from /proc. The runner speaks ``--transport``
 (the agent's channel by default, or HTTP). Viewers are raw sockets in ``--procs`` load
 processes, read by one epoll loop in each; the runner is this process.
+
+``--daemons N`` starts N daemons on one PostgreSQL: the runner appends through the first
+and the viewers watch through the others (round-robin), so every line reaches them from
+another daemon. ``--workers M`` starts each daemon with ``--workers M``. The CPU is given
+per daemon, worker and PostgreSQL, and for the viewer processes. The fan-out counters come
+from /metrics, which a daemon with workers answers for one worker only: they are left out
+then.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import resource
 import select
 import socket
 import time
@@ -26,17 +34,17 @@ import trio
 from bench.channel import TRANSPORTS, open_link
 from bench.harness import (
     BackgroundLoad,
-    Server,
+    Cluster,
     Target,
+    add_cluster_options,
     daemon_counters,
     done_progress,
     percentile,
     prepare,
     progress,
     report,
-    started_daemon,
+    started_cluster,
 )
-from bench.procfs import cpu_seconds, rss_kb
 
 BATCH_INTERVAL = 0.05
 CONNECT_AT_ONCE = 200
@@ -127,9 +135,17 @@ async def view(
 
 
 def _viewers(
-    results: Any, url: str, path: str, token: str, count: int, stalled: int, until: float
+    results: Any, urls: list[str], path: str, token: str, count: int, stalled: int, until: float
 ) -> None:
-    results.put(_watch(url, path, token, count, stalled, until))
+    cpu_before, wall_before = _own_cpu(), time.monotonic()
+    watched = _watch(urls, path, token, count, stalled, until)
+    cores = (_own_cpu() - cpu_before) / (time.monotonic() - wall_before)
+    results.put({**watched, "cpu_cores": cores})
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class _Reader:
@@ -213,16 +229,19 @@ class _Reader:
 
 
 def _watch(
-    url: str, path: str, token: str, count: int, stalled: int, until: float
+    urls: list[str], path: str, token: str, count: int, stalled: int, until: float
 ) -> dict[str, Any]:
-    """``count`` viewers in one epoll loop, the first ``stalled`` of which read nothing
-    before ``until`` (wall clock). Cheaper per read than a task per viewer, so that ten
-    thousand viewers of a busy build measure the server rather than themselves."""
-    host, port_text = url.removeprefix("http://").rsplit(":", 1)
-    address = (host, int(port_text))
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
-    ).encode()
+    """``count`` viewers in one epoll loop, dealt over ``urls`` in turn, the first
+    ``stalled`` of which read nothing before ``until`` (wall clock). Cheaper per read than
+    a task per viewer, so that ten thousand viewers of a busy build measure the server
+    rather than themselves."""
+    addresses = []
+    for url in urls:
+        host, port_text = url.removeprefix("http://").rsplit(":", 1)
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+        addresses.append(((host, int(port_text)), request))
     poll = select.epoll()
     readers: dict[int, _Reader] = {}
     sockets: dict[int, socket.socket] = {}
@@ -239,6 +258,7 @@ def _watch(
             stall = until if index < stalled else None
             if stall is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            address, request = addresses[index % len(addresses)]
             sock.connect(address)
             sock.sendall(request)
             sock.setblocking(False)
@@ -356,7 +376,7 @@ _COUNTERS = {
 
 
 def repetition(
-    server: Server,
+    cluster: Cluster,
     target: Target,
     viewers: int,
     rate: int,
@@ -380,23 +400,25 @@ def repetition(
     progress(f"{viewers} viewers connecting, then {rate} lines/s for {seconds:g}s")
     lead = 2 + viewers / 500  # time for the viewers to connect
     until = time.time() + lead + seconds + 1
+    watched = cluster.urls[1:] or cluster.urls  # not the runner's daemon, if there are others
     load = BackgroundLoad(
         _viewers,
         [
-            (target.url, path, target.token, share, stall, until)
+            (watched, path, target.token, share, stall, until)
             for share, stall in zip(shares, stalls, strict=True)
             if share
         ],
     )
     time.sleep(lead)
-    counted = daemon_counters(target.url, _COUNTERS)
-    cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
+    counted = _counters(cluster)
+    meter = cluster.meter()
+    meter.start()
     with_viewers, sent = trio.run(_append, target, transport, build, rate, seconds)
-    cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before)
-    rss = rss_kb(server.pid)
+    cores = meter.cores()
+    rss = cluster.rss_kb()
     results = load.results(timeout=900)
     done_progress()
-    counters = {k: v - counted[k] for k, v in daemon_counters(target.url, _COUNTERS).items()}
+    counters = {k: v - counted[k] for k, v in _counters(cluster).items()}
     everyone = [v for r in results for v in r["viewers"]]
     live = [v for v in everyone if not v["stalled"]]  # stalled ones are late on purpose
     latencies = [x for v in live for x in v["latencies"]]
@@ -414,10 +436,20 @@ def repetition(
         "append_p99_ms": percentile(with_viewers, 0.99) * 1000,
         "append_p50_ms_0_viewers": percentile(alone, 0.5) * 1000,
         "append_p99_ms_0_viewers": percentile(alone, 0.99) * 1000,
-        "server_cpu_cores": cpu,
         "server_rss_mb": rss / 1024,
+        **cores,
+        "viewers_cpu_cores": sum(r["cpu_cores"] for r in results),
         **counters,
     }
+
+
+def _counters(cluster: Cluster) -> dict[str, float]:
+    """The fan-out counters summed over the daemons (none with workers: /metrics is one
+    worker's)."""
+    if cluster.workers > 1:
+        return {}
+    every = [daemon_counters(url, _COUNTERS) for url in cluster.urls]
+    return {name: sum(counters[name] for counters in every) for name in every[0]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -431,12 +463,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runner speaks"
     )
+    add_cluster_options(parser)
     args = parser.parse_args(argv)
-    with started_daemon() as server:
-        target = prepare(server)
+    with started_cluster(args.daemons, args.workers) as cluster:
+        target = prepare(cluster.servers[0])
         runs = [
             repetition(
-                server,
+                cluster,
                 target,
                 args.viewers,
                 args.rate,
@@ -454,6 +487,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "stalled": args.stalled,
         "procs": args.procs,
         "transport": args.transport,
+        "daemons": args.daemons,
+        "workers": args.workers,
     }
     report("logs", params, runs)
     return {"params": params, "runs": runs}

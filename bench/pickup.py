@@ -8,6 +8,10 @@ claims is answered is taken from the moment the trigger request was sent (``pick
 Beside it: the trigger's own round trip (it commits the build before answering) and the
 claim's answer measured from the trigger's answer (negative when the runner heard first).
 Prints medians (min..max over ``--repeat`` runs) and writes ``bench/results/pickup.json``.
+
+``--daemons N`` starts N daemons on one PostgreSQL: the trigger goes to the first and every
+runner parks its claim on the second, so each pickup crosses from one daemon to another
+(``--workers M`` starts each with ``--workers M``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import httpx
 import trio
 
 from bench.channel import TRANSPORTS, RunnerLink, open_link
-from bench.harness import make_repo, percentile, report, started_daemon
+from bench.harness import add_cluster_options, make_repo, percentile, report, started_cluster
 
 
 class Bench:
@@ -38,8 +42,10 @@ class Bench:
 
 
 async def measure(
-    base: str, token: str, samples: int, runners: int, transport: str
+    base: str, token: str, samples: int, runners: int, transport: str, parked_on: str = ""
 ) -> dict[str, list[float]]:
+    """Builds triggered through ``base``, claims parked on ``parked_on`` (default: the
+    same daemon)."""
     async with httpx.AsyncClient(base_url=base, timeout=90) as client:
         bench = Bench(client, token)
         repo, _ = make_repo(Path(tempfile.mkdtemp(prefix="oore-bench-repo-")))
@@ -75,7 +81,7 @@ async def measure(
 
         async with trio.open_nursery() as nursery:
             links = [
-                await open_link(transport, nursery, base, runner_id, runner_token)
+                await open_link(transport, nursery, parked_on or base, runner_id, runner_token)
                 for runner_id, runner_token in registered
             ]
             for link in links:
@@ -129,8 +135,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--url", help="a running oored (default: start one)")
     parser.add_argument("--token", help="an owner/admin session for --url")
+    add_cluster_options(parser)
     args = parser.parse_args(argv)
     runs: list[dict[str, float]] = []
+    if args.url and (args.daemons, args.workers) != (1, 1):
+        parser.error("--url names one running oored: no --daemons or --workers with it")
     if args.url:
         if not args.token:
             raise SystemExit("--url needs --token")
@@ -143,13 +152,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
             )
     else:
-        with started_daemon() as server:
-            token = trio.run(local_token, server.url)
+        with started_cluster(args.daemons, args.workers) as cluster:
+            trigger, parked_on = cluster.urls[0], cluster.urls[min(1, args.daemons - 1)]
+            token = trio.run(local_token, trigger)
             for _ in range(args.repeat):
                 series = trio.run(
-                    measure, server.url, token, args.samples, args.runners, args.transport
+                    measure, trigger, token, args.samples, args.runners, args.transport, parked_on
                 )
                 runs.append(figures(series))
-    params = {"samples": args.samples, "runners": args.runners, "transport": args.transport}
+    params = {
+        "samples": args.samples,
+        "runners": args.runners,
+        "transport": args.transport,
+        "daemons": args.daemons,
+        "workers": args.workers,
+    }
     report("pickup", params, runs)
     return {"params": params, "runs": runs}
