@@ -1,7 +1,10 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
 Scenarios: claims, fleet, logs, logs-fleet, memory, peers (needs the ``bench`` extra:
-pgqueuer), pickup; ``all`` runs every one of them at the issue's sizes, one after another.
+pgqueuer), pickup; ``all`` runs every one of them at the issue's sizes, one after another;
+``scaleout`` runs claims, fleet, logs and pickup with ``--workers 1``, ``--workers 2`` and
+``--daemons 2`` (several daemons on one PostgreSQL) side by side. claims, fleet, logs and
+pickup take ``--daemons N`` and ``--workers M`` themselves too.
 Each prints a table of medians (min..max over its repetitions) and writes
 bench/results/<scenario>.json. ``python -m bench <scenario> --help`` lists its options.
 """
@@ -12,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import claims, fleet, logs, logs_fleet, memory, pickup, suite
+from bench import claims, fleet, logs, logs_fleet, memory, pickup, scaleout, suite
 
 
 def _peers(argv: list[str] | None) -> dict[str, Any]:
@@ -31,6 +34,7 @@ SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "pickup": pickup.main,
 }
 SCENARIOS["all"] = lambda argv: suite.main(SCENARIOS, argv)
+SCENARIOS["scaleout"] = lambda argv: scaleout.main(SCENARIOS, argv)
 
 
 def usage() -> str:

@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,31 +59,58 @@ def _figure(value: float) -> str:
 
 
 def main(scenarios: Mapping[str, Scenario], argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m bench all", description=__doc__)
+    return run_plan("all", PLAN, scenarios, argv, description=__doc__)
+
+
+def run_plan(
+    name: str,
+    plan: Sequence[tuple[str, str, list[str]]],
+    scenarios: Mapping[str, Scenario],
+    argv: list[str] | None,
+    *,
+    description: str | None,
+    keep_going: bool = False,
+) -> dict[str, Any]:
+    """Run the entries of ``plan`` in order, writing ``bench/results/<name>.json`` after
+    each; ``keep_going``: an entry that fails is written with its error and the next runs
+    (otherwise the failure ends the run)."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench {name}", description=description)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
-        "--only", nargs="+", choices=[entry for entry, _, _ in PLAN], help="entries to run"
+        "--only", nargs="+", choices=[entry for entry, _, _ in plan], help="entries to run"
     )
     args = parser.parse_args(argv)
-    plan = [p for p in PLAN if args.only is None or p[0] in args.only]
+    chosen = [p for p in plan if args.only is None or p[0] in args.only]
     results: dict[str, Any] = {}
     began = time.time()
-    out = Path(os.environ.get(RESULTS_ENV) or Path(__file__).parent / "results") / "all.json"
-    for entry, scenario, options in plan:
-        print(f"\n== {entry}: python -m bench {scenario} {' '.join(options)}", flush=True)
+    out = Path(os.environ.get(RESULTS_ENV) or Path(__file__).parent / "results") / f"{name}.json"
+    for entry, scenario, options in chosen:
+        command = f"python -m bench {scenario} {' '.join(options)}".strip()
+        print(f"\n== {entry}: {command}", flush=True)
         started = time.time()
-        result = scenarios[scenario]([*options, "--repeat", str(args.repeat)])
-        results[entry] = {
-            "command": f"python -m bench {scenario} {' '.join(options)}".strip(),
-            "seconds": time.time() - started,
-            **result,
-            "summary": summarize(result["runs"]),
-        }
+        try:
+            result = scenarios[scenario]([*options, "--repeat", str(args.repeat)])
+        except SystemExit as exc:
+            if not keep_going:
+                raise
+            print(f"\n{entry} failed: {exc}", flush=True)
+            results[entry] = {"command": command, "seconds": time.time() - started}
+            results[entry]["error"] = str(exc)
+        else:
+            results[entry] = {
+                "command": command,
+                "seconds": time.time() - started,
+                **result,
+                "summary": summarize(result["runs"]),
+            }
         out.parent.mkdir(parents=True, exist_ok=True)
         body = {"cores": os.cpu_count(), "began": began, "repeat": args.repeat}
         out.write_text(json.dumps({**body, "ended": time.time(), "results": results}, indent=2))
     print()
     for entry, result in results.items():
-        print(markdown(entry, result), end="\n\n")
+        if "error" in result:
+            print(f"`{entry}` failed: {result['error']}", end="\n\n")
+        else:
+            print(markdown(entry, result), end="\n\n")
     print(f"wrote {out}")
-    return {"params": {"repeat": args.repeat}, "runs": [], "results": results}
+    return {"params": {"repeat": args.repeat}, "runs": [], "results": results, "out": str(out)}

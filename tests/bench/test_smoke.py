@@ -105,6 +105,56 @@ def test_scenario_prints_its_table_and_writes_its_figures(
         assert run["latency_p99_ms"] > 0
 
 
+def _supports_workers() -> bool:
+    """Whether this oored has ``--workers`` (being added on another branch)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "oore.daemon", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return "--workers" in done.stdout
+
+
+# Several daemons on one PostgreSQL (the harness starts it) and, where oored has it, one
+# daemon with worker processes: the figures come out per process.
+CLUSTER_RUNS: list[tuple[str, list[str]]] = [
+    ("claims", ["--daemons", "2"]),
+    ("claims", ["--daemons", "2", "--transport", "http"]),
+    ("pickup", ["--daemons", "2"]),
+    ("claims", ["--workers", "2"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "extra"), CLUSTER_RUNS, ids=[" ".join([n, *e]) for n, e in CLUSTER_RUNS]
+)
+def test_scenario_runs_on_several_daemons_or_workers(
+    scenario: str, extra: list[str], tmp_path: Path
+) -> None:
+    if "--workers" in extra and not _supports_workers():
+        pytest.skip("this oored has no --workers")
+    done = _bench(tmp_path, [scenario, *SCENARIOS[scenario], *extra])
+    assert f"{scenario}:" in done.stdout
+    written = json.loads((tmp_path / f"{scenario}.json").read_text())
+    daemons = 2 if "--daemons" in extra else 1
+    workers = 2 if "--workers" in extra else 1
+    assert (written["params"]["daemons"], written["params"]["workers"]) == (daemons, workers)
+    run = written["runs"][0]
+    assert all(value > 0 for key, value in run.items() if "per_s" in key or "_p50_" in key)
+    if scenario == "claims":  # every process's CPU: each daemon or worker, PostgreSQL, load
+        busy = ["server", "postgres", "load"]  # the runners are dealt over the daemons:
+        busy += [f"daemon{i}" for i in range(daemons)] if daemons > 1 else []  # each claims
+        for name in busy:
+            assert run[f"{name}_cpu_cores"] > 0, name
+        # the kernel deals connections over the workers: one may have had none of these few
+        workers_shown = [key for key in run if key.startswith("daemon0_worker")]
+        expected = [f"daemon0_worker{j}_cpu_cores" for j in range(workers)] if workers > 1 else []
+        assert workers_shown == expected
+        assert run["daemon_cpu_us_per_claim"] > 0 and run["postgres_cpu_us_per_claim"] > 0
+
+
 def test_logs_fleet_reports_the_lines_a_daemon_did_not_store(tmp_path: Path) -> None:
     """A daemon that keeps 25 lines of each build (its cap) stores 15 of the 40 sent to
     each of 3 builds short: lost, and missed by both viewers of each build."""
