@@ -124,13 +124,13 @@ class Cluster:
         return [server.url for server in self.servers]
 
     def cpu_readings(self) -> dict[str, Callable[[], float]]:
-        """What reads each process's CPU seconds: ``daemons`` (every daemon with its
+        """What reads each process's CPU seconds: ``server`` (every daemon with its
         workers), with several daemons each ``daemon<i>``, with workers each
         ``daemon<i>_worker<j>`` (and its supervisor, ``daemon<i>_supervisor``), and
         ``postgres`` (its postmaster and backends) when it runs on this machine."""
         pids = [server.pid for server in self.servers]
         readings: dict[str, Callable[[], float]] = {
-            "daemons": lambda: sum(procfs.tree_cpu_seconds(pid) for pid in pids)
+            "server": lambda: sum(procfs.tree_cpu_seconds(pid) for pid in pids)
         }
         for i, server in enumerate(self.servers):
             if len(self.servers) > 1:
@@ -149,9 +149,6 @@ class Cluster:
     def rss_kb(self) -> int:
         """The resident memory of every daemon and its workers."""
         return sum(procfs.tree_rss_kb(server.pid) for server in self.servers)
-
-    def params(self) -> dict[str, int]:
-        return {"daemons": len(self.servers), "workers": self.workers}
 
 
 def worker_pids(server: Server) -> list[int]:
