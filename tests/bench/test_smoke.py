@@ -182,5 +182,15 @@ def test_help_exits_0_with_the_usage_and_the_scenarios(flag: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m bench")
-    names = ("claims", "fleet", "logs", "logs-fleet", "memory", "peers", "pickup", "all")
+    names = (
+        "claims",
+        "fleet",
+        "logs",
+        "logs-fleet",
+        "memory",
+        "peers",
+        "pickup",
+        "all",
+        "scaleout",
+    )
     assert all(name in done.stdout for name in names)
