@@ -191,7 +191,7 @@ def repetition(
         "claims_per_s": drained.claims_per_s,
         "healthz_per_s": healthz_rate,
         "claims_to_healthz": drained.claims_per_s / healthz_rate,
-        "daemon_cpu_us_per_claim": drained.cores["daemons_cpu_cores"] * per_claim,
+        "daemon_cpu_us_per_claim": drained.cores["server_cpu_cores"] * per_claim,
     }
     if "postgres_cpu_cores" in drained.cores:
         figures["postgres_cpu_us_per_claim"] = drained.cores["postgres_cpu_cores"] * per_claim
