@@ -117,8 +117,12 @@ def capabilities(concurrency: int) -> dict[str, Any]:
 # -- the runner's identity on disk ----------------------------------------------------------
 
 
-def load_credentials(work_dir: Path, server_url: str) -> RunnerCredentials | None:
-    """The id and token saved for ``server_url``, or None. Blocking I/O."""
+def load_credentials(work_dir: Path, server_urls: str | Sequence[str]) -> RunnerCredentials | None:
+    """The id and token saved for the installation at ``server_urls`` (under any of its
+    URLs: a runner registered through one is known to all), or None. Blocking I/O."""
+    urls = {
+        url.rstrip("/") for url in ([server_urls] if isinstance(server_urls, str) else server_urls)
+    }
     path = work_dir / STATE_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -130,7 +134,7 @@ def load_credentials(work_dir: Path, server_url: str) -> RunnerCredentials | Non
         isinstance(data.get(key), str) for key in ("server_url", "runner_id", "token")
     ):
         raise AgentError(f"{path} is not a runner identity; remove it to register again")
-    if data["server_url"].rstrip("/") != server_url.rstrip("/"):
+    if data["server_url"].rstrip("/") not in urls:
         return None
     return RunnerCredentials(data["runner_id"], data["token"])
 
@@ -268,7 +272,9 @@ class Agent:
         if isinstance(credential, RunnerCredentials):
             await self._adopt(credential)
             return
-        saved = await trio.to_thread.run_sync(load_credentials, config.work_dir, server)
+        saved = await trio.to_thread.run_sync(
+            load_credentials, config.work_dir, self._client.servers.urls
+        )
         if saved is not None:
             self._client.credentials = saved
             self._say(f"runner {saved.runner_id} of {server} (from {config.work_dir / STATE_FILE})")

@@ -146,6 +146,23 @@ async def test_a_running_build_carries_on_through_the_next_server_when_its_serve
     assert server.heartbeats[-1] == "offline"
 
 
+async def test_an_identity_saved_under_any_of_the_urls_is_the_runners(
+    tmp_path: Path, server: FakeServer, daemons: Daemons
+) -> None:
+    # The runner used to be given the second URL alone; now it is given both.
+    (tmp_path / "agent").mkdir()
+    save_credentials(tmp_path / "agent", SECOND, RunnerCredentials(RUNNER_ID, TOKEN), "t")
+    terminal = Terminal()
+    async with RunnerClient(Servers([FIRST, SECOND]), transport=daemons.transport()) as client:
+        agent = Agent(client, config(tmp_path), say=terminal)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agent.run)
+            await server.wait_until(lambda: bool(server.heartbeats))
+            agent.stop()
+    assert server.registrations == []
+    assert daemons.hosts_of(heartbeat())[0] == "first.test"
+
+
 async def test_a_refusal_is_the_servers_word_and_moves_nothing(
     tmp_path: Path, server: FakeServer, daemons: Daemons
 ) -> None:
