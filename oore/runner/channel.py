@@ -285,7 +285,8 @@ class RunnerChannel(RunnerOperations):
             if attempt is None:
                 attempt = self._attempt = self._new_attempt()
                 self._wanted.set()
-            await attempt.done.wait()
+            if not attempt.done.is_set():  # an open connection costs no checkpoint
+                await attempt.done.wait()
             ws = attempt.ws
             if ws is None or ws.closed is not None:
                 raise attempt.error or ConnectionFailed(f"{attempt.url}: the channel closed")
