@@ -37,6 +37,7 @@ from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.scm import ScmClient, ScmConfig
 from oore.services.settings import InstanceSettings
+from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync, telling
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.users import Users
@@ -56,6 +57,7 @@ class ClusterConfig:
 
     leader_lease: float = 10.0  # a dead leader is replaced within this
     sweep_every: float = 5.0  # the leader's maintenance round, at most this far apart
+    settings_poll_every: float = 1.0  # settings changed by a daemon whose notice was lost
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ async def open_runtime(
                     public_url=artifacts_config.public_url,
                     artifact_delivery_url=artifacts_config.artifact_delivery_url,
                 ),
+                saved=telling(notices, NETWORK),
             )
             await network.reload()
             identity = Identity(store, clock, audit, artifacts_config.secrets)
@@ -205,7 +208,14 @@ async def open_runtime(
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
             logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
             await root.start_child(logs.streams.spec())
-            storage = ArtifactStorageService(store, clock, audit, artifacts_config, network)
+            storage = ArtifactStorageService(
+                store,
+                clock,
+                audit,
+                artifacts_config,
+                network,
+                saved=telling(notices, ARTIFACT_STORAGE),
+            )
             await storage.reload()
             reservations = DueTimes[str]("artifact-reservations")
             artifacts = Artifacts(
@@ -225,6 +235,9 @@ async def open_runtime(
                 hub,
                 hub_listening=lambda: bool(hub.subscribers),
                 forget_runner=runners.forget,
+            ).subscribe(notices)
+            SettingsSync(
+                store, network, storage, poll_every=cluster_config.settings_poll_every
             ).subscribe(notices)
             await nursery.start(_scoped, listening, notices.run)
             every = min(cluster_config.sweep_every, config.runner_lease / 2)
