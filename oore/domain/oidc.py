@@ -385,9 +385,6 @@ class Reservation:
     ticket: int
     created_at: int
 
-    def lapsed(self, now: int) -> bool:
-        return now - self.created_at >= PENDING_TTL
-
 
 def too_many_pending() -> TooManyRequests:
     return TooManyRequests("too_many_pending", "Too many pending sign-in requests")

@@ -14,7 +14,6 @@ from oore.domain.oidc import (
     IdentityClaims,
     OidcConfig,
     PendingRequest,
-    Reservation,
     SetupBinding,
     StartLimiter,
     authorization_url,
@@ -106,8 +105,6 @@ def test_pending_requests_expire_after_600_seconds() -> None:
     request = _request("s1", 100)
     assert not request.expired(100 + PENDING_TTL - 1)
     assert request.expired(100 + PENDING_TTL)
-    held = Reservation(1, 100)
-    assert not held.lapsed(100 + PENDING_TTL - 1) and held.lapsed(100 + PENDING_TTL)
 
 
 @pytest.mark.parametrize("setup", [None, SetupBinding("ab" * 32, 3, "fingerprint")])
