@@ -1,5 +1,5 @@
 """SQL for the single-use sealed states of integration flows (table ``integration_states``,
-migration 0013)."""
+migration ``shared_tokens``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """SQL for pending OIDC sign-ins and start reservations (table ``pending_signins``,
-migration 0013)."""
+migration ``shared_tokens``)."""
 
 from __future__ import annotations
 

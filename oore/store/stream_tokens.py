@@ -1,4 +1,4 @@
-"""SQL for log stream tokens (table ``stream_tokens``, migration 0013)."""
+"""SQL for log stream tokens (table ``stream_tokens``, migration ``shared_tokens``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQL for local artifact storage URL tokens (table ``url_tokens``, migration 0013)."""
+"""SQL for local artifact storage URL tokens (table ``url_tokens``, migration ``shared_tokens``)."""
 
 from __future__ import annotations
 
