@@ -35,6 +35,7 @@ from oore.domain.artifact_storage import (
 from oore.domain.artifacts import MAX_CONCURRENT_DOWNLOADS
 from oore.domain.crypto import SecretBox
 from oore.domain.rbac import Action, Resource, require
+from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
 from oore.errors import ApiError, InternalError
 from oore.services.clock import WallClock
@@ -42,12 +43,14 @@ from oore.services.identity import AuditSink
 from oore.storage import (
     ArtifactStorage,
     DisabledStorage,
+    Issued,
     StorageUnavailable,
     StoredObject,
-    TokenTable,
     open_storage,
 )
+from oore.storage.tokens import CAPACITY
 from oore.store import AuditEntry, Store
+from oore.store.url_tokens import UrlTokenKind, UrlTokenStore
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +91,49 @@ class ExternalUrls(Protocol):
     def artifact_delivery_url(self) -> str | None: ...
 
 
+class SharedUrlTokens:
+    """Local storage URL tokens of one kind, kept in the database, so a URL issued by one
+    daemon works on any daemon sharing the database (and the storage directory)."""
+
+    def __init__(
+        self, rows: UrlTokenStore, clock: WallClock, kind: UrlTokenKind, capacity: int = CAPACITY
+    ) -> None:
+        self._rows = rows
+        self._clock = clock
+        self._kind = kind
+        self._capacity = capacity
+
+    async def issue(self, obj: StoredObject, ttl: int) -> Issued:
+        token = new_token()
+        now = self._clock.now()
+        await self._rows.issue(
+            self._kind,
+            hash_token(token),
+            obj,
+            expires_at=now + ttl,
+            capacity=self._capacity,
+            now=now,
+        )
+        return Issued(token, now + ttl)
+
+    async def peek(self, token: str) -> StoredObject | None:
+        if not looks_like_token(token):
+            return None
+        return await self._rows.peek(self._kind, hash_token(token), self._clock.now())
+
+    async def take(self, token: str) -> StoredObject | None:
+        if not looks_like_token(token):
+            return None
+        return await self._rows.take(self._kind, hash_token(token), self._clock.now())
+
+
 def _no_key() -> InternalError:
     return InternalError("encryption_error", "No encryption key is configured")
 
 
 class ArtifactStorageService:
     """The settings API and the backend in use, with what outlives a reload: the local
-    URL tokens and the download slots."""
+    URL tokens (in the database) and the download slots."""
 
     def __init__(
         self,
@@ -111,8 +150,8 @@ class ArtifactStorageService:
         self._audit = audit
         self._config = config
         self._urls: ExternalUrls = config if urls is None else urls
-        self.uploads: TokenTable[StoredObject] = TokenTable(clock.now)
-        self.downloads: TokenTable[StoredObject] = TokenTable(clock.now)
+        self.uploads = SharedUrlTokens(store.url_tokens, clock, UrlTokenKind.UPLOAD)
+        self.downloads = SharedUrlTokens(store.url_tokens, clock, UrlTokenKind.DOWNLOAD)
         self.download_slots = trio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
         self._backend: ArtifactStorage = DisabledStorage("not loaded yet")
         # The settings row the backend was built from (None: environment or default).
@@ -150,14 +189,10 @@ class ArtifactStorageService:
             return self._urls.artifact_delivery_url.rstrip("/")
         return self.public_base()
 
-    def revoke_urls(self, artifact_ids: Collection[str]) -> None:
-        """Make the local upload and download URLs of these artifacts stop working now."""
-
-        def doomed(obj: StoredObject) -> bool:
-            return obj.artifact_id in artifact_ids
-
-        self.uploads.revoke_where(doomed)
-        self.downloads.revoke_where(doomed)
+    async def revoke_urls(self, artifact_ids: Collection[str]) -> None:
+        """Make the local upload and download URLs of these artifacts stop working now,
+        on every daemon."""
+        await self._store.url_tokens.revoke(list(artifact_ids))
 
     @property
     def external_urls(self) -> tuple[str | None, str | None]:

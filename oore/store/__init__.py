@@ -15,13 +15,17 @@ from oore.store.builds import BuildStore
 from oore.store.cluster import ClusterStore
 from oore.store.database import Database, Revive, open_database
 from oore.store.instance import InstanceStore
+from oore.store.integration_states import IntegrationStateStore
 from oore.store.integrations import IntegrationStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
 from oore.store.oidc import OidcStore
+from oore.store.pending_signins import PendingSignInStore
 from oore.store.pipelines import PipelineStore
 from oore.store.projects import ProjectStore
 from oore.store.runners import RunnerStore
 from oore.store.settings import SettingsStore
+from oore.store.stream_tokens import StreamTokenStore
+from oore.store.url_tokens import UrlTokenStore
 from oore.store.users import UserStore
 from oore.store.variables import VariableStore
 from oore.store.webhooks import WebhookStore
@@ -56,6 +60,10 @@ class Store:
         self.integrations = IntegrationStore(db)
         self.variables = VariableStore(db)
         self.cluster = ClusterStore(db)
+        self.stream_tokens = StreamTokenStore(db)
+        self.url_tokens = UrlTokenStore(db)
+        self.integration_states = IntegrationStateStore(db)
+        self.pending_signins = PendingSignInStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""
