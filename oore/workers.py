@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,8 @@ log = logging.getLogger("oored.workers")
 STOP_MARGIN = 5.0
 # Seconds between checks that the embedded PostgreSQL still runs.
 DATABASE_CHECK_INTERVAL = 5.0
+# A worker: the daemon in worker mode (the supervisor adds the flags that say so).
+WORKER_COMMAND = (sys.executable, "-m", "oore.daemon")
 # The longest line a worker writes on its channel (the address it serves on).
 MAX_READY_LINE = 4096
 
@@ -171,17 +173,23 @@ class Supervisor:
     """Keeps ``settings.workers`` worker processes serving ``listen`` until told to stop."""
 
     def __init__(
-        self, settings: Settings, listen: str, database_url: str, policy: RestartPolicy
+        self,
+        settings: Settings,
+        listen: str,
+        database_url: str,
+        policy: RestartPolicy,
+        command: Sequence[str] = WORKER_COMMAND,
     ) -> None:
         self.settings = settings
         self.listen = listen
+        self.command = command
         self.env = {**os.environ, "OORED_DATABASE_URL": database_url}
         self.failure: str | None = None
         self.exit_code = 0
         self._stopping = trio.Event()
         self._restarts = Restarts(policy)
         self._serving: dict[int, str] = {}
-        self._announced = False
+        self.all_serving = trio.Event()
         self._keepers = trio.CancelScope()
 
     async def run(self, signals: AsyncIterator[int] | None = None) -> int:
@@ -294,9 +302,7 @@ class Supervisor:
         try:
             process = await trio.lowlevel.open_process(
                 [
-                    sys.executable,
-                    "-m",
-                    "oore.daemon",
+                    *self.command,
                     "--listen",
                     self.listen,
                     "--data-dir",
@@ -326,8 +332,8 @@ class Supervisor:
     def _ready(self, slot: int, pid: int, bind: str) -> None:
         self._serving[slot] = bind
         event(log, "worker.serving", worker=slot, worker_pid=pid)
-        if not self._announced and len(self._serving) == self.settings.workers:
-            self._announced = True
+        if not self.all_serving.is_set() and len(self._serving) == self.settings.workers:
+            self.all_serving.set()
             print(
                 f"oored listening on {bind} (data directory {self.settings.data_dir}, "
                 f"{self.settings.workers} worker processes)",

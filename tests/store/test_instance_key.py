@@ -1,0 +1,16 @@
+"""The encryption key's fingerprint in the instance row: the first daemon's is kept."""
+
+from __future__ import annotations
+
+from oore.store import Store, open_store
+
+
+async def test_the_first_fingerprint_recorded_is_the_one_every_daemon_sees(
+    store: Store, database_url: str
+) -> None:
+    await store.instance.ensure(1)
+    assert await store.instance.record_key_fingerprint("aa" * 32) == "aa" * 32
+    async with open_store(database_url, pool_size=2) as second_daemon:
+        await second_daemon.instance.ensure(2)
+        assert await second_daemon.instance.record_key_fingerprint("bb" * 32) == "aa" * 32
+    assert await store.instance.record_key_fingerprint("aa" * 32) == "aa" * 32
