@@ -134,6 +134,19 @@ def test_sigterm_stops_every_worker_and_the_embedded_postgres_within_the_grace(
     assert not (daemon.data_dir / "oored.sock").exists()
 
 
+def test_workers_do_not_outlive_a_killed_supervisor(make_daemon: DaemonFactory) -> None:
+    daemon = make_daemon().start("--workers", "2")
+    workers = serving_workers(daemon, 2)
+    daemon.kill()
+    for pid in workers.values():  # each sees its channel close and stops by itself
+        wait_gone(pid, WITHIN)
+    # The embedded PostgreSQL it left is adopted by the next start, as after any crash.
+    daemon.start("--workers", "2")
+    with daemon.client() as client:
+        assert client.get("/readyz").status_code == 200
+    assert daemon.stop() == 0
+
+
 def write_key(data_dir: Path, key: bytes) -> None:
     data_dir.mkdir(parents=True, mode=0o700)
     fd = os.open(data_dir / "encryption.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
