@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -145,6 +147,29 @@ def test_workers_do_not_outlive_a_killed_supervisor(make_daemon: DaemonFactory) 
     with daemon.client() as client:
         assert client.get("/readyz").status_code == 200
     assert daemon.stop() == 0
+
+
+def test_the_supervisor_restarts_a_killed_embedded_postgres(make_daemon: DaemonFactory) -> None:
+    root = Path(tempfile.mkdtemp(prefix="oore-workers-"))
+    root.chmod(0o755)  # PostgreSQL's own user reads its data under it
+    try:
+        daemon = make_daemon(root / "data").start("--workers", "2")
+        with fresh_connections(daemon) as client:
+            token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            pg = postgres_pid(daemon.data_dir)
+            assert pg is not None
+            os.kill(pg, signal.SIGKILL)
+            daemon.wait_for(re.compile(r"embedded PostgreSQL in \S+ restarted"), WITHIN)
+            deadline = time.monotonic() + WITHIN
+            answered = 0
+            while answered < 10 and time.monotonic() < deadline:  # both pools reconnect
+                me = client.get("/v1/users/me", headers=auth)
+                answered = answered + 1 if me.status_code == 200 else 0
+            assert answered == 10, daemon.text()
+        assert daemon.stop() == 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def write_key(data_dir: Path, key: bytes) -> None:
