@@ -387,6 +387,22 @@ async def _keep_running(server: EmbeddedPostgres) -> None:
             log.warning("%s", exc.message)
 
 
+def check_connections(settings: Settings, limit: int) -> None:
+    """Warn when the workers' pools together may ask more of the server than it takes."""
+    wanted = settings.workers * settings.database_pool_size
+    if wanted > limit:
+        event(
+            log,
+            "database.connections_short",
+            level=logging.WARNING,
+            workers=settings.workers,
+            pool_size=settings.database_pool_size,
+            wanted=wanted,
+            server_takes=limit,
+            msg="fewer workers, a smaller OORED_DB_POOL_SIZE or a higher max_connections",
+        )
+
+
 async def _supervise(settings: Settings, port: int, policy: RestartPolicy) -> int:
     # Signals are taken from the start: one arriving while the database starts stops the
     # supervisor as soon as its workers can be told.
@@ -395,6 +411,7 @@ async def _supervise(settings: Settings, port: int, policy: RestartPolicy) -> in
             async with open_store(url, pool_size=2) as store:
                 await store.instance.ensure(SystemClock().now())
                 await check_shared_key(store, settings.data_dir)
+                check_connections(settings, await store.connection_limit())
             supervisor = Supervisor(settings, _address(settings.listen_host, port), url, policy)
             code = await supervisor.run(signals)
     if supervisor.failure is not None:

@@ -14,7 +14,7 @@ import trio
 
 from oore.config import load_settings
 from oore.eventlog import event_of
-from oore.workers import RestartPolicy, Restarts, Supervisor
+from oore.workers import RestartPolicy, Restarts, Supervisor, check_connections
 
 # argv[1] says what the stand-in does once started; the supervisor's flags follow.
 STAND_IN = """
@@ -126,3 +126,14 @@ def test_restarts_back_off_and_are_bounded_per_period() -> None:
     # Once the first restart is a period old, there is room for one more.
     assert restarts.allow(10.0) == 3.0
     assert restarts.allow(10.5) is None
+
+
+def test_pools_that_may_outgrow_the_server_are_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(data_dir=tmp_path, workers=4, database_pool_size=25)
+    check_connections(settings, 100)
+    assert not events(caplog, "database.connections_short")
+    check_connections(settings, 97)
+    (short,) = events(caplog, "database.connections_short")
+    assert (short["wanted"], short["server_takes"]) == (100, 97)

@@ -1,4 +1,5 @@
-"""The encryption key's fingerprint in the instance row: the first daemon's is kept."""
+"""What daemons sharing one database learn from it: the key fingerprint the first recorded,
+and how many connections the server takes."""
 
 from __future__ import annotations
 
@@ -14,3 +15,8 @@ async def test_the_first_fingerprint_recorded_is_the_one_every_daemon_sees(
         await second_daemon.instance.ensure(2)
         assert await second_daemon.instance.record_key_fingerprint("bb" * 32) == "aa" * 32
     assert await store.instance.record_key_fingerprint("aa" * 32) == "aa" * 32
+
+
+async def test_the_connection_limit_is_what_the_server_takes_from_users(store: Store) -> None:
+    limit = await store.connection_limit()
+    assert 0 < limit < 10_000
