@@ -100,11 +100,11 @@ class Restarts:
 
 
 async def check_shared_key(store: Store, data_dir: Path) -> bytes:
-    """This daemon's encryption key, once the database has it as its key.
+    """This daemon's encryption key (created if missing), checked against the database's.
 
     Every daemon sharing a database (and every worker) must hold the same key: the first
-    to start records its fingerprint; one with another key gets 500
-    ``encryption_key_mismatch``, which says to copy the first one's key file.
+    to start on a database records its key's fingerprint there; one with another key gets
+    500 ``encryption_key_mismatch``, whose message says to copy the first one's key file.
     """
     key = await trio.to_thread.run_sync(load_or_create_key, data_dir)
     recorded = await store.instance.record_key_fingerprint(key_fingerprint(key))
@@ -189,6 +189,7 @@ class Supervisor:
         self._stopping = trio.Event()
         self._restarts = Restarts(policy)
         self._serving: dict[int, str] = {}
+        # Set once every slot's first worker serves (the "listening" line is printed then).
         self.all_serving = trio.Event()
         self._keepers = trio.CancelScope()
 
@@ -332,7 +333,9 @@ class Supervisor:
     def _ready(self, slot: int, pid: int, bind: str) -> None:
         self._serving[slot] = bind
         event(log, "worker.serving", worker=slot, worker_pid=pid)
-        if not self.all_serving.is_set() and len(self._serving) == self.settings.workers:
+        if self._stopping.is_set() or self.all_serving.is_set():
+            return
+        if len(self._serving) == self.settings.workers:
             self.all_serving.set()
             print(
                 f"oored listening on {bind} (data directory {self.settings.data_dir}, "
