@@ -30,8 +30,9 @@ DEFAULT_CORS_ORIGINS = (
 # More processes than this on one machine only contend for its cores and its database.
 MAX_WORKERS = 64
 WORKERS_HELP = (
-    "worker processes serving the one port (default 1: a single process, no supervisor); "
-    "on a machine of its own, up to one per core, leaving a core to PostgreSQL"
+    "worker processes serving the one port (OORED_WORKERS; default 1: a single process, "
+    "no supervisor); on a machine of its own, up to one per core, leaving a core to "
+    "PostgreSQL"
 )
 
 
