@@ -350,8 +350,17 @@ def _address(host: str, port: int) -> str:
 
 def _reserve_port(host: str, port: int) -> socket.socket:
     """A socket holding ``host:port`` (a free port for port 0) for the workers' sockets.
-    It does not listen: connections go to the workers' listening sockets only."""
+    It does not listen: connections go to the workers' listening sockets only.
+
+    A given port is first bound without SO_REUSEPORT, which fails if anything holds it:
+    the workers must not join another program's sockets on it (any of the same user's
+    that set SO_REUSEPORT would let them).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port != 0:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

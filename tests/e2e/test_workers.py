@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import Daemon, DaemonFactory, alive, postgres_pid
 from tests.e2e.test_claims_survive_a_crash import make_repo
@@ -170,6 +172,23 @@ def test_the_supervisor_restarts_a_killed_embedded_postgres(make_daemon: DaemonF
         assert daemon.stop() == 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("reuse_port", [False, True])
+def test_a_port_held_by_another_program_is_refused(
+    make_daemon: DaemonFactory, reuse_port: bool
+) -> None:
+    with socket.socket() as holder:
+        # One that sets SO_REUSEPORT too would otherwise share its connections with oored.
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuse_port))
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        daemon = make_daemon().start("--workers", "2", "--listen", f"127.0.0.1:{port}", wait=False)
+        assert daemon.stop(sig=None) == 1
+    assert daemon.text().splitlines() == [
+        f"oored: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
 
 
 def write_key(data_dir: Path, key: bytes) -> None:
