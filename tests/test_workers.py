@@ -103,10 +103,12 @@ async def test_workers_that_keep_dying_exhaust_the_restart_budget(
     assert await workers.run() == 1
     assert workers.failure is not None
     assert re.fullmatch(r"workers died more than 2 times within 60s; stopping .*", workers.failure)
-    # Two first starts, then the two restarts the budget allows.
-    assert len(events(caplog, "worker.started")) == 4
+    # The budget allows two restarts; the death after them stops everything (a restart
+    # still pausing then is not made).
     assert len(events(caplog, "worker.restarting")) == 2
+    assert len(events(caplog, "worker.started")) in (3, 4)
     died = events(caplog, "worker.died")
+    assert len(died) >= 3
     assert {r["status"] for r in died} == {"exit status 3"}
 
 
