@@ -13,8 +13,8 @@ printed once, when every worker serves.
 Each worker has a channel to the supervisor, one end of a Unix socket pair. The worker
 writes the address it serves on once it is ready; the supervisor closing its end asks
 the worker to stop, and so does the supervisor's death (its end closes with it), so no
-worker outlives it. Workers run in a process group of their own: a Ctrl-C at a terminal
-reaches the supervisor only, which stops them in order.
+worker outlives it. Each worker runs in a process group of its own: a Ctrl-C at a
+terminal reaches the supervisor only, which stops them in order.
 
 - A worker that exits while the supervisor is not stopping is started again in its slot
   after a backoff that doubles with each recent restart; more restarts than the budget
@@ -24,6 +24,10 @@ reaches the supervisor only, which stops them in order.
 - SIGTERM or SIGINT: every worker is asked to stop and gets OORED_SHUTDOWN_GRACE, plus
   :data:`STOP_MARGIN` to close its actors and database connections; what is left is
   killed, then the embedded PostgreSQL is stopped. A second signal kills them at once.
+
+Every line the processes log carries ``pid=``; the supervisor's events
+(``worker.started``, ``.serving``, ``.died``, ``.restarting``, ``.stopped``, ``.killed``)
+name the slot (``worker=``) and the worker's ``worker_pid=``.
 """
 
 from __future__ import annotations
