@@ -13,7 +13,7 @@ from oore.store.artifacts import ArtifactStore
 from oore.store.audit import AuditEntry, AuditStore
 from oore.store.builds import BuildStore
 from oore.store.cluster import ClusterStore
-from oore.store.database import Database, Revive, open_database
+from oore.store.database import Connection, Database, Revive, open_database
 from oore.store.instance import InstanceStore
 from oore.store.integration_states import IntegrationStateStore
 from oore.store.integrations import IntegrationStore
@@ -73,6 +73,18 @@ class Store:
             return Readiness(database=False, migrations=False)
         expected = [m.version for m in known_migrations()]
         return Readiness(database=True, migrations=applied == expected)
+
+    async def connection_limit(self) -> int:
+        """How many connections the server takes from users like this one, all told."""
+        return await self.db.run(_connection_limit)
+
+
+async def _connection_limit(conn: Connection) -> int:
+    limit: int = await conn.fetchval(
+        """SELECT current_setting('max_connections')::int
+                  - current_setting('superuser_reserved_connections')::int"""
+    )
+    return limit
 
 
 @asynccontextmanager
