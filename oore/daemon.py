@@ -21,12 +21,10 @@ from oore.datadir import (
     PGDATA_DIR,
     PGSERVER_LOG,
     SOCKET_FILE,
-    DataDirBusy,
     DataDirLock,
 )
 from oore.domain.artifact_storage import EnvironmentStorage
 from oore.domain.crypto import SecretBox
-from oore.errors import ApiError, lone_api_error
 from oore.eventlog import configure_logging
 from oore.http.app import create_app
 from oore.http.lean.runner_channel import lean_routes
@@ -50,7 +48,7 @@ from oore.services.scm import ScmConfig
 from oore.store import Store, open_store
 from oore.store.database import Revive
 from oore.store.embedded import embedded_postgres
-from oore.workers import SupervisorChannel, check_shared_key, supervise
+from oore.workers import SupervisorChannel, check_shared_key, exit_status, supervise
 
 log = logging.getLogger("oored")
 
@@ -297,26 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     # Every connection holds a descriptor; the default soft limit (often 1,024) is far
     # below what a fleet of runners and browsers keeps open.
     log.info("open files limit %d", raise_open_files_limit())
-    try:
-        if role is not None:  # the supervisor holds the lock and the embedded PostgreSQL
-            trio.run(run_daemon, settings, role)
-        else:
-            with DataDirLock(settings.data_dir):
-                trio.run(run_daemon, settings)
-    except DataDirBusy as exc:
-        print(f"oored: {exc}", file=sys.stderr)
-        return 1
-    except ApiError as exc:
-        print(f"oored: {exc.message}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:
-        error = lone_api_error(group)
-        if error is None:
-            raise
-        print(f"oored: {error.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return exit_status(lambda: _serve(settings, role))
+
+
+def _serve(settings: Settings, role: WorkerRole | None) -> int:
+    if role is not None:  # the supervisor holds the lock and the embedded PostgreSQL
+        trio.run(run_daemon, settings, role)
+    else:
+        with DataDirLock(settings.data_dir):
+            trio.run(run_daemon, settings)
     return 0
 
 

@@ -38,7 +38,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,21 +435,12 @@ async def _supervise(settings: Settings, port: int, policy: RestartPolicy) -> in
     return code
 
 
-def supervise(settings: Settings, policy: RestartPolicy | None = None) -> int:
-    """Run ``oored --workers N`` until stopped; the exit status."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        print("oored: --workers above 1 needs SO_REUSEPORT (Linux)", file=sys.stderr)
-        return 2
+def exit_status(run: Callable[[], int]) -> int:
+    """``run()``'s exit status, a failure to start told in one line on stderr: 1 for a
+    data directory in use or an error of ours (alone, or alone in a task group), 130 for
+    an interrupt."""
     try:
-        with DataDirLock(settings.data_dir):
-            try:
-                reserved = _reserve_port(settings.listen_host, settings.listen_port)
-            except OSError as exc:
-                print(f"oored: cannot listen on {settings.listen}: {exc.strerror}", file=sys.stderr)
-                return 1
-            with reserved:
-                port: int = reserved.getsockname()[1]
-                return trio.run(_supervise, settings, port, policy or RestartPolicy())
+        return run()
     except DataDirBusy as exc:
         print(f"oored: {exc}", file=sys.stderr)
         return 1
@@ -464,3 +455,23 @@ def supervise(settings: Settings, policy: RestartPolicy | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def supervise(settings: Settings, policy: RestartPolicy | None = None) -> int:
+    """Run ``oored --workers N`` until stopped; the exit status."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        print("oored: --workers above 1 needs SO_REUSEPORT (Linux)", file=sys.stderr)
+        return 2
+    return exit_status(lambda: _supervise_locked(settings, policy))
+
+
+def _supervise_locked(settings: Settings, policy: RestartPolicy | None) -> int:
+    with DataDirLock(settings.data_dir):
+        try:
+            reserved = _reserve_port(settings.listen_host, settings.listen_port)
+        except OSError as exc:
+            print(f"oored: cannot listen on {settings.listen}: {exc.strerror}", file=sys.stderr)
+            return 1
+        with reserved:
+            port: int = reserved.getsockname()[1]
+            return trio.run(_supervise, settings, port, policy or RestartPolicy())

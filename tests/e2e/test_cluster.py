@@ -13,7 +13,6 @@ through ``OORED_DATABASE_URL``), as a team runs them behind a load balancer.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
@@ -26,9 +25,13 @@ import httpx
 import pytest
 import trio
 
-from oore.store.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
+from oore.store.embedded import EmbeddedPostgres
 from tests.e2e.conftest import Daemon, DaemonFactory
-from tests.e2e.test_database_outage import external_postgres, pg_root  # noqa: F401
+from tests.e2e.test_database_outage import (  # noqa: F401
+    external_postgres,
+    pg_root,
+    stop_immediately,
+)
 from tests.e2e.test_runner_agent import (
     Api,
     committed_repo,
@@ -314,16 +317,6 @@ async def test_postgres_restarted_under_three_daemons(
     tmp_path: Path,
 ) -> None:
     daemons = start_cluster(make_daemon, tmp_path / "cluster", external_postgres.uri)
-    pgdata = external_postgres.pgdata
-
-    def stop_immediately() -> None:
-        subprocess.run(
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"],
-            user="pgserver" if os.geteuid() == 0 else None,
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
 
     async with httpx.AsyncClient(timeout=30) as client:
 
@@ -332,7 +325,7 @@ async def test_postgres_restarted_under_three_daemons(
 
         for daemon in daemons:
             assert await ready(daemon) == 200
-        await trio.to_thread.run_sync(stop_immediately)
+        await trio.to_thread.run_sync(stop_immediately, external_postgres)
 
         async def all_answer(status: int) -> None:
             with trio.fail_after(WAIT):
