@@ -173,17 +173,7 @@ async def test_an_oidc_sign_in_started_on_one_daemon_completes_once_on_the_other
         subject=None,
         now=clock.now(),
     )
-    saved = await api.call(
-        "PUT",
-        "/v1/settings/external-access/oidc",
-        json={
-            "issuer_url": oidc_provider.issuer,
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-        },
-        token=owner_token,
-    )
-    assert saved.status == 200, saved.body
+    await configure_oidc(api, owner_token, oidc_provider)
     started = await api.get(f"/v1/auth/oidc/start?redirect_uri={REDIRECT_URI}")
     assert started.status == 200, started.body
     code, state = await oidc_provider.authorize(started.body["authorization_url"], "dev-sub")
@@ -197,19 +187,24 @@ async def test_an_oidc_sign_in_started_on_one_daemon_completes_once_on_the_other
     # Reconfiguring on B drops what A started.
     started = await api.get(f"/v1/auth/oidc/start?redirect_uri={REDIRECT_URI}")
     code, state = await oidc_provider.authorize(started.body["authorization_url"], "dev-sub")
-    resaved = await other.call(
+    await configure_oidc(other, owner_token, oidc_provider)
+    dropped = await api.post("/v1/auth/oidc/callback", json={"code": code, "state": state})
+    assert (dropped.status, dropped.code) == (400, "invalid_state")
+
+
+async def configure_oidc(api: Api, owner_token: str, provider: OidcProvider) -> None:
+    """Point the instance at the test's OpenID Provider, through this daemon's API."""
+    saved = await api.call(
         "PUT",
         "/v1/settings/external-access/oidc",
         json={
-            "issuer_url": oidc_provider.issuer,
+            "issuer_url": provider.issuer,
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
         },
         token=owner_token,
     )
-    assert resaved.status == 200, resaved.body
-    dropped = await api.post("/v1/auth/oidc/callback", json={"code": code, "state": state})
-    assert (dropped.status, dropped.code) == (400, "invalid_state")
+    assert saved.status == 200, saved.body
 
 
 async def test_an_integration_state_sealed_by_one_daemon_is_used_once_by_either(
