@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         le=7 * 86400,
         validation_alias=AliasChoices("build_timeout_seconds", "OORED_BUILD_TIMEOUT_SECONDS"),
     )
+    # Daemons sharing a database: a dead leader's maintenance duties move within this.
+    leader_lease_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        validation_alias=AliasChoices("leader_lease_seconds", "OORED_LEADER_LEASE_SECONDS"),
+    )
     log_lines_per_build: int = Field(
         1_000_000,
         ge=1,
@@ -297,6 +304,7 @@ _SOURCES = {
     "runner_lease_seconds": "OORED_RUNNER_LEASE_SECONDS",
     "assign_timeout_seconds": "OORED_ASSIGN_TIMEOUT_SECONDS",
     "build_timeout_seconds": "OORED_BUILD_TIMEOUT_SECONDS",
+    "leader_lease_seconds": "OORED_LEADER_LEASE_SECONDS",
     "log_lines_per_build": "OORED_LOG_LINES_PER_BUILD",
     "log_viewers_per_build": "OORED_LOG_VIEWERS_PER_BUILD",
     "log_viewers_per_user": "OORED_LOG_VIEWERS_PER_USER",

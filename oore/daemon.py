@@ -40,7 +40,7 @@ from oore.http.server import (
     serve,
 )
 from oore.protocol.runner import MAX_FRAME
-from oore.runtime import Runtime, open_runtime
+from oore.runtime import ClusterConfig, Runtime, open_runtime
 from oore.scheduling import Scheduling, SchedulingConfig
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
@@ -198,6 +198,7 @@ async def run_daemon(
                 ),
                 cookie_secure=settings.cookie_secure,
                 events_config=events_config(settings),
+                cluster_config=ClusterConfig(leader_lease=settings.leader_lease_seconds),
             )
         )
         app_services = runtime.app_services(store)

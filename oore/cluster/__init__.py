@@ -9,7 +9,36 @@ elected through a lease row (:mod:`oore.cluster.leader`). One daemon alone runs 
 code: it simply hears nothing from others.
 """
 
+from dataclasses import dataclass
+
 from oore.cluster.leader import Leadership
 from oore.cluster.notices import Notices, Subscription
 
-__all__ = ["Leadership", "Notices", "Subscription"]
+__all__ = ["ClusterState", "Leadership", "Notices", "Subscription", "cluster_state"]
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """This daemon's part in the cluster, as ``/metrics`` shows it."""
+
+    daemon: str  # this process's name in notices and the leader lease
+    leading: bool
+    terms: int  # times it became the leader
+    listening: bool
+    notices_sent: int
+    notices_received: int
+    notices_unsent: int  # sends that failed (the others catch up by polling)
+    resyncs: int
+
+
+def cluster_state(notices: Notices, leadership: Leadership) -> ClusterState:
+    return ClusterState(
+        daemon=notices.sender,
+        leading=leadership.leading,
+        terms=leadership.terms,
+        listening=notices.listening,
+        notices_sent=notices.sent,
+        notices_received=notices.received,
+        notices_unsent=notices.send_failures,
+        resyncs=notices.resyncs,
+    )

@@ -184,6 +184,12 @@ class Notices:
                         log.warning("notices of %s not applied (%s); catching up", topic, exc)
                         self._resync_due = True
                         self._deliver.set()
+                    except Exception:
+                        # A defect in a subscriber must not stop the others hearing: it is
+                        # logged with its traceback, and everyone catches up.
+                        log.exception("notices of %s not applied; catching up", topic)
+                        self._resync_due = True
+                        self._deliver.set()
 
     async def _resync_all(self) -> None:
         for topic, subscriptions in self._topics.items():
@@ -198,6 +204,8 @@ class Notices:
                     self._deliver.set()
                     await trio.sleep(1.0)
                     return
+                except Exception:
+                    log.exception("catching up on %s failed", topic)
 
     async def _poller(self, subscription: Subscription) -> None:
         assert subscription.poll is not None
@@ -207,3 +215,5 @@ class Notices:
                 await subscription.poll()
             except ApiError as exc:
                 log.debug("fallback poll failed: %s", exc.message)
+            except Exception:
+                log.exception("fallback poll failed")

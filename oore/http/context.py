@@ -10,6 +10,7 @@ from quart import current_app, request
 
 from oore import __version__
 from oore.actors import ActorStatistics
+from oore.cluster import ClusterState
 from oore.domain.client_ip import effective_client_ip
 from oore.domain.runners import Runner
 from oore.domain.users import Session
@@ -67,6 +68,7 @@ class AppServices:
     variables: Variables
     metrics: ServiceMetrics
     events: Events
+    cluster: Callable[[], ClusterState]
     version: str = __version__
     # Session cookies are marked Secure even on plain http (TLS ends at a proxy).
     cookie_secure: bool = False

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from quart import Quart, Response, g, request
 
 from oore.actors import ActorStatistics
+from oore.cluster import ClusterState
 from oore.domain.builds import BuildStatus, LiveBuilds
 from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
@@ -102,6 +103,51 @@ def queue_depths(
     if rest:
         shown[OTHER_LABELS] = shown.get(OTHER_LABELS, 0) + rest
     return shown
+
+
+class _ClusterCollector(Collector):
+    """This daemon's part among the daemons sharing its database."""
+
+    def __init__(self, source: Callable[[], ClusterState]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._source()
+        yield GaugeMetricFamily(
+            "oore_cluster_leader",
+            "1 while this daemon runs the maintenance duties of the daemons on its database",
+            value=1 if state.leading else 0,
+        )
+        yield CounterMetricFamily(
+            "oore_cluster_leader_terms",
+            "Times this daemon became the leader",
+            value=state.terms,
+        )
+        yield GaugeMetricFamily(
+            "oore_cluster_listening",
+            "1 while this daemon listens for the other daemons' notices",
+            value=1 if state.listening else 0,
+        )
+        yield CounterMetricFamily(
+            "oore_cluster_notices_sent",
+            "Notification payloads sent to the other daemons (each carries many changes)",
+            value=state.notices_sent,
+        )
+        yield CounterMetricFamily(
+            "oore_cluster_notices_received",
+            "Notification payloads received from the other daemons",
+            value=state.notices_received,
+        )
+        yield CounterMetricFamily(
+            "oore_cluster_notice_send_failures",
+            "Sends of notices that failed (the other daemons catch up by polling)",
+            value=state.notices_unsent,
+        )
+        yield CounterMetricFamily(
+            "oore_cluster_resyncs",
+            "Times this daemon caught up from the database after (re)connecting its listener",
+            value=state.resyncs,
+        )
 
 
 class _LiveCollector(Collector):
@@ -260,6 +306,7 @@ class Metrics:
         )
         self.registry.register(_ActorCollector(app_services.actor_stats))
         self.registry.register(app_services.metrics)
+        self.registry.register(_ClusterCollector(app_services.cluster))
         self._live = _LiveCollector(app_services.database, app_services.logs, app_services.events)
         self.registry.register(self._live)
 

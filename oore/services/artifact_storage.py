@@ -2,14 +2,15 @@
 
 The effective configuration is the database row, else the environment (``OORE_S3_BUCKET``
 with the AWS keys), else local storage under ``<data dir>/artifacts``. The backend is
-rebuilt whenever the settings are saved; when it cannot be built, storage is disabled
-while the settings API still reports what was saved.
+rebuilt whenever the settings are saved (by the other daemons sharing the database too,
+when they hear of it: see :mod:`oore.services.settings_sync`); when it cannot be built,
+storage is disabled while the settings API still reports what was saved.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -102,6 +103,8 @@ class ArtifactStorageService:
         audit: AuditSink,
         config: ArtifactsConfig,
         urls: ExternalUrls | None = None,
+        *,
+        saved: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -112,6 +115,9 @@ class ArtifactStorageService:
         self.downloads: TokenTable[StoredObject] = TokenTable(clock.now)
         self.download_slots = trio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
         self._backend: ArtifactStorage = DisabledStorage("not loaded yet")
+        # The settings row the backend was built from (None: environment or default).
+        self.settings_row: StoredStorageSettings | None = None
+        self._saved = saved  # told once a save committed (the other daemons reload)
         self._listening: str | None = None
         self._reload_lock = trio.Lock()
 
@@ -200,6 +206,8 @@ class ArtifactStorageService:
         else:
             row = StoredStorageSettings(StorageProvider.DISABLED, updated_at=now)
         await self._store.artifacts.save_storage_settings(row)
+        if self._saved is not None:
+            self._saved()
         await self.reload()
         await self._audit.submit_one(
             AuditEntry.by(
@@ -223,10 +231,13 @@ class ArtifactStorageService:
     # -- the backend --------------------------------------------------------------------
 
     async def reload(self) -> ArtifactStorage:
-        """Rebuild the backend from the effective settings; disabled when that fails."""
+        """Rebuild the backend from the effective settings; disabled when that fails. When
+        the settings cannot be read (the database is down), the backend in use stays and
+        the store's error is raised."""
         async with self._reload_lock:
+            row = await self._store.artifacts.storage_settings()
             try:
-                target = self._target(await self._store.artifacts.storage_settings())
+                target = self._target(row)
                 backend = await open_storage(
                     target,
                     uploads=self.uploads,
@@ -238,6 +249,7 @@ class ArtifactStorageService:
                 log.warning("artifact storage disabled: %s", reason)
                 backend = DisabledStorage(reason)
             self._backend = backend
+            self.settings_row = row
             log.info("artifact storage: %s", backend.provider)
             return backend
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "oore_cluster"
 PING_EVERY = 5.0  # seconds between checks that the listening connection still answers
 PING_TIMEOUT = 5.0
+LISTENER_NAME = "oored listener"  # as pg_stat_activity shows the listening connection
 
 
 class ClusterStore:
@@ -148,7 +149,9 @@ class Listener:
             bridge.to_trio(lost.set)
 
         async def connect() -> asyncpg.Connection:
-            conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
+            conn = await asyncpg.connect(
+                url, timeout=CONNECT_TIMEOUT, server_settings={"application_name": LISTENER_NAME}
+            )
             try:
                 conn.add_termination_listener(on_closed)
                 await conn.add_listener(CHANNEL, on_notice)
