@@ -19,12 +19,15 @@ from oore.domain.logs import LogLine
 from oore.domain.runners import Runner
 from oore.domain.tokens import hash_token, new_token
 from oore.domain.users import USER_SESSION_TTL, Role, UserStatus
+from oore.http.app import create_app
 from oore.live.logpeers import LogPeers
 from oore.runtime import Runtime, open_runtime
 from oore.scheduling import SchedulingConfig
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.logs import LogConfig
 from oore.store import Store, open_store
+from tests.http.conftest import Api
+from tests.http.test_metrics import scrape, value
 from tests.scheduling.kit import BOUND, CLOCK, runners, world
 
 LOGS = LogConfig(check_every=0.2, keep_alive=5.0)
@@ -56,6 +59,7 @@ class Daemons:
     runner: Runner
     build: Build
     token: str
+    store_b: Store
 
     async def append(self, through: Runtime, sequences: range) -> None:
         lines = [LogLine(seq, f"line {seq}", "stdout") for seq in sequences]
@@ -131,7 +135,7 @@ async def two_daemons(database_url: str, tmp_path: Path) -> AsyncIterator[Daemon
                 job = await a.scheduling.claim(runner, 0)
                 assert job is not None
                 build = await a.scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
-            yield Daemons(a, b, runner, build, token)
+            yield Daemons(a, b, runner, build, token, store_b)
 
 
 _emails = itertools.count(1)
@@ -173,6 +177,9 @@ async def test_lines_appended_on_one_daemon_reach_a_viewer_on_another(
             await until(lambda: seen.done is not None)
         assert seen.sequences == list(range(50))
         assert seen.done == "build_finished"
+        samples = await scrape(Api(create_app(d.b.app_services(d.store_b))))
+        assert (value(samples, "oore_log_peer_notices_total") or 0) > 0
+        assert (value(samples, "oore_log_peer_lines_total") or 0) >= 50
 
 
 async def test_a_runner_moving_between_daemons_loses_and_repeats_no_line(
