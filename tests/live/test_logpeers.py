@@ -7,6 +7,7 @@ viewer must get every line of the attempt, in order, exactly once, then the end.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,9 +38,14 @@ LOGS = LogConfig(check_every=0.2, keep_alive=5.0)
 class Seen:
     """What one viewer's stream carried, parsed."""
 
-    sequences: list[int] = field(default_factory=list)
+    lines: list[tuple[int, int]] = field(default_factory=list)  # (attempt, sequence)
+    attempts: list[int] = field(default_factory=list)  # ``event: attempt`` seen
     done: str | None = None
     rest: str = ""
+
+    @property
+    def sequences(self) -> list[int]:
+        return [sequence for _, sequence in self.lines]
 
     def feed(self, chunk: bytes) -> None:
         self.rest += chunk.decode()
@@ -47,7 +53,10 @@ class Seen:
         for block in blocks:
             fields = dict(line.partition(": ")[::2] for line in block.split("\n"))
             if fields.get("event") == "log":
-                self.sequences.append(int(fields["id"].rpartition(":")[2]))
+                attempt, _, sequence = fields["id"].rpartition(":")
+                self.lines.append((int(attempt or 1), int(sequence)))
+            elif fields.get("event") == "attempt":
+                self.attempts.append(json.loads(fields["data"])["attempt"])
             elif fields.get("event") == "done":
                 self.done = fields["data"]
 
@@ -60,15 +69,21 @@ class Daemons:
     build: Build
     token: str
     store_b: Store
+    spare: Runner  # a second runner, idle until a test has it claim the build
 
-    async def append(self, through: Runtime, sequences: range) -> None:
+    async def append(
+        self, through: Runtime, sequences: range, *, by: Runner | None = None, attempt: int = 1
+    ) -> None:
         lines = [LogLine(seq, f"line {seq}", "stdout") for seq in sequences]
-        assert await through.logs.append(self.runner, self.build.id, lines, attempt=1) == len(lines)
+        runner = by or self.runner
+        appended = await through.logs.append(runner, self.build.id, lines, attempt=attempt)
+        assert appended == len(lines)
 
-    async def finish(self, through: Runtime) -> None:
+    async def finish(self, through: Runtime, *, by: Runner | None = None) -> None:
         build = await through.scheduling.store.builds.get(self.build.id)
         assert build is not None
-        await through.scheduling.report(self.runner.id, build, BuildStatus.SUCCEEDED, exit_code=0)
+        runner = by or self.runner
+        await through.scheduling.report(runner.id, build, BuildStatus.SUCCEEDED, exit_code=0)
 
     async def watch(
         self,
@@ -112,21 +127,24 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 @asynccontextmanager
-async def two_daemons(database_url: str, tmp_path: Path) -> AsyncIterator[Daemons]:
+async def two_daemons(
+    database_url: str, tmp_path: Path, config: SchedulingConfig | None = None
+) -> AsyncIterator[Daemons]:
+    config = config or SchedulingConfig()
     async with (
         open_store(database_url, pool_size=4) as store_a,
         open_store(database_url, pool_size=4) as store_b,
     ):
         await store_a.instance.ensure(CLOCK.now())
         w = await world(store_a)
-        [runner] = await runners(store_a, 1)
+        runner, spare = await runners(store_a, 2)
         token = await session(store_a)
         async with (
             open_runtime(
-                store_a, CLOCK, SchedulingConfig(), LOGS, ArtifactsConfig(data_dir=tmp_path / "a")
+                store_a, CLOCK, config, LOGS, ArtifactsConfig(data_dir=tmp_path / "a")
             ) as a,
             open_runtime(
-                store_b, CLOCK, SchedulingConfig(), LOGS, ArtifactsConfig(data_dir=tmp_path / "b")
+                store_b, CLOCK, config, LOGS, ArtifactsConfig(data_dir=tmp_path / "b")
             ) as b,
         ):
             with trio.fail_after(BOUND):
@@ -135,7 +153,7 @@ async def two_daemons(database_url: str, tmp_path: Path) -> AsyncIterator[Daemon
                 job = await a.scheduling.claim(runner, 0)
                 assert job is not None
                 build = await a.scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
-            yield Daemons(a, b, runner, build, token, store_b)
+            yield Daemons(a, b, runner, build, token, store_b, spare)
 
 
 _emails = itertools.count(1)
@@ -179,7 +197,7 @@ async def test_lines_appended_on_one_daemon_reach_a_viewer_on_another(
         assert seen.done == "build_finished"
         samples = await scrape(Api(create_app(d.b.app_services(d.store_b))))
         assert (value(samples, "oore_log_peer_notices_total") or 0) > 0
-        assert (value(samples, "oore_log_peer_lines_total") or 0) >= 50
+        assert (value(samples, "oore_log_peer_lines_total") or 0) > 0
 
 
 async def test_a_runner_moving_between_daemons_loses_and_repeats_no_line(
@@ -222,4 +240,35 @@ async def test_a_build_finished_elsewhere_ends_the_stream_after_its_last_lines(
                 await d.finish(d.a)
                 await until(lambda: seen.done is not None)
         assert seen.sequences == list(range(25))
+        assert seen.done == "build_finished"
+
+
+async def test_a_build_requeued_and_run_again_through_another_daemon_moves_its_viewer_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = SchedulingConfig(runner_lease=3)
+    async with two_daemons(database_url, tmp_path, config) as d, trio.open_nursery() as nursery:
+        seen = Seen()
+
+        async def status() -> BuildStatus:
+            build = await d.store_b.builds.get(d.build.id)
+            assert build is not None
+            return build.status
+
+        with trio.fail_after(BOUND):
+            await nursery.start(d.watch, d.b, seen)
+            await d.append(d.a, range(10))
+            await until(lambda: len(seen.lines) >= 10)
+            # The runner stops calling: its lease runs out and the build is requeued.
+            while await status() is not BuildStatus.QUEUED:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            job = await d.a.scheduling.claim(d.spare, 0)
+            assert job is not None and job.build.attempt == 2
+            await d.a.scheduling.report(d.spare.id, job.build, BuildStatus.RUNNING)
+            await d.append(d.a, range(15), by=d.spare, attempt=2)
+            await until(lambda: len(seen.lines) >= 25)
+            await d.finish(d.a, by=d.spare)
+            await until(lambda: seen.done is not None)
+        assert seen.lines == [(1, n) for n in range(10)] + [(2, n) for n in range(15)]
+        assert seen.attempts == [2]
         assert seen.done == "build_finished"
