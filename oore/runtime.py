@@ -16,6 +16,7 @@ from oore.cluster import Leadership, Notices, cluster_state
 from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.live.events import EventsHandle, event_hub_spec
+from oore.live.logpeers import LogPeers
 from oore.scheduling import Scheduling, SchedulingConfig, start_scheduling
 from oore.scheduling.peers import Peers, Told
 from oore.services.access import Access
@@ -207,7 +208,10 @@ async def open_runtime(
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
             logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
+            log_peers = LogPeers(logs.streams, store.builds, notices, page=logs.config.page)
+            log_peers.subscribe()
             await root.start_child(logs.streams.spec())
+            await root.start_child(log_peers.spec())
             storage = ArtifactStorageService(
                 store,
                 clock,

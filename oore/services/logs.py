@@ -50,7 +50,7 @@ from oore.domain.runners import Runner
 from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
 from oore.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthorized
-from oore.live.fanout import Send, Viewer
+from oore.live.fanout import Audience, Send, Viewer
 from oore.live.logcommit import LogCommits
 from oore.live.logstream import (
     Appended,
@@ -462,7 +462,9 @@ class Logs:
             if len(lines) < self.config.page:
                 return
 
-    async def _catch_up(self, build_id: str, viewer: Viewer) -> AsyncIterator[bytes]:
+    async def _catch_up(
+        self, build_id: str, viewer: Viewer, audience: Audience | None = None
+    ) -> AsyncIterator[bytes]:
         """The rest of the followed attempt; then, if the build has moved on, ``event:
         attempt`` and the new attempt's lines from its first (the viewer follows it)."""
         async for chunk in self._backlog(build_id, viewer):
@@ -474,6 +476,8 @@ class Logs:
             yield attempt_event(current)
             async for chunk in self._backlog(build_id, viewer):
                 yield chunk
+        if audience is not None:
+            audience.caught_up(viewer)  # lines after this come through the audience
 
     async def _events(
         self,
@@ -500,7 +504,7 @@ class Logs:
                     )
                     if start is not None:
                         viewer.last = start
-            async for chunk in self._catch_up(build_id, viewer):
+            async for chunk in self._catch_up(build_id, viewer, handle.audience):
                 yield chunk
             if finished_at_start:
                 yield done_event("build_finished")
@@ -519,7 +523,7 @@ class Logs:
                     if viewer.lagging:
                         self.catch_ups += 1
                     viewer.resync()
-                    async for chunk in self._catch_up(build_id, viewer):
+                    async for chunk in self._catch_up(build_id, viewer, handle.audience):
                         viewer.written_at = trio.current_time()
                         yield chunk
                     continue
@@ -539,7 +543,7 @@ class Logs:
                 if viewer.moved_on:
                     continue
                 if viewer.ended == "build_finished":
-                    async for chunk in self._catch_up(build_id, viewer):
+                    async for chunk in self._catch_up(build_id, viewer, handle.audience):
                         yield chunk
                     yield done_event("build_finished")
                     return
