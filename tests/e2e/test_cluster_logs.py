@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import DaemonFactory
-from tests.e2e.test_cluster import start_cluster
+from tests.e2e.test_cluster import sse_events, start_cluster
 from tests.e2e.test_runner_agent import (
     Api,
     committed_repo,
@@ -59,17 +59,11 @@ def test_a_viewer_on_one_daemon_follows_a_runner_on_another(
             viewer.stream("GET", url, headers=api_a.auth) as reply,
         ):
             assert reply.status_code == 200
-            pending = ""
-            for text in reply.iter_text():
-                pending += text
-                *blocks, pending = pending.split("\n\n")
-                for block in blocks:
-                    fields = dict(line.partition(": ")[::2] for line in block.split("\n"))
-                    if "event" in fields:
-                        events.append((fields["event"], fields.get("data", ""), fields.get("id")))
-                    if fields.get("event") == "log" and '"line 10"' in fields["data"]:
-                        # Lines reach B while the runner still works through A.
-                        running_when_seen.append(api_b.build(build_id)["build"]["status"])
+            for fields in sse_events(reply.iter_text()):
+                events.append((fields["event"], fields.get("data", ""), fields.get("id")))
+                if fields["event"] == "log" and '"line 10"' in fields["data"]:
+                    # Lines reach B while the runner still works through A.
+                    running_when_seen.append(api_b.build(build_id)["build"]["status"])
 
         stored = api_b.logs(build_id)
         assert api_a.build(build_id)["build"]["status"] == "succeeded"
