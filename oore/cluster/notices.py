@@ -82,6 +82,7 @@ class Notices:
     def __init__(self, store: Store, *, sender: str | None = None) -> None:
         self._store = store
         self.sender = sender or secrets.token_hex(6)
+        self._own = self.sender + SEP
         self._topics: dict[str, list[Subscription]] = {}
         self._outbox: dict[str, dict[str, None]] = {}
         self._send = trio.Event()
@@ -150,6 +151,8 @@ class Notices:
     # -- receiving --------------------------------------------------------------------------
 
     def _received(self, payload: str) -> None:
+        if payload.startswith(self._own):
+            return  # this daemon's own, heard back: not split at all
         decoded = decode(payload)
         if decoded is None:
             return
