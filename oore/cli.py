@@ -9,14 +9,14 @@ import json
 import os
 import socket
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from oore import __version__, commands
-from oore.client.config import ConfigError, resolve_server
+from oore.client.config import SERVER_ENV, ConfigError, resolve_server
 from oore.commands import runners as runner_commands
 from oore.config import default_data_dir
 from oore.control import OperatorError, call_control
@@ -24,6 +24,7 @@ from oore.datadir import SOCKET_FILE
 from oore.domain.setup import parse_ttl
 from oore.runner.agent import AgentConfig, AgentError, parse_labels, serve
 from oore.runner.client import RunnerCredentials
+from oore.runner.servers import split_server_urls
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -145,23 +146,38 @@ def runner_credentials(text: str, runner_id: str | None) -> str | RunnerCredenti
     return text
 
 
+def server_urls(given: list[str] | None, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The runner's servers: ``--server`` (repeated, or comma-separated), else
+    ``OORE_SERVER`` (comma-separated), else the sign-in's. ValueError for a URL that is not
+    http(s); ConfigError when the sign-in cannot be read."""
+    values = given or [environ.get(SERVER_ENV, "")]
+    if not any(value.strip(" ,") for value in values):
+        values = [resolve_server(None, environ)]
+    return split_server_urls(values)
+
+
 def _runner(args: argparse.Namespace) -> int:
     if args.action is not None:
         if args.runner_id is None:
             print(f"oore runner {args.action}: name the runner (its id or name)", file=sys.stderr)
             return 2
+        # Any of the URLs serves the API: they are one installation.
+        args.server = args.server[0].split(",")[0].strip() if args.server else None
         return runner_commands.drain(args)
     if args.runner_id is not None:
         print("oore runner: unexpected argument; did you mean drain or undrain?", file=sys.stderr)
         return 2
-    if args.server is None:
-        try:
-            args.server = resolve_server(None)
-        except ConfigError as exc:
-            print(f"oore runner: {exc}", file=sys.stderr)
-            return 2
-    if not args.server.startswith(("http://", "https://")):
-        print("oore runner: --server must be an http:// or https:// URL", file=sys.stderr)
+    try:
+        servers = server_urls(args.server, os.environ)
+    except ConfigError as exc:
+        print(f"oore runner: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(
+            f"oore runner: --server must be an http:// or https:// URL, or several separated "
+            f"by commas: {exc}",
+            file=sys.stderr,
+        )
         return 2
     if not 1 <= args.concurrency <= 100:
         print("oore runner: --concurrency must be 1..100", file=sys.stderr)
@@ -188,7 +204,7 @@ def _runner(args: argparse.Namespace) -> int:
         grace=args.grace,
     )
     try:
-        trio.run(lambda: serve(args.server, config, credential=credential))
+        trio.run(lambda: serve(servers, config, credential=credential))
     except AgentError as exc:
         print(f"oore runner: {exc}", file=sys.stderr)
         return 1
@@ -218,7 +234,12 @@ def _add_runner(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     runner.add_argument("runner_id", nargs="?", help=argparse.SUPPRESS)
     runner.add_argument(
-        "--server", help="the server's base URL (default: OORE_SERVER or the sign-in's)"
+        "--server",
+        action="append",
+        metavar="URL",
+        help="the server's base URL (default: OORE_SERVER or the sign-in's); several daemons "
+        "of one installation: repeat it or separate the URLs by commas, and the runner moves "
+        "on to the next when the one it talks to stops answering",
     )
     runner.add_argument("--json", action="store_true", help="drain/undrain: print the JSON")
     runner.add_argument(

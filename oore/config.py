@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -23,6 +24,15 @@ DEFAULT_CORS_ORIGINS = (
     "http://127.0.0.1:3000",
     "http://localhost:4173",
     "http://127.0.0.1:4173",
+)
+
+
+# More processes than this on one machine only contend for its cores and its database.
+MAX_WORKERS = 64
+WORKERS_HELP = (
+    "worker processes serving the one port (OORED_WORKERS; default 1: a single process, "
+    "no supervisor); on a machine of its own, up to one per core, leaving a core to "
+    "PostgreSQL"
 )
 
 
@@ -217,6 +227,9 @@ class Settings(BaseSettings):
         "text", validation_alias=AliasChoices("log_format", "OORED_LOG_FORMAT")
     )
     access_log: bool = Field(False, validation_alias=AliasChoices("access_log", "OORED_ACCESS_LOG"))
+    workers: int = Field(
+        1, ge=1, le=MAX_WORKERS, validation_alias=AliasChoices("workers", "OORED_WORKERS")
+    )
 
     @field_validator("log_format", mode="before")
     @classmethod
@@ -319,6 +332,7 @@ _SOURCES = {
     "artifact_ttl_days": "OORED_ARTIFACT_TTL_DAYS",
     "log_format": "--log-format / OORED_LOG_FORMAT",
     "access_log": "OORED_ACCESS_LOG",
+    "workers": "--workers / OORED_WORKERS",
 }
 
 
@@ -334,8 +348,22 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"invalid {where}: {message}") from None
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """How the supervisor of ``oored --workers N`` started this process: its slot (0..N-1;
+    slot 0 serves the control socket) and the descriptor of its channel to the supervisor."""
+
+    slot: int
+    channel: int
+
+
 def settings_from_argv(argv: list[str] | None) -> Settings:
     """Parse `oored` flags; flags win over the environment."""
+    return daemon_args(argv)[0]
+
+
+def daemon_args(argv: list[str] | None) -> tuple[Settings, WorkerRole | None]:
+    """The settings, and the worker role when the supervisor started this process."""
     parser = argparse.ArgumentParser(prog="oored", description="Run the oore CI control plane.")
     parser.add_argument("--listen", help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN})")
     parser.add_argument("--data-dir", type=Path, help="data directory (embedded PostgreSQL, keys)")
@@ -345,5 +373,17 @@ def settings_from_argv(argv: list[str] | None) -> Settings:
         metavar="{text,json}",
         help="the daemon's log lines: key=value text (default) or one JSON object per line",
     )
+    parser.add_argument("--workers", metavar="N", help=WORKERS_HELP)
+    # Given by the supervisor to the processes it starts; not for people.
+    parser.add_argument("--worker-slot", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-channel", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    return load_settings(listen=args.listen, data_dir=args.data_dir, log_format=args.log_format)
+    settings = load_settings(
+        listen=args.listen,
+        data_dir=args.data_dir,
+        log_format=args.log_format,
+        workers=args.workers,
+    )
+    if args.worker_slot is None or args.worker_channel is None:
+        return settings, None
+    return settings, WorkerRole(args.worker_slot, args.worker_channel)

@@ -15,19 +15,16 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from pydantic import SecretStr
 
-from oore.config import ConfigError, Settings, settings_from_argv
+from oore.config import ConfigError, Settings, WorkerRole, daemon_args
 from oore.control import serve_control
 from oore.datadir import (
     PGDATA_DIR,
     PGSERVER_LOG,
     SOCKET_FILE,
-    DataDirBusy,
     DataDirLock,
-    load_or_create_key,
 )
 from oore.domain.artifact_storage import EnvironmentStorage
 from oore.domain.crypto import SecretBox
-from oore.errors import ApiError
 from oore.eventlog import configure_logging
 from oore.http.app import create_app
 from oore.http.lean.runner_channel import lean_routes
@@ -51,6 +48,7 @@ from oore.services.scm import ScmConfig
 from oore.store import Store, open_store
 from oore.store.database import Revive
 from oore.store.embedded import embedded_postgres
+from oore.workers import SupervisorChannel, check_shared_key, exit_status, supervise
 
 log = logging.getLogger("oored")
 
@@ -133,10 +131,15 @@ GIL_SWITCH_INTERVAL = 0.0005  # seconds
 GC_YOUNG_THRESHOLD = 50_000
 
 
-def hypercorn_config(settings: Settings) -> HypercornConfig:
+def hypercorn_config(settings: Settings, *, shared_port: bool = False) -> HypercornConfig:
+    """With ``shared_port`` (a worker of ``oored --workers N``) the listening socket takes
+    SO_REUSEPORT, which Hypercorn sets when told of more than one worker: the kernel then
+    spreads new connections over every worker's socket on the port."""
     config = HypercornConfig()
     host, port = settings.listen_host, settings.listen_port
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if shared_port:
+        config.workers = settings.workers
     config.graceful_timeout = settings.shutdown_grace_seconds
     # A fleet reconnecting at once (a daemon restart, a thousand runners starting) opens
     # more connections than Hypercorn's default backlog of 100 holds; the kernel caps this
@@ -163,9 +166,17 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
 
 
 async def run_daemon(
-    settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    settings: Settings,
+    role: WorkerRole | None = None,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, then stop within the configured grace period."""
+    """Serve until SIGINT/SIGTERM, then stop within the configured grace period.
+
+    As a worker of ``oored --workers N`` (``role``), it shares the port with the other
+    workers, tells the supervisor where it listens instead of printing it, stops when the
+    supervisor closes the channel (or dies), and serves the control socket only in slot 0.
+    """
     clock = SystemClock()
     async with AsyncExitStack() as stack:
         target = await stack.enter_async_context(open_database_url(settings))
@@ -178,7 +189,7 @@ async def run_daemon(
             )
         )
         await store.instance.ensure(clock.now())
-        key = await trio.to_thread.run_sync(load_or_create_key, settings.data_dir)
+        key = await check_shared_key(store, settings.data_dir)
         runtime: Runtime = await stack.enter_async_context(
             open_runtime(
                 store,
@@ -205,9 +216,15 @@ async def run_daemon(
         app = create_app(app_services, access_log=settings.access_log)
         lean = lean_routes(app_services, access_log=settings.access_log)
         stop = trio.Event()
+        supervisor = None if role is None else SupervisorChannel(role.channel)
         async with trio.open_nursery() as background:
             background.start_soon(_wait_for_signal, stop)
-            await background.start(serve_control, settings.data_dir / SOCKET_FILE, runtime.identity)
+            if supervisor is not None:
+                background.start_soon(supervisor.follow, stop)
+            if role is None or role.slot == 0:
+                await background.start(
+                    serve_control, settings.data_dir / SOCKET_FILE, runtime.identity
+                )
             async with trio.open_nursery() as http:
                 http.start_soon(
                     _bound_shutdown, stop, http.cancel_scope, settings, runtime.scheduling
@@ -217,17 +234,20 @@ async def run_daemon(
                     partial(
                         serve,
                         app,
-                        hypercorn_config(settings),
+                        hypercorn_config(settings, shared_port=role is not None),
                         limits,
                         shutdown_trigger=stop.wait,
                         lean=lean,
                     )
                 )
                 log.info("serving at most %d connections at once", limits.max_connections)
-                print(
-                    f"oored listening on {binds[0]} (data directory {settings.data_dir})",
-                    flush=True,
-                )
+                if supervisor is None:
+                    print(
+                        f"oored listening on {binds[0]} (data directory {settings.data_dir})",
+                        flush=True,
+                    )
+                else:  # the supervisor says it once, for all its workers
+                    await supervisor.ready(binds[0])
                 runtime.artifacts.storage.listening_on(binds[0])
                 task_status.started(binds)
             background.cancel_scope.cancel()
@@ -254,11 +274,14 @@ async def _wait_for_signal(stop: trio.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        settings = settings_from_argv(argv)
+        settings, role = daemon_args(argv)
     except ConfigError as exc:
         print(f"oored: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_format)
+    several = role is not None or settings.workers > 1
+    configure_logging(settings.log_format, pid=several)
+    if role is None and settings.workers > 1:
+        return supervise(settings)
     # The database driver runs on its own thread (see oore/store/bridge.py); each query's
     # socket write and read releases the GIL, and getting it back from a busy event-loop
     # thread takes up to the switch interval (5 ms by default) — per query, under load.
@@ -272,17 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     # Every connection holds a descriptor; the default soft limit (often 1,024) is far
     # below what a fleet of runners and browsers keeps open.
     log.info("open files limit %d", raise_open_files_limit())
-    try:
+    return exit_status(lambda: _serve(settings, role))
+
+
+def _serve(settings: Settings, role: WorkerRole | None) -> int:
+    if role is not None:  # the supervisor holds the lock and the embedded PostgreSQL
+        trio.run(run_daemon, settings, role)
+    else:
         with DataDirLock(settings.data_dir):
             trio.run(run_daemon, settings)
-    except DataDirBusy as exc:
-        print(f"oored: {exc}", file=sys.stderr)
-        return 1
-    except ApiError as exc:
-        print(f"oored: {exc.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
     return 0
 
 

@@ -1,9 +1,16 @@
 """The data directory: created private to this user, locked by one daemon at a time, and
-holding the instance's encryption key."""
+holding the instance's encryption key.
+
+Every daemon sharing a database must hold the same key: the secrets one writes, the others
+read. The database keeps a fingerprint of the key (never the key) from the first daemon
+that started on it; a daemon with another key refuses to start.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -106,3 +113,28 @@ def _create_key(path: Path) -> bytes:
     finally:
         partial.unlink(missing_ok=True)
     return key
+
+
+# The fingerprint is an HMAC of this label under the key: it names the key without
+# revealing it, and nothing else in oore signs this label.
+_FINGERPRINT_LABEL = b"oore encryption key fingerprint v1"
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A fingerprint of ``key`` that can be stored in the database (hex HMAC-SHA256)."""
+    return hmac.new(key, _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
+
+
+def check_key_fingerprint(recorded: str, key: bytes, data_dir: Path) -> None:
+    """500 ``encryption_key_mismatch`` unless ``key`` is the key ``recorded`` came from."""
+    if hmac.compare_digest(recorded, key_fingerprint(key)):
+        return
+    raise InternalError(
+        "encryption_key_mismatch",
+        (
+            f"{data_dir / ENCRYPTION_KEY_FILE} is not the encryption key of this database "
+            "(its secrets were written under another one); every oored sharing a database "
+            f"needs the same key: copy {ENCRYPTION_KEY_FILE} from the data directory of the "
+            "first oored that used this database, then start again"
+        ),
+    )

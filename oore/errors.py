@@ -205,3 +205,11 @@ class StoreError(InternalError):
 
     default_code = "store_error"
     default_message = "Database error"
+
+
+def lone_api_error(exc: BaseException) -> ApiError | None:
+    """The ApiError ``exc`` is, or the only one inside its (nested) exception groups:
+    one raised at start-up reaches the top wrapped by every nursery it passed through."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, ApiError) else None

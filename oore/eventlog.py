@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -121,14 +122,19 @@ def _json_value(value: object) -> object:
 
 
 class EventFormatter(logging.Formatter):
-    """Formats every record as one line of ``key=value`` text or one JSON object."""
+    """Formats every record as one line of ``key=value`` text or one JSON object; with
+    ``pid``, each line names the process that wrote it (``oored --workers N``)."""
 
-    def __init__(self, log_format: LogFormat = "text") -> None:
+    def __init__(self, log_format: LogFormat = "text", *, pid: bool = False) -> None:
         super().__init__()
         self.log_format = log_format
+        self._pid = os.getpid() if pid else None
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record_fields(record)
+        if self._pid is not None:
+            stamp = {"time": fields.pop("time"), "level": fields.pop("level")}
+            fields = {**stamp, "pid": self._pid, **fields}
         if self.log_format == "json":
             values = {key: _json_value(value) for key, value in fields.items()}
             line = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
@@ -138,10 +144,13 @@ class EventFormatter(logging.Formatter):
         return " ".join([head, *(f"{key}={text_value(value)}" for key, value in fields.items())])
 
 
-def configure_logging(log_format: LogFormat, stream: TextIO | None = None) -> None:
-    """Send every record at INFO and above to ``stream`` (stderr) in ``log_format``."""
+def configure_logging(
+    log_format: LogFormat, stream: TextIO | None = None, *, pid: bool = False
+) -> None:
+    """Send every record at INFO and above to ``stream`` (stderr) in ``log_format``; with
+    ``pid``, every line names this process (several processes share one output)."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(EventFormatter(log_format))
+    handler.setFormatter(EventFormatter(log_format, pid=pid))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # The HTTP client logs every outgoing request's URL, query string included.
     for chatty in QUIET_LIBRARIES:

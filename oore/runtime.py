@@ -16,6 +16,7 @@ from oore.cluster import Leadership, Notices, cluster_state
 from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.live.events import EventsHandle, event_hub_spec
+from oore.live.logpeers import LogPeers
 from oore.scheduling import Scheduling, SchedulingConfig, start_scheduling
 from oore.scheduling.peers import Peers, Told
 from oore.services.access import Access
@@ -37,6 +38,7 @@ from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.scm import ScmClient, ScmConfig
 from oore.services.settings import InstanceSettings
+from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync, telling
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.users import Users
@@ -56,6 +58,7 @@ class ClusterConfig:
 
     leader_lease: float = 10.0  # a dead leader is replaced within this
     sweep_every: float = 5.0  # the leader's maintenance round, at most this far apart
+    settings_poll_every: float = 1.0  # settings changed by a daemon whose notice was lost
 
 
 @dataclass(frozen=True)
@@ -198,14 +201,25 @@ async def open_runtime(
                     public_url=artifacts_config.public_url,
                     artifact_delivery_url=artifacts_config.artifact_delivery_url,
                 ),
+                saved=telling(notices, NETWORK),
             )
             await network.reload()
             identity = Identity(store, clock, audit, artifacts_config.secrets)
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
             logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
+            log_peers = LogPeers(logs.streams, store.builds, notices, page=logs.config.page)
+            log_peers.subscribe()
             await root.start_child(logs.streams.spec())
-            storage = ArtifactStorageService(store, clock, audit, artifacts_config, network)
+            await root.start_child(log_peers.spec())
+            storage = ArtifactStorageService(
+                store,
+                clock,
+                audit,
+                artifacts_config,
+                network,
+                saved=telling(notices, ARTIFACT_STORAGE),
+            )
             await storage.reload()
             reservations = DueTimes[str]("artifact-reservations")
             artifacts = Artifacts(
@@ -225,6 +239,9 @@ async def open_runtime(
                 hub,
                 hub_listening=lambda: bool(hub.subscribers),
                 forget_runner=runners.forget,
+            ).subscribe(notices)
+            SettingsSync(
+                store, network, storage, poll_every=cluster_config.settings_poll_every
             ).subscribe(notices)
             await nursery.start(_scoped, listening, notices.run)
             every = min(cluster_config.sweep_every, config.runner_lease / 2)

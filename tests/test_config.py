@@ -147,3 +147,39 @@ def test_live_event_stream_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OORED_EVENT_VIEWERS_TOTAL", "0")
     with pytest.raises(ConfigError, match="OORED_EVENT_VIEWERS_TOTAL"):
         settings_from_argv([])
+
+
+def test_workers_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OORED_WORKERS", raising=False)
+    assert settings_from_argv([]).workers == 1
+    monkeypatch.setenv("OORED_WORKERS", "3")
+    assert settings_from_argv([]).workers == 3
+    assert settings_from_argv(["--workers", "2"]).workers == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "65"])
+def test_bad_worker_counts_are_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^invalid --workers / OORED_WORKERS: "):
+        settings_from_argv(["--workers", value])
+
+
+def test_bad_worker_count_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "oore.daemon", "--workers", "0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "oored: invalid --workers / OORED_WORKERS: Input should be greater than or equal to 1"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_workers_option_says_how_many_to_run() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "oore.daemon", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert "--workers N" in result.stdout
+    assert "one per core, leaving a core to PostgreSQL" in " ".join(result.stdout.split())

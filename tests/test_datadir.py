@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
-from oore.datadir import ENCRYPTION_KEY_FILE, load_or_create_key
+from oore.datadir import (
+    ENCRYPTION_KEY_FILE,
+    check_key_fingerprint,
+    key_fingerprint,
+    load_or_create_key,
+)
 from oore.domain.crypto import SecretBox
 from oore.errors import InternalError
 
@@ -35,3 +41,22 @@ def test_an_unusable_data_directory_is_an_encryption_error(tmp_path: Path) -> No
     with pytest.raises(InternalError) as caught:
         load_or_create_key(tmp_path / "missing" / "dir")
     assert caught.value.code == "encryption_error"
+
+
+def test_the_key_fingerprint_names_the_key_without_showing_it(tmp_path: Path) -> None:
+    key = load_or_create_key(tmp_path)
+    fingerprint = key_fingerprint(key)
+    assert re.fullmatch(r"[0-9a-f]{64}", fingerprint)
+    assert key.hex() not in fingerprint and fingerprint == key_fingerprint(bytes(key))
+    assert key_fingerprint(bytes(32)) != fingerprint
+    check_key_fingerprint(fingerprint, key, tmp_path)  # its own key passes
+
+
+def test_another_key_than_the_recorded_one_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    recorded = key_fingerprint(bytes(32))
+    with pytest.raises(InternalError) as caught:
+        check_key_fingerprint(recorded, load_or_create_key(tmp_path), tmp_path)
+    assert caught.value.code == "encryption_key_mismatch"
+    message = caught.value.message
+    assert str(tmp_path / ENCRYPTION_KEY_FILE) in message
+    assert "copy encryption.key from the data directory of the first oored" in message

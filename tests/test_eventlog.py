@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import shlex
 from collections.abc import Iterator
@@ -127,3 +128,29 @@ def test_lines_written_inside_a_request_carry_its_id(
     assert text_fields(inside)[2] == {"method": "local", "request_id": "req-1"}
     assert text_fields(outside)[2] == {"runner_id": "r1"}
     assert json.loads(captured["json"].lines()[0])["request_id"] == "req-1"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_lines_of_several_processes_name_the_one_that_wrote_them(log_format: LogFormat) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(EventFormatter(log_format, pid=True))
+    log = logging.getLogger("tests.eventlog.pid")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        event(log, "worker.started", worker=1)
+        log.warning("plain")
+    finally:
+        log.removeHandler(handler)
+    started, plain = stream.getvalue().splitlines()
+    if log_format == "text":
+        assert text_fields(started) == (
+            "INFO",
+            "worker.started",
+            {"pid": str(os.getpid()), "worker": "1"},
+        )
+        assert text_fields(plain)[2] == {"pid": str(os.getpid()), "msg": "plain"}
+    else:
+        assert list(json.loads(started)) == ["time", "level", "pid", "event", "worker"]
+        assert json.loads(plain)["pid"] == os.getpid()

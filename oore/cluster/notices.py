@@ -82,6 +82,7 @@ class Notices:
     def __init__(self, store: Store, *, sender: str | None = None) -> None:
         self._store = store
         self.sender = sender or secrets.token_hex(6)
+        self._own = self.sender + SEP
         self._topics: dict[str, list[Subscription]] = {}
         self._outbox: dict[str, dict[str, None]] = {}
         self._send = trio.Event()
@@ -150,6 +151,8 @@ class Notices:
     # -- receiving --------------------------------------------------------------------------
 
     def _received(self, payload: str) -> None:
+        if payload.startswith(self._own):
+            return  # this daemon's own, heard back: not split at all
         decoded = decode(payload)
         if decoded is None:
             return
@@ -184,6 +187,12 @@ class Notices:
                         log.warning("notices of %s not applied (%s); catching up", topic, exc)
                         self._resync_due = True
                         self._deliver.set()
+                    except Exception:
+                        # A defect in a subscriber must not stop the others hearing: it is
+                        # logged with its traceback, and everyone catches up.
+                        log.exception("notices of %s not applied; catching up", topic)
+                        self._resync_due = True
+                        self._deliver.set()
 
     async def _resync_all(self) -> None:
         for topic, subscriptions in self._topics.items():
@@ -198,6 +207,8 @@ class Notices:
                     self._deliver.set()
                     await trio.sleep(1.0)
                     return
+                except Exception:
+                    log.exception("catching up on %s failed", topic)
 
     async def _poller(self, subscription: Subscription) -> None:
         assert subscription.poll is not None
@@ -207,3 +218,5 @@ class Notices:
                 await subscription.poll()
             except ApiError as exc:
                 log.debug("fallback poll failed: %s", exc.message)
+            except Exception:
+                log.exception("fallback poll failed")

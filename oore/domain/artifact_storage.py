@@ -34,6 +34,15 @@ class SettingsSource(StrEnum):
 
 
 @dataclass(frozen=True)
+class StoredObject:
+    """One artifact's bytes in storage: its key, its artifact and its download name."""
+
+    key: str
+    artifact_id: str
+    filename: str
+
+
+@dataclass(frozen=True)
 class StoredStorageSettings:
     """The settings row; the S3 keys are kept only in their encrypted form."""
 

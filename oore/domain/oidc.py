@@ -1,14 +1,14 @@
-"""OpenID Connect sign-in rules (contract §7.3, §7.4): the redirect-URI rule, the table of
-pending authorization requests, the start rate limiter and the provider's metadata.
+"""OpenID Connect sign-in rules (contract §7.3, §7.4): the redirect-URI rule, pending
+authorization requests and their limits, the start rate limiter and the provider's metadata.
 
-Everything here is pure: time is passed in, memory is bounded by the limits below.
+Everything here is pure: time is passed in, memory is bounded by the limits below. The
+pending requests themselves are kept in the database (``oore/services/pending_signins.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import itertools
 import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +25,9 @@ DEFAULT_REDIRECT_URI = "http://127.0.0.1:8787/v1/auth/oidc/callback"
 SCOPE = "openid email"
 PENDING_TTL = 600
 PENDING_CAPACITY = 1000
+# An expired pending request is still recognised (a late callback learns ``auth_expired``)
+# until room is needed for new ones, and at most this long after it was made.
+PENDING_KEEP = 3600
 START_WINDOW = 60
 START_GLOBAL_LIMIT = 120
 START_PER_IP_LIMIT = 20
@@ -325,6 +328,55 @@ class PendingRequest:
     def expired(self, now: int) -> bool:
         return now - self.created_at >= PENDING_TTL
 
+    def dumps(self) -> str:
+        """The request as JSON: it holds the PKCE verifier and the nonce, so it is kept
+        only sealed."""
+        setup = self.setup
+        return json.dumps(
+            {
+                "state": self.state,
+                "verifier": self.verifier,
+                "nonce": self.nonce,
+                "redirect_uri": self.redirect_uri,
+                "created_at": self.created_at,
+                "setup": None
+                if setup is None
+                else [setup.session_hash, setup.generation, setup.fingerprint],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> PendingRequest:
+        """The request :meth:`dumps` wrote; ValueError when the text is not one."""
+        try:
+            found = json.loads(text)
+            setup = found["setup"]
+            return cls(
+                state=_text(found["state"]),
+                verifier=_text(found["verifier"]),
+                nonce=_text(found["nonce"]),
+                redirect_uri=_text(found["redirect_uri"]),
+                created_at=_number(found["created_at"]),
+                setup=None
+                if setup is None
+                else SetupBinding(_text(setup[0]), _number(setup[1]), _text(setup[2])),
+            )
+        except (TypeError, KeyError, IndexError) as exc:
+            raise ValueError("not a pending sign-in request") from exc
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected text")
+    return value
+
+
+def _number(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("expected an integer")
+    return value
+
 
 @dataclass(frozen=True)
 class Reservation:
@@ -338,69 +390,9 @@ def too_many_pending() -> TooManyRequests:
     return TooManyRequests("too_many_pending", "Too many pending sign-in requests")
 
 
-class PendingTable:
-    """Pending requests keyed by state, plus in-flight reservations; at most ``capacity``.
-
-    Entries are kept (even expired) until used, dropped or needed for room, so a late
-    callback learns ``auth_expired`` rather than ``invalid_state``.
-    """
-
-    def __init__(self, capacity: int = PENDING_CAPACITY, ttl: int = PENDING_TTL) -> None:
-        self._capacity = capacity
-        self._ttl = ttl
-        self._pending: dict[str, PendingRequest] = {}
-        self._reservations: dict[int, Reservation] = {}
-        self._tickets = itertools.count(1)
-
-    def __len__(self) -> int:
-        return len(self._pending) + len(self._reservations)
-
-    def _make_room(self, now: int) -> None:
-        if len(self) < self._capacity:
-            return
-        for state in [s for s, p in self._pending.items() if now - p.created_at >= self._ttl]:
-            del self._pending[state]
-        for ticket in [t for t, r in self._reservations.items() if now - r.created_at >= self._ttl]:
-            del self._reservations[ticket]
-        if len(self) >= self._capacity:
-            raise too_many_pending()
-
-    def reserve(self, now: int) -> Reservation:
-        """Hold a slot for a start still talking to the provider; 429 when full."""
-        self._make_room(now)
-        reservation = Reservation(next(self._tickets), now)
-        self._reservations[reservation.ticket] = reservation
-        return reservation
-
-    def release(self, reservation: Reservation) -> None:
-        self._reservations.pop(reservation.ticket, None)
-
-    def fulfil(self, reservation: Reservation, request: PendingRequest, now: int) -> None:
-        """Turn a reservation into a pending request; 503 ``oidc_start_expired`` when it
-        was dropped or lapsed meanwhile."""
-        held = self._reservations.pop(reservation.ticket, None)
-        if held is None or now - held.created_at >= self._ttl:
-            raise ServiceUnavailable("oidc_start_expired", "The sign-in start took too long")
-        self._pending[request.state] = request
-
-    def add(self, request: PendingRequest, now: int) -> None:
-        """Record a request directly (setup start); 429 when full."""
-        self._make_room(now)
-        self._pending[request.state] = request
-
-    def take(self, state: str) -> PendingRequest | None:
-        """Remove and return the request with this state (each is used at most once)."""
-        return self._pending.pop(state, None)
-
-    def drop_all(self) -> None:
-        """Forget every pending request and reservation (provider reconfigured)."""
-        self._pending.clear()
-        self._reservations.clear()
-
-    def drop_setup(self) -> None:
-        """Forget the pending setup sign-ins (setup-time reconfiguration)."""
-        for state in [s for s, p in self._pending.items() if p.setup is not None]:
-            del self._pending[state]
+def start_expired() -> ServiceUnavailable:
+    """A reservation was dropped (the provider was reconfigured) or lapsed meanwhile."""
+    return ServiceUnavailable("oidc_start_expired", "The sign-in start took too long")
 
 
 class StartLimiter(WindowLimiter):

@@ -32,6 +32,7 @@ from oore.domain.builds import BuildStatus, LiveBuilds
 from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
 from oore.http.context import AppServices
+from oore.live.logpeers import LogPeers
 from oore.services.database import DatabaseStatus
 from oore.services.events import Events
 from oore.services.logs import Logs
@@ -249,6 +250,24 @@ class _LiveCollector(Collector):
             "Times a live log viewer's queue overflowed, so it caught up from the database",
             value=fanout.lagged,
         )
+        peers = self._logs.streams.peers
+        if isinstance(peers, LogPeers):
+            heard = peers.counts
+            yield CounterMetricFamily(
+                "oore_log_peer_notices",
+                "Log commits of other daemons this daemon heard of (one per build and notice)",
+                value=heard.heard,
+            )
+            yield CounterMetricFamily(
+                "oore_log_peer_reads",
+                "Reads of log lines committed elsewhere for the viewers here (many builds each)",
+                value=heard.rounds,
+            )
+            yield CounterMetricFamily(
+                "oore_log_peer_lines",
+                "Log lines those reads returned",
+                value=heard.lines_read,
+            )
         yield GaugeMetricFamily(
             "oore_event_streams",
             "Live event streams (GET /v1/events/stream) open now",

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SLICE = 32  # viewers written to between yields to the scheduler
 CAPACITY = 65_536  # builds with a round waiting; past it a build's viewers catch up instead
+NO_LINE = -(2**63)  # a cursor before every line (sequences are any 64-bit integer)
 
 # Writes what the socket takes now and answers how many bytes; raises OSError when the
 # connection is broken.
@@ -225,15 +226,46 @@ class Viewer:
 
 
 class Audience:
-    """A build's viewers, and its committed batches waiting for the fan-out."""
+    """A build's viewers, and its committed batches waiting for the fan-out.
 
-    __slots__ = ("_fanout", "_published", "_scheduled", "viewers")
+    With other daemons sharing the database (``on_behind`` given: see
+    ``oore/live/logpeers.py``), lines of the build may be committed anywhere, so the
+    audience keeps a *cursor*: the (attempt, sequence) up to which its viewers have every
+    stored line, from what was published to it or what they read themselves. Lines this
+    daemon commits are published at once when they follow the cursor; otherwise, or when
+    another daemon told of lines past it, the audience is *behind* and ``on_behind`` has
+    the lines after the cursor read from the database and published, in order. Without a
+    cursor (no viewer yet, or the build moved on to a later attempt) one is read from the
+    database; each viewer that joined meanwhile checks, once it has read its backlog, that
+    it is not short of it, and reads again if it is.
+    """
 
-    def __init__(self, fanout: FanOut) -> None:
+    __slots__ = (
+        "_fanout",
+        "_on_behind",
+        "_published",
+        "_scheduled",
+        "behind",
+        "cursor",
+        "epoch",
+        "here",
+        "unsure",
+        "viewers",
+    )
+
+    def __init__(self, fanout: FanOut, on_behind: Callable[[], None] | None = None) -> None:
         self._fanout = fanout
+        self._on_behind = on_behind
         self.viewers: set[Viewer] = set()
         self._published: list[Batch] = []
         self._scheduled = False
+        self.cursor: tuple[int, int] | None = None
+        self.epoch = 0  # changes whenever the cursor is forgotten
+        self.behind = False  # lines past the cursor are to be read from the database
+        self.here = False  # lines were committed by this daemon since the last look
+        # Viewers that joined without a cursor, with the (attempt, sequence) each read up
+        # to, once it has: checked against the cursor when there is one.
+        self.unsure: dict[Viewer, tuple[int, int] | None] = {}
 
     def publish(self, batch: Batch) -> None:
         """Committed lines, for every viewer: written by the fan-out's next round of the
@@ -258,6 +290,122 @@ class Audience:
         for viewer in self.viewers:
             viewer.lost()
 
+    # -- among daemons ------------------------------------------------------------------
+
+    def watch(self, viewer: Viewer) -> None:
+        if not self.viewers:
+            self._forget()  # nothing was published while no one watched
+        self.viewers.add(viewer)
+        if self._on_behind is not None and self.cursor is None:
+            self.unsure[viewer] = None
+            self.fall_behind()
+
+    def unwatch(self, viewer: Viewer) -> None:
+        self.viewers.discard(viewer)
+        self.unsure.pop(viewer, None)
+
+    def committed(self, batch: Batch) -> None:
+        """Lines this daemon committed: published now if they follow the cursor, else
+        read with whatever came before them from the database."""
+        if self._on_behind is None:
+            self.publish(batch)
+            return
+        self.here = True
+        if not self.viewers:
+            return
+        cursor = self.cursor
+        if cursor is not None and batch.attempt == cursor[0] and batch.first == cursor[1] + 1:
+            self.cursor = (batch.attempt, batch.last)
+            self.publish(batch)
+            return
+        self.told(batch.attempt, batch.last)
+
+    def told(self, attempt: int, last: int) -> None:
+        """Lines up to ``last`` of ``attempt`` are stored (here or by another daemon)."""
+        if not self.viewers:
+            return
+        cursor = self.cursor
+        if cursor is None:
+            self.fall_behind()
+        elif attempt > cursor[0]:
+            self.moved_to(attempt)
+        elif attempt == cursor[0] and last > cursor[1]:
+            self.fall_behind()
+
+    def fall_behind(self) -> None:
+        """Have the lines after the cursor (or the cursor itself) read."""
+        if not self.behind and self._on_behind is not None:
+            self.behind = True
+            self._on_behind()
+
+    def moved_to(self, attempt: int, *, reported: Viewer | None = None) -> None:
+        """The build is on a later attempt: the cursor is read again, and every viewer
+        reads what it lacks from the database (those on an earlier attempt move on)."""
+        self._forget()
+        for viewer in self.viewers:
+            self.unsure[viewer] = None
+            if viewer is reported:
+                self.unsure[viewer] = (viewer.following, viewer.last)
+            elif viewer.following < attempt:
+                viewer.attempt_seen(attempt)
+            else:
+                viewer.lost()
+        self.fall_behind()
+
+    def caught_up(self, viewer: Viewer) -> None:
+        """``viewer`` has read the database up to its last line (a viewer's task calls
+        this after every catch-up)."""
+        if viewer not in self.unsure:
+            return
+        cursor = self.cursor
+        if cursor is not None and viewer.following > cursor[0]:
+            self.moved_to(viewer.following, reported=viewer)
+            return
+        self.unsure[viewer] = (viewer.following, viewer.last)
+        if cursor is not None:
+            self._judge(viewer, cursor)
+
+    def read(self, epoch: int, mark: tuple[int, int | None] | None) -> None:
+        """The cursor as read from the database (``mark``: the build's attempt and its
+        last line; None when the build is gone), unless it was forgotten since."""
+        if epoch != self.epoch or self.cursor is not None or mark is None:
+            return
+        attempt, last = mark
+        self.cursor = (attempt, last if last is not None else NO_LINE)
+        for viewer, seen in list(self.unsure.items()):
+            if seen is not None:
+                self._judge(viewer, self.cursor)
+
+    def lines_read(self, attempt: int, after: int, lines: Sequence[LogLine]) -> None:
+        """Every stored line of ``attempt`` after ``after`` (up to the last of ``lines``), as
+        read from the database: those past the cursor are published."""
+        cursor = self.cursor
+        if cursor is None or attempt != cursor[0] or after > cursor[1] or not self.viewers:
+            return
+        fresh = [line for line in lines if line.sequence > cursor[1]]
+        if fresh:
+            self.cursor = (attempt, fresh[-1].sequence)
+            self.publish(Batch.of(attempt, fresh))
+
+    def _judge(self, viewer: Viewer, cursor: tuple[int, int]) -> None:
+        seen = self.unsure[viewer]
+        assert seen is not None
+        if seen[0] < cursor[0]:
+            self.unsure[viewer] = None
+            viewer.attempt_seen(cursor[0])  # it moves on and reads again
+        elif seen[0] > cursor[0]:
+            self.moved_to(seen[0], reported=viewer)
+        elif seen[1] >= cursor[1]:
+            del self.unsure[viewer]
+        else:  # lines up to the cursor may never reach it otherwise
+            self.unsure[viewer] = None
+            viewer.lost()
+
+    def _forget(self) -> None:
+        self.cursor = None
+        self.epoch += 1
+        self.unsure.clear()
+
 
 @dataclass
 class FanOutStatistics:
@@ -276,8 +424,8 @@ class FanOut(ActorRef[Audience]):
         self.slice_size = slice_size
         self.counts = FanOutStatistics()
 
-    def audience(self) -> Audience:
-        return Audience(self)
+    def audience(self, on_behind: Callable[[], None] | None = None) -> Audience:
+        return Audience(self, on_behind)
 
     def schedule(self, audience: Audience) -> bool:
         """Queue a round of ``audience``'s build; False when it cannot be (stopping, full)."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, assert_never
 
 import trio
@@ -93,6 +94,18 @@ class LogRecords(Protocol):
         ...
 
 
+class LogPeering(Protocol):
+    """The other daemons sharing the database (``oore/live/logpeers.py``)."""
+
+    def committed(self, build_id: str, attempt: int, last: int) -> None:
+        """Lines up to ``last`` of the build's ``attempt`` were committed here."""
+        ...
+
+    def behind(self, build_id: str) -> None:
+        """The build's audience needs lines (or its cursor) read from the database."""
+        ...
+
+
 @dataclass(frozen=True)
 class Append:
     """Store a runner's lines; replies how many were new, or fails with 403
@@ -133,11 +146,11 @@ class LogStreamHandle(ActorRef[LogMsg]):
 
     def watch(self, viewer: Viewer) -> None:
         """Add a viewer now: batches committed from here on are offered to it."""
-        self.viewers.add(viewer)
+        self.audience.watch(viewer)
         self.try_tell_or_ignore(Watch(viewer))
 
     def unwatch(self, viewer: Viewer) -> None:
-        self.viewers.discard(viewer)
+        self.audience.unwatch(viewer)
         self.try_tell_or_ignore(Unwatch(viewer))
 
     def try_tell_or_ignore(self, msg: LogMsg) -> None:
@@ -159,10 +172,11 @@ def log_stream_spec(
     timings: LogStreamTimings,
     *,
     on_exit: Callable[[], object] | None = None,
+    peers: LogPeering | None = None,
 ) -> ChildSpec[LogStreamHandle]:
     return actor_spec(
         handle,
-        lambda ref: _LogStream(ref, records, timings),
+        lambda ref: _LogStream(ref, records, timings, peers),
         restart=Restart.TRANSIENT,
         grace=5.0,
         on_exit=on_exit,
@@ -171,12 +185,17 @@ def log_stream_spec(
 
 class _LogStream(Actor[LogMsg]):
     def __init__(
-        self, handle: LogStreamHandle, records: LogRecords, timings: LogStreamTimings
+        self,
+        handle: LogStreamHandle,
+        records: LogRecords,
+        timings: LogStreamTimings,
+        peers: LogPeering | None = None,
     ) -> None:
         super().__init__(handle)
         self._handle = handle
         self._records = records
         self._timings = timings
+        self._peers = peers
         self._idle_since = trio.current_time()
 
     async def on_start(self) -> None:
@@ -218,7 +237,10 @@ class _LogStream(Actor[LogMsg]):
             else:
                 append.reply.send(count)
         if appended.lines:
-            self._handle.audience.publish(Batch.of(appended.attempt, appended.lines))
+            batch = Batch.of(appended.attempt, appended.lines)
+            if self._peers is not None:
+                self._peers.committed(self._handle.build_id, batch.attempt, batch.last)
+            self._handle.audience.committed(batch)
 
     async def on_deadline(self) -> None:
         viewers = self._handle.viewers
@@ -263,6 +285,7 @@ class LogStreams:
         committer the streams' appends share); the fan-out is started after them."""
         self._records = records
         self._timings = timings
+        self.peers: LogPeering | None = None  # set before any stream starts, if shared
         self.fanout = FanOut()
         self.registry: Registry[str, LogStreamHandle] = Registry("logs")
         self.supervisor = Supervisor(
@@ -277,13 +300,18 @@ class LogStreams:
         """The build's actor, started if needed; 503 ``shutting_down`` while stopping."""
         try:
             return await self.registry.get_or_start(
-                build_id,
-                self.supervisor,
-                lambda: LogStreamHandle(build_id, self.fanout.audience()),
-                lambda handle: log_stream_spec(handle, self._records, self._timings),
+                build_id, self.supervisor, partial(self._handle, build_id), self._spec
             )
         except (SupervisorNotRunning, ValueError):
             raise ServiceUnavailable("shutting_down", "The server is stopping") from None
+
+    def _handle(self, build_id: str) -> LogStreamHandle:
+        peers = self.peers
+        behind = None if peers is None else partial(peers.behind, build_id)
+        return LogStreamHandle(build_id, self.fanout.audience(behind))
+
+    def _spec(self, handle: LogStreamHandle) -> ChildSpec[LogStreamHandle]:
+        return log_stream_spec(handle, self._records, self._timings, peers=self.peers)
 
     async def append(
         self, build_id: str, runner_id: str, attempt: int, lines: Sequence[LogLine]

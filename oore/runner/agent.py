@@ -11,7 +11,9 @@ Tasks, all in one nursery owned by :meth:`Agent.run`:
 * one task per running build (:class:`~oore.runner.job.JobRunner`).
 
 Network and 5xx failures are retried with backoff, so the agent outlives a daemon
-restart. A 401 means the runner's token is gone and ends the agent with
+restart. Given several URLs of one installation, a call that gets no answer moves the
+client on to the next (oore/runner/servers.py): the retry, and every call after it, goes
+there, while running builds go on. A 401 means the runner's token is gone and ends the agent with
 :class:`AgentError`, as does any other refusal of a heartbeat or claim. :meth:`Agent.stop`
 stops claiming, cancels the running builds (their processes get SIGTERM, the grace period,
 then SIGKILL), reports them failed, heartbeats ``offline`` and returns.
@@ -31,7 +33,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ from oore.runner.client import (
 from oore.runner.executor import DEFAULT_GRACE, Executor
 from oore.runner.job import JOB_STATE_WAIT, JobRunner, Outcome, TokenRejected
 from oore.runner.retry import with_retries
+from oore.runner.servers import Servers
 
 STATE_FILE = "runner.json"
 LOCK_FILE = "runner.lock"
@@ -114,8 +117,12 @@ def capabilities(concurrency: int) -> dict[str, Any]:
 # -- the runner's identity on disk ----------------------------------------------------------
 
 
-def load_credentials(work_dir: Path, server_url: str) -> RunnerCredentials | None:
-    """The id and token saved for ``server_url``, or None. Blocking I/O."""
+def load_credentials(work_dir: Path, server_urls: str | Sequence[str]) -> RunnerCredentials | None:
+    """The id and token saved for the installation at ``server_urls`` (under any of its
+    URLs: a runner registered through one is known to all), or None. Blocking I/O."""
+    urls = {
+        url.rstrip("/") for url in ([server_urls] if isinstance(server_urls, str) else server_urls)
+    }
     path = work_dir / STATE_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -127,7 +134,7 @@ def load_credentials(work_dir: Path, server_url: str) -> RunnerCredentials | Non
         isinstance(data.get(key), str) for key in ("server_url", "runner_id", "token")
     ):
         raise AgentError(f"{path} is not a runner identity; remove it to register again")
-    if data["server_url"].rstrip("/") != server_url.rstrip("/"):
+    if data["server_url"].rstrip("/") not in urls:
         return None
     return RunnerCredentials(data["runner_id"], data["token"])
 
@@ -181,7 +188,8 @@ class Agent:
     """Claims and runs builds for the server ``client`` talks to.
 
     ``credential`` (a user session/API token or an enrollment token) is used to register
-    when ``<work_dir>/runner.json`` holds no runner token for this server. A runner's own
+    when ``<work_dir>/runner.json`` holds no runner token for this installation (kept
+    under its first URL, valid through all of them). A runner's own
     id and token (from ``POST /v1/runners/register``) are used as they are, checked with a
     heartbeat, and saved in ``runner.json`` for later starts.
     """
@@ -259,12 +267,14 @@ class Agent:
 
     async def _identify(self) -> None:
         config = self._config
-        server = self._client.server_url
+        server = self._client.servers.home
         credential = self._credential
         if isinstance(credential, RunnerCredentials):
             await self._adopt(credential)
             return
-        saved = await trio.to_thread.run_sync(load_credentials, config.work_dir, server)
+        saved = await trio.to_thread.run_sync(
+            load_credentials, config.work_dir, self._client.servers.urls
+        )
         if saved is not None:
             self._client.credentials = saved
             self._say(f"runner {saved.runner_id} of {server} (from {config.work_dir / STATE_FILE})")
@@ -316,7 +326,7 @@ class Agent:
                 f"the server does not accept this token for runner {credentials.runner_id}: {exc}"
             ) from exc
         path = await trio.to_thread.run_sync(
-            save_credentials, config.work_dir, self._client.server_url, credentials, config.name
+            save_credentials, config.work_dir, self._client.servers.home, credentials, config.name
         )
         self._say(f"runner {credentials.runner_id} (token given); identity saved in {path}")
 
@@ -446,7 +456,7 @@ def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 async def serve(
-    server_url: str,
+    server_urls: str | Sequence[str],
     config: AgentConfig,
     *,
     credential: str | RunnerCredentials | None = None,
@@ -454,10 +464,12 @@ async def serve(
 ) -> None:
     """``oore runner``: run the agent until SIGINT or SIGTERM; raises AgentError.
 
-    The runner loop's calls go over the runner channel when the server offers one.
+    ``server_urls``: one installation's URLs, the first one tried first. The runner
+    loop's calls go over the runner channel when the server offers one.
     """
+    urls = [server_urls] if isinstance(server_urls, str) else server_urls
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        client = ChannelRunnerClient(server_url, say=say)
+        client = ChannelRunnerClient(Servers(urls, say=say), say=say)
         async with client:
             agent = Agent(client, config, credential=credential, say=say)
             fatal: AgentError | None = None

@@ -18,6 +18,12 @@ waiting) when it breaks. While connected it pings the server every
 :attr:`RunnerChannel.ping_every` seconds (:meth:`~RunnerChannel.keep_alive`): the server
 renews the runner's lease on every frame, ping and pong, so heartbeats over a channel
 need only carry status changes (see oore/runner/agent.py).
+
+Given several URLs (:class:`~oore.runner.servers.Servers`), a connection goes to the one in
+use when it is made. A connection that cannot be made, or that closes with calls waiting
+for replies, or a call with no answer in time, moves the runner on to the next URL; a
+connection to a URL the runner has moved on from is dropped before the next call, which
+connects to the one in use.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from oore.runner.client import (
     RunnerOperations,
     ServerError,
 )
+from oore.runner.servers import Server, Servers
 
 T = TypeVar("T")
 
@@ -83,12 +90,17 @@ class _Pending:
 
 
 class _Attempt:
-    """A connection asked for by the calls: the open WebSocket, or why there is none."""
+    """A connection asked for by the calls, to ``server``: the open WebSocket, or why there
+    is none. ``scope`` holds it; ``dropped`` once the runner moved on to another server."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: Server, runner_id: str) -> None:
+        self.server = server
+        self.url = channel_url(server.url, runner_id)
         self.done = trio.Event()
         self.ws: WebSocketConnection | None = None
         self.error: RunnerError | None = None
+        self.scope = trio.CancelScope()
+        self.dropped = False
 
 
 class RunnerChannel(RunnerOperations):
@@ -99,13 +111,13 @@ class RunnerChannel(RunnerOperations):
 
     def __init__(
         self,
-        server_url: str,
+        server: str | Servers,
         *,
         credentials: RunnerCredentials | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         ping_every: float = PING_EVERY,
     ) -> None:
-        self.server_url = server_url.rstrip("/")
+        self.servers = server if isinstance(server, Servers) else Servers([server])
         self.credentials = credentials
         self._timeout = timeout
         self._ids = itertools.count(1)
@@ -116,6 +128,11 @@ class RunnerChannel(RunnerOperations):
         self._running = False
         self.ping_every = ping_every
         self._ping_changed = trio.Event()
+
+    @property
+    def server_url(self) -> str:
+        """The URL the next connection goes to."""
+        return self.servers.current.url
 
     # -- the calls (oore/runner/client.py RunnerOperations), as frames ---------------------
 
@@ -149,24 +166,43 @@ class RunnerChannel(RunnerOperations):
             while True:
                 await self._wanted.wait()
                 self._wanted = trio.Event()
-                attempt = self._attempt or _Attempt()
+                attempt = self._attempt or self._new_attempt()
+                closed = ConnectionFailed(f"{attempt.url}: the channel closed")
                 try:
-                    await self._connect_and_read(attempt)
+                    with attempt.scope:
+                        await self._connect_and_read(attempt)
                 finally:
                     self._ws = None
                     if not attempt.done.is_set():
                         attempt.error = attempt.error or ConnectionFailed(
-                            f"{self._url()}: the channel closed while connecting"
+                            f"{attempt.url}: the channel closed while connecting"
                         )
                         attempt.done.set()
                     if self._attempt is attempt:
                         self._attempt = None
-                    self._fail_waiting(ConnectionFailed(f"{self._url()}: the channel closed"))
+                    unanswered = self._fail_waiting(closed)
+                if attempt.dropped:
+                    continue
+                if attempt.ws is None and isinstance(attempt.error, ConnectionFailed):
+                    self.servers.unreachable(attempt.server, attempt.error)
+                elif unanswered:
+                    self.servers.unreachable(attempt.server, closed)
         finally:
             self._running = False
 
+    def _new_attempt(self) -> _Attempt:
+        return _Attempt(self.servers.current, self._credentials().runner_id)
+
+    def _drop(self, attempt: _Attempt) -> None:
+        """Close a connection to a server the runner has moved on from."""
+        attempt.dropped = True
+        attempt.scope.cancel()
+        if self._attempt is attempt:
+            self._attempt = None
+            self._ws = None
+
     async def _connect_and_read(self, attempt: _Attempt) -> None:
-        url = urlsplit(self._url())
+        url = urlsplit(attempt.url)
         secure = url.scheme == "wss"
         host = url.hostname or "localhost"
         port = url.port or (443 if secure else 80)
@@ -181,7 +217,7 @@ class RunnerChannel(RunnerOperations):
                 else:
                     stream = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as exc:
-            attempt.error = ConnectionFailed(f"{self._url()}: {type(exc).__name__}: {exc}")
+            attempt.error = ConnectionFailed(f"{attempt.url}: {type(exc).__name__}: {exc}")
             return
         try:
             async with trio.open_nursery() as nursery:
@@ -200,10 +236,10 @@ class RunnerChannel(RunnerOperations):
                 await self._read(ws)
                 nursery.cancel_scope.cancel()
         except* ConnectionRejected as group:
-            attempt.error = _refusal(self._url(), _first(group))
+            attempt.error = _refusal(attempt.url, _first(group))
         except* (OSError, HandshakeError, trio.BrokenResourceError, trio.TooSlowError) as group:
             error = _first(group)
-            attempt.error = ConnectionFailed(f"{self._url()}: {type(error).__name__}: {error}")
+            attempt.error = ConnectionFailed(f"{attempt.url}: {type(error).__name__}: {error}")
         finally:
             await trio.aclose_forcefully(stream)
 
@@ -240,20 +276,23 @@ class RunnerChannel(RunnerOperations):
             if pending is not None:
                 pending.answer(reply)
 
-    async def _connection(self) -> WebSocketConnection:
-        """The open WebSocket, connecting first when there is none."""
-        if self._ws is not None and self._ws.closed is None:
-            return self._ws
+    async def _connection(self) -> tuple[_Attempt, WebSocketConnection]:
+        """The open connection to the server in use, connecting first when there is none."""
         if not self._running:
             raise RuntimeError("RunnerChannel.run is not running; start it in a nursery")
-        attempt = self._attempt
-        if attempt is None:
-            attempt = self._attempt = _Attempt()
-            self._wanted.set()
-        await attempt.done.wait()
-        if attempt.ws is None or attempt.ws.closed is not None:
-            raise attempt.error or ConnectionFailed(f"{self._url()}: the channel closed")
-        return attempt.ws
+        while True:
+            attempt = self._attempt
+            if attempt is None:
+                attempt = self._attempt = self._new_attempt()
+                self._wanted.set()
+            if not attempt.done.is_set():  # an open connection costs no checkpoint
+                await attempt.done.wait()
+            ws = attempt.ws
+            if ws is None or ws.closed is not None:
+                raise attempt.error or ConnectionFailed(f"{attempt.url}: the channel closed")
+            if self.servers.in_use(attempt.server):
+                return attempt, ws
+            self._drop(attempt)
 
     async def _call(
         self,
@@ -268,17 +307,24 @@ class RunnerChannel(RunnerOperations):
         request_id = next(self._ids)
         frame = json.dumps(protocol.request_frame(request_id, op, fields, build_id))
         pending = _Pending()
+        attempt: _Attempt | None = None
         try:
             with trio.fail_after(seconds):
-                ws = await self._connection()
+                attempt, ws = await self._connection()
                 self._waiting[request_id] = pending
                 try:
                     await ws.send_message(frame)
                 except ConnectionClosed as exc:
-                    raise ConnectionFailed(f"{self._url()} {op.name}: the channel closed") from exc
+                    failed = ConnectionFailed(f"{attempt.url} {op.name}: the channel closed")
+                    self.servers.unreachable(attempt.server, failed)
+                    raise failed from exc
                 await pending.done.wait()
         except trio.TooSlowError as exc:
-            raise ConnectionFailed(f"{self._url()} {op.name}: no answer in {seconds:g}s") from exc
+            where = self.server_url if attempt is None else attempt.url
+            failed = ConnectionFailed(f"{where} {op.name}: no answer in {seconds:g}s")
+            if attempt is not None:
+                self.servers.unreachable(attempt.server, failed)
+            raise failed from exc
         finally:
             self._waiting.pop(request_id, None)
         if pending.error is not None:
@@ -294,15 +340,12 @@ class RunnerChannel(RunnerOperations):
             return reply
         raise ServerError(refusal.status, refusal.code, refusal.error, refusal.details)
 
-    def _fail_waiting(self, error: RunnerError) -> None:
-        for pending in self._waiting.values():
+    def _fail_waiting(self, error: RunnerError) -> int:
+        """Fail the calls still waiting for a reply; how many there were."""
+        unanswered = [pending for pending in self._waiting.values() if not pending.done.is_set()]
+        for pending in unanswered:
             pending.fail(error)
-
-    def _url(self) -> str:
-        base = urlsplit(self.server_url)
-        scheme = "wss" if base.scheme == "https" else "ws"
-        runner = quote(self._credentials().runner_id, safe="")
-        return f"{scheme}://{base.netloc}{base.path}/v1/runners/{runner}/channel"
+        return len(unanswered)
 
     def _token(self) -> str:
         return self._credentials().token
@@ -311,6 +354,14 @@ class RunnerChannel(RunnerOperations):
         if self.credentials is None:
             raise RuntimeError("RunnerChannel has no runner credentials; register first")
         return self.credentials
+
+
+def channel_url(server_url: str, runner_id: str) -> str:
+    """The runner channel's WebSocket URL on the server at ``server_url``."""
+    base = urlsplit(server_url)
+    scheme = "wss" if base.scheme == "https" else "ws"
+    runner = quote(runner_id, safe="")
+    return f"{scheme}://{base.netloc}{base.path}/v1/runners/{runner}/channel"
 
 
 E = TypeVar("E", bound=BaseException)
@@ -351,15 +402,15 @@ class ChannelRunnerClient(RunnerClient):
 
     def __init__(
         self,
-        server_url: str,
+        server: str | Servers,
         *,
         credentials: RunnerCredentials | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         say: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(server_url, credentials=credentials, timeout=timeout, transport=transport)
-        self.channel = RunnerChannel(self.server_url, timeout=timeout)
+        super().__init__(server, credentials=credentials, timeout=timeout, transport=transport)
+        self.channel = RunnerChannel(self.servers, timeout=timeout)
         self.offered: bool | None = None  # None until an upgrade was answered
         self._say = say
 

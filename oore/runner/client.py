@@ -7,7 +7,9 @@
                                     (retryable when 5xx, 408 or 429)
 
 Every call has a total deadline: ``timeout`` seconds, or a long-poll's wait plus
-:data:`LONG_POLL_MARGIN`.
+:data:`LONG_POLL_MARGIN`. A client may be given several URLs of one installation
+(:class:`~oore.runner.servers.Servers`): a call that gets no answer moves the client on to
+the next, so the caller's retry goes there.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from oore.protocol.runner import (
     RunnerStatus,
     Stream,
 )
+from oore.runner.servers import Server, Servers
 
 __all__ = ["MAX_WAIT_SECONDS", "PROTOCOL_VERSION", "ReportStatus", "RunnerStatus", "Stream"]
 
@@ -273,21 +276,27 @@ class RunnerClient(RunnerOperations):
     """The calls a runner makes, each bounded by a deadline, mapped to typed results.
 
     Use as ``async with RunnerClient(url) as client``. Calls other than :meth:`register`
-    need credentials: pass them here, set :attr:`credentials`, or register.
+    need credentials: pass them here, set :attr:`credentials`, or register. Given
+    :class:`~oore.runner.servers.Servers`, each call goes to the one in use.
     """
 
     def __init__(
         self,
-        server_url: str,
+        server: str | Servers,
         *,
         credentials: RunnerCredentials | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.server_url = server_url.rstrip("/")
+        self.servers = server if isinstance(server, Servers) else Servers([server])
         self.credentials = credentials
         self._timeout = timeout
-        self._http = httpx.AsyncClient(base_url=self.server_url, transport=transport)
+        self._http = httpx.AsyncClient(transport=transport)
+
+    @property
+    def server_url(self) -> str:
+        """The URL calls go to now."""
+        return self.servers.current.url
 
     async def __aenter__(self) -> RunnerClient:
         return self
@@ -379,10 +388,14 @@ class RunnerClient(RunnerOperations):
     def upload_target(self, upload_url: str) -> str:
         """Where to PUT: a local-storage URL goes to this runner's own server (the one it
         reaches), whatever base the server wrote into it; other URLs are used as given."""
+        return self._upload_target(upload_url, self.servers.current)[0]
+
+    def _upload_target(self, upload_url: str, server: Server) -> tuple[str, bool]:
+        """The URL to PUT to, and whether it is ``server``'s."""
         parts = urlsplit(upload_url)
         if parts.path.startswith(LOCAL_UPLOAD_PATH):
-            return f"{self.server_url}{parts.path}"
-        return upload_url
+            return f"{server.url}{parts.path}", True
+        return upload_url, False
 
     async def upload(self, upload_url: str, body: AsyncIterable[bytes], size: int) -> None:
         """PUT ``size`` bytes from ``body`` to an upload URL, streamed, with Content-Length.
@@ -390,7 +403,8 @@ class RunnerClient(RunnerOperations):
         No Authorization header: the URL itself is the credential (a local upload token
         or a presigned S3 URL). Each network step is bounded, the whole upload is not.
         """
-        url = self.upload_target(upload_url)
+        server = self.servers.current
+        url, ours = self._upload_target(upload_url, server)
         try:
             response = await self._http.request(
                 "PUT",
@@ -404,9 +418,10 @@ class RunnerClient(RunnerOperations):
             )
         except httpx.TransportError as exc:
             detail = str(exc) or "no answer in time"
-            raise ConnectionFailed(
-                f"PUT {urlsplit(url).path}: {type(exc).__name__}: {detail}"
-            ) from exc
+            failed = ConnectionFailed(f"PUT {urlsplit(url).path}: {type(exc).__name__}: {detail}")
+            if ours:
+                self.servers.unreachable(server, failed)
+            raise failed from exc
         if response.status_code >= 400:
             raise _server_error(response)
 
@@ -460,11 +475,12 @@ class RunnerClient(RunnerOperations):
         limit: float | None = None,
     ) -> httpx.Response:
         seconds = self._timeout if limit is None else limit
+        server = self.servers.current
         try:
             with trio.fail_after(seconds):
                 response = await self._http.request(
                     method,
-                    path,
+                    f"{server.url}{path}",
                     json=json,
                     params=params,
                     headers={"Authorization": f"Bearer {bearer}"},
@@ -472,9 +488,11 @@ class RunnerClient(RunnerOperations):
                 )
         except (httpx.TransportError, trio.TooSlowError) as exc:
             detail = str(exc) or "no answer in time"
-            raise ConnectionFailed(
-                f"{method} {self.server_url}{path}: {type(exc).__name__}: {detail}"
-            ) from exc
+            failed = ConnectionFailed(
+                f"{method} {server.url}{path}: {type(exc).__name__}: {detail}"
+            )
+            self.servers.unreachable(server, failed)
+            raise failed from exc
         if response.status_code >= 400:
             raise _server_error(response)
         return response

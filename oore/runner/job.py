@@ -119,20 +119,27 @@ class JobRunner:
             self._say(f"{label} stopped: {stop.reason}")
             return Outcome.STOPPED
         status: ReportStatus = "succeeded" if failure is None else "failed"
-        try:
-            await self._retrying(
-                lambda: self._client.report(
-                    job.build_id,
-                    status,
-                    exit_code=0 if failure is None else failure.exit_code,
-                    error_message=None if failure is None else failure.message,
-                    steps=results,
-                ),
-                label,
+        tries = 0
+
+        async def report() -> dict[str, Any]:
+            nonlocal tries
+            tries += 1
+            return await self._client.report(
+                job.build_id,
+                status,
+                exit_code=0 if failure is None else failure.exit_code,
+                error_message=None if failure is None else failure.message,
+                steps=results,
             )
+
+        try:
+            await self._retrying(report, label)
         except ServerError as exc:
-            self._say(f"{label}: the server refused the final report ({exc})")
-            return Outcome.REFUSED
+            # A try whose answer was lost (its server died, or the runner moved on to
+            # another) may have been taken: the retry then hears the build ended so.
+            if tries == 1 or not _ended_as(exc, status):
+                self._say(f"{label}: the server refused the final report ({exc})")
+                return Outcome.REFUSED
         took = trio.current_time() - started
         detail = "" if failure is None else f": {failure.message}"
         self._say(f"{label} {status} in {took:.1f}s{detail}")
@@ -293,6 +300,11 @@ class JobRunner:
             )
         except Exception as exc:
             self._say(f"final report not delivered: {exc}")
+
+
+def _ended_as(refused: ServerError, status: ReportStatus) -> bool:
+    """Whether the refusal says the build ended, in this runner's hands, as ``status``."""
+    return refused.code == Code.RUNNER_MISMATCH and refused.details == status
 
 
 def _taken_away(refused: ServerError) -> str:

@@ -2,14 +2,15 @@
 
 The effective configuration is the database row, else the environment (``OORE_S3_BUCKET``
 with the AWS keys), else local storage under ``<data dir>/artifacts``. The backend is
-rebuilt whenever the settings are saved; when it cannot be built, storage is disabled
-while the settings API still reports what was saved.
+rebuilt whenever the settings are saved (by the other daemons sharing the database too,
+when they hear of it: see :mod:`oore.services.settings_sync`); when it cannot be built,
+storage is disabled while the settings API still reports what was saved.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +35,7 @@ from oore.domain.artifact_storage import (
 from oore.domain.artifacts import MAX_CONCURRENT_DOWNLOADS
 from oore.domain.crypto import SecretBox
 from oore.domain.rbac import Action, Resource, require
+from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
 from oore.errors import ApiError, InternalError
 from oore.services.clock import WallClock
@@ -41,12 +43,14 @@ from oore.services.identity import AuditSink
 from oore.storage import (
     ArtifactStorage,
     DisabledStorage,
+    Issued,
     StorageUnavailable,
     StoredObject,
-    TokenTable,
     open_storage,
 )
+from oore.storage.tokens import CAPACITY
 from oore.store import AuditEntry, Store
+from oore.store.url_tokens import UrlTokenKind, UrlTokenStore
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +91,49 @@ class ExternalUrls(Protocol):
     def artifact_delivery_url(self) -> str | None: ...
 
 
+class SharedUrlTokens:
+    """Local storage URL tokens of one kind, kept in the database, so a URL issued by one
+    daemon works on any daemon sharing the database (and the storage directory)."""
+
+    def __init__(
+        self, rows: UrlTokenStore, clock: WallClock, kind: UrlTokenKind, capacity: int = CAPACITY
+    ) -> None:
+        self._rows = rows
+        self._clock = clock
+        self._kind = kind
+        self._capacity = capacity
+
+    async def issue(self, obj: StoredObject, ttl: int) -> Issued:
+        token = new_token()
+        now = self._clock.now()
+        await self._rows.issue(
+            self._kind,
+            hash_token(token),
+            obj,
+            expires_at=now + ttl,
+            capacity=self._capacity,
+            now=now,
+        )
+        return Issued(token, now + ttl)
+
+    async def peek(self, token: str) -> StoredObject | None:
+        if not looks_like_token(token):
+            return None
+        return await self._rows.peek(self._kind, hash_token(token), self._clock.now())
+
+    async def take(self, token: str) -> StoredObject | None:
+        if not looks_like_token(token):
+            return None
+        return await self._rows.take(self._kind, hash_token(token), self._clock.now())
+
+
 def _no_key() -> InternalError:
     return InternalError("encryption_error", "No encryption key is configured")
 
 
 class ArtifactStorageService:
     """The settings API and the backend in use, with what outlives a reload: the local
-    URL tokens and the download slots."""
+    URL tokens (in the database) and the download slots."""
 
     def __init__(
         self,
@@ -102,16 +142,21 @@ class ArtifactStorageService:
         audit: AuditSink,
         config: ArtifactsConfig,
         urls: ExternalUrls | None = None,
+        *,
+        saved: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
         self._config = config
         self._urls: ExternalUrls = config if urls is None else urls
-        self.uploads: TokenTable[StoredObject] = TokenTable(clock.now)
-        self.downloads: TokenTable[StoredObject] = TokenTable(clock.now)
+        self.uploads = SharedUrlTokens(store.url_tokens, clock, UrlTokenKind.UPLOAD)
+        self.downloads = SharedUrlTokens(store.url_tokens, clock, UrlTokenKind.DOWNLOAD)
         self.download_slots = trio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
         self._backend: ArtifactStorage = DisabledStorage("not loaded yet")
+        # The settings row the backend was built from (None: environment or default).
+        self.settings_row: StoredStorageSettings | None = None
+        self._saved = saved  # told once a save committed (the other daemons reload)
         self._listening: str | None = None
         self._reload_lock = trio.Lock()
 
@@ -144,14 +189,10 @@ class ArtifactStorageService:
             return self._urls.artifact_delivery_url.rstrip("/")
         return self.public_base()
 
-    def revoke_urls(self, artifact_ids: Collection[str]) -> None:
-        """Make the local upload and download URLs of these artifacts stop working now."""
-
-        def doomed(obj: StoredObject) -> bool:
-            return obj.artifact_id in artifact_ids
-
-        self.uploads.revoke_where(doomed)
-        self.downloads.revoke_where(doomed)
+    async def revoke_urls(self, artifact_ids: Collection[str]) -> None:
+        """Make the local upload and download URLs of these artifacts stop working now,
+        on every daemon."""
+        await self._store.url_tokens.revoke(list(artifact_ids))
 
     @property
     def external_urls(self) -> tuple[str | None, str | None]:
@@ -200,6 +241,8 @@ class ArtifactStorageService:
         else:
             row = StoredStorageSettings(StorageProvider.DISABLED, updated_at=now)
         await self._store.artifacts.save_storage_settings(row)
+        if self._saved is not None:
+            self._saved()
         await self.reload()
         await self._audit.submit_one(
             AuditEntry.by(
@@ -223,10 +266,13 @@ class ArtifactStorageService:
     # -- the backend --------------------------------------------------------------------
 
     async def reload(self) -> ArtifactStorage:
-        """Rebuild the backend from the effective settings; disabled when that fails."""
+        """Rebuild the backend from the effective settings; disabled when that fails. When
+        the settings cannot be read (the database is down), the backend in use stays and
+        the store's error is raised."""
         async with self._reload_lock:
+            row = await self._store.artifacts.storage_settings()
             try:
-                target = self._target(await self._store.artifacts.storage_settings())
+                target = self._target(row)
                 backend = await open_storage(
                     target,
                     uploads=self.uploads,
@@ -238,6 +284,7 @@ class ArtifactStorageService:
                 log.warning("artifact storage disabled: %s", reason)
                 backend = DisabledStorage(reason)
             self._backend = backend
+            self.settings_row = row
             log.info("artifact storage: %s", backend.provider)
             return backend
 

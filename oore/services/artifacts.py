@@ -242,7 +242,7 @@ class Artifacts:
         backend = self.storage.backend
         if not isinstance(backend, LocalStorage):
             raise invalid_upload_token()
-        obj = backend.accept_upload(token)
+        obj = await backend.accept_upload(token)
         if obj is None:
             raise invalid_upload_token()
         artifact = await self._store.artifacts.get(obj.artifact_id)
@@ -313,7 +313,7 @@ class Artifacts:
         backend = self.storage.backend
         if not isinstance(backend, LocalStorage):
             raise NotFound("not_found", "Download link is unknown or expired")
-        obj = backend.resolve_download(token)
+        obj = await backend.resolve_download(token)
         if obj is None:
             raise NotFound("not_found", "Download link is unknown or expired")
         size = await backend.size_of(obj)
@@ -339,7 +339,7 @@ class Artifacts:
         while batch := await self._store.artifacts.first_of_project(
             project_id, PURGE_BATCH, pipeline_id=pipeline_id
         ):
-            self.storage.revoke_urls({artifact.id for artifact in batch})
+            await self.storage.revoke_urls({artifact.id for artifact in batch})
             gone, failures = await _delete_objects(backend, batch)
             purged += await self._store.artifacts.delete_rows(gone)
             if failures:

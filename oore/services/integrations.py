@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import json
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,6 +40,7 @@ from oore.domain.integrations import (
 )
 from oore.domain.rbac import Action, Resource, allowed, require
 from oore.domain.setup import RuntimeMode
+from oore.domain.tokens import hash_token
 from oore.domain.users import Session, User, UserStatus
 from oore.errors import ApiError, Conflict, Forbidden, InvalidInput, NotFound
 from oore.services.clock import WallClock
@@ -127,24 +127,6 @@ def html_page(title: str, message: str, *, refresh_to: str | None = None) -> str
     )
 
 
-class _States:
-    """Issued sealed states: each may be used once, within its lifetime (bounded)."""
-
-    def __init__(self) -> None:
-        self._pending: OrderedDict[str, int] = OrderedDict()
-
-    def issue(self, nonce: str, expires_at: int) -> None:
-        self._pending[nonce] = expires_at
-        while len(self._pending) > MAX_PENDING_STATES:
-            self._pending.popitem(last=False)
-
-    def consume(self, nonce: str, now: int) -> bool:
-        expires = self._pending.pop(nonce, None)
-        for stale in [key for key, at in self._pending.items() if at < now]:
-            del self._pending[stale]
-        return expires is not None and expires >= now
-
-
 class Integrations:
     """Use cases of the Integrations API group."""
 
@@ -166,7 +148,6 @@ class Integrations:
         self._network = network
         self.scm = scm
         self.cookie_secure = cookie_secure
-        self._states = _States()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -213,11 +194,20 @@ class Integrations:
             raise NotFound("not_found", "Integration not found")
         return found
 
-    def _seal_state(self, state: SealedState, ttl: int) -> str:
-        self._states.issue(state.nonce, state.created_at + ttl)
-        return self._box().encrypt(state.dumps())
+    async def _seal_state(self, state: SealedState, ttl: int) -> str:
+        """The sealed state, its nonce recorded (as a hash) for any daemon to use up once."""
+        sealed = self._box().encrypt(state.dumps())
+        await self._store.integration_states.issue(
+            hash_token(state.nonce),
+            expires_at=state.created_at + ttl,
+            capacity=MAX_PENDING_STATES,
+            now=self._clock.now(),
+        )
+        return sealed
 
-    def _open_state(self, sealed: str | None, kind: StateKind, ttl: int) -> SealedState | None:
+    async def _open_state(
+        self, sealed: str | None, kind: StateKind, ttl: int
+    ) -> SealedState | None:
         """The state if it opens, is of ``kind``, fresh, and unused (it is used up now)."""
         if not sealed or self._secrets is None:
             return None
@@ -228,7 +218,7 @@ class Integrations:
         now = self._clock.now()
         if state is None or state.kind is not kind or state.expired(now, ttl):
             return None
-        if not self._states.consume(state.nonce, now):
+        if not await self._store.integration_states.consume(hash_token(state.nonce), now):
             return None
         return state
 
@@ -335,7 +325,7 @@ class Integrations:
             created_at=self._clock.now(),
             webhook_url=webhook,
         )
-        sealed = self._seal_state(state, 600)
+        sealed = await self._seal_state(state, 600)
         base = instance_base(webhook)
         return f"{base}/v1/integrations/github/create?state={quote(sealed, safe='')}"
 
@@ -408,7 +398,7 @@ class Integrations:
 
     async def github_callback(self, code: str | None, sealed: str | None) -> Page:
         """GitHub sent the browser back with a manifest code."""
-        state = self._open_state(sealed, StateKind.GITHUB_MANIFEST, 600)
+        state = await self._open_state(sealed, StateKind.GITHUB_MANIFEST, 600)
         if state is None or not code:
             return Page(html_page("GitHub App setup failed", "This link is invalid or expired."))
         user = await self._initiator(state)
@@ -428,7 +418,7 @@ class Integrations:
             created_at=self._clock.now(),
             integration_id=integration.id,
         )
-        cookie = self._seal_state(install, INSTALL_COOKIE_TTL_SECONDS)
+        cookie = await self._seal_state(install, INSTALL_COOKIE_TTL_SECONDS)
         web = self.scm.config.github_web_url.rstrip("/")
         slug = quote(integration.app_slug or "", safe="")
         return Page(
@@ -440,7 +430,7 @@ class Integrations:
 
     async def github_installed(self, cookie: str | None) -> Page:
         """GitHub finished an installation; only the cookie says which integration."""
-        state = self._open_state(cookie, StateKind.GITHUB_INSTALL, INSTALL_COOKIE_TTL_SECONDS)
+        state = await self._open_state(cookie, StateKind.GITHUB_INSTALL, INSTALL_COOKIE_TTL_SECONDS)
         fallback = "/settings/integrations?github=success"
         if state is None or state.integration_id is None:
             return Page(
@@ -624,7 +614,7 @@ class Integrations:
                 "client_id": client_id,
                 "redirect_uri": redirect_origin(redirect) + GITLAB_CALLBACK_PATH,
                 "response_type": "code",
-                "state": self._seal_state(state, 600),
+                "state": await self._seal_state(state, 600),
                 "scope": GITLAB_SCOPES,
             }
         )
@@ -632,7 +622,7 @@ class Integrations:
 
     async def gitlab_callback(self, code: str | None, sealed: str | None) -> Page:
         """GitLab sent the browser back with an authorization code."""
-        state = self._open_state(sealed, StateKind.GITLAB_OAUTH, 600)
+        state = await self._open_state(sealed, StateKind.GITLAB_OAUTH, 600)
         if state is None or not code or state.integration_id is None:
             return Page(html_page("GitLab sign-in failed", "This link is invalid or expired."))
         user = await self._initiator(state)

@@ -50,7 +50,7 @@ from oore.domain.runners import Runner
 from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
 from oore.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthorized
-from oore.live.fanout import Send, Viewer
+from oore.live.fanout import Audience, Send, Viewer
 from oore.live.logcommit import LogCommits
 from oore.live.logstream import (
     Appended,
@@ -64,13 +64,13 @@ from oore.services.access import Access
 from oore.services.builds import Builds
 from oore.services.identity import Identity
 from oore.services.variables import Variables
+from oore.store.stream_tokens import StreamToken, TokenLimits
 
 log = logging.getLogger(__name__)
 
 STREAM_TOKEN_TTL = 300
-TOKENS_TOTAL = 256
-TOKENS_PER_USER = 16
-TOKENS_PER_BUILD = 32
+# Unused, unexpired stream tokens at most, counted over every daemon of the database.
+TOKEN_LIMITS = TokenLimits(total=256, per_user=16, per_build=32)
 MAX_READ_LIMIT = 5000
 HOLDERS_KEPT = 4096  # (build, runner, attempt) whose lines need no read of the build
 
@@ -99,15 +99,6 @@ class Grant:
     project_id: str
     expires_at: int
     via_api_token: bool = False
-
-
-@dataclass(frozen=True)
-class _StreamToken:
-    build_id: str
-    user_id: str
-    credential_hash: str
-    expires_at: int
-    via_api_token: bool
 
 
 def _prepared(lines: Sequence[LogLine], secrets: Sequence[str]) -> list[LogLine]:
@@ -221,7 +212,6 @@ class Logs:
             LogStreamTimings(check_every=config.check_every),
             children=[self.commits.spec()],
         )
-        self._tokens: dict[str, _StreamToken] = {}
         self._per_build: Counter[str] = Counter()
         self._per_user: Counter[str] = Counter()
         self._open = 0
@@ -339,26 +329,17 @@ class Logs:
     # -- stream tokens --------------------------------------------------------------------
 
     async def mint_stream_token(self, session: Session, build_id: str) -> tuple[str, int]:
-        """A single-use token for one stream of this build (§6.3)."""
+        """A single-use token for one stream of this build (§6.3), kept in the database so
+        any daemon redeems it; it replaces the user's unused token for the build."""
         build = await self._builds.visible(session, build_id)
         now = self.clock.now()
-        self._tokens = {k: t for k, t in self._tokens.items() if t.expires_at > now}
-        user = session.user.id
-        for key, token in list(self._tokens.items()):
-            if token.user_id == user and token.build_id == build.id:
-                del self._tokens[key]  # a new token replaces the unused one
-        held = list(self._tokens.values())
-        if (
-            len(held) >= TOKENS_TOTAL
-            or sum(t.user_id == user for t in held) >= TOKENS_PER_USER
-            or sum(t.build_id == build.id for t in held) >= TOKENS_PER_BUILD
-        ):
-            raise TooManyRequests("stream_token_limit", "Too many unused stream tokens")
         secret = new_token()
         expires_at = session.capped(now + STREAM_TOKEN_TTL)
-        self._tokens[hash_token(secret)] = _StreamToken(
-            build.id, user, session.token_hash, expires_at, session.via_api_token
+        token = StreamToken(
+            build.id, session.user.id, session.token_hash, session.via_api_token, expires_at
         )
+        if not await self.store.stream_tokens.mint(hash_token(secret), token, TOKEN_LIMITS, now):
+            raise TooManyRequests("stream_token_limit", "Too many unused stream tokens")
         return secret, expires_at
 
     # -- streams --------------------------------------------------------------------------
@@ -414,7 +395,9 @@ class Logs:
         return self._events(handle, viewer, build.id, resume, build.status.terminal, tail, wait)
 
     async def _redeem(self, token: str, build_id: str, now: int) -> tuple[Session, int]:
-        stored = self._tokens.pop(hash_token(token), None) if looks_like_token(token) else None
+        stored = None
+        if looks_like_token(token):
+            stored = await self.store.stream_tokens.redeem(hash_token(token))
         if stored is None or stored.expires_at <= now:
             raise Unauthorized("invalid_stream_token", "Stream token is invalid or used")
         if stored.build_id != build_id:
@@ -479,7 +462,9 @@ class Logs:
             if len(lines) < self.config.page:
                 return
 
-    async def _catch_up(self, build_id: str, viewer: Viewer) -> AsyncIterator[bytes]:
+    async def _catch_up(
+        self, build_id: str, viewer: Viewer, audience: Audience | None = None
+    ) -> AsyncIterator[bytes]:
         """The rest of the followed attempt; then, if the build has moved on, ``event:
         attempt`` and the new attempt's lines from its first (the viewer follows it)."""
         async for chunk in self._backlog(build_id, viewer):
@@ -491,6 +476,8 @@ class Logs:
             yield attempt_event(current)
             async for chunk in self._backlog(build_id, viewer):
                 yield chunk
+        if audience is not None:
+            audience.caught_up(viewer)  # lines after this come through the audience
 
     async def _events(
         self,
@@ -517,7 +504,7 @@ class Logs:
                     )
                     if start is not None:
                         viewer.last = start
-            async for chunk in self._catch_up(build_id, viewer):
+            async for chunk in self._catch_up(build_id, viewer, handle.audience):
                 yield chunk
             if finished_at_start:
                 yield done_event("build_finished")
@@ -536,7 +523,7 @@ class Logs:
                     if viewer.lagging:
                         self.catch_ups += 1
                     viewer.resync()
-                    async for chunk in self._catch_up(build_id, viewer):
+                    async for chunk in self._catch_up(build_id, viewer, handle.audience):
                         viewer.written_at = trio.current_time()
                         yield chunk
                     continue
@@ -556,7 +543,7 @@ class Logs:
                 if viewer.moved_on:
                     continue
                 if viewer.ended == "build_finished":
-                    async for chunk in self._catch_up(build_id, viewer):
+                    async for chunk in self._catch_up(build_id, viewer, handle.audience):
                         yield chunk
                     yield done_event("build_finished")
                     return

@@ -2,10 +2,12 @@
 delivery URL and the CORS allowlist, and from them the names the server answers to. A saved
 row wins over the environment, which wins over the defaults; the values are held in memory
 so CORS, Host and redirect checks never wait on the database, and replaced at once when the
-settings are saved."""
+settings are saved (on the other daemons sharing the database, when they hear of it: see
+:mod:`oore.services.settings_sync`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -44,10 +46,18 @@ class NetworkDefaults:
 class Network:
     """The network settings in force; read synchronously by CORS and the redirect rule."""
 
-    def __init__(self, store: Store, defaults: NetworkDefaults) -> None:
+    def __init__(
+        self,
+        store: Store,
+        defaults: NetworkDefaults,
+        *,
+        saved: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self._defaults = defaults
+        self._saved = saved  # told once a save committed (the other daemons reload)
         self._saving = trio.Lock()
+        self.row: NetworkSettings | None  # the saved row in force, None for the defaults
         self.allowed_origins: tuple[str, ...]
         self.public_url: str | None
         self.artifact_delivery_url: str | None
@@ -66,8 +76,11 @@ class Network:
         async with self._saving:
             await self._store.settings.save_network(settings, now)
             self._apply(replace(settings, updated_at=now))
+        if self._saved is not None:
+            self._saved()
 
     def _apply(self, row: NetworkSettings | None) -> None:
+        self.row = row
         if row is None:
             defaults = self._defaults
             self.allowed_origins = with_local_defaults(defaults.allowed_origins)

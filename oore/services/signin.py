@@ -1,15 +1,18 @@
 """OpenID Connect: the setup steps (configure, owner start/verify), public sign-in (start,
 callback) and the external-access OIDC settings (contract §2.2, §2.3, §7.3, §7.4, §10.3).
 
-Pending authorization requests and the start rate limiter live in memory, one set per
-runtime; a restart forgets them (§7.4).
+Pending authorization requests live in the database, so a callback may reach another
+daemon than its start (``oore/services/pending_signins.py``); the start rate limiter
+lives in memory, one per runtime.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 
+import trio
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from oore.domain.crypto import SecretBox, decryption_error, encryption_error
@@ -19,8 +22,8 @@ from oore.domain.oidc import (
     IdentityClaims,
     OidcConfig,
     PendingRequest,
-    PendingTable,
     ProviderMetadata,
+    Reservation,
     SetupBinding,
     StartLimiter,
     authorization_url,
@@ -46,8 +49,13 @@ from oore.services.clock import WallClock
 from oore.services.identity import Identity, LoginResult
 from oore.services.network import Network
 from oore.services.oidc import ProviderClient, verify_id_token
+from oore.services.pending_signins import PendingSignIns
 from oore.store import Store
 from oore.store.oidc import Actor, ConfigWrite
+
+log = logging.getLogger(__name__)
+
+RELEASE_SECONDS = 5.0  # for giving a failed start's reservation back
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ def _new_request(redirect_uri: str, now: int, setup: SetupBinding | None) -> Pen
 
 
 class SignIn:
-    """OIDC setup, sign-in and settings; holds this runtime's pending requests."""
+    """OIDC setup, sign-in and settings, with the pending requests of every daemon."""
 
     def __init__(
         self,
@@ -119,7 +127,7 @@ class SignIn:
         self._identity = identity
         self._network = network
         self._provider = (provider or ProviderClient()).session
-        self.pending = PendingTable()
+        self.pending = PendingSignIns(store.pending_signins, lambda: identity.secrets)
         self.limiter = StartLimiter()
 
     # -- shared pieces --------------------------------------------------------------------
@@ -190,14 +198,6 @@ class SignIn:
             now=self._clock.now(),
         )
 
-    def drop_pending(self) -> None:
-        """Forget every pending sign-in (the provider was reconfigured after setup)."""
-        self.pending.drop_all()
-
-    def drop_setup_pending(self) -> None:
-        """Forget pending setup sign-ins (setup modes or provider changed)."""
-        self.pending.drop_setup()
-
     # -- setup ----------------------------------------------------------------------------
 
     async def configure_setup(
@@ -221,7 +221,7 @@ class SignIn:
         await self._store.oidc.configure_setup(
             write, self._clock.now(), Actor(None, None, client_ip)
         )
-        self.pending.drop_setup()
+        await self.pending.drop_setup()
         return Configured(metadata.issuer, expires_at)
 
     async def start_setup(self, redirect_uri: str, authorization: str | None) -> Started:
@@ -250,14 +250,14 @@ class SignIn:
             hash_token(bearer), instance.setup_generation, setup_fingerprint(config, prefs)
         )
         request = _new_request(redirect_uri, now, binding)
-        self.pending.add(request, now)
+        await self.pending.add(request, now)
         return Started(self._authorization_url(metadata, config, request), request.state)
 
     async def verify_setup(self, code: str, state: str, client_ip: str | None) -> OwnerVerified:
         """``POST /v1/setup/owner/verify-oidc``; the Authorization header is not read: the
         setup session bound at start must still be the current one (§2.2)."""
         ensure_not_ready(await self._store.instance.get())
-        request = self.pending.take(state)
+        request = await self.pending.take(state)
         if request is None:
             raise InvalidInput("invalid_state", "Unknown or already used sign-in state")
         if request.expired(self._clock.now()):
@@ -317,22 +317,31 @@ class SignIn:
         redirect = check_redirect_uri(
             redirect_uri or DEFAULT_REDIRECT_URI, self._network.allowed_origins
         )
-        reservation = self.pending.reserve(self._clock.now())
+        reservation = await self.pending.reserve(self._clock.now())
         try:
             self.limiter.admit(client_ip, self._clock.now())
             async with self._provider() as idp:
                 metadata = await idp.discover(config.issuer_url)
         except BaseException:
-            self.pending.release(reservation)
+            await self._release(reservation)
             raise
         now = self._clock.now()
         request = _new_request(redirect, now, None)
-        self.pending.fulfil(reservation, request, now)
+        await self.pending.fulfil(reservation, request, now)
         return Started(self._authorization_url(metadata, config, request), request.state)
+
+    async def _release(self, reservation: Reservation) -> None:
+        """Give a failed start's slot back, even while cancelled; should that fail, the
+        reservation lapses after 600 s and makes room then."""
+        with trio.move_on_after(RELEASE_SECONDS, shield=True):
+            try:
+                await self.pending.release(reservation)
+            except ApiError:
+                log.warning("a sign-in reservation could not be released; it will lapse")
 
     async def callback(self, code: str, state: str, client_ip: str | None) -> LoginResult:
         """``POST /v1/auth/oidc/callback``: sign in an active user or activate an invited one."""
-        request = self.pending.take(state)
+        request = await self.pending.take(state)
         if request is None or request.setup is not None:
             raise InvalidInput("invalid_state", "Unknown or already used sign-in state")
         if request.expired(self._clock.now()):
@@ -396,7 +405,7 @@ class SignIn:
         write = self._write(settings, metadata.issuer)
         actor = Actor(session.user.id, session.user.email, client_ip)
         config = await self._store.oidc.configure_ready(write, self._clock.now(), actor)
-        self.pending.drop_all()
+        await self.pending.drop_all()
         return {
             "discovered_issuer": config.issuer_url,
             "has_client_secret": config.has_client_secret,

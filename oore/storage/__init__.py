@@ -24,16 +24,17 @@ from oore.storage.base import (
 )
 from oore.storage.local import LocalStorage
 from oore.storage.s3 import S3Storage
-from oore.storage.tokens import TokenTable
+from oore.storage.tokens import Issued, UrlTokens
 
 __all__ = [
     "ArtifactStorage",
     "DisabledStorage",
+    "Issued",
     "LocalStorage",
     "S3Storage",
     "StorageUnavailable",
     "StoredObject",
-    "TokenTable",
+    "UrlTokens",
     "not_configured",
     "open_storage",
     "storage_error",
@@ -43,8 +44,8 @@ __all__ = [
 async def open_storage(
     target: StorageTarget,
     *,
-    uploads: TokenTable[StoredObject],
-    downloads: TokenTable[StoredObject],
+    uploads: UrlTokens,
+    downloads: UrlTokens,
     public_base: Callable[[], str],
 ) -> ArtifactStorage:
     """The backend for ``target``; StorageUnavailable when it cannot be built."""

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from oore.domain.artifact_storage import StorageProvider
+from oore.domain.artifact_storage import StorageProvider, StoredObject
 from oore.errors import InternalError, ServiceUnavailable
+
+__all__ = [
+    "ArtifactStorage",
+    "DisabledStorage",
+    "StorageUnavailable",
+    "StoredObject",
+    "not_configured",
+    "storage_error",
+]
 
 
 class StorageUnavailable(Exception):
@@ -21,15 +29,6 @@ def storage_error(message: str = "Artifact storage failed") -> InternalError:
 def not_configured() -> ServiceUnavailable:
     """503 ``storage_not_configured``: artifact storage is disabled."""
     return ServiceUnavailable("storage_not_configured", "Artifact storage is not configured")
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    """One artifact's bytes in storage: its key, its artifact and its download name."""
-
-    key: str
-    artifact_id: str
-    filename: str
 
 
 class ArtifactStorage(Protocol):

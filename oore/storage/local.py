@@ -2,8 +2,8 @@
 
 Upload URLs (``/v1/artifacts/local-upload/<token>``, single use, 30 minutes) and download
 URLs (``/v1/artifacts/download/<token>``, or ``/install/download/<token>`` behind a scoped
-token, reusable for 15 minutes) carry in-memory tokens (contract §7.1). The token tables
-are handed in, so they outlive a settings reload.
+token, reusable for 15 minutes) carry tokens (contract §7.1) kept by the
+:class:`~oore.storage.tokens.UrlTokens` handed in, which outlive a settings reload.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from oore.domain.artifact_storage import StorageProvider
 from oore.domain.artifacts import DOWNLOAD_CHUNK_BYTES, DOWNLOAD_URL_TTL, UPLOAD_URL_TTL
 from oore.errors import PayloadTooLarge
 from oore.storage.base import StorageUnavailable, StoredObject, storage_error
-from oore.storage.tokens import TokenTable
+from oore.storage.tokens import UrlTokens
 
 UPLOAD_PATH = "/v1/artifacts/local-upload/"
 DOWNLOAD_PATH = "/v1/artifacts/download/"
@@ -53,8 +53,8 @@ class LocalStorage:
         self,
         base_dir: Path,
         *,
-        uploads: TokenTable[StoredObject],
-        downloads: TokenTable[StoredObject],
+        uploads: UrlTokens,
+        downloads: UrlTokens,
         public_base: Callable[[], str],
     ) -> None:
         self.base_dir = base_dir
@@ -67,8 +67,8 @@ class LocalStorage:
         cls,
         base_dir: str,
         *,
-        uploads: TokenTable[StoredObject],
-        downloads: TokenTable[StoredObject],
+        uploads: UrlTokens,
+        downloads: UrlTokens,
         public_base: Callable[[], str],
     ) -> LocalStorage:
         """Create the base directory if needed; StorageUnavailable if it is not usable."""
@@ -97,27 +97,27 @@ class LocalStorage:
 
     async def upload_url(self, obj: StoredObject) -> str:
         self.path_of(obj.key)
-        issued = self._uploads.issue(obj, UPLOAD_URL_TTL)
+        issued = await self._uploads.issue(obj, UPLOAD_URL_TTL)
         return f"{self._public_base()}{UPLOAD_PATH}{issued.token}"
 
     async def download_url(self, obj: StoredObject) -> str:
         self.path_of(obj.key)
-        issued = self._downloads.issue(obj, DOWNLOAD_URL_TTL)
+        issued = await self._downloads.issue(obj, DOWNLOAD_URL_TTL)
         return f"{self._public_base()}{DOWNLOAD_PATH}{issued.token}"
 
     async def delivery_url(self, obj: StoredObject, base: str) -> str:
         """A 15-minute download URL under another base: ``<base>/install/download/<t>``."""
         self.path_of(obj.key)
-        issued = self._downloads.issue(obj, DOWNLOAD_URL_TTL)
+        issued = await self._downloads.issue(obj, DOWNLOAD_URL_TTL)
         return f"{base}{INSTALL_DOWNLOAD_PATH}{issued.token}"
 
-    def accept_upload(self, token: str) -> StoredObject | None:
+    async def accept_upload(self, token: str) -> StoredObject | None:
         """The object an upload token was issued for; the token is used up."""
-        return self._uploads.take(token)
+        return await self._uploads.take(token)
 
-    def resolve_download(self, token: str) -> StoredObject | None:
+    async def resolve_download(self, token: str) -> StoredObject | None:
         """The object a download token was issued for; it stays valid until it expires."""
-        return self._downloads.peek(token)
+        return await self._downloads.peek(token)
 
     async def delete(self, obj: StoredObject) -> None:
         path = self.path_of(obj.key)

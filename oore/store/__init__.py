@@ -13,15 +13,19 @@ from oore.store.artifacts import ArtifactStore
 from oore.store.audit import AuditEntry, AuditStore
 from oore.store.builds import BuildStore
 from oore.store.cluster import ClusterStore
-from oore.store.database import Database, Revive, open_database
+from oore.store.database import Connection, Database, Revive, open_database
 from oore.store.instance import InstanceStore
+from oore.store.integration_states import IntegrationStateStore
 from oore.store.integrations import IntegrationStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
 from oore.store.oidc import OidcStore
+from oore.store.pending_signins import PendingSignInStore
 from oore.store.pipelines import PipelineStore
 from oore.store.projects import ProjectStore
 from oore.store.runners import RunnerStore
 from oore.store.settings import SettingsStore
+from oore.store.stream_tokens import StreamTokenStore
+from oore.store.url_tokens import UrlTokenStore
 from oore.store.users import UserStore
 from oore.store.variables import VariableStore
 from oore.store.webhooks import WebhookStore
@@ -56,6 +60,10 @@ class Store:
         self.integrations = IntegrationStore(db)
         self.variables = VariableStore(db)
         self.cluster = ClusterStore(db)
+        self.stream_tokens = StreamTokenStore(db)
+        self.url_tokens = UrlTokenStore(db)
+        self.integration_states = IntegrationStateStore(db)
+        self.pending_signins = PendingSignInStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""
@@ -65,6 +73,18 @@ class Store:
             return Readiness(database=False, migrations=False)
         expected = [m.version for m in known_migrations()]
         return Readiness(database=True, migrations=applied == expected)
+
+    async def connection_limit(self) -> int:
+        """How many connections the server takes from users like this one, all told."""
+        return await self.db.run(_connection_limit)
+
+
+async def _connection_limit(conn: Connection) -> int:
+    limit: int = await conn.fetchval(
+        """SELECT current_setting('max_connections')::int
+                  - current_setting('superuser_reserved_connections')::int"""
+    )
+    return limit
 
 
 @asynccontextmanager

@@ -833,6 +833,48 @@ async def _tail_start(
     return sequence
 
 
+async def _log_marks(conn: Connection, keys: list[uuid.UUID]) -> dict[str, tuple[int, int | None]]:
+    rows = await conn.fetch(
+        """SELECT b.id, b.attempt,
+                  (SELECT max(l.sequence) FROM build_logs l
+                   WHERE l.build_id = b.id AND l.attempt = b.attempt) AS last
+           FROM builds b WHERE b.id = ANY($1::uuid[])""",
+        keys,
+    )
+    return {str(r["id"]): (r["attempt"], r["last"]) for r in rows}
+
+
+async def _logs_of_builds(
+    conn: Connection, keys: list[uuid.UUID], attempts: list[int], after: list[int], limit: int
+) -> list[list[LogLine]]:
+    rows = await conn.fetch(
+        f"""SELECT k.n, l.sequence, l.content, l.stream, l.created_at, l.step, l.step_name
+            FROM unnest($1::uuid[], $2::integer[], $3::bigint[]) WITH ORDINALITY AS k(b, a, s, n)
+            CROSS JOIN LATERAL (
+                SELECT {_LINE_COLUMNS} FROM build_logs
+                WHERE build_id = k.b AND attempt = k.a AND sequence > k.s
+                ORDER BY sequence LIMIT $4) AS l
+            ORDER BY k.n, l.sequence""",
+        keys,
+        attempts,
+        after,
+        limit,
+    )
+    found: list[list[LogLine]] = [[] for _ in keys]
+    for r in rows:
+        found[r["n"] - 1].append(
+            LogLine(
+                r["sequence"],
+                r["content"],
+                r["stream"],
+                r["created_at"],
+                step=r["step"],
+                step_name=r["step_name"],
+            )
+        )
+    return found
+
+
 async def _active_counts(conn: Connection) -> dict[str, int]:
     rows = await conn.fetch(
         """SELECT runner_id, count(*) AS n FROM builds
@@ -1011,3 +1053,31 @@ class BuildStore:
         if key is None:
             return None
         return await self._db.run(_tail_start, key, attempt, count)
+
+    async def log_marks(self, build_ids: Sequence[str]) -> dict[str, tuple[int, int | None]]:
+        """Each build's current attempt and the last sequence of that attempt's log (None
+        while it has no line), in one statement; builds that no longer exist are left out."""
+        keys = {key: build_id for build_id in build_ids if (key := as_uuid(build_id))}
+        if not keys:
+            return {}
+        return await self._db.run(_log_marks, list(keys))
+
+    async def logs_of_builds(
+        self, wants: Sequence[tuple[str, int, int]], *, limit: int
+    ) -> list[list[LogLine]]:
+        """For each (build, attempt, after sequence): the first ``limit`` lines of that
+        attempt after that sequence, in order; the reads of many builds in one statement."""
+        keyed = [(as_uuid(build_id), attempt, after) for build_id, attempt, after in wants]
+        known = [(key, attempt, after) for key, attempt, after in keyed if key is not None]
+        if not known:
+            return [[] for _ in wants]
+        found = iter(
+            await self._db.run(
+                _logs_of_builds,
+                [key for key, _, _ in known],
+                [attempt for _, attempt, _ in known],
+                [after for _, _, after in known],
+                limit,
+            )
+        )
+        return [next(found) if key is not None else [] for key, _, _ in keyed]

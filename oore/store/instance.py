@@ -224,6 +224,15 @@ async def _touch_setup_session(conn: Connection, presented_hash: str | None, now
     return expires_at
 
 
+async def _record_key_fingerprint(conn: Connection, fingerprint: str) -> str:
+    recorded: str = await conn.fetchval(
+        """UPDATE instance SET key_fingerprint = COALESCE(key_fingerprint, $1)
+           RETURNING key_fingerprint""",
+        fingerprint,
+    )
+    return recorded
+
+
 class InstanceStore:
     """The single instance row."""
 
@@ -236,6 +245,12 @@ class InstanceStore:
 
     async def get(self) -> Instance:
         return await self._db.run(_get)
+
+    async def record_key_fingerprint(self, fingerprint: str) -> str:
+        """Record the encryption key's fingerprint if none is yet (the first daemon on this
+        database); returns the one recorded, to compare with this daemon's own. Call after
+        :meth:`ensure`."""
+        return await self._db.run(_record_key_fingerprint, fingerprint)
 
     async def preferences(self) -> Preferences:
         return await self._db.run(_preferences)

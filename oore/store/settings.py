@@ -1,14 +1,18 @@
 """SQL for the external-access settings rows: the trusted proxy and the network settings,
-and the trusted-proxy sign-in that turns a vouched-for email into a session."""
+the trusted-proxy sign-in that turns a vouched-for email into a session, and the rows a
+daemon holds in memory, read together for its fallback poll."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from oore.domain.artifact_storage import StoredStorageSettings
 from oore.domain.network import NetworkSettings, TrustedProxySettings
 from oore.domain.setup import SetupState, ensure_before_owner
 from oore.domain.users import User, UserStatus
 from oore.errors import Forbidden
+from oore.store.artifacts import _settings as _storage_settings
 from oore.store.database import Connection, Database
 from oore.store.instance import _locked
 from oore.store.users import _insert_session, user_from_row
@@ -94,6 +98,18 @@ async def _save_network(conn: Connection, settings: NetworkSettings, now: int) -
     )
 
 
+@dataclass(frozen=True)
+class HeldRows:
+    """The settings rows a daemon keeps a copy of in memory (None: no row saved)."""
+
+    network: NetworkSettings | None
+    artifact_storage: StoredStorageSettings | None
+
+
+async def _held(conn: Connection) -> HeldRows:
+    return HeldRows(await _network(conn), await _storage_settings(conn))
+
+
 async def _proxy_sign_in(
     conn: Connection, email: str, subject: str, token_hash: str, now: int, expires_at: int
 ) -> tuple[User, bool]:
@@ -149,6 +165,11 @@ class SettingsStore:
 
     async def save_network(self, settings: NetworkSettings, now: int) -> None:
         await self._db.run(_save_network, settings, now)
+
+    async def held_rows(self) -> HeldRows:
+        """The network and artifact storage rows, read on one connection (two small
+        primary-key reads: cheap enough to run every second)."""
+        return await self._db.run(_held)
 
     async def trusted_proxy_sign_in(
         self, *, email: str, subject: str, token_hash: str, now: int, expires_at: int

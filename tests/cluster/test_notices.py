@@ -121,3 +121,25 @@ async def _terminate_listeners(conn: object) -> int:
         LISTENER_NAME,
     )
     return len(rows)
+
+
+async def test_a_failing_subscriber_does_not_stop_the_others(database_url: str) -> None:
+    theirs = Heard()
+
+    async def broken(items: list[str]) -> None:
+        raise RuntimeError("a defect in one subscriber")
+
+    with trio.fail_after(BOUND):
+        async with open_store(database_url, pool_size=2) as store, trio.open_nursery() as nursery:
+            b = Notices(store)
+            b.subscribe("build", Subscription(broken))
+            b.subscribe("build", Subscription(theirs.noticed, resync=theirs.resync))
+            await nursery.start(b.run)
+            await until(lambda: b.listening and theirs.resyncs == 1)
+            async with daemon(database_url) as a:
+                a.publish("build", ["one:queued"])
+                await until(lambda: theirs.items == ["one:queued"])
+                await until(lambda: theirs.resyncs == 2)  # and everyone caught up
+                a.publish("build", ["two:queued"])
+                await until(lambda: theirs.items == ["one:queued", "two:queued"])
+            nursery.cancel_scope.cancel()

@@ -1,4 +1,5 @@
-"""OIDC rules: the redirect-URI rule (§7.3), pending requests and start limits (§7.4)."""
+"""OIDC rules: the redirect-URI rule (§7.3), pending requests and start limits (§7.4); the
+storage of pending requests is tested in tests/services/test_pending_signins.py."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from oore.domain.oidc import (
-    PENDING_CAPACITY,
     PENDING_TTL,
     START_GLOBAL_LIMIT,
     START_PER_IP_LIMIT,
     IdentityClaims,
     OidcConfig,
     PendingRequest,
-    PendingTable,
     SetupBinding,
     StartLimiter,
     authorization_url,
@@ -102,96 +101,33 @@ def _request(state: str, created_at: int, setup: SetupBinding | None = None) -> 
     return PendingRequest(state, "verifier", "nonce", uri, created_at, setup)
 
 
-def test_pending_requests_are_used_once() -> None:
-    table = PendingTable()
-    table.add(_request("s1", 100), 100)
-    taken = table.take("s1")
-    assert taken is not None and taken.state == "s1"
-    assert table.take("s1") is None
+def test_pending_requests_expire_after_600_seconds() -> None:
+    request = _request("s1", 100)
+    assert not request.expired(100 + PENDING_TTL - 1)
+    assert request.expired(100 + PENDING_TTL)
 
 
-def test_pending_requests_expire_after_600_seconds_but_stay_recognisable() -> None:
-    table = PendingTable()
-    table.add(_request("s1", 100), 100)
-    taken = table.take("s1")
-    assert taken is not None
-    assert not taken.expired(100 + PENDING_TTL - 1)
-    assert taken.expired(100 + PENDING_TTL)
+@pytest.mark.parametrize("setup", [None, SetupBinding("ab" * 32, 3, "fingerprint")])
+def test_a_pending_request_reads_back_as_it_was_written(setup: SetupBinding | None) -> None:
+    request = _request("state-" + "x" * 40, 1_800_000_000, setup)
+    assert PendingRequest.loads(request.dumps()) == request
 
 
-def test_capacity_counts_pending_requests_and_reservations() -> None:
-    table = PendingTable(capacity=3)
-    table.add(_request("a", 0), 0)
-    table.reserve(0)
-    table.add(_request("b", 0), 0)
-    with pytest.raises(ApiError) as full:
-        table.reserve(1)
-    assert (full.value.status, full.value.code) == (429, "too_many_pending")
-    with pytest.raises(ApiError):
-        table.add(_request("c", 1), 1)
-    table.take("a")
-    table.add(_request("c", 1), 1)
-    assert len(table) == 3
-
-
-def test_the_default_capacity_is_1000() -> None:
-    table = PendingTable()
-    for n in range(PENDING_CAPACITY):
-        table.add(_request(f"s{n}", 0), 0)
-    with pytest.raises(ApiError) as full:
-        table.reserve(10)
-    assert full.value.code == "too_many_pending"
-
-
-def test_expired_entries_make_room_when_the_table_is_full() -> None:
-    table = PendingTable(capacity=2)
-    table.add(_request("old", 0), 0)
-    table.reserve(0)
-    table.add(_request("new", PENDING_TTL), PENDING_TTL)
-    assert table.take("old") is None
-    assert table.take("new") is not None
-
-
-def test_a_reservation_becomes_a_pending_request() -> None:
-    table = PendingTable()
-    held = table.reserve(5)
-    table.fulfil(held, _request("s", 6), 6)
-    assert len(table) == 1
-    assert table.take("s") is not None
-
-
-def test_a_dropped_reservation_answers_oidc_start_expired() -> None:
-    table = PendingTable()
-    held = table.reserve(5)
-    table.drop_all()
-    with pytest.raises(ApiError) as lapsed:
-        table.fulfil(held, _request("s", 6), 6)
-    assert (lapsed.value.status, lapsed.value.code) == (503, "oidc_start_expired")
-    assert table.take("s") is None
-
-
-def test_a_lapsed_reservation_answers_oidc_start_expired() -> None:
-    table = PendingTable()
-    held = table.reserve(0)
-    with pytest.raises(ApiError) as lapsed:
-        table.fulfil(held, _request("s", PENDING_TTL), PENDING_TTL)
-    assert lapsed.value.code == "oidc_start_expired"
-
-
-def test_a_released_reservation_frees_its_slot() -> None:
-    table = PendingTable(capacity=1)
-    table.release(table.reserve(0))
-    table.reserve(0)
-
-
-def test_setup_reconfiguration_drops_only_setup_requests() -> None:
-    table = PendingTable()
-    binding = SetupBinding("hash", 1, "fingerprint")
-    table.add(_request("setup", 0, binding), 0)
-    table.add(_request("public", 0), 0)
-    table.drop_setup()
-    assert table.take("setup") is None
-    assert table.take("public") is not None
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "[]",
+        "{}",
+        '{"state": 1}',
+        '{"state":"s","verifier":"v","nonce":"n",'
+        '"redirect_uri":"u","created_at":true,"setup":null}',
+        '"text"',
+    ],
+)
+def test_what_is_not_a_pending_request_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        PendingRequest.loads(text)
 
 
 def test_start_limiter_allows_20_per_client_in_a_minute() -> None:

@@ -13,12 +13,12 @@ through ``OORED_DATABASE_URL``), as a team runs them behind a load balancer.
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import secrets
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,13 @@ import httpx
 import pytest
 import trio
 
-from oore.store.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
+from oore.store.embedded import EmbeddedPostgres
 from tests.e2e.conftest import Daemon, DaemonFactory
-from tests.e2e.test_database_outage import external_postgres, pg_root  # noqa: F401
+from tests.e2e.test_database_outage import (  # noqa: F401
+    external_postgres,
+    pg_root,
+    stop_immediately,
+)
 from tests.e2e.test_runner_agent import (
     Api,
     committed_repo,
@@ -92,9 +96,18 @@ def the_leader(daemons: list[Daemon]) -> Daemon:
     return leader
 
 
-@pytest.fixture
-def cluster_root(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "cluster"
+def sse_events(chunks: Iterable[str]) -> Iterator[dict[str, str]]:
+    """The events of a server-sent event stream read as text chunks (comments dropped)."""
+    pending = ""
+    for text in chunks:
+        pending += text
+        *blocks, pending = pending.split("\n\n")
+        for block in blocks:
+            fields = dict(
+                line.partition(": ")[::2] for line in block.split("\n") if not line.startswith(":")
+            )
+            if "event" in fields:
+                yield fields
 
 
 @pytest.mark.timeout(300)
@@ -141,6 +154,29 @@ def test_any_daemon_takes_any_request(
             f"line {i}" for i in range(1, 201)
         ]
 
+        # A stream token minted through A opens the log through C, once.
+        token = api_a.call("POST", f"/v1/builds/{done['build']['id']}/stream-token")["token"]
+        stream = f"/v1/builds/{done['build']['id']}/logs/stream?token={token}"
+        with on_c.stream("GET", stream) as reply:
+            assert reply.status_code == 200
+            events = list(sse_events(reply.iter_text()))
+        assert [e["event"] for e in events].count("log") == len(lines)
+        assert events[-1] == {"event": "done", "data": "build_finished"}
+        assert on_b.get(stream).status_code == 401
+
+        # Settings saved through B are what A and C answer with, within a second or so.
+        network = "/v1/settings/external-access/network"
+        saved = api_b.call(
+            "PUT",
+            network,
+            {"public_url": "https://ci.example.com", "allowed_origins": ["https://ci.example.com"]},
+        )
+
+        def applied() -> bool:
+            return all(api.call("GET", network) == saved for api in (api_a, api_c))
+
+        wait_until("the setting to apply on the others", applied)
+
         # A cancel through C reaches the runner on B: its process is gone.
         held = api_a.trigger(project["id"], stubborn)["id"]
         pid = wait_until("the stubborn step to start", lambda: read_pid(marks / "stubborn.pid"))
@@ -150,6 +186,78 @@ def test_any_daemon_takes_any_request(
         assert api_a.build(held)["build"]["status"] == "canceled"
 
     for daemon in (a, b, c):
+        assert daemon.stop() == 0, daemon.text()
+
+
+@pytest.mark.timeout(300)
+def test_a_dead_daemon_loses_nothing(
+    make_daemon: DaemonFactory,
+    runners: Callable[..., subprocess.Popen[bytes]],  # noqa: F811
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of the daemon a runner and a viewer use, mid-build: the runner moves to
+    another daemon and finishes its build (no requeue), the viewer reconnects to another
+    with ``Last-Event-ID`` and gets every line once, in order."""
+    lines = 120
+    repo = committed_repo(
+        tmp_path / "repo",
+        {
+            ".oore.yaml": pipeline_file(
+                f'for i in $(seq 1 {lines}); do echo "line $i"; sleep 0.05; done'
+            )
+        },
+    )
+    a, b, c = start_cluster(make_daemon, tmp_path / "cluster", database_url)
+    with a.client() as on_a, c.client() as on_c:
+        api_a = Api.local_owner(on_a)
+        api_c = Api(on_c, api_a.token)
+        project = api_a.project("app", repo)
+        pipeline = api_a.pipeline(project["id"], name="ci")
+        runners(f"{b.url},{c.url}", api_a.token, "on-b", "linux")
+        wait_until("the runner to register", lambda: api_c.call("GET", "/v1/runners")["total"])
+        build_id = api_a.trigger(project["id"], pipeline["id"])["id"]
+
+        seen: list[dict[str, str]] = []
+        with httpx.Client(timeout=120) as viewer:
+            with viewer.stream(
+                "GET", f"{b.url}/v1/builds/{build_id}/logs/stream", headers=api_a.auth
+            ) as reply:
+                assert reply.status_code == 200
+                try:
+                    for event in sse_events(reply.iter_text()):
+                        seen.append(event)
+                        if event["event"] == "log" and '"line 20"' in event["data"]:
+                            b.kill()  # the runner's daemon and the viewer's, mid-build
+                except httpx.TransportError:
+                    pass
+            assert not any(e["event"] == "done" for e in seen)
+            last = [e for e in seen if e["event"] == "log"][-1]["id"]
+            with viewer.stream(
+                "GET",
+                f"{c.url}/v1/builds/{build_id}/logs/stream",
+                headers={**api_a.auth, "Last-Event-ID": last},
+            ) as reply:
+                assert reply.status_code == 200
+                for event in sse_events(reply.iter_text()):
+                    seen.append(event)
+                    if event["event"] == "done":
+                        break
+
+        done = api_c.finished(build_id)
+        assert done["build"]["status"] == "succeeded", done
+        # It kept its build: assigned once, never requeued.
+        assert [e["to_status"] for e in done["events"]].count("assigned") == 1
+        assert done["build"]["attempt"] == 1
+
+    logs = [json.loads(e["data"]) for e in seen if e["event"] == "log"]
+    sequences = [line["sequence"] for line in logs]
+    assert sequences == sorted(set(sequences))  # once each, in order, across both daemons
+    assert [line["content"] for line in logs if line["content"].startswith("line ")] == [
+        f"line {i}" for i in range(1, lines + 1)
+    ]
+    assert [e["data"] for e in seen if e["event"] == "done"] == ["build_finished"]
+    for daemon in (a, c):
         assert daemon.stop() == 0, daemon.text()
 
 
@@ -314,16 +422,6 @@ async def test_postgres_restarted_under_three_daemons(
     tmp_path: Path,
 ) -> None:
     daemons = start_cluster(make_daemon, tmp_path / "cluster", external_postgres.uri)
-    pgdata = external_postgres.pgdata
-
-    def stop_immediately() -> None:
-        subprocess.run(
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"],
-            user="pgserver" if os.geteuid() == 0 else None,
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
 
     async with httpx.AsyncClient(timeout=30) as client:
 
@@ -332,7 +430,7 @@ async def test_postgres_restarted_under_three_daemons(
 
         for daemon in daemons:
             assert await ready(daemon) == 200
-        await trio.to_thread.run_sync(stop_immediately)
+        await trio.to_thread.run_sync(stop_immediately, external_postgres)
 
         async def all_answer(status: int) -> None:
             with trio.fail_after(WAIT):

@@ -336,6 +336,25 @@ async def test_killed_embedded_postgres_is_restarted_by_the_daemon(
     assert "restarted" in text
 
 
+def stop_immediately(server: EmbeddedPostgres) -> None:
+    """Stop ``server`` as a crash would (``pg_ctl -m immediate``): no shutdown checkpoint."""
+    subprocess.run(
+        [
+            str(POSTGRES_BIN_PATH / "pg_ctl"),
+            "-D",
+            str(server.pgdata),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ],
+        user="pgserver" if os.geteuid() == 0 else None,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
 @pytest.fixture
 def external_postgres(pg_root: Path) -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL server of the test's own, which the daemon knows only by its URL."""
@@ -359,21 +378,13 @@ async def test_restarted_external_postgres_is_reconnected(
     daemon = make_daemon()
     daemon.env["OORED_DATABASE_URL"] = external_postgres.uri
     daemon.start()
-    pgdata = external_postgres.pgdata
-
-    def stop_immediately() -> None:
-        subprocess.run(
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"],
-            user="pgserver" if os.geteuid() == 0 else None,
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
 
     def start_again() -> None:
         assert external_postgres.revive()  # same data directory, same socket
 
-    await outage_round(daemon, repo, start_runner, stop_immediately, start_again)
+    await outage_round(
+        daemon, repo, start_runner, lambda: stop_immediately(external_postgres), start_again
+    )
     assert not (daemon.data_dir / "pg").exists()  # it never started one of its own
     text = daemon.text()
     assert text.count("database unavailable") == 1, text

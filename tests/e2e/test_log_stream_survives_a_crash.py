@@ -257,7 +257,7 @@ async def test_a_sigkilled_daemon_keeps_answered_lines_and_viewers_resume_exactl
                     nursery.start_soon(viewer.watch, as_viewers, url, headers)
                 nursery.start_soon(left.watch, as_viewers, stream, bearer, LEFT_AT)
                 await progress.until(lambda: all(v.connected for v in watching))
-                # Minted before the crash, never used: the daemon forgets it with its memory.
+                # Minted before the crash, never used: it is in the database, so it survives.
                 unused_token = await stream_token()
                 nursery.start_soon(runner.flow_until_cut_off, as_runner)
                 await progress.until(ready_to_kill)
@@ -302,7 +302,11 @@ async def test_a_sigkilled_daemon_keeps_answered_lines_and_viewers_resume_exactl
                     }
                     assert stream_line in after_crash, (viewer.name, shown)
 
-            # Stream tokens live in memory: neither the used one nor the unused one works.
+            # Stream tokens live in the database: the used one stays used, the unused one
+            # survives the crash and opens one stream.
+            tokened = f"/v1/builds/{build_id}/logs/stream?token={unused_token}"
+            async with api.stream("GET", tokened) as survived:
+                assert survived.status_code == 200
             for token in (used_token, unused_token):
                 refused = await api.get(f"/v1/builds/{build_id}/logs/stream?token={token}")
                 assert refused.status_code == 401, refused.text

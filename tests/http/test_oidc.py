@@ -100,20 +100,22 @@ async def actions(store: Store) -> list[str]:
     return [entry.action for entry in reversed(await store.audit.recent(200))]
 
 
-def setup_pending(runtime: Runtime, state: str, now: int) -> None:
+async def setup_pending(runtime: Runtime, state: str, now: int) -> None:
     binding = SetupBinding("0" * 64, 0, "none")
-    runtime.signin.pending.add(
+    await runtime.signin.pending.add(
         PendingRequest(state, "v" * 43, "nonce", REDIRECT_URI, now, binding), now
     )
 
 
-def public_pending(runtime: Runtime, state: str, now: int) -> None:
-    runtime.signin.pending.add(PendingRequest(state, "v" * 43, "nonce", REDIRECT_URI, now), now)
+async def public_pending(runtime: Runtime, state: str, now: int) -> None:
+    await runtime.signin.pending.add(
+        PendingRequest(state, "v" * 43, "nonce", REDIRECT_URI, now), now
+    )
 
 
-def fill_pending(runtime: Runtime, now: int) -> None:
-    for n in range(PENDING_CAPACITY - len(runtime.signin.pending)):
-        public_pending(runtime, f"filler-{n}", now)
+async def fill_pending(runtime: Runtime, now: int) -> None:
+    for n in range(PENDING_CAPACITY - await runtime.signin.pending.count()):
+        await public_pending(runtime, f"filler-{n}", now)
 
 
 # -- POST /v1/setup/oidc/configure ------------------------------------------------------
@@ -323,7 +325,7 @@ async def test_start_oidc_refuses_past_1000_pending(
     api: Api, runtime: Runtime, clock: FakeClock, oidc_provider: OidcProvider
 ) -> None:
     token = await remote_configured(api, runtime, oidc_provider.issuer)
-    fill_pending(runtime, clock.now())
+    await fill_pending(runtime, clock.now())
     reply = await start_owner(api, token)
     assert (reply.status, reply.code) == (429, "too_many_pending")
 
@@ -370,7 +372,7 @@ async def test_verify_oidc_state_checks(
     token = await remote_configured(api, runtime, oidc_provider.issuer)
     reply = await verify_owner(api, "code", "unknown-state")
     assert (reply.status, reply.code) == (400, "invalid_state")
-    public_pending(runtime, "public-state", clock.now())
+    await public_pending(runtime, "public-state", clock.now())
     reply = await verify_owner(api, "code", "public-state")
     assert (reply.status, reply.code) == (400, "invalid_state")
     started = await start_owner(api, token)
@@ -385,7 +387,7 @@ async def test_verify_oidc_state_checks(
 async def test_verify_oidc_on_a_ready_instance(
     api: Api, runtime: Runtime, owner_token: str, clock: FakeClock
 ) -> None:
-    setup_pending(runtime, "setup-state", clock.now())
+    await setup_pending(runtime, "setup-state", clock.now())
     reply = await verify_owner(api, "code", "setup-state")
     assert (reply.status, reply.code) == (409, "already_configured")
 
@@ -615,7 +617,7 @@ async def test_callback_state_checks(
 ) -> None:
     reply = await callback(api, "code", "unknown")
     assert (reply.status, reply.code) == (400, "invalid_state")
-    setup_pending(runtime, "setup-state", clock.now())
+    await setup_pending(runtime, "setup-state", clock.now())
     reply = await callback(api, "code", "setup-state")
     assert (reply.status, reply.code) == (400, "invalid_state")
     started = await start(api)
@@ -630,7 +632,7 @@ async def test_callback_state_checks(
 async def test_callback_before_setup_is_complete(
     api: Api, runtime: Runtime, clock: FakeClock
 ) -> None:
-    public_pending(runtime, "early", clock.now())
+    await public_pending(runtime, "early", clock.now())
     reply = await callback(api, "code", "early")
     assert (reply.status, reply.code) == (409, "setup_incomplete")
 
@@ -676,7 +678,7 @@ async def test_start_redirect_rule(api: Api, signin_ready: str) -> None:
 async def test_start_capacity(
     api: Api, runtime: Runtime, clock: FakeClock, signin_ready: str
 ) -> None:
-    fill_pending(runtime, clock.now())
+    await fill_pending(runtime, clock.now())
     reply = await start(api)
     assert (reply.status, reply.code) == (429, "too_many_pending")
 

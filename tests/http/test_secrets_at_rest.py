@@ -7,9 +7,11 @@ each clear value it saw, then reads every row of every table as text and looks f
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from oore.domain.integrations import SealedState
 from oore.domain.tokens import hash_token
 from oore.runtime import Runtime
 from oore.services.scm import ScmConfig
@@ -18,7 +20,7 @@ from oore.store.database import Connection
 from tests.http.artifacts_kit import running_job
 from tests.http.builds_kit import make_setup, repo
 from tests.http.conftest import Api
-from tests.oidc_kit import CLIENT_ID, OidcProvider, oidc_provider
+from tests.oidc_kit import CLIENT_ID, REDIRECT_URI, OidcProvider, oidc_provider
 from tests.scm_kit import CLIENT_SECRET, GITLAB_TOKEN, WEBHOOK_SECRET, FakeScm, fake_scm
 
 __all__ = ["fake_scm", "oidc_provider", "repo"]
@@ -30,9 +32,10 @@ def scm_config(fake_scm: FakeScm) -> ScmConfig:
 
 
 async def _mint_integration_secrets(
-    api: Api, store: Store, owner: str, fake_scm: FakeScm, seen: dict[str, str]
+    api: Api, runtime: Runtime, store: Store, owner: str, fake_scm: FakeScm, seen: dict[str, str]
 ) -> None:
-    """A GitHub App, a GitLab token integration and a rotated GitLab webhook secret."""
+    """A GitHub App, a GitLab token integration, a rotated GitLab webhook secret and the
+    nonce of a pending GitHub App flow."""
 
     async def remote(conn: Connection) -> None:
         # Integrations need remote mode; every other secret is minted by now.
@@ -69,6 +72,20 @@ async def _mint_integration_secrets(
     )
     assert rotated.status == 200, rotated.body
     seen["GitLab webhook secret"] = rotated.body["webhook_secret"]
+    flow = await api.post(
+        "/v1/integrations/github/start",
+        json={
+            "webhook_url": "https://ci.example.com/v1/webhooks/github",
+            "redirect_url": "https://ci.example.com/settings/integrations",
+        },
+        token=owner,
+    )
+    assert flow.status == 200, flow.body
+    sealed = parse_qs(urlsplit(flow.body["create_url"]).query)["state"][0]
+    assert runtime.identity.secrets is not None
+    state = SealedState.loads(runtime.identity.secrets.decrypt(sealed))
+    assert state is not None
+    seen["integration flow nonce"] = state.nonce
 
 
 async def _every_row_as_text(store: Store) -> list[str]:
@@ -144,6 +161,11 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
     )
     assert configured.status == 200, configured.body
     seen["OIDC client secret"] = client_secret
+    started = await api.get(f"/v1/auth/oidc/start?redirect_uri={REDIRECT_URI}")
+    assert started.status == 200, started.body
+    sign_in = parse_qs(urlsplit(started.body["authorization_url"]).query)
+    seen["OIDC sign-in state"] = sign_in["state"][0]
+    seen["OIDC sign-in nonce"] = sign_in["nonce"][0]
     proxy_secret = "trusted-proxy-shared-secret-00000001"
     proxied = await api.call(
         "PUT",
@@ -201,10 +223,14 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
     stream = await api.post(f"/v1/builds/{job.build_id}/stream-token", token=owner)
     assert stream.status == 200, stream.body
     seen["stream token"] = stream.body["token"]
-    await _mint_integration_secrets(api, store, owner, fake_scm, seen)
+    await _mint_integration_secrets(api, runtime, store, owner, fake_scm, seen)
 
-    assert all(len(value) >= 16 for value in seen.values()), seen
     rows = await _every_row_as_text(store)
+    # The PKCE verifier never leaves the server: read it back from the pending sign-in.
+    pending = await runtime.signin.pending.take(seen["OIDC sign-in state"])
+    assert pending is not None
+    seen["PKCE verifier"] = pending.verifier
+    assert all(len(value) >= 16 for value in seen.values()), seen
     leaks = sorted(name for name, value in seen.items() if any(value in row for row in rows))
     assert leaks == []
     # The scan does see stored text: the owner's address and the session's hash are there.

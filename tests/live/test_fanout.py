@@ -333,3 +333,78 @@ async def test_a_full_fanout_makes_only_the_viewers_it_cannot_serve_catch_up() -
         refused.publish(batch(1))  # once there is room again, rounds are taken
         await trio.testing.wait_all_tasks_blocked()
     assert lagging.lagging and fanout.counts.batches == 2
+
+
+class Behind:
+    """An audience's ``on_behind``: counts the reads it asked for."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def __call__(self) -> None:
+        self.asked += 1
+
+
+def sequences(batches: list[Batch]) -> list[list[int]]:
+    return [[line.sequence for line in b.lines] for b in batches]
+
+
+async def test_lines_committed_here_go_out_when_they_follow_the_cursor_else_are_read() -> None:
+    behind = Behind()
+    audience = FanOut().audience(behind)
+    viewer = Viewer("g", LIMIT)
+    audience.watch(viewer)
+    assert audience.cursor is None and behind.asked == 1  # the cursor is read first
+    audience.committed(batch(8, 2))
+    assert not audience.take()  # no cursor: not published
+    audience.behind = False  # the reader took it
+    audience.read(audience.epoch, (1, 9))
+    viewer.last = 9
+    audience.caught_up(viewer)
+    assert audience.cursor == (1, 9) and not audience.unsure and not viewer.lagging
+    audience.committed(batch(10, 5))
+    assert sequences(audience.take()) == [[10, 11, 12, 13, 14]]
+    audience.committed(batch(20, 5))  # lines 15..19 were committed elsewhere
+    assert not audience.take() and audience.behind and behind.asked == 2
+    audience.lines_read(1, 14, [line(n) for n in range(12, 25)])
+    assert sequences(audience.take()) == [list(range(15, 25))]
+    assert audience.cursor == (1, 24)
+    audience.told(1, 24)  # nothing new
+    assert audience.behind  # (still waiting for the reader's round)
+    audience.behind = False
+    audience.told(1, 30)
+    assert audience.behind and behind.asked == 3
+
+
+async def test_a_viewer_that_read_less_than_the_cursor_catches_up_again() -> None:
+    audience = FanOut().audience(Behind())
+    viewer = Viewer("g", LIMIT)
+    audience.watch(viewer)
+    viewer.last = 9
+    audience.caught_up(viewer)  # before the cursor is known: kept for later
+    assert audience.unsure == {viewer: (1, 9)}
+    audience.read(audience.epoch, (1, 20))  # lines 10..20 were never published here
+    assert viewer.lagging and audience.unsure == {viewer: None}
+    viewer.resync()
+    viewer.last = 20
+    audience.caught_up(viewer)
+    assert not audience.unsure and not viewer.lagging
+
+
+async def test_a_later_attempt_has_the_cursor_read_again_and_moves_viewers_on() -> None:
+    behind = Behind()
+    audience = FanOut().audience(behind)
+    viewer = Viewer("g", LIMIT)
+    audience.watch(viewer)
+    audience.read(audience.epoch, (1, 5))
+    viewer.last = 5
+    audience.caught_up(viewer)
+    epoch = audience.epoch
+    audience.behind = False
+    audience.told(2, 3)
+    assert audience.cursor is None and audience.epoch != epoch and audience.behind
+    assert viewer.moved_on and viewer in audience.unsure
+    audience.read(epoch, (1, 5))  # a read from before the move is ignored
+    assert audience.cursor is None
+    audience.read(audience.epoch, (2, 3))
+    assert audience.cursor == (2, 3)

@@ -67,6 +67,10 @@ class FakeServer:
         self.storage = "local"
         # Log batches of these builds are refused with 400 (a server that will not take them).
         self.logs_refused: set[str] = set()
+        # The next final report is taken, then the connection drops before the answer.
+        self.lose_final_answer = False
+        # Builds that ended in this runner's hands, and how.
+        self.ended: dict[str, str] = {}
         self._changed = trio.Event()
 
     def transport(self) -> httpx.MockTransport:
@@ -88,6 +92,9 @@ class FakeServer:
         self.take_back(build_id)
 
     def _not_yours(self, build_id: str) -> httpx.Response:
+        if build_id in self.ended:
+            status = self.ended[build_id]
+            return _error(403, "runner_mismatch", f"The build {status}", details=status)
         by = self.canceled_by.get(build_id)
         if by is not None:
             return _error(
@@ -162,7 +169,7 @@ class FakeServer:
                 await self._wait(lambda: bool(self.jobs))
             return httpx.Response(200, json={"job": self.jobs.pop(0)} if self.jobs else {})
         assert action == "jobs" and build_id is not None
-        if build_id in self.taken_back:
+        if build_id in self.taken_back or build_id in self.ended:
             return self._not_yours(build_id)
         if sub is None:
             with trio.move_on_after(int(request.url.params["wait_seconds"])):
@@ -172,6 +179,10 @@ class FakeServer:
             return httpx.Response(200, json={"status": "running"})
         if sub == "status":
             self.reports.setdefault(build_id, []).append(body)
+            if self.lose_final_answer and body["status"] != "running":
+                self.lose_final_answer = False
+                self.ended[build_id] = body["status"]
+                raise httpx.ReadError("connection reset by peer", request=request)
             return httpx.Response(200, json={"build": {"id": build_id}, "events": []})
         assert sub == "logs"
         if build_id in self.logs_refused:

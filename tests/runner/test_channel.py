@@ -17,9 +17,11 @@ from quart_trio import QuartTrio
 from oore.runner.agent import Agent, AgentConfig
 from oore.runner.channel import ChannelRunnerClient, RunnerChannel
 from oore.runner.client import ConnectionFailed, LogChunk, RunnerCredentials, ServerError, retryable
-from tests.http.builds_kit import Setup, eventually, repo, setup
+from oore.runner.servers import Servers
+from tests.http.builds_kit import Setup, eventually, make_setup, repo, setup
 from tests.http.channel_kit import serve_app, services_of
 from tests.http.conftest import (
+    Api,
     api,
     app,
     artifacts_config,
@@ -231,3 +233,59 @@ async def test_the_agent_falls_back_to_http_without_a_channel(
     assert [line for line in said if "no runner channel" in line] == [
         "the server offers no runner channel; using HTTP"
     ]
+
+
+async def stored_lines(setup: Setup, build_id: str) -> list[str]:
+    logs = await setup.api.get(f"/v1/builds/{build_id}/logs?limit=1000", token=setup.token)
+    return [line["content"] for line in logs.body["logs"]]
+
+
+async def test_a_running_build_moves_to_the_next_server_when_its_server_dies(
+    app: QuartTrio, api: Api, owner_token: str, repo: Path, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"
+    commands = [
+        "echo before",
+        f'while [ ! -e "{gate}" ]; do sleep 0.02; done',
+        "for i in $(seq 1 50); do echo after $i; done",
+    ]
+    setup = await make_setup(
+        api,
+        owner_token,
+        repo,
+        execution_config={"platforms": ["android"], "commands": {"build": commands}},
+    )
+    said: list[str] = []
+    config = AgentConfig(
+        work_dir=tmp_path / "agent", name="two", heartbeat_interval=0.2, job_state_wait=1
+    )
+    async with trio.open_nursery() as nursery:
+        # Two listeners of one server: two daemons as far as the runner can tell.
+        first, second = Server(nursery, app), Server(nursery, app)
+        await first.start()
+        await second.start()
+        client = ChannelRunnerClient(Servers([first.url, second.url], say=said.append))
+        async with client:
+            await nursery.start(client.run_channel)
+            agent = Agent(client, config, credential=setup.token, say=said.append)
+            async with trio.open_nursery() as running:
+                await running.start(agent.run)
+                build = await setup.trigger()
+                with trio.fail_after(30):
+                    while "before" not in await stored_lines(setup, build["id"]):  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+                first.kill()
+                gate.touch()
+                await eventually(setup, build["id"], "succeeded", within=30)
+                agent.stop()
+        nursery.cancel_scope.cancel()
+
+    lines = await stored_lines(setup, build["id"])
+    assert [line for line in lines if line.startswith("after")] == [
+        f"after {i}" for i in range(1, 51)
+    ]
+    assert client.offered is True
+    assert [line for line in said if "switching to" in line] == [
+        line for line in said if line.startswith(f"no answer from {first.url} (")
+    ]
+    assert len([line for line in said if "switching to" in line]) == 1

@@ -40,6 +40,20 @@ def test_without_an_identity_or_a_credential_it_says_how_to_register(
     assert "--enrollment-token" in err
 
 
+def test_several_servers_are_checked_each_and_the_help_says_how_to_give_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = ["--work-dir", str(tmp_path)]
+    assert main(["runner", "--server", "http://a.test,oore.example", *work]) == 2
+    assert "'oore.example' is not an http:// or https:// URL" in capsys.readouterr().err
+    assert main(["runner", "--server", "http://a.test", "--server", "b.test", *work]) == 2
+    assert "'b.test'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["runner", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "repeat it or separate the URLs by commas" in text
+
+
 def _args(*extra: str) -> argparse.Namespace:
     return build_parser().parse_args(["runner", "--server", "http://x", *extra])
 
