@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_ENROLLMENT_TTL = 365 * 24 * 3600
 KNOWN_RUNNERS = 65_536  # runner tokens remembered in memory (a fleet, with room to spare)
+FORGOTTEN = 16_384  # runners whose last forgetting is remembered (a lookup takes ms)
 
 
 class KnownRunners:
@@ -41,8 +43,10 @@ class KnownRunners:
     Every write that a runner's calls depend on (rename, relabel, resize, drain, delete,
     a heartbeat's status) passes through :class:`Runners`, which forgets or updates the
     entry; one made by another daemon sharing the database arrives as a notice, and the
-    entry is forgotten (:meth:`Runners.forget`). A lookup that raced with such a write is
-    not remembered (the epoch moved meanwhile).
+    entry is forgotten (:meth:`Runners.forget`). A lookup that raced with a write of that
+    runner is not remembered: the runner was forgotten at a later epoch than the lookup
+    began. Other runners' writes do not stop it (other daemons tell of one runner change
+    or more per claim they commit).
     """
 
     def __init__(self, capacity: int = KNOWN_RUNNERS) -> None:
@@ -50,12 +54,17 @@ class KnownRunners:
         self._by_hash: dict[str, Runner] = {}
         self._hash_of: dict[str, str] = {}
         self.epoch = 0
+        # runner id -> the epoch it was last forgotten at (the most recent FORGOTTEN)
+        self._forgotten: OrderedDict[str, int] = OrderedDict()
+        self._floor = 0  # lookups begun before this may have lost their runner's entry
 
     def get(self, token_hash: str) -> Runner | None:
         return self._by_hash.get(token_hash)
 
     def remember(self, token_hash: str, runner: Runner, epoch: int) -> None:
-        if epoch != self.epoch:
+        """Keep what a lookup begun at ``epoch`` found, unless its runner was forgotten
+        since."""
+        if epoch < self._floor or self._forgotten.get(runner.id, -1) > epoch:
             return
         if len(self._by_hash) >= self._capacity:
             oldest = next(iter(self._by_hash))
@@ -65,6 +74,10 @@ class KnownRunners:
 
     def forget(self, runner_id: str) -> None:
         self.epoch += 1
+        self._forgotten.pop(runner_id, None)
+        self._forgotten[runner_id] = self.epoch
+        if len(self._forgotten) > FORGOTTEN:
+            _, self._floor = self._forgotten.popitem(last=False)
         token_hash = self._hash_of.pop(runner_id, None)
         if token_hash is not None:
             self._by_hash.pop(token_hash, None)
