@@ -156,6 +156,18 @@ class NewBuild:
 _PROJECT_NAME = "(SELECT p.name FROM projects p WHERE p.id = project_id) AS project_name"
 
 
+def _log_line(r: Any) -> LogLine:
+    """A stored log line as its row reads."""
+    return LogLine(
+        r["sequence"],
+        r["content"],
+        r["stream"],
+        r["created_at"],
+        step=r["step"],
+        step_name=r["step_name"],
+    )
+
+
 async def _create(conn: Connection, new: NewBuild) -> Build | None:
     # Locking the project row serialises numbering per project (contract §4.5) and orders
     # the insert against a change of the project's source (which cancels waiting builds).
@@ -803,17 +815,7 @@ async def _logs(
     total = await conn.fetchval(
         "SELECT count(*) FROM build_logs WHERE build_id = $1 AND attempt = $2", build_id, attempt
     )
-    lines = [
-        LogLine(
-            r["sequence"],
-            r["content"],
-            r["stream"],
-            r["created_at"],
-            step=r["step"],
-            step_name=r["step_name"],
-        )
-        for r in rows
-    ]
+    lines = [_log_line(r) for r in rows]
     return lines, total
 
 
@@ -862,16 +864,7 @@ async def _logs_of_builds(
     )
     found: list[list[LogLine]] = [[] for _ in keys]
     for r in rows:
-        found[r["n"] - 1].append(
-            LogLine(
-                r["sequence"],
-                r["content"],
-                r["stream"],
-                r["created_at"],
-                step=r["step"],
-                step_name=r["step_name"],
-            )
-        )
+        found[r["n"] - 1].append(_log_line(r))
     return found
 
 
