@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import trio
@@ -195,18 +195,11 @@ class Dispatcher:
         runner's hold went to the build it got)."""
         self._enqueue(offered, front=True)
 
-    def none_for(self, runner: RunnerSlot, since: int) -> int:
+    def none_for(self, runner: RunnerSlot, since: int) -> None:
         """The database had no queued build for ``runner``'s labels when asked at
         generation ``since``: every build indexed before then that it could take was
-        claimed elsewhere (another daemon) and is dropped; how many were."""
-        stale = [
-            build_id
-            for build_id, entry in self._live.items()
-            if entry.added <= since and entry.build.required_labels <= runner.labels
-        ]
-        for build_id in stale:
-            del self._live[build_id]
-        return len(stale)
+        claimed elsewhere (another daemon) and is dropped."""
+        self._drop(since, lambda entry: entry.build.required_labels <= runner.labels)
 
     def sync(self, queued: Iterable[QueuedBuild], since: int) -> None:
         """Catch up with the database's queue as read from generation ``since`` on: what
@@ -214,17 +207,8 @@ class Dispatcher:
         not indexed joins (parked claims first)."""
         builds = list(queued)
         present = {build.id for build in builds}
-        for build_id in [
-            build_id
-            for build_id, entry in self._live.items()
-            if entry.added <= since and build_id not in present
-        ]:
-            del self._live[build_id]
+        self._drop(since, lambda entry: entry.build.id not in present)
         self.enqueue(builds)
-
-    def known(self, build_id: str) -> bool:
-        """Is the build in the index?"""
-        return build_id in self._live
 
     def release(self, runner_id: str) -> None:
         """The runner's hold on a build ended (finished, requeued, or its claim lost)."""
@@ -283,6 +267,13 @@ class Dispatcher:
         else:
             queue.append(entry)
         self._live[build.id] = entry
+
+    def _drop(self, since: int, gone: Callable[[_Entry], bool]) -> None:
+        """Drop the builds indexed at generation ``since`` or before that ``gone`` picks."""
+        for build_id in [
+            b for b, entry in self._live.items() if entry.added <= since and gone(entry)
+        ]:
+            del self._live[build_id]
 
     def _pop_oldest(self, runner: RunnerSlot) -> _Entry | None:
         """Remove and return the oldest live build whose required labels the runner has."""

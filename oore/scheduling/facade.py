@@ -208,9 +208,7 @@ class Scheduling:
             self.leases.forget(runner_id)
 
     def runner_deleted(self, runner_id: str) -> None:
-        self._runner_status.pop(runner_id, None)
-        self._runner_caps.pop(runner_id, None)
-        self.leases.forget(runner_id)
+        self.runner_noticed(runner_id, deleted=True)
         self.events.runner_changed(runner_id, deleted=True)
 
     async def _runner_lost(self, runner_id: str) -> None:
