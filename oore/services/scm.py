@@ -14,6 +14,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -455,7 +456,13 @@ class ScmClient:
 
     def __init__(self, config: ScmConfig, ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config
-        self._ssl = ssl_context or httpx.create_ssl_context()
+        self._given_ssl = ssl_context
+
+    @cached_property
+    def _ssl(self) -> ssl.SSLContext:
+        """Made on first use: most runtimes never call out, and loading the CA bundle
+        takes a tenth of a second."""
+        return self._given_ssl or httpx.create_ssl_context()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[ScmSession]:
