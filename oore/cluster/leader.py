@@ -1,7 +1,7 @@
 """Leadership: one daemon of those sharing a database runs the maintenance duties.
 
 The duties (``oore/runtime.py`` lists them: runner lease sweeps, timeouts of builds whose
-daemon died, reservation expiry, webhook retries) must run somewhere even when the daemon
+daemon died, reservation expiry, webhook retries, the retention cleanup) must run somewhere even when the daemon
 that started a piece of work died, and need run in one place only. A lease row in
 PostgreSQL decides where: every daemon tries to take or renew it every third of the lease;
 the one that holds it runs the duties, and stops them as soon as it cannot be sure it

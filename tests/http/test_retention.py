@@ -94,7 +94,8 @@ async def test_bad_values_are_400_validation_error_naming_the_field(
         assert (reply.status, reply.code) == (400, "validation_error"), reply.body
         assert next(iter(body)) in reply.body["error"]
     assert (await api.get(SETTINGS, token=owner_token)).body["settings"]["source"] == "default"
-    for body in ({"retention_days": 3}, [1], "x"):
+    undecodable: list[Any] = [{"retention_days": 3}, [1], "x"]
+    for body in undecodable:
         reply = await put(api, SETTINGS, owner_token, body)
         assert (reply.status, reply.code) == (400, "invalid_request"), reply.body
 

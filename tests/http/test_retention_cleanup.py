@@ -39,7 +39,7 @@ def artifacts_config(tmp_path: Path) -> ArtifactsConfig:
 
 def on_disk(config: ArtifactsConfig, artifact: dict[str, Any]) -> Path:
     assert config.data_dir is not None
-    return config.data_dir / "artifacts" / artifact["file_path"]
+    return config.data_dir / "artifacts" / str(artifact["file_path"])
 
 
 def lines(start: int, count: int) -> list[dict[str, Any]]:
@@ -245,3 +245,20 @@ async def test_the_leader_runs_the_cleanup_when_it_falls_due(
             await trio.sleep(0.05)
     assert cleanup["artifacts_deleted"] == 1 and cleanup["next_run_at"] == clock.now() + 60
     assert not on_disk(artifacts_config, artifact).exists()
+
+
+async def test_a_new_artifact_expires_by_its_projects_policy(setup: Setup) -> None:
+    path = f"/v1/projects/{setup.project_id}/retention"
+    job = await running_job(setup)
+    by_default = (await job.reserve("a.apk")).body["artifact"]
+    assert by_default["expires_at"] == by_default["created_at"] + DAY  # the daemon's TTL
+    for days in (3, None):
+        saved = await setup.api.call(
+            "PUT", path, json={"artifact_retention_days": days}, token=setup.token
+        )
+        assert saved.status == 200, saved.body
+        artifact = (await job.reserve(f"{days}.apk")).body["artifact"]
+        if days is None:
+            assert "expires_at" not in artifact
+        else:
+            assert artifact["expires_at"] == artifact["created_at"] + days * DAY
