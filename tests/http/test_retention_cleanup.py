@@ -262,3 +262,42 @@ async def test_a_new_artifact_expires_by_its_projects_policy(setup: Setup) -> No
             assert "expires_at" not in artifact
         else:
             assert artifact["expires_at"] == artifact["created_at"] + days * DAY
+
+
+async def test_two_daemons_running_at_once_remove_everything_once(
+    setup: Setup,
+    runtime: Runtime,
+    store: Store,
+    clock: FakeClock,
+    scheduling_config: SchedulingConfig,
+    log_config: LogConfig,
+    artifacts_config: ArtifactsConfig,
+    network_defaults: NetworkDefaults,
+    events_config: EventsConfig,
+) -> None:
+    job = await running_job(setup)
+    published = [await job.publish(f"{n}.apk", b"x" * n, file_size=n) for n in range(1, 6)]
+    assert (await job.runner.report(job.build_id, "succeeded", exit_code=0)).status == 200
+    clock.advance(2 * DAY)
+    async with open_runtime(
+        store,
+        clock,
+        scheduling_config,
+        log_config,
+        artifacts_config,
+        network_defaults,
+        events_config=events_config,
+    ) as other:
+        reports = []
+
+        async def run(daemon: Runtime) -> None:
+            reports.append(await daemon.retention.run())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, runtime)
+            nursery.start_soon(run, other)
+    assert sum(r.artifacts_deleted for r in reports) == 5
+    assert sum(r.bytes_freed for r in reports) == 15
+    assert sum(r.builds_expired for r in reports) == 1
+    assert all(r.errors == () for r in reports)
+    assert not any(on_disk(artifacts_config, a).exists() for a in published)
