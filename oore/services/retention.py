@@ -267,13 +267,17 @@ class Retention:
                 changed = self._changed
                 try:
                     wait = await self._due_in()
-                    if wait <= 0:
-                        await self.run()
-                        continue
                 except ApiError as exc:
-                    log.warning("retention: the cleanup could not run: %s", exc)
-                    self._metrics.retention_failed()
+                    log.warning("retention: when the cleanup is due is unknown: %s", exc)
                     wait = RETRY_SECONDS
+                if wait <= 0:
+                    try:
+                        await self.run()
+                    except ApiError as exc:  # counted by run()
+                        log.warning("retention: the cleanup failed: %s", exc)
+                        wait = RETRY_SECONDS
+                    else:
+                        continue
                 with trio.move_on_after(min(wait, RECHECK_SECONDS)):
                     await changed.wait()
         finally:
