@@ -35,6 +35,7 @@ from oore.services.logs import LogConfig, Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network, NetworkDefaults
 from oore.services.projects import Projects
+from oore.services.retention import Retention
 from oore.services.runners import Runners
 from oore.services.scm import ScmClient, ScmConfig
 from oore.services.settings import InstanceSettings
@@ -90,6 +91,7 @@ class Runtime:
     events: Events
     notices: Notices
     leadership: Leadership
+    retention: Retention
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -119,6 +121,7 @@ class Runtime:
             events=self.events,
             cookie_secure=self.integrations.cookie_secure,
             cluster=partial(cluster_state, self.notices, self.leadership),
+            retention=self.retention,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
@@ -243,12 +246,25 @@ async def open_runtime(
             SettingsSync(
                 store, network, storage, poll_every=cluster_config.settings_poll_every
             ).subscribe(notices)
+            retention = Retention(
+                store,
+                clock,
+                audit,
+                access,
+                artifacts,
+                scheduling.records,
+                metrics,
+                artifact_ttl_days=artifacts_config.ttl_days,
+            )
             await nursery.start(_scoped, listening, notices.run)
             every = min(cluster_config.sweep_every, config.runner_lease / 2)
+            maintain = partial(
+                _maintain, every, (scheduling.sweep, artifacts.sweep, webhooks.drain)
+            )
             leadership = Leadership(
                 store,
                 notices.sender,
-                partial(_maintain, every, (scheduling.sweep, artifacts.sweep, webhooks.drain)),
+                partial(_lead, maintain, retention.lead),
                 lease=cluster_config.leader_lease,
             )
             nursery.start_soon(_within, leading, leadership.run)
@@ -286,6 +302,7 @@ async def open_runtime(
                 events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
                 notices=notices,
                 leadership=leadership,
+                retention=retention,
             )
         finally:
             resuming.cancel()
@@ -307,6 +324,13 @@ async def _scoped(
 ) -> None:
     with scope:
         await run(task_status=task_status)
+
+
+async def _lead(*duties: Callable[[], Awaitable[None]]) -> None:
+    """What the leader runs, side by side, until it stops leading."""
+    async with trio.open_nursery() as nursery:
+        for duty in duties:
+            nursery.start_soon(duty)
 
 
 async def _maintain(every: float, duties: tuple[Callable[[], Awaitable[object]], ...]) -> None:

@@ -31,6 +31,7 @@ from oore.http.routes import (
     oidc,
     pipelines,
     projects,
+    retention,
     runner_channel,
     runners,
     settings,
@@ -110,6 +111,7 @@ def create_app(
     app.register_blueprint(runners.blueprint)
     app.register_blueprint(runner_channel.blueprint)
     app.register_blueprint(settings.blueprint)
+    app.register_blueprint(retention.blueprint)
     app.register_blueprint(artifact_tokens.blueprint)
     app.register_blueprint(users.blueprint)
     app.register_blueprint(api_tokens.blueprint)

@@ -29,6 +29,7 @@ from oore.services.logs import Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network
 from oore.services.projects import Projects
+from oore.services.retention import Retention
 from oore.services.runners import Runners
 from oore.services.settings import InstanceSettings
 from oore.services.setup import Setup
@@ -69,6 +70,7 @@ class AppServices:
     metrics: ServiceMetrics
     events: Events
     cluster: Callable[[], ClusterState]
+    retention: Retention
     version: str = __version__
     # Session cookies are marked Secure even on plain http (TLS ends at a proxy).
     cookie_secure: bool = False

@@ -22,6 +22,7 @@ from oore.store.oidc import OidcStore
 from oore.store.pending_signins import PendingSignInStore
 from oore.store.pipelines import PipelineStore
 from oore.store.projects import ProjectStore
+from oore.store.retention import RetentionStore
 from oore.store.runners import RunnerStore
 from oore.store.settings import SettingsStore
 from oore.store.stream_tokens import StreamTokenStore
@@ -64,6 +65,7 @@ class Store:
         self.url_tokens = UrlTokenStore(db)
         self.integration_states = IntegrationStateStore(db)
         self.pending_signins = PendingSignInStore(db)
+        self.retention = RetentionStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

@@ -236,6 +236,10 @@ ROUTES = [
     user("GET", "/v1/pipelines/<pipeline_id>"),
     user("PATCH", "/v1/pipelines/<pipeline_id>", Role.DEVELOPER, body={"enabled": True}),
     admin("DELETE", "/v1/pipelines/<pipeline_id>"),
+    # retention: reading the project's needs project Read, changing it project Write
+    user("GET", "/v1/projects/<project_id>/retention"),
+    admin("PUT", "/v1/projects/<project_id>/retention", body={"keep_last_builds": 5}),
+    admin("DELETE", "/v1/projects/<project_id>/retention"),
     # variables and secrets: reading needs manage_pipelines, writing the maintainer role
     user("GET", "/v1/projects/<project_id>/variables", Role.DEVELOPER),
     admin("POST", "/v1/projects/<project_id>/variables", body=VARIABLE_BODY),
@@ -284,6 +288,9 @@ ROUTES = [
     # settings
     admin("GET", "/v1/settings/artifact-storage"),
     admin("PUT", "/v1/settings/artifact-storage", body=STORAGE_BODY),
+    admin("GET", "/v1/settings/retention"),
+    admin("PUT", "/v1/settings/retention", body={"log_retention_days": 30}),
+    admin("GET", "/v1/settings/retention/last-cleanup"),
     admin("GET", "/v1/settings/preferences"),
     admin("PUT", "/v1/settings/preferences", body={"key_storage_mode": "file"}),
     admin("GET", "/v1/settings/external-access/network"),
