@@ -8,7 +8,7 @@ from typing import Any
 from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio import QuartTrio
 
-from oore.http.body import install_json_only
+from oore.http.body import RoutedRequest, install_json_only
 from oore.http.context import AppServices
 from oore.http.cors import install_cors
 from oore.http.errors import install_error_handlers
@@ -26,6 +26,7 @@ from oore.http.routes import (
     events,
     health,
     integrations,
+    ios_signing,
     oidc,
     pipelines,
     projects,
@@ -55,6 +56,7 @@ def create_app(
     """
     app = QuartTrio("oore")
     app.config["MAX_CONTENT_LENGTH"] = MAX_JSON_BODY
+    app.request_class = RoutedRequest
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.extensions["oore"] = app_services
     QuartSchema(
@@ -81,6 +83,7 @@ def create_app(
     app.register_blueprint(projects.blueprint)
     app.register_blueprint(pipelines.blueprint)
     app.register_blueprint(variables.blueprint)
+    app.register_blueprint(ios_signing.blueprint)
     app.register_blueprint(builds.blueprint)
     app.register_blueprint(events.blueprint)
     app.register_blueprint(runners.blueprint)
