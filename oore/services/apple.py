@@ -252,7 +252,7 @@ class AppleSession:
                 "device_already_registered",
                 f"Apple refused the device: {detail}" if detail else None,
             )
-        if status != expect:
+        if not 200 <= status < 300:
             detail = _apple_detail(decoded)
             message = f"App Store Connect answered HTTP {status}"
             raise _failed(f"{message}: {detail}" if detail else message, target)
@@ -305,7 +305,6 @@ class AppleSession:
         body = await self._call(
             "POST",
             "/v1/devices",
-            expect=201,
             json={
                 "data": {
                     "type": "devices",
