@@ -211,8 +211,8 @@ def _device(item: object) -> AppleDevice | None:
         id=device_id,
         name=_text(attrs.get("name")) or "",
         udid=udid,
-        platform=_text(attrs.get("platform")) or "IOS",
-        status=_text(attrs.get("status")) or "ENABLED",
+        platform=_text(attrs.get("platform")) or "UNKNOWN",
+        status=_text(attrs.get("status")) or "UNKNOWN",
         model=_text(attrs.get("model")),
     )
 
