@@ -82,6 +82,8 @@ class FakeAppStoreConnect:
     base: str = ""
     p8: str = field(default_factory=new_p8)
     fault: str | None = None
+    # Where links.next points (the fake itself unless a test says otherwise).
+    next_base: str | None = None
     requests: list[Recorded] = field(default_factory=list)
     # identifier -> Apple's resource id
     bundle_ids: dict[str, str] = field(default_factory=dict)
@@ -211,7 +213,8 @@ class FakeAppStoreConnect:
             page = self.devices[start : start + PAGE_SIZE]
             links: dict[str, str] = {"self": f"{self.base}{path}"}
             if start + PAGE_SIZE < len(self.devices):
-                links["next"] = f"{self.base}/v1/devices?limit=200&cursor={start + PAGE_SIZE}"
+                origin = self.next_base or self.base
+                links["next"] = f"{origin}/v1/devices?limit=200&cursor={start + PAGE_SIZE}"
             return 200, {"data": page, "links": links}
         if path == "/v1/devices" and request.method == "POST":
             sent = json.loads(request.body)
