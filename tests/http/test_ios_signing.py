@@ -315,7 +315,7 @@ async def test_viewers_get_403_outsiders_and_unknown_pipelines_404_the_key_is_ne
     )
     assert added.status == 201, added.body
     unknown = Setup(
-        setup.api, setup.token, setup.project_id, "0" * 8 + "-0000-4000-8000-" + "0" * 12, ""
+        setup.api, setup.token, setup.project_id, "00000000-0000-4000-8000-000000000000", ""
     )
     for method, tail, body in ROUTES:
         as_viewer = await setup.api.call(method, path(setup, tail), json=body, token=viewer.token)
