@@ -21,6 +21,7 @@ from oore.scheduling import Scheduling, SchedulingConfig, start_scheduling
 from oore.scheduling.peers import Peers, Told
 from oore.services.access import Access
 from oore.services.api_tokens import ApiTokens
+from oore.services.apple import AppleClient, AppleConfig
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
 from oore.services.artifact_tokens import ArtifactTokens
 from oore.services.artifacts import Artifacts
@@ -31,6 +32,7 @@ from oore.services.database import DatabaseStatus
 from oore.services.events import Events, EventsConfig, HubRecords
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
+from oore.services.ios_signing import IosSigning
 from oore.services.logs import LogConfig, Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network, NetworkDefaults
@@ -87,6 +89,7 @@ class Runtime:
     integrations: Integrations
     webhooks: Webhooks
     variables: Variables
+    ios_signing: IosSigning
     metrics: ServiceMetrics
     events: Events
     notices: Notices
@@ -117,6 +120,7 @@ class Runtime:
             integrations=self.integrations,
             webhooks=self.webhooks,
             variables=self.variables,
+            ios_signing=self.ios_signing,
             metrics=self.metrics,
             events=self.events,
             cookie_secure=self.integrations.cookie_secure,
@@ -165,6 +169,7 @@ async def open_runtime(
     network_defaults: NetworkDefaults | None = None,
     *,
     scm_config: ScmConfig | None = None,
+    apple_config: AppleConfig | None = None,
     cookie_secure: bool = False,
     events_config: EventsConfig | None = None,
     cluster_config: ClusterConfig | None = None,
@@ -298,6 +303,14 @@ async def open_runtime(
                 ),
                 webhooks=webhooks,
                 variables=variables,
+                ios_signing=IosSigning(
+                    store,
+                    clock,
+                    audit,
+                    access,
+                    artifacts_config.secrets,
+                    AppleClient(apple_config or AppleConfig()),
+                ),
                 metrics=metrics,
                 events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
                 notices=notices,

@@ -10,7 +10,7 @@ from quart.routing import QuartRule
 from quart_schema import HttpSecurityScheme, Info, QuartSchema
 from quart_trio import QuartTrio
 
-from oore.http.body import install_json_only
+from oore.http.body import RoutedRequest, install_json_only
 from oore.http.context import AppServices
 from oore.http.cors import install_cors
 from oore.http.errors import install_error_handlers
@@ -28,6 +28,7 @@ from oore.http.routes import (
     events,
     health,
     integrations,
+    ios_signing,
     oidc,
     pipelines,
     projects,
@@ -80,6 +81,7 @@ def create_app(
     app = QuartTrio("oore")
     app.url_rule_class = LazyBuilderRule
     app.config["MAX_CONTENT_LENGTH"] = MAX_JSON_BODY
+    app.request_class = RoutedRequest
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.extensions["oore"] = app_services
     QuartSchema(
@@ -106,6 +108,7 @@ def create_app(
     app.register_blueprint(projects.blueprint)
     app.register_blueprint(pipelines.blueprint)
     app.register_blueprint(variables.blueprint)
+    app.register_blueprint(ios_signing.blueprint)
     app.register_blueprint(builds.blueprint)
     app.register_blueprint(events.blueprint)
     app.register_blueprint(runners.blueprint)

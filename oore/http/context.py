@@ -25,6 +25,7 @@ from oore.services.database import DatabaseStatus
 from oore.services.events import Events
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
+from oore.services.ios_signing import IosSigning
 from oore.services.logs import Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network
@@ -67,6 +68,7 @@ class AppServices:
     integrations: Integrations
     webhooks: Webhooks
     variables: Variables
+    ios_signing: IosSigning
     metrics: ServiceMetrics
     events: Events
     cluster: Callable[[], ClusterState]

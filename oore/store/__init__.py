@@ -17,6 +17,7 @@ from oore.store.database import Connection, Database, Revive, open_database
 from oore.store.instance import InstanceStore
 from oore.store.integration_states import IntegrationStateStore
 from oore.store.integrations import IntegrationStore
+from oore.store.ios_signing import IosSigningStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
 from oore.store.oidc import OidcStore
 from oore.store.pending_signins import PendingSignInStore
@@ -60,6 +61,7 @@ class Store:
         self.webhooks = WebhookStore(db)
         self.integrations = IntegrationStore(db)
         self.variables = VariableStore(db)
+        self.ios_signing = IosSigningStore(db)
         self.cluster = ClusterStore(db)
         self.stream_tokens = StreamTokenStore(db)
         self.url_tokens = UrlTokenStore(db)

@@ -114,6 +114,7 @@ PIPELINE_BODY = {"name": "p2", "execution_config": {"platforms": ["android"]}}
 STORAGE_BODY = {"provider": "disabled"}
 VARIABLE_BODY = {"name": "MATRIX_VAR", "value": "plain", "secret": False}
 NAMED_VARIABLE_BODY = {"value": "matrix-secret-value", "secret": True}
+IOS_BODY = {"export_method": "ad_hoc", "bundle_ids": ["com.example.app"]}
 # Nothing listens on the discard port: discovery fails at once, without leaving loopback.
 DEAD_ISSUER = "http://127.0.0.1:9"
 
@@ -249,6 +250,17 @@ ROUTES = [
     admin("POST", "/v1/pipelines/<pipeline_id>/variables", body=VARIABLE_BODY),
     admin("PUT", "/v1/pipelines/<pipeline_id>/variables/<variable>", body=NAMED_VARIABLE_BODY),
     admin("DELETE", "/v1/pipelines/<pipeline_id>/variables/<variable>"),
+    # iOS signing: manage_pipelines (App Store Connect is not asked: no API key is stored)
+    user("GET", "/v1/pipelines/<pipeline_id>/ios-signing", Role.DEVELOPER),
+    user("PUT", "/v1/pipelines/<pipeline_id>/ios-signing", Role.DEVELOPER, body=IOS_BODY),
+    user("POST", "/v1/pipelines/<pipeline_id>/ios-signing/sync", Role.DEVELOPER),
+    user("GET", "/v1/pipelines/<pipeline_id>/ios-signing/devices", Role.DEVELOPER),
+    user(
+        "POST",
+        "/v1/pipelines/<pipeline_id>/ios-signing/devices/register",
+        Role.DEVELOPER,
+        body={"name": "QA iPhone", "udid": "00008030-000A"},
+    ),
     # builds and their logs
     user(
         "POST",

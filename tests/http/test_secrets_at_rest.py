@@ -6,6 +6,7 @@ each clear value it saw, then reads every row of every table as text and looks f
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,6 +18,7 @@ from oore.runtime import Runtime
 from oore.services.scm import ScmConfig
 from oore.store import Store
 from oore.store.database import Connection
+from tests.apple_kit import ISSUER_ID, KEY_ID, TEAM_ID, mobileprovision, new_p8
 from tests.http.artifacts_kit import running_job
 from tests.http.builds_kit import make_setup, repo
 from tests.http.conftest import Api
@@ -86,6 +88,42 @@ async def _mint_integration_secrets(
     state = SealedState.loads(runtime.identity.secrets.decrypt(sealed))
     assert state is not None
     seen["integration flow nonce"] = state.nonce
+
+
+async def _mint_ios_signing(api: Api, owner: str, pipeline_id: str, seen: dict[str, str]) -> None:
+    """A P12 with its password, a provisioning profile and an App Store Connect key."""
+    p12 = base64.b64encode(b"ios-signing-p12-bytes-example-000000001").decode()
+    profile = base64.b64encode(mobileprovision("uuid-at-rest", "At rest", 1_900_000_000)).decode()
+    p8 = new_p8()
+    saved = await api.call(
+        "PUT",
+        f"/v1/pipelines/{pipeline_id}/ios-signing",
+        json={
+            "enabled": True,
+            "mode": "hybrid",
+            "team_id": TEAM_ID,
+            "bundle_ids": ["com.example.app"],
+            "p12": {"p12_base64": p12, "p12_password": "ios-p12-password-example-0001"},
+            "provisioning_profiles": [
+                {
+                    "bundle_id": "com.example.app",
+                    "profile_filename": "app.mobileprovision",
+                    "profile_base64": profile,
+                }
+            ],
+            "api_key": {
+                "key_id": KEY_ID,
+                "issuer_id": ISSUER_ID,
+                "private_key_base64": base64.b64encode(p8.encode()).decode(),
+            },
+        },
+        token=owner,
+    )
+    assert saved.status == 200, saved.body
+    seen["iOS P12"] = p12
+    seen["iOS P12 password"] = "ios-p12-password-example-0001"
+    seen["iOS provisioning profile"] = profile[-200:]
+    seen["App Store Connect private key"] = p8.splitlines()[1]
 
 
 async def _every_row_as_text(store: Store) -> list[str]:
@@ -202,6 +240,7 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
         assert created.status == 201, created.body
     seen["secret variable"] = variable_secret
     seen["plain variable (encrypted too)"] = variable_plain
+    await _mint_ios_signing(api, owner, setup.pipeline_id, seen)
     job = await running_job(setup)
     seen["runner token"] = job.runner.token
     # The build prints the secret: the stored log holds only the mask.
