@@ -26,6 +26,7 @@ from oore.http.routes import (
     events,
     health,
     integrations,
+    notifications,
     oidc,
     pipelines,
     projects,
@@ -86,6 +87,7 @@ def create_app(
     app.register_blueprint(runners.blueprint)
     app.register_blueprint(runner_channel.blueprint)
     app.register_blueprint(settings.blueprint)
+    app.register_blueprint(notifications.blueprint)
     app.register_blueprint(artifact_tokens.blueprint)
     app.register_blueprint(users.blueprint)
     app.register_blueprint(api_tokens.blueprint)

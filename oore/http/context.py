@@ -28,6 +28,7 @@ from oore.services.integrations import Integrations
 from oore.services.logs import Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network
+from oore.services.notifications import Notifications
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.settings import InstanceSettings
@@ -65,6 +66,7 @@ class AppServices:
     signin: SignIn
     integrations: Integrations
     webhooks: Webhooks
+    notifications: Notifications
     variables: Variables
     metrics: ServiceMetrics
     events: Events

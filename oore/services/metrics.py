@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal, get_args
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -30,6 +30,10 @@ WebhookReceived = Literal["accepted", "duplicate", "rejected", "error"]
 # Per processing attempt: builds queued; nothing to build; failed and retried later;
 # failed for the last time.
 WebhookHandled = Literal["processed", "ignored", "retried", "failed"]
+# Per notification attempt: delivered (2xx, mail accepted); failed and retried later;
+# failed for the last time.
+NotificationOutcome = Literal["sent", "retried", "failed"]
+NOTIFICATION_KINDS = ("email", "mattermost", "webhook")
 
 QUEUE_WAIT_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200)
@@ -78,6 +82,20 @@ class ServiceMetrics(Collector):
             ["provider", "outcome"],
             registry=None,
         )
+        self.notifications_sent = Counter(
+            "oore_notifications_sent_total",
+            "Notification delivery attempts, by channel kind and outcome",
+            ["kind", "outcome"],
+            registry=None,
+        )
+        self.notification_queue = Gauge(
+            "oore_notification_queue_depth",
+            "Notification deliveries waiting to be sent (as of this daemon's last drain)",
+            registry=None,
+        )
+        for kind in NOTIFICATION_KINDS:
+            for notified in get_args(NotificationOutcome):
+                self.notifications_sent.labels(kind, notified)
         for status in FINISHED:
             self.builds_finished.labels(status)
             self.build_duration.labels(status)
@@ -87,7 +105,7 @@ class ServiceMetrics(Collector):
             for outcome in get_args(WebhookHandled):
                 self.webhooks_handled.labels(provider.value, outcome)
 
-    def _metrics(self) -> tuple[Counter | Histogram, ...]:
+    def _metrics(self) -> tuple[Counter | Gauge | Histogram, ...]:
         return (
             self.builds_finished,
             self.build_duration,
@@ -96,6 +114,8 @@ class ServiceMetrics(Collector):
             self.log_bytes,
             self.webhooks_received,
             self.webhooks_handled,
+            self.notifications_sent,
+            self.notification_queue,
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -139,3 +159,11 @@ class ServiceMetrics(Collector):
     def webhook_handled(self, provider: Provider, outcome: WebhookHandled) -> None:
         """A processing attempt of a stored delivery ended."""
         self.webhooks_handled.labels(provider.value, outcome).inc()
+
+    def notification_sent(self, kind: str, outcome: NotificationOutcome) -> None:
+        """A delivery attempt to a channel of ``kind`` ended."""
+        self.notifications_sent.labels(kind, outcome).inc()
+
+    def notifications_waiting(self, count: int) -> None:
+        """Deliveries not yet sent nor given up, counted by a drain."""
+        self.notification_queue.set(count)

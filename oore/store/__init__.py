@@ -18,6 +18,7 @@ from oore.store.instance import InstanceStore
 from oore.store.integration_states import IntegrationStateStore
 from oore.store.integrations import IntegrationStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
+from oore.store.notifications import NotificationStore
 from oore.store.oidc import OidcStore
 from oore.store.pending_signins import PendingSignInStore
 from oore.store.pipelines import PipelineStore
@@ -64,6 +65,7 @@ class Store:
         self.url_tokens = UrlTokenStore(db)
         self.integration_states = IntegrationStateStore(db)
         self.pending_signins = PendingSignInStore(db)
+        self.notifications = NotificationStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""
