@@ -55,16 +55,17 @@ class Inbox:
             self.items.append(item)
             self.changed.notify_all()
 
-    async def wait_for(self, count: int) -> list[Any]:
-        """The first ``count`` items, once they arrived (bounded)."""
-
-        def wait() -> bool:
-            with self.changed:
-                return self.changed.wait_for(lambda: len(self.items) >= count, WAIT_SECONDS)
-
-        arrived = await trio.to_thread.run_sync(wait)
+    def wait_sync(self, count: int) -> list[Any]:
+        """The first ``count`` items, once they arrived (bounded; blocks the thread)."""
+        with self.changed:
+            arrived = self.changed.wait_for(lambda: len(self.items) >= count, WAIT_SECONDS)
         assert arrived, f"expected {count} items, got {len(self.items)}"
         return self.items[:count]
+
+    async def wait_for(self, count: int) -> list[Any]:
+        """:meth:`wait_sync` from trio, on a worker thread."""
+        found: list[Any] = await trio.to_thread.run_sync(self.wait_sync, count)
+        return found
 
 
 @dataclass

@@ -161,7 +161,7 @@ async def _queue_test(conn: Connection, channel_id: uuid.UUID, now: int) -> Deli
 async def _of_channel(conn: Connection, channel_id: uuid.UUID, limit: int) -> list[Delivery]:
     rows = await conn.fetch(
         """SELECT * FROM notification_deliveries WHERE channel_id = $1
-           ORDER BY created_at DESC, id LIMIT $2""",
+           ORDER BY seq DESC LIMIT $2""",
         channel_id,
         limit,
     )
@@ -176,7 +176,7 @@ async def _lease(conn: Connection, now: int, limit: int) -> list[Delivery]:
            WHERE d.id IN (
                SELECT id FROM notification_deliveries
                WHERE status IN ('pending', 'sending') AND next_attempt_at <= $1
-               ORDER BY next_attempt_at, created_at
+               ORDER BY next_attempt_at, seq
                LIMIT $2
                FOR UPDATE SKIP LOCKED)
            RETURNING d.*""",
@@ -184,7 +184,7 @@ async def _lease(conn: Connection, now: int, limit: int) -> list[Delivery]:
         limit,
         LEASE_SECONDS,
     )
-    return sorted((_delivery(row) for row in rows), key=lambda d: (d.created_at, d.id))
+    return [_delivery(row) for row in sorted(rows, key=lambda row: row["seq"])]
 
 
 async def _sent(conn: Connection, delivery_id: uuid.UUID, now: int) -> None:

@@ -26,6 +26,8 @@ CREATE TABLE notification_channels (
 -- the transaction that ends the build, so no outcome is lost to a crash after its commit.
 CREATE TABLE notification_deliveries (
     id uuid PRIMARY KEY,
+    -- Insertion order: timestamps are whole seconds, so this breaks ties in listings.
+    seq bigserial NOT NULL,
     channel_id uuid NOT NULL REFERENCES notification_channels (id) ON DELETE CASCADE,
     event text NOT NULL,
     build_id uuid,
@@ -42,8 +44,7 @@ CREATE TABLE notification_deliveries (
 );
 CREATE INDEX notification_deliveries_due ON notification_deliveries (next_attempt_at)
     WHERE status IN ('pending', 'sending');
-CREATE INDEX notification_deliveries_channel
-    ON notification_deliveries (channel_id, created_at DESC);
+CREATE INDEX notification_deliveries_channel ON notification_deliveries (channel_id, seq DESC);
 CREATE UNIQUE INDEX notification_deliveries_once
     ON notification_deliveries (channel_id, build_id) WHERE build_id IS NOT NULL;
 
