@@ -33,6 +33,7 @@ from oore.errors import InvalidInput
 MAX_NAME_CHARS = 255
 MAX_URL_CHARS = 2048
 MAX_RECIPIENTS = 50
+MAX_PROJECTS = 500
 MAX_ERROR_CHARS = 500
 SEND_TIMEOUT = 10  # seconds for one attempt, connection to answer
 # Seconds to wait after the n-th failed attempt; after MAX_ATTEMPTS the delivery fails.
@@ -254,6 +255,8 @@ def check_events(raw: Any) -> tuple[NotificationEvent, ...]:
 def check_project_ids(raw: Any) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
         raise _invalid("project_ids must be a list of project ids")
+    if len(raw) > MAX_PROJECTS:
+        raise _invalid(f"project_ids holds at most {MAX_PROJECTS} projects")
     found: list[str] = []
     for item in raw:
         text = item.strip().lower()

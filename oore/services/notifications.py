@@ -33,6 +33,7 @@ from oore.domain.notifications import (
     EVENT_HEADER,
     SEND_TIMEOUT,
     SIGNATURE_HEADER,
+    TEST_EVENT,
     Channel,
     ChannelInput,
     ChannelKind,
@@ -102,6 +103,7 @@ class Notifications:
         self.metrics = metrics
         self.worker = worker
         self._sending = trio.CapacityLimiter(PARALLEL_SENDS)
+        self._ssl: ssl.SSLContext | None = None
 
     def _box(self) -> SecretBox:
         if self._secrets is None:
@@ -244,21 +246,30 @@ class Notifications:
     async def drain(self) -> float | None:
         """Send every due delivery; seconds until the next falls due, or None."""
         try:
-            async with httpx.AsyncClient(
-                timeout=SEND_TIMEOUT, follow_redirects=False, trust_env=False
-            ) as client:
-                while True:
-                    batch = await self._store.notifications.lease(self._clock.now(), LEASE_BATCH)
-                    async with trio.open_nursery() as nursery:
+            while True:
+                batch = await self._store.notifications.lease(self._clock.now(), LEASE_BATCH)
+                if batch:
+                    async with (
+                        httpx.AsyncClient(
+                            timeout=SEND_TIMEOUT, follow_redirects=False, verify=self._tls()
+                        ) as client,
+                        trio.open_nursery() as nursery,
+                    ):
                         for delivery in batch:
                             nursery.start_soon(self._deliver, client, delivery)
-                    if len(batch) < LEASE_BATCH:
-                        break
-            due = await self._store.notifications.next_due()
-            self.metrics.notifications_waiting(await self._store.notifications.waiting())
+                if len(batch) < LEASE_BATCH:
+                    break
+            waiting, due = await self._store.notifications.backlog()
         except (StoreError, StoreUnavailable):
             return STORE_RETRY_SECONDS  # the store logged the cause; look again later
+        self.metrics.notifications_waiting(waiting)
         return None if due is None else float(max(0, due - self._clock.now()))
+
+    def _tls(self) -> ssl.SSLContext:
+        """The TLS settings of every send (made once, at the first that needs them)."""
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context()
+        return self._ssl
 
     async def _deliver(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
         try:
@@ -272,6 +283,12 @@ class Notifications:
         if channel is None:
             return  # deleted meanwhile, and its deliveries with it
         kind = channel.kind.value
+        if not channel.enabled and delivery.event != TEST_EVENT:
+            # Disabling a channel stops what it still owed too (an explicit test still goes).
+            await self._store.notifications.failed_attempt(
+                delivery.id, "the channel was disabled", None
+            )
+            return
         try:
             with trio.fail_after(SEND_TIMEOUT + 1):
                 await self._send(client, channel, delivery)
@@ -329,7 +346,8 @@ class Notifications:
                     else box.decrypt(channel.smtp_password_enc)
                 )
                 mail = _mail(channel.email, message)
-                await trio.to_thread.run_sync(_send_mail, channel.email, password, mail)
+                tls = self._tls()
+                await trio.to_thread.run_sync(_send_mail, channel.email, password, mail, tls)
 
 
 async def _post(
@@ -358,9 +376,10 @@ def _mail(settings: EmailSettings, message: Message) -> EmailMessage:
     return mail
 
 
-def _send_mail(settings: EmailSettings, password: str | None, mail: EmailMessage) -> None:
+def _send_mail(
+    settings: EmailSettings, password: str | None, mail: EmailMessage, context: ssl.SSLContext
+) -> None:
     """Send one mail with smtplib (runs on a worker thread; bounded by its timeout)."""
-    context = ssl.create_default_context()
     host, port = settings.smtp_host, settings.smtp_port
     try:
         smtp: smtplib.SMTP

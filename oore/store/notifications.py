@@ -211,19 +211,12 @@ async def _failed_attempt(
     )
 
 
-async def _next_due(conn: Connection) -> int | None:
-    found: int | None = await conn.fetchval(
-        """SELECT min(next_attempt_at) FROM notification_deliveries
-           WHERE status IN ('pending', 'sending')"""
+async def _backlog(conn: Connection) -> tuple[int, int | None]:
+    row = await conn.fetchrow(
+        """SELECT count(*) AS waiting, min(next_attempt_at) AS due
+           FROM notification_deliveries WHERE status IN ('pending', 'sending')"""
     )
-    return found
-
-
-async def _waiting(conn: Connection) -> int:
-    found: int = await conn.fetchval(
-        "SELECT count(*) FROM notification_deliveries WHERE status IN ('pending', 'sending')"
-    )
-    return found
+    return row["waiting"], row["due"]
 
 
 class NotificationStore:
@@ -269,10 +262,7 @@ class NotificationStore:
         """Record a failed attempt: pending again at ``retry_at``, or failed (None)."""
         await self._db.run(_failed_attempt, uuid.UUID(delivery_id), error, retry_at)
 
-    async def next_due(self) -> int | None:
-        """Wall-clock time the next delivery falls due, or None when none waits."""
-        return await self._db.run(_next_due)
-
-    async def waiting(self) -> int:
-        """Deliveries not yet sent nor given up."""
-        return await self._db.run(_waiting)
+    async def backlog(self) -> tuple[int, int | None]:
+        """Deliveries not yet sent nor given up, and the wall-clock time the next of them
+        falls due (None when none waits)."""
+        return await self._db.run(_backlog)

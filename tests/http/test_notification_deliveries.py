@@ -296,17 +296,25 @@ async def test_a_refused_delivery_is_retried_with_backoff_then_given_up(
 
 
 async def test_an_unreachable_receiver_is_an_error_on_the_delivery(
-    api: Api, owner_token: str, runtime: Runtime, clock: FakeClock
+    api: Api, owner_token: str, runtime: Runtime, setup: Setup, clock: FakeClock
 ) -> None:
     with webhook_receiver() as gone:
-        url = gone.url
+        url = gone.url  # nothing listens there once the block ended
     closed = await hook(api, owner_token, url, ["build_failed"])
-    await api.post(f"{ROOT}/{closed}/test", token=owner_token)
+    await fail(setup)
     await drain(runtime)
     [delivery] = await deliveries(api, owner_token, closed)
     assert (delivery["status"], delivery["attempts"]) == ("pending", 1)
     assert delivery["last_error"] == "127.0.0.1: ConnectError"
-    assert "token" not in delivery["last_error"]
+
+    # Disabled, the channel is owed nothing more: the retry ends the delivery.
+    off = await api.call("PATCH", f"{ROOT}/{closed}", json={"enabled": False}, token=owner_token)
+    assert off.status == 200, off.body
+    clock.advance(BACKOFF[0])
+    await drain(runtime)
+    [delivery] = await deliveries(api, owner_token, closed)
+    assert (delivery["status"], delivery["attempts"]) == ("failed", 2)
+    assert delivery["last_error"] == "the channel was disabled"
 
 
 async def test_an_outcome_outlives_a_daemon_that_stopped_before_sending_it(
