@@ -43,7 +43,11 @@ class EmailPatchIn(EmailIn):
 
 class ChannelIn(Body):
     """``url`` (and ``secret``, webhooks only) for webhook and Mattermost channels;
-    ``email`` for email channels."""
+    ``email`` for email channels. Events: ``build_failed`` (failed or timed out; the
+    payload's ``build.status`` tells which), ``build_recovered`` (succeeded after the
+    previous build of the same pipeline and branch failed or timed out), ``build_canceled``,
+    ``build_succeeded`` (a recovery is sent as ``build_recovered`` when both are chosen).
+    ``project_ids`` empty: every project."""
 
     name: str
     kind: Kind
