@@ -20,7 +20,7 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import Any, assert_never
 
 import httpx
 import orjson
@@ -348,6 +348,8 @@ class Notifications:
                 mail = _mail(channel.email, message)
                 tls = self._tls()
                 await trio.to_thread.run_sync(_send_mail, channel.email, password, mail, tls)
+            case _:
+                assert_never(channel.kind)
 
 
 async def _post(
