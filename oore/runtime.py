@@ -13,12 +13,14 @@ import trio
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.actors.due import DueTimes
 from oore.cluster import Leadership, Notices, cluster_state
+from oore.domain.builds import Build
 from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.live.events import EventsHandle, event_hub_spec
 from oore.live.logpeers import LogPeers
 from oore.scheduling import Scheduling, SchedulingConfig, start_scheduling
 from oore.scheduling.peers import Peers, Told
+from oore.scheduling.ports import Events as SchedulingEvents
 from oore.services.access import Access
 from oore.services.api_tokens import ApiTokens
 from oore.services.apple import AppleClient, AppleConfig
@@ -36,6 +38,7 @@ from oore.services.ios_signing import IosSigning
 from oore.services.logs import LogConfig, Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network, NetworkDefaults
+from oore.services.notifications import Notifications, wake_on_outcome
 from oore.services.projects import Projects
 from oore.services.retention import Retention
 from oore.services.runners import Runners
@@ -88,6 +91,7 @@ class Runtime:
     signin: SignIn
     integrations: Integrations
     webhooks: Webhooks
+    notifications: Notifications
     variables: Variables
     ios_signing: IosSigning
     metrics: ServiceMetrics
@@ -119,6 +123,7 @@ class Runtime:
             signin=self.signin,
             integrations=self.integrations,
             webhooks=self.webhooks,
+            notifications=self.notifications,
             variables=self.variables,
             ios_signing=self.ios_signing,
             metrics=self.metrics,
@@ -190,13 +195,14 @@ async def open_runtime(
             hub = EventsHandle()  # told of changes from the start, served once started below
             artifacts_config = artifacts_config or ArtifactsConfig()
             config = config or SchedulingConfig()
+            outbox = DueTimes[str]("notifications")
             scheduling = await start_scheduling(
                 store,
                 clock,
                 config,
                 root,
                 metrics,
-                events=Told(hub, notices),
+                events=_AlsoOutcomes(Told(hub, notices), partial(wake_on_outcome, outbox)),
                 secrets=artifacts_config.secrets,
             )
             await root.start_child(event_hub_spec(hub, HubRecords(scheduling)))
@@ -241,6 +247,12 @@ async def open_runtime(
             await root.start_child(
                 queue.spec(on_due=webhooks.drain_due, load=webhooks.pending_drain)
             )
+            notifications = Notifications(
+                store, clock, audit, artifacts_config.secrets, network, metrics, outbox
+            )
+            await root.start_child(
+                outbox.spec(on_due=notifications.drain_due, load=notifications.pending_drain)
+            )
             runners = Runners(scheduling, identity, audit)
             Peers(
                 scheduling,
@@ -264,7 +276,9 @@ async def open_runtime(
             await nursery.start(_scoped, listening, notices.run)
             every = min(cluster_config.sweep_every, config.runner_lease / 2)
             maintain = partial(
-                _maintain, every, (scheduling.sweep, artifacts.sweep, webhooks.drain)
+                _maintain,
+                every,
+                (scheduling.sweep, artifacts.sweep, webhooks.drain, notifications.drain),
             )
             leadership = Leadership(
                 store,
@@ -302,6 +316,7 @@ async def open_runtime(
                     cookie_secure=cookie_secure,
                 ),
                 webhooks=webhooks,
+                notifications=notifications,
                 variables=variables,
                 ios_signing=IosSigning(
                     store,
@@ -322,6 +337,22 @@ async def open_runtime(
             leading.cancel()
             listening.cancel()
             root.stop()
+
+
+class _AlsoOutcomes:
+    """The scheduling's events, with every committed build change also shown to
+    ``on_build`` (the notification sender's wake-up); never waits."""
+
+    def __init__(self, events: SchedulingEvents, on_build: Callable[[Build], None]) -> None:
+        self._events = events
+        self._on_build = on_build
+
+    def build_changed(self, build: Build) -> None:
+        self._events.build_changed(build)
+        self._on_build(build)
+
+    def runner_changed(self, runner_id: str, *, deleted: bool = False) -> None:
+        self._events.runner_changed(runner_id, deleted=deleted)
 
 
 async def _within(scope: trio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
@@ -349,8 +380,9 @@ async def _lead(*duties: Callable[[], Awaitable[None]]) -> None:
 async def _maintain(every: float, duties: tuple[Callable[[], Awaitable[object]], ...]) -> None:
     """The leader's maintenance round: what no other daemon may be left to do (runners
     and builds whose daemon died, expired artifact reservations, webhook deliveries due
-    for a retry), every ``every`` seconds. Each duty is judged by the database, so a
-    round that overlaps a former leader's, or a daemon's own prompt handling, is harmless."""
+    for a retry, notifications a dead daemon queued), every ``every`` seconds. Each duty
+    is judged by the database, so a round that overlaps a former leader's, or a daemon's
+    own prompt handling, is harmless."""
     while True:
         for duty in duties:
             try:

@@ -29,6 +29,7 @@ from oore.http.routes import (
     health,
     integrations,
     ios_signing,
+    notifications,
     oidc,
     pipelines,
     projects,
@@ -115,6 +116,7 @@ def create_app(
     app.register_blueprint(runner_channel.blueprint)
     app.register_blueprint(settings.blueprint)
     app.register_blueprint(retention.blueprint)
+    app.register_blueprint(notifications.blueprint)
     app.register_blueprint(artifact_tokens.blueprint)
     app.register_blueprint(users.blueprint)
     app.register_blueprint(api_tokens.blueprint)

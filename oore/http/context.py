@@ -29,6 +29,7 @@ from oore.services.ios_signing import IosSigning
 from oore.services.logs import Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network
+from oore.services.notifications import Notifications
 from oore.services.projects import Projects
 from oore.services.retention import Retention
 from oore.services.runners import Runners
@@ -67,6 +68,7 @@ class AppServices:
     signin: SignIn
     integrations: Integrations
     webhooks: Webhooks
+    notifications: Notifications
     variables: Variables
     ios_signing: IosSigning
     metrics: ServiceMetrics

@@ -31,6 +31,10 @@ WebhookReceived = Literal["accepted", "duplicate", "rejected", "error"]
 # Per processing attempt: builds queued; nothing to build; failed and retried later;
 # failed for the last time.
 WebhookHandled = Literal["processed", "ignored", "retried", "failed"]
+# Per notification attempt: delivered (2xx, mail accepted); failed and retried later;
+# failed for the last time.
+NotificationOutcome = Literal["sent", "retried", "failed"]
+NOTIFICATION_KINDS = ("email", "mattermost", "webhook")
 
 # A retention run: everything due was done; something was left for the next run (its
 # errors say what); the run itself failed (the database did not answer).
@@ -121,6 +125,20 @@ class ServiceMetrics(Collector):
         )
         for outcome in get_args(RetentionOutcome):
             self.retention_runs.labels(outcome)
+        self.notifications_sent = Counter(
+            "oore_notifications_sent_total",
+            "Notification delivery attempts, by channel kind and outcome",
+            ["kind", "outcome"],
+            registry=None,
+        )
+        self.notification_queue = Gauge(
+            "oore_notification_queue_depth",
+            "Notification deliveries waiting to be sent (as of this daemon's last drain)",
+            registry=None,
+        )
+        for kind in NOTIFICATION_KINDS:
+            for notified in get_args(NotificationOutcome):
+                self.notifications_sent.labels(kind, notified)
         for status in FINISHED:
             self.builds_finished.labels(status)
             self.build_duration.labels(status)
@@ -146,6 +164,8 @@ class ServiceMetrics(Collector):
             self.retention_log_lines,
             self.retention_runs,
             self.retention_last_run,
+            self.notifications_sent,
+            self.notification_queue,
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -207,3 +227,11 @@ class ServiceMetrics(Collector):
     def retention_seen(self, report: CleanupReport) -> None:
         """The last recorded run (perhaps another daemon's) was read."""
         self.retention_last_run.set(report.finished_at)
+
+    def notification_sent(self, kind: str, outcome: NotificationOutcome) -> None:
+        """A delivery attempt to a channel of ``kind`` ended."""
+        self.notifications_sent.labels(kind, outcome).inc()
+
+    def notifications_waiting(self, count: int) -> None:
+        """Deliveries not yet sent nor given up, counted by a drain."""
+        self.notification_queue.set(count)

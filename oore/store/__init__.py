@@ -19,6 +19,7 @@ from oore.store.integration_states import IntegrationStateStore
 from oore.store.integrations import IntegrationStore
 from oore.store.ios_signing import IosSigningStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
+from oore.store.notifications import NotificationStore
 from oore.store.oidc import OidcStore
 from oore.store.pending_signins import PendingSignInStore
 from oore.store.pipelines import PipelineStore
@@ -68,6 +69,7 @@ class Store:
         self.integration_states = IntegrationStateStore(db)
         self.pending_signins = PendingSignInStore(db)
         self.retention = RetentionStore(db)
+        self.notifications = NotificationStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

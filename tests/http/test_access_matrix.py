@@ -112,6 +112,13 @@ def setup_step(method: str, rule: str, body: Any = None) -> Route:
 
 PIPELINE_BODY = {"name": "p2", "execution_config": {"platforms": ["android"]}}
 STORAGE_BODY = {"provider": "disabled"}
+# Port 9 on loopback refuses connections: a test message fails at once, in the background.
+CHANNEL_BODY = {
+    "name": "matrix",
+    "kind": "webhook",
+    "events": ["build_failed"],
+    "url": "http://127.0.0.1:9/hook",
+}
 VARIABLE_BODY = {"name": "MATRIX_VAR", "value": "plain", "secret": False}
 NAMED_VARIABLE_BODY = {"value": "matrix-secret-value", "secret": True}
 IOS_BODY = {"export_method": "ad_hoc", "bundle_ids": ["com.example.app"]}
@@ -321,6 +328,14 @@ ROUTES = [
         "/v1/settings/external-access/oidc/test-connection",
         body={"issuer_url": DEAD_ISSUER},
     ),
+    # notification channels
+    admin("GET", "/v1/settings/notification-channels"),
+    admin("POST", "/v1/settings/notification-channels", body=CHANNEL_BODY),
+    admin("GET", "/v1/settings/notification-channels/<channel_id>"),
+    admin("PATCH", "/v1/settings/notification-channels/<channel_id>", body={"name": "renamed"}),
+    admin("POST", "/v1/settings/notification-channels/<channel_id>/test"),
+    admin("GET", "/v1/settings/notification-channels/<channel_id>/deliveries"),
+    admin("DELETE", "/v1/settings/notification-channels/<channel_id>"),
     # the runner protocol
     runner_websocket("/v1/runners/<runner_id>/channel"),
     runner("POST", "/v1/runners/<runner_id>/heartbeat", body={"status": "online"}),
@@ -450,6 +465,10 @@ async def world(
     )
     assert enrollment.status == 201, enrollment.body
     other = await setup.runner("other")
+    channel = await api.post(
+        "/v1/settings/notification-channels", json=CHANNEL_BODY, token=owner_token
+    )
+    assert channel.status == 201, channel.body
 
     now = clock.now()
     expired = new_token()
@@ -504,6 +523,7 @@ async def world(
             "spare_id": spare.user.id,
             "target_id": target.user.id,
             "api_token_id": api_token.body["id"],
+            "channel_id": channel.body["channel"]["id"],
             "integration_id": "00000000-0000-4000-8000-0000000000a1",
             "token": new_token(),
             "variable": "MATRIX_VAR",

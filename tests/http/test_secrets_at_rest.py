@@ -126,6 +126,53 @@ async def _mint_ios_signing(api: Api, owner: str, pipeline_id: str, seen: dict[s
     seen["App Store Connect private key"] = p8.splitlines()[1]
 
 
+async def _mint_notification_secrets(api: Api, owner: str, seen: dict[str, str]) -> None:
+    """A signed webhook channel, a Mattermost channel (its URL is its secret) and an
+    email channel with an SMTP password."""
+    root = "/v1/settings/notification-channels"
+    hook_url = "https://hooks.example.com/notify/token-in-the-webhook-path-0001"
+    chat_url = "https://chat.example.com/hooks/mattermost-incoming-token-0001"
+    hook = await api.post(
+        root,
+        json={
+            "name": "hook",
+            "kind": "webhook",
+            "events": ["build_failed"],
+            "url": hook_url,
+            "secret": "notification-hmac-secret-000000000001",
+        },
+        token=owner,
+    )
+    assert hook.status == 201, hook.body
+    chat = await api.post(
+        root,
+        json={"name": "chat", "kind": "mattermost", "events": ["build_failed"], "url": chat_url},
+        token=owner,
+    )
+    assert chat.status == 201, chat.body
+    mail = await api.post(
+        root,
+        json={
+            "name": "mail",
+            "kind": "email",
+            "events": ["build_failed"],
+            "email": {
+                "smtp_host": "smtp.example.com",
+                "username": "ci",
+                "password": "smtp-password-example-000000000001",
+                "from_address": "ci@example.com",
+                "to_addresses": ["dev@example.com"],
+            },
+        },
+        token=owner,
+    )
+    assert mail.status == 201, mail.body
+    seen["notification webhook URL token"] = "token-in-the-webhook-path-0001"
+    seen["notification webhook secret"] = "notification-hmac-secret-000000000001"
+    seen["Mattermost incoming-webhook token"] = "mattermost-incoming-token-0001"
+    seen["SMTP password"] = "smtp-password-example-000000000001"
+
+
 async def _every_row_as_text(store: Store) -> list[str]:
     async def dump(conn: Connection) -> list[str]:
         tables = await conn.fetch(
@@ -263,6 +310,7 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
     assert stream.status == 200, stream.body
     seen["stream token"] = stream.body["token"]
     await _mint_integration_secrets(api, runtime, store, owner, fake_scm, seen)
+    await _mint_notification_secrets(api, owner, seen)
 
     rows = await _every_row_as_text(store)
     # The PKCE verifier never leaves the server: read it back from the pending sign-in.
