@@ -42,6 +42,7 @@ from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync,
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.users import Users
+from oore.services.signing import Signing
 from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
 from oore.store import AuditEntry, Store
@@ -86,6 +87,7 @@ class Runtime:
     integrations: Integrations
     webhooks: Webhooks
     variables: Variables
+    signing: Signing
     metrics: ServiceMetrics
     events: Events
     notices: Notices
@@ -115,6 +117,7 @@ class Runtime:
             integrations=self.integrations,
             webhooks=self.webhooks,
             variables=self.variables,
+            signing=self.signing,
             metrics=self.metrics,
             events=self.events,
             cookie_secure=self.integrations.cookie_secure,
@@ -282,6 +285,7 @@ async def open_runtime(
                 ),
                 webhooks=webhooks,
                 variables=variables,
+                signing=Signing(store, clock, audit, access, artifacts_config.secrets),
                 metrics=metrics,
                 events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
                 notices=notices,

@@ -24,6 +24,7 @@ from oore.store.pipelines import PipelineStore
 from oore.store.projects import ProjectStore
 from oore.store.runners import RunnerStore
 from oore.store.settings import SettingsStore
+from oore.store.signing import SigningStore
 from oore.store.stream_tokens import StreamTokenStore
 from oore.store.url_tokens import UrlTokenStore
 from oore.store.users import UserStore
@@ -59,6 +60,7 @@ class Store:
         self.webhooks = WebhookStore(db)
         self.integrations = IntegrationStore(db)
         self.variables = VariableStore(db)
+        self.signing = SigningStore(db)
         self.cluster = ClusterStore(db)
         self.stream_tokens = StreamTokenStore(db)
         self.url_tokens = UrlTokenStore(db)
