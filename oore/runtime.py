@@ -41,8 +41,8 @@ from oore.services.settings import InstanceSettings
 from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync, telling
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
-from oore.services.users import Users
 from oore.services.signing import Signing
+from oore.services.users import Users
 from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
 from oore.store import AuditEntry, Store

@@ -174,7 +174,9 @@ class Signing:
             raise NotFound("not_found", "Build not found")
         build = found.build
         if build.status not in GRANT_STATUSES:
-            raise Conflict("job_not_active", f"The build is {build.status}, not assigned or running")
+            raise Conflict(
+                "job_not_active", f"The build is {build.status}, not assigned or running"
+            )
         if build.runner_id != runner.id:
             raise Forbidden("runner_mismatch", "This build is not assigned to this runner")
         if not token:
