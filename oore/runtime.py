@@ -210,7 +210,16 @@ async def open_runtime(
             identity = Identity(store, clock, audit, artifacts_config.secrets)
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
-            logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
+            signing = Signing(store, clock, audit, access, artifacts_config.secrets)
+            logs = Logs(
+                scheduling,
+                builds,
+                access,
+                identity,
+                log_config or LogConfig(),
+                variables,
+                signing,
+            )
             log_peers = LogPeers(logs.streams, store.builds, notices, page=logs.config.page)
             log_peers.subscribe()
             await root.start_child(logs.streams.spec())
@@ -285,7 +294,7 @@ async def open_runtime(
                 ),
                 webhooks=webhooks,
                 variables=variables,
-                signing=Signing(store, clock, audit, access, artifacts_config.secrets),
+                signing=signing,
                 metrics=metrics,
                 events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
                 notices=notices,

@@ -29,6 +29,7 @@ from oore.domain.signing import (
 )
 from oore.domain.tokens import hash_token
 from oore.domain.users import Session
+from oore.domain.variables import maskable
 from oore.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from oore.services.access import Access
 from oore.services.clock import WallClock
@@ -221,6 +222,21 @@ class Signing:
                 )
             )
         return material
+
+    async def secrets_to_mask(self, build: Build) -> tuple[str, ...]:
+        """The signing passwords of the build's pipeline, which its log must never show
+        (whether or not its runner fetched them), longest first."""
+        stored = await self._store.signing.android(build.pipeline_id)
+        sealed = [
+            part
+            for profile in stored.values()
+            for part in (profile.store_password_sealed, profile.key_password_sealed)
+            if part is not None
+        ]
+        if not sealed:
+            return ()
+        box = self._box()
+        return maskable(box.decrypt(part) for part in sealed)
 
 
 def _changed_parts(change: AndroidProfileChange) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from oore.domain.logs import MASK
 from oore.domain.users import Role
 from oore.scheduling import SchedulingConfig
 from tests.http.builds_kit import Runner, Setup, eventually, repo, setup
@@ -227,6 +228,12 @@ async def test_the_runner_holding_the_build_gets_the_enabled_profiles(setup: Set
         }
     }
     assert (await runner.report(build["id"], "running")).status == 200
+    # A runner that does not mask what the build prints: the server masks the passwords.
+    line = f"store={STORE_PASSWORD} key={KEY_PASSWORD}"
+    printed = await runner.logs(build["id"], [{"sequence": 0, "content": line, "stream": "stdout"}])
+    assert printed.status == 200, printed.body
+    stored = await api.get(f"/v1/builds/{build['id']}/logs", token=setup.token)
+    assert [entry["content"] for entry in stored.body["logs"]] == [f"store={MASK} key={MASK}"]
     again = await fetch(api, runner, build["id"], job["signing_token"])
     assert again.status == 200 and base64.b64decode(again.body["release"]["keystore_base64"]) == (
         KEYSTORE
