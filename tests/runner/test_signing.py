@@ -37,6 +37,18 @@ def material(build_type: str = "release", filename: str = "upload.jks") -> Andro
     )
 
 
+def empty(directory: Path) -> bool:
+    return not any(directory.iterdir())
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def contents(path: Path) -> bytes:
+    return path.read_bytes()
+
+
 @pytest.fixture
 def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Where temporary directories go for this test (empty at the start)."""
@@ -52,34 +64,33 @@ async def test_keystores_are_private_files_named_by_variables_and_removed(
     both = [material("debug", "same.jks"), material("release", "same.jks")]
     async with android_signing_files(both) as files:
         assert files.directory.parent == temp_root
-        assert stat.S_IMODE(files.directory.stat().st_mode) == 0o700
+        assert mode(files.directory) == 0o700
         for build_type in ("DEBUG", "RELEASE"):
             path = Path(files.env[f"OORE_ANDROID_{build_type}_KEYSTORE_PATH"])
-            assert path.name == "same.jks" and path.read_bytes() == KEYSTORE
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600
-            assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+            assert path.name == "same.jks" and contents(path) == KEYSTORE
+            assert mode(path) == 0o600 and mode(path.parent) == 0o700
             assert files.env[f"OORE_ANDROID_{build_type}_STORE_PASSWORD"] == STORE_PASSWORD
             assert files.env[f"OORE_ANDROID_{build_type}_KEY_ALIAS"] == "upload"
             assert files.env[f"OORE_ANDROID_{build_type}_KEY_PASSWORD"] == KEY_PASSWORD
         assert set(files.secrets) == {STORE_PASSWORD, KEY_PASSWORD}
-    assert list(temp_root.iterdir()) == []
+    assert empty(temp_root)
 
 
 async def test_the_directory_goes_when_the_build_fails_or_is_cancelled(temp_root: Path) -> None:
     with pytest.raises(RuntimeError):
         async with android_signing_files([material()]):
             raise RuntimeError("the steps failed")
-    assert list(temp_root.iterdir()) == []
+    assert empty(temp_root)
     with trio.CancelScope() as scope:
         async with android_signing_files([material()]):
             scope.cancel()
             await trio.sleep_forever()
-    assert list(temp_root.iterdir()) == []
+    assert empty(temp_root)
     broken = AndroidSigningMaterial("debug", "d.jks", "not base64!", "p" * 6, "a", "k" * 6)
     with pytest.raises(SigningFilesError, match="debug keystore is not valid base64"):
         async with android_signing_files([material(), broken]):
             pass
-    assert list(temp_root.iterdir()) == []
+    assert empty(temp_root)
 
 
 SIGNING_YAML = build_yaml(
@@ -118,7 +129,7 @@ async def test_a_build_signs_with_the_fetched_material_and_never_logs_the_passwo
     assert f"store {MASK} key {MASK}" in lines
     assert "alias upload debug=none" in lines
     assert not any(STORE_PASSWORD in line or KEY_PASSWORD in line for line in lines)
-    assert list(temp_root.iterdir()) == []
+    assert empty(temp_root)
 
 
 async def test_a_failed_build_leaves_no_keystore_behind(
@@ -127,7 +138,7 @@ async def test_a_failed_build_leaves_no_keystore_behind(
     server.android_signing = {"release": material().to_json()}
     lines = await _run(tmp_path, server, client, exit_code=3)
     assert server.reports["build-1"][-1]["exit_code"] == 3, lines
-    assert list(temp_root.iterdir()) == []
+    assert empty(temp_root)
 
 
 async def test_a_build_whose_signing_cannot_be_fetched_fails_saying_so(
@@ -142,4 +153,4 @@ async def test_a_build_whose_signing_cannot_be_fetched_fails_saying_so(
     )
     assert f"[oore] {final['error_message']}" in lines
     assert not any(line.startswith("[oore] step") for line in lines), "no step ran"
-    assert list(temp_root.iterdir()) == []
+    assert empty(temp_root)
