@@ -133,12 +133,13 @@ def test_the_runner_reads_only_well_formed_enabled_profiles() -> None:
     material = AndroidSigningMaterial("release", "r.jks", "azE=", "sp-1234", "a", "kp-1234")
     assert parse_android_material({"release": material.to_json()}) == [material]
     assert parse_android_material({}) == []
-    for broken in (
+    broken_answers: list[object] = [
         [],
         {"release": {**material.to_json(), "enabled": False}},
         {"release": {**material.to_json(), "keystore_filename": "../r.jks"}},
         {"debug": {**material.to_json(), "key_password": ""}},
-    ):
+    ]
+    for broken in broken_answers:
         assert parse_android_material(broken) is None
     assert "kp-1234" not in repr(material)
     assert dict(android_env(material, "/tmp/x/r.jks")) == {
