@@ -1,9 +1,10 @@
 """One claimed build, from the ``running`` report to the final one (contract §5.6).
 
-Order: report ``running`` → check out → resolve the config → plan the steps → run them
-while a watcher long-polls the build's state → upload the artifacts (when the steps
-succeeded) → ship the logs → report ``succeeded`` or ``failed`` with the steps. When the
-watcher hears that the build is no longer ours (403 ``runner_mismatch`` or a status other
+Order: report ``running`` → check out → resolve the config → plan the steps → fetch the
+signing material (when the claim says the pipeline has some; its files are removed when
+the steps end) → run them while a watcher long-polls the build's state → upload the
+artifacts (when the steps succeeded) → ship the logs → report ``succeeded`` or ``failed``
+with the steps. When the watcher hears that the build is no longer ours (403 ``runner_mismatch`` or a status other
 than assigned/running) the work is cancelled and nothing more is reported. When the agent
 itself is cancelled (shutting down), the work is cancelled and ``failed`` is reported,
 shielded and bounded.
@@ -224,6 +225,13 @@ class JobRunner:
                 "pipeline: the secret's value is used"
             )
         mask.add(file_secrets(var for step in steps for var in step.env))
+        missing = sorted(set(resolved.config.runner_labels) - set(self._labels))
+        if missing:
+            return await log.fail(
+                f"{resolved.source} asks for runner labels this runner lacks: "
+                f"{', '.join(missing)} (set them as the pipeline's runner_labels too, so "
+                "the server hands its builds only to runners that have them)"
+            )
         async with AsyncExitStack() as signing:
             signing_env: dict[str, str] = {}
             if job.android_signing:
@@ -297,13 +305,6 @@ class JobRunner:
             branch=branch,
         )
         env.update(signing_env)
-        missing = sorted(set(resolved.config.runner_labels) - set(self._labels))
-        if missing:
-            return await log.fail(
-                f"{resolved.source} asks for runner labels this runner lacks: "
-                f"{', '.join(missing)} (set them as the pipeline's runner_labels too, so "
-                "the server hands its builds only to runners that have them)"
-            )
         first = len(results)
         timeout = resolved.config.timeout
         with trio.move_on_after(math.inf if timeout is None else timeout) as bound:
