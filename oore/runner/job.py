@@ -4,10 +4,10 @@ Order: report ``running`` → check out → resolve the config → plan the step
 signing material (when the claim says the pipeline has some; its files are removed when
 the steps end) → run them while a watcher long-polls the build's state → upload the
 artifacts (when the steps succeeded) → ship the logs → report ``succeeded`` or ``failed``
-with the steps. When the watcher hears that the build is no longer ours (403 ``runner_mismatch`` or a status other
-than assigned/running) the work is cancelled and nothing more is reported. When the agent
-itself is cancelled (shutting down), the work is cancelled and ``failed`` is reported,
-shielded and bounded.
+with the steps. When the watcher hears that the build is no longer ours (403
+``runner_mismatch`` or a status other than assigned/running) the work is cancelled and
+nothing more is reported. When the agent itself is cancelled (shutting down), the work is
+cancelled and ``failed`` is reported, shielded and bounded.
 """
 
 from __future__ import annotations
