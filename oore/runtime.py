@@ -47,6 +47,7 @@ from oore.services.settings import InstanceSettings
 from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync, telling
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
+from oore.services.signing import Signing
 from oore.services.users import Users
 from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
@@ -94,6 +95,7 @@ class Runtime:
     notifications: Notifications
     variables: Variables
     ios_signing: IosSigning
+    signing: Signing
     metrics: ServiceMetrics
     events: Events
     notices: Notices
@@ -126,6 +128,7 @@ class Runtime:
             notifications=self.notifications,
             variables=self.variables,
             ios_signing=self.ios_signing,
+            signing=self.signing,
             metrics=self.metrics,
             events=self.events,
             cookie_secure=self.integrations.cookie_secure,
@@ -221,7 +224,16 @@ async def open_runtime(
             identity = Identity(store, clock, audit, artifacts_config.secrets)
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
-            logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
+            signing = Signing(store, clock, audit, access, artifacts_config.secrets)
+            logs = Logs(
+                scheduling,
+                builds,
+                access,
+                identity,
+                log_config or LogConfig(),
+                variables,
+                signing,
+            )
             log_peers = LogPeers(logs.streams, store.builds, notices, page=logs.config.page)
             log_peers.subscribe()
             await root.start_child(logs.streams.spec())
@@ -326,6 +338,7 @@ async def open_runtime(
                     artifacts_config.secrets,
                     AppleClient(apple_config or AppleConfig()),
                 ),
+                signing=signing,
                 metrics=metrics,
                 events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
                 notices=notices,

@@ -38,6 +38,7 @@ from oore.http.routes import (
     runners,
     settings,
     setup,
+    signing,
     users,
     variables,
     webhooks,
@@ -110,6 +111,7 @@ def create_app(
     app.register_blueprint(pipelines.blueprint)
     app.register_blueprint(variables.blueprint)
     app.register_blueprint(ios_signing.blueprint)
+    app.register_blueprint(signing.blueprint)
     app.register_blueprint(builds.blueprint)
     app.register_blueprint(events.blueprint)
     app.register_blueprint(runners.blueprint)

@@ -36,6 +36,7 @@ from oore.services.runners import Runners
 from oore.services.settings import InstanceSettings
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
+from oore.services.signing import Signing
 from oore.services.users import Users
 from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
@@ -71,6 +72,7 @@ class AppServices:
     notifications: Notifications
     variables: Variables
     ios_signing: IosSigning
+    signing: Signing
     metrics: ServiceMetrics
     events: Events
     cluster: Callable[[], ClusterState]

@@ -27,6 +27,7 @@ from oore.store.projects import ProjectStore
 from oore.store.retention import RetentionStore
 from oore.store.runners import RunnerStore
 from oore.store.settings import SettingsStore
+from oore.store.signing import SigningStore
 from oore.store.stream_tokens import StreamTokenStore
 from oore.store.url_tokens import UrlTokenStore
 from oore.store.users import UserStore
@@ -63,6 +64,7 @@ class Store:
         self.integrations = IntegrationStore(db)
         self.variables = VariableStore(db)
         self.ios_signing = IosSigningStore(db)
+        self.signing = SigningStore(db)
         self.cluster = ClusterStore(db)
         self.stream_tokens = StreamTokenStore(db)
         self.url_tokens = UrlTokenStore(db)

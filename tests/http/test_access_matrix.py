@@ -64,6 +64,8 @@ class Route:
     remote_only: bool = False
     # A WebSocket route: called as an upgrade; accepted is 101 (with its first reply).
     websocket: bool = False
+    # Headers to send besides Authorization (placeholders filled like the path's).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -98,8 +100,8 @@ def path_token(method: str, rule: str) -> Route:
     return Route(method, rule, Auth.PATH_TOKEN)
 
 
-def runner(method: str, rule: str, body: Any = None) -> Route:
-    return Route(method, rule, Auth.RUNNER, body=body)
+def runner(method: str, rule: str, body: Any = None, **kw: Any) -> Route:
+    return Route(method, rule, Auth.RUNNER, body=body, **kw)
 
 
 def runner_websocket(rule: str) -> Route:
@@ -268,6 +270,14 @@ ROUTES = [
         Role.DEVELOPER,
         body={"name": "QA iPhone", "udid": "00008030-000A"},
     ),
+    # signing material: manage_pipelines
+    user("GET", "/v1/pipelines/<pipeline_id>/android-signing", Role.DEVELOPER),
+    user(
+        "PUT",
+        "/v1/pipelines/<pipeline_id>/android-signing",
+        Role.DEVELOPER,
+        body={"debug": {"enabled": False}},
+    ),
     # builds and their logs
     user(
         "POST",
@@ -356,6 +366,11 @@ ROUTES = [
         "/v1/runners/<runner_id>/jobs/<job_build_id>/artifacts/<artifact_id>/abort",
         body={"error_message": "x"},
     ),
+    runner(
+        "GET",
+        "/v1/runners/<runner_id>/jobs/<job_build_id>/android-signing",
+        headers={"X-Oore-Signing-Token": "<signing_token>"},
+    ),
 ]
 
 
@@ -413,7 +428,11 @@ class World:
         if route.websocket:
             return await _upgrade(self.api, self.path(route.rule), token)
         return await self.api.call(
-            route.method, self.path(route.rule), json=self.fill(route.body), token=token
+            route.method,
+            self.path(route.rule),
+            json=self.fill(route.body),
+            token=token,
+            headers={name: self.path(value) for name, value in route.headers.items()},
         )
 
 
@@ -515,6 +534,7 @@ async def world(
             "build_id": queued["id"],
             "done_build_id": done["id"],
             "job_build_id": job.build_id,
+            "signing_token": job.signing_token,
             "runner_id": job.runner.id,
             "artifact_id": artifact["id"],
             "artifact_token_id": scoped.body["id"],

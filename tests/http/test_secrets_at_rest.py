@@ -288,8 +288,43 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
     seen["secret variable"] = variable_secret
     seen["plain variable (encrypted too)"] = variable_plain
     await _mint_ios_signing(api, owner, setup.pipeline_id, seen)
+    keystore = b"android-keystore-bytes-example-0000000001"
+    store_password, key_password = "keystore-password-00000001", "key-password-0000000000001"
+    key_alias = "upload-key-alias-0000000001"
+    signing = await api.call(
+        "PUT",
+        f"/v1/pipelines/{setup.pipeline_id}/android-signing",
+        json={
+            "release": {
+                "enabled": True,
+                "keystore_base64": base64.b64encode(keystore).decode(),
+                "store_password": store_password,
+                "key_alias": key_alias,
+                "key_password": key_password,
+            }
+        },
+        token=owner,
+    )
+    assert signing.status == 200, signing.body
+    seen["Android keystore (base64)"] = base64.b64encode(keystore).decode()
+    seen["Android keystore (bytes as text)"] = keystore.decode()
+    seen["Android store password"] = store_password
+    seen["Android key password"] = key_password
+    seen["Android key alias"] = key_alias
     job = await running_job(setup)
     seen["runner token"] = job.runner.token
+    seen["signing token"] = job.signing_token
+    fetched = await api.get(
+        f"/v1/runners/{job.runner.id}/jobs/{job.build_id}/android-signing",
+        token=job.runner.token,
+        headers={"X-Oore-Signing-Token": job.signing_token},
+    )
+    assert fetched.status == 200 and fetched.body["release"]["key_password"] == key_password
+    # A build that prints a signing password: the stored log holds only the mask.
+    leaked = await job.runner.logs(
+        job.build_id, [{"sequence": 1, "content": f"pw={store_password}", "stream": "stdout"}]
+    )
+    assert leaked.status == 200, leaked.body
     # The build prints the secret: the stored log holds only the mask.
     printed = await job.runner.logs(
         job.build_id, [{"sequence": 0, "content": f"key={variable_secret}", "stream": "stdout"}]
