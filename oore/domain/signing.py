@@ -26,6 +26,9 @@ MAX_KEYSTORE_BYTES: Final = 5 * 1024 * 1024
 # Base64 of MAX_KEYSTORE_BYTES, padded: longer text cannot decode to an allowed keystore.
 MAX_KEYSTORE_TEXT: Final = 4 * ((MAX_KEYSTORE_BYTES + 2) // 3)
 MAX_FILENAME_CHARS: Final = 255
+# A request may set both profiles, each with a keystore as large as allowed: the body
+# limit leaves room for both (the keystore's own limit then speaks, 400 invalid_keystore).
+MAX_REQUEST_BYTES: Final = 2 * MAX_KEYSTORE_TEXT + 64 * 1024
 MAX_SECRET_CHARS: Final = 1024
 SIGNING_TOKEN_HEADER: Final = "X-Oore-Signing-Token"
 

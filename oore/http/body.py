@@ -13,7 +13,7 @@ from quart import Quart, request
 from quart_schema import document_request
 from quart_trio.wrappers import TrioRequest
 
-from oore.domain import ios_signing
+from oore.domain import ios_signing, signing
 from oore.domain.json_input import JsonInputError, decode_json
 from oore.errors import InvalidRequest
 from oore.http.context import services
@@ -30,7 +30,10 @@ INLINE_DECODE_MAX = 64 * 1024
 R = TypeVar("R")
 
 # Routes whose bodies may pass the app's default limit (contract §0.1), by path.
-LARGER_BODIES = ((re.compile(r"^/v1/pipelines/[^/]+/ios-signing$"), ios_signing.MAX_REQUEST_BYTES),)
+LARGER_BODIES = (
+    (re.compile(r"^/v1/pipelines/[^/]+/ios-signing$"), ios_signing.MAX_REQUEST_BYTES),
+    (re.compile(r"^/v1/pipelines/[^/]+/android-signing$"), signing.MAX_REQUEST_BYTES),
+)
 
 
 def body_limit(path: str, default: int | None) -> int | None:

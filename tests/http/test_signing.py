@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from oore.domain.logs import MASK
+from oore.domain.signing import MAX_KEYSTORE_BYTES, MAX_REQUEST_BYTES
 from oore.domain.users import Role
 from oore.scheduling import SchedulingConfig
 from tests.http.builds_kit import Runner, Setup, eventually, repo, setup
@@ -147,8 +148,13 @@ async def test_refused_changes_are_400_and_change_nothing(setup: Setup) -> None:
     for body, code in REFUSED:
         reply = await put(setup, body)
         assert (reply.status, reply.body["code"]) == (400, code), (body, reply.body)
-    big = b64(b"k" * (2 * 1024 * 1024))
-    reply = await put(setup, {"debug": {"keystore_base64": big}})
+    # A keystore just past 5 MiB is judged by the keystore rule (the body may hold two of
+    # the largest keystores); a body past that room is refused before it is read.
+    too_big = b64(b"k" * (MAX_KEYSTORE_BYTES + 1))
+    reply = await put(setup, {"debug": {"keystore_base64": too_big}})
+    assert (reply.status, reply.body["code"]) == (400, "invalid_keystore")
+    past_the_room = b64(b"k" * MAX_REQUEST_BYTES)
+    reply = await put(setup, {"debug": {"keystore_base64": past_the_room}})
     assert (reply.status, reply.body["code"]) == (413, "payload_too_large")
     after = await setup.api.get(path(setup), token=setup.token)
     assert after.body["debug"] == {"build_type": "debug", **EMPTY}
