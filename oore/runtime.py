@@ -34,6 +34,7 @@ from oore.services.integrations import Integrations
 from oore.services.logs import LogConfig, Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network, NetworkDefaults
+from oore.services.previews import Previews
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.scm import ScmClient, ScmConfig
@@ -41,6 +42,7 @@ from oore.services.settings import InstanceSettings
 from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync, telling
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
+from oore.services.sources import Sources
 from oore.services.users import Users
 from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
@@ -69,6 +71,7 @@ class Runtime:
     access: Access
     projects: Projects
     builds: Builds
+    previews: Previews
     runners: Runners
     artifacts: Artifacts
     artifact_tokens: ArtifactTokens
@@ -99,6 +102,7 @@ class Runtime:
             access=self.access,
             projects=self.projects,
             builds=self.builds,
+            previews=self.previews,
             runners=self.runners,
             artifacts=self.artifacts,
             artifact_storage=self.artifacts.storage,
@@ -252,11 +256,21 @@ async def open_runtime(
                 lease=cluster_config.leader_lease,
             )
             nursery.start_soon(_within, leading, leadership.run)
+            integrations = Integrations(
+                store,
+                clock,
+                audit,
+                artifacts_config.secrets,
+                network,
+                ScmClient(scm_config or ScmConfig()),
+                cookie_secure=cookie_secure,
+            )
             yield Runtime(
                 identity=identity,
                 access=access,
                 projects=Projects(store, clock, audit, access, artifacts, metrics),
                 builds=builds,
+                previews=Previews(store, access, Sources(store, integrations)),
                 runners=runners,
                 artifacts=artifacts,
                 artifact_tokens=ArtifactTokens(store, clock, access, audit, storage),
@@ -271,15 +285,7 @@ async def open_runtime(
                 api_tokens=ApiTokens(store, clock, audit),
                 audit_log=AuditLog(store),
                 signin=SignIn(store, clock, identity, network),
-                integrations=Integrations(
-                    store,
-                    clock,
-                    audit,
-                    artifacts_config.secrets,
-                    network,
-                    ScmClient(scm_config or ScmConfig()),
-                    cookie_secure=cookie_secure,
-                ),
+                integrations=integrations,
                 webhooks=webhooks,
                 variables=variables,
                 metrics=metrics,

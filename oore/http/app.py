@@ -28,6 +28,7 @@ from oore.http.routes import (
     integrations,
     oidc,
     pipelines,
+    previews,
     projects,
     runner_channel,
     runners,
@@ -82,6 +83,7 @@ def create_app(
     app.register_blueprint(pipelines.blueprint)
     app.register_blueprint(variables.blueprint)
     app.register_blueprint(builds.blueprint)
+    app.register_blueprint(previews.blueprint)
     app.register_blueprint(events.blueprint)
     app.register_blueprint(runners.blueprint)
     app.register_blueprint(runner_channel.blueprint)

@@ -28,6 +28,7 @@ from oore.services.integrations import Integrations
 from oore.services.logs import Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network
+from oore.services.previews import Previews
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.settings import InstanceSettings
@@ -50,6 +51,7 @@ class AppServices:
     access: Access
     projects: Projects
     builds: Builds
+    previews: Previews
     runners: Runners
     artifacts: Artifacts
     artifact_storage: ArtifactStorageService

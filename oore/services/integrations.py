@@ -245,6 +245,40 @@ class Integrations:
             await self._store.integrations.clear_problem(integration.id, self._clock.now())
         return result
 
+    async def watched(self, integration: Integration, call: Callable[[], Awaitable[T]]) -> T:
+        """:meth:`_watched` for other services presenting this integration's credential."""
+        return await self._watched(integration, call)
+
+    async def github_token(self, integration: Integration, installation_id: str) -> str:
+        """An installation token of the GitHub App for one of its installations (ids of
+        this store); 409 ``invalid_source_state`` without usable credentials."""
+        stored = await self._store.integrations.credentials(integration.id)
+        pem = self._open_json(stored.credentials_enc if stored else None).get("pem")
+        installation = next(
+            (
+                found
+                for found in await self._store.integrations.installations(integration.id)
+                if found.id == installation_id
+            ),
+            None,
+        )
+        if not isinstance(pem, str) or integration.app_id is None or installation is None:
+            raise Conflict("invalid_source_state", "The integration has no usable credentials")
+        async with self.scm.session() as scm:
+            token = await scm.installation_token(
+                integration.app_id, pem, installation.external_id, self._clock.now()
+            )
+        return token.token
+
+    async def gitlab_credential(self, integration: Integration) -> tuple[str, GitLabCredential]:
+        """The GitLab host and the stored token; 409 ``invalid_source_state`` without one."""
+        stored = await self._store.integrations.credentials(integration.id)
+        token = self._open_json(stored.credentials_enc if stored else None).get("access_token")
+        if not isinstance(token, str) or integration.host_url is None:
+            raise Conflict("invalid_source_state", "The integration has no access token yet")
+        oauth = integration.auth_mode is AuthMode.OAUTH_APP
+        return integration.host_url, GitLabCredential(token, oauth=oauth)
+
     # -- reading -------------------------------------------------------------------------
 
     async def page(
