@@ -187,16 +187,21 @@ class ScmSession:
     async def _call(
         self, method: str, url: str, *, limit: int = MAX_RESPONSE_BYTES, **kwargs: Any
     ) -> _Reply:
+        size = 0
         try:
             async with self._http.stream(method, url, **kwargs) as response:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise _TooLarge("response is too large")
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        raise _Transport("response is too large")
+                    if size <= limit:
+                        body += chunk  # past the caller's bound the rest is read, not kept
                 status, headers = response.status_code, response.headers
         except httpx.HTTPError as exc:
             raise _Transport(f"{type(exc).__name__}: {exc}") from None
+        if size > limit:
+            raise _TooLarge(f"response is over {limit} bytes")
         try:
             decoded: Any = decode_json(bytes(body)) if body else None
         except JsonInputError:
