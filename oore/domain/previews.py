@@ -23,9 +23,9 @@ from oore.domain.pipeline_config import (
 MAX_WORKFLOW_FILES = 16
 MAX_LISTING_BYTES = 512 * 1024
 CHANGELOG_PREVIEW_CHARS = 3900
-# Commits read for a changelog: more than a capped changelog can ever show (a line is at
-# least six characters), so the cap, not this bound, decides what is left out.
-MAX_CHANGELOG_COMMITS = CHANGELOG_PREVIEW_CHARS // 6 + 1
+# Commits read for a changelog: more than a capped changelog can ever show (a line takes at
+# least eight bytes), so the cap, not this bound, decides what is left out.
+MAX_CHANGELOG_COMMITS = CHANGELOG_PREVIEW_CHARS // 8 + 1
 
 # ASCII punctuation that means something in Markdown (CommonMark lets any of it be escaped).
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
@@ -155,20 +155,25 @@ def more_changes(count: int) -> str:
     return f"…and {count} more change{'' if count == 1 else 's'}"
 
 
+def _size(text: str) -> int:
+    return len(text.encode("utf-8", "replace"))
+
+
 def changelog_markdown(
     commits: Sequence[CommitSummary], total: int, limit: int = CHANGELOG_PREVIEW_CHARS
 ) -> str:
-    """One line per commit (newest first), at most ``limit`` characters in all: when not
-    every one of the ``total`` commits fits, the last line says how many were left out."""
+    """One line per commit (newest first), at most ``limit`` UTF-8 bytes in all (so at most
+    as many characters, and always a valid build ``changelog``): when not every one of the
+    ``total`` commits fits, the last line says how many were left out."""
     total = max(total, len(commits))
     lines: list[str] = []
     used = 0
     for shown, commit in enumerate(commits):
         line = changelog_line(commit)
-        after = used + len(line) + (1 if lines else 0)
+        after = used + _size(line) + (1 if lines else 0)
         left = total - shown - 1
         # Room for this line, and for the closing line when commits remain after it.
-        reserve = len(more_changes(left)) + 1 if left else 0
+        reserve = _size(more_changes(left)) + 1 if left else 0
         if after + reserve > limit:
             lines.append(more_changes(total - shown))
             return "\n".join(lines)

@@ -3,6 +3,7 @@ served by the loopback GitHub and GitLab (tests/scm_kit.py), each with a pipelin
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from oore.domain.builds import BuildStatus, Transition, TriggerType
 from oore.domain.integrations import (
     AuthMode,
     IntegrationProvider,
@@ -21,6 +23,7 @@ from oore.domain.integrations import (
 from oore.runtime import Runtime
 from oore.services.scm import ScmConfig
 from oore.store import Store
+from oore.store.builds import NewBuild
 from oore.store.integrations import NewIntegration
 from tests.http.builds_kit import git
 from tests.http.conftest import Api, FakeClock, Reply
@@ -68,9 +71,30 @@ class Repos:
         )
         return git(self.repo, "rev-parse", "HEAD")
 
+    def many_commits(self, titles: list[str], author: str = "Dana") -> None:
+        """One commit per title on ``main`` (oldest first) in one ``git fast-import``."""
+        stream = bytearray()
+        for n, title in enumerate(titles):
+            message = f"{title}\n".encode()
+            stream += f"commit refs/heads/main\ncommitter {author} <d@example.com> ".encode()
+            stream += f"{1_800_000_000 + n} +0000\ndata {len(message)}\n".encode() + message
+            stream += b"from refs/heads/main^0\n\n" if n == 0 else b"\n"
+        subprocess.run(
+            ["git", "-C", str(self.repo), "fast-import", "--quiet"], input=bytes(stream), check=True
+        )
+
     def stage_empty(self, names: list[str]) -> None:
         """Add empty files to the next commit through the index (writing them out is slow)."""
-        empty = git(self.repo, "hash-object", "-w", "--stdin")
+        empty = (
+            subprocess.run(
+                ["git", "-C", str(self.repo), "hash-object", "-w", "--stdin"],
+                input=b"",
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .strip()
+        )
         subprocess.run(
             ["git", "-C", str(self.repo), "update-index", "--add", "--index-info"],
             input="".join(f"100644 {empty}\t{name}\n" for name in names).encode(),
@@ -90,6 +114,44 @@ class Repos:
         assert reply.status == 201, reply.body
         pipeline_id: str = reply.body["pipeline"]["id"]
         return pipeline_id
+
+
+async def succeeded_build(
+    store: Store,
+    clock: FakeClock,
+    project_id: str,
+    pipeline_id: str,
+    commit: str,
+    status: BuildStatus = BuildStatus.SUCCEEDED,
+) -> str:
+    """A build of the pipeline at ``commit`` that ran and ended in ``status`` (written to
+    the store directly)."""
+    build = await store.builds.create(
+        NewBuild(
+            project_id=project_id,
+            pipeline_id=pipeline_id,
+            trigger_type=TriggerType.MANUAL,
+            trigger_actor="test",
+            trigger_event=None,
+            trigger_ref="main",
+            commit_sha=commit,
+            branch="main",
+            changelog=None,
+            source_build_id=None,
+            config_snapshot={},
+            required_labels=(),
+            reason="test",
+            now=clock.now(),
+        )
+    )
+    assert build is not None
+    steps = (BuildStatus.QUEUED, BuildStatus.ASSIGNED, BuildStatus.RUNNING, status)
+    for current, target in itertools.pairwise(steps):
+        clock.advance(1)
+        await store.builds.transition(
+            Transition(build.id, current, target, "test", "test", clock.now())
+        )
+    return build.id
 
 
 async def _remote_sources(
