@@ -166,19 +166,16 @@ def changelog_markdown(
     as many characters, and always a valid build ``changelog``): when not every one of the
     ``total`` commits fits, the last line says how many were left out."""
     total = max(total, len(commits))
+    every = [changelog_line(commit) for commit in commits]
+    if total == len(every) and _size("\n".join(every)) <= limit:
+        return "\n".join(every)
+    # Not all fit: as many as fit with the closing line after them.
     lines: list[str] = []
     used = 0
-    for shown, commit in enumerate(commits):
-        line = changelog_line(commit)
+    for line in every:
         after = used + _size(line) + (1 if lines else 0)
-        left = total - shown - 1
-        # Room for this line, and for the closing line when commits remain after it.
-        reserve = _size(more_changes(left)) + 1 if left else 0
-        if after + reserve > limit:
-            lines.append(more_changes(total - shown))
-            return "\n".join(lines)
+        if after + 1 + _size(more_changes(total - len(lines) - 1)) > limit:
+            break
         lines.append(line)
         used = after
-    if total > len(commits):
-        lines.append(more_changes(total - len(commits)))
-    return "\n".join(lines)
+    return "\n".join([*lines, more_changes(total - len(lines))])
