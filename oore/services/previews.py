@@ -146,6 +146,7 @@ class Previews:
                     shown.append(TreeEntry(name, found.size))
                     if name == path:
                         break  # a file was asked for
+            shown.sort(key=lambda entry: (entry.path.count("/"), entry.path))
         workflows = [
             await self._workflow(reader, commit, entry, files.get(entry.path)) for entry in shown
         ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from oore.domain.rbac import ProjectRole
 from oore.domain.users import Role
 from oore.store import Store
+from oore.store.integrations import IntegrationFilter
 from oore.store.projects import NewProject
 from tests.http.builds_kit import git, repo
 from tests.http.conftest import FakeClock, UserFactory
@@ -149,7 +150,21 @@ async def test_bad_paths_and_refs_are_400(repos: Repos) -> None:
         assert (reply.status, reply.code) == (400, "invalid_ref"), kind
 
 
-async def test_provider_failures_have_the_build_creation_codes(repos: Repos) -> None:
+async def test_provider_failures_have_the_build_creation_codes(repos: Repos, store: Store) -> None:
+    # A refused credential is the SCM client's code, and shows on the integration.
+    repos.scm.github_fault = "reject"
+    reply = await repos.get(route(repos, "github"))
+    assert (reply.status, reply.code) == (502, "github_auth_failed")
+    repos.scm.gitlab_fault = "reject"
+    reply = await repos.get(route(repos, "gitlab"))
+    assert (reply.status, reply.code) == (400, "gitlab_auth_failed")
+    integrations, _, _ = await store.integrations.page(
+        IntegrationFilter(None, None, None, True), limit=10, offset=0
+    )
+    assert sorted(i.problem.code for i in integrations if i.problem is not None) == [
+        "github_auth_failed",
+        "gitlab_auth_failed",
+    ]
     repos.scm.github_fault = "broken"
     reply = await repos.get(route(repos, "github"))
     assert (reply.status, reply.code) == (502, "github_api_error")
