@@ -132,8 +132,10 @@ class Previews:
         shown, more = workflow_candidates(listing, path, named)
         files: dict[str, FileAt | None] = {}
         listed = {entry.path for entry in shown}
-        if listing.truncated and (path is None or path not in listed):
-            # The listing was cut: the places a build reads are looked up one by one.
+        asked_file = path is not None and not shown and not listing.truncated
+        if (listing.truncated and (path is None or path not in listed)) or asked_file:
+            # The listing was cut, or may not list a file asked for: the places a build
+            # reads are looked up one by one.
             wanted = [path] if path is not None else []
             wanted += [_in(path, name) for name in DEFAULT_CONFIG_FILES]
             wanted += [p for p in named if path is None or p.startswith(path + "/")]

@@ -583,13 +583,23 @@ class ScmSession:
         return sha
 
     async def gitlab_tree(
-        self, host_url: str, credential: GitLabCredential, project: str, commit: str, limit: int
+        self,
+        host_url: str,
+        credential: GitLabCredential,
+        project: str,
+        commit: str,
+        path: str | None,
+        limit: int,
     ) -> Listing:
         """``GET /projects/:id/repository/tree?recursive=true`` (every page, following
-        ``X-Next-Page``): the regular files; the pages past ``limit`` bytes are not read."""
+        ``X-Next-Page``): the regular files under the directory ``path`` (none when it is
+        not a directory); the pages past ``limit`` bytes are not read."""
         entries: list[TreeEntry] = []
         used = 0
         page = 1
+        params: dict[str, str | int] = {"ref": commit, "recursive": "true", "per_page": PER_PAGE}
+        if path is not None:
+            params["path"] = path
         for _ in range(MAX_PAGES):
             try:
                 reply = await self._gitlab_call(
@@ -597,7 +607,7 @@ class ScmSession:
                     f"{self._gitlab_repository(host_url, project)}/tree",
                     headers=credential.headers(),
                     absent=(404,),
-                    params={"ref": commit, "recursive": "true", "per_page": PER_PAGE, "page": page},
+                    params={**params, "page": page},
                     limit=limit - used,
                 )
             except _TooLarge:

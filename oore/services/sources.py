@@ -35,7 +35,8 @@ class SourceReader(Protocol):
         ...
 
     async def listing(self, commit: str, path: str | None, limit: int) -> Listing:
-        """The regular files at or under ``path`` at ``commit`` (more may be listed)."""
+        """The regular files at or under ``path`` at ``commit``: more may be listed, and a
+        ``path`` naming a file may be missing (then it is read with :meth:`file`)."""
         ...
 
     async def file(self, commit: str, path: str, limit: int) -> FileAt | None:
@@ -139,7 +140,7 @@ class GitLabSource:
 
     async def listing(self, commit: str, path: str | None, limit: int) -> Listing:
         return await self._call(
-            lambda scm, host, cred: scm.gitlab_tree(host, cred, self._project, commit, limit)
+            lambda scm, host, cred: scm.gitlab_tree(host, cred, self._project, commit, path, limit)
         )
 
     async def file(self, commit: str, path: str, limit: int) -> FileAt | None:

@@ -105,6 +105,9 @@ async def test_a_ref_and_a_path_narrow_the_preview(repos: Repos) -> None:
         assert [w["path"] for w in one_file.body["workflows"]] == ["lib/.oore.yaml"], kind
         nothing = await repos.get(route(repos, kind), path="docs")
         assert (nothing.status, nothing.body["workflows"]) == (200, []), kind
+    # GitLab lists only the directory asked for.
+    trees = repos.scm.seen("/api/v4/projects/2002/repository/tree")
+    assert {t.query.get("path") for t in trees} == {None, "app", "lib/.oore.yaml", "docs"}
 
 
 async def test_at_most_16_files_each_at_most_128_kib(repos: Repos) -> None:
