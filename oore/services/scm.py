@@ -434,10 +434,11 @@ class ScmSession:
         if first is None:
             return None
         oldest_first, total = first
-        pages = min(-(-total // PER_PAGE), MAX_PAGES)
+        pages = -(-total // PER_PAGE)
         if pages <= 1:
             return CommitRange(tuple(reversed(oldest_first))[:limit], total)
-        # Each page lists its commits oldest first: read from the last page back.
+        # Each page lists its commits oldest first: read from the last page back, only as
+        # many pages as ``limit`` commits take.
         newest: list[CommitSummary] = []
         for number in range(pages, 0, -1):
             found = oldest_first if number == 1 else (await page(number) or ([], 0))[0]
