@@ -39,6 +39,7 @@ from oore.services.logs import LogConfig, Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network, NetworkDefaults
 from oore.services.notifications import Notifications, wake_on_outcome
+from oore.services.previews import Previews
 from oore.services.projects import Projects
 from oore.services.retention import Retention
 from oore.services.runners import Runners
@@ -48,6 +49,7 @@ from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync,
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.signing import Signing
+from oore.services.sources import Sources
 from oore.services.users import Users
 from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
@@ -76,6 +78,7 @@ class Runtime:
     access: Access
     projects: Projects
     builds: Builds
+    previews: Previews
     runners: Runners
     artifacts: Artifacts
     artifact_tokens: ArtifactTokens
@@ -110,6 +113,7 @@ class Runtime:
             access=self.access,
             projects=self.projects,
             builds=self.builds,
+            previews=self.previews,
             runners=self.runners,
             artifacts=self.artifacts,
             artifact_storage=self.artifacts.storage,
@@ -299,11 +303,21 @@ async def open_runtime(
                 lease=cluster_config.leader_lease,
             )
             nursery.start_soon(_within, leading, leadership.run)
+            integrations = Integrations(
+                store,
+                clock,
+                audit,
+                artifacts_config.secrets,
+                network,
+                ScmClient(scm_config or ScmConfig()),
+                cookie_secure=cookie_secure,
+            )
             yield Runtime(
                 identity=identity,
                 access=access,
                 projects=Projects(store, clock, audit, access, artifacts, metrics),
                 builds=builds,
+                previews=Previews(store, access, Sources(store, integrations)),
                 runners=runners,
                 artifacts=artifacts,
                 artifact_tokens=ArtifactTokens(store, clock, access, audit, storage),
@@ -318,15 +332,7 @@ async def open_runtime(
                 api_tokens=ApiTokens(store, clock, audit),
                 audit_log=AuditLog(store),
                 signin=SignIn(store, clock, identity, network),
-                integrations=Integrations(
-                    store,
-                    clock,
-                    audit,
-                    artifacts_config.secrets,
-                    network,
-                    ScmClient(scm_config or ScmConfig()),
-                    cookie_secure=cookie_secure,
-                ),
+                integrations=integrations,
                 webhooks=webhooks,
                 notifications=notifications,
                 variables=variables,

@@ -32,6 +32,7 @@ from oore.http.routes import (
     notifications,
     oidc,
     pipelines,
+    previews,
     projects,
     retention,
     runner_channel,
@@ -113,6 +114,7 @@ def create_app(
     app.register_blueprint(ios_signing.blueprint)
     app.register_blueprint(signing.blueprint)
     app.register_blueprint(builds.blueprint)
+    app.register_blueprint(previews.blueprint)
     app.register_blueprint(events.blueprint)
     app.register_blueprint(runners.blueprint)
     app.register_blueprint(runner_channel.blueprint)

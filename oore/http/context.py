@@ -30,6 +30,7 @@ from oore.services.logs import Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network
 from oore.services.notifications import Notifications
+from oore.services.previews import Previews
 from oore.services.projects import Projects
 from oore.services.retention import Retention
 from oore.services.runners import Runners
@@ -54,6 +55,7 @@ class AppServices:
     access: Access
     projects: Projects
     builds: Builds
+    previews: Previews
     runners: Runners
     artifacts: Artifacts
     artifact_storage: ArtifactStorageService

@@ -605,6 +605,16 @@ async def _recover_scheduled(conn: Connection, now: int) -> int:
     return len(rows)
 
 
+async def _last_succeeded_commit(conn: Connection, pipeline_id: str) -> str | None:
+    found: str | None = await conn.fetchval(
+        """SELECT commit_sha FROM builds
+           WHERE pipeline_id = $1 AND status = 'succeeded' AND commit_sha IS NOT NULL
+           ORDER BY finished_at DESC NULLS LAST, build_number DESC LIMIT 1""",
+        pipeline_id,
+    )
+    return found
+
+
 async def _older_active(
     conn: Connection, pipeline_id: str, branch: str | None, newer_than: str
 ) -> list[Build]:
@@ -990,6 +1000,10 @@ class BuildStore:
     async def recover_scheduled(self, now: int) -> int:
         """Move every ``scheduled`` build back to ``queued`` (daemon start, contract §4.2)."""
         return await self._db.transaction(_recover_scheduled, now)
+
+    async def last_succeeded_commit(self, pipeline_id: str) -> str | None:
+        """The commit of the pipeline's build that succeeded last (one with a commit)."""
+        return await self._db.run(_last_succeeded_commit, pipeline_id)
 
     async def older_active(
         self, pipeline_id: str, branch: str | None, newer_than: str

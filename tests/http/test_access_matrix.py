@@ -250,6 +250,10 @@ ROUTES = [
     user("GET", "/v1/projects/<project_id>/retention"),
     admin("PUT", "/v1/projects/<project_id>/retention", body={"keep_last_builds": 5}),
     admin("DELETE", "/v1/projects/<project_id>/retention"),
+    # previews: the repository's pipeline files (manage_pipelines), the next changelog
+    # (trigger_build; without pipeline_id it is 400 once allowed)
+    user("GET", "/v1/projects/<project_id>/repository-workflows", Role.DEVELOPER),
+    user("GET", "/v1/projects/<project_id>/builds/changelog-preview", Role.DEVELOPER),
     # variables and secrets: reading needs manage_pipelines, writing the maintainer role
     user("GET", "/v1/projects/<project_id>/variables", Role.DEVELOPER),
     admin("POST", "/v1/projects/<project_id>/variables", body=VARIABLE_BODY),
