@@ -15,7 +15,7 @@ from oore.domain.logs import MASK
 from oore.domain.signing import AndroidSigningMaterial
 from oore.runner.agent import Agent
 from oore.runner.client import RunnerClient
-from oore.runner.signing import SigningFilesError, android_signing_files
+from oore.runner.signing import SigningFilesError, signing_files
 from tests.runner.server import FakeServer, job
 from tests.runner.test_agent import Terminal, build_yaml, client, config, repo_with, server
 
@@ -62,7 +62,7 @@ async def test_keystores_are_private_files_named_by_variables_and_removed(
     temp_root: Path,
 ) -> None:
     both = [material("debug", "same.jks"), material("release", "same.jks")]
-    async with android_signing_files(both) as files:
+    async with signing_files(both) as files:
         assert files.directory.parent == temp_root
         assert mode(files.directory) == 0o700
         for build_type in ("DEBUG", "RELEASE"):
@@ -78,17 +78,17 @@ async def test_keystores_are_private_files_named_by_variables_and_removed(
 
 async def test_the_directory_goes_when_the_build_fails_or_is_cancelled(temp_root: Path) -> None:
     with pytest.raises(RuntimeError):
-        async with android_signing_files([material()]):
+        async with signing_files([material()]):
             raise RuntimeError("the steps failed")
     assert empty(temp_root)
     with trio.CancelScope() as scope:
-        async with android_signing_files([material()]):
+        async with signing_files([material()]):
             scope.cancel()
             await trio.sleep_forever()
     assert empty(temp_root)
     broken = AndroidSigningMaterial("debug", "d.jks", "not base64!", "p" * 6, "a", "k" * 6)
     with pytest.raises(SigningFilesError, match="debug keystore is not valid base64"):
-        async with android_signing_files([material(), broken]):
+        async with signing_files([material(), broken]):
             pass
     assert empty(temp_root)
 
