@@ -16,7 +16,7 @@ import hashlib
 import plistlib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 from xml.parsers.expat import ExpatError
@@ -560,3 +560,178 @@ def check_device(name: str, udid: str, platform: str | None) -> NewDevice:
             "invalid_input", f"platform must be one of {', '.join(DEVICE_PLATFORMS)}"
         )
     return NewDevice(clean, udid, chosen)
+
+
+# -- what the runner holding a build receives (contract §5.6) ----------------------------
+
+IOS_ENV_PREFIX = "OORE_IOS_"
+
+
+@dataclass(frozen=True)
+class IosProfileMaterial:
+    """A provisioning profile in clear, as the runner receives it."""
+
+    bundle_id: str
+    profile_filename: str
+    profile_base64: str = field(repr=False)
+    profile_uuid: str | None = None
+    profile_name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "bundle_id": self.bundle_id,
+            "profile_filename": self.profile_filename,
+            "profile_base64": self.profile_base64,
+        }
+        if self.profile_uuid is not None:
+            out["profile_uuid"] = self.profile_uuid
+        if self.profile_name is not None:
+            out["profile_name"] = self.profile_name
+        return out
+
+
+@dataclass(frozen=True)
+class IosSigningMaterial:
+    """Enabled iOS signing in clear, as the runner holding a build receives it: the P12
+    and its password (absent in ``api`` mode until uploaded) and the profiles."""
+
+    mode: Mode
+    team_id: str | None
+    export_method: str
+    p12_filename: str | None
+    p12_base64: str | None = field(repr=False)
+    p12_password: str | None = field(repr=False)
+    profiles: tuple[IosProfileMaterial, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``bundle`` object of the runner's ``ios-signing`` answer."""
+        return {
+            "enabled": True,
+            "mode": self.mode,
+            "team_id": self.team_id,
+            "export_method": self.export_method,
+            "p12_filename": self.p12_filename,
+            "p12_base64": self.p12_base64,
+            "p12_password": self.p12_password,
+            "provisioning_profiles": [profile.to_json() for profile in self.profiles],
+        }
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values a build's log must never show."""
+        return () if self.p12_password is None else (self.p12_password,)
+
+
+def _optional_text(entry: Mapping[str, Any], key: str) -> str | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is not text")
+    return value
+
+
+def _single_name(value: object, what: str) -> str:
+    """A file or folder name the runner may write under: exactly one path component."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is not text")
+    try:
+        name = check_filename(value, what)
+    except InvalidInput:
+        name = ""
+    if name != value:
+        raise ValueError(f"{what} is not a single file name")
+    return name
+
+
+def _profile_material(entry: object) -> IosProfileMaterial:
+    if not isinstance(entry, dict):
+        raise ValueError("a provisioning profile is not an object")
+    bundle_id = _single_name(entry.get("bundle_id"), "bundle_id")
+    if not _BUNDLE_ID.match(bundle_id):
+        raise ValueError("bundle_id is not a bundle id")
+    content = entry.get("profile_base64")
+    if not isinstance(content, str) or not content:
+        raise ValueError(f"the profile of {bundle_id} has no content")
+    return IosProfileMaterial(
+        bundle_id,
+        _single_name(entry.get("profile_filename"), "profile_filename"),
+        content,
+        _optional_text(entry, "profile_uuid"),
+        _optional_text(entry, "profile_name"),
+    )
+
+
+def parse_ios_material(data: object) -> IosSigningMaterial | None:
+    """The material of a runner's ``ios-signing`` answer; None for ``{}`` (not enabled).
+
+    Raises ValueError, naming the part, when the answer is malformed: names that are not
+    single file names (the runner writes files under them), repeated bundle ids, a P12
+    without its name or password."""
+    if not isinstance(data, dict):
+        raise ValueError("the answer is not an object")
+    bundle = data.get("bundle")
+    if bundle is None:
+        return None
+    if not isinstance(bundle, dict) or bundle.get("enabled") is not True:
+        raise ValueError("bundle is not enabled signing")
+    mode = next((known for known in MODES if known == bundle.get("mode")), None)
+    if mode is None:
+        raise ValueError("mode is not one of " + ", ".join(MODES))
+    export_method = bundle.get("export_method")
+    if not isinstance(export_method, str) or not export_method:
+        raise ValueError("export_method is missing")
+    p12 = _optional_text(bundle, "p12_base64") or None
+    p12_filename = p12_password = None
+    if p12 is not None:
+        p12_filename = _single_name(bundle.get("p12_filename"), "p12_filename")
+        p12_password = _optional_text(bundle, "p12_password")
+        if p12_password is None:
+            raise ValueError("the P12 comes without its password")
+    entries = bundle.get("provisioning_profiles")
+    if not isinstance(entries, list):
+        raise ValueError("provisioning_profiles is not a list")
+    profiles = tuple(_profile_material(entry) for entry in entries)
+    if len({profile.bundle_id for profile in profiles}) != len(profiles):
+        raise ValueError("a bundle id has two provisioning profiles")
+    return IosSigningMaterial(
+        mode,
+        _optional_text(bundle, "team_id"),
+        export_method,
+        p12_filename,
+        p12,
+        p12_password,
+        profiles,
+    )
+
+
+def ios_env(
+    material: IosSigningMaterial,
+    p12_path: str | None,
+    profiles_dir: str,
+    profile_paths: Iterable[str],
+) -> dict[str, str]:
+    """The environment variables a build gets for enabled iOS signing: profiles are
+    numbered from 1 in the order of the pipeline's bundle ids."""
+    env = {
+        f"{IOS_ENV_PREFIX}SIGNING_MODE": material.mode,
+        f"{IOS_ENV_PREFIX}EXPORT_METHOD": material.export_method,
+        f"{IOS_ENV_PREFIX}PROFILES_DIR": profiles_dir,
+        f"{IOS_ENV_PREFIX}PROFILE_COUNT": str(len(material.profiles)),
+    }
+    if material.team_id is not None:
+        env[f"{IOS_ENV_PREFIX}TEAM_ID"] = material.team_id
+    if p12_path is not None and material.p12_password is not None:
+        env[f"{IOS_ENV_PREFIX}P12_PATH"] = p12_path
+        env[f"{IOS_ENV_PREFIX}P12_PASSWORD"] = material.p12_password
+    for number, (profile, path) in enumerate(
+        zip(material.profiles, profile_paths, strict=True), start=1
+    ):
+        prefix = f"{IOS_ENV_PREFIX}PROFILE_{number}_"
+        env[f"{prefix}PATH"] = path
+        env[f"{prefix}BUNDLE_ID"] = profile.bundle_id
+        if profile.profile_uuid is not None:
+            env[f"{prefix}UUID"] = profile.profile_uuid
+        if profile.profile_name is not None:
+            env[f"{prefix}NAME"] = profile.profile_name
+    return env

@@ -24,6 +24,7 @@ import httpx
 import trio
 
 from oore.domain.builds import StepResult
+from oore.domain.ios_signing import IosSigningMaterial, parse_ios_material
 from oore.domain.signing import SIGNING_TOKEN_HEADER, AndroidSigningMaterial, parse_android_material
 from oore.domain.variables import BuildVariable, parse_build_variables
 from oore.protocol import runner as protocol
@@ -113,8 +114,9 @@ class Job:
     attempt: int | None = None
     # Server-side variables and secrets, in clear: kept in memory for this build only.
     variables: tuple[BuildVariable, ...] = field(default=(), repr=False)
-    # The pipeline has Android signing enabled: fetch it with the signing token.
+    # The pipeline has Android (iOS) signing enabled: fetch it with the signing token.
     android_signing: bool = False
+    ios_signing: bool = False
 
     @classmethod
     def from_json(cls, data: object) -> Job:
@@ -143,6 +145,7 @@ class Job:
             attempt=_optional(data, "attempt", int),
             variables=variables,
             android_signing=signing.get("android") is True,
+            ios_signing=signing.get("ios") is True,
         )
 
 
@@ -405,6 +408,19 @@ class RunnerClient(RunnerOperations):
         if found is None:
             raise ProtocolError("android-signing answer is malformed")
         return found
+
+    async def ios_signing(self, build_id: str, signing_token: str) -> IosSigningMaterial | None:
+        """The iOS signing material of a build this runner holds, in clear; None when the
+        pipeline's iOS signing is no longer enabled."""
+        response = await self._runner_call(
+            "GET",
+            f"jobs/{quote(build_id, safe='')}/ios-signing",
+            headers={SIGNING_TOKEN_HEADER: signing_token},
+        )
+        try:
+            return parse_ios_material(_object(response))
+        except ValueError as exc:
+            raise ProtocolError(f"ios-signing answer is malformed: {exc}") from None
 
     def upload_target(self, upload_url: str) -> str:
         """Where to PUT: a local-storage URL goes to this runner's own server (the one it

@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 import trio
 
 from oore.domain.builds import TERMINAL, StepResult
+from oore.domain.ios_signing import IosSigningMaterial
 from oore.domain.pipeline_config import EnvVar, Step, plan_steps
+from oore.domain.signing import AndroidSigningMaterial
 from oore.domain.variables import keep_secrets_in_steps
 from oore.protocol.runner import Code
 from oore.runner.artifacts import ArtifactUploader, UploadFailed
@@ -42,7 +44,7 @@ from oore.runner.executor import Executor, build_environment
 from oore.runner.logs import LogBatcher, open_log_batcher
 from oore.runner.resolve import UI_SOURCE, ConfigError, ResolvedConfig, resolve_config
 from oore.runner.retry import Backoff, with_retries
-from oore.runner.signing import SigningFiles, SigningFilesError, android_signing_files
+from oore.runner.signing import SigningFiles, SigningFilesError, signing_files
 from oore.runner.variables import LogMask, file_secrets, pipeline_env, server_secrets
 
 JOB_STATE_WAIT = 20
@@ -234,8 +236,8 @@ class JobRunner:
             )
         async with AsyncExitStack() as signing:
             signing_env: dict[str, str] = {}
-            if job.android_signing:
-                found = await self._android_signing(job, log, signing)
+            if job.android_signing or job.ios_signing:
+                found = await self._signing(job, log, signing)
                 if isinstance(found, Failure):
                     return found
                 mask.add(found.secrets)
@@ -253,35 +255,65 @@ class JobRunner:
                 signing_env,
             )
 
-    async def _android_signing(
+    async def _signing(
         self, job: Job, log: _BuildLog, stack: AsyncExitStack
     ) -> SigningFiles | Failure:
-        """Fetch the pipeline's Android signing material and write it where the build can
-        read it (removed when ``stack`` closes); a Failure when it cannot be had."""
-        label = f"build #{job.build_number}: fetch Android signing"
+        """Fetch the pipeline's signing material the claim names and write it where the
+        build can read it (removed when ``stack`` closes); a Failure when it cannot be had."""
+        android: list[AndroidSigningMaterial] = []
+        if job.android_signing:
+            fetched = await self._fetch_signing(job, log, "Android", self._client.android_signing)
+            if isinstance(fetched, Failure):
+                return fetched
+            android = fetched
+            if not android:
+                await log.info("Android signing is no longer enabled for this pipeline")
+        ios: IosSigningMaterial | None = None
+        if job.ios_signing:
+            found = await self._fetch_signing(job, log, "iOS", self._client.ios_signing)
+            if isinstance(found, Failure):
+                return found
+            ios = found
+            if ios is None:
+                await log.info("iOS signing is no longer enabled for this pipeline")
+        if not android and ios is None:
+            return SigningFiles(Path(), {}, ())
+        try:
+            files = await stack.enter_async_context(signing_files(android, ios))
+        except SigningFilesError as exc:
+            return await log.fail(f"could not prepare the signing material: {exc}")
+        if android:
+            names = ", ".join(material.build_type for material in android)
+            await log.info(f"Android signing ({names}): keystores in {files.directory}")
+        if ios is not None:
+            await log.info(
+                f"iOS signing ({ios.mode}, {ios.export_method}, "
+                f"{len(ios.profiles)} provisioning profiles): files in {files.directory}"
+            )
+        return files
+
+    async def _fetch_signing(
+        self,
+        job: Job,
+        log: _BuildLog,
+        platform: str,
+        fetch: Callable[[str, str], Awaitable[T]],
+    ) -> T | Failure:
+        """One platform's material, retried while the server is unreachable; a Failure
+        saying why when it cannot be had in time."""
         try:
             with trio.fail_after(SIGNING_FETCH_DEADLINE):
-                materials = await with_retries(
-                    lambda: self._client.android_signing(job.build_id, job.signing_token),
-                    what=label,
+                return await with_retries(
+                    lambda: fetch(job.build_id, job.signing_token),
+                    what=f"build #{job.build_number}: fetch {platform} signing",
                     say=self._say,
                 )
         except trio.TooSlowError:
             return await log.fail(
-                f"could not fetch the Android signing material in {SIGNING_FETCH_DEADLINE:g}s"
+                f"could not fetch the {platform} signing material in {SIGNING_FETCH_DEADLINE:g}s"
             )
         except RunnerError as exc:
-            return await log.fail(f"could not fetch the Android signing material: {exc}")
-        if not materials:
-            await log.info("Android signing is no longer enabled for this pipeline")
-            return SigningFiles(Path(), {}, ())
-        try:
-            files = await stack.enter_async_context(android_signing_files(materials))
-        except SigningFilesError as exc:
-            return await log.fail(f"could not prepare the Android signing material: {exc}")
-        names = ", ".join(material.build_type for material in materials)
-        await log.info(f"Android signing ({names}): keystores in {files.directory}")
-        return files
+            return await log.fail(f"could not fetch the {platform} signing material: {exc}")
 
     async def _run_steps(
         self,

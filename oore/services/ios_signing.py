@@ -15,6 +15,8 @@ from oore.domain.crypto import SecretBox, encryption_error
 from oore.domain.ios_signing import (
     MAX_PROFILE_BYTES,
     PROFILE_SUFFIX,
+    IosProfileMaterial,
+    IosSigningMaterial,
     IosSigningState,
     StoredProfile,
     apply_update,
@@ -264,27 +266,22 @@ class IosSigning:
         def opened(sealed: str | None) -> str | None:
             return None if sealed is None else box.decrypt(sealed)
 
-        profiles = []
-        for profile in state.profiles:
-            entry: dict[str, Any] = {
-                "bundle_id": profile.bundle_id,
-                "profile_filename": profile.profile_filename,
-                "profile_base64": box.decrypt(profile.profile_encrypted),
-            }
-            if profile.profile_uuid is not None:
-                entry["profile_uuid"] = profile.profile_uuid
-            if profile.profile_name is not None:
-                entry["profile_name"] = profile.profile_name
-            profiles.append(entry)
-        return {
-            "bundle": {
-                "enabled": True,
-                "mode": state.mode,
-                "team_id": state.team_id,
-                "export_method": state.export_method,
-                "p12_filename": state.p12_filename,
-                "p12_base64": opened(state.p12_encrypted),
-                "p12_password": opened(state.p12_password_encrypted),
-                "provisioning_profiles": profiles,
-            }
-        }
+        material = IosSigningMaterial(
+            mode=state.mode,
+            team_id=state.team_id,
+            export_method=state.export_method,
+            p12_filename=state.p12_filename,
+            p12_base64=opened(state.p12_encrypted),
+            p12_password=opened(state.p12_password_encrypted),
+            profiles=tuple(
+                IosProfileMaterial(
+                    bundle_id=profile.bundle_id,
+                    profile_filename=profile.profile_filename,
+                    profile_base64=box.decrypt(profile.profile_encrypted),
+                    profile_uuid=profile.profile_uuid,
+                    profile_name=profile.profile_name,
+                )
+                for profile in state.profiles
+            ),
+        )
+        return {"bundle": material.to_json()}

@@ -224,15 +224,10 @@ class Signing:
         return material
 
     async def secrets_to_mask(self, build: Build) -> tuple[str, ...]:
-        """The signing passwords of the build's pipeline, which its log must never show
-        (whether or not its runner fetched them), longest first."""
-        stored = await self._store.signing.android(build.pipeline_id)
-        sealed = [
-            part
-            for profile in stored.values()
-            for part in (profile.store_password_sealed, profile.key_password_sealed)
-            if part is not None
-        ]
+        """The signing passwords of the build's pipeline (Android's and the iOS P12's),
+        which its log must never show (whether or not its runner fetched them), longest
+        first."""
+        sealed = await self._store.signing.sealed_passwords(build.pipeline_id)
         if not sealed:
             return ()
         box = self._box()

@@ -353,8 +353,10 @@ class ClaimOutcome:
     build: Build | None
     runner_gone: bool = False
     variables: tuple[StoredVariable, ...] = ()
-    # Whether the build's pipeline has an enabled Android signing profile.
+    # Whether the build's pipeline has an enabled Android signing profile, and enabled
+    # iOS signing.
     android_signing: bool = False
+    ios_signing: bool = False
 
 
 # The stored variables a claimed build's runner gets: its project's and its pipeline's.
@@ -362,10 +364,13 @@ _CLAIMED_VARIABLES = """(SELECT COALESCE(jsonb_agg(v), '[]') FROM variables v
                          WHERE v.project_id = b.project_id
                            AND (v.pipeline_id IS NULL OR v.pipeline_id = b.pipeline_id))
                         AS claimed_variables"""
-# Whether the runner is to fetch signing material: one probe of a primary key.
+# Whether the runner is to fetch signing material: one probe of a primary key per platform.
 _CLAIMED_SIGNING = """EXISTS (SELECT 1 FROM android_signing_profiles s
                               WHERE s.pipeline_id = b.pipeline_id AND s.enabled)
-                      AS claimed_android_signing"""
+                      AS claimed_android_signing,
+                      EXISTS (SELECT 1 FROM pipeline_ios_signing i
+                              WHERE i.pipeline_id = b.pipeline_id AND i.enabled)
+                      AS claimed_ios_signing"""
 
 
 def _claiming(pairs: str, source: str) -> str:
@@ -453,6 +458,7 @@ async def _outcomes(
                 build_from_row(row),
                 variables=variables,
                 android_signing=row["claimed_android_signing"],
+                ios_signing=row["claimed_ios_signing"],
             )
         )
     return outcomes

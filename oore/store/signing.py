@@ -99,6 +99,19 @@ async def _grant(conn: Connection, build_id: uuid.UUID) -> GrantedBuild | None:
     return GrantedBuild(build_from_row(row), row["signing_token_hash"])
 
 
+async def _sealed_passwords(conn: Connection, pipeline_id: uuid.UUID) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT store_password_encrypted AS sealed FROM android_signing_profiles
+               WHERE pipeline_id = $1
+           UNION ALL SELECT key_password_encrypted FROM android_signing_profiles
+               WHERE pipeline_id = $1
+           UNION ALL SELECT p12_password_encrypted FROM pipeline_ios_signing
+               WHERE pipeline_id = $1""",
+        pipeline_id,
+    )
+    return [row["sealed"] for row in rows if row["sealed"] is not None]
+
+
 class SigningStore:
     """Signing profiles per pipeline, and the signing grants of builds."""
 
@@ -119,6 +132,12 @@ class SigningStore:
         if key is None:
             raise NotFound("not_found", "Pipeline not found")
         return await self._db.transaction(_change_android, key, change)
+
+    async def sealed_passwords(self, pipeline_id: str) -> list[str]:
+        """The sealed signing passwords of the pipeline, Android's and iOS's, enabled or
+        not (what a build's log must never show)."""
+        key = as_uuid(pipeline_id)
+        return [] if key is None else await self._db.run(_sealed_passwords, key)
 
     async def grant(self, build_id: str) -> GrantedBuild | None:
         key = as_uuid(build_id)

@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from oore.domain.ios_signing import (
     MAX_P12_BYTES,
+    IosProfileMaterial,
+    IosSigningMaterial,
     IosSigningState,
     IosSigningUpdate,
     ProfileUpload,
@@ -21,6 +23,7 @@ from oore.domain.ios_signing import (
     check_filename,
     check_update,
     decode_base64,
+    parse_ios_material,
     profile_facts,
 )
 from oore.errors import ApiError
@@ -184,3 +187,64 @@ def test_devices_are_checked() -> None:
         ("ok", "1", "TV"),
     ):
         refused("invalid_input", check_device, name, udid, platform)
+
+
+RUNNER_MATERIAL = IosSigningMaterial(
+    "hybrid",
+    "TEAM123456",
+    "app_store",
+    "dist.p12",
+    "UDEy",
+    "p12-secret",
+    (
+        IosProfileMaterial("com.example.app", "app.mobileprovision", "cHJvZmlsZQ==", "u-1", "App"),
+        IosProfileMaterial("com.example.widget", "app.mobileprovision", "d2lkZ2V0"),
+    ),
+)
+
+
+def bundle(**changes: object) -> dict[str, object]:
+    return {"bundle": {**RUNNER_MATERIAL.to_json(), **changes}}
+
+
+def test_the_runners_ios_material_reads_back_what_the_server_sends() -> None:
+    assert parse_ios_material({}) is None
+    assert parse_ios_material(bundle()) == RUNNER_MATERIAL
+    assert "p12-secret" not in repr(RUNNER_MATERIAL) and "UDEy" not in repr(RUNNER_MATERIAL)
+    assert RUNNER_MATERIAL.secrets == ("p12-secret",)
+    api = parse_ios_material(
+        bundle(mode="api", p12_filename=None, p12_base64=None, p12_password=None)
+    )
+    assert api is not None and api.p12_base64 is None and api.secrets == ()
+
+
+def profile(**changes: object) -> list[dict[str, object]]:
+    return [{**RUNNER_MATERIAL.profiles[0].to_json(), **changes}]
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ([], "not an object"),
+        ({"bundle": "yes"}, "not enabled"),
+        (bundle(enabled=False), "not enabled"),
+        (bundle(mode="auto"), "mode"),
+        (bundle(export_method=None), "export_method"),
+        (bundle(p12_filename="../dist.p12"), "p12_filename"),
+        (bundle(p12_filename=" dist.p12"), "p12_filename"),
+        (bundle(p12_password=None), "without its password"),
+        (bundle(team_id=7), "team_id"),
+        (bundle(provisioning_profiles=None), "provisioning_profiles"),
+        (bundle(provisioning_profiles=["x"]), "not an object"),
+        (bundle(provisioning_profiles=profile(profile_filename="a/b")), "profile_filename"),
+        (bundle(provisioning_profiles=profile(profile_filename="..")), "profile_filename"),
+        (bundle(provisioning_profiles=profile(bundle_id="..")), "bundle_id"),
+        (bundle(provisioning_profiles=profile(bundle_id=".hidden")), "bundle id"),
+        (bundle(provisioning_profiles=profile(profile_base64="")), "no content"),
+        (bundle(provisioning_profiles=profile(profile_uuid=1)), "profile_uuid"),
+        (bundle(provisioning_profiles=profile() * 2), "two provisioning profiles"),
+    ],
+)
+def test_a_malformed_ios_answer_is_refused_naming_the_part(answer: object, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_ios_material(answer)

@@ -375,6 +375,11 @@ ROUTES = [
         "/v1/runners/<runner_id>/jobs/<job_build_id>/android-signing",
         headers={"X-Oore-Signing-Token": "<signing_token>"},
     ),
+    runner(
+        "GET",
+        "/v1/runners/<runner_id>/jobs/<job_build_id>/ios-signing",
+        headers={"X-Oore-Signing-Token": "<signing_token>"},
+    ),
 ]
 
 

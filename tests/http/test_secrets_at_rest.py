@@ -320,6 +320,15 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
         headers={"X-Oore-Signing-Token": job.signing_token},
     )
     assert fetched.status == 200 and fetched.body["release"]["key_password"] == key_password
+    ios = await api.get(
+        f"/v1/runners/{job.runner.id}/jobs/{job.build_id}/ios-signing",
+        token=job.runner.token,
+        headers={"X-Oore-Signing-Token": job.signing_token},
+    )
+    assert ios.status == 200 and ios.body["bundle"]["p12_password"] == seen["iOS P12 password"]
+    # A build that prints the P12 password: the stored log holds only the mask.
+    p12_line = {"sequence": 2, "content": f"p12={seen['iOS P12 password']}", "stream": "stdout"}
+    assert (await job.runner.logs(job.build_id, [p12_line])).status == 200
     # A build that prints a signing password: the stored log holds only the mask.
     leaked = await job.runner.logs(
         job.build_id, [{"sequence": 1, "content": f"pw={store_password}", "stream": "stdout"}]

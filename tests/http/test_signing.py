@@ -1,4 +1,5 @@
-"""Android signing profiles of a pipeline and the runner's signing grant (contract §5.6, §8.3)."""
+"""Android signing profiles of a pipeline, and the runner's signing grant to the Android
+and iOS material (contract §5.6, §8.3)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from oore.domain.users import Role
 from oore.scheduling import SchedulingConfig
 from tests.http.builds_kit import Runner, Setup, eventually, repo, setup
 from tests.http.conftest import Api, Reply, UserFactory
+from tests.http.test_ios_signing import P12, P12_PASSWORD, PROFILE, manual_body
 
 __all__ = ["repo", "setup"]
 
@@ -48,13 +50,32 @@ async def put(setup: Setup, body: Any, token: str | None = None) -> Reply:
     return await setup.api.call("PUT", path(setup), json=body, token=token or setup.token)
 
 
-def grant_path(runner: Runner, build_id: str) -> str:
-    return f"/v1/runners/{runner.id}/jobs/{build_id}/android-signing"
+def grant_path(runner: Runner, build_id: str, platform: str = "android") -> str:
+    return f"/v1/runners/{runner.id}/jobs/{build_id}/{platform}-signing"
 
 
-async def fetch(api: Api, runner: Runner, build_id: str, signing: str | None) -> Reply:
+async def fetch(
+    api: Api, runner: Runner, build_id: str, signing: str | None, platform: str = "android"
+) -> Reply:
     headers = {} if signing is None else {"X-Oore-Signing-Token": signing}
-    return await api.get(grant_path(runner, build_id), token=runner.token, headers=headers)
+    return await api.get(
+        grant_path(runner, build_id, platform), token=runner.token, headers=headers
+    )
+
+
+async def put_ios(setup: Setup, body: Any) -> None:
+    saved = await setup.api.call(
+        "PUT", f"/v1/pipelines/{setup.pipeline_id}/ios-signing", json=body, token=setup.token
+    )
+    assert saved.status == 200, saved.body
+
+
+async def enable(setup: Setup, platform: str) -> None:
+    """Complete, enabled signing material of the platform."""
+    if platform == "ios":
+        await put_ios(setup, manual_body())
+    else:
+        assert (await put(setup, {"release": full()})).status == 200
 
 
 EMPTY = {"enabled": False, "has_keystore": False, "has_store_password": False}
@@ -194,7 +215,7 @@ async def test_hidden_pipelines_are_404_and_viewers_are_403(
         assert allowed.status == 200, allowed.body
 
 
-async def test_the_claim_says_whether_to_fetch_android_signing(setup: Setup) -> None:
+async def test_the_claim_says_which_signing_material_to_fetch(setup: Setup) -> None:
     runner = await setup.runner()
 
     async def flag() -> Any:
@@ -205,11 +226,16 @@ async def test_the_claim_says_whether_to_fetch_android_signing(setup: Setup) -> 
         assert (await runner.report(build["id"], "succeeded", exit_code=0)).status == 200
         return job["signing"]
 
-    assert await flag() == {"android": False}
+    assert await flag() == {"android": False, "ios": False}
     assert (await put(setup, {"debug": full(enabled=False)})).status == 200
-    assert await flag() == {"android": False}
+    await put_ios(setup, manual_body(enabled=False))
+    assert await flag() == {"android": False, "ios": False}
     assert (await put(setup, {"debug": {"enabled": True}})).status == 200
-    assert await flag() == {"android": True}
+    assert await flag() == {"android": True, "ios": False}
+    await put_ios(setup, {"enabled": True})
+    assert await flag() == {"android": True, "ios": True}
+    assert (await put(setup, {"debug": {"enabled": False}})).status == 200
+    assert await flag() == {"android": False, "ios": True}
 
 
 async def test_the_runner_holding_the_build_gets_the_enabled_profiles(setup: Setup) -> None:
@@ -246,9 +272,66 @@ async def test_the_runner_holding_the_build_gets_the_enabled_profiles(setup: Set
     )
 
 
-async def test_the_grant_is_checked_in_order_and_ends_with_the_build(setup: Setup) -> None:
+async def test_the_runner_holding_the_build_gets_the_ios_material(setup: Setup) -> None:
     api = setup.api
-    assert (await put(setup, {"release": full()})).status == 200
+    runner = await setup.runner()
+
+    async def held() -> tuple[str, str]:
+        build = await setup.trigger()
+        job = await runner.claim()
+        assert job is not None and job["build_id"] == build["id"]
+        return build["id"], job["signing_token"]
+
+    # Never configured, then configured but disabled: nothing to hand over.
+    build_id, token = await held()
+    assert (await fetch(api, runner, build_id, token, "ios")).body == {}
+    await put_ios(setup, manual_body(enabled=False, export_method="app_store"))
+    nothing = await fetch(api, runner, build_id, token, "ios")
+    assert (nothing.status, nothing.body) == (200, {})
+    # A runner that does not mask what the build prints: the server masks the password,
+    # stored even while signing is disabled.
+    assert (await runner.report(build_id, "running")).status == 200
+    line = f"p12 password={P12_PASSWORD}"
+    printed = await runner.logs(build_id, [{"sequence": 0, "content": line, "stream": "stdout"}])
+    assert printed.status == 200, printed.body
+    stored = await api.get(f"/v1/builds/{build_id}/logs", token=setup.token)
+    assert [entry["content"] for entry in stored.body["logs"]] == [f"p12 password={MASK}"]
+    assert (await runner.report(build_id, "succeeded", exit_code=0)).status == 200
+
+    await put_ios(setup, {"enabled": True})
+    build_id, token = await held()
+    reply = await fetch(api, runner, build_id, token, "ios")
+    assert reply.status == 200, reply.body
+    assert reply.body == {
+        "bundle": {
+            "enabled": True,
+            "mode": "manual",
+            "team_id": manual_body()["team_id"],
+            "export_method": "app_store",
+            "p12_filename": "dist.p12",
+            "p12_base64": b64(P12),
+            "p12_password": P12_PASSWORD,
+            "provisioning_profiles": [
+                {
+                    "bundle_id": "com.example.app",
+                    "profile_filename": "app.mobileprovision",
+                    "profile_base64": b64(PROFILE),
+                    "profile_uuid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                    "profile_name": "App AdHoc",
+                }
+            ],
+        }
+    }
+    # The Android route of the same grant answers the (absent) Android material.
+    assert (await fetch(api, runner, build_id, token)).body == {}
+
+
+@pytest.mark.parametrize("platform", ["android", "ios"])
+async def test_the_grant_is_checked_in_order_and_ends_with_the_build(
+    setup: Setup, platform: str
+) -> None:
+    api = setup.api
+    await enable(setup, platform)
     build = await setup.trigger()
     runner = await setup.runner()
     other = await setup.runner("other")
@@ -259,26 +342,32 @@ async def test_the_grant_is_checked_in_order_and_ends_with_the_build(setup: Setu
     def code(reply: Reply) -> tuple[int, str]:
         return reply.status, reply.body["code"]
 
-    assert code(await fetch(api, runner, build["id"], None)) == (401, "signing_grant_required")
-    assert code(await fetch(api, runner, build["id"], "")) == (401, "signing_grant_required")
-    assert code(await fetch(api, runner, build["id"], "0" * 64)) == (
+    assert code(await fetch(api, runner, build["id"], None, platform)) == (
+        401,
+        "signing_grant_required",
+    )
+    assert code(await fetch(api, runner, build["id"], "", platform)) == (
+        401,
+        "signing_grant_required",
+    )
+    assert code(await fetch(api, runner, build["id"], "0" * 64, platform)) == (
         401,
         "invalid_signing_grant",
     )
     # Another runner is refused before its token is looked at.
-    assert code(await fetch(api, other, build["id"], None)) == (403, "runner_mismatch")
-    assert code(await fetch(api, other, build["id"], token)) == (403, "runner_mismatch")
-    assert code(await fetch(api, runner, UNKNOWN, token)) == (404, "not_found")
-    assert code(await fetch(api, runner, "nope", token)) == (404, "not_found")
+    assert code(await fetch(api, other, build["id"], None, platform)) == (403, "runner_mismatch")
+    assert code(await fetch(api, other, build["id"], token, platform)) == (403, "runner_mismatch")
+    assert code(await fetch(api, runner, UNKNOWN, token, platform)) == (404, "not_found")
+    assert code(await fetch(api, runner, "nope", token, platform)) == (404, "not_found")
     # The runner's token must match the path (403) and be a runner's (401).
     mismatch = await api.get(
-        f"/v1/runners/{other.id}/jobs/{build['id']}/android-signing",
+        f"/v1/runners/{other.id}/jobs/{build['id']}/{platform}-signing",
         token=runner.token,
         headers={"X-Oore-Signing-Token": token},
     )
     assert code(mismatch) == (403, "runner_mismatch")
     anonymous = await api.get(
-        grant_path(runner, build["id"]), headers={"X-Oore-Signing-Token": token}
+        grant_path(runner, build["id"], platform), headers={"X-Oore-Signing-Token": token}
     )
     assert code(anonymous) == (401, "missing_auth")
 
@@ -286,19 +375,23 @@ async def test_the_grant_is_checked_in_order_and_ends_with_the_build(setup: Setu
     assert (await runner.report(build["id"], "succeeded", exit_code=0)).status == 200
     # Ended: 409 before anything else, whoever asks and with whatever token.
     for who, signing in ((runner, token), (runner, None), (other, "0" * 64)):
-        assert code(await fetch(api, who, build["id"], signing)) == (409, "job_not_active")
+        assert code(await fetch(api, who, build["id"], signing, platform)) == (
+            409,
+            "job_not_active",
+        )
 
 
-async def test_a_canceled_build_loses_its_grant(setup: Setup) -> None:
+@pytest.mark.parametrize("platform", ["android", "ios"])
+async def test_a_canceled_build_loses_its_grant(setup: Setup, platform: str) -> None:
     api = setup.api
-    assert (await put(setup, {"release": full()})).status == 200
+    await enable(setup, platform)
     build = await setup.trigger()
     runner = await setup.runner()
     job = await runner.claim()
     assert job is not None
     canceled = await api.post(f"/v1/builds/{build['id']}/cancel", token=setup.token)
     assert canceled.status == 200, canceled.body
-    gone = await fetch(api, runner, build["id"], job["signing_token"])
+    gone = await fetch(api, runner, build["id"], job["signing_token"], platform)
     assert (gone.status, gone.body["code"]) == (409, "job_not_active")
 
 

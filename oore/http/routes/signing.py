@@ -2,8 +2,9 @@
 
 ``GET``/``PUT /v1/pipelines/{id}/android-signing`` show and change the ``debug`` and
 ``release`` profiles (``manage_pipelines``): secret parts are only ever answered as flags.
-``GET /v1/runners/{r}/jobs/{b}/android-signing`` hands the enabled profiles in clear to
-the runner holding the build, with the claim's signing token in ``X-Oore-Signing-Token``.
+``GET /v1/runners/{r}/jobs/{b}/android-signing`` and ``.../ios-signing`` hand the enabled
+material in clear to the runner holding the build, with the claim's signing token in
+``X-Oore-Signing-Token``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,33 @@ class RunnerAndroidSigningOut(BaseModel):
     release: AndroidMaterialOut | None = None
 
 
+class IosProfileMaterialOut(BaseModel):
+    bundle_id: str
+    profile_filename: str
+    profile_base64: str
+    profile_uuid: str | None = None
+    profile_name: str | None = None
+
+
+class IosMaterialOut(BaseModel):
+    """The P12 parts are null when none was uploaded (``api`` mode)."""
+
+    enabled: bool
+    mode: str
+    team_id: str | None
+    export_method: str
+    p12_filename: str | None
+    p12_base64: str | None
+    p12_password: str | None
+    provisioning_profiles: list[IosProfileMaterialOut]
+
+
+class RunnerIosSigningOut(BaseModel):
+    """``bundle`` only when iOS signing is enabled."""
+
+    bundle: IosMaterialOut | None = None
+
+
 class SigningGrantHeaders(BaseModel):
     x_oore_signing_token: str | None = None
 
@@ -126,3 +154,19 @@ async def runner_android_signing(runner_id: str, build_id: str) -> Response:
     )
     answer: dict[str, Any] = {profile.build_type: profile.to_json() for profile in material}
     return jsonify(answer)
+
+
+@blueprint.get("/v1/runners/<runner_id>/jobs/<build_id>/ios-signing")
+@security_scheme([{"bearer": []}])
+@document_headers(SigningGrantHeaders)
+@document_response(RunnerIosSigningOut)
+async def runner_ios_signing(runner_id: str, build_id: str) -> Response:
+    """The iOS signing material, in clear, for the runner holding the build (``{}`` when
+    iOS signing is not enabled); the grant is checked as for ``android-signing``."""
+    runner = await require_runner(runner_id)
+    app = services()
+    build = await app.signing.runner_grant(
+        runner, build_id, request.headers.get(SIGNING_TOKEN_HEADER)
+    )
+    material = await app.ios_signing.runner_material(build.pipeline_id)
+    return jsonify(material or {})
