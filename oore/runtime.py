@@ -38,7 +38,13 @@ from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.scm import ScmClient, ScmConfig
 from oore.services.settings import InstanceSettings
-from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync, telling
+from oore.services.settings_sync import (
+    ARTIFACT_STORAGE,
+    NETWORK,
+    SettingsSync,
+    pause_telling,
+    telling,
+)
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.users import Users
@@ -240,9 +246,11 @@ async def open_runtime(
                 hub_listening=lambda: bool(hub.subscribers),
                 forget_runner=runners.forget,
             ).subscribe(notices)
-            SettingsSync(
-                store, network, storage, poll_every=cluster_config.settings_poll_every
-            ).subscribe(notices)
+            settings_sync = SettingsSync(
+                store, network, storage, scheduling, poll_every=cluster_config.settings_poll_every
+            )
+            await settings_sync.load_pause()
+            settings_sync.subscribe(notices)
             await nursery.start(_scoped, listening, notices.run)
             every = min(cluster_config.sweep_every, config.runner_lease / 2)
             leadership = Leadership(
@@ -266,7 +274,14 @@ async def open_runtime(
                 audit=audit,
                 network=network,
                 setup=Setup(store, clock, audit, identity),
-                instance_settings=InstanceSettings(store, clock, audit, identity, network),
+                instance_settings=InstanceSettings(
+                    store,
+                    clock,
+                    audit,
+                    identity,
+                    network,
+                    pause_saved=pause_telling(notices, scheduling),
+                ),
                 users=Users(store, clock, audit),
                 api_tokens=ApiTokens(store, clock, audit),
                 audit_log=AuditLog(store),
