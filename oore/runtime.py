@@ -29,6 +29,7 @@ from oore.services.builds import Builds
 from oore.services.clock import WallClock
 from oore.services.database import DatabaseStatus
 from oore.services.events import Events, EventsConfig, HubRecords
+from oore.services.grants import GrantChanges
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.logs import LogConfig, Logs
@@ -182,6 +183,8 @@ async def open_runtime(
     resuming = trio.CancelScope()
     listening, leading = trio.CancelScope(), trio.CancelScope()
     notices = Notices(store)
+    grants = GrantChanges(notices)
+    grants.subscribe()
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         try:
@@ -210,10 +213,20 @@ async def open_runtime(
                 saved=telling(notices, NETWORK),
             )
             await network.reload()
-            identity = Identity(store, clock, audit, artifacts_config.secrets)
+            identity = Identity(
+                store, clock, audit, artifacts_config.secrets, access_changed=grants.changed
+            )
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
-            logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
+            logs = Logs(
+                scheduling,
+                builds,
+                access,
+                identity,
+                log_config or LogConfig(),
+                variables,
+                grants.epoch,
+            )
             log_peers = LogPeers(logs.streams, store.builds, notices, page=logs.config.page)
             log_peers.subscribe()
             await root.start_child(logs.streams.spec())
@@ -263,7 +276,9 @@ async def open_runtime(
             yield Runtime(
                 identity=identity,
                 access=access,
-                projects=Projects(store, clock, audit, access, artifacts, metrics),
+                projects=Projects(
+                    store, clock, audit, access, artifacts, metrics, access_changed=grants.changed
+                ),
                 builds=builds,
                 runners=runners,
                 artifacts=artifacts,
@@ -282,8 +297,8 @@ async def open_runtime(
                     network,
                     pause_saved=pause_telling(notices, scheduling),
                 ),
-                users=Users(store, clock, audit),
-                api_tokens=ApiTokens(store, clock, audit),
+                users=Users(store, clock, audit, access_changed=grants.changed),
+                api_tokens=ApiTokens(store, clock, audit, access_changed=grants.changed),
                 audit_log=AuditLog(store),
                 signin=SignIn(store, clock, identity, network),
                 integrations=Integrations(
@@ -298,7 +313,14 @@ async def open_runtime(
                 webhooks=webhooks,
                 variables=variables,
                 metrics=metrics,
-                events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
+                events=Events(
+                    hub,
+                    scheduling,
+                    identity,
+                    access,
+                    events_config or EventsConfig(),
+                    grants.epoch,
+                ),
                 notices=notices,
                 leadership=leadership,
             )

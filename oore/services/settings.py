@@ -139,6 +139,8 @@ class InstanceSettings:
         revoked = await self._store.instance.update_preferences(
             seen, change.new, revoke_sessions=change.auth_policy_changed, now=now
         )
+        if change.auth_policy_changed:
+            self._identity.access_changed()  # every session ended
         saved = Preferences(
             change.new.runtime_mode,
             change.new.remote_auth_mode,
