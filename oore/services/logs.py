@@ -162,13 +162,15 @@ class _AccessChecks:
     whatever the number of viewers and builds. ``fresh`` is a quarter of the interval, so
     a revoked credential or a demotion still ends its streams within about one interval.
     An answer learnt before the :class:`GrantEpoch` last moved is not used: a change
-    that may take access away is looked up again at once.
+    that may take access away is looked up again at once, and once for all the viewers
+    with that access (those asking while the lookup is in flight wait for its answer).
     """
 
     def __init__(self, fresh: float, grants: GrantEpoch) -> None:
         self._fresh = fresh
         self._grants = grants
         self._answers: dict[_Access, tuple[float, int, bool]] = {}
+        self._asking: dict[_Access, tuple[int, trio.Event]] = {}  # lookups in flight
         self._pruned = 0.0
         self.lookups = 0  # accesses looked up in the database
 
@@ -187,6 +189,21 @@ class _AccessChecks:
         """The answer of a lookup begun at ``asked_at``, at the grant epoch ``epoch``."""
         self.lookups += 1
         self._answers[access] = (asked_at, epoch, holds)
+
+    def in_flight(self, access: _Access) -> trio.Event | None:
+        """Set when the lookup of ``access`` begun at the current epoch ends; None if none."""
+        found = self._asking.get(access)
+        return None if found is None or found[0] != self._grants.value else found[1]
+
+    def begin(self, access: _Access, epoch: int) -> trio.Event:
+        done = trio.Event()
+        self._asking[access] = (epoch, done)
+        return done
+
+    def end(self, access: _Access, done: trio.Event) -> None:
+        if self._asking.get(access, (0, None))[1] is done:
+            del self._asking[access]
+        done.set()
 
 
 class Logs:
@@ -444,11 +461,19 @@ class Logs:
         if grant.expires_at <= self.clock.now():
             return False
         access = (grant.credential_hash, grant.via_api_token, grant.user_id, grant.project_id)
-        holds = self.access_checks.known(access)
+        checks = self.access_checks
+        holds = checks.known(access)
+        while holds is None and (flight := checks.in_flight(access)) is not None:
+            await flight.wait()  # another viewer with this access is asking
+            holds = checks.known(access)
         if holds is None:
             asked_at, epoch = trio.current_time(), self.grants.value
-            holds = await self._access_holds(grant)
-            self.access_checks.learn(access, holds, asked_at, epoch)
+            done = checks.begin(access, epoch)
+            try:
+                holds = await self._access_holds(grant)
+                checks.learn(access, holds, asked_at, epoch)
+            finally:
+                checks.end(access, done)
         return holds
 
     async def _granted(self, viewer: Viewer) -> bool:

@@ -647,24 +647,27 @@ async def test_a_revoked_api_token_gets_no_later_line(
 async def test_a_change_elsewhere_leaves_other_viewers_streaming(
     setup: Setup, served: str, make_user: UserFactory, runtime: Runtime
 ) -> None:
-    """Another user's access ending costs this viewer one re-check, not its stream."""
+    """Another user's access ending costs these viewers one re-check in all (they share
+    a credential and project), not their streams."""
     other = await make_user(Role.DEVELOPER)
     await add_member(setup.api, setup.token, setup.project_id, other.user.id, "viewer")
     build, runner = await claimed(setup)
-    events = Events()
+    viewers = [Events() for _ in range(5)]
     url = f"{served}/v1/builds/{build['id']}/logs/stream"
     auth = {"Authorization": f"Bearer {setup.token}"}
     async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
-        nursery.start_soon(read_stream, client, url, auth, events)
-        await until(lambda: runtime.logs.open_streams == 1)
+        for events in viewers:
+            nursery.start_soon(read_stream, client, url, auth, events)
+        await until(lambda: runtime.logs.open_streams == len(viewers))
         lookups = runtime.logs.access_checks.lookups
         path = f"/v1/projects/{setup.project_id}/members/{other.user.id}"
         assert (await setup.api.call("DELETE", path, token=setup.token)).status == 200
         await runner.logs(build["id"], chunks(0, 3))
-        await until(lambda: len(events.logs) >= 3)
+        await until(lambda: all(len(events.logs) >= 3 for events in viewers))
         assert runtime.logs.access_checks.lookups == lookups + 1
         await runner.logs(build["id"], chunks(3, 3))
-        await until(lambda: len(events.logs) >= 6)
+        await until(lambda: all(len(events.logs) >= 6 for events in viewers))
         assert runtime.logs.access_checks.lookups == lookups + 1  # nothing changed since
         nursery.cancel_scope.cancel()
-    assert events.done is None and events.sequences == list(range(6))
+    for events in viewers:
+        assert events.done is None and events.sequences == list(range(6))
