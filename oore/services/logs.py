@@ -482,7 +482,7 @@ class Logs:
         (else it is revoked: the stream ends with ``authorization_ended``)."""
         epoch = self.grants.value
         if viewer.checked == epoch:
-            return viewer.ended != "authorization_ended"
+            return viewer.ended != REVOKED
         grant = viewer.grant
         if not isinstance(grant, Grant) or not await self.grant_holds(grant):
             viewer.revoke()
