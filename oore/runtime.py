@@ -32,6 +32,7 @@ from oore.services.builds import Builds
 from oore.services.clock import WallClock
 from oore.services.database import DatabaseStatus
 from oore.services.events import Events, EventsConfig, HubRecords
+from oore.services.grants import GrantChanges
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
 from oore.services.ios_signing import IosSigning
@@ -45,7 +46,13 @@ from oore.services.retention import Retention
 from oore.services.runners import Runners
 from oore.services.scm import ScmClient, ScmConfig
 from oore.services.settings import InstanceSettings
-from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync, telling
+from oore.services.settings_sync import (
+    ARTIFACT_STORAGE,
+    NETWORK,
+    SettingsSync,
+    pause_telling,
+    telling,
+)
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
 from oore.services.signing import Signing
@@ -196,6 +203,8 @@ async def open_runtime(
     resuming = trio.CancelScope()
     listening, leading = trio.CancelScope(), trio.CancelScope()
     notices = Notices(store)
+    grants = GrantChanges(notices)
+    grants.subscribe()
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
         try:
@@ -225,7 +234,9 @@ async def open_runtime(
                 saved=telling(notices, NETWORK),
             )
             await network.reload()
-            identity = Identity(store, clock, audit, artifacts_config.secrets)
+            identity = Identity(
+                store, clock, audit, artifacts_config.secrets, access_changed=grants.changed
+            )
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
             signing = Signing(store, clock, audit, access, artifacts_config.secrets)
@@ -237,6 +248,7 @@ async def open_runtime(
                 log_config or LogConfig(),
                 variables,
                 signing,
+                grants.epoch,
             )
             log_peers = LogPeers(logs.streams, store.builds, notices, page=logs.config.page)
             log_peers.subscribe()
@@ -276,9 +288,11 @@ async def open_runtime(
                 hub_listening=lambda: bool(hub.subscribers),
                 forget_runner=runners.forget,
             ).subscribe(notices)
-            SettingsSync(
-                store, network, storage, poll_every=cluster_config.settings_poll_every
-            ).subscribe(notices)
+            settings_sync = SettingsSync(
+                store, network, storage, scheduling, poll_every=cluster_config.settings_poll_every
+            )
+            await settings_sync.load_pause()
+            settings_sync.subscribe(notices)
             retention = Retention(
                 store,
                 clock,
@@ -315,7 +329,9 @@ async def open_runtime(
             yield Runtime(
                 identity=identity,
                 access=access,
-                projects=Projects(store, clock, audit, access, artifacts, metrics),
+                projects=Projects(
+                    store, clock, audit, access, artifacts, metrics, access_changed=grants.changed
+                ),
                 builds=builds,
                 previews=Previews(store, access, Sources(store, integrations)),
                 runners=runners,
@@ -327,9 +343,16 @@ async def open_runtime(
                 audit=audit,
                 network=network,
                 setup=Setup(store, clock, audit, identity),
-                instance_settings=InstanceSettings(store, clock, audit, identity, network),
-                users=Users(store, clock, audit),
-                api_tokens=ApiTokens(store, clock, audit),
+                instance_settings=InstanceSettings(
+                    store,
+                    clock,
+                    audit,
+                    identity,
+                    network,
+                    pause_saved=pause_telling(notices, scheduling),
+                ),
+                users=Users(store, clock, audit, access_changed=grants.changed),
+                api_tokens=ApiTokens(store, clock, audit, access_changed=grants.changed),
                 audit_log=AuditLog(store),
                 signin=SignIn(store, clock, identity, network),
                 integrations=integrations,
@@ -346,7 +369,14 @@ async def open_runtime(
                 ),
                 signing=signing,
                 metrics=metrics,
-                events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
+                events=Events(
+                    hub,
+                    scheduling,
+                    identity,
+                    access,
+                    events_config or EventsConfig(),
+                    grants.epoch,
+                ),
                 notices=notices,
                 leadership=leadership,
                 retention=retention,

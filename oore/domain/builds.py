@@ -201,6 +201,16 @@ def waiting_reason(
     return None
 
 
+INSTANCE_PAUSED = "instance_paused"
+
+
+def runner_policy_block(*, paused: bool, macos_held: bool, other_held: bool) -> str | None:
+    """``runner_policy_block_reason`` of a queued build (contract §4.7): ``instance_paused``
+    while the runner pause is on and the only online runners with its labels are direct
+    macOS ones (with none online at all, ``waiting_reason`` tells that instead)."""
+    return INSTANCE_PAUSED if paused and macos_held and not other_held else None
+
+
 @dataclass(frozen=True)
 class Build:
     id: str
@@ -233,6 +243,8 @@ class Build:
     last_runner_id: str | None = None
     # Queued builds in list/detail only: why no runner can take it now (None: one can).
     waiting: WaitingReason | None = None
+    # Queued builds only: the runner policy that holds it back (``instance_paused``).
+    block_reason: str | None = None
 
     def log_fields(self) -> dict[str, object]:
         """What names this build in the daemon's log lines (the project by name if known)."""
@@ -277,6 +289,8 @@ class Build:
             body["runner_labels"] = list(self.required_labels)
         if self.step_results:
             body["step_results"] = [step.to_json() for step in self.step_results]
+        if self.block_reason is not None and self.status is BuildStatus.QUEUED:
+            body["runner_policy_block_reason"] = self.block_reason
         if with_context and self.status is BuildStatus.QUEUED:
             body["waiting_reason"] = None if self.waiting is None else self.waiting.to_json()
         if with_context:

@@ -15,6 +15,9 @@ MAX_WAIT_SECONDS = 60
 MAX_LABELS = 32
 MAX_LABEL_CHARS = 64
 _LABEL = re.compile(r"[A-Za-z0-9_.:/-]+")
+# What a Mac reports as ``capabilities.os``: oore's own agent sends Python's
+# ``platform.system().lower()`` ("darwin"), the Rust runner of contract §5.1 "macos".
+MACOS_OS_NAMES = ("darwin", "macos")
 
 
 class RunnerStatus(StrEnum):
@@ -39,6 +42,11 @@ class Runner:
     updated_at: int
     current_builds: tuple[str, ...] = ()  # the builds it holds now (assigned or running)
 
+    @property
+    def direct_macos(self) -> bool:
+        """Whether the instance's runner pause (``direct_macos_runner_paused``) holds it."""
+        return is_direct_macos(self.capabilities)
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": self.id,
@@ -57,6 +65,16 @@ class Runner:
         if self.registered_by is not None:
             body["registered_by"] = self.registered_by
         return body
+
+
+def is_direct_macos(capabilities: Any) -> bool:
+    """A direct macOS runner: one whose last reported capabilities say ``os`` is macOS
+    (``darwin`` or ``macos``, any case). Labels do not count: they route builds, and a
+    runner claims for itself, so what it says it runs on is what the pause is about."""
+    if not isinstance(capabilities, dict):
+        return False
+    os_name = capabilities.get("os")
+    return isinstance(os_name, str) and os_name.strip().lower() in MACOS_OS_NAMES
 
 
 def check_runner_name(name: str) -> str:

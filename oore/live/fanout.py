@@ -17,6 +17,14 @@ limit the queue is dropped and the viewer is marked lagging: its task then reads
 it missed from the database from its last line and rejoins live (see
 ``oore/services/logs.py``). So a slow viewer costs at most ``limit`` bytes of queue plus
 one partial write, and never slows the runner or the other viewers.
+
+Revocation: every change that may take a viewer's read access away (a member removed or
+demoted, a user disabled or demoted, a session or API token ended, a project deleted, on
+this daemon or another) moves the :class:`GrantEpoch` on. A viewer whose grant was last
+found to hold at an earlier epoch is written nothing directly: its batches are queued and
+its task re-checks the grant (one lookup per distinct access, not per line or viewer)
+before it writes another line, and ends the stream with ``authorization_ended`` if the
+grant no longer holds. Without a change, delivery costs one integer comparison.
 """
 
 from __future__ import annotations
@@ -80,17 +88,31 @@ class Batch:
         return log_events((line for line in self.lines if line.sequence > sequence), self.attempt)
 
 
+class GrantEpoch:
+    """Moves on with every change that may take read access away, anywhere."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def moved(self) -> None:
+        self.value += 1
+
+
 class Viewer:
     """One open stream as the fan-out sees it: where it is, and what waits to be written.
 
     ``following``/``last``: the attempt whose lines it is sent and the last sequence of
     that attempt handed to its connection (written, or queued to be). ``latest``: the
-    latest attempt seen of the build. Only the fan-out and the LogStream actor change the
+    latest attempt seen of the build. ``checked``: the :class:`GrantEpoch` at which its
+    grant was last found to hold. Only the fan-out and the LogStream actor change the
     queue and the flags; the viewer's own task takes from them.
     """
 
     __slots__ = (
         "_idle",
+        "checked",
         "direct",
         "ended",
         "following",
@@ -120,6 +142,7 @@ class Viewer:
         self.latest = 0
         self.direct = False  # its task is idle with nothing queued: write to ``send``
         self.written_at = -math.inf  # trio time of the last write, by anyone
+        self.checked = 0
         self._idle: trio.CancelScope | None = None
 
     @property
@@ -192,6 +215,14 @@ class Viewer:
         if self.ended is None:
             self.ended = reason
             self.wake()
+
+    def revoke(self) -> None:
+        """Its grant no longer holds: it ends with ``authorization_ended`` and is written
+        nothing more, even when it was ending with the build."""
+        self.ended = "authorization_ended"
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.wake()
 
     def take(self) -> Batch | None:
         if not self.queue:
@@ -419,10 +450,17 @@ class FanOutStatistics:
 class FanOut(ActorRef[Audience]):
     """The handle of the fan-out actor (start it with :meth:`spec`)."""
 
-    def __init__(self, *, capacity: int = CAPACITY, slice_size: int = SLICE) -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int = CAPACITY,
+        slice_size: int = SLICE,
+        grants: GrantEpoch | None = None,
+    ) -> None:
         super().__init__("log-fanout", capacity=capacity)
         self.slice_size = slice_size
         self.counts = FanOutStatistics()
+        self.grants = grants or GrantEpoch()
 
     def audience(self, on_behind: Callable[[], None] | None = None) -> Audience:
         return Audience(self, on_behind)
@@ -459,8 +497,11 @@ class _FanOutWorker(Actor[Audience]):
         counts.rounds += 1
         now = trio.current_time()
         step = self._fanout.slice_size
+        grants = self._fanout.grants
         for index, viewer in enumerate(list(audience.viewers)):
-            if viewer.direct:
+            if viewer.checked != grants.value:
+                viewer.offer(batch)  # its task re-checks the grant before writing it
+            elif viewer.direct:
                 counts.direct += 1
                 viewer.deliver(batch, now)
                 if viewer.unsent:

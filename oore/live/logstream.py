@@ -56,7 +56,7 @@ from oore.actors import (
 )
 from oore.domain.logs import LogLine, LogWrite
 from oore.errors import Forbidden, ServiceUnavailable
-from oore.live.fanout import Audience, Batch, FanOut, Viewer
+from oore.live.fanout import Audience, Batch, FanOut, GrantEpoch, Viewer
 
 MAX_GROUP = 64
 APPEND_TRIES = 3
@@ -280,13 +280,15 @@ class LogStreams:
         timings: LogStreamTimings,
         *,
         children: Sequence[ChildSpec[Any]] = (),
+        grants: GrantEpoch | None = None,
     ) -> None:
         """``children``: started before any stream and stopped after them all (the
-        committer the streams' appends share); the fan-out is started after them."""
+        committer the streams' appends share); the fan-out is started after them.
+        ``grants``: moved on by every change that may take read access away."""
         self._records = records
         self._timings = timings
         self.peers: LogPeering | None = None  # set before any stream starts, if shared
-        self.fanout = FanOut()
+        self.fanout = FanOut(grants=grants)
         self.registry: Registry[str, LogStreamHandle] = Registry("logs")
         self.supervisor = Supervisor(
             "logs", [*children, self.fanout.spec()], max_restarts=100, period=10.0

@@ -13,7 +13,10 @@ Invariants:
 * ``held[runner]`` counts the builds a runner holds or was offered, never above its
   ``max_concurrent`` at the time of the offer;
 * a parked claim gets the oldest eligible build the moment one is queued, in park order
-  (the longest-waiting eligible runner first).
+  (the longest-waiting eligible runner first);
+* while ``macos_paused`` is set (the instance's ``direct_macos_runner_paused``), a
+  direct macOS runner is offered nothing: its claims wait parked, and are served the
+  moment the pause is lifted.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class RunnerSlot:
     labels: frozenset[str]
     max_concurrent: int
     name: str = ""  # for log lines
+    direct_macos: bool = False  # held back while the instance's runner pause is on
 
 
 class Signal:
@@ -118,6 +122,7 @@ class Dispatcher:
         self._holding: dict[str, int] = {}
         self._counter = itertools.count()
         self.generation = 0  # moves on with every build added to the index
+        self.macos_paused = False
 
     def load(self, queued: Iterable[QueuedBuild], held: dict[str, int]) -> None:
         """Start over from the database: its queue (oldest first) and held counts."""
@@ -129,9 +134,21 @@ class Dispatcher:
 
     # -- claims ----------------------------------------------------------------------
 
+    def pause_macos(self, paused: bool) -> None:
+        """Hold direct macOS runners back (or let them go: their parked claims are served
+        from the queue at once, longest-waiting first)."""
+        if paused == self.macos_paused:
+            return
+        self.macos_paused = paused
+        if not paused:
+            for parked in list(self._parked):
+                if parked.waiting and parked.slot.direct_macos:
+                    self._serve_from_queue(parked)
+
     def take(self, runner: RunnerSlot) -> QueuedBuild | None:
-        """The oldest eligible build, now held by ``runner``; None if none or it is full."""
-        if self._holding.get(runner.id, 0) >= runner.max_concurrent:
+        """The oldest eligible build, now held by ``runner``; None if none, it is full, or
+        it is paused."""
+        if self._holding.get(runner.id, 0) >= runner.max_concurrent or self._paused(runner):
             return None
         entry = self._pop_oldest(runner)
         if entry is None:
@@ -228,8 +245,15 @@ class Dispatcher:
     def _hold(self, runner_id: str) -> None:
         self._holding[runner_id] = self._holding.get(runner_id, 0) + 1
 
+    def _paused(self, runner: RunnerSlot) -> bool:
+        return self.macos_paused and runner.direct_macos
+
     def _eligible(self, runner: RunnerSlot, required: frozenset[str]) -> bool:
-        return required <= runner.labels and self._holding.get(runner.id, 0) < runner.max_concurrent
+        return (
+            required <= runner.labels
+            and self._holding.get(runner.id, 0) < runner.max_concurrent
+            and not self._paused(runner)
+        )
 
     def _first_eligible(self, labels: frozenset[str]) -> Parked | None:
         while self._parked and not self._parked[0].waiting:
@@ -297,9 +321,16 @@ class Dispatcher:
         for parked in self._parked:
             if parked.slot.id != runner_id or not parked.waiting:
                 continue
-            if self._holding.get(runner_id, 0) >= parked.slot.max_concurrent:
+            if not self._serve_from_queue(parked):
                 return
-            entry = self._pop_oldest(parked.slot)
-            if entry is None:
-                return
-            self._serve(parked, entry.build)
+
+    def _serve_from_queue(self, parked: Parked) -> bool:
+        """Serve a waiting parked claim the oldest build it may take; False if none."""
+        slot = parked.slot
+        if self._holding.get(slot.id, 0) >= slot.max_concurrent or self._paused(slot):
+            return False
+        entry = self._pop_oldest(slot)
+        if entry is None:
+            return False
+        self._serve(parked, entry.build)
+        return True

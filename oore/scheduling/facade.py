@@ -139,11 +139,14 @@ class Scheduling:
             metrics,
             BuildTimeouts(config.assign_timeout, config.build_timeout),
         )
-        self.waiting = WaitingBuilds(store, clock, config.runner_lease)
+        self.waiting = WaitingBuilds(
+            store, clock, config.runner_lease, lambda: self.dispatcher.macos_paused
+        )
         self._runner_status: dict[str, RunnerStatus] = {}  # as last committed here
         self._runner_caps: dict[str, Any] = {}  # capabilities as last committed here
         self._long_polls: set[trio.CancelScope] = set()
         self._ending = False
+        self.pause_changes = 0  # moves on with every change of the runner pause applied
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -233,6 +236,19 @@ class Scheduling:
 
     # -- claims --------------------------------------------------------------------------
 
+    @property
+    def direct_macos_paused(self) -> bool:
+        """The instance's runner pause as this daemon applies it (in memory)."""
+        return self.dispatcher.macos_paused
+
+    def pause_direct_macos(self, paused: bool) -> None:
+        """Apply the instance's ``direct_macos_runner_paused``: while on, claims of direct
+        macOS runners wait with no build; turned off, the waiting ones are served at once."""
+        if paused != self.dispatcher.macos_paused:
+            self.pause_changes += 1
+            event(log, "runners.direct_macos_pause", paused=paused)
+        self.dispatcher.pause_macos(paused)
+
     def depth(self) -> tuple[int, int]:
         """(queued builds in the dispatcher, parked claims)."""
         return self.dispatcher.depth()
@@ -249,7 +265,13 @@ class Scheduling:
             with self.long_poll():
                 await trio.sleep_until(deadline)
             return None
-        slot = RunnerSlot(runner.id, frozenset(runner.labels), runner.max_concurrent, runner.name)
+        slot = RunnerSlot(
+            runner.id,
+            frozenset(runner.labels),
+            runner.max_concurrent,
+            runner.name,
+            direct_macos=runner.direct_macos,
+        )
         while True:
             build = self.dispatcher.take(slot)
             if build is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from oore.domain.api_tokens import ApiToken, check_request, mint
@@ -46,10 +47,18 @@ class TokenScope:
 class ApiTokens:
     """API tokens of the caller; owner/admin may also see and revoke other people's."""
 
-    def __init__(self, store: Store, clock: WallClock, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: WallClock,
+        audit: AuditSink,
+        *,
+        access_changed: Callable[[], None],
+    ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
+        self._access_changed = access_changed  # what the token gave access to has ended
 
     async def _record(
         self,
@@ -132,4 +141,5 @@ class ApiTokens:
         now = self._clock.now()
         if not await self._store.api_tokens.revoke(token.id, now):
             raise NotFound("not_found", "API token not found")
+        self._access_changed()
         await self._record(session, "api_token_revoked", token, client_ip, now)

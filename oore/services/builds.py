@@ -242,7 +242,8 @@ class Builds:
             trigger=build.trigger_type.value,
             by=actor,
         )
-        await self._scheduling.waiting.explain([build])  # logs it if no runner can take it
+        # Logs it if no runner can take it; the answer tells a runner policy holding it back.
+        [build] = await self._scheduling.waiting.explain([build])
         return build
 
     async def _supersede(self, build: Build) -> None:

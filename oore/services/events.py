@@ -10,8 +10,10 @@ runner changes if the user may read runners. See ``oore/domain/events.py`` for t
 Every ``check_every`` seconds the stream re-checks its credential and audience: a
 session that ended ends the stream with ``event: done`` ``authorization_ended``; an
 audience that changed (a membership, a role) is applied, with a ``resync`` so the client
-reloads what it may see now. After ``stream_seconds`` the stream ends and the client
-reconnects (no replay: it reloads its lists on ``ready``).
+reloads what it may see now. A change that may take access away (the grant epoch of
+``oore/services/grants.py`` moved on) has the stream re-check before it writes another
+event, not only at the next interval. After ``stream_seconds`` the stream ends and the
+client reconnects (no replay: it reloads its lists on ``ready``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from oore.domain.runners import Runner
 from oore.domain.users import Session
 from oore.errors import ServiceUnavailable, TooManyRequests
 from oore.live.events import EventsHandle, Subscriber
+from oore.live.fanout import GrantEpoch
 from oore.scheduling import Scheduling
 from oore.services.access import Access
 from oore.services.identity import Identity
@@ -85,9 +88,11 @@ class Events:
         identity: Identity,
         access: Access,
         config: EventsConfig,
+        grants: GrantEpoch | None = None,
     ) -> None:
         self.hub = hub
         self.config = config
+        self._grants = grants or GrantEpoch()
         self._scheduling = scheduling
         self._identity = identity
         self._access = access
@@ -112,6 +117,7 @@ class Events:
         Every refusal (401, 429 ``stream_limit``, 503 ``stream_capacity``) is raised
         here, before the response starts.
         """
+        checked = self._grants.value  # a change from here on is checked again
         session = await self._identity.authenticate(authorization)
         audience = await self.audience(session)
         user_id = session.user.id
@@ -127,7 +133,7 @@ class Events:
                 self.hub.unsubscribe(subscriber)
                 self._leave(user_id)
 
-        return EventStream(self._events(subscriber, session, release), release)
+        return EventStream(self._events(subscriber, session, release, checked), release)
 
     def _admit(self, user_id: str) -> None:
         if self._open >= self.config.viewers_total:
@@ -151,9 +157,14 @@ class Events:
         return now if now is not None and now.user.id == session.user.id else None
 
     async def _events(
-        self, subscriber: Subscriber, session: Session, release: Callable[[], None]
+        self,
+        subscriber: Subscriber,
+        session: Session,
+        release: Callable[[], None],
+        checked: int,
     ) -> AsyncGenerator[bytes, None]:
         config = self.config
+        grants = self._grants
         try:
             yield READY
             started = trio.current_time()
@@ -168,7 +179,9 @@ class Events:
                     quiet_since = trio.current_time()
                     continue
                 now = trio.current_time()
-                if subscriber.queue:
+                if checked != grants.value:  # re-checked before another event is written
+                    checked, next_check = grants.value, now
+                if subscriber.queue and now < next_check:
                     if (hold := quiet_since + config.coalesce - now) > 0:
                         with self._scheduling.long_poll():
                             await trio.sleep(hold)  # let the rest of a burst join this write

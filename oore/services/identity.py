@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,10 +66,14 @@ class Identity:
         clock: WallClock,
         audit: AuditSink,
         secrets: SecretBox | None = None,
+        *,
+        access_changed: Callable[[], None],
     ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
+        # Told of every session ended (what it gave access to has ended).
+        self.access_changed = access_changed
         self.secrets = secrets
         self._local_logins = WindowLimiter(
             LOCAL_LOGIN_WINDOW,
@@ -242,6 +247,7 @@ class Identity:
     async def logout(self, session: Session, client_ip: str | None) -> None:
         """End a user session (never an API token) and record it."""
         await self._store.users.delete_session(session.token_hash)
+        self.access_changed()
         await self._record(
             "logout",
             user=session.user,

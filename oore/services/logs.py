@@ -50,7 +50,7 @@ from oore.domain.runners import Runner
 from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
 from oore.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthorized
-from oore.live.fanout import Audience, Send, Viewer
+from oore.live.fanout import Audience, GrantEpoch, Send, Viewer
 from oore.live.logcommit import LogCommits
 from oore.live.logstream import (
     Appended,
@@ -74,6 +74,7 @@ STREAM_TOKEN_TTL = 300
 TOKEN_LIMITS = TokenLimits(total=256, per_user=16, per_build=32)
 MAX_READ_LIMIT = 5000
 HOLDERS_KEPT = 4096  # (build, runner, attempt) whose lines need no read of the build
+REVOKED = "authorization_ended"
 
 
 @dataclass(frozen=True)
@@ -161,11 +162,16 @@ class _AccessChecks:
     grant; here each distinct access is looked up at most once per ``fresh`` seconds,
     whatever the number of viewers and builds. ``fresh`` is a quarter of the interval, so
     a revoked credential or a demotion still ends its streams within about one interval.
+    An answer learnt before the :class:`GrantEpoch` last moved is not used: a change
+    that may take access away is looked up again at once, and once for all the viewers
+    with that access (those asking while the lookup is in flight wait for its answer).
     """
 
-    def __init__(self, fresh: float) -> None:
+    def __init__(self, fresh: float, grants: GrantEpoch) -> None:
         self._fresh = fresh
-        self._answers: dict[_Access, tuple[float, bool]] = {}
+        self._grants = grants
+        self._answers: dict[_Access, tuple[float, int, bool]] = {}
+        self._asking: dict[_Access, tuple[int, trio.Event]] = {}  # lookups in flight
         self._pruned = 0.0
         self.lookups = 0  # accesses looked up in the database
 
@@ -176,13 +182,29 @@ class _AccessChecks:
             self._answers = {k: v for k, v in self._answers.items() if now - v[0] < self._fresh}
             self._pruned = now
         found = self._answers.get(access)
-        if found is None or now - found[0] >= self._fresh:
+        if found is None or now - found[0] >= self._fresh or found[1] != self._grants.value:
             return None
-        return found[1]
+        return found[2]
 
-    def learn(self, access: _Access, holds: bool, asked_at: float) -> None:
+    def learn(self, access: _Access, holds: bool, asked_at: float, epoch: int) -> None:
+        """The answer of a lookup begun at ``asked_at``, at the grant epoch ``epoch``."""
         self.lookups += 1
-        self._answers[access] = (asked_at, holds)
+        self._answers[access] = (asked_at, epoch, holds)
+
+    def in_flight(self, access: _Access) -> trio.Event | None:
+        """Set when the lookup of ``access`` begun at the current epoch ends; None if none."""
+        found = self._asking.get(access)
+        return None if found is None or found[0] != self._grants.value else found[1]
+
+    def begin(self, access: _Access, epoch: int) -> trio.Event:
+        done = trio.Event()
+        self._asking[access] = (epoch, done)
+        return done
+
+    def end(self, access: _Access, done: trio.Event) -> None:
+        if self._asking.get(access, (0, None))[1] is done:
+            del self._asking[access]
+        done.set()
 
 
 class Logs:
@@ -197,6 +219,7 @@ class Logs:
         config: LogConfig,
         variables: Variables,
         signing: Signing | None = None,
+        grants: GrantEpoch | None = None,
     ) -> None:
         self.store = scheduling.store
         self.clock = scheduling.clock
@@ -210,16 +233,18 @@ class Logs:
         self._signing = signing
         records = _Records(self)
         self.commits = LogCommits(records.commit_groups)
+        self.grants = grants or GrantEpoch()
         self.streams = LogStreams(
             records,
             LogStreamTimings(check_every=config.check_every),
             children=[self.commits.spec()],
+            grants=self.grants,
         )
         self._per_build: Counter[str] = Counter()
         self._per_user: Counter[str] = Counter()
         self._open = 0
         self.catch_ups = 0  # times a viewer fell behind and read the database to catch up
-        self.access_checks = _AccessChecks(config.check_every / 4)
+        self.access_checks = _AccessChecks(config.check_every / 4, self.grants)
         # (build id as asked, runner, attempt) -> (build id, secrets to mask) of appends
         # that committed: that runner's next lines of that attempt need no read of the
         # build (the commit checks the holder and attempt itself).
@@ -372,6 +397,7 @@ class Logs:
         """
         if tail is not None and tail < 0:
             raise InvalidInput("invalid_input", "tail must not be negative")
+        epoch = self.grants.value  # a change from here on is checked again before a line
         now = self.clock.now()
         if query_token is not None:
             session, expires_at = await self._redeem(query_token, build_id, now)
@@ -393,6 +419,7 @@ class Logs:
             viewer = Viewer(grant, self.config.viewer_buffer_bytes, send)
             viewer.following = build.attempt
             viewer.written_at = trio.current_time()
+            viewer.checked = epoch
             handle.watch(viewer)
         except BaseException:
             self._leave(build.id, session.user.id)
@@ -439,12 +466,34 @@ class Logs:
         if grant.expires_at <= self.clock.now():
             return False
         access = (grant.credential_hash, grant.via_api_token, grant.user_id, grant.project_id)
-        holds = self.access_checks.known(access)
+        checks = self.access_checks
+        holds = checks.known(access)
+        while holds is None and (flight := checks.in_flight(access)) is not None:
+            await flight.wait()  # another viewer with this access is asking
+            holds = checks.known(access)
         if holds is None:
-            asked_at = trio.current_time()
-            holds = await self._access_holds(grant)
-            self.access_checks.learn(access, holds, asked_at)
+            asked_at, epoch = trio.current_time(), self.grants.value
+            done = checks.begin(access, epoch)
+            try:
+                holds = await self._access_holds(grant)
+                checks.learn(access, holds, asked_at, epoch)
+            finally:
+                checks.end(access, done)
         return holds
+
+    async def _granted(self, viewer: Viewer) -> bool:
+        """Whether the viewer may be written more lines: its grant is looked up again only
+        when something that may take access away changed since it was last found to hold
+        (else it is revoked: the stream ends with ``authorization_ended``)."""
+        epoch = self.grants.value
+        if viewer.checked == epoch:
+            return viewer.ended != REVOKED
+        grant = viewer.grant
+        if not isinstance(grant, Grant) or not await self.grant_holds(grant):
+            viewer.revoke()
+            return False
+        viewer.checked = epoch
+        return True
 
     async def _access_holds(self, grant: Grant) -> bool:
         session = await self._identity.recheck(
@@ -456,8 +505,9 @@ class Logs:
         return project_allows(role, ProjectPermission.READ)
 
     async def _backlog(self, build_id: str, viewer: Viewer) -> AsyncIterator[bytes]:
-        """Stored lines of the viewer's attempt after its last one, a page at a time."""
-        while True:
+        """Stored lines of the viewer's attempt after its last one, a page at a time (none
+        once its grant no longer holds)."""
+        while await self._granted(viewer):
             lines, _ = await self.store.builds.logs(
                 build_id, attempt=viewer.following, after=viewer.last, limit=self.config.page
             )
@@ -512,7 +562,7 @@ class Logs:
             async for chunk in self._catch_up(build_id, viewer, handle.audience):
                 yield chunk
             if finished_at_start:
-                yield done_event("build_finished")
+                yield done_event("build_finished" if await self._granted(viewer) else REVOKED)
                 return
             while True:
                 now = trio.current_time()
@@ -521,6 +571,7 @@ class Logs:
                     viewer.written_at = now
                     yield chunk
                     continue
+                await self._granted(viewer)  # no line after a change that ended access
                 if viewer.ended is not None and viewer.ended != "build_finished":
                     yield done_event(viewer.ended)  # nothing newer once access has ended
                     return
@@ -550,8 +601,10 @@ class Logs:
                 if viewer.ended == "build_finished":
                     async for chunk in self._catch_up(build_id, viewer, handle.audience):
                         yield chunk
-                    yield done_event("build_finished")
-                    return
+                    if await self._granted(viewer):
+                        yield done_event("build_finished")
+                        return
+                    continue  # its access ended meanwhile: said at the top of the loop
                 poll = self._scheduling.long_poll(viewer.written_at + keep_alive)
                 await viewer.idle(wait, poll)
                 if self._scheduling.ending:

@@ -193,8 +193,11 @@ class Projects:
         access: Access,
         artifacts: ArtifactPurge,
         metrics: ServiceMetrics,
+        *,
+        access_changed: Callable[[], None],
     ) -> None:
         self._metrics = metrics
+        self._access_changed = access_changed  # a member's access may have ended
         self._store = store
         self._clock = clock
         self._audit = audit
@@ -417,6 +420,7 @@ class Projects:
             partial(self._store.projects.delete, pid), partial(self._artifacts.purge, pid)
         ):
             raise NotFound("not_found", "Project not found")
+        self._access_changed()
         await self._record(
             session,
             "project_deleted",
@@ -481,6 +485,7 @@ class Projects:
         )
         if member is None:
             raise NotFound("not_found", "Member not found")
+        self._access_changed()
         await self._record(
             session,
             "project_member_updated",
@@ -496,6 +501,7 @@ class Projects:
         found = await self._access.project(session, project_id, ProjectPermission.MANAGE_MEMBERS)
         if not await self._store.projects.remove_member(found.project.id, user_id):
             raise NotFound("not_found", "Member not found")
+        self._access_changed()
         await self._record(
             session,
             "project_member_removed",

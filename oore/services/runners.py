@@ -82,11 +82,18 @@ class KnownRunners:
         if token_hash is not None:
             self._by_hash.pop(token_hash, None)
 
-    def set_status(self, runner_id: str, status: RunnerStatus) -> None:
+    def set_status(self, runner_id: str, status: RunnerStatus, capabilities: Any = None) -> None:
+        """A heartbeat's status, and its capabilities when it reported some (they say
+        whether the runner is a direct macOS one, which the runner pause holds back)."""
         token_hash = self._hash_of.get(runner_id)
         runner = None if token_hash is None else self._by_hash.get(token_hash)
-        if token_hash is not None and runner is not None and runner.status is not status:
-            self._by_hash[token_hash] = replace(runner, status=status)
+        if token_hash is None or runner is None:
+            return
+        caps = capabilities if isinstance(capabilities, dict) and capabilities else None
+        if runner.status is not status or (caps is not None and caps != runner.capabilities):
+            self._by_hash[token_hash] = replace(
+                runner, status=status, capabilities=runner.capabilities if caps is None else caps
+            )
 
 
 @dataclass(frozen=True)
@@ -368,7 +375,7 @@ class Runners:
         except ValueError:
             raise InvalidInput("invalid_status", f"Unknown runner status {status!r}") from None
         await self._scheduling.heartbeat(runner.id, parsed, capabilities)
-        self._known.set_status(runner.id, parsed)
+        self._known.set_status(runner.id, parsed, capabilities)
 
     async def claim(self, runner: Runner, protocol_version: int, wait_seconds: float) -> Job | None:
         """The oldest eligible build, committed to this runner; None after ``wait_seconds``."""

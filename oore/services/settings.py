@@ -6,6 +6,7 @@ from this machine (the effective client IP, forwarding headers considered)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from oore.domain.client_ip import is_loopback
@@ -44,13 +45,21 @@ class InstanceSettings:
     """``/v1/settings/preferences`` and ``/v1/settings/external-access/...`` (not OIDC)."""
 
     def __init__(
-        self, store: Store, clock: WallClock, audit: AuditSink, identity: Identity, network: Network
+        self,
+        store: Store,
+        clock: WallClock,
+        audit: AuditSink,
+        identity: Identity,
+        network: Network,
+        *,
+        pause_saved: Callable[[bool], None],
     ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
         self._identity = identity
         self._network = network
+        self._pause_saved = pause_saved  # applies a saved runner pause, here and elsewhere
 
     async def _record(
         self,
@@ -102,7 +111,8 @@ class InstanceSettings:
         client_ip: str | None,
     ) -> Preferences:
         """Save the preferences; switching the sign-in policy to remote must pass the
-        preflight, and any sign-in policy change ends every session, the caller's too."""
+        preflight, and any sign-in policy change ends every session, the caller's too.
+        A change of the runner pause holds for claims on every daemon once saved."""
         require(session.user.role, Resource.INSTANCE_SETTINGS, Action.WRITE)
         if key_storage_mode != KEY_STORAGE_MODE:
             raise InvalidInput("unsupported_key_storage_mode", "Only file key storage is supported")
@@ -129,6 +139,8 @@ class InstanceSettings:
         revoked = await self._store.instance.update_preferences(
             seen, change.new, revoke_sessions=change.auth_policy_changed, now=now
         )
+        if change.auth_policy_changed:
+            self._identity.access_changed()  # every session ended
         saved = Preferences(
             change.new.runtime_mode,
             change.new.remote_auth_mode,
@@ -146,6 +158,18 @@ class InstanceSettings:
             },
             client_ip,
         )
+        if saved.direct_macos_runner_paused != seen.direct_macos_runner_paused:
+            self._pause_saved(saved.direct_macos_runner_paused)
+            await self._record(
+                session,
+                "direct_macos_runner_pause_updated",
+                "preferences",
+                {
+                    "previous": seen.direct_macos_runner_paused,
+                    "paused": saved.direct_macos_runner_paused,
+                },
+                client_ip,
+            )
         if change.auth_policy_changed:
             await self._record(
                 session,

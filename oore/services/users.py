@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +50,18 @@ def _not_found() -> NotFound:
 class Users:
     """Instance user management; owner/admin through the policy matrix."""
 
-    def __init__(self, store: Store, clock: WallClock, audit: AuditSink) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: WallClock,
+        audit: AuditSink,
+        *,
+        access_changed: Callable[[], None],
+    ) -> None:
         self._store = store
         self._clock = clock
         self._audit = audit
+        self._access_changed = access_changed  # the user's access may have ended
 
     async def _record(
         self,
@@ -121,6 +130,7 @@ class Users:
         if changed is None:
             raise _not_found()
         if changed.role is not target.role:
+            self._access_changed()
             await self._record(
                 session,
                 "user_role_changed",
@@ -146,6 +156,7 @@ class Users:
         disabled = await self._store.users.disable(target.id, now)
         if disabled is None:
             raise _not_found()
+        self._access_changed()
         await self._record(session, "user_disabled", disabled, None, client_ip, now)
 
     async def enable(self, session: Session, user_id: str, *, client_ip: str | None) -> User:

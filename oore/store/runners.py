@@ -208,6 +208,28 @@ async def _online_holding(
     return held
 
 
+async def _online_holding_by_os(
+    conn: Connection, since: int, needs: list[frozenset[str]], macos: list[str]
+) -> dict[frozenset[str], tuple[bool, bool]]:
+    held = {}
+    for need in needs:
+        row = await conn.fetchrow(
+            """WITH r AS (SELECT capabilities FROM runners
+                          WHERE status IN ('online', 'busy') AND NOT draining
+                            AND last_heartbeat_at >= $1 AND labels @> $2::text[])
+               SELECT EXISTS (SELECT 1 FROM r WHERE lower(btrim(capabilities->>'os')) = ANY($3))
+                          AS macos,
+                      EXISTS (SELECT 1 FROM r
+                              WHERE lower(btrim(capabilities->>'os')) = ANY($3) IS NOT TRUE)
+                          AS other""",
+            since,
+            sorted(need),
+            macos,
+        )
+        held[need] = (row["macos"], row["other"])
+    return held
+
+
 async def _last_seen(conn: Connection, runner_id: str) -> Any:
     return await conn.fetchval("SELECT last_heartbeat_at FROM runners WHERE id = $1", runner_id)
 
@@ -389,6 +411,14 @@ class RunnerStore:
         """For each label set, whether an online or busy, non-draining runner heard from
         since ``since`` has all of those labels (the empty set: whether any is online)."""
         return await self._db.run(_online_holding, since, needs)
+
+    async def online_holding_by_os(
+        self, since: int, needs: list[frozenset[str]], macos: list[str]
+    ) -> dict[frozenset[str], tuple[bool, bool]]:
+        """Like :meth:`online_holding`, told apart: (a direct macOS runner has them, another
+        runner has them), a runner being a macOS one when its ``capabilities.os`` is one
+        of ``macos`` (lower case)."""
+        return await self._db.run(_online_holding_by_os, since, needs, macos)
 
     async def last_seen(self, runner_id: str) -> int | None:
         """When the runner was last heard from, as written (by any daemon)."""

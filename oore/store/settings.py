@@ -104,10 +104,13 @@ class HeldRows:
 
     network: NetworkSettings | None
     artifact_storage: StoredStorageSettings | None
+    # The instance preferences' runner pause (false while no preferences are saved).
+    direct_macos_runner_paused: bool = False
 
 
 async def _held(conn: Connection) -> HeldRows:
-    return HeldRows(await _network(conn), await _storage_settings(conn))
+    paused = await conn.fetchval("SELECT direct_macos_runner_paused FROM instance_preferences")
+    return HeldRows(await _network(conn), await _storage_settings(conn), bool(paused))
 
 
 async def _proxy_sign_in(
@@ -167,8 +170,8 @@ class SettingsStore:
         await self._db.run(_save_network, settings, now)
 
     async def held_rows(self) -> HeldRows:
-        """The network and artifact storage rows, read on one connection (two small
-        primary-key reads: cheap enough to run every second)."""
+        """The network and artifact storage rows and the runner pause, read on one
+        connection (three small single-row reads: cheap enough to run every second)."""
         return await self._db.run(_held)
 
     async def trusted_proxy_sign_in(

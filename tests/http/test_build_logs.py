@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from oore.services.logs import Grant, LogConfig
 from tests.http.builds_kit import Runner, Setup, make_setup, repo, setup
 from tests.http.conftest import Api, UserFactory
 from tests.http.sse_kit import served
+from tests.http.test_projects import add_member
 
 __all__ = ["repo", "served", "setup"]
 
@@ -555,3 +556,118 @@ async def test_a_bad_step_is_refused(setup: Setup) -> None:
         assert reply.body["code"] in ("invalid_input", "invalid_request"), reply.body
     read = await setup.api.get(f"/v1/builds/{build['id']}/logs", token=setup.token)
     assert read.body["logs"] == []
+
+
+# -- access ended while streaming: no line appended after it ---------------------------------
+# The streams' periodic re-check never comes within these tests: only the change itself
+# (its grant epoch) can end a viewer before the next line.
+UNCHECKED = pytest.mark.parametrize(
+    "log_config", [LogConfig(check_every=3600.0, keep_alive=1.0)], ids=["unchecked"]
+)
+
+
+async def watch_then_revoke(
+    setup: Setup,
+    served: str,
+    token: str,
+    revoke: Callable[[], Awaitable[None]],
+    *,
+    api_token: bool = False,
+) -> Events:
+    """A viewer with ``token`` streams the log (an API token through a stream token, as
+    the header takes sessions only); its access ends; more lines are appended."""
+    build, runner = await claimed(setup)
+    await runner.logs(build["id"], chunks(0, 3))
+    events = Events()
+    url = f"{served}/v1/builds/{build['id']}/logs/stream"
+    auth = {"Authorization": f"Bearer {token}"}
+    if api_token:
+        minted = await setup.api.post(f"/v1/builds/{build['id']}/stream-token", token=token)
+        assert minted.status == 200, minted.body
+        url, auth = f"{url}?token={minted.body['token']}", {}
+    async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(read_stream, client, url, auth, events)
+        await until(lambda: len(events.logs) >= 3)
+        await revoke()
+        assert (await runner.logs(build["id"], chunks(3, 3))).body == {"appended": 3}
+        await until(lambda: events.done is not None, within=10)
+    return events
+
+
+@UNCHECKED
+async def test_a_member_removed_while_streaming_gets_no_later_line(
+    setup: Setup, served: str, make_user: UserFactory
+) -> None:
+    viewer = await make_user(Role.DEVELOPER)
+    await add_member(setup.api, setup.token, setup.project_id, viewer.user.id, "viewer")
+
+    async def remove() -> None:
+        path = f"/v1/projects/{setup.project_id}/members/{viewer.user.id}"
+        assert (await setup.api.call("DELETE", path, token=setup.token)).status == 200
+
+    events = await watch_then_revoke(setup, served, viewer.token, remove)
+    assert events.done == "authorization_ended" and events.sequences == [0, 1, 2]
+
+
+@UNCHECKED
+async def test_a_disabled_user_gets_no_later_line(
+    setup: Setup, served: str, make_user: UserFactory
+) -> None:
+    viewer = await make_user(Role.DEVELOPER)
+    await add_member(setup.api, setup.token, setup.project_id, viewer.user.id, "developer")
+
+    async def disable() -> None:
+        reply = await setup.api.call("DELETE", f"/v1/users/{viewer.user.id}", token=setup.token)
+        assert reply.status == 200, reply.body
+
+    events = await watch_then_revoke(setup, served, viewer.token, disable)
+    assert events.done == "authorization_ended" and events.sequences == [0, 1, 2]
+
+
+@UNCHECKED
+async def test_a_revoked_api_token_gets_no_later_line(
+    setup: Setup, served: str, make_user: UserFactory
+) -> None:
+    holder = await make_user(Role.DEVELOPER)
+    await add_member(setup.api, setup.token, setup.project_id, holder.user.id, "developer")
+    minted = await setup.api.post(
+        "/v1/api-tokens", json={"name": "tail", "role": "developer"}, token=holder.token
+    )
+    assert minted.status == 200, minted.body
+
+    async def revoke() -> None:
+        path = f"/v1/api-tokens/{minted.body['id']}"
+        assert (await setup.api.call("DELETE", path, token=setup.token)).status == 200
+
+    events = await watch_then_revoke(setup, served, minted.body["token"], revoke, api_token=True)
+    assert events.done == "authorization_ended" and events.sequences == [0, 1, 2]
+
+
+@UNCHECKED
+async def test_a_change_elsewhere_leaves_other_viewers_streaming(
+    setup: Setup, served: str, make_user: UserFactory, runtime: Runtime
+) -> None:
+    """Another user's access ending costs these viewers one re-check in all (they share
+    a credential and project), not their streams."""
+    other = await make_user(Role.DEVELOPER)
+    await add_member(setup.api, setup.token, setup.project_id, other.user.id, "viewer")
+    build, runner = await claimed(setup)
+    viewers = [Events() for _ in range(5)]
+    url = f"{served}/v1/builds/{build['id']}/logs/stream"
+    auth = {"Authorization": f"Bearer {setup.token}"}
+    async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
+        for events in viewers:
+            nursery.start_soon(read_stream, client, url, auth, events)
+        await until(lambda: runtime.logs.open_streams == len(viewers))
+        lookups = runtime.logs.access_checks.lookups
+        path = f"/v1/projects/{setup.project_id}/members/{other.user.id}"
+        assert (await setup.api.call("DELETE", path, token=setup.token)).status == 200
+        await runner.logs(build["id"], chunks(0, 3))
+        await until(lambda: all(len(events.logs) >= 3 for events in viewers))
+        assert runtime.logs.access_checks.lookups == lookups + 1
+        await runner.logs(build["id"], chunks(3, 3))
+        await until(lambda: all(len(events.logs) >= 6 for events in viewers))
+        assert runtime.logs.access_checks.lookups == lookups + 1  # nothing changed since
+        nursery.cancel_scope.cancel()
+    for events in viewers:
+        assert events.done is None and events.sequences == list(range(6))

@@ -753,3 +753,56 @@ async def test_a_queued_build_says_why_no_runner_takes_it(
     job = await mac.claim()
     assert job is not None
     assert "waiting_reason" not in (await setup.build(build["id"]))["build"]
+
+
+async def test_a_queued_build_only_paused_runners_could_take_says_instance_paused(
+    api: Api, owner_token: str, repo: Path
+) -> None:
+    setup = await make_setup(api, owner_token, repo, runner_labels=["xcode"])
+    anywhere = await api.post(
+        f"/v1/projects/{setup.project_id}/pipelines",
+        json={"name": "lint", "execution_config": {"commands": {"build": ["true"]}}},
+        token=owner_token,
+    )
+    assert anywhere.status == 201, anywhere.body
+
+    async def online(name: str, os_name: str, labels: list[str]) -> None:
+        runner = await setup.runner(name, labels=labels, capabilities={"os": os_name})
+        beat = await api.post(
+            f"/v1/runners/{runner.id}/heartbeat", json={"status": "online"}, token=runner.token
+        )
+        assert beat.status == 204, beat.body
+
+    async def pause(paused: bool) -> None:
+        reply = await api.call(
+            "PUT",
+            "/v1/settings/preferences",
+            json={"key_storage_mode": "file", "direct_macos_runner_paused": paused},
+            token=owner_token,
+        )
+        assert reply.status == 200, reply.body
+
+    async def blocked(build_id: str) -> Any:
+        shown = (await setup.build(build_id))["build"].get("runner_policy_block_reason")
+        [listed] = [
+            b
+            for b in (await api.get("/v1/builds", token=owner_token)).body["builds"]
+            if b["id"] == build_id
+        ]
+        assert listed.get("runner_policy_block_reason") == shown
+        return shown
+
+    await online("mac", "darwin", ["xcode"])
+    await online("linux", "linux", [])
+    await pause(True)
+    xcode = await setup.trigger()
+    assert xcode["runner_policy_block_reason"] == "instance_paused"  # the create answer too
+    lint = await setup.trigger(pipeline_id=anywhere.body["pipeline"]["id"])
+    assert "runner_policy_block_reason" not in lint
+    assert await blocked(xcode["id"]) == "instance_paused"
+    assert await blocked(lint["id"]) is None  # the Linux runner can take it
+    assert (await setup.build(xcode["id"]))["build"]["waiting_reason"] is None
+    await online("linux-xcode", "linux", ["xcode"])
+    assert await blocked(xcode["id"]) is None  # now a runner the pause spares can
+    await pause(False)
+    assert await blocked(xcode["id"]) is None

@@ -24,6 +24,7 @@ from oore.services.events import EventsConfig
 from tests.http.builds_kit import Setup, repo, setup
 from tests.http.conftest import Api, SignedIn, UserFactory
 from tests.http.sse_kit import Stream, read_stream, served, until
+from tests.http.test_projects import add_member
 
 __all__ = ["repo", "served", "setup"]
 
@@ -315,3 +316,18 @@ def test_a_subscriber_buffer_never_exceeds_its_limit() -> None:
     subscriber.resync()
     subscriber.offer(b"z" * 10)
     assert subscriber.take() == [b"z" * 10]
+
+
+@pytest.mark.parametrize("events_config", [EventsConfig(check_every=3600.0, keep_alive=0.3)])
+async def test_no_event_after_the_session_ends_without_waiting_for_the_recheck(
+    setup: Setup, served: str, make_user: UserFactory
+) -> None:
+    developer = await make_user(Role.DEVELOPER)
+    await add_member(setup.api, setup.token, setup.project_id, developer.user.id, "viewer")
+    async with watching(served, bearer(developer.token)) as stream:
+        out = await setup.api.post("/v1/auth/logout", token=developer.token)
+        assert out.status == 200
+        await setup.trigger()  # a build it could see, had its session not ended
+        await until(lambda: stream.ended)
+    assert [event.name for event in stream.events] == ["ready", "done"]
+    assert stream.named("done")[0].data == "authorization_ended"

@@ -75,6 +75,25 @@ async def test_an_admin_may_pause_runners_but_not_change_the_sign_in_policy(
     assert kept["direct_macos_runner_paused"] is True and kept["runtime_mode"] == "local"
 
 
+async def test_a_change_of_the_runner_pause_is_audited(
+    api: Api, make_user: UserFactory, store: Store
+) -> None:
+    admin = await make_user(Role.ADMIN)
+    assert (await put(api, admin.token, direct_macos_runner_paused=True)).status == 200
+    assert (await put(api, admin.token, direct_macos_runner_paused=True)).status == 200  # kept
+    assert (await put(api, admin.token)).status == 200  # omitted: kept
+    assert (await put(api, admin.token, direct_macos_runner_paused=False)).status == 200
+    changes = [
+        entry
+        for entry in reversed(await store.audit.recent(200))
+        if entry.action == "direct_macos_runner_pause_updated"
+    ]
+    assert [(e.actor_email, e.resource_type, e.details) for e in changes] == [
+        (admin.user.email, "instance_settings", {"previous": False, "paused": True}),
+        (admin.user.email, "instance_settings", {"previous": True, "paused": False}),
+    ]
+
+
 async def test_remote_mode_fails_closed_on_the_first_failing_check(
     api: Api, owner_token: str, store: Store, clock: FakeClock
 ) -> None:

@@ -308,3 +308,29 @@ async def test_a_frame_over_2_mib_closes_the_channel(served: str, setup: Setup) 
         with pytest.raises(ConnectionClosed) as closed:
             await ch.reply()
         assert closed.value.reason is not None and closed.value.reason.code == 1009
+
+
+async def test_a_claim_waiting_on_the_channel_obeys_the_runner_pause(
+    served: str, setup: Setup
+) -> None:
+    runner = await setup.runner("mac", capabilities={"os": "darwin"})
+
+    async def pause(paused: bool) -> None:
+        reply = await setup.api.call(
+            "PUT",
+            "/v1/settings/preferences",
+            json={"key_storage_mode": "file", "direct_macos_runner_paused": paused},
+            token=setup.token,
+        )
+        assert reply.status == 200, reply.body
+
+    await pause(True)
+    async with channel(served, runner) as ch:
+        parked = await ch.send("claim", protocol_version=4, wait_seconds=20)
+        build = await setup.trigger()
+        beat = await ch.send("heartbeat", status="online")
+        assert await ch.reply() == {"id": beat, "ok": True}  # the claim is still waiting
+        assert (await setup.build(build["id"]))["build"]["status"] == "queued"
+        await pause(False)
+        answer = await ch.reply()
+    assert answer["id"] == parked and answer["job"]["build_id"] == build["id"]

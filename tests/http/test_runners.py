@@ -490,3 +490,65 @@ async def test_claim_checks_the_runner_before_the_protocol(api: Api, owner_token
     assert (other.status, other.code) == (403, "runner_mismatch")
     own = await api.post(path, json={"protocol_version": 5}, token=first["token"])
     assert (own.status, own.code) == (409, "runner_protocol_mismatch")
+
+
+# -- the runner pause (direct_macos_runner_paused) ----------------------------------------------
+
+MAC = {"os": "darwin", "arch": "arm64", "agent": "oore-runner"}  # how oore's agent reports a Mac
+
+
+async def pause(setup: Setup, paused: bool) -> None:
+    reply = await setup.api.call(
+        "PUT",
+        "/v1/settings/preferences",
+        json={"key_storage_mode": "file", "direct_macos_runner_paused": paused},
+        token=setup.token,
+    )
+    assert reply.status == 200, reply.body
+
+
+async def test_the_runner_pause_holds_back_macos_runners_and_no_other(setup: Setup) -> None:
+    mac = await setup.runner("mac", capabilities=MAC)
+    rust = await setup.runner("mac-rust", capabilities={"os": "macos", "protocol_version": 4})
+    linux = await setup.runner("linux", capabilities={"os": "linux"})
+    later_mac = await setup.runner("said-nothing")
+    assert await later_mac.claim() is None  # remembered without capabilities
+    beat = await setup.api.post(
+        f"/v1/runners/{later_mac.id}/heartbeat",
+        json={"status": "online", "capabilities": {"os": "Darwin"}},
+        token=later_mac.token,
+    )
+    assert beat.status == 204
+    await pause(setup, True)
+    first, second = await setup.trigger(), await setup.trigger()
+    for runner in (mac, rust, later_mac):
+        assert await runner.claim() is None
+    job = await linux.claim()
+    assert job is not None and job["build_id"] == first["id"]
+    assert (await setup.build(second["id"]))["build"]["status"] == "queued"
+    await pause(setup, False)
+    job = await mac.claim()
+    assert job is not None and job["build_id"] == second["id"]
+
+
+async def test_a_waiting_macos_claim_gets_its_build_when_the_pause_is_lifted(
+    setup: Setup, runtime: Runtime
+) -> None:
+    mac = await setup.runner("mac", capabilities=MAC)
+    await pause(setup, True)
+    jobs: list[dict[str, Any] | None] = []
+
+    async def park() -> None:
+        jobs.append(await mac.claim(wait=30))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(park)
+            await wait_until_parked(runtime)
+            build = await setup.trigger()  # not handed to the paused runner waiting
+            assert (await setup.build(build["id"]))["build"]["status"] == "queued"
+            assert not jobs
+            await pause(setup, False)
+    [job] = jobs
+    assert job is not None and job["build_id"] == build["id"]
+    assert (await setup.build(build["id"]))["build"]["status"] == "assigned"

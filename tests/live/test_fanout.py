@@ -18,7 +18,7 @@ import trio.testing
 
 from oore.actors import Supervisor
 from oore.domain.logs import LogLine, log_events
-from oore.live.fanout import Batch, FanOut, Viewer
+from oore.live.fanout import Batch, FanOut, GrantEpoch, Viewer
 
 LIMIT = 1 << 20
 
@@ -408,3 +408,28 @@ async def test_a_later_attempt_has_the_cursor_read_again_and_moves_viewers_on() 
     assert audience.cursor is None
     audience.read(audience.epoch, (2, 3))
     assert audience.cursor == (2, 3)
+
+
+async def test_after_a_grant_change_a_viewer_is_written_nothing_until_its_task_rechecks() -> None:
+    grants = GrantEpoch()
+    async with running(FanOut(grants=grants)) as fanout:
+        checked, stale = Socket(), Socket()
+        fresh_viewer, stale_viewer = Viewer("a", LIMIT, checked), Viewer("b", LIMIT, stale)
+        audience = fanout.audience()
+        audience.viewers.update([fresh_viewer, stale_viewer])
+        async with trio.open_nursery() as nursery:
+            await sleeping(nursery, fresh_viewer)
+            task = await sleeping(nursery, stale_viewer)
+            grants.moved()
+            fresh_viewer.checked = grants.value  # re-checked since; the other was not
+            audience.publish(batch(0, 2))
+            await trio.testing.wait_all_tasks_blocked()
+            assert checked.calls == [log_events([line(0), line(1)])]
+            assert stale.calls == [] and task.woken  # queued for its task, which re-checks
+            assert [queued.last for queued in stale_viewer.queue] == [1]
+            stale_viewer.revoke()  # the re-check found the grant gone
+            assert stale_viewer.ended == "authorization_ended" and not stale_viewer.queue
+            audience.publish(batch(2))
+            await trio.testing.wait_all_tasks_blocked()
+            assert stale.calls == [] and not stale_viewer.queue
+            fresh_viewer.wake()

@@ -174,3 +174,27 @@ async def test_a_parked_claim_wakes_its_claimant_once_served_and_may_be_cancelle
         with pytest.raises(trio.BusyResourceError), trio.move_on_after(5):
             await left.event.wait()  # a second waiter is refused, never left waiting
         left.event.set()
+
+
+def test_the_runner_pause_holds_back_macos_runners_only() -> None:
+    dispatcher = Dispatcher()
+    dispatcher.enqueue([queued("b1", 1), queued("b2", 2)])
+    mac = RunnerSlot("mac", frozenset(), 1, direct_macos=True)
+    dispatcher.pause_macos(True)
+    assert take(dispatcher, mac) is None
+    assert take(dispatcher, runner("linux")) == "b1"
+    dispatcher.pause_macos(False)
+    assert take(dispatcher, mac) == "b2"
+
+
+def test_a_paused_claim_waits_and_is_served_when_the_pause_is_lifted() -> None:
+    dispatcher = Dispatcher()
+    dispatcher.pause_macos(True)
+    mac = dispatcher.park(RunnerSlot("mac", frozenset(), 1, direct_macos=True))
+    dispatcher.enqueue([queued("b1", 1)])
+    assert served(mac) is None and dispatcher.reserve(frozenset()) is None
+    linux = dispatcher.park(runner("linux"))
+    dispatcher.enqueue([queued("b2", 2)])
+    assert served(linux) == "b2"  # parked after the Mac, served before it
+    dispatcher.pause_macos(False)
+    assert served(mac) == "b1" and mac.event.is_set()

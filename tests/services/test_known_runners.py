@@ -39,3 +39,16 @@ def test_a_lookup_older_than_what_is_remembered_of_changes_is_not_kept() -> None
         known.forget(f"other-{i}")
     known.remember("hash-a", runner("a"), began)
     assert known.get("hash-a") is None
+
+
+def test_a_heartbeat_updates_the_status_and_capabilities_kept() -> None:
+    """What the runner pause decides by (a Mac) is as the last heartbeat reported it."""
+    known = KnownRunners()
+    known.remember("hash-a", runner("a"), known.epoch)
+    assert not known.get("hash-a").direct_macos  # type: ignore[union-attr]
+    known.set_status("a", RunnerStatus.BUSY, {"os": "darwin"})
+    kept = known.get("hash-a")
+    assert kept is not None and kept.status is RunnerStatus.BUSY and kept.direct_macos
+    known.set_status("a", RunnerStatus.ONLINE, {})  # no capabilities: the last ones stay
+    kept = known.get("hash-a")
+    assert kept is not None and kept.status is RunnerStatus.ONLINE and kept.direct_macos

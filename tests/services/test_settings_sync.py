@@ -14,11 +14,14 @@ import pytest
 import trio
 
 from oore.domain.artifact_storage import StorageProvider, StorageUpdate, StoredStorageSettings
+from oore.domain.builds import QueuedBuild
 from oore.domain.crypto import SecretBox
 from oore.domain.network import LOCAL_ORIGINS, NetworkSettings
+from oore.domain.setup import Preferences
 from oore.domain.users import Role, Session, UserStatus
 from oore.errors import StoreUnavailable
 from oore.runtime import ClusterConfig, Runtime, open_runtime
+from oore.scheduling.dispatcher import RunnerSlot
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
 from oore.storage.local import LocalStorage
@@ -207,3 +210,49 @@ async def test_a_reload_that_cannot_read_the_settings_keeps_the_backend_in_use(
         with pytest.raises(StoreUnavailable):
             await storage.reload()
         assert storage.backend is in_use
+
+
+async def test_the_runner_pause_saved_on_one_daemon_holds_on_the_other(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with (
+        daemon(database_url, tmp_path / "a", settings_poll_every=NEVER) as (store, a),
+        daemon(database_url, tmp_path / "b", settings_poll_every=NEVER) as (_, b),
+    ):
+        await until(lambda: b.notices.listening)
+        session = await owner(store)
+
+        async def pause(paused: bool) -> None:
+            await a.instance_settings.update_preferences(
+                session,
+                key_storage_mode="file",
+                runtime_mode=None,
+                remote_auth_mode=None,
+                direct_macos_runner_paused=paused,
+                client_ip=LOOPBACK,
+            )
+
+        await pause(True)
+        assert a.scheduling.direct_macos_paused
+        await until(lambda: b.scheduling.direct_macos_paused)
+        # B's claims obey it: nothing for a Mac, the same build for another runner.
+        b.scheduling.dispatcher.enqueue([QueuedBuild("b1", frozenset(), 1)])
+        assert (
+            b.scheduling.dispatcher.take(RunnerSlot("mac", frozenset(), 1, direct_macos=True))
+            is None
+        )
+        taken = b.scheduling.dispatcher.take(RunnerSlot("linux", frozenset(), 1))
+        assert taken is not None and taken.id == "b1"
+        await pause(False)
+        await until(lambda: not b.scheduling.direct_macos_paused)
+
+
+async def test_a_runner_pause_whose_notice_was_lost_is_found_by_the_poll(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with open_store(database_url, pool_size=1) as dying:
+        await dying.instance.set_preferences(Preferences(direct_macos_runner_paused=True), 1)
+        async with daemon(database_url, tmp_path / "b", settings_poll_every=0.2) as (_, b):
+            assert b.scheduling.direct_macos_paused  # as saved when it started
+            await dying.instance.set_preferences(Preferences(), 2)
+            await until(lambda: not b.scheduling.direct_macos_paused)
