@@ -40,7 +40,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # -- origins and URLs ---------------------------------------------------------------------
 
 
-def _parts(raw: str) -> SplitResult | None:
+def split_url(raw: str) -> SplitResult | None:
     """The pieces of an http(s) URL with a host and no userinfo, else None."""
     try:
         parts = urlsplit(raw.strip())
@@ -68,7 +68,7 @@ def _origin(parts: SplitResult) -> str:
 
 def normalise_origin(raw: str) -> str | None:
     """``scheme://host[:port]`` of an http(s) URL (default port dropped), else None."""
-    parts = _parts(raw)
+    parts = split_url(raw)
     return None if parts is None else _origin(parts)
 
 
@@ -99,7 +99,8 @@ def parse_origin_list(text: str) -> tuple[str, ...]:
     return with_local_defaults(origin for origin in found if origin is not None)
 
 
-def _is_loopback_host(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, a ``*.localhost`` name, or a loopback or unspecified address."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     ip = parse_ip(host)
@@ -122,11 +123,11 @@ def public_url_problem(raw: str) -> UrlProblem | None:
     if not parts.scheme or not parts.netloc or parts.username is not None:
         return UrlProblem.INVALID
     host = parts.hostname or ""
-    if not host or _is_loopback_host(host):
+    if not host or is_loopback_host(host):
         return UrlProblem.NOT_PUBLIC
     if parts.scheme != "https":
         return UrlProblem.NOT_HTTPS
-    if _parts(raw) is None:
+    if split_url(raw) is None:
         return UrlProblem.INVALID
     return None
 
@@ -176,7 +177,7 @@ def rebinding_proof(name: str) -> bool:
 
 def url_host(url: str | None) -> str | None:
     """The lower-cased host of an http(s) URL, without brackets; None when there is none."""
-    parts = None if url is None else _parts(url)
+    parts = None if url is None else split_url(url)
     return None if parts is None or not parts.hostname else parts.hostname.removesuffix(".")
 
 

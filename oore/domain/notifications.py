@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from oore.domain.network import MAX_SECRET_LENGTH, _is_loopback_host, _parts
+from oore.domain.network import MAX_SECRET_LENGTH, is_loopback_host, split_url
 from oore.errors import InvalidInput
 
 MAX_NAME_CHARS = 255
@@ -274,10 +274,10 @@ def check_url(raw: Any) -> str:
     url = raw.strip()
     if len(url) > MAX_URL_CHARS:
         raise _invalid(f"url must be {MAX_URL_CHARS} characters or fewer")
-    parts = _parts(url)
+    parts = split_url(url)
     if parts is None:
         raise _invalid("url must be an http(s) URL with a host and no user information")
-    if parts.scheme != "https" and not _is_loopback_host(parts.hostname or ""):
+    if parts.scheme != "https" and not is_loopback_host(parts.hostname or ""):
         raise _invalid("url must use https (plain http only to a loopback host)")
     return url
 
