@@ -37,7 +37,7 @@ from oore.services.network import Network, NetworkDefaults
 from oore.services.projects import Projects
 from oore.services.runners import Runners
 from oore.services.scm import ScmClient, ScmConfig
-from oore.services.settings import InstanceSettings
+from oore.services.settings import InstanceSettings, WarpgateTickets
 from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync, telling
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
@@ -259,7 +259,14 @@ async def open_runtime(
                 builds=builds,
                 runners=runners,
                 artifacts=artifacts,
-                artifact_tokens=ArtifactTokens(store, clock, access, audit, storage),
+                artifact_tokens=ArtifactTokens(
+                    store,
+                    clock,
+                    access,
+                    audit,
+                    storage,
+                    WarpgateTickets(store, artifacts_config.secrets, network),
+                ),
                 logs=logs,
                 scheduling=scheduling,
                 supervisor=root,

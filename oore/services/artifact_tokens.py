@@ -22,8 +22,9 @@ from oore.domain.artifact_tokens import (
     redeem_url,
     require_https,
 )
-from oore.domain.artifacts import Artifact, ArtifactState
+from oore.domain.artifacts import Artifact, ArtifactState, ArtifactType
 from oore.domain.ids import new_id
+from oore.domain.network import with_warpgate_ticket
 from oore.domain.rbac import ProjectPermission, is_instance_admin, require_project
 from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
@@ -33,6 +34,7 @@ from oore.services.artifact_storage import ArtifactStorageService
 from oore.services.artifacts import stored_object
 from oore.services.clock import WallClock
 from oore.services.identity import AuditSink
+from oore.services.settings import WarpgateTickets
 from oore.storage import LocalStorage
 from oore.store import AuditEntry, Store
 from oore.store.artifact_tokens import NewArtifactToken
@@ -102,12 +104,21 @@ class ArtifactTokens:
         access: Access,
         audit: AuditSink,
         storage: ArtifactStorageService,
+        warpgate: WarpgateTickets,
     ) -> None:
         self._store = store
         self._clock = clock
         self._access = access
         self._audit = audit
         self._storage = storage
+        self._warpgate = warpgate
+
+    async def _ticket_for(self, artifact: Artifact) -> str | None:
+        """The Warpgate ticket iOS installs carry through a Warpgate proxy: an iPhone
+        fetching a manifest or an IPA cannot sign in interactively. Only for IPAs."""
+        if artifact.artifact_type is not ArtifactType.IPA:
+            return None
+        return await self._warpgate.in_force()
 
     async def _artifact(
         self, session: Session, artifact_id: str, permission: ProjectPermission
@@ -232,6 +243,8 @@ class ArtifactTokens:
         obj = stored_object(artifact)
         if isinstance(backend, LocalStorage):
             url = await backend.delivery_url(obj, self._storage.delivery_base())
+            # A presigned object-store URL is signed over its query: nothing may be added.
+            url = with_warpgate_ticket(url, await self._ticket_for(artifact))
         else:
             url = await backend.download_url(obj)
         if row.single_use and not await self._store.artifact_tokens.consume(
@@ -276,7 +289,9 @@ class ArtifactTokens:
         download = redeem_url(base, token)
         if platform is Platform.ANDROID:
             return InstallLink(platform, download, download, None, row.expires_at)
-        manifest = manifest_url(base, token)
+        ticket = await self._ticket_for(artifact)
+        download = with_warpgate_ticket(download, ticket)
+        manifest = with_warpgate_ticket(manifest_url(base, token), ticket)
         return InstallLink(
             platform, itms_services_url(manifest), download, manifest, row.expires_at
         )
@@ -288,4 +303,5 @@ class ArtifactTokens:
             raise invalid_token()
         app = ios_app_of(artifact)
         base = install_base(*self._storage.external_urls)
-        return ios_manifest(app, redeem_url(base, token))
+        download = with_warpgate_ticket(redeem_url(base, token), await self._ticket_for(artifact))
+        return ios_manifest(app, download)

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from oore.domain.api_tokens import token_session
 from oore.domain.client_ip import is_loopback
-from oore.domain.crypto import SecretBox
+from oore.domain.crypto import KEY_BYTES, SecretBox
 from oore.domain.rate_limit import WindowLimiter
 from oore.domain.setup import LOCAL_OWNER_EMAIL, RuntimeMode, SetupState, SetupStatus
 from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
@@ -77,6 +77,11 @@ class Identity:
             "local_login_rate_limited",
             "Too many local sign-ins; try again in a minute",
         )
+
+    @property
+    def can_encrypt(self) -> bool:
+        """A 32-byte key is loaded: secrets can be stored (``/readyz`` ``encryption``)."""
+        return self.secrets is not None and self.secrets.key_size == KEY_BYTES
 
     async def _record(
         self,
