@@ -113,10 +113,18 @@ class Runners:
         self._audit = audit
         self._known = KnownRunners()
 
-    async def _record(self, action: str, session: Session | None, runner_id: str) -> None:
+    async def _record(
+        self,
+        action: str,
+        session: Session | None,
+        runner_id: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         user = session.user if session else None
         await self._audit.submit_one(
-            AuditEntry.by(user, action, "runner", runner_id, created_at=self._clock.now())
+            AuditEntry.by(
+                user, action, "runner", runner_id, details=details, created_at=self._clock.now()
+            )
         )
 
     def forget(self, runner_id: str) -> None:
@@ -192,7 +200,17 @@ class Runners:
                 now=self._clock.now(),
             )
         )
-        await self._record("runner_registered", session, runner.id)
+        await self._record(
+            "runner_registered",
+            session,
+            runner.id,
+            {
+                "runner_id": runner.id,
+                "runner_name": runner.name,
+                # None: the runner enrolled itself with an enrollment token
+                "registered_by": session.user.email if session else None,
+            },
+        )
         self._scheduling.events.runner_changed(runner.id)
         event(
             log,
@@ -259,7 +277,16 @@ class Runners:
         self._scheduling.events.runner_changed(runner_id)
         before, after = updated
         if before.name != after.name:
-            await self._record("runner_renamed", session, runner_id)
+            await self._record(
+                "runner_renamed",
+                session,
+                runner_id,
+                {
+                    "previous_name": before.name,
+                    "new_name": after.name,
+                    "updated_by": session.user.email,
+                },
+            )
         if before.draining != after.draining:
             await self._record(
                 "runner_drained" if after.draining else "runner_undrained", session, runner_id
