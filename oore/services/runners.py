@@ -21,7 +21,14 @@ from oore.domain.runners import (
     enrollment_label,
 )
 from oore.domain.text import name_problem
-from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
+from oore.domain.tokens import (
+    hash_token,
+    looks_like_token,
+    missing_auth,
+    new_token,
+    parse_bearer,
+    presents_bearer,
+)
 from oore.domain.users import Session
 from oore.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from oore.eventlog import event
@@ -138,9 +145,10 @@ class Runners:
     # -- runner credentials ----------------------------------------------------------
 
     async def authenticate(self, authorization: str | None, runner_id: str) -> Runner:
-        """The runner whose token is presented; 401 without one, 403 for another runner's path."""
-        if authorization is None:
-            raise Unauthorized("missing_auth", "Authorization header not provided")
+        """The runner whose token is presented; 401 ``missing_auth`` without a Bearer
+        credential, ``invalid_token`` for a wrong one; 403 for another runner's path."""
+        if not presents_bearer(authorization):
+            raise missing_auth()
         token = parse_bearer(authorization)
         if token is None or not looks_like_token(token):
             raise Unauthorized("invalid_token", "Runner token is invalid")
@@ -172,8 +180,8 @@ class Runners:
         max_concurrent: int,
     ) -> Registration:
         """Register with an owner/admin session or a runner enrollment token (§5.1)."""
-        if authorization is None:
-            raise Unauthorized("missing_auth", "Authorization header not provided")
+        if not presents_bearer(authorization):
+            raise missing_auth()
         session: Session | None = None
         enrollment_hash: str | None = None
         try:
