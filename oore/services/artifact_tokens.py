@@ -192,7 +192,14 @@ class ArtifactTokens:
             session,
             "artifact_scoped_token_created",
             artifact.id,
-            {"token_id": row.id, "expires_at": row.expires_at, "single_use": single_use},
+            {
+                "token_id": row.id,
+                "artifact_id": artifact.id,
+                "token_prefix": row.prefix,
+                "single_use": single_use,
+                "ttl_secs": ttl,
+                "expires_at": row.expires_at,
+            },
         )
         return ScopedToken(row, token, redeem_url(self._storage.public_base(), token))
 
@@ -284,7 +291,13 @@ class ArtifactTokens:
             session,
             "artifact_install_link_generated",
             artifact.id,
-            {"token_id": row.id, "platform": platform.value},
+            {
+                "token_id": row.id,
+                "artifact_id": artifact.id,
+                "platform": platform.value,
+                "token_prefix": row.prefix,
+                "expires_at": row.expires_at,
+            },
         )
         download = redeem_url(base, token)
         if platform is Platform.ANDROID:

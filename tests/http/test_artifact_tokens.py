@@ -104,6 +104,15 @@ async def test_mint_redeem_follow_and_get_the_same_bytes(
         "artifact_scoped_token_redeemed",
         "artifact_scoped_token_redeemed",
     ]
+    created = [e for e in await store.audit.recent() if e.action.endswith("_token_created")]
+    assert created[0].details == {
+        "token_id": minted.body["id"],
+        "artifact_id": artifact["id"],
+        "token_prefix": token[:8],
+        "single_use": False,
+        "ttl_secs": 86400,
+        "expires_at": minted.body["expires_at"],
+    }
 
 
 async def test_only_hashes_are_stored(job: Job, store: Store) -> None:
@@ -432,7 +441,18 @@ async def test_android_install_link(job: Job, clock: FakeClock, store: Store) ->
     assert moved.status == 307
     assert (await download(job.api, moved.headers["Location"])).body == b"apk bytes"
     assert (await job.api.get(path_of(url))).status == 307  # not single use
-    assert "artifact_install_link_generated" in await actions(store)
+    recorded = [e for e in await store.audit.recent() if e.action.startswith("artifact_install")]
+    row = await store.artifact_tokens.by_hash(hash_token(url.rsplit("/", 1)[1]))
+    assert row is not None
+    assert [e.details for e in recorded] == [
+        {
+            "token_id": row.id,
+            "artifact_id": artifact["id"],
+            "platform": "android",
+            "token_prefix": url.rsplit("/", 1)[1][:8],
+            "expires_at": link.body["expires_at"],
+        }
+    ]
     listed = await job.api.get(
         f"/v1/artifacts/{artifact['id']}/scoped-tokens", token=job.setup.token
     )
