@@ -243,7 +243,9 @@ class ArtifactTokens:
         """``GET /install/artifact/{token}``: a fresh 15-minute storage URL to redirect to.
 
         A single-use token is consumed only once the URL exists, by a compare-and-set in
-        the store, so of two concurrent redeems exactly one gets a URL.
+        the store, so of two concurrent redeems exactly one gets a URL. An IPA's local
+        download URL carries the ``warpgate-ticket`` query parameter in Warpgate
+        trusted-proxy mode (§7.2).
         """
         row, artifact = await self._live(token)
         backend = self._storage.backend
@@ -269,7 +271,8 @@ class ArtifactTokens:
         """``POST /v1/artifacts/{id}/install-link`` (ReadArtifacts): 404, 403, 410, 422
         ``artifact_not_installable``, 412 ``external_access_required`` /
         ``external_access_invalid`` / ``ios_install_requires_https``, 422
-        ``ios_artifact_not_installable``."""
+        ``ios_artifact_not_installable``. In Warpgate trusted-proxy mode an iOS link's
+        download and manifest URLs carry the ``warpgate-ticket`` query parameter."""
         artifact = await self._artifact(session, artifact_id, ProjectPermission.READ_ARTIFACTS)
         now = self._clock.now()
         if artifact.expired(now):
@@ -279,6 +282,7 @@ class ArtifactTokens:
         if platform is Platform.IOS:
             require_https(base)
             ios_app_of(artifact)
+        ticket = await self._ticket_for(artifact)  # before minting: a 500 leaves no token
         row, token = await self._mint(
             session,
             artifact,
@@ -302,7 +306,6 @@ class ArtifactTokens:
         download = redeem_url(base, token)
         if platform is Platform.ANDROID:
             return InstallLink(platform, download, download, None, row.expires_at)
-        ticket = await self._ticket_for(artifact)
         download = with_warpgate_ticket(download, ticket)
         manifest = with_warpgate_ticket(manifest_url(base, token), ticket)
         return InstallLink(
