@@ -195,6 +195,12 @@ class Settings(BaseSettings):
         "https://github.com",
         validation_alias=AliasChoices("github_web_url", "OORE_GITHUB_WEB_URL"),
     )
+    app_store_connect_api_base_url: str = Field(
+        "https://api.appstoreconnect.apple.com",
+        validation_alias=AliasChoices(
+            "app_store_connect_api_base_url", "OORE_APP_STORE_CONNECT_API_BASE_URL"
+        ),
+    )
     cookie_secure: bool = Field(
         False, validation_alias=AliasChoices("cookie_secure", "OORE_COOKIE_SECURE")
     )
@@ -276,6 +282,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be {MAX_SECRET_LENGTH} characters or fewer")
         return SecretStr(ticket)
 
+    @field_validator("app_store_connect_api_base_url")
+    @classmethod
+    def _check_api_base_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+            raise ValueError("must be http(s)://host[:port][/path] without credentials")
+        return value.strip().rstrip("/")
+
     @field_validator("allowed_hosts_env")
     @classmethod
     def _check_host_names(cls, value: str | None) -> str | None:
@@ -340,6 +354,7 @@ _SOURCES = {
     "public_url": "OORE_PUBLIC_URL",
     "github_api_url": "OORE_GITHUB_API_URL",
     "github_web_url": "OORE_GITHUB_WEB_URL",
+    "app_store_connect_api_base_url": "OORE_APP_STORE_CONNECT_API_BASE_URL",
     "cookie_secure": "OORE_COOKIE_SECURE",
     "artifact_delivery_url": "OORE_ARTIFACT_DELIVERY_URL",
     "artifact_ttl_days": "OORED_ARTIFACT_TTL_DAYS",

@@ -39,6 +39,7 @@ from oore.http.server import (
 from oore.protocol.runner import MAX_FRAME
 from oore.runtime import ClusterConfig, Runtime, open_runtime
 from oore.scheduling import Scheduling, SchedulingConfig
+from oore.services.apple import AppleConfig
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.clock import SystemClock
 from oore.services.events import EventsConfig
@@ -210,6 +211,7 @@ async def run_daemon(
                     github_api_url=settings.github_api_url,
                     github_web_url=settings.github_web_url,
                 ),
+                apple_config=AppleConfig(base_url=settings.app_store_connect_api_base_url),
                 cookie_secure=settings.cookie_secure,
                 events_config=events_config(settings),
                 cluster_config=ClusterConfig(leader_lease=settings.leader_lease_seconds),

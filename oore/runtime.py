@@ -13,14 +13,17 @@ import trio
 from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.actors.due import DueTimes
 from oore.cluster import Leadership, Notices, cluster_state
+from oore.domain.builds import Build
 from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.live.events import EventsHandle, event_hub_spec
 from oore.live.logpeers import LogPeers
 from oore.scheduling import Scheduling, SchedulingConfig, start_scheduling
 from oore.scheduling.peers import Peers, Told
+from oore.scheduling.ports import Events as SchedulingEvents
 from oore.services.access import Access
 from oore.services.api_tokens import ApiTokens
+from oore.services.apple import AppleClient, AppleConfig
 from oore.services.artifact_storage import ArtifactsConfig, ArtifactStorageService
 from oore.services.artifact_tokens import ArtifactTokens
 from oore.services.artifacts import Artifacts
@@ -31,16 +34,22 @@ from oore.services.database import DatabaseStatus
 from oore.services.events import Events, EventsConfig, HubRecords
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
+from oore.services.ios_signing import IosSigning
 from oore.services.logs import LogConfig, Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network, NetworkDefaults
+from oore.services.notifications import Notifications, wake_on_outcome
+from oore.services.previews import Previews
 from oore.services.projects import Projects
+from oore.services.retention import Retention
 from oore.services.runners import Runners
 from oore.services.scm import ScmClient, ScmConfig
 from oore.services.settings import InstanceSettings, WarpgateTickets
 from oore.services.settings_sync import ARTIFACT_STORAGE, NETWORK, SettingsSync, telling
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
+from oore.services.signing import Signing
+from oore.services.sources import Sources
 from oore.services.users import Users
 from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
@@ -69,6 +78,7 @@ class Runtime:
     access: Access
     projects: Projects
     builds: Builds
+    previews: Previews
     runners: Runners
     artifacts: Artifacts
     artifact_tokens: ArtifactTokens
@@ -85,11 +95,15 @@ class Runtime:
     signin: SignIn
     integrations: Integrations
     webhooks: Webhooks
+    notifications: Notifications
     variables: Variables
+    ios_signing: IosSigning
+    signing: Signing
     metrics: ServiceMetrics
     events: Events
     notices: Notices
     leadership: Leadership
+    retention: Retention
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -99,6 +113,7 @@ class Runtime:
             access=self.access,
             projects=self.projects,
             builds=self.builds,
+            previews=self.previews,
             runners=self.runners,
             artifacts=self.artifacts,
             artifact_storage=self.artifacts.storage,
@@ -114,11 +129,15 @@ class Runtime:
             signin=self.signin,
             integrations=self.integrations,
             webhooks=self.webhooks,
+            notifications=self.notifications,
             variables=self.variables,
+            ios_signing=self.ios_signing,
+            signing=self.signing,
             metrics=self.metrics,
             events=self.events,
             cookie_secure=self.integrations.cookie_secure,
             cluster=partial(cluster_state, self.notices, self.leadership),
+            retention=self.retention,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
@@ -162,6 +181,7 @@ async def open_runtime(
     network_defaults: NetworkDefaults | None = None,
     *,
     scm_config: ScmConfig | None = None,
+    apple_config: AppleConfig | None = None,
     cookie_secure: bool = False,
     events_config: EventsConfig | None = None,
     cluster_config: ClusterConfig | None = None,
@@ -182,13 +202,14 @@ async def open_runtime(
             hub = EventsHandle()  # told of changes from the start, served once started below
             artifacts_config = artifacts_config or ArtifactsConfig()
             config = config or SchedulingConfig()
+            outbox = DueTimes[str]("notifications")
             scheduling = await start_scheduling(
                 store,
                 clock,
                 config,
                 root,
                 metrics,
-                events=Told(hub, notices),
+                events=_AlsoOutcomes(Told(hub, notices), partial(wake_on_outcome, outbox)),
                 secrets=artifacts_config.secrets,
             )
             await root.start_child(event_hub_spec(hub, HubRecords(scheduling)))
@@ -207,7 +228,16 @@ async def open_runtime(
             identity = Identity(store, clock, audit, artifacts_config.secrets)
             builds = Builds(scheduling, access)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
-            logs = Logs(scheduling, builds, access, identity, log_config or LogConfig(), variables)
+            signing = Signing(store, clock, audit, access, artifacts_config.secrets)
+            logs = Logs(
+                scheduling,
+                builds,
+                access,
+                identity,
+                log_config or LogConfig(),
+                variables,
+                signing,
+            )
             log_peers = LogPeers(logs.streams, store.builds, notices, page=logs.config.page)
             log_peers.subscribe()
             await root.start_child(logs.streams.spec())
@@ -233,6 +263,12 @@ async def open_runtime(
             await root.start_child(
                 queue.spec(on_due=webhooks.drain_due, load=webhooks.pending_drain)
             )
+            notifications = Notifications(
+                store, clock, audit, artifacts_config.secrets, network, metrics, outbox
+            )
+            await root.start_child(
+                outbox.spec(on_due=notifications.drain_due, load=notifications.pending_drain)
+            )
             runners = Runners(scheduling, identity, audit)
             Peers(
                 scheduling,
@@ -243,20 +279,45 @@ async def open_runtime(
             SettingsSync(
                 store, network, storage, poll_every=cluster_config.settings_poll_every
             ).subscribe(notices)
+            retention = Retention(
+                store,
+                clock,
+                audit,
+                access,
+                artifacts,
+                scheduling.records,
+                metrics,
+                artifact_ttl_days=artifacts_config.ttl_days,
+            )
             await nursery.start(_scoped, listening, notices.run)
             every = min(cluster_config.sweep_every, config.runner_lease / 2)
+            maintain = partial(
+                _maintain,
+                every,
+                (scheduling.sweep, artifacts.sweep, webhooks.drain, notifications.drain),
+            )
             leadership = Leadership(
                 store,
                 notices.sender,
-                partial(_maintain, every, (scheduling.sweep, artifacts.sweep, webhooks.drain)),
+                partial(_lead, maintain, retention.lead),
                 lease=cluster_config.leader_lease,
             )
             nursery.start_soon(_within, leading, leadership.run)
+            integrations = Integrations(
+                store,
+                clock,
+                audit,
+                artifacts_config.secrets,
+                network,
+                ScmClient(scm_config or ScmConfig()),
+                cookie_secure=cookie_secure,
+            )
             yield Runtime(
                 identity=identity,
                 access=access,
                 projects=Projects(store, clock, audit, access, artifacts, metrics),
                 builds=builds,
+                previews=Previews(store, access, Sources(store, integrations)),
                 runners=runners,
                 artifacts=artifacts,
                 artifact_tokens=ArtifactTokens(
@@ -278,27 +339,46 @@ async def open_runtime(
                 api_tokens=ApiTokens(store, clock, audit),
                 audit_log=AuditLog(store),
                 signin=SignIn(store, clock, identity, network),
-                integrations=Integrations(
+                integrations=integrations,
+                webhooks=webhooks,
+                notifications=notifications,
+                variables=variables,
+                ios_signing=IosSigning(
                     store,
                     clock,
                     audit,
+                    access,
                     artifacts_config.secrets,
-                    network,
-                    ScmClient(scm_config or ScmConfig()),
-                    cookie_secure=cookie_secure,
+                    AppleClient(apple_config or AppleConfig()),
                 ),
-                webhooks=webhooks,
-                variables=variables,
+                signing=signing,
                 metrics=metrics,
                 events=Events(hub, scheduling, identity, access, events_config or EventsConfig()),
                 notices=notices,
                 leadership=leadership,
+                retention=retention,
             )
         finally:
             resuming.cancel()
             leading.cancel()
             listening.cancel()
             root.stop()
+
+
+class _AlsoOutcomes:
+    """The scheduling's events, with every committed build change also shown to
+    ``on_build`` (the notification sender's wake-up); never waits."""
+
+    def __init__(self, events: SchedulingEvents, on_build: Callable[[Build], None]) -> None:
+        self._events = events
+        self._on_build = on_build
+
+    def build_changed(self, build: Build) -> None:
+        self._events.build_changed(build)
+        self._on_build(build)
+
+    def runner_changed(self, runner_id: str, *, deleted: bool = False) -> None:
+        self._events.runner_changed(runner_id, deleted=deleted)
 
 
 async def _within(scope: trio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
@@ -316,11 +396,19 @@ async def _scoped(
         await run(task_status=task_status)
 
 
+async def _lead(*duties: Callable[[], Awaitable[None]]) -> None:
+    """What the leader runs, side by side, until it stops leading."""
+    async with trio.open_nursery() as nursery:
+        for duty in duties:
+            nursery.start_soon(duty)
+
+
 async def _maintain(every: float, duties: tuple[Callable[[], Awaitable[object]], ...]) -> None:
     """The leader's maintenance round: what no other daemon may be left to do (runners
     and builds whose daemon died, expired artifact reservations, webhook deliveries due
-    for a retry), every ``every`` seconds. Each duty is judged by the database, so a
-    round that overlaps a former leader's, or a daemon's own prompt handling, is harmless."""
+    for a retry, notifications a dead daemon queued), every ``every`` seconds. Each duty
+    is judged by the database, so a round that overlaps a former leader's, or a daemon's
+    own prompt handling, is harmless."""
     while True:
         for duty in duties:
             try:

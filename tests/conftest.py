@@ -17,7 +17,12 @@ import pytest
 import trio
 
 from oore.store import Store, open_store
-from oore.store.admin import clone_database, drop_database, recreate_database
+from oore.store.admin import (
+    clone_database,
+    drop_database,
+    recreate_database,
+    relax_durability,
+)
 from oore.store.embedded import EmbeddedPostgres
 
 TEMPLATE = "oore_template"
@@ -51,6 +56,8 @@ def postgres() -> Iterator[PostgresForTests]:
         pg = PostgresForTests(server, server.start())
 
     async def prepare() -> None:
+        if not external:
+            await relax_durability(pg.admin_url)
         await recreate_database(pg.admin_url, TEMPLATE)
         async with open_store(pg.url(TEMPLATE)):
             pass

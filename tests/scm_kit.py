@@ -4,18 +4,23 @@ The real :class:`oore.services.scm.ScmClient` talks to it with only its base URL
 GitHub's API lives under ``/gh-api`` and its web pages under ``/gh-web``; GitLab lives at
 the root (``host_url`` = the server's origin, allowed over http because it is a loopback
 IP). Every request is recorded so tests can check method, path, headers and body; the
-GitHub App JWT is verified with the app's public key.
+GitHub App JWT is verified with the app's public key. A repository of either provider can
+be served from a real local git repository (``github_sources`` / ``gitlab_sources``): its
+commits, trees, files and comparisons are answered with ``git`` in the providers' shapes.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 from joserfc import jwt
@@ -58,6 +63,9 @@ class FakeScm:
     gitlab_fault: str | None = None
     hold: threading.Event | None = None
     requests: list[Recorded] = field(default_factory=list)
+    # Repositories served from local git: GitHub by full name, GitLab by project id.
+    github_sources: dict[str, Path] = field(default_factory=dict)
+    gitlab_sources: dict[str, Path] = field(default_factory=dict)
     github_repos: list[dict[str, Any]] = field(
         default_factory=lambda: [
             {
@@ -179,7 +187,96 @@ class FakeScm:
                 {"total_count": len(self.github_repos), "repositories": self.github_repos},
                 {},
             )
+        if path.startswith("/repos/"):
+            if request.headers.get("authorization") != f"Bearer {INSTALLATION_TOKEN}":
+                return 401, {"message": "Bad credentials"}, {}
+            return self.github_repository(request, path)
         return 404, {"message": "Not Found"}, {}
+
+    def github_repository(self, request: Recorded, path: str) -> tuple[int, Any, dict[str, str]]:
+        """Commits, trees, contents and comparisons of a repository served from local git."""
+        parts = path.split("/")  # "", "repos", owner, name, kind, rest...
+        repo = self.github_sources.get(f"{parts[2]}/{parts[3]}")
+        kind, rest = (parts[4], "/".join(parts[5:])) if len(parts) > 4 else ("", "")
+        missing: tuple[int, Any, dict[str, str]] = (404, {"message": "Not Found"}, {})
+        if repo is None:
+            return missing
+        if kind == "commits":
+            sha = _commit(repo, unquote(rest))
+            if sha is None:
+                return 422, {"message": f"No commit found for SHA: {unquote(rest)}"}, {}
+            return (
+                200,
+                {"sha": sha, "commit": {"message": _git(repo, "log", "-1", "--format=%B", sha)}},
+                {},
+            )
+        if kind == "git" and rest.startswith("trees/"):
+            sha = _commit(repo, unquote(rest[len("trees/") :]))
+            if sha is None:
+                return missing
+            tree = [
+                {
+                    "path": name,
+                    "mode": mode,
+                    "type": kind_,
+                    "sha": obj,
+                    **({"size": int(size)} if size.isdigit() else {}),
+                    "url": f"{self.base}/gh-api/repos/{parts[2]}/{parts[3]}/git/blobs/{obj}",
+                }
+                for mode, kind_, obj, size, name in _tree(repo, sha, recursive=True)
+            ]
+            return 200, {"sha": sha, "url": "", "tree": tree, "truncated": False}, {}
+        if kind == "contents":
+            sha = _commit(repo, request.query.get("ref", "HEAD"))
+            name = unquote(rest)
+            found = [e for e in _tree(repo, sha, path=name) if e[4] == name] if sha else []
+            if not found or found[0][1] != "blob":
+                return missing
+            _, _, obj, size, _ = found[0]
+            data = subprocess.run(
+                ["git", "-C", str(repo), "cat-file", "blob", obj], capture_output=True, check=True
+            ).stdout
+            return (
+                200,
+                {
+                    "type": "file",
+                    "encoding": "base64",
+                    "size": int(size),
+                    "name": name.rsplit("/", 1)[-1],
+                    "path": name,
+                    "sha": obj,
+                    "content": base64.encodebytes(data).decode(),
+                },
+                {},
+            )
+        if kind == "compare":
+            base_ref, _, head_ref = unquote(rest).partition("...")
+            base, head = _commit(repo, base_ref), _commit(repo, head_ref)
+            if base is None or head is None:
+                return missing
+            commits = _commits(repo, base, head)  # oldest first, as GitHub lists them
+            per_page = int(request.query.get("per_page", "250"))
+            page = int(request.query.get("page", "1"))
+            chunk = commits[(page - 1) * per_page : page * per_page]
+            return (
+                200,
+                {
+                    "status": "ahead" if commits else "identical",
+                    "ahead_by": len(commits),
+                    "total_commits": len(commits),
+                    "commits": [
+                        {
+                            "sha": sha,
+                            "commit": {"message": message, "author": {"name": author}},
+                            "author": {"login": author.lower().replace(" ", "-")},
+                        }
+                        for sha, author, message in chunk
+                    ],
+                    "files": [],
+                },
+                {},
+            )
+        return missing
 
     # -- GitLab --------------------------------------------------------------------------
 
@@ -229,6 +326,8 @@ class FakeScm:
                 },
                 {},
             )
+        if path.startswith("/api/v4/projects/") and "/repository/" in path:
+            return self.gitlab_repository(request, path)
         if path == "/api/v4/projects":
             per_page = int(request.query.get("per_page", "20"))
             page = int(request.query.get("page", "1"))
@@ -244,6 +343,126 @@ class FakeScm:
             }
             return 200, chunk, headers
         return 404, {"message": "404 Not Found"}, {}
+
+    def gitlab_repository(self, request: Recorded, path: str) -> tuple[int, Any, dict[str, str]]:
+        """Commits, tree, raw files and comparisons of a project served from local git."""
+        project, _, rest = path[len("/api/v4/projects/") :].partition("/repository/")
+        repo = self.gitlab_sources.get(unquote(project))
+        if repo is None:
+            return 404, {"message": "404 Project Not Found"}, {}
+        if rest.startswith("commits/"):
+            sha = _commit(repo, unquote(rest[len("commits/") :]))
+            if sha is None:
+                return 404, {"message": "404 Commit Not Found"}, {}
+            return 200, _gitlab_commit(repo, sha), {}
+        if rest == "tree":
+            sha = _commit(repo, request.query.get("ref", "HEAD"))
+            if sha is None:
+                return 404, {"message": "404 Tree Not Found"}, {}
+            entries = [
+                {
+                    "id": obj,
+                    "name": name.rsplit("/", 1)[-1],
+                    "type": kind,
+                    "path": name,
+                    "mode": mode,
+                }
+                for mode, kind, obj, _, name in _tree(repo, sha, recursive=True, trees=True)
+            ]
+            per_page = int(request.query.get("per_page", "20"))
+            page = int(request.query.get("page", "1"))
+            chunk = entries[(page - 1) * per_page : page * per_page]
+            more = page * per_page < len(entries)
+            return 200, chunk, {"X-Next-Page": str(page + 1) if more else "", "X-Page": str(page)}
+        if rest.startswith("files/") and rest.endswith("/raw"):
+            name = unquote(rest[len("files/") : -len("/raw")])
+            sha = _commit(repo, request.query.get("ref", "HEAD"))
+            found = [e for e in _tree(repo, sha, path=name) if e[4] == name] if sha else []
+            if not found or found[0][1] != "blob":
+                return 404, {"message": "404 File Not Found"}, {}
+            return (
+                200,
+                subprocess.run(
+                    ["git", "-C", str(repo), "cat-file", "blob", found[0][2]],
+                    capture_output=True,
+                    check=True,
+                ).stdout,
+                {},
+            )
+        if rest == "compare":
+            base = _commit(repo, request.query.get("from", ""))
+            target = _commit(repo, request.query.get("to", ""))
+            if base is None or target is None:
+                return 404, {"message": "404 Ref Not Found"}, {}
+            commits = [_gitlab_commit(repo, sha) for sha, _, _ in _commits(repo, base, target)]
+            return (
+                200,
+                {
+                    "commit": commits[-1] if commits else None,
+                    "commits": commits,
+                    "diffs": [],
+                    "compare_timeout": False,
+                    "compare_same_ref": base == target,
+                },
+                {},
+            )
+        return 404, {"message": "404 Not Found"}, {}
+
+
+# -- a local git repository in the providers' shapes ------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, check=True, text=True
+    ).stdout
+
+
+def _commit(repo: Path, ref: str) -> str | None:
+    found = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    return found.stdout.strip() if found.returncode == 0 and ref else None
+
+
+def _tree(
+    repo: Path, sha: str, *, path: str | None = None, recursive: bool = False, trees: bool = False
+) -> list[tuple[str, str, str, str, str]]:
+    """``(mode, type, object, size, path)`` of each entry (``-t``: the trees too)."""
+    args = ["ls-tree", "-z", "--long", *(["-r"] if recursive else []), *(["-t"] if trees else [])]
+    args += [sha, *(["--", path] if path is not None else [])]
+    found = []
+    for record in _git(repo, *args).split("\0"):
+        if record:
+            head, _, name = record.partition("\t")
+            mode, kind, obj, size = head.split()
+            found.append((mode, kind, obj, size, name))
+    return found
+
+
+def _commits(repo: Path, base: str, head: str) -> list[tuple[str, str, str]]:
+    """``(sha, author, message)`` of ``base..head``, oldest first."""
+    found = []
+    for record in _git(
+        repo, "log", "-z", "--reverse", "--format=%H%x1f%an%x1f%B", f"{base}..{head}"
+    ).split("\0"):
+        if record:
+            sha, author, message = record.split("\x1f", 2)
+            found.append((sha, author, message))
+    return found
+
+
+def _gitlab_commit(repo: Path, sha: str) -> dict[str, Any]:
+    author, message = _git(repo, "log", "-1", "--format=%an%x1f%B", sha).split("\x1f", 1)
+    return {
+        "id": sha,
+        "short_id": sha[:8],
+        "title": message.split("\n", 1)[0],
+        "message": message,
+        "author_name": author,
+    }
 
 
 def _handler(scm: FakeScm) -> type[BaseHTTPRequestHandler]:
@@ -268,11 +487,15 @@ def _handler(scm: FakeScm) -> type[BaseHTTPRequestHandler]:
                 status, body, headers = scm.github(request)
             else:
                 status, body, headers = scm.gitlab(request)
-            raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            if isinstance(body, bytes):
+                raw, content_type = body, "text/plain"
+            else:
+                raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                content_type = "application/json"
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)

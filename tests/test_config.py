@@ -59,6 +59,7 @@ def test_cors_origin_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         ("OORED_ARTIFACT_TTL_DAYS", "0", "greater than or equal to 1"),
         ("OORED_LOG_FORMAT", "xml", "must be text or json, got 'xml'"),
         ("OORED_ACCESS_LOG", "maybe", "valid boolean"),
+        ("OORE_APP_STORE_CONNECT_API_BASE_URL", "ftp://apple", "must be http(s)://"),
     ],
 )
 def test_bad_values_give_one_clear_line(
@@ -108,6 +109,14 @@ def test_the_warpgate_ticket_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="OORE_WARPGATE_TICKET") as caught:
         settings_from_argv([])
     assert "t" * 1025 not in str(caught.value)
+
+
+def test_app_store_connect_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OORE_APP_STORE_CONNECT_API_BASE_URL", raising=False)
+    default = settings_from_argv([]).app_store_connect_api_base_url
+    assert default == "https://api.appstoreconnect.apple.com"
+    monkeypatch.setenv("OORE_APP_STORE_CONNECT_API_BASE_URL", " http://127.0.0.1:9000/asc/ ")
+    assert settings_from_argv([]).app_store_connect_api_base_url == "http://127.0.0.1:9000/asc"
 
 
 def test_the_names_the_daemon_answers_to(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,13 +1,13 @@
 """Leadership: one daemon of those sharing a database runs the maintenance duties.
 
 The duties (``oore/runtime.py`` lists them: runner lease sweeps, timeouts of builds whose
-daemon died, reservation expiry, webhook retries) must run somewhere even when the daemon
-that started a piece of work died, and need run in one place only. A lease row in
-PostgreSQL decides where: every daemon tries to take or renew it every third of the lease;
-the one that holds it runs the duties, and stops them as soon as it cannot be sure it
-still holds it (a renewal failed and the lease may have run out). A daemon that stops
-gives the lease up, so another takes over at its next try; one that dies is replaced once
-its lease has run out.
+daemon died, reservation expiry, webhook retries, the retention cleanup) must run
+somewhere even when the daemon that started a piece of work died, and need run in one
+place only. A lease row in PostgreSQL decides where: every daemon tries to take or renew
+it every third of the lease; the one that holds it runs the duties, and stops them as
+soon as it cannot be sure it still holds it (a renewal failed and the lease may have run
+out). A daemon that stops gives the lease up, so another takes over at its next try; one
+that dies is replaced once its lease has run out.
 """
 
 from __future__ import annotations

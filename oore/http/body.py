@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -10,7 +11,9 @@ import trio
 from pydantic import BaseModel, ConfigDict, ValidationError
 from quart import Quart, request
 from quart_schema import document_request
+from quart_trio.wrappers import TrioRequest
 
+from oore.domain import ios_signing, signing
 from oore.domain.json_input import JsonInputError, decode_json
 from oore.errors import InvalidRequest
 from oore.http.context import services
@@ -25,6 +28,37 @@ _RAW_BODY = "oore_raw_body"
 # Bodies up to this many bytes decode in well under a millisecond, on the event loop.
 INLINE_DECODE_MAX = 64 * 1024
 R = TypeVar("R")
+
+# Routes whose bodies may pass the app's default limit (contract §0.1), by path.
+LARGER_BODIES = (
+    (re.compile(r"^/v1/pipelines/[^/]+/ios-signing$"), ios_signing.MAX_REQUEST_BYTES),
+    (re.compile(r"^/v1/pipelines/[^/]+/android-signing$"), signing.MAX_REQUEST_BYTES),
+)
+
+
+def body_limit(path: str, default: int | None) -> int | None:
+    """The most bytes a request to ``path`` may send (413 ``payload_too_large`` past it)."""
+    for pattern, limit in LARGER_BODIES:
+        if pattern.match(path):
+            return limit
+    return default
+
+
+class RoutedRequest(TrioRequest):
+    """A request whose body limit is its route's (see :data:`LARGER_BODIES`): the limit
+    must be known when the request is made, as its body starts arriving before routing."""
+
+    def __init__(
+        self,
+        method: str,
+        scheme: str,
+        path: str,
+        *args: Any,
+        max_content_length: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        limit = body_limit(path, max_content_length)
+        super().__init__(method, scheme, path, *args, max_content_length=limit, **kwargs)
 
 
 class Body(BaseModel):

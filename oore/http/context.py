@@ -25,14 +25,19 @@ from oore.services.database import DatabaseStatus
 from oore.services.events import Events
 from oore.services.identity import Identity
 from oore.services.integrations import Integrations
+from oore.services.ios_signing import IosSigning
 from oore.services.logs import Logs
 from oore.services.metrics import ServiceMetrics
 from oore.services.network import Network
+from oore.services.notifications import Notifications
+from oore.services.previews import Previews
 from oore.services.projects import Projects
+from oore.services.retention import Retention
 from oore.services.runners import Runners
 from oore.services.settings import InstanceSettings
 from oore.services.setup import Setup
 from oore.services.signin import SignIn
+from oore.services.signing import Signing
 from oore.services.users import Users
 from oore.services.variables import Variables
 from oore.services.webhooks import Webhooks
@@ -50,6 +55,7 @@ class AppServices:
     access: Access
     projects: Projects
     builds: Builds
+    previews: Previews
     runners: Runners
     artifacts: Artifacts
     artifact_storage: ArtifactStorageService
@@ -65,10 +71,14 @@ class AppServices:
     signin: SignIn
     integrations: Integrations
     webhooks: Webhooks
+    notifications: Notifications
     variables: Variables
+    ios_signing: IosSigning
+    signing: Signing
     metrics: ServiceMetrics
     events: Events
     cluster: Callable[[], ClusterState]
+    retention: Retention
     version: str = __version__
     # Session cookies are marked Secure even on plain http (TLS ends at a proxy).
     cookie_secure: bool = False

@@ -24,6 +24,7 @@ import httpx
 import trio
 
 from oore.domain.builds import StepResult
+from oore.domain.signing import SIGNING_TOKEN_HEADER, AndroidSigningMaterial, parse_android_material
 from oore.domain.variables import BuildVariable, parse_build_variables
 from oore.protocol import runner as protocol
 from oore.protocol.runner import (
@@ -112,6 +113,8 @@ class Job:
     attempt: int | None = None
     # Server-side variables and secrets, in clear: kept in memory for this build only.
     variables: tuple[BuildVariable, ...] = field(default=(), repr=False)
+    # The pipeline has Android signing enabled: fetch it with the signing token.
+    android_signing: bool = False
 
     @classmethod
     def from_json(cls, data: object) -> Job:
@@ -124,6 +127,9 @@ class Job:
         variables = parse_build_variables(data.get("variables", []))
         if variables is None:
             raise ProtocolError("claim answer: job.variables is malformed")
+        signing = data.get("signing") or {}
+        if not isinstance(signing, dict):
+            raise ProtocolError("claim answer: job.signing is not an object")
         return cls(
             build_id=_field(data, "build_id", str),
             project_id=_field(data, "project_id", str),
@@ -136,6 +142,7 @@ class Job:
             branch=_optional(data, "branch", str),
             attempt=_optional(data, "attempt", int),
             variables=variables,
+            android_signing=signing.get("android") is True,
         )
 
 
@@ -385,6 +392,20 @@ class RunnerClient(RunnerOperations):
             json={"error_message": error_message},
         )
 
+    async def android_signing(
+        self, build_id: str, signing_token: str
+    ) -> list[AndroidSigningMaterial]:
+        """The enabled Android signing profiles of a build this runner holds, in clear."""
+        response = await self._runner_call(
+            "GET",
+            f"jobs/{quote(build_id, safe='')}/android-signing",
+            headers={SIGNING_TOKEN_HEADER: signing_token},
+        )
+        found = parse_android_material(_object(response))
+        if found is None:
+            raise ProtocolError("android-signing answer is malformed")
+        return found
+
     def upload_target(self, upload_url: str) -> str:
         """Where to PUT: a local-storage URL goes to this runner's own server (the one it
         reaches), whatever base the server wrote into it; other URLs are used as given."""
@@ -451,6 +472,7 @@ class RunnerClient(RunnerOperations):
         json: object = None,
         params: Mapping[str, Any] | None = None,
         limit: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         if self.credentials is None:
             raise RuntimeError("RunnerClient has no runner credentials; register first")
@@ -462,6 +484,7 @@ class RunnerClient(RunnerOperations):
             json=json,
             params=params,
             limit=limit,
+            headers=headers,
         )
 
     async def _call(
@@ -473,6 +496,7 @@ class RunnerClient(RunnerOperations):
         json: object = None,
         params: Mapping[str, Any] | None = None,
         limit: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         seconds = self._timeout if limit is None else limit
         server = self.servers.current
@@ -483,7 +507,7 @@ class RunnerClient(RunnerOperations):
                     f"{server.url}{path}",
                     json=json,
                     params=params,
-                    headers={"Authorization": f"Bearer {bearer}"},
+                    headers={**(headers or {}), "Authorization": f"Bearer {bearer}"},
                     timeout=seconds,
                 )
         except (httpx.TransportError, trio.TooSlowError) as exc:

@@ -1,12 +1,13 @@
 """One claimed build, from the ``running`` report to the final one (contract §5.6).
 
-Order: report ``running`` → check out → resolve the config → plan the steps → run them
-while a watcher long-polls the build's state → upload the artifacts (when the steps
-succeeded) → ship the logs → report ``succeeded`` or ``failed`` with the steps. When the
-watcher hears that the build is no longer ours (403 ``runner_mismatch`` or a status other
-than assigned/running) the work is cancelled and nothing more is reported. When the agent
-itself is cancelled (shutting down), the work is cancelled and ``failed`` is reported,
-shielded and bounded.
+Order: report ``running`` → check out → resolve the config → plan the steps → fetch the
+signing material (when the claim says the pipeline has some; its files are removed when
+the steps end) → run them while a watcher long-polls the build's state → upload the
+artifacts (when the steps succeeded) → ship the logs → report ``succeeded`` or ``failed``
+with the steps. When the watcher hears that the build is no longer ours (403
+``runner_mismatch`` or a status other than assigned/running) the work is cancelled and
+nothing more is reported. When the agent itself is cancelled (shutting down), the work is
+cancelled and ``failed`` is reported, shielded and bounded.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,21 +24,31 @@ from typing import Any, TypeVar
 import trio
 
 from oore.domain.builds import TERMINAL, StepResult
-from oore.domain.pipeline_config import Step, plan_steps
+from oore.domain.pipeline_config import EnvVar, Step, plan_steps
 from oore.domain.variables import keep_secrets_in_steps
 from oore.protocol.runner import Code
 from oore.runner.artifacts import ArtifactUploader, UploadFailed
 from oore.runner.checkout import CheckoutError, checkout
-from oore.runner.client import Job, ReportStatus, RunnerClient, ServerError, Stream, retryable
+from oore.runner.client import (
+    Job,
+    ReportStatus,
+    RunnerClient,
+    RunnerError,
+    ServerError,
+    Stream,
+    retryable,
+)
 from oore.runner.executor import Executor, build_environment
 from oore.runner.logs import LogBatcher, open_log_batcher
-from oore.runner.resolve import UI_SOURCE, ConfigError, resolve_config
+from oore.runner.resolve import UI_SOURCE, ConfigError, ResolvedConfig, resolve_config
 from oore.runner.retry import Backoff, with_retries
+from oore.runner.signing import SigningFiles, SigningFilesError, android_signing_files
 from oore.runner.variables import LogMask, file_secrets, pipeline_env, server_secrets
 
 JOB_STATE_WAIT = 20
 FINAL_REPORT_DEADLINE = 10.0
 CLEANUP_DEADLINE = 60.0
+SIGNING_FETCH_DEADLINE = 60.0
 RUNNER_FAILED = 1
 ENDED = frozenset(status.value for status in TERMINAL)
 
@@ -213,14 +225,6 @@ class JobRunner:
                 "pipeline: the secret's value is used"
             )
         mask.add(file_secrets(var for step in steps for var in step.env))
-        env = build_environment(
-            self._base_env,
-            variables,
-            build_id=job.build_id,
-            build_number=job.build_number,
-            commit_sha=tree.commit_sha,
-            branch=branch,
-        )
         missing = sorted(set(resolved.config.runner_labels) - set(self._labels))
         if missing:
             return await log.fail(
@@ -228,6 +232,79 @@ class JobRunner:
                 f"{', '.join(missing)} (set them as the pipeline's runner_labels too, so "
                 "the server hands its builds only to runners that have them)"
             )
+        async with AsyncExitStack() as signing:
+            signing_env: dict[str, str] = {}
+            if job.android_signing:
+                found = await self._android_signing(job, log, signing)
+                if isinstance(found, Failure):
+                    return found
+                mask.add(found.secrets)
+                signing_env = found.env
+            return await self._run_steps(
+                job,
+                dest,
+                log,
+                results,
+                resolved,
+                steps,
+                variables,
+                tree.commit_sha,
+                branch,
+                signing_env,
+            )
+
+    async def _android_signing(
+        self, job: Job, log: _BuildLog, stack: AsyncExitStack
+    ) -> SigningFiles | Failure:
+        """Fetch the pipeline's Android signing material and write it where the build can
+        read it (removed when ``stack`` closes); a Failure when it cannot be had."""
+        label = f"build #{job.build_number}: fetch Android signing"
+        try:
+            with trio.fail_after(SIGNING_FETCH_DEADLINE):
+                materials = await with_retries(
+                    lambda: self._client.android_signing(job.build_id, job.signing_token),
+                    what=label,
+                    say=self._say,
+                )
+        except trio.TooSlowError:
+            return await log.fail(
+                f"could not fetch the Android signing material in {SIGNING_FETCH_DEADLINE:g}s"
+            )
+        except RunnerError as exc:
+            return await log.fail(f"could not fetch the Android signing material: {exc}")
+        if not materials:
+            await log.info("Android signing is no longer enabled for this pipeline")
+            return SigningFiles(Path(), {}, ())
+        try:
+            files = await stack.enter_async_context(android_signing_files(materials))
+        except SigningFilesError as exc:
+            return await log.fail(f"could not prepare the Android signing material: {exc}")
+        names = ", ".join(material.build_type for material in materials)
+        await log.info(f"Android signing ({names}): keystores in {files.directory}")
+        return files
+
+    async def _run_steps(
+        self,
+        job: Job,
+        dest: Path,
+        log: _BuildLog,
+        results: list[StepResult],
+        resolved: ResolvedConfig,
+        steps: list[Step],
+        variables: list[EnvVar],
+        commit_sha: str,
+        branch: str | None,
+        signing_env: Mapping[str, str],
+    ) -> Failure | None:
+        env = build_environment(
+            self._base_env,
+            variables,
+            build_id=job.build_id,
+            build_number=job.build_number,
+            commit_sha=commit_sha,
+            branch=branch,
+        )
+        env.update(signing_env)
         first = len(results)
         timeout = resolved.config.timeout
         with trio.move_on_after(math.inf if timeout is None else timeout) as bound:

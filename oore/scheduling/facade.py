@@ -364,7 +364,7 @@ class Scheduling:
             queued_s=now - build.queued_at,
             attempt=build.attempt,
         )
-        return Job(build, signing, lease, variables)
+        return Job(build, signing, lease, variables, outcome.android_signing)
 
     async def _handed(self, job: Job) -> Job:
         """The job, unless the claimant was cancelled meanwhile: then it goes back."""

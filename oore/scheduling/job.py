@@ -22,6 +22,8 @@ class Job:
     # The project's and pipeline's variables in clear: only ever in this answer, to the
     # runner holding the build, never in the snapshot.
     variables: tuple[BuildVariable, ...] = field(default=(), repr=False)
+    # Whether the runner is to fetch the pipeline's Android signing material (§5.6).
+    android_signing: bool = False
 
     def to_json(self) -> dict[str, Any]:
         build = self.build
@@ -35,6 +37,7 @@ class Job:
             "signing_token": self.signing_token,
             "attempt": build.attempt,
             "variables": [variable.to_json() for variable in self.variables],
+            "signing": {"android": self.android_signing},
         }
         if build.commit_sha:
             job["commit_sha"] = build.commit_sha

@@ -21,7 +21,6 @@ import trio
 
 from oore.domain.artifact_storage import StorageProvider
 from oore.domain.artifacts import (
-    DAY_SECONDS,
     DOWNLOAD_URL_TTL,
     MAX_QUERY_BUILD_IDS,
     MAX_UPLOAD_BYTES,
@@ -37,6 +36,7 @@ from oore.domain.artifacts import (
 from oore.domain.builds import Build
 from oore.domain.ids import new_id
 from oore.domain.rbac import ProjectPermission, is_instance_admin, require_project
+from oore.domain.retention import artifact_expiry, effective_policy
 from oore.domain.runners import Runner
 from oore.domain.users import Session
 from oore.errors import ApiError, Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthorized
@@ -185,7 +185,8 @@ class Artifacts:
             StoredObject(key, artifact_id, clean_name)
         )
         now = self._clock.now()
-        ttl_days = self._config.ttl_days
+        kept = await self._store.retention.policy_rows(build.project_id)
+        policy = effective_policy(kept.settings, kept.override, self._config.ttl_days)
         artifact = await self._store.artifacts.insert(
             NewArtifact(
                 id=artifact_id,
@@ -196,7 +197,7 @@ class Artifacts:
                 file_size=file_size,
                 checksum=checksum,
                 metadata=metadata,
-                expires_at=None if ttl_days is None else now + ttl_days * DAY_SECONDS,
+                expires_at=artifact_expiry(policy, now),
                 now=now,
             )
         )
@@ -349,14 +350,26 @@ class Artifacts:
             gone, failures = await _delete_objects(backend, batch)
             purged += await self._store.artifacts.delete_rows(gone)
             if failures:
+                first = next(iter(failures.values()))
                 log.warning(
                     "project %s: %d artifact object(s) could not be deleted: %s",
                     project_id,
                     len(failures),
-                    failures[0],
+                    first,
                 )
-                raise failures[0]
+                if len(failures) > 1:
+                    raise storage_error(f"Could not delete {len(failures)} artifact object(s)")
+                raise first
         return purged
+
+    async def delete_objects(
+        self, batch: Sequence[Artifact]
+    ) -> tuple[list[str], dict[str, ApiError]]:
+        """Revoke the local URLs of ``batch`` and delete their objects from the storage
+        in use (a missing object counts as deleted): the ids whose object is gone, and
+        the error of each other one. The rows are the caller's."""
+        await self.storage.revoke_urls({artifact.id for artifact in batch})
+        return await _delete_objects(self.storage.backend, batch)
 
     # -- stale reservations --------------------------------------------------------------
 
@@ -412,19 +425,19 @@ class Artifacts:
 
 async def _delete_objects(
     backend: ArtifactStorage, batch: Sequence[Artifact]
-) -> tuple[list[str], list[ApiError]]:
+) -> tuple[list[str], dict[str, ApiError]]:
     """Delete the objects of ``batch``: the ids of the artifacts whose object is gone,
-    and the errors of the others. S3 takes the whole batch in one request; other
-    backends delete ``PURGE_CONCURRENCY`` objects at once."""
+    and the error of each other one by its id. S3 takes the whole batch in one request;
+    other backends delete ``PURGE_CONCURRENCY`` objects at once."""
     if isinstance(backend, S3Storage):
         left = await backend.delete_batch([stored_object(artifact) for artifact in batch])
         failed = {obj.artifact_id for obj in left}
         deleted = [artifact.id for artifact in batch if artifact.id not in failed]
-        if not failed:
-            return deleted, []
-        return deleted, [storage_error(f"Could not delete {len(failed)} artifact object(s)")]
+        return deleted, {
+            key: storage_error("Could not delete the artifact object") for key in failed
+        }
     gone: list[str] = []
-    failures: list[ApiError] = []
+    failures: dict[str, ApiError] = {}
     limiter = trio.CapacityLimiter(PURGE_CONCURRENCY)
 
     async def delete_one(artifact: Artifact) -> None:
@@ -432,7 +445,7 @@ async def _delete_objects(
             try:
                 await backend.delete(stored_object(artifact))
             except ApiError as exc:
-                failures.append(exc)
+                failures[artifact.id] = exc
             else:
                 gone.append(artifact.id)
 

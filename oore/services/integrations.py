@@ -231,7 +231,7 @@ class Integrations:
             return None
         return user
 
-    async def _watched(self, integration: Integration, call: Callable[[], Awaitable[T]]) -> T:
+    async def watched(self, integration: Integration, call: Callable[[], Awaitable[T]]) -> T:
         """Run a call that presents the integration's stored credential: a refusal records
         a problem on it, a success clears a standing one."""
         try:
@@ -244,6 +244,36 @@ class Integrations:
         if integration.problem is not None:
             await self._store.integrations.clear_problem(integration.id, self._clock.now())
         return result
+
+    async def github_token(self, integration: Integration, installation_id: str) -> str:
+        """An installation token of the GitHub App for one of its installations (ids of
+        this store); 409 ``invalid_source_state`` without usable credentials."""
+        stored = await self._store.integrations.credentials(integration.id)
+        pem = self._open_json(stored.credentials_enc if stored else None).get("pem")
+        installation = next(
+            (
+                found
+                for found in await self._store.integrations.installations(integration.id)
+                if found.id == installation_id
+            ),
+            None,
+        )
+        if not isinstance(pem, str) or integration.app_id is None or installation is None:
+            raise Conflict("invalid_source_state", "The integration has no usable credentials")
+        async with self.scm.session() as scm:
+            token = await scm.installation_token(
+                integration.app_id, pem, installation.external_id, self._clock.now()
+            )
+        return token.token
+
+    async def gitlab_credential(self, integration: Integration) -> tuple[str, GitLabCredential]:
+        """The GitLab host and the stored token; 409 ``invalid_source_state`` without one."""
+        stored = await self._store.integrations.credentials(integration.id)
+        token = self._open_json(stored.credentials_enc if stored else None).get("access_token")
+        if not isinstance(token, str) or integration.host_url is None:
+            raise Conflict("invalid_source_state", "The integration has no access token yet")
+        oauth = integration.auth_mode is AuthMode.OAUTH_APP
+        return integration.host_url, GitLabCredential(token, oauth=oauth)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -488,13 +518,7 @@ class Integrations:
     # -- GitLab --------------------------------------------------------------------------
 
     async def _sync_gitlab(self, integration: Integration) -> list[Installation]:
-        stored = await self._store.integrations.credentials(integration.id)
-        creds = self._open_json(stored.credentials_enc if stored else None)
-        token = creds.get("access_token")
-        host = integration.host_url
-        if not isinstance(token, str) or host is None:
-            raise Conflict("invalid_source_state", "The integration has no access token yet")
-        credential = GitLabCredential(token, oauth=integration.auth_mode is AuthMode.OAUTH_APP)
+        host, credential = await self.gitlab_credential(integration)
         now = self._clock.now()
         async with self.scm.session() as scm:
             user = await scm.gitlab_user(host, credential)
@@ -513,9 +537,9 @@ class Integrations:
 
     async def _sync(self, integration: Integration) -> list[Installation]:
         if integration.provider is IntegrationProvider.GITHUB:
-            return await self._watched(integration, lambda: self._sync_github(integration))
+            return await self.watched(integration, lambda: self._sync_github(integration))
         if integration.provider is IntegrationProvider.GITLAB:
-            return await self._watched(integration, lambda: self._sync_gitlab(integration))
+            return await self.watched(integration, lambda: self._sync_gitlab(integration))
         return await self._store.integrations.installations(integration.id)
 
     async def sync_installations(self, session: Session, integration_id: str) -> list[Installation]:
@@ -666,18 +690,13 @@ class Integrations:
         integration = await self._found(integration_id)
         if integration.provider is not IntegrationProvider.GITLAB:
             raise InvalidInput("invalid_auth_mode", "The integration is not a GitLab one")
-        stored = await self._store.integrations.credentials(integration.id)
-        token = self._open_json(stored.credentials_enc if stored else None).get("access_token")
-        if not isinstance(token, str) or integration.host_url is None:
-            raise Conflict("invalid_source_state", "The integration has no access token yet")
-        host = integration.host_url
-        credential = GitLabCredential(token, oauth=integration.auth_mode is AuthMode.OAUTH_APP)
+        host, credential = await self.gitlab_credential(integration)
 
         async def probe() -> None:
             async with self.scm.session() as scm:
                 await scm.gitlab_user(host, credential)
 
-        await self._watched(integration, probe)
+        await self.watched(integration, probe)
         return await self.detail(session, integration.id)
 
     async def rotate_gitlab_webhook_secret(

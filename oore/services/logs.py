@@ -63,6 +63,7 @@ from oore.scheduling import Scheduling
 from oore.services.access import Access
 from oore.services.builds import Builds
 from oore.services.identity import Identity
+from oore.services.signing import Signing
 from oore.services.variables import Variables
 from oore.store.stream_tokens import StreamToken, TokenLimits
 
@@ -195,6 +196,7 @@ class Logs:
         identity: Identity,
         config: LogConfig,
         variables: Variables,
+        signing: Signing | None = None,
     ) -> None:
         self.store = scheduling.store
         self.clock = scheduling.clock
@@ -205,6 +207,7 @@ class Logs:
         self._access = access
         self._identity = identity
         self._variables = variables
+        self._signing = signing
         records = _Records(self)
         self.commits = LogCommits(records.commit_groups)
         self.streams = LogStreams(
@@ -260,6 +263,8 @@ class Logs:
         if not lines:
             return 0
         found = secret_values(build.config_snapshot) + await self._variables.secrets_to_mask(build)
+        if self._signing is not None:
+            found += await self._signing.secrets_to_mask(build)
         secrets = tuple(sorted(set(found), key=len, reverse=True))
         count = await self.streams.append(
             build.id, runner.id, build.attempt, _prepared(lines, secrets)

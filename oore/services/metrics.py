@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal, get_args
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from oore.domain.builds import TERMINAL, Build, BuildStatus
 from oore.domain.logs import LogLine
+from oore.domain.retention import CleanupReport
 from oore.domain.webhooks import Provider
 
 # The ends a build reaches from the queue or a runner (``expired`` comes later, to a build
@@ -30,6 +31,14 @@ WebhookReceived = Literal["accepted", "duplicate", "rejected", "error"]
 # Per processing attempt: builds queued; nothing to build; failed and retried later;
 # failed for the last time.
 WebhookHandled = Literal["processed", "ignored", "retried", "failed"]
+# Per notification attempt: delivered (2xx, mail accepted); failed and retried later;
+# failed for the last time.
+NotificationOutcome = Literal["sent", "retried", "failed"]
+NOTIFICATION_KINDS = ("email", "mattermost", "webhook")
+
+# A retention run: everything due was done; something was left for the next run (its
+# errors say what); the run itself failed (the database did not answer).
+RetentionOutcome = Literal["ok", "partial", "failed"]
 
 QUEUE_WAIT_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200)
@@ -78,6 +87,58 @@ class ServiceMetrics(Collector):
             ["provider", "outcome"],
             registry=None,
         )
+        self.retention_artifacts = Counter(
+            "oore_retention_artifacts_deleted_total",
+            "Artifact objects deleted by retention runs of this daemon",
+            registry=None,
+        )
+        self.retention_bytes = Counter(
+            "oore_retention_bytes_freed_total",
+            "Bytes of those artifacts (as their runners reported them)",
+            registry=None,
+        )
+        self.retention_expired = Counter(
+            "oore_retention_builds_expired_total",
+            "Builds moved to expired by retention runs of this daemon",
+            registry=None,
+        )
+        self.retention_deleted = Counter(
+            "oore_retention_builds_deleted_total",
+            "Builds deleted by retention runs of this daemon (target full)",
+            registry=None,
+        )
+        self.retention_log_lines = Counter(
+            "oore_retention_log_lines_deleted_total",
+            "Build log lines deleted by retention runs of this daemon",
+            registry=None,
+        )
+        self.retention_runs = Counter(
+            "oore_retention_runs_total",
+            "Retention runs of this daemon, by outcome",
+            ["outcome"],
+            registry=None,
+        )
+        self.retention_last_run = Gauge(
+            "oore_retention_last_run_finished_timestamp_seconds",
+            "When the last retention run (of any daemon) finished, as far as this daemon knows",
+            registry=None,
+        )
+        for outcome in get_args(RetentionOutcome):
+            self.retention_runs.labels(outcome)
+        self.notifications_sent = Counter(
+            "oore_notifications_sent_total",
+            "Notification delivery attempts, by channel kind and outcome",
+            ["kind", "outcome"],
+            registry=None,
+        )
+        self.notification_queue = Gauge(
+            "oore_notification_queue_depth",
+            "Notification deliveries waiting to be sent (as of this daemon's last drain)",
+            registry=None,
+        )
+        for kind in NOTIFICATION_KINDS:
+            for notified in get_args(NotificationOutcome):
+                self.notifications_sent.labels(kind, notified)
         for status in FINISHED:
             self.builds_finished.labels(status)
             self.build_duration.labels(status)
@@ -87,7 +148,7 @@ class ServiceMetrics(Collector):
             for outcome in get_args(WebhookHandled):
                 self.webhooks_handled.labels(provider.value, outcome)
 
-    def _metrics(self) -> tuple[Counter | Histogram, ...]:
+    def _metrics(self) -> tuple[Counter | Gauge | Histogram, ...]:
         return (
             self.builds_finished,
             self.build_duration,
@@ -96,6 +157,15 @@ class ServiceMetrics(Collector):
             self.log_bytes,
             self.webhooks_received,
             self.webhooks_handled,
+            self.retention_artifacts,
+            self.retention_bytes,
+            self.retention_expired,
+            self.retention_deleted,
+            self.retention_log_lines,
+            self.retention_runs,
+            self.retention_last_run,
+            self.notifications_sent,
+            self.notification_queue,
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -139,3 +209,29 @@ class ServiceMetrics(Collector):
     def webhook_handled(self, provider: Provider, outcome: WebhookHandled) -> None:
         """A processing attempt of a stored delivery ended."""
         self.webhooks_handled.labels(provider.value, outcome).inc()
+
+    def retention_ran(self, report: CleanupReport) -> None:
+        """A retention run of this daemon ended and was recorded."""
+        self.retention_artifacts.inc(report.artifacts_deleted)
+        self.retention_bytes.inc(report.bytes_freed)
+        self.retention_expired.inc(report.builds_expired)
+        self.retention_deleted.inc(report.builds_deleted)
+        self.retention_log_lines.inc(report.log_lines_deleted)
+        self.retention_runs.labels(report.outcome).inc()
+        self.retention_last_run.set(report.finished_at)
+
+    def retention_failed(self) -> None:
+        """A retention run of this daemon could not be done or recorded."""
+        self.retention_runs.labels("failed").inc()
+
+    def retention_seen(self, report: CleanupReport) -> None:
+        """The last recorded run (perhaps another daemon's) was read."""
+        self.retention_last_run.set(report.finished_at)
+
+    def notification_sent(self, kind: str, outcome: NotificationOutcome) -> None:
+        """A delivery attempt to a channel of ``kind`` ended."""
+        self.notifications_sent.labels(kind, outcome).inc()
+
+    def notifications_waiting(self, count: int) -> None:
+        """Deliveries not yet sent nor given up, counted by a drain."""
+        self.notification_queue.set(count)

@@ -13,6 +13,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -198,7 +199,13 @@ class ProviderClient:
     bundle is the slow part of making an HTTP client)."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._ssl = ssl_context or httpx.create_ssl_context()
+        self._given_ssl = ssl_context
+
+    @cached_property
+    def _ssl(self) -> ssl.SSLContext:
+        """Made on first use: most runtimes never call out, and loading the CA bundle
+        takes a tenth of a second."""
+        return self._given_ssl or httpx.create_ssl_context()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[ProviderSession]:

@@ -17,13 +17,17 @@ from oore.store.database import Connection, Database, Revive, open_database
 from oore.store.instance import InstanceStore
 from oore.store.integration_states import IntegrationStateStore
 from oore.store.integrations import IntegrationStore
+from oore.store.ios_signing import IosSigningStore
 from oore.store.migrations import applied_versions, known_migrations, migrate
+from oore.store.notifications import NotificationStore
 from oore.store.oidc import OidcStore
 from oore.store.pending_signins import PendingSignInStore
 from oore.store.pipelines import PipelineStore
 from oore.store.projects import ProjectStore
+from oore.store.retention import RetentionStore
 from oore.store.runners import RunnerStore
 from oore.store.settings import SettingsStore
+from oore.store.signing import SigningStore
 from oore.store.stream_tokens import StreamTokenStore
 from oore.store.url_tokens import UrlTokenStore
 from oore.store.users import UserStore
@@ -59,11 +63,15 @@ class Store:
         self.webhooks = WebhookStore(db)
         self.integrations = IntegrationStore(db)
         self.variables = VariableStore(db)
+        self.ios_signing = IosSigningStore(db)
+        self.signing = SigningStore(db)
         self.cluster = ClusterStore(db)
         self.stream_tokens = StreamTokenStore(db)
         self.url_tokens = UrlTokenStore(db)
         self.integration_states = IntegrationStateStore(db)
         self.pending_signins = PendingSignInStore(db)
+        self.retention = RetentionStore(db)
+        self.notifications = NotificationStore(db)
 
     async def readiness(self) -> Readiness:
         """Can we reach the database, and is its schema the one this code expects?"""

@@ -39,8 +39,32 @@ async def recreate_database(admin_url: str, name: str) -> None:
 
 
 async def clone_database(admin_url: str, template: str, name: str) -> None:
-    """Create ``name`` as a file-level copy of ``template`` (fast; template must be idle)."""
-    await _execute(admin_url, [f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template)}"])
+    """Create ``name`` as a file-level copy of ``template`` (template must be idle).
+
+    ``FILE_COPY`` copies the template's files and checkpoints, where the default
+    ``WAL_LOG`` writes every page of it through the WAL: for a small template such as a
+    freshly migrated schema the copy is about twice as fast, and dropping it later is
+    cheaper too."""
+    await _execute(
+        admin_url,
+        [f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template)} STRATEGY FILE_COPY"],
+    )
+
+
+async def relax_durability(admin_url: str) -> None:
+    """For a throwaway test server only: no fsync, no full-page writes, no waiting for
+    the WAL on commit. A crash of the server may then lose or corrupt data, which a test
+    server started for one run can afford; creating and dropping a database per test
+    stops waiting on the disk."""
+    await _execute(
+        admin_url,
+        [
+            "ALTER SYSTEM SET fsync = off",
+            "ALTER SYSTEM SET full_page_writes = off",
+            "ALTER SYSTEM SET synchronous_commit = off",
+            "SELECT pg_reload_conf()",
+        ],
+    )
 
 
 async def drop_database(admin_url: str, name: str) -> None:

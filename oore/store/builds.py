@@ -353,6 +353,8 @@ class ClaimOutcome:
     build: Build | None
     runner_gone: bool = False
     variables: tuple[StoredVariable, ...] = ()
+    # Whether the build's pipeline has an enabled Android signing profile.
+    android_signing: bool = False
 
 
 # The stored variables a claimed build's runner gets: its project's and its pipeline's.
@@ -360,6 +362,10 @@ _CLAIMED_VARIABLES = """(SELECT COALESCE(jsonb_agg(v), '[]') FROM variables v
                          WHERE v.project_id = b.project_id
                            AND (v.pipeline_id IS NULL OR v.pipeline_id = b.pipeline_id))
                         AS claimed_variables"""
+# Whether the runner is to fetch signing material: one probe of a primary key.
+_CLAIMED_SIGNING = """EXISTS (SELECT 1 FROM android_signing_profiles s
+                              WHERE s.pipeline_id = b.pipeline_id AND s.enabled)
+                      AS claimed_android_signing"""
 
 
 def _claiming(pairs: str, source: str) -> str:
@@ -379,7 +385,7 @@ def _claiming(pairs: str, source: str) -> str:
                    last_runner_name = live.name
                FROM {source} JOIN live ON live.id = c.runner_id
                WHERE b.id = c.build_id AND b.status = 'queued' AND b.runner_id IS NULL
-               RETURNING b.*, {_PROJECT_NAME}, {_CLAIMED_VARIABLES}),
+               RETURNING b.*, {_PROJECT_NAME}, {_CLAIMED_VARIABLES}, {_CLAIMED_SIGNING}),
            logged AS (
                INSERT INTO build_events (id, build_id, from_status, to_status, actor, reason,
                                          created_at)
@@ -442,7 +448,13 @@ async def _outcomes(
             outcomes.append(ClaimOutcome(None, runner_gone=claim.runner_id in gone))
             continue
         variables = tuple(variable_from_row(v) for v in row["claimed_variables"])
-        outcomes.append(ClaimOutcome(build_from_row(row), variables=variables))
+        outcomes.append(
+            ClaimOutcome(
+                build_from_row(row),
+                variables=variables,
+                android_signing=row["claimed_android_signing"],
+            )
+        )
     return outcomes
 
 
@@ -591,6 +603,16 @@ async def _recover_scheduled(conn: Connection, now: int) -> int:
         ],
     )
     return len(rows)
+
+
+async def _last_succeeded_commit(conn: Connection, pipeline_id: str) -> str | None:
+    found: str | None = await conn.fetchval(
+        """SELECT commit_sha FROM builds
+           WHERE pipeline_id = $1 AND status = 'succeeded' AND commit_sha IS NOT NULL
+           ORDER BY finished_at DESC NULLS LAST, build_number DESC LIMIT 1""",
+        pipeline_id,
+    )
+    return found
 
 
 async def _older_active(
@@ -978,6 +1000,10 @@ class BuildStore:
     async def recover_scheduled(self, now: int) -> int:
         """Move every ``scheduled`` build back to ``queued`` (daemon start, contract §4.2)."""
         return await self._db.transaction(_recover_scheduled, now)
+
+    async def last_succeeded_commit(self, pipeline_id: str) -> str | None:
+        """The commit of the pipeline's build that succeeded last (one with a commit)."""
+        return await self._db.run(_last_succeeded_commit, pipeline_id)
 
     async def older_active(
         self, pipeline_id: str, branch: str | None, newer_than: str

@@ -17,6 +17,9 @@ from typing import Protocol
 import httpx
 import pytest
 
+from oore.datadir import PGDATA_DIR
+from oore.store.embedded import EmbeddedPostgres
+
 START_TIMEOUT = 30.0
 # The daemon's output ends when it exits, unless a child it left behind holds the pipe.
 READER_JOIN_TIMEOUT = 10.0
@@ -25,11 +28,16 @@ _LISTENING = re.compile(r"oored listening on (http://\S+)")
 
 class Daemon:
     """One ``oored`` process; its output is read as it comes (a thread drains the pipe, so
-    a talkative daemon never blocks on a full pipe) and kept so failures can show it."""
+    a talkative daemon never blocks on a full pipe) and kept so failures can show it.
 
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    ``cluster``: an initialised PostgreSQL cluster copied into the data directory before
+    the first start when it has none (and no external database is named), so the daemon
+    skips initdb, which takes seconds; None for a first start that runs initdb itself."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], cluster: Path | None) -> None:
         self.data_dir = data_dir
         self.env = env
+        self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.output: list[str] = []
@@ -39,6 +47,12 @@ class Daemon:
         self._reader: threading.Thread | None = None
 
     def start(self, *extra: str, wait: bool = True) -> Daemon:
+        pgdata = self.data_dir / PGDATA_DIR
+        external = "OORED_DATABASE_URL" in self.env
+        if self.cluster is not None and not external and not pgdata.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # -a keeps the owner: run as root, pgserver runs PostgreSQL as another user
+            subprocess.run(["cp", "-a", str(self.cluster), str(pgdata)], check=True)
         self.output = []
         self._seen = 0
         self._ended = False
@@ -126,7 +140,7 @@ def free_port() -> int:
 
 
 def _postgres_pid(data_dir: Path) -> int | None:
-    pid_file = data_dir / "pg" / "postmaster.pid"
+    pid_file = data_dir / PGDATA_DIR / "postmaster.pid"
     if not pid_file.exists():
         return None
     return int(pid_file.read_text().split("\n", 1)[0])
@@ -151,13 +165,24 @@ class DaemonFactory(Protocol):
     def __call__(self, data_dir: Path | None = None) -> Daemon: ...
 
 
+@pytest.fixture(scope="session")
+def initialised_cluster(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty PostgreSQL cluster made as the daemon makes its own, then stopped."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("cluster") / PGDATA_DIR)
+    server.start()
+    server.stop()
+    return server.pgdata
+
+
 @pytest.fixture
-def make_daemon(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[DaemonFactory]:
+def make_daemon(
+    tmp_path: Path, daemon_env: dict[str, str], initialised_cluster: Path
+) -> Iterator[DaemonFactory]:
     """Daemons started by a test are stopped by it, and so is any embedded PostgreSQL left."""
     started: list[Daemon] = []
 
     def make(data_dir: Path | None = None) -> Daemon:
-        daemon = Daemon(data_dir or tmp_path / "data", daemon_env)
+        daemon = Daemon(data_dir or tmp_path / "data", daemon_env, initialised_cluster)
         started.append(daemon)
         return daemon
 

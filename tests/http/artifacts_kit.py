@@ -20,6 +20,7 @@ class Job:
     setup: Setup
     runner: Runner
     build_id: str
+    signing_token: str = ""  # the claim's, for the runner's signing routes
 
     @property
     def api(self) -> Api:
@@ -61,7 +62,7 @@ async def running_job(setup: Setup, name: str = "r") -> Job:
     assert job is not None and job["build_id"] == build["id"]
     running = await runner.report(build["id"], "running")
     assert running.status == 200, running.body
-    return Job(setup, runner, build["id"])
+    return Job(setup, runner, build["id"], job["signing_token"])
 
 
 def local_path(url: str) -> str:

@@ -18,6 +18,7 @@ from oore.domain.users import USER_SESSION_TTL, Role, User, UserStatus
 from oore.http.app import create_app
 from oore.runtime import Runtime, open_runtime
 from oore.scheduling import SchedulingConfig
+from oore.services.apple import AppleConfig
 from oore.services.artifact_storage import ArtifactsConfig
 from oore.services.events import EventsConfig
 from oore.services.logs import LogConfig
@@ -145,6 +146,13 @@ def scm_config() -> ScmConfig:
 
 
 @pytest.fixture
+def apple_config() -> AppleConfig:
+    """Where the runtime under test finds App Store Connect; tests/apple_kit.py points it
+    at loopback."""
+    return AppleConfig()
+
+
+@pytest.fixture
 async def runtime(
     store: Store,
     clock: FakeClock,
@@ -154,6 +162,7 @@ async def runtime(
     network_defaults: NetworkDefaults,
     scm_config: ScmConfig,
     events_config: EventsConfig,
+    apple_config: AppleConfig,
 ) -> AsyncIterator[Runtime]:
     await store.instance.ensure(clock.now())
     async with open_runtime(
@@ -164,6 +173,7 @@ async def runtime(
         artifacts_config,
         network_defaults,
         scm_config=scm_config,
+        apple_config=apple_config,
         events_config=events_config,
     ) as opened:
         yield opened

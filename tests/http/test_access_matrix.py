@@ -64,6 +64,8 @@ class Route:
     remote_only: bool = False
     # A WebSocket route: called as an upgrade; accepted is 101 (with its first reply).
     websocket: bool = False
+    # Headers to send besides Authorization (placeholders filled like the path's).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -98,8 +100,8 @@ def path_token(method: str, rule: str) -> Route:
     return Route(method, rule, Auth.PATH_TOKEN)
 
 
-def runner(method: str, rule: str, body: Any = None) -> Route:
-    return Route(method, rule, Auth.RUNNER, body=body)
+def runner(method: str, rule: str, body: Any = None, **kw: Any) -> Route:
+    return Route(method, rule, Auth.RUNNER, body=body, **kw)
 
 
 def runner_websocket(rule: str) -> Route:
@@ -112,8 +114,16 @@ def setup_step(method: str, rule: str, body: Any = None) -> Route:
 
 PIPELINE_BODY = {"name": "p2", "execution_config": {"platforms": ["android"]}}
 STORAGE_BODY = {"provider": "disabled"}
+# Port 9 on loopback refuses connections: a test message fails at once, in the background.
+CHANNEL_BODY = {
+    "name": "matrix",
+    "kind": "webhook",
+    "events": ["build_failed"],
+    "url": "http://127.0.0.1:9/hook",
+}
 VARIABLE_BODY = {"name": "MATRIX_VAR", "value": "plain", "secret": False}
 NAMED_VARIABLE_BODY = {"value": "matrix-secret-value", "secret": True}
+IOS_BODY = {"export_method": "ad_hoc", "bundle_ids": ["com.example.app"]}
 # Nothing listens on the discard port: discovery fails at once, without leaving loopback.
 DEAD_ISSUER = "http://127.0.0.1:9"
 
@@ -236,6 +246,14 @@ ROUTES = [
     user("GET", "/v1/pipelines/<pipeline_id>"),
     user("PATCH", "/v1/pipelines/<pipeline_id>", Role.DEVELOPER, body={"enabled": True}),
     admin("DELETE", "/v1/pipelines/<pipeline_id>"),
+    # retention: reading the project's needs project Read, changing it project Write
+    user("GET", "/v1/projects/<project_id>/retention"),
+    admin("PUT", "/v1/projects/<project_id>/retention", body={"keep_last_builds": 5}),
+    admin("DELETE", "/v1/projects/<project_id>/retention"),
+    # previews: the repository's pipeline files (manage_pipelines), the next changelog
+    # (trigger_build; without pipeline_id it is 400 once allowed)
+    user("GET", "/v1/projects/<project_id>/repository-workflows", Role.DEVELOPER),
+    user("GET", "/v1/projects/<project_id>/builds/changelog-preview", Role.DEVELOPER),
     # variables and secrets: reading needs manage_pipelines, writing the maintainer role
     user("GET", "/v1/projects/<project_id>/variables", Role.DEVELOPER),
     admin("POST", "/v1/projects/<project_id>/variables", body=VARIABLE_BODY),
@@ -245,6 +263,25 @@ ROUTES = [
     admin("POST", "/v1/pipelines/<pipeline_id>/variables", body=VARIABLE_BODY),
     admin("PUT", "/v1/pipelines/<pipeline_id>/variables/<variable>", body=NAMED_VARIABLE_BODY),
     admin("DELETE", "/v1/pipelines/<pipeline_id>/variables/<variable>"),
+    # iOS signing: manage_pipelines (App Store Connect is not asked: no API key is stored)
+    user("GET", "/v1/pipelines/<pipeline_id>/ios-signing", Role.DEVELOPER),
+    user("PUT", "/v1/pipelines/<pipeline_id>/ios-signing", Role.DEVELOPER, body=IOS_BODY),
+    user("POST", "/v1/pipelines/<pipeline_id>/ios-signing/sync", Role.DEVELOPER),
+    user("GET", "/v1/pipelines/<pipeline_id>/ios-signing/devices", Role.DEVELOPER),
+    user(
+        "POST",
+        "/v1/pipelines/<pipeline_id>/ios-signing/devices/register",
+        Role.DEVELOPER,
+        body={"name": "QA iPhone", "udid": "00008030-000A"},
+    ),
+    # signing material: manage_pipelines
+    user("GET", "/v1/pipelines/<pipeline_id>/android-signing", Role.DEVELOPER),
+    user(
+        "PUT",
+        "/v1/pipelines/<pipeline_id>/android-signing",
+        Role.DEVELOPER,
+        body={"debug": {"enabled": False}},
+    ),
     # builds and their logs
     user(
         "POST",
@@ -284,6 +321,9 @@ ROUTES = [
     # settings
     admin("GET", "/v1/settings/artifact-storage"),
     admin("PUT", "/v1/settings/artifact-storage", body=STORAGE_BODY),
+    admin("GET", "/v1/settings/retention"),
+    admin("PUT", "/v1/settings/retention", body={"log_retention_days": 30}),
+    admin("GET", "/v1/settings/retention/last-cleanup"),
     admin("GET", "/v1/settings/preferences"),
     admin("PUT", "/v1/settings/preferences", body={"key_storage_mode": "file"}),
     admin("GET", "/v1/settings/external-access/network"),
@@ -302,6 +342,14 @@ ROUTES = [
         "/v1/settings/external-access/oidc/test-connection",
         body={"issuer_url": DEAD_ISSUER},
     ),
+    # notification channels
+    admin("GET", "/v1/settings/notification-channels"),
+    admin("POST", "/v1/settings/notification-channels", body=CHANNEL_BODY),
+    admin("GET", "/v1/settings/notification-channels/<channel_id>"),
+    admin("PATCH", "/v1/settings/notification-channels/<channel_id>", body={"name": "renamed"}),
+    admin("POST", "/v1/settings/notification-channels/<channel_id>/test"),
+    admin("GET", "/v1/settings/notification-channels/<channel_id>/deliveries"),
+    admin("DELETE", "/v1/settings/notification-channels/<channel_id>"),
     # the runner protocol
     runner_websocket("/v1/runners/<runner_id>/channel"),
     runner("POST", "/v1/runners/<runner_id>/heartbeat", body={"status": "online"}),
@@ -321,6 +369,11 @@ ROUTES = [
         "POST",
         "/v1/runners/<runner_id>/jobs/<job_build_id>/artifacts/<artifact_id>/abort",
         body={"error_message": "x"},
+    ),
+    runner(
+        "GET",
+        "/v1/runners/<runner_id>/jobs/<job_build_id>/android-signing",
+        headers={"X-Oore-Signing-Token": "<signing_token>"},
     ),
 ]
 
@@ -386,7 +439,13 @@ class World:
             return await _upgrade(self.api, self.path(route.rule), authorization)
         headers = {} if authorization is None else {"Authorization": authorization}
         return await self.api.call(
-            route.method, self.path(route.rule), json=self.fill(route.body), headers=headers
+            route.method,
+            self.path(route.rule),
+            json=self.fill(route.body),
+            headers={
+                **{name: self.path(value) for name, value in route.headers.items()},
+                **headers,
+            },
         )
 
 
@@ -438,6 +497,10 @@ async def world(
     )
     assert enrollment.status == 201, enrollment.body
     other = await setup.runner("other")
+    channel = await api.post(
+        "/v1/settings/notification-channels", json=CHANNEL_BODY, token=owner_token
+    )
+    assert channel.status == 201, channel.body
 
     now = clock.now()
     expired = new_token()
@@ -487,6 +550,7 @@ async def world(
             "build_id": queued["id"],
             "done_build_id": done["id"],
             "job_build_id": job.build_id,
+            "signing_token": job.signing_token,
             "runner_id": job.runner.id,
             "artifact_id": artifact["id"],
             "artifact_token_id": scoped.body["id"],
@@ -495,6 +559,7 @@ async def world(
             "spare_id": spare.user.id,
             "target_id": target.user.id,
             "api_token_id": api_token.body["id"],
+            "channel_id": channel.body["channel"]["id"],
             "integration_id": "00000000-0000-4000-8000-0000000000a1",
             "token": new_token(),
             "variable": "MATRIX_VAR",

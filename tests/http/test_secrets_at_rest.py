@@ -6,6 +6,7 @@ each clear value it saw, then reads every row of every table as text and looks f
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,6 +18,7 @@ from oore.runtime import Runtime
 from oore.services.scm import ScmConfig
 from oore.store import Store
 from oore.store.database import Connection
+from tests.apple_kit import ISSUER_ID, KEY_ID, TEAM_ID, mobileprovision, new_p8
 from tests.http.artifacts_kit import running_job
 from tests.http.builds_kit import make_setup, repo
 from tests.http.conftest import Api
@@ -86,6 +88,89 @@ async def _mint_integration_secrets(
     state = SealedState.loads(runtime.identity.secrets.decrypt(sealed))
     assert state is not None
     seen["integration flow nonce"] = state.nonce
+
+
+async def _mint_ios_signing(api: Api, owner: str, pipeline_id: str, seen: dict[str, str]) -> None:
+    """A P12 with its password, a provisioning profile and an App Store Connect key."""
+    p12 = base64.b64encode(b"ios-signing-p12-bytes-example-000000001").decode()
+    profile = base64.b64encode(mobileprovision("uuid-at-rest", "At rest", 1_900_000_000)).decode()
+    p8 = new_p8()
+    saved = await api.call(
+        "PUT",
+        f"/v1/pipelines/{pipeline_id}/ios-signing",
+        json={
+            "enabled": True,
+            "mode": "hybrid",
+            "team_id": TEAM_ID,
+            "bundle_ids": ["com.example.app"],
+            "p12": {"p12_base64": p12, "p12_password": "ios-p12-password-example-0001"},
+            "provisioning_profiles": [
+                {
+                    "bundle_id": "com.example.app",
+                    "profile_filename": "app.mobileprovision",
+                    "profile_base64": profile,
+                }
+            ],
+            "api_key": {
+                "key_id": KEY_ID,
+                "issuer_id": ISSUER_ID,
+                "private_key_base64": base64.b64encode(p8.encode()).decode(),
+            },
+        },
+        token=owner,
+    )
+    assert saved.status == 200, saved.body
+    seen["iOS P12"] = p12
+    seen["iOS P12 password"] = "ios-p12-password-example-0001"
+    seen["iOS provisioning profile"] = profile[-200:]
+    seen["App Store Connect private key"] = p8.splitlines()[1]
+
+
+async def _mint_notification_secrets(api: Api, owner: str, seen: dict[str, str]) -> None:
+    """A signed webhook channel, a Mattermost channel (its URL is its secret) and an
+    email channel with an SMTP password."""
+    root = "/v1/settings/notification-channels"
+    hook_url = "https://hooks.example.com/notify/token-in-the-webhook-path-0001"
+    chat_url = "https://chat.example.com/hooks/mattermost-incoming-token-0001"
+    hook = await api.post(
+        root,
+        json={
+            "name": "hook",
+            "kind": "webhook",
+            "events": ["build_failed"],
+            "url": hook_url,
+            "secret": "notification-hmac-secret-000000000001",
+        },
+        token=owner,
+    )
+    assert hook.status == 201, hook.body
+    chat = await api.post(
+        root,
+        json={"name": "chat", "kind": "mattermost", "events": ["build_failed"], "url": chat_url},
+        token=owner,
+    )
+    assert chat.status == 201, chat.body
+    mail = await api.post(
+        root,
+        json={
+            "name": "mail",
+            "kind": "email",
+            "events": ["build_failed"],
+            "email": {
+                "smtp_host": "smtp.example.com",
+                "username": "ci",
+                "password": "smtp-password-example-000000000001",
+                "from_address": "ci@example.com",
+                "to_addresses": ["dev@example.com"],
+            },
+        },
+        token=owner,
+    )
+    assert mail.status == 201, mail.body
+    seen["notification webhook URL token"] = "token-in-the-webhook-path-0001"
+    seen["notification webhook secret"] = "notification-hmac-secret-000000000001"
+    seen["Mattermost incoming-webhook token"] = "mattermost-incoming-token-0001"
+    seen["SMTP password"] = "smtp-password-example-000000000001"
 
 
 async def _every_row_as_text(store: Store) -> list[str]:
@@ -205,8 +290,44 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
         assert created.status == 201, created.body
     seen["secret variable"] = variable_secret
     seen["plain variable (encrypted too)"] = variable_plain
+    await _mint_ios_signing(api, owner, setup.pipeline_id, seen)
+    keystore = b"android-keystore-bytes-example-0000000001"
+    store_password, key_password = "keystore-password-00000001", "key-password-0000000000001"
+    key_alias = "upload-key-alias-0000000001"
+    signing = await api.call(
+        "PUT",
+        f"/v1/pipelines/{setup.pipeline_id}/android-signing",
+        json={
+            "release": {
+                "enabled": True,
+                "keystore_base64": base64.b64encode(keystore).decode(),
+                "store_password": store_password,
+                "key_alias": key_alias,
+                "key_password": key_password,
+            }
+        },
+        token=owner,
+    )
+    assert signing.status == 200, signing.body
+    seen["Android keystore (base64)"] = base64.b64encode(keystore).decode()
+    seen["Android keystore (bytes as text)"] = keystore.decode()
+    seen["Android store password"] = store_password
+    seen["Android key password"] = key_password
+    seen["Android key alias"] = key_alias
     job = await running_job(setup)
     seen["runner token"] = job.runner.token
+    seen["signing token"] = job.signing_token
+    fetched = await api.get(
+        f"/v1/runners/{job.runner.id}/jobs/{job.build_id}/android-signing",
+        token=job.runner.token,
+        headers={"X-Oore-Signing-Token": job.signing_token},
+    )
+    assert fetched.status == 200 and fetched.body["release"]["key_password"] == key_password
+    # A build that prints a signing password: the stored log holds only the mask.
+    leaked = await job.runner.logs(
+        job.build_id, [{"sequence": 1, "content": f"pw={store_password}", "stream": "stdout"}]
+    )
+    assert leaked.status == 200, leaked.body
     # The build prints the secret: the stored log holds only the mask.
     printed = await job.runner.logs(
         job.build_id, [{"sequence": 0, "content": f"key={variable_secret}", "stream": "stdout"}]
@@ -227,6 +348,7 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
     assert stream.status == 200, stream.body
     seen["stream token"] = stream.body["token"]
     await _mint_integration_secrets(api, runtime, store, owner, fake_scm, seen)
+    await _mint_notification_secrets(api, owner, seen)
 
     rows = await _every_row_as_text(store)
     # The PKCE verifier never leaves the server: read it back from the pending sign-in.

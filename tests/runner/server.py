@@ -71,6 +71,10 @@ class FakeServer:
         self.lose_final_answer = False
         # Builds that ended in this runner's hands, and how.
         self.ended: dict[str, str] = {}
+        # The answer to android-signing (None: 409 job_not_active), and the signing
+        # tokens it was asked with.
+        self.android_signing: dict[str, Any] | None = None
+        self.signing_tokens: list[str | None] = []
         self._changed = trio.Event()
 
     def transport(self) -> httpx.MockTransport:
@@ -157,6 +161,11 @@ class FakeServer:
         if artifact is not None:
             build, artifact_id, verb = artifact.groups()
             return self._artifact(build, artifact_id, verb, body)
+        if re.fullmatch(rf"/v1/runners/{RUNNER_ID}/jobs/[\w-]+/android-signing", path):
+            self.signing_tokens.append(request.headers.get("X-Oore-Signing-Token"))
+            if self.android_signing is None:
+                return _error(409, "job_not_active", "The build is not assigned or running")
+            return httpx.Response(200, json=self.android_signing)
         match = re.fullmatch(rf"/v1/runners/{RUNNER_ID}/(\w+)(?:/([\w-]+)(?:/(\w+))?)?", path)
         assert match is not None, path
         action, build_id, sub = match.groups()

@@ -171,11 +171,11 @@ def _make_repo(root: Path, mark: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, initialised_cluster: Path) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("web-ui")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
     env["PYTHONUNBUFFERED"] = "1"
-    daemon = Daemon(root / "data", env).start()
+    daemon = Daemon(root / "data", env, initialised_cluster).start()
     mark = root / "go-on"
     repo = _make_repo(root, mark)
     runner: subprocess.Popen[bytes] | None = None
