@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from oore import __version__
-from oore.domain.network import host_name
+from oore.domain.network import MAX_SECRET_LENGTH, host_name
 from oore.eventlog import LOG_FORMATS, LogFormat
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
@@ -229,6 +229,9 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY")
     )
+    warpgate_ticket: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("warpgate_ticket", "OORE_WARPGATE_TICKET")
+    )
     log_format: LogFormat = Field(
         "text", validation_alias=AliasChoices("log_format", "OORED_LOG_FORMAT")
     )
@@ -268,6 +271,16 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
             raise ValueError("must be http(s)://host[:port] without credentials")
         return value.strip().rstrip("/")
+
+    @field_validator("warpgate_ticket")
+    @classmethod
+    def _check_warpgate_ticket(cls, value: SecretStr | None) -> SecretStr | None:
+        ticket = "" if value is None else value.get_secret_value().strip()
+        if not ticket:
+            return None
+        if len(ticket) > MAX_SECRET_LENGTH:
+            raise ValueError(f"must be {MAX_SECRET_LENGTH} characters or fewer")
+        return SecretStr(ticket)
 
     @field_validator("app_store_connect_api_base_url")
     @classmethod
@@ -345,6 +358,7 @@ _SOURCES = {
     "cookie_secure": "OORE_COOKIE_SECURE",
     "artifact_delivery_url": "OORE_ARTIFACT_DELIVERY_URL",
     "artifact_ttl_days": "OORED_ARTIFACT_TTL_DAYS",
+    "warpgate_ticket": "OORE_WARPGATE_TICKET",
     "log_format": "--log-format / OORED_LOG_FORMAT",
     "access_log": "OORED_ACCESS_LOG",
     "workers": "--workers / OORED_WORKERS",

@@ -203,6 +203,9 @@ async def run_daemon(
                     settings.public_url,
                     settings.artifact_delivery_url,
                     settings.host_names,
+                    warpgate_ticket=None
+                    if settings.warpgate_ticket is None
+                    else settings.warpgate_ticket.get_secret_value(),
                 ),
                 scm_config=ScmConfig(
                     github_api_url=settings.github_api_url,

@@ -45,7 +45,7 @@ from oore.services.projects import Projects
 from oore.services.retention import Retention
 from oore.services.runners import Runners
 from oore.services.scm import ScmClient, ScmConfig
-from oore.services.settings import InstanceSettings
+from oore.services.settings import InstanceSettings, WarpgateTickets
 from oore.services.settings_sync import (
     ARTIFACT_STORAGE,
     NETWORK,
@@ -336,7 +336,14 @@ async def open_runtime(
                 previews=Previews(store, access, Sources(store, integrations)),
                 runners=runners,
                 artifacts=artifacts,
-                artifact_tokens=ArtifactTokens(store, clock, access, audit, storage),
+                artifact_tokens=ArtifactTokens(
+                    store,
+                    clock,
+                    access,
+                    audit,
+                    storage,
+                    WarpgateTickets(store, artifacts_config.secrets, network),
+                ),
                 logs=logs,
                 scheduling=scheduling,
                 supervisor=root,

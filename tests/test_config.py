@@ -96,6 +96,21 @@ def test_artifact_storage_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "hush" not in repr(settings)
 
 
+def test_the_warpgate_ticket_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings_from_argv([]).warpgate_ticket is None
+    monkeypatch.setenv("OORE_WARPGATE_TICKET", "  ")
+    assert settings_from_argv([]).warpgate_ticket is None
+    monkeypatch.setenv("OORE_WARPGATE_TICKET", " ticket-from-env ")
+    settings = settings_from_argv([])
+    assert settings.warpgate_ticket is not None
+    assert settings.warpgate_ticket.get_secret_value() == "ticket-from-env"
+    assert "ticket-from-env" not in repr(settings)
+    monkeypatch.setenv("OORE_WARPGATE_TICKET", "t" * 1025)
+    with pytest.raises(ConfigError, match="OORE_WARPGATE_TICKET") as caught:
+        settings_from_argv([])
+    assert "t" * 1025 not in str(caught.value)
+
+
 def test_app_store_connect_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OORE_APP_STORE_CONNECT_API_BASE_URL", raising=False)
     default = settings_from_argv([]).app_store_connect_api_base_url

@@ -23,7 +23,25 @@ INSTALL_MAX_TTL = 3600
 PREFIX_CHARS = 8
 REDEEM_PATH = "/install/artifact/"
 IOS_MANIFEST_PATH = "/install/ios/{token}/manifest.plist"
-IOS_APP_FIELDS = ("bundle_id", "bundle_version", "title")
+# The keys of ``metadata.ios_app`` read for each manifest value, first found wins: oore's
+# own names, then the names oored-format runners and Info.plist use.
+IOS_BUNDLE_ID_KEYS = ("bundle_id", "bundle_identifier", "CFBundleIdentifier")
+IOS_VERSION_KEYS = (
+    "bundle_version",
+    "bundle_short_version",
+    "version",
+    "short_version",
+    "CFBundleShortVersionString",
+    "CFBundleVersion",
+)
+IOS_TITLE_KEYS = (
+    "title",
+    "display_name",
+    "name",
+    "app_name",
+    "CFBundleDisplayName",
+    "CFBundleName",
+)
 
 
 class TokenKind(StrEnum):
@@ -154,18 +172,33 @@ class IosApp:
     title: str
 
 
+def _first_text(app: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` holding a non-blank string, trimmed."""
+    for key in keys:
+        value = app.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
 def ios_app_of(artifact: Artifact) -> IosApp:
-    """``metadata.ios_app`` with a non-blank ``bundle_id``, ``bundle_version`` and ``title``;
-    422 ``ios_artifact_not_installable`` otherwise."""
+    """``metadata.ios_app`` with a non-blank bundle id, version and title, each under the
+    first of its keys that holds one (:data:`IOS_BUNDLE_ID_KEYS`, :data:`IOS_VERSION_KEYS`,
+    :data:`IOS_TITLE_KEYS`); 422 ``ios_artifact_not_installable`` otherwise."""
     metadata = artifact.metadata
     app = metadata.get("ios_app") if isinstance(metadata, dict) else None
-    values = [app.get(name) if isinstance(app, dict) else None for name in IOS_APP_FIELDS]
-    if not all(isinstance(v, str) and v.strip() for v in values):
+    found = (
+        [_first_text(app, keys) for keys in (IOS_BUNDLE_ID_KEYS, IOS_VERSION_KEYS, IOS_TITLE_KEYS)]
+        if isinstance(app, dict)
+        else [None, None, None]
+    )
+    bundle_id, bundle_version, title = found
+    if bundle_id is None or bundle_version is None or title is None:
         raise Unprocessable(
             "ios_artifact_not_installable",
-            "metadata.ios_app needs bundle_id, bundle_version and title",
+            "metadata.ios_app needs a bundle id (bundle_id), a version (bundle_version) "
+            "and a title (title)",
         )
-    bundle_id, bundle_version, title = (str(v).strip() for v in values)
     return IosApp(bundle_id, bundle_version, title)
 
 

@@ -36,6 +36,7 @@ class SecretBox:
         if len(key) != KEY_BYTES:
             raise ValueError(f"an encryption key has {KEY_BYTES} bytes, not {len(key)}")
         self._aead = AESGCM(key)
+        self.key_size = len(key)
 
     def __repr__(self) -> str:
         return "<SecretBox>"

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, urlencode, urlsplit
 
 from oore.domain.client_ip import parse_ip
 from oore.domain.oidc import CALLBACK_PATH, check_redirect_uri
@@ -25,6 +25,10 @@ LOCAL_ORIGINS = (
 )
 DEFAULT_EMAIL_HEADER = "x-oore-user-email"
 SHARED_SECRET_HEADER = "x-oore-trusted-proxy-secret"
+# Warpgate names the signed-in user in this header; a proxy configured with it is Warpgate.
+WARPGATE_EMAIL_HEADER = "x-warpgate-username"
+# The query parameter that carries a Warpgate access ticket past Warpgate's sign-in.
+WARPGATE_TICKET_PARAM = "warpgate-ticket"
 MAX_SECRET_LENGTH = 1024
 MAX_EMAIL_LENGTH = 256
 
@@ -273,6 +277,13 @@ def check_network_update(
 # -- the trusted proxy --------------------------------------------------------------------
 
 
+class TicketSource(StrEnum):
+    """Where the Warpgate ticket in force comes from."""
+
+    DATABASE = "database"  # saved (encrypted) through the settings API
+    ENVIRONMENT = "environment"  # OORE_WARPGATE_TICKET
+
+
 @dataclass(frozen=True)
 class TrustedProxySettings:
     """How a reverse proxy in front of oored vouches for its users (one row)."""
@@ -283,6 +294,7 @@ class TrustedProxySettings:
     shared_secret_enc: str | None = None
     configured_at: int | None = None
     updated_at: int | None = None
+    warpgate_ticket_enc: str | None = None
 
     @property
     def has_shared_secret(self) -> bool:
@@ -293,17 +305,62 @@ class TrustedProxySettings:
         """Enough to sign people in: a shared secret and a valid identity header."""
         return self.has_shared_secret and normalise_header_name(self.user_email_header) is not None
 
-    def to_json(self) -> dict[str, Any]:
-        """The settings API shape; secrets are never shown."""
+    def ticket_source(self, environment_ticket: str | None) -> TicketSource | None:
+        """The saved ticket wins; the environment's counts only for a saved configuration
+        whose identity header is Warpgate's (a variable set for the whole machine must not
+        reach another kind of proxy)."""
+        if self.warpgate_ticket_enc is not None:
+            return TicketSource.DATABASE
+        if (
+            environment_ticket
+            and self.configured_at is not None
+            and self.user_email_header == WARPGATE_EMAIL_HEADER
+        ):
+            return TicketSource.ENVIRONMENT
+        return None
+
+    def to_json(self, environment_ticket: str | None = None) -> dict[str, Any]:
+        """The settings API shape; secrets and the ticket are never shown."""
+        source = self.ticket_source(environment_ticket)
         body: dict[str, Any] = {
             "user_email_header": self.user_email_header,
             "trusted_proxy_cidrs": list(self.trusted_proxy_cidrs),
             "has_shared_secret": self.has_shared_secret,
-            "has_warpgate_ticket": False,
+            "has_warpgate_ticket": source is not None,
         }
+        if source is not None:
+            body["warpgate_ticket_source"] = source.value
         if self.updated_at is not None:
             body["updated_at"] = self.updated_at
         return body
+
+
+def warpgate_ticket(
+    remote_with: RemoteAuthMode | None,
+    settings: TrustedProxySettings | None,
+    environment_ticket: str | None,
+    decrypt: Callable[[str], str],
+) -> str | None:
+    """The ticket to put on install and download URLs: only in remote mode signed in
+    through the trusted proxy (Warpgate trusted-proxy mode), the saved ticket first, else
+    the environment's (see :meth:`TrustedProxySettings.ticket_source`); None otherwise."""
+    if remote_with is not RemoteAuthMode.TRUSTED_PROXY or settings is None:
+        return None
+    source = settings.ticket_source(environment_ticket)
+    if source is TicketSource.DATABASE and settings.warpgate_ticket_enc is not None:
+        return decrypt(settings.warpgate_ticket_enc)
+    if source is TicketSource.ENVIRONMENT:
+        return environment_ticket
+    return None
+
+
+def with_warpgate_ticket(url: str, ticket: str | None) -> str:
+    """``url`` with the ticket appended as the ``warpgate-ticket`` query parameter
+    (form-encoded), or unchanged without a ticket."""
+    if ticket is None:
+        return url
+    joiner = "&" if urlsplit(url).query else "?"
+    return f"{url}{joiner}{urlencode({WARPGATE_TICKET_PARAM: ticket})}"
 
 
 def normalise_header_name(raw: str | None) -> str | None:

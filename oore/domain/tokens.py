@@ -7,6 +7,8 @@ import hmac
 import re
 import secrets
 
+from oore.errors import Unauthorized
+
 TOKEN_BYTES = 32
 _TOKEN_SHAPE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -31,6 +33,17 @@ def same_hash(a: str | None, b: str | None) -> bool:
 def looks_like_token(text: str) -> bool:
     """True for text shaped like one of our tokens (cheap pre-check before a lookup)."""
     return bool(_TOKEN_SHAPE.match(text))
+
+
+def missing_auth() -> Unauthorized:
+    return Unauthorized("missing_auth", "Authorization: Bearer <token> header not provided")
+
+
+def presents_bearer(header: str | None) -> bool:
+    """Does an Authorization header present a Bearer credential at all? An absent header
+    and one of another scheme (or spelling) present none: 401 ``missing_auth`` (§0.2),
+    whereas a Bearer token that is wrong is refused as invalid."""
+    return header is not None and header.startswith("Bearer ")
 
 
 def parse_bearer(header: str | None) -> str | None:

@@ -68,7 +68,11 @@ class ApiTokens:
         client_ip: str | None,
         now: int,
     ) -> None:
-        details: dict[str, object] = {"name": token.name, "role": token.role.value}
+        details: dict[str, object] = {
+            "name": token.name,
+            "role": token.role.value,
+            "prefix": token.prefix,
+        }
         if token.user_id != session.user.id:
             details["user_id"] = token.user_id
         await self._audit.submit_one(

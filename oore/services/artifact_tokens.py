@@ -22,8 +22,9 @@ from oore.domain.artifact_tokens import (
     redeem_url,
     require_https,
 )
-from oore.domain.artifacts import Artifact, ArtifactState
+from oore.domain.artifacts import Artifact, ArtifactState, ArtifactType
 from oore.domain.ids import new_id
+from oore.domain.network import with_warpgate_ticket
 from oore.domain.rbac import ProjectPermission, is_instance_admin, require_project
 from oore.domain.tokens import hash_token, looks_like_token, new_token
 from oore.domain.users import Session
@@ -33,6 +34,7 @@ from oore.services.artifact_storage import ArtifactStorageService
 from oore.services.artifacts import stored_object
 from oore.services.clock import WallClock
 from oore.services.identity import AuditSink
+from oore.services.settings import WarpgateTickets
 from oore.storage import LocalStorage
 from oore.store import AuditEntry, Store
 from oore.store.artifact_tokens import NewArtifactToken
@@ -102,12 +104,21 @@ class ArtifactTokens:
         access: Access,
         audit: AuditSink,
         storage: ArtifactStorageService,
+        warpgate: WarpgateTickets,
     ) -> None:
         self._store = store
         self._clock = clock
         self._access = access
         self._audit = audit
         self._storage = storage
+        self._warpgate = warpgate
+
+    async def _ticket_for(self, artifact: Artifact) -> str | None:
+        """The Warpgate ticket iOS installs carry through a Warpgate proxy: an iPhone
+        fetching a manifest or an IPA cannot sign in interactively. Only for IPAs."""
+        if artifact.artifact_type is not ArtifactType.IPA:
+            return None
+        return await self._warpgate.in_force()
 
     async def _artifact(
         self, session: Session, artifact_id: str, permission: ProjectPermission
@@ -181,7 +192,14 @@ class ArtifactTokens:
             session,
             "artifact_scoped_token_created",
             artifact.id,
-            {"token_id": row.id, "expires_at": row.expires_at, "single_use": single_use},
+            {
+                "token_id": row.id,
+                "artifact_id": artifact.id,
+                "token_prefix": row.prefix,
+                "single_use": single_use,
+                "ttl_secs": ttl,
+                "expires_at": row.expires_at,
+            },
         )
         return ScopedToken(row, token, redeem_url(self._storage.public_base(), token))
 
@@ -225,13 +243,17 @@ class ArtifactTokens:
         """``GET /install/artifact/{token}``: a fresh 15-minute storage URL to redirect to.
 
         A single-use token is consumed only once the URL exists, by a compare-and-set in
-        the store, so of two concurrent redeems exactly one gets a URL.
+        the store, so of two concurrent redeems exactly one gets a URL. An IPA's local
+        download URL carries the ``warpgate-ticket`` query parameter in Warpgate
+        trusted-proxy mode (§7.2).
         """
         row, artifact = await self._live(token)
         backend = self._storage.backend
         obj = stored_object(artifact)
         if isinstance(backend, LocalStorage):
             url = await backend.delivery_url(obj, self._storage.delivery_base())
+            # A presigned object-store URL is signed over its query: nothing may be added.
+            url = with_warpgate_ticket(url, await self._ticket_for(artifact))
         else:
             url = await backend.download_url(obj)
         if row.single_use and not await self._store.artifact_tokens.consume(
@@ -249,7 +271,8 @@ class ArtifactTokens:
         """``POST /v1/artifacts/{id}/install-link`` (ReadArtifacts): 404, 403, 410, 422
         ``artifact_not_installable``, 412 ``external_access_required`` /
         ``external_access_invalid`` / ``ios_install_requires_https``, 422
-        ``ios_artifact_not_installable``."""
+        ``ios_artifact_not_installable``. In Warpgate trusted-proxy mode an iOS link's
+        download and manifest URLs carry the ``warpgate-ticket`` query parameter."""
         artifact = await self._artifact(session, artifact_id, ProjectPermission.READ_ARTIFACTS)
         now = self._clock.now()
         if artifact.expired(now):
@@ -259,6 +282,7 @@ class ArtifactTokens:
         if platform is Platform.IOS:
             require_https(base)
             ios_app_of(artifact)
+        ticket = await self._ticket_for(artifact)  # before minting: a 500 leaves no token
         row, token = await self._mint(
             session,
             artifact,
@@ -271,12 +295,19 @@ class ArtifactTokens:
             session,
             "artifact_install_link_generated",
             artifact.id,
-            {"token_id": row.id, "platform": platform.value},
+            {
+                "token_id": row.id,
+                "artifact_id": artifact.id,
+                "platform": platform.value,
+                "token_prefix": row.prefix,
+                "expires_at": row.expires_at,
+            },
         )
         download = redeem_url(base, token)
         if platform is Platform.ANDROID:
             return InstallLink(platform, download, download, None, row.expires_at)
-        manifest = manifest_url(base, token)
+        download = with_warpgate_ticket(download, ticket)
+        manifest = with_warpgate_ticket(manifest_url(base, token), ticket)
         return InstallLink(
             platform, itms_services_url(manifest), download, manifest, row.expires_at
         )
@@ -288,4 +319,5 @@ class ArtifactTokens:
             raise invalid_token()
         app = ios_app_of(artifact)
         base = install_base(*self._storage.external_urls)
-        return ios_manifest(app, redeem_url(base, token))
+        download = with_warpgate_ticket(redeem_url(base, token), await self._ticket_for(artifact))
+        return ios_manifest(app, download)

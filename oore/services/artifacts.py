@@ -303,7 +303,13 @@ class Artifacts:
                 "artifact_download_link_generated",
                 "artifact",
                 artifact.id,
-                details={"build_id": artifact.build_id, "name": artifact.name},
+                details={
+                    "artifact_id": artifact.id,
+                    "file_path": artifact.file_path,
+                    "expires_at": now + DOWNLOAD_URL_TTL,
+                    "build_id": artifact.build_id,
+                    "name": artifact.name,
+                },
                 created_at=now,
             )
         )

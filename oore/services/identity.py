@@ -8,10 +8,17 @@ from typing import Protocol
 
 from oore.domain.api_tokens import token_session
 from oore.domain.client_ip import is_loopback
-from oore.domain.crypto import SecretBox
+from oore.domain.crypto import KEY_BYTES, SecretBox
 from oore.domain.rate_limit import WindowLimiter
 from oore.domain.setup import LOCAL_OWNER_EMAIL, RuntimeMode, SetupState, SetupStatus
-from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
+from oore.domain.tokens import (
+    hash_token,
+    looks_like_token,
+    missing_auth,
+    new_token,
+    parse_bearer,
+    presents_bearer,
+)
 from oore.domain.users import (
     LOCAL_LOGIN_GLOBAL_LIMIT,
     LOCAL_LOGIN_PER_IP_LIMIT,
@@ -82,6 +89,11 @@ class Identity:
             "local_login_rate_limited",
             "Too many local sign-ins; try again in a minute",
         )
+
+    @property
+    def can_encrypt(self) -> bool:
+        """A 32-byte key is loaded: secrets can be stored (``/readyz`` ``encryption``)."""
+        return self.secrets is not None and self.secrets.key_size == KEY_BYTES
 
     async def _record(
         self,
@@ -219,8 +231,8 @@ class Identity:
 
     def _presented(self, authorization: str | None) -> str:
         """The hash of a well-formed bearer token; 401 otherwise."""
-        if authorization is None:
-            raise Unauthorized("missing_auth", "Authorization header not provided")
+        if not presents_bearer(authorization):
+            raise missing_auth()
         bearer = parse_bearer(authorization)
         if bearer is None or not looks_like_token(bearer):
             raise Unauthorized("invalid_session", "Session token is invalid")

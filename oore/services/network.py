@@ -37,6 +37,9 @@ class NetworkDefaults:
     # DNS names the server is reached by besides those of the URLs above: the listen
     # address, this machine's name, OORED_ALLOWED_HOSTS (not part of the saved settings).
     host_names: tuple[str, ...] = field(default=(), compare=False)
+    # OORE_WARPGATE_TICKET: the Warpgate access ticket when none is saved (see
+    # oore.domain.network.TrustedProxySettings.ticket_source); never shown.
+    warpgate_ticket: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def source(self) -> Source:
@@ -103,6 +106,11 @@ class Network:
             self.artifact_delivery_url,
             self.allowed_origins,
         )
+
+    @property
+    def environment_warpgate_ticket(self) -> str | None:
+        """The Warpgate ticket the environment gives, if any."""
+        return self._defaults.warpgate_ticket
 
     def serves(self, host: str) -> bool:
         """Is ``host`` (as :func:`~oore.domain.network.host_name` gives it) a name this

@@ -402,7 +402,17 @@ class Projects:
                 session, "project_updated", "project", project.id, {"fields": fields}, now
             )
         if new_source is not None:
-            details = {"from": current_source, "to": new_source, "canceled_builds": canceled}
+            before = found.project.repository
+            details = {
+                "previous_repository_id": current_source,
+                "previous_repository_full_name": None if before is None else before.full_name,
+                "repository_id": new_source,
+                "repository_full_name": None
+                if project.repository is None
+                else project.repository.full_name,
+                "updated_by": session.user.email,
+                "canceled_builds": canceled,
+            }
             await self._record(
                 session, "project_source_link_updated", "project", project.id, details, now
             )
@@ -465,7 +475,11 @@ class Projects:
             "project_member_added",
             "project",
             found.project.id,
-            {"user_id": target.id, "role": project_role.value},
+            {
+                "added_user_id": target.id,
+                "role": project_role.value,
+                "added_by": session.user.email,
+            },
             now,
         )
         return member
@@ -491,7 +505,12 @@ class Projects:
             "project_member_updated",
             "project",
             found.project.id,
-            {"user_id": member.user_id, "role": project_role.value},
+            {
+                "target_user_id": member.user_id,
+                "previous_role": current.role.value,
+                "new_role": project_role.value,
+                "updated_by": session.user.email,
+            },
             self._clock.now(),
         )
         return member
@@ -507,7 +526,7 @@ class Projects:
             "project_member_removed",
             "project",
             found.project.id,
-            {"user_id": user_id},
+            {"removed_user_id": user_id, "removed_by": session.user.email},
             self._clock.now(),
         )
 

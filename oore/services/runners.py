@@ -21,7 +21,14 @@ from oore.domain.runners import (
     enrollment_label,
 )
 from oore.domain.text import name_problem
-from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer
+from oore.domain.tokens import (
+    hash_token,
+    looks_like_token,
+    missing_auth,
+    new_token,
+    parse_bearer,
+    presents_bearer,
+)
 from oore.domain.users import Session
 from oore.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from oore.eventlog import event
@@ -120,10 +127,18 @@ class Runners:
         self._audit = audit
         self._known = KnownRunners()
 
-    async def _record(self, action: str, session: Session | None, runner_id: str) -> None:
+    async def _record(
+        self,
+        action: str,
+        session: Session | None,
+        runner_id: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         user = session.user if session else None
         await self._audit.submit_one(
-            AuditEntry.by(user, action, "runner", runner_id, created_at=self._clock.now())
+            AuditEntry.by(
+                user, action, "runner", runner_id, details=details, created_at=self._clock.now()
+            )
         )
 
     def forget(self, runner_id: str) -> None:
@@ -137,9 +152,10 @@ class Runners:
     # -- runner credentials ----------------------------------------------------------
 
     async def authenticate(self, authorization: str | None, runner_id: str) -> Runner:
-        """The runner whose token is presented; 401 without one, 403 for another runner's path."""
-        if authorization is None:
-            raise Unauthorized("missing_auth", "Authorization header not provided")
+        """The runner whose token is presented; 401 ``missing_auth`` without a Bearer
+        credential, ``invalid_token`` for a wrong one; 403 for another runner's path."""
+        if not presents_bearer(authorization):
+            raise missing_auth()
         token = parse_bearer(authorization)
         if token is None or not looks_like_token(token):
             raise Unauthorized("invalid_token", "Runner token is invalid")
@@ -171,8 +187,8 @@ class Runners:
         max_concurrent: int,
     ) -> Registration:
         """Register with an owner/admin session or a runner enrollment token (§5.1)."""
-        if authorization is None:
-            raise Unauthorized("missing_auth", "Authorization header not provided")
+        if not presents_bearer(authorization):
+            raise missing_auth()
         session: Session | None = None
         enrollment_hash: str | None = None
         try:
@@ -199,7 +215,17 @@ class Runners:
                 now=self._clock.now(),
             )
         )
-        await self._record("runner_registered", session, runner.id)
+        await self._record(
+            "runner_registered",
+            session,
+            runner.id,
+            {
+                "runner_id": runner.id,
+                "runner_name": runner.name,
+                # None: the runner enrolled itself with an enrollment token
+                "registered_by": session.user.email if session else None,
+            },
+        )
         self._scheduling.events.runner_changed(runner.id)
         event(
             log,
@@ -266,7 +292,16 @@ class Runners:
         self._scheduling.events.runner_changed(runner_id)
         before, after = updated
         if before.name != after.name:
-            await self._record("runner_renamed", session, runner_id)
+            await self._record(
+                "runner_renamed",
+                session,
+                runner_id,
+                {
+                    "previous_name": before.name,
+                    "new_name": after.name,
+                    "updated_by": session.user.email,
+                },
+            )
         if before.draining != after.draining:
             await self._record(
                 "runner_drained" if after.draining else "runner_undrained", session, runner_id

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from oore.domain.client_ip import is_loopback
+from oore.domain.crypto import SecretBox
 from oore.domain.network import (
     Preflight,
     TrustedProxySettings,
@@ -18,6 +19,7 @@ from oore.domain.network import (
     email_header,
     parse_cidrs,
     run_preflight,
+    warpgate_ticket,
 )
 from oore.domain.rbac import Action, Resource, require
 from oore.domain.setup import (
@@ -39,6 +41,44 @@ from oore.store import AuditEntry, Store
 def _require_owner(session: Session, what: str) -> None:
     if session.user.role is not Role.OWNER:
         raise Forbidden("external_access_owner_required", f"Only the owner can change {what}")
+
+
+class WarpgateTickets:
+    """The Warpgate access ticket in force (contract §7.2, §10.3): saved encrypted through
+    the trusted-proxy settings, else ``OORE_WARPGATE_TICKET``; used only in remote mode
+    signed in through the trusted proxy."""
+
+    def __init__(self, store: Store, secrets: SecretBox | None, network: Network) -> None:
+        self._store = store
+        self._secrets = secrets
+        self._network = network
+
+    @property
+    def environment(self) -> str | None:
+        return self._network.environment_warpgate_ticket
+
+    async def in_force(self) -> str | None:
+        """The ticket to append to iOS install and download URLs, or None (two small
+        reads; asked only for IPA artifacts)."""
+        prefs = await self._store.instance.preferences()
+        settings = await self._store.settings.trusted_proxy()
+        return warpgate_ticket(prefs.remote_with, settings, self.environment, self._decrypt)
+
+    def _decrypt(self, stored: str) -> str:
+        if self._secrets is None:
+            raise InternalError("decryption_error", "No encryption key is configured")
+        return self._secrets.decrypt(stored)
+
+
+class TrustedProxyView:
+    """The trusted-proxy settings as the API shows them (with the ticket's source)."""
+
+    def __init__(self, settings: TrustedProxySettings, environment_ticket: str | None) -> None:
+        self.settings = settings
+        self._environment_ticket = environment_ticket
+
+    def to_json(self) -> dict[str, Any]:
+        return self.settings.to_json(self._environment_ticket)
 
 
 class InstanceSettings:
@@ -242,9 +282,10 @@ class InstanceSettings:
 
     # -- trusted proxy --------------------------------------------------------------------
 
-    async def trusted_proxy(self, session: Session) -> TrustedProxySettings:
+    async def trusted_proxy(self, session: Session) -> TrustedProxyView:
         require(session.user.role, Resource.INSTANCE_SETTINGS, Action.READ)
-        return await self._store.settings.trusted_proxy() or TrustedProxySettings()
+        stored = await self._store.settings.trusted_proxy() or TrustedProxySettings()
+        return TrustedProxyView(stored, self._network.environment_warpgate_ticket)
 
     async def update_trusted_proxy(
         self,
@@ -255,24 +296,28 @@ class InstanceSettings:
         shared_secret: str | None,
         warpgate_ticket: str | None,
         client_ip: str | None,
-    ) -> TrustedProxySettings:
-        """Header and CIDRs are replaced on every call; an omitted secret keeps the stored
-        one and a blank one clears it (refused while trusted-proxy sign-in is active)."""
+    ) -> TrustedProxyView:
+        """Header and CIDRs are replaced on every call. An omitted secret or Warpgate ticket
+        keeps the stored one and a blank one clears it (the secret not while trusted-proxy
+        sign-in is active); either above 1024 characters is 400 ``invalid_input``."""
         prefs = await self._require_external_write(session, "trusted proxy settings", client_ip)
         cidrs = parse_cidrs(trusted_proxy_cidrs or [])
         stored = await self._store.settings.trusted_proxy() or TrustedProxySettings()
+        secret = None if shared_secret is None else check_secret(shared_secret, "shared_secret")
+        ticket = (
+            None if warpgate_ticket is None else check_secret(warpgate_ticket, "warpgate_ticket")
+        )
         encrypted = stored.shared_secret_enc
         if shared_secret is not None:
-            secret = check_secret(shared_secret, "shared_secret")
             encrypted = None if secret is None else self._encrypt(secret)
         if prefs.remote_with is RemoteAuthMode.TRUSTED_PROXY and encrypted is None:
             raise InvalidInput(
                 "trusted_proxy_shared_secret_required",
                 "A shared secret is required while trusted-proxy sign-in is active",
             )
-        if check_secret(warpgate_ticket, "warpgate_ticket") is not None:
-            # No column holds a ticket yet; refusing beats silently dropping it.
-            raise InvalidInput("invalid_input", "Warpgate tickets are not supported yet")
+        ticket_enc = stored.warpgate_ticket_enc
+        if warpgate_ticket is not None:
+            ticket_enc = None if ticket is None else self._encrypt(ticket)
         saved = await self._store.settings.save_trusted_proxy(
             TrustedProxySettings(
                 email_header(user_email_header),
@@ -280,9 +325,11 @@ class InstanceSettings:
                 cidrs,
                 encrypted,
                 stored.configured_at,
+                warpgate_ticket_enc=ticket_enc,
             ),
             self._clock.now(),
         )
+        view = TrustedProxyView(saved, self._network.environment_warpgate_ticket)
         await self._record(
             session,
             "trusted_proxy_settings_updated",
@@ -291,10 +338,11 @@ class InstanceSettings:
                 "user_email_header": saved.user_email_header,
                 "trusted_proxy_cidrs": list(saved.trusted_proxy_cidrs),
                 "has_shared_secret": saved.has_shared_secret,
+                "has_warpgate_ticket": view.to_json()["has_warpgate_ticket"],
             },
             client_ip,
         )
-        return saved
+        return view
 
     def _encrypt(self, plain: str) -> str:
         if self._identity.secrets is None:

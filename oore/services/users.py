@@ -106,7 +106,12 @@ class Users:
         if user is None:
             raise Conflict("email_exists", "A user with this email already exists")
         await self._record(
-            session, "user_invited", user, {"email": address, "role": wanted.value}, client_ip, now
+            session,
+            "user_invited",
+            user,
+            {"email": address, "role": wanted.value, "invited_by": session.user.email},
+            client_ip,
+            now,
         )
         return user
 
@@ -135,7 +140,11 @@ class Users:
                 session,
                 "user_role_changed",
                 changed,
-                {"from": target.role.value, "to": changed.role.value},
+                {
+                    "from_role": target.role.value,
+                    "to_role": changed.role.value,
+                    "changed_by": caller.email,
+                },
                 client_ip,
                 now,
             )

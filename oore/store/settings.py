@@ -26,6 +26,7 @@ def _trusted_proxy_of(row: Any) -> TrustedProxySettings:
         shared_secret_enc=row["shared_secret_enc"],
         configured_at=row["configured_at"],
         updated_at=row["updated_at"],
+        warpgate_ticket_enc=row["warpgate_ticket_enc"],
     )
 
 
@@ -40,19 +41,22 @@ async def _upsert_trusted_proxy(
     """Write every column; ``configured_at`` is kept from the first save."""
     row = await conn.fetchrow(
         """INSERT INTO trusted_proxy_settings (user_email_header, setup_owner_email,
-               trusted_proxy_cidrs, shared_secret_enc, configured_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $5)
+               trusted_proxy_cidrs, shared_secret_enc, warpgate_ticket_enc, configured_at,
+               updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $6)
            ON CONFLICT (singleton) DO UPDATE SET
                user_email_header = EXCLUDED.user_email_header,
                setup_owner_email = EXCLUDED.setup_owner_email,
                trusted_proxy_cidrs = EXCLUDED.trusted_proxy_cidrs,
                shared_secret_enc = EXCLUDED.shared_secret_enc,
+               warpgate_ticket_enc = EXCLUDED.warpgate_ticket_enc,
                updated_at = EXCLUDED.updated_at
            RETURNING *""",
         settings.user_email_header,
         settings.setup_owner_email,
         list(settings.trusted_proxy_cidrs),
         settings.shared_secret_enc,
+        settings.warpgate_ticket_enc,
         now,
     )
     return _trusted_proxy_of(row)

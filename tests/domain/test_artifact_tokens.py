@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import plistlib
+from typing import Any
 
 import pytest
 
@@ -10,9 +11,11 @@ from oore.domain.artifact_tokens import (
     IosApp,
     check_scoped_ttl,
     install_base,
+    ios_app_of,
     ios_manifest,
     itms_services_url,
 )
+from oore.domain.artifacts import Artifact, ArtifactState, ArtifactType
 from oore.errors import ApiError
 
 
@@ -74,3 +77,86 @@ def test_the_manifest_is_an_itms_services_plist() -> None:
     assert itms_services_url("https://x/m.plist?a=1") == (
         "itms-services://?action=download-manifest&url=https%3A%2F%2Fx%2Fm.plist%3Fa%3D1"
     )
+
+
+def ipa(metadata: Any) -> Artifact:
+    return Artifact(
+        "a1",
+        "b1",
+        "p1",
+        "App.ipa",
+        ArtifactType.IPA,
+        "k",
+        1,
+        None,
+        metadata,
+        0,
+        ArtifactState.AVAILABLE,
+    )
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [
+        ({"bundle_id": "a.b", "bundle_version": "1", "title": "T"}, ("a.b", "1", "T")),
+        # oored-format runners
+        (
+            {
+                "bundle_identifier": "a.b",
+                "version": "3.2.1",
+                "build_number": "42",
+                "display_name": "Kite",
+            },
+            ("a.b", "3.2.1", "Kite"),
+        ),
+        ({"bundle_identifier": "a.b", "bundle_short_version": "2", "name": "N"}, ("a.b", "2", "N")),
+        ({"bundle_id": "a.b", "short_version": "4", "app_name": "A"}, ("a.b", "4", "A")),
+        # Info.plist keys
+        (
+            {
+                "CFBundleIdentifier": "a.b",
+                "CFBundleShortVersionString": "5",
+                "CFBundleVersion": "77",
+                "CFBundleDisplayName": "D",
+                "CFBundleName": "N",
+            },
+            ("a.b", "5", "D"),
+        ),
+        (
+            {"CFBundleIdentifier": "a.b", "CFBundleVersion": "77", "CFBundleName": "N"},
+            ("a.b", "77", "N"),
+        ),
+        # oore's own names come first; blank or non-text values are passed over
+        (
+            {
+                "bundle_id": " a.b ",
+                "bundle_identifier": "x.y",
+                "bundle_version": " ",
+                "version": "6",
+                "title": 7,
+                "display_name": "Shown",
+            },
+            ("a.b", "6", "Shown"),
+        ),
+    ],
+)
+def test_ios_app_metadata_under_any_of_its_names(
+    app: dict[str, Any], expected: tuple[str, str, str]
+) -> None:
+    assert ios_app_of(ipa({"ios_app": app})) == IosApp(*expected)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        None,
+        {"ios_app": "x"},
+        {"ios_app": {"bundle_identifier": "a.b", "version": "1"}},  # no title
+        {"ios_app": {"display_name": "T", "version": "1"}},  # no bundle id
+        {"ios_app": {"bundle_id": "a.b", "title": "T", "build_number": "1"}},  # no version
+    ],
+)
+def test_incomplete_ios_app_metadata_is_422(metadata: Any) -> None:
+    with pytest.raises(ApiError) as caught:
+        ios_app_of(ipa(metadata))
+    assert (caught.value.status, caught.value.code) == (422, "ios_artifact_not_installable")

@@ -6,6 +6,8 @@ import pytest
 
 from oore.domain.network import (
     LOCAL_ORIGINS,
+    WARPGATE_EMAIL_HEADER,
+    TicketSource,
     TrustedProxySettings,
     UrlProblem,
     check_network_update,
@@ -23,6 +25,8 @@ from oore.domain.network import (
     rebinding_proof,
     run_preflight,
     served_names,
+    warpgate_ticket,
+    with_warpgate_ticket,
 )
 from oore.domain.setup import RemoteAuthMode
 from oore.errors import ApiError
@@ -296,3 +300,61 @@ def test_origin_allowed(origin: str, allowed: bool) -> None:
         origin, ("https://ui.example.com",), "https://ci.example.com/ci", "http://127.0.0.1:8787"
     )
     assert verdict is allowed
+
+
+# -- the Warpgate ticket ------------------------------------------------------------------
+
+WARPGATE = TrustedProxySettings(user_email_header=WARPGATE_EMAIL_HEADER, configured_at=1)
+OTHER_PROXY = TrustedProxySettings(user_email_header="x-email", configured_at=1)
+
+
+def unseal(stored: str) -> str:
+    assert stored == "sealed-ticket"
+    return "saved ticket"
+
+
+@pytest.mark.parametrize(
+    ("settings", "environment", "source"),
+    [
+        (TrustedProxySettings(), None, None),
+        (TrustedProxySettings(), "env", None),  # nothing saved: the proxy is not configured
+        (WARPGATE, None, None),
+        (WARPGATE, "env", TicketSource.ENVIRONMENT),
+        (OTHER_PROXY, "env", None),  # the environment's ticket is for Warpgate only
+        (
+            TrustedProxySettings("x-email", warpgate_ticket_enc="x", configured_at=1),
+            None,
+            "database",
+        ),
+        (TrustedProxySettings(WARPGATE_EMAIL_HEADER, warpgate_ticket_enc="x"), "env", "database"),
+    ],
+)
+def test_the_saved_ticket_wins_over_the_environment(
+    settings: TrustedProxySettings, environment: str | None, source: str | None
+) -> None:
+    assert settings.ticket_source(environment) == source
+    shown = settings.to_json(environment)
+    assert shown["has_warpgate_ticket"] is (source is not None)
+    assert shown.get("warpgate_ticket_source") == source
+    assert "x" not in shown.values() and "env" not in shown.values()
+
+
+def test_the_ticket_is_used_only_in_remote_trusted_proxy_mode() -> None:
+    saved = TrustedProxySettings(user_email_header="x-email", warpgate_ticket_enc="sealed-ticket")
+    proxy = RemoteAuthMode.TRUSTED_PROXY
+    assert warpgate_ticket(proxy, saved, "env", unseal) == "saved ticket"
+    assert warpgate_ticket(proxy, WARPGATE, "env", unseal) == "env"
+    assert warpgate_ticket(proxy, WARPGATE, None, unseal) is None
+    assert warpgate_ticket(proxy, OTHER_PROXY, "env", unseal) is None
+    assert warpgate_ticket(proxy, None, "env", unseal) is None
+    assert warpgate_ticket(RemoteAuthMode.OIDC, saved, "env", unseal) is None
+    assert warpgate_ticket(None, saved, "env", unseal) is None  # local mode
+
+
+def test_the_ticket_is_a_form_encoded_query_parameter() -> None:
+    base = "https://dl.example.com/install/download/abc"
+    assert with_warpgate_ticket(base, None) == base
+    assert (
+        with_warpgate_ticket(base, "ticket with /?") == f"{base}?warpgate-ticket=ticket+with+%2F%3F"
+    )
+    assert with_warpgate_ticket(f"{base}?a=1", "t&x") == f"{base}?a=1&warpgate-ticket=t%26x"

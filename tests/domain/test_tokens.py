@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from oore.domain.tokens import hash_token, looks_like_token, new_token, parse_bearer, same_hash
+from oore.domain.tokens import (
+    hash_token,
+    looks_like_token,
+    new_token,
+    parse_bearer,
+    presents_bearer,
+    same_hash,
+)
 
 
 def test_tokens_are_64_lowercase_hex_and_unique() -> None:
@@ -22,15 +29,18 @@ def test_same_hash_never_matches_none() -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "token"),
+    ("header", "token", "presented"),
     [
-        ("Bearer abc", "abc"),
-        ("bearer abc", None),
-        ("Bearer  abc", " abc"),
-        ("Bearer ", None),
-        (None, None),
-        ("Basic abc", None),
+        ("Bearer abc", "abc", True),
+        ("bearer abc", None, False),
+        ("Bearer  abc", " abc", True),
+        ("Bearer ", None, True),  # a Bearer credential, if an empty (invalid) one
+        ("Bearerabc", None, False),
+        (None, None, False),
+        ("", None, False),
+        ("Basic abc", None, False),
     ],
 )
-def test_bearer_parsing_is_exact(header: str | None, token: str | None) -> None:
+def test_bearer_parsing_is_exact(header: str | None, token: str | None, presented: bool) -> None:
     assert parse_bearer(header) == token
+    assert presents_bearer(header) is presented

@@ -433,21 +433,30 @@ class World:
             return {key: self.fill(value) for key, value in body.items()}
         return body
 
-    async def call(self, route: Route, token: str | None) -> Reply:
+    async def call(
+        self, route: Route, token: str | None, *, authorization: str | None = None
+    ) -> Reply:
+        """The route called with ``token`` as a Bearer credential, or with a whole
+        ``authorization`` header value."""
+        if authorization is None and token is not None:
+            authorization = f"Bearer {token}"
         if route.websocket:
-            return await _upgrade(self.api, self.path(route.rule), token)
+            return await _upgrade(self.api, self.path(route.rule), authorization)
+        headers = {} if authorization is None else {"Authorization": authorization}
         return await self.api.call(
             route.method,
             self.path(route.rule),
             json=self.fill(route.body),
-            token=token,
-            headers={name: self.path(value) for name, value in route.headers.items()},
+            headers={
+                **{name: self.path(value) for name, value in route.headers.items()},
+                **headers,
+            },
         )
 
 
-async def _upgrade(api: Api, path: str, token: str | None) -> Reply:
+async def _upgrade(api: Api, path: str, authorization: str | None) -> Reply:
     """A WebSocket route's refusal (an HTTP answer), or 101 and its reply to a heartbeat."""
-    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    headers = {} if authorization is None else {"Authorization": authorization}
     async with api.client.websocket(path, headers=headers) as ws:
         try:
             await ws.send(json.dumps({"id": 1, "op": "heartbeat", "status": "online"}))
@@ -527,7 +536,10 @@ async def world(
         (revoked, "invalid_session"),
         (revoked_api.body["token"], "invalid_session"),
         (short_api.body["token"], "invalid_session"),
-        ("Basic x", "invalid_session"),
+        # An Authorization header of another scheme or spelling presents no credential.
+        ("Basic x", "missing_auth"),
+        (f"bearer {owner_token}", "missing_auth"),
+        ("Bearer not-a-token", "invalid_session"),
     ]
     return World(
         api=api,
@@ -594,13 +606,8 @@ async def _user_route_problems(world: World, route: Route) -> list[str]:
     for token, code in world.refused:
         if route.enrollment and token == world.enrollment_token:
             continue
-        if token is not None and token.startswith("Basic "):
-            reply = await world.api.call(
-                route.method,
-                world.path(route.rule),
-                json=world.fill(route.body),
-                headers={"Authorization": token},
-            )
+        if token is not None and " " in token:  # a whole header value
+            reply = await world.call(route, None, authorization=token)
         else:
             reply = await world.call(route, token)
         expect(f"refused credential {str(token)[:8]}", reply, 401, code)
@@ -648,6 +655,14 @@ async def test_runner_routes_take_only_their_own_runner_token(world: World) -> N
             reply = await world.call(route, token)
             if (reply.status, reply.code) != (status, code):
                 problems.append(f"{route.id} {str(token)[:8]}: {reply.status} {reply.body}")
+        for header, code in (
+            (f"Token {world.runner_token}", "missing_auth"),
+            (f"bearer {world.runner_token}", "missing_auth"),
+            ("Bearer not-a-token", "invalid_token"),
+        ):
+            reply = await world.call(route, None, authorization=header)
+            if (reply.status, reply.code) != (401, code):
+                problems.append(f"{route.id} {header[:8]}: {reply.status} {reply.body}")
         reply = await world.call(route, world.runner_token)
         if reply.status in (401, 403, 500):
             problems.append(f"{route.id} own token: {reply.status} {reply.body}")

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from oore.domain.crypto import SecretBox
+from oore.domain.setup import Preferences, RemoteAuthMode, RuntimeMode
 from oore.domain.tokens import hash_token
 from oore.domain.users import Role
 from oore.services.artifact_storage import ArtifactsConfig
@@ -103,6 +104,15 @@ async def test_mint_redeem_follow_and_get_the_same_bytes(
         "artifact_scoped_token_redeemed",
         "artifact_scoped_token_redeemed",
     ]
+    created = [e for e in await store.audit.recent() if e.action.endswith("_token_created")]
+    assert created[0].details == {
+        "token_id": minted.body["id"],
+        "artifact_id": artifact["id"],
+        "token_prefix": token[:8],
+        "single_use": False,
+        "ttl_secs": 86400,
+        "expires_at": minted.body["expires_at"],
+    }
 
 
 async def test_only_hashes_are_stored(job: Job, store: Store) -> None:
@@ -431,7 +441,18 @@ async def test_android_install_link(job: Job, clock: FakeClock, store: Store) ->
     assert moved.status == 307
     assert (await download(job.api, moved.headers["Location"])).body == b"apk bytes"
     assert (await job.api.get(path_of(url))).status == 307  # not single use
-    assert "artifact_install_link_generated" in await actions(store)
+    recorded = [e for e in await store.audit.recent() if e.action.startswith("artifact_install")]
+    row = await store.artifact_tokens.by_hash(hash_token(url.rsplit("/", 1)[1]))
+    assert row is not None
+    assert [e.details for e in recorded] == [
+        {
+            "token_id": row.id,
+            "artifact_id": artifact["id"],
+            "platform": "android",
+            "token_prefix": url.rsplit("/", 1)[1][:8],
+            "expires_at": link.body["expires_at"],
+        }
+    ]
     listed = await job.api.get(
         f"/v1/artifacts/{artifact['id']}/scoped-tokens", token=job.setup.token
     )
@@ -495,6 +516,103 @@ async def test_manifests_need_an_install_token_of_an_ipa(job: Job) -> None:
     for token in (android["download_url"].rsplit("/", 1)[1], scoped["token"], "f" * 64):
         refused = await job.api.get(f"/install/ios/{token}/manifest.plist")
         assert (refused.status, refused.code) == (401, "invalid_token")
+
+
+TICKET = "ios ticket/+?"
+TICKET_QUERY = "warpgate-ticket=ios+ticket%2F%2B%3F"
+
+
+@pytest.mark.parametrize("artifacts_config", [BOTH], indirect=True)
+async def test_warpgate_mode_puts_the_ticket_on_ios_urls(
+    job: Job, store: Store, clock: FakeClock
+) -> None:
+    """Remote mode signed in through a trusted proxy with a Warpgate ticket saved: the iOS
+    install link, its manifest's download URL and an IPA's redeem redirect carry the
+    ticket, so an iPhone gets through Warpgate without signing in; Android links and
+    other artifacts do not, and nothing does outside that mode or without a ticket."""
+    ipa = await job.publish(
+        "App.ipa",
+        b"ipa bytes",
+        artifact_type="ipa",
+        # as an oored-format runner describes the app
+        metadata={
+            "ios_app": {"bundle_identifier": "com.example.kite", "version": "3.2.1"},
+            "display_name": "ignored: not under ios_app",
+        },
+    )
+    refused = await install_link(job.api, ipa["id"], job.setup.token)
+    assert (refused.status, refused.code) == (422, "ios_artifact_not_installable")
+    ipa = await job.publish(
+        "Kite.ipa",
+        b"ipa bytes",
+        artifact_type="ipa",
+        metadata={
+            "ios_app": {
+                "bundle_identifier": "com.example.kite",
+                "display_name": "Kite",
+                "version": "3.2.1",
+                "build_number": "42",
+            }
+        },
+    )
+    apk = await job.publish("app.apk", b"apk bytes", artifact_type="apk")
+    settings = {"shared_secret": "proxy-secret", "warpgate_ticket": TICKET}
+    saved = await job.api.call(
+        "PUT", "/v1/settings/external-access/trusted-proxy", json=settings, token=job.setup.token
+    )
+    assert saved.status == 200, saved.body
+
+    async def urls() -> tuple[dict[str, Any], str, str, str, str]:
+        ios = await install_link(job.api, ipa["id"], job.setup.token)
+        assert ios.status == 200, ios.body
+        android = await install_link(job.api, apk["id"], job.setup.token)
+        manifest = await job.api.get(path_of(ios.body["manifest_url"]))
+        assert manifest.status == 200, manifest.body
+        asset = plistlib.loads(manifest.body.encode())["items"][0]["assets"][0]["url"]
+        scoped_ipa = (await mint(job.api, ipa["id"], job.setup.token)).body["token"]
+        scoped_apk = (await mint(job.api, apk["id"], job.setup.token)).body["token"]
+        ipa_moved = (await redeem(job.api, scoped_ipa)).headers["Location"]
+        apk_moved = (await redeem(job.api, scoped_apk)).headers["Location"]
+        return ios.body, android.body["download_url"], asset, ipa_moved, apk_moved
+
+    ios, android, asset, ipa_moved, apk_moved = await urls()  # local mode: no ticket
+    assert "warpgate" not in str([ios, android, asset, ipa_moved, apk_moved])
+
+    await store.instance.set_preferences(
+        Preferences(RuntimeMode.REMOTE, RemoteAuthMode.TRUSTED_PROXY), clock.now()
+    )
+    ios, android, asset, ipa_moved, apk_moved = await urls()
+    token = urlsplit(ios["download_url"]).path.rsplit("/", 1)[1]
+    assert ios["download_url"] == f"{DELIVERY}/install/artifact/{token}?{TICKET_QUERY}"
+    manifest = f"{DELIVERY}/install/ios/{token}/manifest.plist?{TICKET_QUERY}"
+    assert ios["manifest_url"] == manifest
+    assert parse_qs(ios["install_url"].split("://?", 1)[1])["url"] == [manifest]
+    assert asset == ios["download_url"]
+    assert ipa_moved.startswith(f"{DELIVERY}/install/download/")
+    assert ipa_moved.endswith(f"?{TICKET_QUERY}")
+    assert parse_qs(urlsplit(ipa_moved).query) == {"warpgate-ticket": [TICKET]}
+    # The proxy passes the parameter on; the download ignores it.
+    assert (await download(job.api, ipa_moved)).body == b"ipa bytes"
+    followed = await job.api.get(path_of(ios["download_url"]))
+    assert followed.status == 307 and followed.headers["Location"].endswith(f"?{TICKET_QUERY}")
+    assert "warpgate" not in android + apk_moved
+
+    await store.instance.set_preferences(
+        Preferences(RuntimeMode.REMOTE, RemoteAuthMode.OIDC), clock.now()
+    )
+    assert "warpgate" not in str(await urls())
+    await store.instance.set_preferences(
+        Preferences(RuntimeMode.REMOTE, RemoteAuthMode.TRUSTED_PROXY), clock.now()
+    )
+    cleared = await job.api.call(
+        "PUT",
+        "/v1/settings/external-access/trusted-proxy",
+        json={"warpgate_ticket": ""},
+        token=job.setup.token,
+        peer=("203.0.113.7", 40000),
+    )
+    assert cleared.status == 200, cleared.body
+    assert "warpgate" not in str(await urls())
 
 
 INCOMPLETE_IOS = [

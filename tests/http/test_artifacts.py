@@ -83,6 +83,13 @@ async def test_reserve_upload_complete_list_and_download(
     assert [(e.action, e.resource_id) for e in recorded] == [
         ("artifact_download_link_generated", artifact["id"])
     ]
+    assert recorded[0].details == {
+        "artifact_id": artifact["id"],
+        "file_path": artifact["file_path"],
+        "expires_at": link.body["expires_at"],
+        "build_id": job.build_id,
+        "name": "app-release.apk",
+    }
 
 
 async def test_metadata_is_kept_as_given(job: Job) -> None:

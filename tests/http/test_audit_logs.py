@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from oore.domain.users import Role
 from oore.store import AuditEntry, Store
+from tests.http.builds_kit import make_setup, repo
 from tests.http.conftest import Api, FakeClock, Reply, UserFactory
+
+__all__ = ["repo"]
 
 ACTOR = "11111111-1111-4111-8111-111111111111"
 OTHER = "22222222-2222-4222-8222-222222222222"
@@ -153,6 +157,78 @@ async def test_pagination_and_codes(api: Api, store: Store, seeded: str) -> None
         ), query
 
 
+async def test_details_name_roles_and_names_as_oored_does(
+    api: Api, owner_token: str, make_user: UserFactory, repo: Path, store: Store
+) -> None:
+    """Full role names, and oored's field names, in every entry that records a role or a
+    runner's name."""
+    setup = await make_setup(api, owner_token, repo)
+    developer = await make_user(Role.DEVELOPER)
+    qa = await make_user(Role.QA_VIEWER)
+    invited = await api.post(
+        "/v1/users/invite", json={"email": "q@example.com", "role": "qa_viewer"}, token=owner_token
+    )
+    await api.call(
+        "PATCH",
+        f"/v1/users/{invited.body['user']['id']}/role",
+        json={"role": "developer"},
+        token=owner_token,
+    )
+    token = await api.post(
+        "/v1/api-tokens", json={"name": "ci", "role": "qa_viewer"}, token=developer.token
+    )
+    members = f"/v1/projects/{setup.project_id}/members"
+    for who, role in ((developer, "developer"), (qa, "viewer")):
+        await api.post(members, json={"user_id": who.user.id, "role": role}, token=owner_token)
+    await api.call(
+        "PATCH", f"{members}/{developer.user.id}", json={"role": "maintainer"}, token=owner_token
+    )
+    await api.call("DELETE", f"{members}/{qa.user.id}", token=owner_token)
+    runner = await api.post("/v1/runners/register", json={"name": "mac-1"}, token=owner_token)
+    runner_id = runner.body["runner"]["id"]
+    await api.call("PATCH", f"/v1/runners/{runner_id}", json={"name": "mac-2"}, token=owner_token)
+
+    details = {e.action: e.details for e in reversed(await store.audit.recent(50))}
+    owner = "owner@local"
+    assert details["user_invited"] == {
+        "email": "q@example.com",
+        "role": "qa_viewer",
+        "invited_by": owner,
+    }
+    assert details["user_role_changed"] == {
+        "from_role": "qa_viewer",
+        "to_role": "developer",
+        "changed_by": owner,
+    }
+    assert details["api_token_created"] == {
+        "name": "ci",
+        "role": "qa_viewer",
+        "prefix": token.body["prefix"],
+    }
+    assert details["project_member_added"] == {
+        "added_user_id": qa.user.id,
+        "role": "viewer",
+        "added_by": owner,
+    }
+    assert details["project_member_updated"] == {
+        "target_user_id": developer.user.id,
+        "previous_role": "developer",
+        "new_role": "maintainer",
+        "updated_by": owner,
+    }
+    assert details["project_member_removed"] == {"removed_user_id": qa.user.id, "removed_by": owner}
+    assert details["runner_registered"] == {
+        "runner_id": runner_id,
+        "runner_name": "mac-1",
+        "registered_by": owner,
+    }
+    assert details["runner_renamed"] == {
+        "previous_name": "mac-1",
+        "new_name": "mac-2",
+        "updated_by": owner,
+    }
+
+
 async def test_user_actions_are_recorded_with_actor_target_and_address(
     api: Api, owner_token: str, make_user: UserFactory, clock: FakeClock
 ) -> None:
@@ -189,5 +265,9 @@ async def test_user_actions_are_recorded_with_actor_target_and_address(
     assert {e["resource_id"] for e in users[:4]} == {target}
     assert users[-1]["resource_id"] == developer.user.id
     assert all(e["client_ip"] == "127.0.0.1" for e in users + log[4:6])
-    assert json.loads(str(log[1]["details"])) == {"from": "qa_viewer", "to": "developer"}
+    assert json.loads(str(log[1]["details"])) == {
+        "from_role": "qa_viewer",
+        "to_role": "developer",
+        "changed_by": "owner@local",
+    }
     assert log[4]["actor_id"] == developer.user.id and log[4]["resource_type"] == "api_token"

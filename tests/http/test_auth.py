@@ -44,9 +44,15 @@ async def test_me_returns_the_user(api: Api, owner_token: str) -> None:
 async def test_missing_and_bad_credentials(api: Api) -> None:
     missing = await api.get("/v1/users/me")
     assert (missing.status, missing.code) == (401, "missing_auth")
-    for header in ("Bearer " + "0" * 64, "Bearer nothex", "Basic abc", "bearer " + "0" * 64):
+    for header in ("Bearer " + "0" * 64, "Bearer nothex", "Bearer "):
         reply = await api.get("/v1/users/me", headers={"Authorization": header})
         assert (reply.status, reply.code) == (401, "invalid_session"), header
+    # No Bearer credential at all: another scheme, another spelling, an empty header.
+    for header in ("Basic abc", "bearer " + "0" * 64, "Bearer" + "0" * 64, ""):
+        reply = await api.get("/v1/users/me", headers={"Authorization": header})
+        assert (reply.status, reply.code) == (401, "missing_auth"), header
+        logout = await api.post("/v1/auth/logout", headers={"Authorization": header})
+        assert (logout.status, logout.code) == (401, "missing_auth"), header
 
 
 async def test_logout_ends_the_session(api: Api, owner_token: str) -> None:

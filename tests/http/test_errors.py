@@ -54,7 +54,7 @@ async def test_database_failure_is_500_store_error_and_not_ready(
     assert (reply.status, reply.code) == (500, "store_error")
     ready = await api.get("/readyz")
     assert ready.status == 503
-    assert ready.body == {"ok": False, "database": False, "migrations": False}
+    assert ready.body == {"ok": False, "database": False, "migrations": False, "encryption": True}
 
 
 async def test_an_unexpected_failure_is_a_json_500_not_a_traceback(api: Api) -> None:

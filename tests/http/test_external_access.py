@@ -214,6 +214,76 @@ async def test_bad_trusted_proxy_settings_are_400_invalid_input(
     assert (reply.status, reply.code) == (400, "invalid_input")
 
 
+TICKET = "warpgate-ticket-0001/+?"
+
+
+async def test_a_warpgate_ticket_is_kept_encrypted_and_never_shown(
+    api: Api, owner_token: str, store: Store, clock: FakeClock, runtime: Runtime
+) -> None:
+    saved = await put(api, PROXY, owner_token, {"shared_secret": SECRET, "warpgate_ticket": TICKET})
+    assert saved.status == 200, saved.body
+    assert saved.body["settings"] == {
+        "user_email_header": "x-oore-user-email",
+        "trusted_proxy_cidrs": [],
+        "has_shared_secret": True,
+        "has_warpgate_ticket": True,
+        "warpgate_ticket_source": "database",
+        "updated_at": clock.now(),
+    }
+    assert TICKET not in str(saved.body)
+    stored = await store.settings.trusted_proxy()
+    assert stored is not None and stored.warpgate_ticket_enc is not None
+    assert TICKET not in stored.warpgate_ticket_enc
+    assert runtime.identity.secrets is not None
+    assert runtime.identity.secrets.decrypt(stored.warpgate_ticket_enc) == TICKET
+    shown = await api.get(PROXY, token=owner_token)
+    assert shown.body == saved.body
+    entry = (await store.audit.recent(1))[0]
+    assert entry.action == "trusted_proxy_settings_updated"
+    assert entry.details is not None and entry.details["has_warpgate_ticket"] is True
+    assert TICKET not in str(entry.details)
+
+    kept = await put(api, PROXY, owner_token, {"shared_secret": "  "})  # the ticket stays
+    assert kept.body["settings"]["has_warpgate_ticket"] is True
+    assert kept.body["settings"]["has_shared_secret"] is False
+    too_long = await put(api, PROXY, owner_token, {"warpgate_ticket": "w" * 1025})
+    assert (too_long.status, too_long.code) == (400, "invalid_input")
+    assert (await api.get(PROXY, token=owner_token)).body["settings"]["has_warpgate_ticket"]
+    cleared = await put(api, PROXY, owner_token, {"warpgate_ticket": ""})
+    assert cleared.status == 200
+    assert cleared.body["settings"]["has_warpgate_ticket"] is False
+    assert "warpgate_ticket_source" not in cleared.body["settings"]
+    stored = await store.settings.trusted_proxy()
+    assert stored is not None and stored.warpgate_ticket_enc is None
+
+
+@pytest.fixture
+def network_defaults(request: pytest.FixtureRequest) -> NetworkDefaults:
+    """The daemon's environment; tests may pass OORE_WARPGATE_TICKET indirectly."""
+    return NetworkDefaults(
+        (*LOCAL_ORIGINS, "https://ci.example.com"), warpgate_ticket=getattr(request, "param", None)
+    )
+
+
+@pytest.mark.parametrize("network_defaults", ["environment-ticket"], indirect=True)
+async def test_the_environment_ticket_serves_a_warpgate_proxy_until_one_is_saved(
+    api: Api, owner_token: str
+) -> None:
+    before = await api.get(PROXY, token=owner_token)  # nothing configured yet
+    assert before.body["settings"]["has_warpgate_ticket"] is False
+    generic = await put(api, PROXY, owner_token, {"shared_secret": SECRET})
+    assert generic.body["settings"]["has_warpgate_ticket"] is False
+    warpgate = {"user_email_header": "X-Warpgate-Username"}
+    behind = await put(api, PROXY, owner_token, warpgate)
+    assert behind.body["settings"]["has_warpgate_ticket"] is True
+    assert behind.body["settings"]["warpgate_ticket_source"] == "environment"
+    assert "environment-ticket" not in str(behind.body)
+    saved = await put(api, PROXY, owner_token, {**warpgate, "warpgate_ticket": TICKET})
+    assert saved.body["settings"]["warpgate_ticket_source"] == "database"
+    cleared = await put(api, PROXY, owner_token, {**warpgate, "warpgate_ticket": " "})
+    assert cleared.body["settings"]["warpgate_ticket_source"] == "environment"
+
+
 async def test_the_secret_cannot_be_cleared_while_proxy_sign_in_is_active(
     api: Api, owner_token: str, store: Store, clock: FakeClock
 ) -> None:

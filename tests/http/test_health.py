@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from openapi_spec_validator import validate
 
 from oore import __version__
-from tests.http.conftest import Api
+from oore.http.app import create_app
+from oore.runtime import open_runtime
+from oore.services.artifact_storage import ArtifactsConfig
+from oore.store import Store
+from tests.http.conftest import Api, FakeClock
 
 
 async def test_healthz(api: Api) -> None:
@@ -14,9 +20,25 @@ async def test_healthz(api: Api) -> None:
     assert reply.body["channel"] is None
 
 
-async def test_readyz_when_database_and_schema_are_current(api: Api) -> None:
+async def test_readyz_when_database_schema_and_key_are_in_order(api: Api) -> None:
     reply = await api.get("/readyz")
-    assert (reply.status, reply.body) == (200, {"ok": True, "database": True, "migrations": True})
+    assert (reply.status, reply.body) == (
+        200,
+        {"ok": True, "database": True, "migrations": True, "encryption": True},
+    )
+
+
+async def test_readyz_is_503_without_an_encryption_key(
+    store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    """An app built without a key could not store a secret (a daemon always has one)."""
+    keyless = ArtifactsConfig(data_dir=tmp_path / "data")
+    async with open_runtime(store, clock, artifacts_config=keyless) as runtime:
+        reply = await Api(create_app(runtime.app_services(store))).get("/readyz")
+    assert (reply.status, reply.body) == (
+        503,
+        {"ok": False, "database": True, "migrations": True, "encryption": False},
+    )
 
 
 async def test_metrics_count_requests_by_route_template(api: Api, owner_token: str) -> None:

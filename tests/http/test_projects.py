@@ -522,6 +522,7 @@ async def test_changing_the_source_cancels_waiting_builds(
         Transition(running, BuildStatus.SCHEDULED, BuildStatus.ASSIGNED, "t", "t", clock.now())
     )
     other = await create_project(api, owner_token, make_repo(repo.parent / "other"), "other")
+    shown = await api.get(f"/v1/projects/{project['id']}", token=owner_token)
     reply = await patch(
         api, f"/v1/projects/{project['id']}", {"repository_id": other["repository_id"]}, owner_token
     )
@@ -537,7 +538,22 @@ async def test_changing_the_source_cancels_waiting_builds(
     events = await store.builds.events(waiting)
     assert events[-1].to_status is BuildStatus.CANCELED
     assert events[-1].reason is not None and "source" in events[-1].reason
-    assert "project_source_link_updated" in [e.action for e in await store.audit.recent()]
+    names = (
+        shown.body["project"]["repository_full_name"],
+        reply.body["project"]["repository_full_name"],
+    )
+    assert all(names) and names[0] != names[1]
+    linked = [e for e in await store.audit.recent() if e.action == "project_source_link_updated"]
+    assert [e.details for e in linked] == [
+        {
+            "previous_repository_id": project["repository_id"],
+            "previous_repository_full_name": shown.body["project"]["repository_full_name"],
+            "repository_id": other["repository_id"],
+            "repository_full_name": reply.body["project"]["repository_full_name"],
+            "updated_by": "owner@local",
+            "canceled_builds": 2,
+        }
+    ]
 
 
 # -- delete ------------------------------------------------------------------------------------

@@ -252,14 +252,17 @@ async def test_no_credential_or_secret_is_stored_in_the_clear(
     seen["OIDC sign-in state"] = sign_in["state"][0]
     seen["OIDC sign-in nonce"] = sign_in["nonce"][0]
     proxy_secret = "trusted-proxy-shared-secret-00000001"
+    warpgate_ticket = "warpgate-access-ticket-000000000001"
     proxied = await api.call(
         "PUT",
         "/v1/settings/external-access/trusted-proxy",
-        json={"shared_secret": proxy_secret},
+        json={"shared_secret": proxy_secret, "warpgate_ticket": warpgate_ticket},
         token=owner,
     )
     assert proxied.status == 200, proxied.body
+    assert proxied.body["settings"]["warpgate_ticket_source"] == "database"
     seen["trusted-proxy shared secret"] = proxy_secret
+    seen["Warpgate ticket"] = warpgate_ticket
     api_token = await api.post(
         "/v1/api-tokens", json={"name": "cli", "role": "developer"}, token=owner
     )

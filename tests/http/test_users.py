@@ -192,7 +192,11 @@ async def test_demotion_takes_effect_on_open_sessions(
     assert me.body["user"]["role"] == "developer"
     entry = (await store.audit.recent(1))[0]
     assert entry.action == "user_role_changed" and entry.resource_id == admin.user.id
-    assert entry.details == {"from": "admin", "to": "developer"}
+    assert entry.details == {
+        "from_role": "admin",
+        "to_role": "developer",
+        "changed_by": "owner@local",
+    }
     promoted = await patch_role(api, owner_token, admin.user.id, "admin")
     assert promoted.body["user"]["role"] == "admin"
 

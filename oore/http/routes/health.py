@@ -23,6 +23,7 @@ class Ready(BaseModel):
     ok: bool
     database: bool
     migrations: bool
+    encryption: bool
 
 
 class MetricsText(RootModel[str]):
@@ -57,14 +58,26 @@ def blueprint(metrics: Metrics) -> Blueprint:
     @document_response(Ready, 200)
     @document_response(Ready, 503)
     async def readyz() -> Response:
-        """Readiness: the database answers and its schema is current.
+        """Readiness: the database answers, its schema is current, and secrets can be
+        encrypted (``encryption``: a 32-byte key is loaded).
 
         503 with ``database: false`` during a database outage, from its first failed
-        query or check until the database answers again.
+        query or check until the database answers again. A daemon always holds a key (it
+        refuses to start with a key file of the wrong size); an app built without one
+        answers ``encryption: false`` and 503, since it could not store a secret.
         """
-        state = await services().database.readiness()
-        ok = state.database and state.migrations
-        response = jsonify({"ok": ok, "database": state.database, "migrations": state.migrations})
+        app = services()
+        state = await app.database.readiness()
+        encryption = app.identity.can_encrypt
+        ok = state.database and state.migrations and encryption
+        response = jsonify(
+            {
+                "ok": ok,
+                "database": state.database,
+                "migrations": state.migrations,
+                "encryption": encryption,
+            }
+        )
         response.status_code = 200 if ok else 503
         return response
 

@@ -161,7 +161,8 @@ async def put_network(body: NetworkIn) -> Response:
 @security_scheme([{"bearer": []}])
 @document_response(TrustedProxyOut)
 async def get_trusted_proxy() -> Response:
-    """The trusted-proxy settings; secrets are never shown."""
+    """The trusted-proxy settings; secrets are never shown, only whether a shared secret
+    and a Warpgate ticket are held (``warpgate_ticket_source``: database or environment)."""
     session = await require_session()
     settings = await services().instance_settings.trusted_proxy(session)
     return jsonify({"settings": settings.to_json()})
@@ -172,7 +173,8 @@ async def get_trusted_proxy() -> Response:
 @json_body(TrustedProxyIn)
 @document_response(TrustedProxyOut)
 async def put_trusted_proxy(body: TrustedProxyIn) -> Response:
-    """Replace the identity header and proxy networks (owner); an omitted secret is kept."""
+    """Replace the identity header and proxy networks (owner); an omitted shared secret or
+    Warpgate ticket is kept, a blank one cleared; neither is ever shown."""
     session = await require_session()
     settings = await services().instance_settings.update_trusted_proxy(
         session,
