@@ -237,7 +237,17 @@ async def open_runtime(
             identity = Identity(
                 store, clock, audit, artifacts_config.secrets, access_changed=grants.changed
             )
-            builds = Builds(scheduling, access)
+            integrations = Integrations(
+                store,
+                clock,
+                audit,
+                artifacts_config.secrets,
+                network,
+                ScmClient(scm_config or ScmConfig()),
+                cookie_secure=cookie_secure,
+            )
+            sources = Sources(store, integrations)
+            builds = Builds(scheduling, access, sources)
             variables = Variables(store, clock, audit, access, artifacts_config.secrets)
             signing = Signing(store, clock, audit, access, artifacts_config.secrets)
             logs = Logs(
@@ -317,15 +327,6 @@ async def open_runtime(
                 lease=cluster_config.leader_lease,
             )
             nursery.start_soon(_within, leading, leadership.run)
-            integrations = Integrations(
-                store,
-                clock,
-                audit,
-                artifacts_config.secrets,
-                network,
-                ScmClient(scm_config or ScmConfig()),
-                cookie_secure=cookie_secure,
-            )
             yield Runtime(
                 identity=identity,
                 access=access,
@@ -333,7 +334,7 @@ async def open_runtime(
                     store, clock, audit, access, artifacts, metrics, access_changed=grants.changed
                 ),
                 builds=builds,
-                previews=Previews(store, access, Sources(store, integrations)),
+                previews=Previews(store, access, sources),
                 runners=runners,
                 artifacts=artifacts,
                 artifact_tokens=ArtifactTokens(

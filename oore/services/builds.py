@@ -22,12 +22,13 @@ from oore.domain.rbac import ProjectPermission, is_instance_admin, project_allow
 from oore.domain.runners import MAX_WAIT_SECONDS, Runner
 from oore.domain.text import name_problem, text_problem
 from oore.domain.users import Session
-from oore.errors import Conflict, Forbidden, InvalidInput, NotFound
+from oore.errors import BadGateway, Conflict, Forbidden, InvalidInput, NotFound
 from oore.eventlog import event
 from oore.scheduling import Scheduling
 from oore.services.access import Access
-from oore.services.git import resolve_commit
 from oore.services.pipeline_files import apply_file_settings
+from oore.services.scm import CredentialRejected
+from oore.services.sources import SourceReader, Sources
 from oore.store.builds import BuildFilter, NewBuild
 from oore.store.projects import as_uuid
 
@@ -112,14 +113,30 @@ def build_snapshot(
     return snapshot
 
 
+async def _branch_head(reader: SourceReader, project: Project, branch: str) -> str:
+    """The commit a branch points at, with build creation's codes (§2.7): 400
+    ``invalid_ref``, 409 ``source_unresolvable`` without usable credentials, 502
+    ``github_api_error`` / ``gitlab_api_error`` for any provider failure, 500 ``git_error``."""
+    try:
+        return await reader.resolve(branch, branch=True)
+    except Conflict as exc:
+        raise Conflict("source_unresolvable", exc.message) from None
+    except (BadGateway, *CredentialRejected) as exc:
+        assert project.repository is not None
+        provider = project.repository.provider
+        code = "gitlab_api_error" if provider is RepositoryProvider.GITLAB else "github_api_error"
+        raise BadGateway(code, exc.message) from None
+
+
 class Builds:
     """Use cases of the Builds API and of the runner job endpoints."""
 
-    def __init__(self, scheduling: Scheduling, access: Access) -> None:
+    def __init__(self, scheduling: Scheduling, access: Access, sources: Sources) -> None:
         self._scheduling = scheduling
         self._store = scheduling.store
         self._clock = scheduling.clock
         self._access = access
+        self._sources = sources
 
     # -- user side -----------------------------------------------------------------------
 
@@ -147,9 +164,11 @@ class Builds:
         if pipeline is None or pipeline.project_id != project.id:
             raise NotFound("not_found", "Pipeline not found")
         selected = self._selected_platforms(pipeline, req.platforms)
+        reader = None
         if commit_sha is None:
             assert branch is not None
-            commit_sha = await self._resolve(project, branch)
+            reader = await self._sources.reader(project)
+            commit_sha = await _branch_head(reader, project, branch)
         build = await self._insert(
             project,
             pipeline,
@@ -159,6 +178,7 @@ class Builds:
             trigger_ref=trigger_ref,
             changelog=changelog,
             selected=selected,
+            reader=reader,
         )
         if pipeline.cancel_previous:
             await self._supersede(build)
@@ -176,14 +196,21 @@ class Builds:
             )
         return [platform for platform in available if platform in wanted]
 
-    async def _resolve(self, project: Project, branch: str) -> str:
-        repository = project.repository
-        assert repository is not None
-        if repository.provider is RepositoryProvider.LOCAL_GIT and repository.local_path:
-            return await resolve_commit(repository.local_path, f"refs/heads/{branch}")
-        raise Conflict(
-            "source_unresolvable", "The branch head of this source cannot be resolved here"
-        )
+    async def _file_settings(
+        self,
+        snapshot: dict[str, Any],
+        project: Project,
+        pipeline: Pipeline,
+        commit_sha: str,
+        reader: SourceReader | None,
+    ) -> None:
+        """The pipeline file's settings at the build's commit, when its source can be read."""
+        if reader is None:
+            try:
+                reader = await self._sources.reader(project)
+            except Conflict:
+                return  # the runner still reads the file at checkout
+        await apply_file_settings(snapshot, pipeline, reader, commit_sha)
 
     async def _insert(
         self,
@@ -200,6 +227,7 @@ class Builds:
         source: Build | None = None,
         trigger_type: TriggerType = TriggerType.MANUAL,
         trigger_event: str | None = None,
+        reader: SourceReader | None = None,
     ) -> Build:
         now = self._clock.now()
         if snapshot is None:
@@ -212,7 +240,8 @@ class Builds:
                 trigger_type=trigger_type,
                 now=now,
             )
-            await apply_file_settings(snapshot, project, pipeline, commit_sha)
+            if commit_sha is not None:
+                await self._file_settings(snapshot, project, pipeline, commit_sha, reader)
         labels = snapshot.get("runner_labels") or []
         build = await self._scheduling.queue(
             NewBuild(

@@ -125,14 +125,6 @@ async def file_at(repo: str, commit: str, path: str, max_bytes: int) -> FileAt |
     return FileAt(read.stdout, size) if read.returncode == 0 else None
 
 
-async def read_file(repo: str, commit: str, path: str, max_bytes: int) -> bytes | None:
-    """A file's bytes at a commit of a local repository; None when it is not a regular file
-    there, cannot be read, or is larger than ``max_bytes`` (then the runner, which reads the
-    checkout, reports the problem)."""
-    found = await file_at(repo, commit, path, max_bytes)
-    return None if found is None else found.data
-
-
 async def commit_range(repo: str, base: str, target: str, limit: int) -> CommitRange:
     """The commits of ``target`` that ``base`` lacks (``git log base..target``): the newest
     ``limit`` of them, newest first, and how many there are."""

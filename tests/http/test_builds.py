@@ -625,7 +625,7 @@ async def test_a_source_change_during_a_trigger_is_refused(
         )
         return head
 
-    monkeypatch.setattr("oore.services.builds.resolve_commit", racing)
+    monkeypatch.setattr("oore.services.git.resolve_commit", racing)
     reply = await setup.api.post(
         f"/v1/projects/{setup.project_id}/builds",
         json={"pipeline_id": setup.pipeline_id},
