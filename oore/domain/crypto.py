@@ -25,6 +25,14 @@ def encryption_error() -> InternalError:
     return InternalError("encryption_error", "Failed to encrypt a secret")
 
 
+def required_box(secrets: SecretBox | None) -> SecretBox:
+    """The key, for work that must encrypt or decrypt: 500 ``encryption_error`` without
+    one (a daemon always has one; an app built for a test may not)."""
+    if secrets is None:
+        raise encryption_error()
+    return secrets
+
+
 def decryption_error() -> InternalError:
     return InternalError("decryption_error", "Failed to decrypt a stored secret")
 

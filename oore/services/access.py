@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oore.domain.projects import Project
+from oore.domain.projects import Pipeline, Project
 from oore.domain.rbac import (
     ProjectPermission,
     ProjectRole,
@@ -54,3 +54,17 @@ class Access:
             raise NotFound("not_found", "Project not found")
         role = require_project(await self.role_on(session, project_id), permission)
         return ProjectAccess(project, role)
+
+    async def pipeline(
+        self, session: Session, pipeline_id: str, permission: ProjectPermission
+    ) -> tuple[Pipeline, ProjectAccess]:
+        """The pipeline and the caller's access to its project: 404 ``Pipeline not found``
+        if it is unknown or its project hidden, 403 if the permission is denied."""
+        pipeline = await self._store.pipelines.get(pipeline_id)
+        if pipeline is None:
+            raise NotFound("not_found", "Pipeline not found")
+        try:
+            found = await self.project(session, pipeline.project_id, permission)
+        except NotFound:
+            raise NotFound("not_found", "Pipeline not found") from None
+        return pipeline, found

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
-from oore.domain.crypto import SecretBox, encryption_error
+from oore.domain.crypto import SecretBox, required_box
 from oore.domain.ids import new_id
 from oore.domain.integrations import (
     ALL_REPOSITORIES_LIMIT,
@@ -152,9 +152,7 @@ class Integrations:
     # -- helpers -------------------------------------------------------------------------
 
     def _box(self) -> SecretBox:
-        if self._secrets is None:
-            raise encryption_error()
-        return self._secrets
+        return required_box(self._secrets)
 
     def _seal_json(self, value: dict[str, Any]) -> str:
         return self._box().encrypt(json.dumps(value, separators=(",", ":")))

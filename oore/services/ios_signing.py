@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from oore.domain.crypto import SecretBox, encryption_error
+from oore.domain.crypto import SecretBox, required_box
 from oore.domain.ios_signing import (
     MAX_PROFILE_BYTES,
     PROFILE_SUFFIX,
@@ -86,21 +86,13 @@ class IosSigning:
         self._apple = apple
 
     def _box(self) -> SecretBox:
-        if self._secrets is None:
-            raise encryption_error()
-        return self._secrets
+        return required_box(self._secrets)
 
     async def _pipeline(self, session: Session, pipeline_id: str) -> str:
         """The pipeline's project id after the access check; 404 when hidden or unknown."""
-        pipeline = await self._store.pipelines.get(pipeline_id)
-        if pipeline is None:
-            raise NotFound("not_found", "Pipeline not found")
-        try:
-            await self._access.project(
-                session, pipeline.project_id, ProjectPermission.MANAGE_PIPELINES
-            )
-        except NotFound:
-            raise NotFound("not_found", "Pipeline not found") from None
+        pipeline, _ = await self._access.pipeline(
+            session, pipeline_id, ProjectPermission.MANAGE_PIPELINES
+        )
         return pipeline.project_id
 
     async def _state(self, pipeline_id: str) -> IosSigningState:

@@ -27,7 +27,7 @@ import orjson
 import trio
 
 from oore.domain.builds import Build, BuildStatus
-from oore.domain.crypto import SecretBox, encryption_error
+from oore.domain.crypto import SecretBox, required_box
 from oore.domain.notifications import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -106,9 +106,7 @@ class Notifications:
         self._ssl: ssl.SSLContext | None = None
 
     def _box(self) -> SecretBox:
-        if self._secrets is None:
-            raise encryption_error()
-        return self._secrets
+        return required_box(self._secrets)
 
     # -- channels ------------------------------------------------------------------------
 

@@ -536,18 +536,6 @@ class Projects:
         """The pipeline with this id, without any access check (for other services)."""
         return await self._store.pipelines.get(pipeline_id)
 
-    async def _visible_pipeline(
-        self, session: Session, pipeline_id: str, permission: ProjectPermission
-    ) -> tuple[Pipeline, ProjectAccess]:
-        pipeline = await self._store.pipelines.get(pipeline_id)
-        if pipeline is None:
-            raise NotFound("not_found", "Pipeline not found")
-        try:
-            found = await self._access.project(session, pipeline.project_id, permission)
-        except NotFound:
-            raise NotFound("not_found", "Pipeline not found") from None
-        return pipeline, found
-
     async def pipelines(
         self, session: Session, project_id: str, query: PipelineQuery
     ) -> tuple[list[PipelineView], int]:
@@ -565,7 +553,7 @@ class Projects:
 
     async def pipeline_detail(self, session: Session, pipeline_id: str) -> PipelineView:
         """``GET /v1/pipelines/{id}``: the pipeline (redacted for viewers) and its build count."""
-        pipeline, found = await self._visible_pipeline(session, pipeline_id, ProjectPermission.READ)
+        pipeline, found = await self._access.pipeline(session, pipeline_id, ProjectPermission.READ)
         redact = not project_allows(found.role, ProjectPermission.MANAGE_PIPELINES)
         count = await self._store.pipelines.build_count(pipeline.id)
         return PipelineView(pipeline, redact, count)
@@ -615,7 +603,7 @@ class Projects:
         if req.name is not None and not req.name.strip():
             raise InvalidInput("invalid_input", "Pipeline name must not be blank")
         _check_text("Pipeline name", req.name)
-        pipeline, found = await self._visible_pipeline(
+        pipeline, found = await self._access.pipeline(
             session, pipeline_id, ProjectPermission.MANAGE_PIPELINES
         )
         changes = PipelineChanges(
@@ -644,7 +632,7 @@ class Projects:
         """``DELETE /v1/pipelines/{id}``: owner/admin only; 409 ``active_builds``. The
         artifacts of its builds go first, objects then rows, as for a project."""
         require(session.user.role, Resource.PIPELINES, Action.DELETE)
-        pipeline, _ = await self._visible_pipeline(session, pipeline_id, ProjectPermission.READ)
+        pipeline, _ = await self._access.pipeline(session, pipeline_id, ProjectPermission.READ)
         if not await self._delete_rows(
             partial(self._store.pipelines.delete, pipeline.id),
             partial(self._artifacts.purge, pipeline.project_id, pipeline_id=pipeline.id),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oore.domain.builds import Build, BuildStatus
-from oore.domain.crypto import SecretBox, encryption_error
+from oore.domain.crypto import SecretBox, required_box
 from oore.domain.rbac import ProjectPermission
 from oore.domain.runners import Runner
 from oore.domain.signing import (
@@ -71,21 +71,13 @@ class Signing:
         self._secrets = secrets
 
     def _box(self) -> SecretBox:
-        if self._secrets is None:
-            raise encryption_error()
-        return self._secrets
+        return required_box(self._secrets)
 
     async def _pipeline(self, session: Session, pipeline_id: str) -> str:
         """The pipeline's id once the caller may manage it; 404 when unknown or hidden."""
-        pipeline = await self._store.pipelines.get(pipeline_id)
-        if pipeline is None:
-            raise NotFound("not_found", "Pipeline not found")
-        try:
-            await self._access.project(
-                session, pipeline.project_id, ProjectPermission.MANAGE_PIPELINES
-            )
-        except NotFound:
-            raise NotFound("not_found", "Pipeline not found") from None
+        pipeline, _ = await self._access.pipeline(
+            session, pipeline_id, ProjectPermission.MANAGE_PIPELINES
+        )
         return pipeline.id
 
     # -- Android ----------------------------------------------------------------------------

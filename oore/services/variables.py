@@ -13,7 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 from oore.domain.builds import Build
-from oore.domain.crypto import SecretBox, encryption_error
+from oore.domain.crypto import SecretBox, required_box
 from oore.domain.rbac import ProjectPermission
 from oore.domain.users import Session
 from oore.domain.variables import (
@@ -56,9 +56,7 @@ class Variables:
         self._masks: OrderedDict[tuple[str, int], tuple[str, ...]] = OrderedDict()
 
     def _box(self) -> SecretBox:
-        if self._secrets is None:
-            raise encryption_error()
-        return self._secrets
+        return required_box(self._secrets)
 
     def _view(self, stored: StoredVariable) -> Variable:
         value = None if stored.secret else self._box().decrypt(stored.value_encrypted)
@@ -82,13 +80,7 @@ class Variables:
     ) -> tuple[str, str | None]:
         """(project id, pipeline id or None) after the access check; 404 when hidden."""
         if pipeline_id is not None:
-            pipeline = await self._store.pipelines.get(pipeline_id)
-            if pipeline is None:
-                raise NotFound("not_found", "Pipeline not found")
-            try:
-                await self._access.project(session, pipeline.project_id, permission)
-            except NotFound:
-                raise NotFound("not_found", "Pipeline not found") from None
+            pipeline, _ = await self._access.pipeline(session, pipeline_id, permission)
             return pipeline.project_id, pipeline.id
         assert project_id is not None
         found = await self._access.project(session, project_id, permission)

@@ -7,7 +7,7 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from oore.domain.crypto import NONCE_BYTES, TAG_BYTES, SecretBox
+from oore.domain.crypto import NONCE_BYTES, TAG_BYTES, SecretBox, required_box
 from oore.errors import InternalError
 
 KEY = bytes(range(32))
@@ -68,3 +68,11 @@ def test_a_key_must_have_32_bytes_and_is_never_shown() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         SecretBox(b"x" * 16)
     assert repr(SecretBox(KEY)) == "<SecretBox>"
+
+
+def test_work_that_needs_the_key_is_refused_without_one() -> None:
+    box = SecretBox(bytes(range(32)))
+    assert required_box(box) is box
+    with pytest.raises(InternalError) as refused:
+        required_box(None)
+    assert refused.value.code == "encryption_error"
