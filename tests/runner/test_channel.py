@@ -24,6 +24,7 @@ from tests.http.conftest import (
     Api,
     api,
     app,
+    apple_config,
     artifacts_config,
     clock,
     events_config,
@@ -38,6 +39,7 @@ from tests.http.conftest import (
 __all__ = [
     "api",
     "app",
+    "apple_config",
     "artifacts_config",
     "clock",
     "events_config",

@@ -22,6 +22,7 @@ from tests.http.builds_kit import Setup, repo, setup
 from tests.http.conftest import (
     api,
     app,
+    apple_config,
     artifacts_config,
     clock,
     events_config,
@@ -36,6 +37,7 @@ from tests.runner.test_channel import Server, without_channel
 __all__ = [
     "api",
     "app",
+    "apple_config",
     "artifacts_config",
     "clock",
     "events_config",

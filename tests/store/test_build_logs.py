@@ -97,14 +97,19 @@ async def _runner_history_columns(conn: Connection, change: str) -> None:
     await conn.execute(
         f"ALTER TABLE builds {change} last_runner_id{types[0]}, {change} last_runner_name{types[1]}"
     )
-    # Today's claims also read the build's variables (a later migration's table).
+    # Today's claims also read the build's variables and whether its pipeline signs
+    # (later migrations' tables).
     if change == "ADD COLUMN":
         await conn.execute(
             """CREATE TABLE variables (id uuid, project_id uuid, pipeline_id uuid, name text,
                    value_encrypted text, secret boolean, created_at bigint, updated_at bigint)"""
         )
+        await conn.execute(
+            "CREATE TABLE android_signing_profiles (pipeline_id uuid, enabled boolean)"
+        )
+        await conn.execute("CREATE TABLE pipeline_ios_signing (pipeline_id uuid, enabled boolean)")
     else:
-        await conn.execute("DROP TABLE variables")
+        await conn.execute("DROP TABLE variables, android_signing_profiles, pipeline_ios_signing")
 
 
 async def test_upgrading_files_earlier_lines_under_the_builds_current_attempt(
