@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -124,7 +125,19 @@ class OidcProvider:
 
 
 def ensure_node_modules() -> None:
-    """Install the provider's locked dependencies once; fail loudly without node or npm."""
+    """Install the provider's locked dependencies once; fail loudly without node or npm.
+
+    The suite runs in several worker processes, each of which may get here first: an
+    exclusive lock on a file beside the package makes the others wait for one install."""
+    with (PROVIDER_DIR / ".npm-install.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _install_node_modules()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _install_node_modules() -> None:
     if (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
         return
     npm = shutil.which("npm")
