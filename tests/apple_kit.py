@@ -34,7 +34,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from oore.services.apple import AppleConfig
-from tests.loopback_http import serving
+from tests.loopback_http import send_answer, serving
 
 KEY_ID = "ABC123DEFG"
 ISSUER_ID = "69a6de70-03db-47e3-e053-5b8c7c11a4d1"
@@ -252,12 +252,7 @@ def _handler(fake: FakeAppStoreConnect) -> type[BaseHTTPRequestHandler]:
             )
             fake.requests.append(request)
             status, body = fake.answer(request)
-            raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            send_answer(self, status, body)
 
         do_GET = _answer
         do_POST = _answer

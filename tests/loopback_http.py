@@ -3,10 +3,12 @@ services this machine cannot reach; stopped and joined (bounded) when the block 
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 JOIN_TIMEOUT = 10.0
 # How often serve_forever looks for shutdown: its default (0.5 s) is paid by every test.
@@ -25,3 +27,25 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=JOIN_TIMEOUT)
+
+
+def send_answer(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: Any,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer the handler's request: bytes as ``text/plain``, text as JSON already
+    written, anything else as JSON, with its length and ``headers``."""
+    if isinstance(body, bytes):
+        raw, content_type = body, "text/plain"
+    else:
+        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        content_type = "application/json"
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)

@@ -12,7 +12,6 @@ commits, trees, files and comparisons are answered with ``git`` in the providers
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from oore.services.scm import ScmConfig
-from tests.loopback_http import serving
+from tests.loopback_http import send_answer, serving
 
 STOP_TIMEOUT = 5.0
 APP_ID = 424242
@@ -487,18 +486,7 @@ def _handler(scm: FakeScm) -> type[BaseHTTPRequestHandler]:
                 status, body, headers = scm.github(request)
             else:
                 status, body, headers = scm.gitlab(request)
-            if isinstance(body, bytes):
-                raw, content_type = body, "text/plain"
-            else:
-                raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                content_type = "application/json"
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            send_answer(self, status, body, headers)
 
         do_GET = _answer
         do_POST = _answer
