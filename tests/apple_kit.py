@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -34,7 +33,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from oore.services.apple import AppleConfig
-from tests.loopback_http import send_answer, serving
+from tests.loopback_http import Recorded, recorded, send_answer, serving
 
 KEY_ID = "ABC123DEFG"
 ISSUER_ID = "69a6de70-03db-47e3-e053-5b8c7c11a4d1"
@@ -60,15 +59,6 @@ def mobileprovision(uuid: str, name: str, expires: int, team: str = TEAM_ID) -> 
         }
     )
     return b"0\x82\x1f\x10\x06\t*\x86H\x86\xf7\r\x01\x07\x02" + plist + b"\xa0\x82\x0b\x00signed"
-
-
-@dataclass(frozen=True)
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
 
 
 def _errors(status: int, code: str, title: str, detail: str) -> dict[str, Any]:
@@ -241,15 +231,7 @@ def _handler(fake: FakeAppStoreConnect) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _answer(self) -> None:
-            parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length", "0"))
-            request = Recorded(
-                method=self.command,
-                path=parts.path,
-                query=dict(parse_qsl(parts.query)),
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=self.rfile.read(length) if length else b"",
-            )
+            request = recorded(self)
             fake.requests.append(request)
             status, body = fake.answer(request)
             send_answer(self, status, body)

@@ -7,12 +7,38 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 JOIN_TIMEOUT = 10.0
 # How often serve_forever looks for shutdown: its default (0.5 s) is paid by every test.
 POLL_INTERVAL = 0.02
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request a fake received, as tests check it (header names in lower case)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+def recorded(handler: BaseHTTPRequestHandler) -> Recorded:
+    """The handler's request, its body read."""
+    parts = urlsplit(handler.path)
+    length = int(handler.headers.get("Content-Length", "0"))
+    return Recorded(
+        method=handler.command,
+        path=parts.path,
+        query=dict(parse_qsl(parts.query)),
+        headers={k.lower(): v for k, v in handler.headers.items()},
+        body=handler.rfile.read(length) if length else b"",
+    )
 
 
 @contextmanager

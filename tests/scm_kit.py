@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from oore.services.scm import ScmConfig
-from tests.loopback_http import send_answer, serving
+from tests.loopback_http import Recorded, recorded, send_answer, serving
 
 STOP_TIMEOUT = 5.0
 APP_ID = 424242
@@ -37,15 +37,6 @@ GITLAB_OAUTH_TOKEN = "gitlab-oauth-access-token-0123456789"
 CLIENT_SECRET = "github-client-secret-0123456789abcdef"
 WEBHOOK_SECRET = "github-webhook-secret-0123456789abcdef"
 INSTALLATION_TOKEN = "ghs_installation_token_0123456789abcdef"
-
-
-@dataclass(frozen=True)
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
 
 
 @dataclass
@@ -470,19 +461,11 @@ def _handler(scm: FakeScm) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _answer(self) -> None:
-            parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length", "0"))
-            request = Recorded(
-                method=self.command,
-                path=parts.path,
-                query=dict(parse_qsl(parts.query)),
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=self.rfile.read(length) if length else b"",
-            )
+            request = recorded(self)
             scm.requests.append(request)
             if scm.hold is not None:
                 scm.hold.wait(STOP_TIMEOUT)  # a hanging provider; the client must give up
-            if parts.path.startswith("/gh-api/"):
+            if request.path.startswith("/gh-api/"):
                 status, body, headers = scm.github(request)
             else:
                 status, body, headers = scm.gitlab(request)
