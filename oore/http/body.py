@@ -23,7 +23,7 @@ P = ParamSpec("P")
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON_ONLY = "Content-Type must be application/json"
-_RAW_BODY = "oore_raw_body"
+RAW_BODY = "oore_raw_body"  # marks views that read their body themselves
 
 # Bodies up to this many bytes decode in well under a millisecond, on the event loop.
 INLINE_DECODE_MAX = 64 * 1024
@@ -69,7 +69,7 @@ class Body(BaseModel):
 
 def raw_body(view: Callable[P, R]) -> Callable[P, R]:
     """Mark a view that reads its body itself (webhooks, uploads): it takes any type."""
-    setattr(view, _RAW_BODY, True)
+    setattr(view, RAW_BODY, True)
     return view
 
 
@@ -84,7 +84,7 @@ def install_json_only(app: Quart) -> None:
         if request.method not in STATE_CHANGING or request.mimetype in ("", "application/json"):
             return
         view = app.view_functions.get(request.endpoint or "")
-        if view is not None and not getattr(view, _RAW_BODY, False):
+        if view is not None and not getattr(view, RAW_BODY, False):
             raise InvalidRequest(details=JSON_ONLY)
 
 

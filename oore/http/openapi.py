@@ -1,18 +1,68 @@
-"""OpenAPI details quart-schema leaves to us: answers that are not JSON models."""
+"""OpenAPI details quart-schema leaves to us: answers that are not JSON models, the error
+answers of every operation, and the query parameters views declare.
+
+Every error answer has one body, the ``Error`` schema (what ``oore/http/errors.py``
+writes). Most statuses follow from the route itself (see :meth:`Provider.common_errors`);
+a view names the others with :func:`errors`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import wraps
 from typing import Any, TypeVar
 
 from quart import Response
 from quart_schema import OpenAPIProvider
+from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 from werkzeug.routing import Rule
 
+from oore.domain.json_input import INT_MIN
+from oore.errors import ApiError
+from oore.http.body import RAW_BODY
+from oore.http.guard import UNGUARDED_PREFIXES
+from oore.http.query import QUERY_ATTRIBUTE, Param
+
 _RAW = "_oore_raw_responses"
+_ERRORS = "_oore_errors"
+_STORELESS = "_oore_storeless"
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "description": "Every error answer: a message, a stable code, maybe details, the request id.",
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "What went wrong, for people"},
+        "code": {"type": "string", "description": "A stable, machine-readable code"},
+        "details": {"type": "string", "description": "More about the failure (a field...)"},
+        "request_id": {"type": "string", "description": "Also in the X-Request-Id header"},
+    },
+    "required": ["error", "code"],
+    "additionalProperties": False,
+}
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+# Control characters and lone surrogates are refused (oore/http/query.py).
+_PRINTABLE = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_REASONS = {
+    400: "Bad request",
+    401: "Not signed in",
+    403: "Not allowed",
+    404: "Not found",
+    408: "Request body too slow",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition failed",
+    413: "Request body too large",
+    416: "Range not satisfiable",
+    422: "Unprocessable",
+    429: "Too many requests",
+    502: "Upstream failure",
+    503: "Unavailable",
+}
 
 
 def raw_response(status: int, description: str, media_type: str | None = None) -> Callable[[F], F]:
@@ -22,7 +72,10 @@ def raw_response(status: int, description: str, media_type: str | None = None) -
         documented: dict[int, dict[str, Any]] = dict(getattr(view, _RAW, {}))
         answer: dict[str, Any] = {"description": description}
         if media_type is not None:
-            answer["content"] = {media_type: {"schema": {"type": "string"}}}
+            schema: dict[str, Any] = {"type": "string"}
+            if not media_type.startswith("text/"):
+                schema["format"] = "binary"
+            answer["content"] = {media_type: {"schema": schema}}
         documented[status] = answer
         setattr(view, _RAW, documented)
         return view
@@ -41,14 +94,104 @@ def no_content(view: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[
     return raw_response(204, "No content")(wrapper)
 
 
+def errors(*answers: ApiError) -> Callable[[F], F]:
+    """Decorator: the errors a view answers beyond those its route implies (each one's
+    status and code, e.g. ``Conflict("build_not_cancelable")``)."""
+
+    def decorate(view: F) -> F:
+        known: list[tuple[int, str]] = list(getattr(view, _ERRORS, ()))
+        known.extend((answer.status, answer.code) for answer in answers)
+        setattr(view, _ERRORS, tuple(known))
+        return view
+
+    return decorate
+
+
+def storeless(view: F) -> F:
+    """Decorator: the view answers without the database (no 503 ``store_unavailable``)."""
+    setattr(view, _STORELESS, True)
+    return view
+
+
+def query_parameter(param: Param) -> dict[str, Any]:
+    """The OpenAPI parameter object of a declared query parameter."""
+    schema: dict[str, Any]
+    if param.choices:
+        schema = {"type": "string", "enum": list(param.choices)}
+    elif param.kind == "integer":
+        schema = {"type": "integer", "format": "int64"}
+        schema["minimum"] = param.minimum
+        schema["maximum"] = param.maximum
+    else:
+        schema = {"type": "string", "pattern": param.pattern or _PRINTABLE}
+    return {"name": param.name, "in": "query", "description": param.description, "schema": schema}
+
+
+def _error_answer(status: int, codes: Iterable[str]) -> dict[str, Any]:
+    listed = ", ".join(f"`{code}`" for code in sorted(set(codes)))
+    return {
+        "description": f"{_REASONS.get(status, 'Error')}: {listed}",
+        "content": {"application/json": {"schema": ERROR_REF}},
+    }
+
+
 class Provider(OpenAPIProvider):
-    """Adds the answers documented with :func:`raw_response` to their operations."""
+    """Adds raw answers, error answers and declared query parameters to the operations."""
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        document["components"]["schemas"]["Error"] = ERROR_SCHEMA
+        return document
 
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
-        raw = getattr(self._app.view_functions[rule.endpoint], _RAW, None)
-        if raw:
-            for operations in paths.values():
-                for operation in operations.values():
-                    operation["responses"] = {**operation["responses"], **raw}
+        view = self._app.view_functions[rule.endpoint]
+        raw = getattr(view, _RAW, {})
+        declared: dict[str, Param] = getattr(view, QUERY_ATTRIBUTE, {})
+        for operations in paths.values():
+            for method, operation in operations.items():
+                failures = self.common_errors(view, rule, method.upper(), operation, declared)
+                failures.extend(getattr(view, _ERRORS, ()))
+                by_status: dict[int, list[str]] = {}
+                for status, code in failures:
+                    by_status.setdefault(status, []).append(code)
+                answers = {**operation["responses"], **raw}
+                for status in sorted(by_status):
+                    answers.setdefault(status, _error_answer(status, by_status[status]))
+                operation["responses"] = dict(sorted(answers.items(), key=lambda a: int(a[0])))
+                operation["parameters"] = [
+                    *operation["parameters"],
+                    *(query_parameter(param) for param in declared.values()),
+                ]
         return paths, components
+
+    def common_errors(
+        self,
+        view: Callable[..., Any],
+        rule: Rule,
+        method: str,
+        operation: dict[str, Any],
+        declared: dict[str, Param],
+    ) -> list[tuple[int, str]]:
+        """The errors an operation answers by the shape of its route: the guard's, its
+        credential's, its path's, its body's, its query's and the database's."""
+        found: list[tuple[int, str]] = []
+        if not rule.rule.startswith(UNGUARDED_PREFIXES):
+            found.append((400, "invalid_host"))
+            if method in _STATE_CHANGING:
+                found.append((403, "origin_not_allowed"))
+        if method in _STATE_CHANGING and not getattr(view, RAW_BODY, False):
+            found.append((400, "invalid_request"))  # a Content-Type other than JSON
+        if operation.get("security"):
+            found += [(401, "missing_auth"), (401, "invalid_session"), (403, "permission_denied")]
+        if rule.arguments:
+            found.append((404, "not_found"))
+        if getattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, None) is not None:
+            found += [(400, "invalid_request"), (400, "invalid_input"), (413, "payload_too_large")]
+        if declared:
+            found.append((400, "invalid_request"))
+            if any(param.choices or param.minimum > INT_MIN for param in declared.values()):
+                found.append((400, "invalid_input"))
+        if not getattr(view, _STORELESS, False):
+            found.append((503, "store_unavailable"))
+        return found

@@ -2,15 +2,20 @@
 
 Text values holding a control character (NUL included) or a lone surrogate, and integers
 outside the signed 64-bit range (what the database stores), count as undecodable.
+
+A view declares every query parameter it reads with :func:`query` (the OpenAPI document
+lists them from there); reading one it did not declare raises :class:`UndeclaredQuery`,
+a programming error, so the code and the document cannot drift apart.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
-from quart import request
+from quart import current_app, request
 
 from oore.domain.json_input import INT_MAX, INT_MIN
 from oore.errors import InvalidInput, InvalidRequest
@@ -19,16 +24,101 @@ _UNUSABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Enough characters for any 64-bit integer with a sign; a longer one is out of range.
 _MAX_INT_CHARS = 20
 
+QUERY_ATTRIBUTE = "_oore_query"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UndeclaredQuery(Exception):
+    """A view read a query parameter it did not declare (a bug, never a client's fault)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One query parameter a view reads: its name, type and the values the code accepts."""
+
+    name: str
+    description: str
+    kind: Literal["string", "integer"] = "string"
+    choices: tuple[str, ...] = ()
+    minimum: int = INT_MIN
+    maximum: int = INT_MAX
+    pattern: str | None = None  # a text value the code accepts matches it
+
+
+def text(name: str, description: str, *, pattern: str | None = None) -> Param:
+    return Param(name, description, pattern=pattern)
+
+
+def integer(name: str, description: str, *, minimum: int = INT_MIN) -> Param:
+    return Param(name, description, "integer", minimum=minimum)
+
+
+def choice(name: str, choices: tuple[str, ...], description: str) -> Param:
+    return Param(name, description, choices=choices)
+
+
+def direction(description: str = "Sort order (default desc)") -> Param:
+    return choice("direction", ("asc", "desc"), description)
+
+
+def page_params(*, default: int, maximum: int, strict: bool = False) -> tuple[Param, Param]:
+    """``limit`` and ``offset`` as :func:`query_page` reads them."""
+    if strict:
+        return (
+            integer("limit", f"At most this many (default {default}, max {maximum})", minimum=1),
+            integer("offset", "Skip this many (default 0)", minimum=0),
+        )
+    return (
+        integer(
+            "limit",
+            f"At most this many (default {default}; above {maximum} counts as {maximum}; "
+            "negative: no limit)",
+        ),
+        integer("offset", "Skip this many (default 0; negative counts as 0)"),
+    )
+
+
+def query(*params: Param | tuple[Param, ...]) -> Callable[[F], F]:
+    """Decorator: the query parameters the view reads (and the document lists)."""
+    flat: list[Param] = []
+    for param in params:
+        flat.extend(param if isinstance(param, tuple) else (param,))
+
+    def decorate(view: F) -> F:
+        declared: dict[str, Param] = dict(getattr(view, QUERY_ATTRIBUTE, {}))
+        declared.update((param.name, param) for param in flat)
+        setattr(view, QUERY_ATTRIBUTE, declared)
+        return view
+
+    return decorate
+
+
+def declared(name: str) -> Param:
+    """The current view's declaration of ``name``; :class:`UndeclaredQuery` without one."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    found: Param | None = getattr(view, QUERY_ATTRIBUTE, {}).get(name)
+    if found is None:
+        raise UndeclaredQuery(f"{request.endpoint} reads ?{name} but does not declare it")
+    return found
+
+
+def query_raw(name: str) -> str | None:
+    """A query value exactly as sent (a token, an OAuth code), or None."""
+    declared(name)
+    return request.args.get(name)
+
 
 def query_str(name: str) -> str | None:
     """A trimmed query value, or None when absent or blank; 400 ``invalid_request`` when it
     holds a control character or a lone surrogate."""
-    return text_value(name, request.args.get(name))
+    return text_value(name, query_raw(name))
 
 
 def query_int(name: str) -> int | None:
     """An integer query value; one that is not an integer, or is outside the signed 64-bit
     range, is 400 ``invalid_request``."""
+    if declared(name).kind != "integer":
+        raise UndeclaredQuery(f"{request.endpoint} reads ?{name} as an integer, declared text")
     return int_value(name, request.args.get(name))
 
 
@@ -56,8 +146,11 @@ def int_value(name: str, raw: str | None) -> int | None:
     return number
 
 
-def query_choice(name: str, choices: Collection[str]) -> str | None:
-    """One of ``choices`` or None; anything else is 400 ``invalid_input``."""
+def query_choice(name: str) -> str | None:
+    """One of the declared choices or None; anything else is 400 ``invalid_input``."""
+    choices = declared(name).choices
+    if not choices:
+        raise UndeclaredQuery(f"{request.endpoint} reads ?{name} as a choice, declared none")
     value = query_str(name)
     if value is not None and value not in choices:
         raise InvalidInput("invalid_input", f"{name} must be one of: {', '.join(sorted(choices))}")

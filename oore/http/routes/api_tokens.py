@@ -9,7 +9,7 @@ from quart_schema import document_response, security_scheme
 from oore.domain.api_tokens import LIST_DEFAULT, LIST_MAX
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
-from oore.http.query import query_int, query_str
+from oore.http.query import choice, integer, query, query_int, query_str, text
 from oore.services.api_tokens import TokenScope
 
 blueprint = Blueprint("api_tokens", __name__)
@@ -71,6 +71,12 @@ async def create(body: CreateIn) -> Response:
 @blueprint.get("/v1/api-tokens")
 @security_scheme([{"bearer": []}])
 @document_response(TokenListOut)
+@query(
+    text("user_id", "Owner/admin: this user's tokens"),
+    choice("all", ("true", "false"), "Owner/admin: true lists everyone's tokens"),
+    integer("limit", f"At most this many (default {LIST_DEFAULT}, counted within 1..{LIST_MAX})"),
+    integer("offset", "Skip this many (default 0; negative counts as 0)"),
+)
 async def list_tokens() -> Response:
     """The caller's unrevoked tokens; owner/admin may ask for ``user_id=`` or ``all=true``."""
     session = await require_session()

@@ -16,7 +16,8 @@ from oore.http.body import Body, json_body, raw_body
 from oore.http.context import AppServices, require_runner, require_session, services
 from oore.http.errors import error_response
 from oore.http.openapi import raw_response
-from oore.http.query import query_int
+from oore.http.query import integer, query_int
+from oore.http.query import query as declare_query
 from oore.http.ranges import Unsatisfiable, byte_range
 from oore.http.uploads import ASGIApp, LocalUploads, upload_outcome
 
@@ -144,6 +145,9 @@ async def build_artifacts(build_id: str) -> Response:
 @blueprint.get("/v1/projects/<project_id>/artifacts")
 @security_scheme([{"bearer": []}])
 @document_response(ArtifactListOut)
+@declare_query(
+    integer("limit", "At most this many (default 200; above 200 counts as 200)", minimum=1)
+)
 async def project_artifacts(project_id: str) -> Response:
     """The project's available artifacts, newest first; ``limit`` 1..200 (default 200)."""
     session = await require_session()

@@ -11,7 +11,18 @@ from quart_schema import document_response, security_scheme
 from oore.domain.audit import AUDIT_SORTS, AuditQuery
 from oore.errors import InvalidInput
 from oore.http.context import require_session, services
-from oore.http.query import query_choice, query_int, query_page, query_str
+from oore.http.query import (
+    choice,
+    direction,
+    integer,
+    page_params,
+    query,
+    query_choice,
+    query_int,
+    query_page,
+    query_str,
+    text,
+)
 
 blueprint = Blueprint("audit_logs", __name__)
 
@@ -49,6 +60,16 @@ def _actor_id() -> uuid.UUID | None:
 @blueprint.get("/v1/audit-logs")
 @security_scheme([{"bearer": []}])
 @document_response(EntryListOut)
+@query(
+    page_params(default=AUDIT_DEFAULT, maximum=AUDIT_MAX, strict=True),
+    text("actor_id", "Only entries by this user (a UUID, else 400 invalid_input)"),
+    text("action", "Only entries of this action"),
+    text("resource_type", "Only entries about this kind of resource"),
+    integer("from_ts", "Only entries at or after this time (Unix seconds)"),
+    integer("to_ts", "Only entries at or before this time (Unix seconds)"),
+    choice("sort", AUDIT_SORTS, "Sort key (default created_at)"),
+    direction(),
+)
 async def list_entries() -> Response:
     """Audit entries, newest first unless told; owner/admin only."""
     session = await require_session()
@@ -60,8 +81,8 @@ async def list_entries() -> Response:
         resource_type=query_str("resource_type"),
         from_ts=query_int("from_ts"),
         to_ts=query_int("to_ts"),
-        sort=query_choice("sort", AUDIT_SORTS) or "created_at",
-        descending=query_choice("direction", ("asc", "desc")) != "asc",
+        sort=query_choice("sort") or "created_at",
+        descending=query_choice("direction") != "asc",
         limit=AUDIT_DEFAULT if page.limit is None else page.limit,
         offset=page.offset,
     )

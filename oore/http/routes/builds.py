@@ -8,15 +8,30 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
+from oore.domain.builds import BuildStatus
+from oore.errors import BadGateway, Conflict, Forbidden, TooManyRequests, Unauthorized
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services, user_authorization
-from oore.http.openapi import raw_response
-from oore.http.query import query_choice, query_int, query_str
+from oore.http.openapi import errors, raw_response
+from oore.http.query import (
+    choice,
+    direction,
+    integer,
+    query,
+    query_choice,
+    query_int,
+    query_raw,
+    query_str,
+    text,
+)
 from oore.services.builds import BuildQuery, TriggerRequest
 
 blueprint = Blueprint("builds", __name__)
 
 BUILD_SORTS = ("created_at", "status", "project_name", "pipeline_name", "branch")
+_STATUS = "|".join(BuildStatus)
+# A comma list of statuses (blanks around and between commas are ignored).
+STATUS_LIST = f"^ *({_STATUS})? *(, *({_STATUS})? *)*$"
 
 
 class TriggerIn(Body):
@@ -52,6 +67,13 @@ class LogsOut(BaseModel):
 @security_scheme([{"bearer": []}])
 @json_body(TriggerIn)
 @document_response(BuildOut, 201)
+@errors(
+    Conflict("source_not_configured"),
+    Conflict("source_unresolvable"),
+    Conflict("source_changed"),
+    BadGateway("github_api_error"),
+    BadGateway("gitlab_api_error"),
+)
 async def trigger(project_id: str, body: TriggerIn) -> tuple[Response, int]:
     """Queue a manual build of one of the project's pipelines."""
     session = await require_session()
@@ -73,6 +95,20 @@ async def trigger(project_id: str, body: TriggerIn) -> tuple[Response, int]:
 @blueprint.get("/v1/builds")
 @security_scheme([{"bearer": []}])
 @document_response(BuildListOut)
+@query(
+    text("project_id", "Only this project's builds"),
+    text("pipeline_id", "Only this pipeline's builds"),
+    text(
+        "status",
+        "Only builds in one of these statuses: a comma list of at most 9 (400 otherwise)",
+        pattern=STATUS_LIST,
+    ),
+    text("branch", "Only builds of this branch"),
+    choice("sort", BUILD_SORTS, "Sort key (default created_at)"),
+    direction(),
+    integer("limit", "At most this many (default 50; above 200 counts as 200)", minimum=1),
+    integer("offset", "Skip this many (default 0)", minimum=0),
+)
 async def list_builds() -> Response:
     """Builds of the projects the caller may see, newest first unless sorted otherwise."""
     session = await require_session()
@@ -82,8 +118,8 @@ async def list_builds() -> Response:
         pipeline_id=query_str("pipeline_id"),
         status=query_str("status"),
         branch=query_str("branch"),
-        sort=query_choice("sort", BUILD_SORTS) or "created_at",
-        descending=(query_choice("direction", ("asc", "desc")) or "desc") == "desc",
+        sort=query_choice("sort") or "created_at",
+        descending=(query_choice("direction") or "desc") == "desc",
         limit=50 if limit is None else limit,
         offset=query_int("offset") or 0,
     )
@@ -111,6 +147,7 @@ async def get_build(build_id: str) -> Response:
 @blueprint.post("/v1/builds/<build_id>/cancel")
 @security_scheme([{"bearer": []}])
 @document_response(BuildOut)
+@errors(Conflict("invalid_transition"), Conflict("concurrent_modification"))
 async def cancel(build_id: str) -> Response:
     """Cancel a build that has not finished; its runner hears of it at once."""
     session = await require_session()
@@ -121,6 +158,11 @@ async def cancel(build_id: str) -> Response:
 @blueprint.post("/v1/builds/<build_id>/rerun")
 @security_scheme([{"bearer": []}])
 @document_response(BuildOut, 201)
+@errors(
+    Conflict("build_not_terminal"),
+    Conflict("source_not_configured"),
+    Conflict("source_changed"),
+)
 async def rerun(build_id: str) -> tuple[Response, int]:
     """Queue a new build with a finished build's config snapshot."""
     session = await require_session()
@@ -131,6 +173,13 @@ async def rerun(build_id: str) -> tuple[Response, int]:
 @blueprint.get("/v1/builds/<build_id>/logs")
 @security_scheme([{"bearer": []}])
 @document_response(LogsOut)
+@query(
+    choice("timestamps", ("true", "false"), "true: each line carries ``at``"),
+    integer("after_sequence", "Only lines after this sequence (default: all)"),
+    integer("before_sequence", "The last ``limit`` lines before this sequence", minimum=0),
+    integer("limit", "At most this many lines (default 1000; above 5000: 5000; negative: all)"),
+    integer("attempt", "This attempt's lines (default the build's current one)", minimum=1),
+)
 async def logs(build_id: str) -> Response:
     """Stored log lines after ``after_sequence`` (default all), at most ``limit`` (≤ 5000),
     of one attempt: the build's current one, or ``attempt`` (1 up to the build's ``attempt``;
@@ -141,7 +190,7 @@ async def logs(build_id: str) -> Response:
     printed carries ``step`` (its position among the build's steps, from 0) and
     ``step_name``."""
     session = await require_session()
-    timestamps = query_choice("timestamps", ("true", "false")) == "true"
+    timestamps = query_choice("timestamps") == "true"
     after = query_int("after_sequence")
     before = query_int("before_sequence")
     limit = query_int("limit")
@@ -172,6 +221,7 @@ class StreamTokenOut(BaseModel):
 @blueprint.post("/v1/builds/<build_id>/stream-token")
 @security_scheme([{"bearer": []}])
 @document_response(StreamTokenOut)
+@errors(TooManyRequests("stream_token_limit"))
 async def stream_token(build_id: str) -> Response:
     """A single-use token (5 minutes) to open this build's log stream without a header."""
     session = await require_session()
@@ -182,6 +232,15 @@ async def stream_token(build_id: str) -> Response:
 @blueprint.get("/v1/builds/<build_id>/logs/stream")
 @security_scheme([{"bearer": []}])
 @raw_response(200, "Server-sent events: log, done", "text/event-stream")
+@query(
+    text("token", "A stream token (instead of a session)"),
+    integer("tail", "Start with only the last N stored lines (0: live lines only)", minimum=0),
+)
+@errors(
+    Unauthorized("invalid_stream_token"),
+    Forbidden("stream_token_build_mismatch"),
+    TooManyRequests("stream_limit"),
+)
 async def log_stream(build_id: str) -> Response:
     """Server-sent events of the current attempt: stored lines, then live ones (``event:
     log``, ``id`` = sequence, ``<attempt>:<sequence>`` after the first attempt), then
@@ -191,7 +250,7 @@ async def log_stream(build_id: str) -> Response:
     only the last N stored lines (0: live lines only)."""
     events = await services().logs.open_stream(
         build_id,
-        query_token=request.args.get("token"),
+        query_token=query_raw("token"),
         authorization=user_authorization(),
         last_event_id=request.headers.get("Last-Event-ID"),
         tail=query_int("tail"),

@@ -23,7 +23,17 @@ from oore.domain.network import normalise_origin
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
 from oore.http.openapi import raw_response
-from oore.http.query import query_choice, query_page, query_str
+from oore.http.query import (
+    choice,
+    direction,
+    page_params,
+    query,
+    query_choice,
+    query_page,
+    query_raw,
+    query_str,
+    text,
+)
 from oore.http.routes.auth import OkOut
 from oore.services.integrations import (
     MANIFEST_SUBMIT_SCRIPT,
@@ -149,15 +159,22 @@ def _html(page: Page, policy: str = PAGE_POLICY) -> Response:
 @blueprint.get("/v1/integrations")
 @security_scheme([{"bearer": []}])
 @document_response(IntegrationListOut)
+@query(
+    page_params(default=INTEGRATIONS_LIMIT[0], maximum=INTEGRATIONS_LIMIT[1]),
+    choice("provider", PROVIDERS, "Only this provider's integrations"),
+    text("q", "Only integrations whose name contains this"),
+    choice("sort", INTEGRATION_SORTS, "Sort key (default updated_at)"),
+    direction(),
+)
 async def list_integrations() -> Response:
     """Integrations, filtered and sorted (updated_at unless told)."""
     session = await require_session()
     page = query_page(default=INTEGRATIONS_LIMIT[0], maximum=INTEGRATIONS_LIMIT[1])
     query = IntegrationQuery(
-        provider=query_choice("provider", PROVIDERS),
+        provider=query_choice("provider"),
         search=query_str("q"),
-        sort=query_choice("sort", INTEGRATION_SORTS),
-        descending=(query_choice("direction", ("asc", "desc")) or "desc") == "desc",
+        sort=query_choice("sort"),
+        descending=(query_choice("direction") or "desc") == "desc",
         limit=max(1, page.limit or INTEGRATIONS_LIMIT[0]),
         offset=page.offset,
     )
@@ -170,6 +187,11 @@ async def list_integrations() -> Response:
 @blueprint.get("/v1/integration-repositories")
 @security_scheme([{"bearer": []}])
 @document_response(RepositoryListOut)
+@query(
+    page_params(default=ALL_REPOSITORIES_LIMIT[0], maximum=ALL_REPOSITORIES_LIMIT[1]),
+    text("q", "Only repositories whose full name contains this"),
+    choice("provider", PROVIDERS, "Only this provider's repositories"),
+)
 async def search_repositories() -> Response:
     """Repositories across every integration, by full name."""
     session = await require_session()
@@ -177,7 +199,7 @@ async def search_repositories() -> Response:
     found, total = await services().integrations.all_repositories(
         session,
         query_str("q"),
-        query_choice("provider", PROVIDERS),
+        query_choice("provider"),
         max(1, page.limit or ALL_REPOSITORIES_LIMIT[0]),
         page.offset,
     )
@@ -231,6 +253,10 @@ async def delete_integration(integration_id: str) -> Response:
 @blueprint.get("/v1/integrations/<integration_id>/repositories")
 @security_scheme([{"bearer": []}])
 @document_response(RepositoryListOut)
+@query(
+    page_params(default=REPOSITORIES_LIMIT[0], maximum=REPOSITORIES_LIMIT[1]),
+    text("q", "Only repositories whose full name contains this"),
+)
 async def list_repositories(integration_id: str) -> Response:
     session = await require_session()
     page = query_page(default=REPOSITORIES_LIMIT[0], maximum=REPOSITORIES_LIMIT[1])
@@ -298,19 +324,19 @@ async def github_start(body: GitHubStartIn) -> Response:
 
 @blueprint.get("/v1/integrations/github/create")
 @raw_response(200, "An HTML page that posts the app manifest to GitHub", "text/html")
+@query(text("state", "The state the manifest flow was started with"))
 async def github_create() -> Response:
     """An HTML page that posts the app manifest to GitHub."""
-    page = Page(services().integrations.github_create_page(request.args.get("state")))
+    page = Page(services().integrations.github_create_page(query_raw("state")))
     return _html(page, _manifest_policy())
 
 
 @blueprint.get("/v1/integrations/github/callback")
 @raw_response(200, "HTML: the app is stored, the browser sent on to install it", "text/html")
+@query(text("code", "The code GitHub sends back"), text("state", "The flow's state"))
 async def github_callback() -> Response:
     """Where GitHub sends the browser after the app is created (contract §9.1 step 3)."""
-    page = await services().integrations.github_callback(
-        request.args.get("code"), request.args.get("state")
-    )
+    page = await services().integrations.github_callback(query_raw("code"), query_raw("state"))
     return _html(page)
 
 
@@ -368,9 +394,8 @@ async def gitlab_authorize(body: GitLabAuthorizeIn) -> Response:
 
 @blueprint.get("/v1/integrations/gitlab/callback")
 @raw_response(200, "HTML: the authorization is stored and projects synced", "text/html")
+@query(text("code", "The code GitLab sends back"), text("state", "The flow's state"))
 async def gitlab_callback() -> Response:
     """Where GitLab sends the browser after the OAuth consent (contract §9.2)."""
-    page = await services().integrations.gitlab_callback(
-        request.args.get("code"), request.args.get("state")
-    )
+    page = await services().integrations.gitlab_callback(query_raw("code"), query_raw("state"))
     return _html(page)

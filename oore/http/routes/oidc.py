@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify, request
-from quart_schema import document_querystring, document_response, security_scheme
+from quart_schema import document_response, security_scheme
 
 from oore.domain.oidc import ClientSettings
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
 from oore.http.cookies import signed_in
-from oore.http.query import query_str
+from oore.http.query import query, query_str, text
 from oore.http.routes.auth import signing_in
 
 blueprint = Blueprint("oidc", __name__)
@@ -63,10 +63,6 @@ class SignedInOut(BaseModel):
     session_token: str | None = None  # omitted when the session went into the cookie
     expires_at: int
     user: SignedInUserOut
-
-
-class StartQuery(BaseModel):
-    redirect_uri: str | None = None
 
 
 class OidcSettingsOut(BaseModel):
@@ -146,7 +142,7 @@ async def verify_owner(body: CodeIn) -> Response:
 
 
 @blueprint.get("/v1/auth/oidc/start")
-@document_querystring(StartQuery)
+@query(text("redirect_uri", "Where the provider sends the browser back (§7.3 rule)"))
 @document_response(StartOidcOut)
 async def start_sign_in() -> Response:
     """Begin a sign-in at the provider; answer with where to send the browser."""

@@ -11,7 +11,16 @@ from quart_schema import document_response, security_scheme
 from oore.domain.pipeline_schema import pipeline_file_schema
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
-from oore.http.query import query_choice, query_page, query_str
+from oore.http.query import (
+    choice,
+    direction,
+    page_params,
+    query,
+    query_choice,
+    query_page,
+    query_str,
+    text,
+)
 from oore.http.routes.auth import OkOut
 from oore.services.projects import PipelineInput, PipelineQuery
 
@@ -85,6 +94,12 @@ class SchemaOut(RootModel[dict[str, Any]]):
 @blueprint.get("/v1/projects/<project_id>/pipelines")
 @security_scheme([{"bearer": []}])
 @document_response(PipelineListOut)
+@query(
+    page_params(default=PAGE_DEFAULT, maximum=PAGE_MAX),
+    text("search", "Only pipelines whose name contains this"),
+    choice("sort", PIPELINE_SORTS, "Sort key (default created_at)"),
+    direction(),
+)
 async def list_pipelines(project_id: str) -> Response:
     """The project's pipelines; env values are redacted for viewers."""
     session = await require_session()
@@ -93,8 +108,8 @@ async def list_pipelines(project_id: str) -> Response:
         limit=page.limit,
         offset=page.offset,
         search=query_str("search"),
-        sort=query_choice("sort", PIPELINE_SORTS) or "created_at",
-        descending=(query_choice("direction", ("asc", "desc")) or "desc") == "desc",
+        sort=query_choice("sort") or "created_at",
+        descending=(query_choice("direction") or "desc") == "desc",
     )
     views, total = await services().projects.pipelines(session, project_id, query)
     return jsonify({"pipelines": [view.to_json() for view in views], "total": total})

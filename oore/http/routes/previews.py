@@ -10,7 +10,7 @@ from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
 from oore.http.context import require_session, services
-from oore.http.query import query_str
+from oore.http.query import query, query_str, text
 
 blueprint = Blueprint("previews", __name__)
 
@@ -39,6 +39,10 @@ class ChangelogPreviewOut(BaseModel):
 @blueprint.get("/v1/projects/<project_id>/repository-workflows")
 @security_scheme([{"bearer": []}])
 @document_response(RepositoryWorkflowsOut)
+@query(
+    text("ref", "A branch, tag or commit (default: the default branch)"),
+    text("path", "Only pipeline files at or under this path"),
+)
 async def repository_workflows(project_id: str) -> Response:
     """The pipeline files of the project's repository at a ref (``ref``, default branch by
     default) at or under ``path``, parsed, with every environment value hidden."""
@@ -52,6 +56,11 @@ async def repository_workflows(project_id: str) -> Response:
 @blueprint.get("/v1/projects/<project_id>/builds/changelog-preview")
 @security_scheme([{"bearer": []}])
 @document_response(ChangelogPreviewOut)
+@query(
+    text("pipeline_id", "The pipeline whose last succeeded build is the base (required)"),
+    text("branch", "Up to the head of this branch"),
+    text("commit_sha", "Up to this commit"),
+)
 async def changelog_preview(project_id: str) -> Response:
     """The changes since the pipeline's last succeeded build, up to ``commit_sha`` or the
     head of ``branch``, as Markdown for a build's ``changelog``."""

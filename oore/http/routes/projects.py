@@ -10,7 +10,16 @@ from quart_schema import document_response, security_scheme
 
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
-from oore.http.query import query_choice, query_page, query_str
+from oore.http.query import (
+    choice,
+    direction,
+    page_params,
+    query,
+    query_choice,
+    query_page,
+    query_str,
+    text,
+)
 from oore.http.routes.auth import OkOut
 from oore.services.projects import ProjectInput, ProjectPatch, ProjectQuery
 
@@ -79,6 +88,13 @@ class CandidateListOut(BaseModel):
 @blueprint.get("/v1/projects")
 @security_scheme([{"bearer": []}])
 @document_response(ProjectListOut)
+@query(
+    page_params(default=PAGE_DEFAULT, maximum=PAGE_MAX),
+    text("search", "Only projects whose name contains this"),
+    text("integration_id", "Only projects of this integration"),
+    choice("sort", PROJECT_SORTS, "Sort key (default created_at)"),
+    direction(),
+)
 async def list_projects() -> Response:
     """Projects the caller may see (members only, unless owner or admin)."""
     session = await require_session()
@@ -88,8 +104,8 @@ async def list_projects() -> Response:
         offset=page.offset,
         search=query_str("search"),
         integration_id=query_str("integration_id"),
-        sort=query_choice("sort", PROJECT_SORTS) or "created_at",
-        descending=(query_choice("direction", ("asc", "desc")) or "desc") == "desc",
+        sort=query_choice("sort") or "created_at",
+        descending=(query_choice("direction") or "desc") == "desc",
     )
     found, total = await services().projects.page(session, query)
     return jsonify(

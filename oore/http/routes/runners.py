@@ -12,7 +12,7 @@ from oore.errors import InvalidInput
 from oore.http.body import Body, json_body
 from oore.http.context import require_runner, require_session, services
 from oore.http.openapi import no_content
-from oore.http.query import query_int, query_str
+from oore.http.query import integer, query, query_int, query_str, text
 from oore.http.runner_ops import RunnerOps
 from oore.protocol import runner as protocol
 from oore.protocol.runner import (
@@ -100,6 +100,13 @@ async def register(body: RegisterIn) -> Response:
 @blueprint.get("/v1/runners")
 @security_scheme([{"bearer": []}])
 @document_response(RunnerListOut)
+@query(
+    text("q", "Only runners whose name contains this"),
+    text("sort", f"Sort key: {', '.join(RUNNER_SORTS)} (anything else: created_at)"),
+    text("direction", "asc, or anything else for descending"),
+    integer("limit", "At most this many (default 20, counted within 1..100)"),
+    integer("offset", "Skip this many (default 0; negative counts as 0)"),
+)
 async def list_runners() -> Response:
     """Runners, with how many are online or busy."""
     session = await require_session()
@@ -262,6 +269,7 @@ async def claim(runner_id: str, body: ClaimIn) -> Response:
 @blueprint.get("/v1/runners/<runner_id>/jobs/<build_id>")
 @security_scheme([{"bearer": []}])
 @document_response(JobStateOut)
+@query(integer("wait_seconds", "Answer as soon as the status changes, waiting at most this long"))
 async def job_state(runner_id: str, build_id: str) -> Response:
     """The build's status; ``wait_seconds`` (≤ 60) answers as soon as it changes."""
     runner = await require_runner(runner_id)

@@ -12,7 +12,7 @@ from quart_schema import document_response, security_scheme
 from oore.domain.users import USER_SORTS
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
-from oore.http.query import query_int, query_str
+from oore.http.query import integer, query, query_int, query_str, text
 from oore.http.routes.auth import OkOut, UserOut
 from oore.services.users import LIST_DEFAULT, LIST_MAX, UserQuery
 
@@ -40,6 +40,13 @@ class RoleIn(Body):
 @blueprint.get("/v1/users")
 @security_scheme([{"bearer": []}])
 @document_response(UserListOut)
+@query(
+    text("q", "Only users whose email, name, role or status contains this"),
+    text("sort", f"Sort key: {', '.join(USER_SORTS)} (anything else: created_at)"),
+    text("direction", "asc, or anything else for descending"),
+    integer("limit", f"At most this many (default {LIST_DEFAULT}, counted within 1..{LIST_MAX})"),
+    integer("offset", "Skip this many (default 0; negative counts as 0)"),
+)
 async def list_users() -> Response:
     """Users, filtered by ``q`` (email, name, role or status) and sorted."""
     session = await require_session()
