@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
 from oore.http.openapi import raw_response
@@ -32,7 +31,7 @@ class ScopedTokenOut(BaseModel):
 
 
 class ScopedTokenListOut(BaseModel):
-    tokens: list[dict[str, Any]]
+    tokens: list[shapes.ArtifactToken]
 
 
 class RevokedOut(BaseModel):

@@ -12,6 +12,7 @@ from quart_trio import QuartTrio
 
 from oore.domain.artifacts import content_disposition
 from oore.errors import InternalError, RangeNotSatisfiable
+from oore.http import shapes
 from oore.http.body import Body, json_body, raw_body
 from oore.http.context import AppServices, require_runner, require_session, services
 from oore.http.errors import error_response
@@ -41,16 +42,16 @@ class QueryIn(Body):
 
 
 class ReservationOut(BaseModel):
-    artifact: dict[str, Any]
+    artifact: shapes.Artifact
     upload_url: str
 
 
 class ArtifactOut(BaseModel):
-    artifact: dict[str, Any]
+    artifact: shapes.Artifact
 
 
 class ArtifactListOut(BaseModel):
-    artifacts: list[dict[str, Any]]
+    artifacts: list[shapes.Artifact]
 
 
 class DownloadLinkOut(BaseModel):

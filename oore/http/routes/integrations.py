@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
 
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify, request
@@ -20,6 +19,7 @@ from oore.domain.integrations import (
     IntegrationProvider,
 )
 from oore.domain.network import normalise_origin
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
 from oore.http.openapi import raw_response
@@ -75,30 +75,30 @@ class GitLabAuthorizeIn(Body):
 
 
 class IntegrationOut(BaseModel):
-    integration: dict[str, Any]
+    integration: shapes.Integration
 
 
 class IntegrationListOut(BaseModel):
-    integrations: list[dict[str, Any]]
+    integrations: list[shapes.Integration]
     total: int
     active_total: int
 
 
 class IntegrationDetailOut(BaseModel):
-    integration: dict[str, Any]
+    integration: shapes.Integration
     installation_count: int
     repository_count: int
     last_webhook_at: int | None = None
-    problem: dict[str, Any] | None = None
+    problem: shapes.Problem | None = None
 
 
 class RepositoryListOut(BaseModel):
-    repositories: list[dict[str, Any]]
+    repositories: list[shapes.Repository]
     total: int
 
 
 class InstallationListOut(BaseModel):
-    installations: list[dict[str, Any]]
+    installations: list[shapes.Installation]
     total: int
 
 
@@ -117,7 +117,7 @@ class WebhookSecretOut(BaseModel):
 
 
 class LocalGitOut(BaseModel):
-    integrations: list[dict[str, Any]]
+    integrations: list[shapes.LocalGitIntegration]
     total: int
 
 

@@ -3,12 +3,11 @@ of the next build of a pipeline (§2.7)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.http import shapes
 from oore.http.context import require_session, services
 from oore.http.query import query, query_str, text
 
@@ -19,7 +18,7 @@ class WorkflowOut(BaseModel):
     path: str
     valid: bool
     errors: list[str]
-    config: dict[str, Any] | None = None  # omitted when the file is invalid
+    config: shapes.WorkflowConfig | None = None  # omitted when the file is invalid
 
 
 class RepositoryWorkflowsOut(BaseModel):

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
 from oore.http.query import (
@@ -56,32 +57,32 @@ class MemberPatchIn(Body):
 
 
 class ProjectOut(BaseModel):
-    project: dict[str, Any]
+    project: shapes.Project
 
 
 class ProjectDetailOut(BaseModel):
-    project: dict[str, Any]
+    project: shapes.Project
     pipeline_count: int
     build_count: int
     current_user_role: str
 
 
 class ProjectListOut(BaseModel):
-    projects: list[dict[str, Any]]
+    projects: list[shapes.Project]
     total: int
 
 
 class MemberOut(BaseModel):
-    member: dict[str, Any]
+    member: shapes.Member
 
 
 class MemberListOut(BaseModel):
-    members: list[dict[str, Any]]
+    members: list[shapes.Member]
     total: int
 
 
 class CandidateListOut(BaseModel):
-    candidates: list[dict[str, Any]]
+    candidates: list[shapes.Candidate]
     total: int
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
 from oore.http.routes.auth import OkOut
@@ -34,11 +35,11 @@ class NamedVariableIn(Body):
 
 
 class VariableOut(BaseModel):
-    variable: dict[str, Any]
+    variable: shapes.Variable
 
 
 class VariableListOut(BaseModel):
-    variables: list[dict[str, Any]]
+    variables: list[shapes.Variable]
 
 
 def _scope(kind: str, scope_id: str) -> dict[str, str]:
