@@ -7,7 +7,14 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.domain.builds import BuildStatus
-from oore.errors import BadGateway, Conflict, Forbidden, TooManyRequests, Unauthorized
+from oore.errors import (
+    BadGateway,
+    Conflict,
+    Forbidden,
+    InternalError,
+    TooManyRequests,
+    Unauthorized,
+)
 from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services, user_authorization
@@ -72,6 +79,7 @@ class LogsOut(BaseModel):
     Conflict("source_changed"),
     BadGateway("github_api_error"),
     BadGateway("gitlab_api_error"),
+    InternalError("git_error"),
 )
 async def trigger(project_id: str, body: TriggerIn) -> tuple[Response, int]:
     """Queue a manual build of one of the project's pipelines."""

@@ -10,10 +10,11 @@ from quart_schema import document_response, security_scheme
 
 from oore.domain import pipeline_schema
 from oore.domain.pipeline_schema import pipeline_file_schema
+from oore.errors import Conflict
 from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
-from oore.http.openapi import storeless
+from oore.http.openapi import errors, storeless
 from oore.http.query import (
     choice,
     direction,
@@ -222,6 +223,7 @@ async def update_pipeline(pipeline_id: str, body: PipelinePatchIn) -> Response:
 @blueprint.delete("/v1/pipelines/<pipeline_id>")
 @security_scheme([{"bearer": []}])
 @document_response(OkOut)
+@errors(Conflict("active_builds"))
 async def delete_pipeline(pipeline_id: str) -> Response:
     """Delete a pipeline and its finished builds (owner/admin)."""
     session = await require_session()

@@ -7,8 +7,10 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.errors import BadGateway, Conflict
 from oore.http import shapes
 from oore.http.context import require_session, services
+from oore.http.openapi import errors
 from oore.http.query import query, query_str, text
 
 blueprint = Blueprint("previews", __name__)
@@ -42,6 +44,12 @@ class ChangelogPreviewOut(BaseModel):
     text("ref", "A branch, tag or commit (default: the default branch)"),
     text("path", "Only pipeline files at or under this path"),
 )
+@errors(
+    Conflict("source_not_configured"),
+    Conflict("source_unresolvable"),
+    BadGateway("github_api_error"),
+    BadGateway("gitlab_api_error"),
+)
 async def repository_workflows(project_id: str) -> Response:
     """The pipeline files of the project's repository at a ref (``ref``, default branch by
     default) at or under ``path``, parsed, with every environment value hidden."""
@@ -59,6 +67,12 @@ async def repository_workflows(project_id: str) -> Response:
     text("pipeline_id", "The pipeline whose last succeeded build is the base (required)"),
     text("branch", "Up to the head of this branch"),
     text("commit_sha", "Up to this commit"),
+)
+@errors(
+    Conflict("source_not_configured"),
+    Conflict("source_unresolvable"),
+    BadGateway("github_api_error"),
+    BadGateway("gitlab_api_error"),
 )
 async def changelog_preview(project_id: str) -> Response:
     """The changes since the pipeline's last succeeded build, up to ``commit_sha`` or the

@@ -12,9 +12,11 @@ from quart_schema import document_response, security_scheme
 from oore.domain.artifact_storage import StorageProvider, StorageUpdate
 from oore.domain.artifacts import blank_to_none
 from oore.domain.setup import RemoteAuthMode, RuntimeMode
+from oore.errors import Conflict
 from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
+from oore.http.openapi import errors
 
 blueprint = Blueprint("settings", __name__)
 
@@ -115,6 +117,7 @@ async def get_preferences() -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(PreferencesIn)
 @document_response(PreferencesOut)
+@errors(Conflict("preferences_changed"))
 async def put_preferences(body: PreferencesIn) -> Response:
     """Change preferences; a sign-in policy change is the owner's, must pass the preflight
     when it enables remote mode, and ends every session."""

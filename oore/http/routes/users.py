@@ -10,8 +10,10 @@ from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
 from oore.domain.users import USER_SORTS
+from oore.errors import Conflict
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
+from oore.http.openapi import errors
 from oore.http.query import integer, query, query_int, query_str, text
 from oore.http.routes.auth import OkOut, UserOut
 from oore.services.users import LIST_DEFAULT, LIST_MAX, UserQuery
@@ -69,6 +71,7 @@ async def list_users() -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(InviteIn)
 @document_response(UserEnvelopeOut, 201)
+@errors(Conflict("email_exists"))
 async def invite(body: InviteIn) -> tuple[Response, int]:
     """Invite someone by email; they become active at their first sign-in."""
     session = await require_session()
@@ -106,6 +109,7 @@ async def disable(user_id: str) -> Response:
 @blueprint.post("/v1/users/<user_id>/enable")
 @security_scheme([{"bearer": []}])
 @document_response(UserEnvelopeOut)
+@errors(Conflict("not_disabled"))
 async def enable(user_id: str) -> Response:
     """Re-enable a disabled user (their old tokens and sessions stay revoked)."""
     session = await require_session()

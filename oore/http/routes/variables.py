@@ -13,9 +13,11 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.errors import Conflict
 from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
+from oore.http.openapi import errors
 from oore.http.routes.auth import OkOut
 
 blueprint = Blueprint("variables", __name__)
@@ -76,6 +78,8 @@ async def list_project_variables(project_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(VariableIn)
 @document_response(VariableOut)
+@document_response(VariableOut, 201)
+@errors(Conflict("too_many_variables"))
 async def post_project_variable(project_id: str, body: VariableIn) -> tuple[Response, int]:
     """Create or replace a project variable (maintainer)."""
     return await _put("projects", project_id, body.model_dump())
@@ -85,6 +89,8 @@ async def post_project_variable(project_id: str, body: VariableIn) -> tuple[Resp
 @security_scheme([{"bearer": []}])
 @json_body(NamedVariableIn)
 @document_response(VariableOut)
+@document_response(VariableOut, 201)
+@errors(Conflict("too_many_variables"))
 async def put_project_variable(
     project_id: str, name: str, body: NamedVariableIn
 ) -> tuple[Response, int]:
@@ -112,6 +118,8 @@ async def list_pipeline_variables(pipeline_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(VariableIn)
 @document_response(VariableOut)
+@document_response(VariableOut, 201)
+@errors(Conflict("too_many_variables"))
 async def post_pipeline_variable(pipeline_id: str, body: VariableIn) -> tuple[Response, int]:
     """Create or replace a pipeline variable (maintainer)."""
     return await _put("pipelines", pipeline_id, body.model_dump())
@@ -121,6 +129,8 @@ async def post_pipeline_variable(pipeline_id: str, body: VariableIn) -> tuple[Re
 @security_scheme([{"bearer": []}])
 @json_body(NamedVariableIn)
 @document_response(VariableOut)
+@document_response(VariableOut, 201)
+@errors(Conflict("too_many_variables"))
 async def put_pipeline_variable(
     pipeline_id: str, name: str, body: NamedVariableIn
 ) -> tuple[Response, int]:
