@@ -7,12 +7,13 @@ create or replace one (201 when created, 200 when replaced); ``DELETE`` removes 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.domain.variables import MAX_NAME_CHARS, MAX_VALUE_CHARS, NAME
 from oore.errors import Conflict
 from oore.http import shapes
 from oore.http.body import Body, json_body
@@ -23,17 +24,34 @@ from oore.http.routes.auth import OkOut
 blueprint = Blueprint("variables", __name__)
 
 
+# The variable rules check these (400 ``invalid_input``), so any JSON decodes; the
+# document says what they accept.
+NameIn = Annotated[
+    Any,
+    WithJsonSchema({"type": "string", "pattern": f"^{NAME.pattern}$", "maxLength": MAX_NAME_CHARS}),
+]
+ValueIn = Annotated[
+    Any,
+    WithJsonSchema({"type": "string", "pattern": "^[^\\u0000]*$", "maxLength": MAX_VALUE_CHARS}),
+]
+SecretIn = Annotated[Any, WithJsonSchema({"type": "boolean", "default": False})]
+
+
 class VariableIn(Body):
     """Types are checked by the variable rules (400 ``invalid_input``)."""
 
-    name: Any = None
-    value: Any = None
-    secret: Any = False
+    model_config = ConfigDict(json_schema_extra={"required": ["name", "value"]})
+
+    name: NameIn = None
+    value: ValueIn = None
+    secret: SecretIn = False
 
 
 class NamedVariableIn(Body):
-    value: Any = None
-    secret: Any = False
+    model_config = ConfigDict(json_schema_extra={"required": ["value"]})
+
+    value: ValueIn = None
+    secret: SecretIn = False
 
 
 class VariableOut(BaseModel):
