@@ -19,10 +19,11 @@ from oore.domain.integrations import (
     IntegrationProvider,
 )
 from oore.domain.network import normalise_origin
+from oore.errors import NotFound
 from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
-from oore.http.openapi import raw_response
+from oore.http.openapi import errors, raw_response
 from oore.http.query import (
     choice,
     direction,
@@ -333,6 +334,7 @@ async def github_create() -> Response:
 
 @blueprint.get("/v1/integrations/github/callback")
 @raw_response(200, "HTML: the app is stored, the browser sent on to install it", "text/html")
+@raw_response(303, "The app is stored: on to GitHub to install it")
 @query(text("code", "The code GitHub sends back"), text("state", "The flow's state"))
 async def github_callback() -> Response:
     """Where GitHub sends the browser after the app is created (contract §9.1 step 3)."""
@@ -384,6 +386,7 @@ async def gitlab_start(body: GitLabStartIn) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(GitLabAuthorizeIn)
 @document_response(AuthorizeUrlOut)
+@errors(NotFound("not_found"))
 async def gitlab_authorize(body: GitLabAuthorizeIn) -> Response:
     session = await require_session()
     url = await services().integrations.gitlab_authorize(
