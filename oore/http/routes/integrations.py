@@ -19,7 +19,7 @@ from oore.domain.integrations import (
     IntegrationProvider,
 )
 from oore.domain.network import normalise_origin
-from oore.errors import NotFound
+from oore.errors import BadGateway, Conflict, NotFound
 from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
@@ -283,6 +283,11 @@ async def list_installations(integration_id: str) -> Response:
 @blueprint.post("/v1/integrations/<integration_id>/installations")
 @security_scheme([{"bearer": []}])
 @document_response(InstallationListOut)
+@errors(
+    BadGateway("github_api_error"),
+    BadGateway("github_auth_failed"),
+    Conflict("invalid_source_state"),
+)
 async def sync_installations(integration_id: str) -> Response:
     """Fetch the installations and their repositories from the provider."""
     session = await require_session()
@@ -293,6 +298,13 @@ async def sync_installations(integration_id: str) -> Response:
 @blueprint.post("/v1/integrations/<integration_id>/gitlab-token/check")
 @security_scheme([{"bearer": []}])
 @document_response(IntegrationDetailOut)
+@errors(
+    BadGateway("gitlab_api_error"),
+    BadGateway("gitlab_auth_failed"),
+    BadGateway("gitlab_unreachable"),
+    BadGateway("gitlab_parse_error"),
+    Conflict("invalid_source_state"),
+)
 async def check_gitlab_token(integration_id: str) -> Response:
     session = await require_session()
     detail = await services().integrations.check_gitlab_token(session, integration_id)
@@ -302,6 +314,13 @@ async def check_gitlab_token(integration_id: str) -> Response:
 @blueprint.post("/v1/integration-repositories/<repository_id>/gitlab-webhook-secret")
 @security_scheme([{"bearer": []}])
 @document_response(WebhookSecretOut)
+@errors(
+    BadGateway("gitlab_api_error"),
+    BadGateway("gitlab_auth_failed"),
+    BadGateway("gitlab_unreachable"),
+    BadGateway("gitlab_parse_error"),
+    Conflict("invalid_source_state"),
+)
 async def rotate_webhook_secret(repository_id: str) -> Response:
     """A new webhook secret for a GitLab repository, shown this once."""
     session = await require_session()
@@ -354,6 +373,11 @@ async def github_installed() -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(GitHubCompleteIn)
 @document_response(IntegrationOut)
+@errors(
+    BadGateway("github_conversion_failed"),
+    BadGateway("github_api_error"),
+    BadGateway("github_auth_failed"),
+)
 async def github_complete(body: GitHubCompleteIn) -> Response:
     session = await require_session()
     integration = await services().integrations.github_complete(session, body.code)
@@ -367,6 +391,12 @@ async def github_complete(body: GitHubCompleteIn) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(GitLabStartIn)
 @document_response(IntegrationOut)
+@errors(
+    BadGateway("gitlab_api_error"),
+    BadGateway("gitlab_auth_failed"),
+    BadGateway("gitlab_unreachable"),
+    BadGateway("gitlab_parse_error"),
+)
 async def gitlab_start(body: GitLabStartIn) -> Response:
     session = await require_session()
     integration = await services().integrations.gitlab_start(
@@ -386,7 +416,7 @@ async def gitlab_start(body: GitLabStartIn) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(GitLabAuthorizeIn)
 @document_response(AuthorizeUrlOut)
-@errors(NotFound("not_found"))
+@errors(NotFound("not_found"), Conflict("invalid_source_state"))
 async def gitlab_authorize(body: GitLabAuthorizeIn) -> Response:
     session = await require_session()
     url = await services().integrations.gitlab_authorize(
