@@ -15,6 +15,7 @@ from oore.errors import (
     NotFound,
     ServiceUnavailable,
     TooManyRequests,
+    Unauthorized,
 )
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
@@ -153,6 +154,9 @@ async def start_owner(body: StartOidcIn) -> Response:
 @json_body(CodeIn)
 @document_response(OwnerVerifiedOut)
 @errors(
+    Unauthorized("no_session"),
+    Unauthorized("invalid_session"),
+    Unauthorized("session_expired"),
     Conflict("already_configured"),
     Conflict("invalid_state"),
     Conflict("stale_oidc_setup"),
