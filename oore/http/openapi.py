@@ -66,12 +66,24 @@ _REASONS = {
 }
 
 
-def raw_response(status: int, description: str, media_type: str | None = None) -> Callable[[F], F]:
-    """Decorator: document an answer without a JSON model (an event stream, no content)."""
+def raw_response(
+    status: int,
+    description: str,
+    media_type: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> Callable[[F], F]:
+    """Decorator: document an answer without a JSON model (an event stream, a download, a
+    redirect, no content); ``headers``: the headers it carries, by name, with what they say."""
 
     def decorate(view: F) -> F:
         documented: dict[int, dict[str, Any]] = dict(getattr(view, _RAW, {}))
         answer: dict[str, Any] = {"description": description}
+        if headers:
+            answer["headers"] = {
+                name: {"description": said, "schema": {"type": "string"}}
+                for name, said in headers.items()
+            }
         if media_type is not None:
             schema: dict[str, Any] = {"type": "string"}
             if not media_type.startswith("text/"):
