@@ -43,14 +43,19 @@ class Param:
     minimum: int = INT_MIN
     maximum: int = INT_MAX
     pattern: str | None = None  # a text value the code accepts matches it
+    required: bool = False  # the code refuses a request without it (400)
 
 
-def text(name: str, description: str, *, pattern: str | None = None) -> Param:
-    return Param(name, description, pattern=pattern)
+def text(
+    name: str, description: str, *, pattern: str | None = None, required: bool = False
+) -> Param:
+    return Param(name, description, pattern=pattern, required=required)
 
 
-def integer(name: str, description: str, *, minimum: int = INT_MIN) -> Param:
-    return Param(name, description, "integer", minimum=minimum)
+def integer(
+    name: str, description: str, *, minimum: int = INT_MIN, maximum: int = INT_MAX
+) -> Param:
+    return Param(name, description, "integer", minimum=minimum, maximum=maximum)
 
 
 def choice(name: str, choices: tuple[str, ...], description: str) -> Param:
