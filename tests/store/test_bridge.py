@@ -20,14 +20,14 @@ async def test_a_connection_closing_in_the_background_is_closed_when_the_bridge_
     async with open_bridge() as bridge:
         conn: asyncpg.Connection = await bridge.call(asyncpg.connect, database_url)
 
-        async def close() -> None:
+        async def close(connection: asyncpg.Connection) -> None:
             await asyncio.sleep(0.05)  # behind other work on the loop
-            await conn.close()
+            await connection.close()
 
-        async def close_later() -> None:
-            asyncio.get_running_loop().create_task(close())
+        async def close_later(connection: asyncpg.Connection) -> None:
+            asyncio.get_running_loop().create_task(close(connection))
 
-        await bridge.call(close_later)
+        await bridge.call(close_later, conn)
     assert conn.is_closed()
     del conn
     gc.collect()
