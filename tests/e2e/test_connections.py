@@ -192,6 +192,13 @@ def test_connections_over_the_cap_are_refused_at_once_and_logged_once(
                 reply = _read_reply(extra)
                 assert reply.status == 503 and reply.json()["code"] == "overloaded"
                 assert _closed_by_server(extra)
+        # Over the cap, the connections already held keep being served: health and API.
+        for sock in held:
+            sock.sendall(GET_HEALTHZ)
+            assert _read_reply(sock).status == 200
+            sock.sendall(b"GET /v1/public/setup-status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            status = _read_reply(sock)
+            assert status.status == 200 and "state" in status.json()
         for sock in held[: cap // 2]:
             sock.close()
         del held[: cap // 2]
