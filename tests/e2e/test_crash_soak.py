@@ -24,8 +24,9 @@ def test_sigkilled_daemon_under_real_runners_loses_nothing_and_ends_each_build_o
     plan = Plan(kills=KILLS, runners=3, lines=200, seed=21)
     figures = soak(plan, tmp_path / "soak", cluster=initialised_cluster, say=lambda _: None)
     assert figures.kills == KILLS
-    # The queue was topped up before each kill: builds ran across every one of them.
-    assert figures.builds >= KILLS
+    # The queue is topped up to one build more than the runners before each kill (how
+    # many end between kills depends on the machine's speed).
+    assert figures.builds >= plan.runners + 1
     assert figures.artifacts == figures.builds
     assert figures.lines >= figures.builds * plan.lines
     # Each restart found the killed daemon's PostgreSQL running and adopted it.
