@@ -20,12 +20,15 @@ from typing import Protocol
 import trio
 
 from oore.domain.pipeline_config import artifact_pattern_matches
-from oore.runner.client import RunnerClient, RunnerError, ServerError
-from oore.runner.retry import with_retries
+from oore.runner.client import RunnerClient, RunnerError, ServerError, retryable
+from oore.runner.retry import Backoff, with_retries
 
 MAX_ARTIFACTS = 256
 READ_CHUNK = 64 * 1024
 SKIPPED_DIRS = frozenset({".git"})
+UPLOAD_ATTEMPTS = 5
+NOT_PENDING = "artifact_not_pending"
+INVALID_UPLOAD_TOKEN = "invalid_upload_token"
 _TYPES = {".apk": "apk", ".ipa": "ipa", ".app": "app"}
 
 
@@ -46,6 +49,19 @@ class Found:
 
 class UploadFailed(Exception):
     """An artifact could not be uploaded; the message says which and why."""
+
+
+class _CutOff(Exception):
+    """An upload that may pass if started again from its reservation."""
+
+
+def _restartable(exc: Exception) -> bool:
+    """Whether a failed send may pass from a new reservation: cut off, refused by a server
+    coming back (502/503/504), or its one-use token gone with a try a restart cut off. A
+    500 is the server's own failure (its storage), and repeating would not mend it."""
+    if isinstance(exc, ServerError):
+        return exc.status in (408, 429, 502, 503, 504) or exc.code == INVALID_UPLOAD_TOKEN
+    return isinstance(exc, RunnerError) and retryable(exc)
 
 
 def artifact_type(name: str) -> str:
@@ -130,8 +146,25 @@ class ArtifactUploader:
             await self._upload(item)
 
     async def _upload(self, item: Found) -> None:
-        name = item.path.name
+        """Reserve, send, complete. A send or a completion cut off (the network, a 5xx, a
+        server that restarted and lost the upload) starts again from the reservation, up
+        to :data:`UPLOAD_ATTEMPTS` times with backoff; a completion whose answer was lost
+        and that went through is then answered by the reservation's checksum dedupe."""
         checksum = await trio.to_thread.run_sync(sha256_of, item.path)
+        backoff = Backoff()
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                await self._upload_once(item, checksum)
+                return
+            except _CutOff as exc:
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise UploadFailed(f"artifact {item.relative}: {exc}") from exc
+                delay = backoff.next()
+                self._say(f"artifact {item.relative}: {exc}; starting again in {delay:g}s")
+                await trio.sleep(delay)
+
+    async def _upload_once(self, item: Found, checksum: str) -> None:
+        name = item.path.name
         try:
             reservation = await with_retries(
                 lambda: self._client.reserve_artifact(
@@ -164,16 +197,34 @@ class ArtifactUploader:
         except (RunnerError, OSError) as exc:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 await self._finish(reservation.artifact_id, f"upload failed: {exc}")
+            if _restartable(exc):
+                raise _CutOff(f"upload failed ({exc})") from exc
             raise UploadFailed(f"artifact {item.relative}: upload failed: {exc}") from exc
-        try:
-            await with_retries(
-                lambda: self._client.complete_artifact(self._build_id, reservation.artifact_id),
-                what=f"artifact {item.relative}: completion",
-                say=self._say,
-            )
-        except ServerError as exc:
-            raise UploadFailed(f"artifact {item.relative}: completion refused: {exc}") from exc
+        await self._complete(item, reservation.artifact_id)
         await self._log.info(f"artifact {item.relative} uploaded")
+
+    async def _complete(self, item: Found, artifact_id: str) -> None:
+        """Complete, repeated while it may pass; 409 after a try whose answer was lost
+        means that try may have been taken: :class:`_CutOff` has the caller ask again."""
+        backoff = Backoff()
+        lost = False
+        while True:
+            try:
+                await self._client.complete_artifact(self._build_id, artifact_id)
+                return
+            except RunnerError as exc:
+                if lost and isinstance(exc, ServerError) and exc.code == NOT_PENDING:
+                    raise _CutOff("completion's answer lost") from exc
+                if not retryable(exc):
+                    raise UploadFailed(
+                        f"artifact {item.relative}: completion refused: {exc}"
+                    ) from exc
+                lost = True
+                delay = backoff.next()
+                self._say(
+                    f"artifact {item.relative}: completion failed ({exc}); retrying in {delay:g}s"
+                )
+                await trio.sleep(delay)
 
     async def _finish(self, artifact_id: str, message: str) -> None:
         """Abort a reservation; a failure to do so is only told (it expires on its own)."""

@@ -219,17 +219,27 @@ class RunnerChannel(RunnerOperations):
         except (OSError, trio.TooSlowError) as exc:
             attempt.error = ConnectionFailed(f"{attempt.url}: {type(exc).__name__}: {exc}")
             return
+        handshake = trio.CancelScope()
+        stream = _Watched(stream, handshake.cancel)
         try:
             async with trio.open_nursery() as nursery:
-                with trio.fail_after(CONNECT_TIMEOUT):
+                with trio.fail_after(CONNECT_TIMEOUT), handshake:
+                    # Typed for socket streams, it takes any: only its endpoint
+                    # properties look for a socket, and fall back to the stream's repr.
                     ws = await wrap_client_stream(
                         nursery,
-                        stream,
+                        stream,  # type: ignore[arg-type]
                         host if port in (80, 443) else f"{host}:{port}",
                         resource,
                         extra_headers=[(b"authorization", f"Bearer {self._token()}".encode())],
                         max_message_size=MAX_REPLY,
                     )
+                if handshake.cancelled_caught:
+                    attempt.error = ConnectionFailed(
+                        f"{attempt.url}: the connection closed during the handshake"
+                    )
+                    nursery.cancel_scope.cancel()
+                    return
                 self._ws = attempt.ws = ws
                 attempt.done.set()
                 nursery.start_soon(self._ping, ws)
@@ -451,3 +461,39 @@ class ChannelRunnerClient(RunnerClient):
         if self.offered is not False and self._say is not None:
             self._say("the server offers no runner channel; using HTTP")
         self.offered = False
+
+
+class _Watched(trio.abc.Stream):
+    """A stream that calls ``on_broken`` when it breaks or the peer closes it.
+
+    trio-websocket waits for the opening handshake's answer without noticing that the
+    connection broke meanwhile (a reset, a closed socket); this lets the caller stop
+    waiting at once instead of at the connect timeout.
+    """
+
+    def __init__(self, inner: trio.abc.Stream, on_broken: Callable[[], object]) -> None:
+        self._inner = inner
+        self._on_broken = on_broken
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self._inner.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._on_broken()
+            raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._inner.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._on_broken()
+            raise
+        if not data:
+            self._on_broken()
+        return data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -22,6 +22,8 @@ import trio
 T = TypeVar("T")
 P = ParamSpec("P")
 
+LEFTOVER_GRACE = 1.0  # seconds for tasks left on the loop at exit, then as long to unwind
+
 
 class AsyncioBridge:
     """Runs coroutine functions on a private asyncio loop and awaits them from trio."""
@@ -70,7 +72,8 @@ class AsyncioBridge:
 
 @asynccontextmanager
 async def open_bridge() -> AsyncIterator[AsyncioBridge]:
-    """Start the asyncio thread; stop it (after pending work drains) on exit."""
+    """Start the asyncio thread; stop it on exit, after the tasks left on its loop have
+    ended (see :func:`_finish_leftovers`)."""
     loop = asyncio.new_event_loop()
     started = threading.Event()
 
@@ -79,6 +82,7 @@ async def open_bridge() -> AsyncIterator[AsyncioBridge]:
         loop.call_soon(started.set)
         try:
             loop.run_forever()
+            loop.run_until_complete(_finish_leftovers())
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
@@ -92,3 +96,23 @@ async def open_bridge() -> AsyncIterator[AsyncioBridge]:
         loop.call_soon_threadsafe(loop.stop)
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(thread.join, 10.0)
+
+
+async def _finish_leftovers() -> None:
+    """End the tasks still on the loop once it stops: what the driver started on its own
+    (a pool connection's close when connections were expired after an outage, the pool's
+    refill) gets :data:`LEFTOVER_GRACE` seconds to finish, the rest is cancelled and
+    unwinds. A task dropped with the loop would leave its connection open until the
+    garbage collector finds it (asyncpg then warns of an unclosed connection)."""
+    current = asyncio.current_task()
+    pending = {task for task in asyncio.all_tasks() if task is not current}
+    if not pending:
+        return
+    _, stuck = await asyncio.wait(pending, timeout=LEFTOVER_GRACE)
+    for task in stuck:
+        task.cancel()
+    if stuck:
+        await asyncio.wait(stuck, timeout=LEFTOVER_GRACE)
+    for task in pending:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failed close of a dead connection is no news

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import resource
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
-from tests.e2e.conftest import Daemon, DaemonFactory
+from tests.e2e.conftest import Daemon, DaemonFactory, alive, postgres_pid
+from tests.e2e.test_claims_survive_a_crash import make_repo
 
 READ_TIMEOUT = 5.0
 
@@ -190,6 +192,13 @@ def test_connections_over_the_cap_are_refused_at_once_and_logged_once(
                 reply = _read_reply(extra)
                 assert reply.status == 503 and reply.json()["code"] == "overloaded"
                 assert _closed_by_server(extra)
+        # Over the cap, the connections already held keep being served: health and API.
+        for sock in held:
+            sock.sendall(GET_HEALTHZ)
+            assert _read_reply(sock).status == 200
+            sock.sendall(b"GET /v1/public/setup-status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            status = _read_reply(sock)
+            assert status.status == 200 and "state" in status.json()
         for sock in held[: cap // 2]:
             sock.close()
         del held[: cap // 2]
@@ -304,3 +313,93 @@ def _ws_events(sock: socket.socket, frames: WSConnection, until: type) -> list[o
         frames.receive_data(chunk)
         seen.extend(frames.events())
     return seen
+
+
+def _open_stream(daemon: Daemon, target: str, session: str, until: bytes) -> socket.socket:
+    """A raw SSE request, read until its headers said 200 and ``until`` arrived after them
+    (a log stream of a build with no lines yet sends its headers alone)."""
+    sock = _connect(daemon)
+    sock.sendall(
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {session}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data or until not in data.partition(b"\r\n\r\n")[2]:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {until!r}: {data!r}"
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data
+    return sock
+
+
+def test_sigterm_with_idle_connections_and_open_streams_stops_within_the_grace(
+    make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """An idle keep-alive socket, the live events stream, a build's log stream and a
+    runner channel hold the daemon no longer than its grace; its PostgreSQL goes too."""
+    grace = 4.0
+    daemon = make_daemon()
+    daemon.env["OORED_SHUTDOWN_GRACE"] = str(grace)
+    daemon.env["OORED_KEEPALIVE_SECONDS"] = "120"  # the idle socket outlives the test
+    daemon.start()
+    repo = make_repo(tmp_path)
+    with daemon.client() as client:
+        session = client.post("/v1/auth/local/login", json={}).json()["session_token"]
+        auth = {"Authorization": f"Bearer {session}"}
+        project = client.post(
+            "/v1/projects", json={"name": "p", "local_repository_path": str(repo)}, headers=auth
+        ).json()["project"]
+        pipeline = client.post(
+            f"/v1/projects/{project['id']}/pipelines", json={"name": "ci"}, headers=auth
+        ).json()["pipeline"]
+        build = client.post(
+            f"/v1/projects/{project['id']}/builds",
+            json={"pipeline_id": pipeline["id"]},
+            headers=auth,
+        ).json()["build"]
+    runner_id, token = _register_runner(daemon)
+    idle = _connect(daemon)
+    held = [idle]
+    try:
+        idle.sendall(GET_HEALTHZ)
+        assert _read_reply(idle).status == 200
+        held.append(_open_stream(daemon, "/v1/events/stream", session, b"event: ready"))
+        held.append(_open_stream(daemon, f"/v1/builds/{build['id']}/logs/stream", session, b""))
+        channel = _connect(daemon)
+        held.append(channel)
+        frames = WSConnection(ConnectionType.CLIENT)
+        channel.sendall(
+            frames.send(
+                Request(
+                    host="127.0.0.1",
+                    target=f"/v1/runners/{runner_id}/channel",
+                    extra_headers=[(b"authorization", f"Bearer {token}".encode())],
+                )
+            )
+        )
+        _ws_events(channel, frames, AcceptConnection)
+        channel.sendall(
+            frames.send(TextMessage('{"id": 1, "op": "heartbeat", "status": "online"}'))
+        )
+        _ws_events(channel, frames, TextMessage)
+        pg = postgres_pid(daemon.data_dir)
+        assert pg is not None and alive(pg)
+
+        assert daemon.proc is not None
+        began = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        status = daemon.proc.wait(timeout=grace + 10)
+        took = time.monotonic() - began
+        assert status == 0, daemon.text()
+        assert took < grace, f"{took:.1f}s:\n{daemon.text()}"
+        # pg_ctl's stop returns once the server removed its pid file, a moment before the
+        # postmaster itself has exited and been reaped.
+        while alive(pg) and time.monotonic() - began < grace:
+            time.sleep(0.05)
+        assert not alive(pg), f"the embedded PostgreSQL outlived the daemon:\n{daemon.text()}"
+        for sock in held:  # every connection was closed, none left hanging
+            assert _closed_by_server(sock)
+    finally:
+        for sock in held:
+            sock.close()
+    daemon.stop()

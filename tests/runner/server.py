@@ -67,6 +67,10 @@ class FakeServer:
         self.storage = "local"
         # Log batches of these builds are refused with 400 (a server that will not take them).
         self.logs_refused: set[str] = set()
+        # This many uploads are cut off midway (their token used up, nothing stored).
+        self.cut_uploads = 0
+        # The next artifact completion is taken, then the connection drops before the answer.
+        self.lose_complete_answer = False
         # The next final report is taken, then the connection drops before the answer.
         self.lose_final_answer = False
         # Builds that ended in this runner's hands, and how.
@@ -213,6 +217,10 @@ class FakeServer:
             return _error(500, "storage_error", "disk on fire")
         if artifact_id in self.uploaded or artifact_id not in self.artifacts:
             return _error(401, "invalid_upload_token", "The upload token is unknown or used")
+        if self.cut_uploads > 0:
+            self.cut_uploads -= 1
+            self.uploaded[artifact_id] = b""  # the token is used up, the bytes are lost
+            raise httpx.ReadError("connection reset by peer", request=request)
         self.uploaded[artifact_id] = data
         return httpx.Response(200)
 
@@ -242,6 +250,9 @@ class FakeServer:
         known["state"] = "available" if action == "complete" else "failed"
         if action == "abort":
             known["error_message"] = body.get("error_message")
+        elif self.lose_complete_answer:
+            self.lose_complete_answer = False
+            raise httpx.ReadError("connection reset by peer")
         return httpx.Response(200, json={"artifact": known})
 
 

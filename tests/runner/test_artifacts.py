@@ -106,6 +106,38 @@ async def test_a_failed_upload_is_aborted_and_fails_the_build(
     assert "disk on fire" in artifact["error_message"]
 
 
+async def test_an_upload_cut_off_starts_again_from_a_new_reservation(
+    tmp_path: Path, server: FakeServer, client: RunnerClient
+) -> None:
+    """As when the daemon dies mid-upload: the token went with it, the bytes did not land."""
+    server.cut_uploads = 1
+    await run_one(tmp_path, server, client, pipeline(MAKE_FILES, ["**/*.apk"]))
+    assert server.statuses("build-1") == ["running", "succeeded"]
+    first, second = server.artifacts.values()
+    assert first["state"] == "failed" and "upload failed" in first["error_message"]
+    assert second["state"] == "available" and server.uploaded[second["id"]] == b"apk-bytes"
+    texts = [text for _, text in server.log_lines("build-1")]
+    assert texts.count("[oore] uploading artifact build/outputs/app-release.apk (9 bytes)") == 2
+    assert "[oore] artifact build/outputs/app-release.apk uploaded" in texts
+
+
+async def test_a_completion_whose_answer_was_lost_is_found_done_not_uploaded_again(
+    tmp_path: Path, server: FakeServer, client: RunnerClient
+) -> None:
+    """The completion went through; its retry hears 409 artifact_not_pending, and the
+    reservation asked again answers the available artifact by its checksum."""
+    server.lose_complete_answer = True
+    await run_one(tmp_path, server, client, pipeline(MAKE_FILES, ["**/*.apk"]))
+    assert server.statuses("build-1") == ["running", "succeeded"]
+    [artifact] = server.artifacts.values()
+    assert artifact["state"] == "available" and server.uploaded[artifact["id"]] == b"apk-bytes"
+    calls = server.calls()
+    assert sum(1 for c in calls if c.startswith(f"PUT {UPLOAD_PATH}")) == 1
+    assert sum(1 for c in calls if c.endswith("/complete")) == 2
+    texts = [text for _, text in server.log_lines("build-1")]
+    assert "[oore] artifact build/outputs/app-release.apk: already uploaded" in texts
+
+
 async def test_a_failed_build_uploads_nothing_and_no_match_is_fine(
     tmp_path: Path, server: FakeServer, client: RunnerClient
 ) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -291,3 +292,28 @@ async def test_a_running_build_moves_to_the_next_server_when_its_server_dies(
         line for line in said if line.startswith(f"no answer from {first.url} (")
     ]
     assert len([line for line in said if "switching to" in line]) == 1
+
+
+async def test_a_connection_reset_during_the_handshake_fails_the_call_at_once() -> None:
+    """As a dropped network shows itself: the peer accepts, reads the upgrade, resets. The
+    call fails then (not at the connect timeout) and may be repeated."""
+
+    async def reset_after_the_request(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, reset_after_the_request, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        channel = RunnerChannel(
+            f"http://127.0.0.1:{port}", credentials=RunnerCredentials("r", "t" * 64)
+        )
+        await nursery.start(channel.run)
+        with pytest.raises(ConnectionFailed) as failed:
+            await channel.heartbeat("online")
+        assert "closed during the handshake" in str(failed.value), failed.value
+        assert retryable(failed.value)
+        nursery.cancel_scope.cancel()
