@@ -395,11 +395,28 @@ class _Connection(TCPServer):
     timer included; after the peer closes, that timer would hold the descriptor (and a
     place under the cap) for the whole keep-alive time. No request can follow an end of
     stream, so the timer stops there.
+
+    The first request's head must be whole by ``first_head_by`` (trio time): the
+    connection's start plus the keep-alive timeout, the time the lean listener spent
+    reading its first bytes included, so a head sent a byte at a time is not given the
+    keep-alive time twice. Later heads get the keep-alive timeout from the end of the
+    response before them, as in Hypercorn.
     """
 
-    def __init__(self, *args: Any, received: bytes = b"") -> None:
+    def __init__(self, *args: Any, received: bytes = b"", first_head_by: float) -> None:
         super().__init__(*args)
         self._received = received
+        self._first_head_by: float | None = first_head_by
+
+    async def _idle_timeout(self) -> None:
+        if self._first_head_by is None:
+            await super()._idle_timeout()
+            return
+        deadline, self._first_head_by = self._first_head_by, None
+        with trio.move_on_at(deadline):
+            await self.context.terminated.wait()
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     async def _read_data(self) -> None:
         inner = self.protocol.protocol
@@ -448,17 +465,33 @@ async def serve(
 
         lean_routes = lean or LeanRoutes()
 
-        async def hypercorn(stream: trio.SocketStream, received: bytes) -> None:
+        async def hypercorn(
+            first_head_by: float, stream: trio.SocketStream, received: bytes
+        ) -> None:
             # Hypercorn types the stream as TLS; a plain one is what it gets without TLS.
             plain: Any = stream
             try:
-                await _Connection(asgi, config, context, state.copy(), plain, received=received)
+                await _Connection(
+                    asgi,
+                    config,
+                    context,
+                    state.copy(),
+                    plain,
+                    received=received,
+                    first_head_by=first_head_by,
+                )
             finally:
                 # Cancelled while closing (the server stops), Hypercorn leaves it open.
                 await trio.aclose_forcefully(stream)
 
         def connection(stream: trio.SocketStream) -> Awaitable[None]:
-            return dispatch(stream, lean_routes, hypercorn, idle_seconds=config.keep_alive_timeout)
+            first_head_by = trio.current_time() + config.keep_alive_timeout
+            return dispatch(
+                stream,
+                lean_routes,
+                partial(hypercorn, first_head_by),
+                idle_seconds=config.keep_alive_timeout,
+            )
 
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
