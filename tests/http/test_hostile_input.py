@@ -344,22 +344,26 @@ async def test_searches_take_like_wildcards_literally(api: Api, setup: Setup, re
 
 
 PAGING = {
-    "negative": ("limit=-5&offset=-5", (200, 400)),
-    "zero": ("limit=0&offset=0", (200, 400)),
+    "negative or zero": ("limit=-5&offset=-5&per_page=0", (200, 400)),
     "huge": ("limit=9223372036854775807&offset=9223372036854775807", (200, 400)),
     "not a number": ("limit=ten&offset=1e3&page=-1&per_page=abc", (200, 400)),
-    "empty": ("limit=&offset=", (200, 400)),
-    "many": ("limit=1&limit=2&offset=1&offset=-1", (200, 400)),
+    "empty or repeated": ("limit=&offset=&limit=1&offset=-1", (200, 400)),
 }
 
 
 async def test_every_list_route_takes_any_paging_without_failing(
     app: QuartTrio, api: Api, setup: Setup
 ) -> None:
-    lists = [rule.rule for rule in app.url_map.iter_rules() if "<" not in rule.rule]
+    # Every route without an id in its path (the lists among them), but the OpenAPI
+    # document, which takes no query and is slow to build.
+    lists = [
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if "<" not in rule.rule and rule.rule != "/v1/openapi.json"
+    ]
     lists.append(f"/v1/projects/{setup.project_id}/pipelines")
     for kind, (query, statuses) in PAGING.items():
-        for path in lists:  # every route without an id in its path: the lists among them
+        for path in lists:
             reply = await api.get(f"{path}?{query}", token=setup.token)
             assert reply.status < 500, (kind, path, reply.status, reply.body)
         for path in ("/v1/builds", "/v1/projects", "/v1/users", "/v1/runners", "/v1/audit-logs"):
@@ -381,7 +385,8 @@ def _string_fields(schema: dict[str, Any], components: dict[str, Any]) -> list[s
     return found
 
 
-HOSTILE_STRINGS = [SQL_LIKE, "%", "_", "\\", "a\u0000b", "a\u001bb\u0007", "\u202e\u2066"]
+# SQL_LIKE carries the LIKE wildcards and the backslash too.
+HOSTILE_STRINGS = [SQL_LIKE, "a\u0000b", "a\u001bb\u0007", "\u202e\u2066"]
 
 
 async def test_every_string_field_of_every_body_takes_sql_and_control_characters(
@@ -413,7 +418,7 @@ async def test_every_string_field_of_every_body_takes_sql_and_control_characters
                     where = (method, template, field, value)
                     assert reply.status < 500, (*where, reply.status, reply.body)
                     sent += 1
-    assert sent > 300
+    assert sent > 200
 
 
 async def test_sql_like_text_is_stored_and_returned_as_sent(api: Api, setup: Setup) -> None:
@@ -433,3 +438,44 @@ async def test_sql_like_text_is_stored_and_returned_as_sent(api: Api, setup: Set
     assert reply.status == 200, reply.body
     listed = await api.get("/v1/runners", token=setup.token)
     assert [r["name"] for r in listed.body["runners"]] == ["r' OR 1=1 --"]
+
+
+TRAVERSALS = [
+    "..",
+    "..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e%2f%2e%2e%2f%2e%2e%2fpyproject.toml",
+    "..%5c..%5c..%5cetc%5cpasswd",
+    "a%00b",
+]
+LEAKED = ("root:x:0:0", "[project]", "BEGIN PRIVATE KEY", "encryption.key")
+
+
+async def test_every_route_that_takes_a_name_or_path_stays_inside(
+    app: QuartTrio, api: Api, setup: Setup
+) -> None:
+    """Each placeholder of every route (ids, names, tokens, the UI's asset paths) given a
+    path that would leave its directory: a clear answer, never a 500 nor a file's bytes."""
+    routes = {("GET", "/assets/<>"), ("GET", "/<>"), ("GET", "/install/<>")}
+    for rule in app.url_map.iter_rules():
+        if not rule.websocket and "<" in rule.rule:
+            template = re.sub(r"<[^>]*>", "<>", rule.rule)
+            routes.update((method, template) for method in (rule.methods or ()))
+    checked = 0
+    for method, template in sorted(routes):
+        if method not in ("GET", "PUT", "DELETE"):
+            continue
+        for traversal in TRAVERSALS:
+            path = template.replace("<>", traversal)
+            reply = await api.call(
+                method,
+                path,
+                data=b'{"value": "v"}' if method == "PUT" else None,
+                token=setup.token,
+                headers={"Content-Type": "application/json"} if method == "PUT" else None,
+            )
+            where = (method, path, reply.status)
+            assert reply.status < 500, (*where, reply.body)
+            text = json.dumps(reply.body) if isinstance(reply.body, dict) else reply.body
+            assert not any(mark in (text or "") for mark in LEAKED), where
+            checked += 1
+    assert checked > 200
