@@ -30,6 +30,9 @@ module is the only one that reaches below ``hypercorn.trio.serve``.
   HTTP's grammar, a transfer coding but chunked) is answered by Hypercorn itself before
   any app runs; ``_Connection`` gives that answer the API's JSON error body (431
   ``headers_too_large``, 501 ``not_implemented``, else 400 ``invalid_request``).
+- A request head is due within the keep-alive timeout: the first from the connection's
+  start, however the lean listener and Hypercorn share its reading; a later one from the
+  end of the response before it. A head sent a byte at a time is dropped then, unanswered.
 """
 
 from __future__ import annotations
@@ -353,10 +356,13 @@ def _refusal() -> bytes:
     return b"HTTP/1.1 503 Service Unavailable\r\n" + head + b"\r\n" + body
 
 
-def protocol_error(status: int) -> ApiError:
-    """The API error for a request h11 refused with ``status`` before any app saw it."""
+def protocol_error(status: int, head_limit: int) -> ApiError:
+    """The API error for a request h11 refused with ``status`` before any app saw it
+    (``head_limit``: the bytes an incomplete head may take)."""
     if status == 431:
-        return HeadersTooLarge(details="the request line and headers are over 16 KiB")
+        return HeadersTooLarge(
+            details=f"the request line and headers are over {head_limit // 1024} KiB"
+        )
     if status == 501:
         return NotImplementedHere(details="Transfer-Encoding other than chunked")
     return InvalidRequest(
@@ -370,7 +376,7 @@ async def _send_protocol_error(protocol: H11Protocol, status: int) -> None:
     """Hypercorn's answer to a request h11 refused, with the API's JSON error as its body
     (Hypercorn's own has none) and ``Connection: close``."""
     request_id = new_request_id()
-    error = protocol_error(status)
+    error = protocol_error(status, protocol.config.h11_max_incomplete_size)
     envelope = {**error.to_json(), "request_id": request_id}
     body = json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode()
     headers = [

@@ -10,7 +10,13 @@ import trio
 from hypercorn.typing import ASGIFramework
 
 from oore.http.lean.routes import LeanRoutes
-from oore.http.server import ConnectionLimits, connection_cap, framing_problem, serve
+from oore.http.server import (
+    ConnectionLimits,
+    connection_cap,
+    framing_problem,
+    protocol_error,
+    serve,
+)
 from tests.http.channel_kit import server_config
 from tests.http.lean.test_routes import Runners
 
@@ -95,3 +101,19 @@ async def test_a_slow_head_gets_the_keep_alive_time_once_across_lean_and_hyperco
         stop.set()
     assert closed, "the slow head was never dropped"
     assert lasted < KEEPALIVE * 1.5, f"dropped after {lasted:.1f}s, not at the keep-alive timeout"
+
+
+def test_a_request_h11_refuses_gets_the_apis_error() -> None:
+    assert (protocol_error(431, 16384).status, protocol_error(431, 16384).code) == (
+        431,
+        "headers_too_large",
+    )
+    assert protocol_error(431, 16384).details == "the request line and headers are over 16 KiB"
+    assert (protocol_error(501, 16384).status, protocol_error(501, 16384).code) == (
+        501,
+        "not_implemented",
+    )
+    assert (protocol_error(400, 16384).status, protocol_error(400, 16384).code) == (
+        400,
+        "invalid_request",
+    )
