@@ -1,7 +1,8 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
-Scenarios: claims, crash, fleet, logs, logs-fleet, memory, peers (needs the ``bench`` extra:
-pgqueuer), pickup; ``all`` runs every one of them at the issue's sizes, one after another;
+Scenarios: claims, crash, fleet, hostile, logs, logs-fleet, memory, peers (needs the
+``bench`` extra: pgqueuer), pickup; ``all`` runs every one of them at the issue's sizes,
+one after another;
 ``scaleout`` runs claims, fleet, logs and pickup with ``--workers 1``, ``--workers 2`` and
 ``--daemons 2`` (several daemons on one PostgreSQL) side by side. claims, fleet, logs and
 pickup take ``--daemons N`` and ``--workers M`` themselves too.
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import claims, crash, fleet, logs, logs_fleet, memory, pickup, scaleout, suite
+from bench import claims, crash, fleet, hostile, logs, logs_fleet, memory, pickup, scaleout, suite
 
 
 def _peers(argv: list[str] | None) -> dict[str, Any]:
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "claims": claims.main,
     "crash": crash.main,
     "fleet": fleet.main,
+    "hostile": hostile.main,
     "logs": logs.main,
     "logs-fleet": logs_fleet.main,
     "memory": memory.main,

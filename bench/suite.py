@@ -40,6 +40,7 @@ PLAN: list[tuple[str, str, list[str]]] = [
     ("fleet-http", "fleet", ["--transport", "http"]),
     ("memory", "memory", []),
     ("memory-http", "memory", ["--transport", "http"]),
+    ("hostile", "hostile", []),
     ("peers", "peers", CLAIM_BUILDS),
 ]
 

@@ -17,6 +17,8 @@ Every failure a client can see is an :class:`ApiError`; the HTTP layer turns it 
      ├── RangeNotSatisfiable   416 range_not_satisfiable
      ├── Unprocessable         422 <code>            artifact_not_installable, ...
      ├── TooManyRequests       429 <code>            too_many_attempts, ...
+     ├── HeadersTooLarge       431 headers_too_large the request head is over the limit
+     ├── NotImplementedHere    501 not_implemented   a transfer coding the server lacks
      ├── BadGateway            502 <code>            oidc_discovery_error, token_exchange_error, ...
      ├── ServiceUnavailable    503 <code>            overloaded, not_ready
      │    └── StoreUnavailable 503 store_unavailable the database cannot be reached (Retry-After)
@@ -161,6 +163,22 @@ class TooManyRequests(ApiError):
     status = 429
     default_code = "too_many_requests"
     default_message = "Too many requests"
+
+
+class HeadersTooLarge(ApiError):
+    """The request line and headers together are over the server's limit."""
+
+    status = 431
+    default_code = "headers_too_large"
+    default_message = "Request headers are too large"
+
+
+class NotImplementedHere(ApiError):
+    """The request needs something this server does not do (a transfer coding but chunked)."""
+
+    status = 501
+    default_code = "not_implemented"
+    default_message = "Not implemented by this server"
 
 
 class BadGateway(ApiError):

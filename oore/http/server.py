@@ -26,6 +26,13 @@ module is the only one that reaches below ``hypercorn.trio.serve``.
 - A request that frames its body two ways (``Content-Length`` and ``Transfer-Encoding``)
   or names a ``Host`` that is not an RFC 3986 authority is answered 400 and the
   connection closed, before the app sees it.
+- A request h11 cannot parse (a head over ``h11_max_incomplete_size``, bytes outside
+  HTTP's grammar, a transfer coding but chunked) is answered by Hypercorn itself before
+  any app runs; ``_Connection`` gives that answer the API's JSON error body (431
+  ``headers_too_large``, 501 ``not_implemented``, else 400 ``invalid_request``).
+- A request head is due within the keep-alive timeout: the first from the connection's
+  start, however the lean listener and Hypercorn share its reading; a later one from the
+  end of the response before it. A head sent a byte at a time is dropped then, unanswered.
 """
 
 from __future__ import annotations
@@ -41,16 +48,25 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
+import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import RawData
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ASGIFramework
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from oore.errors import ApiError, InvalidRequest, ServiceUnavailable
+from oore.errors import (
+    ApiError,
+    HeadersTooLarge,
+    InvalidRequest,
+    NotImplementedHere,
+    ServiceUnavailable,
+)
+from oore.http.guard import DEFAULT_POLICY, HARDENING_HEADERS
 from oore.http.lean.routes import LeanRoutes, dispatch
 from oore.http.requests import new_request_id, request_id_from
 
@@ -340,20 +356,78 @@ def _refusal() -> bytes:
     return b"HTTP/1.1 503 Service Unavailable\r\n" + head + b"\r\n" + body
 
 
+def protocol_error(status: int, head_limit: int) -> ApiError:
+    """The API error for a request h11 refused with ``status`` before any app saw it
+    (``head_limit``: the bytes an incomplete head may take)."""
+    if status == 431:
+        return HeadersTooLarge(
+            details=f"the request line and headers are over {head_limit // 1024} KiB"
+        )
+    if status == 501:
+        return NotImplementedHere(details="Transfer-Encoding other than chunked")
+    return InvalidRequest(
+        "invalid_request",
+        "Malformed HTTP request",
+        details="the request is not well-formed HTTP/1.1",
+    )
+
+
+async def _send_protocol_error(protocol: H11Protocol, status: int) -> None:
+    """Hypercorn's answer to a request h11 refused, with the API's JSON error as its body
+    (Hypercorn's own has none) and ``Connection: close``."""
+    request_id = new_request_id()
+    error = protocol_error(status, protocol.config.h11_max_incomplete_size)
+    envelope = {**error.to_json(), "request_id": request_id}
+    body = json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body) + 1).encode()),
+        (b"x-request-id", request_id.encode()),
+        *((name.lower().encode(), value.encode()) for name, value in HARDENING_HEADERS),
+        (b"content-security-policy", DEFAULT_POLICY.encode()),
+        (b"connection", b"close"),
+        *protocol.config.response_headers("h11"),
+    ]
+    await protocol._send_h11_event(h11.Response(status_code=error.status, headers=headers))
+    await protocol._send_h11_event(h11.Data(data=body + b"\n"))
+    await protocol._send_h11_event(h11.EndOfMessage())
+
+
 class _Connection(TCPServer):
-    """Hypercorn's connection, which lets go of its socket as soon as the peer has gone.
+    """Hypercorn's connection, which lets go of its socket as soon as the peer has gone,
+    and answers a request h11 refuses with a JSON error (:func:`protocol_error`).
 
     Hypercorn closes the socket once every task of the connection has ended, the idle
     timer included; after the peer closes, that timer would hold the descriptor (and a
     place under the cap) for the whole keep-alive time. No request can follow an end of
     stream, so the timer stops there.
+
+    The first request's head must be whole by ``first_head_by`` (trio time): the
+    connection's start plus the keep-alive timeout, the time the lean listener spent
+    reading its first bytes included, so a head sent a byte at a time is not given the
+    keep-alive time twice. Later heads get the keep-alive timeout from the end of the
+    response before them, as in Hypercorn.
     """
 
-    def __init__(self, *args: Any, received: bytes = b"") -> None:
+    def __init__(self, *args: Any, received: bytes = b"", first_head_by: float) -> None:
         super().__init__(*args)
         self._received = received
+        self._first_head_by: float | None = first_head_by
+
+    async def _idle_timeout(self) -> None:
+        if self._first_head_by is None:
+            await super()._idle_timeout()
+            return
+        deadline, self._first_head_by = self._first_head_by, None
+        with trio.move_on_at(deadline):
+            await self.context.terminated.wait()
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     async def _read_data(self) -> None:
+        inner = self.protocol.protocol
+        if isinstance(inner, H11Protocol):  # the protocol exists once reading starts
+            inner._send_error_response = partial(_send_protocol_error, inner)  # type: ignore[method-assign]
         if self._received:  # what the lean listener read before handing the connection on
             received, self._received = self._received, b""
             await self.protocol.handle(RawData(received))
@@ -397,17 +471,33 @@ async def serve(
 
         lean_routes = lean or LeanRoutes()
 
-        async def hypercorn(stream: trio.SocketStream, received: bytes) -> None:
+        async def hypercorn(
+            first_head_by: float, stream: trio.SocketStream, received: bytes
+        ) -> None:
             # Hypercorn types the stream as TLS; a plain one is what it gets without TLS.
             plain: Any = stream
             try:
-                await _Connection(asgi, config, context, state.copy(), plain, received=received)
+                await _Connection(
+                    asgi,
+                    config,
+                    context,
+                    state.copy(),
+                    plain,
+                    received=received,
+                    first_head_by=first_head_by,
+                )
             finally:
                 # Cancelled while closing (the server stops), Hypercorn leaves it open.
                 await trio.aclose_forcefully(stream)
 
         def connection(stream: trio.SocketStream) -> Awaitable[None]:
-            return dispatch(stream, lean_routes, hypercorn, idle_seconds=config.keep_alive_timeout)
+            first_head_by = trio.current_time() + config.keep_alive_timeout
+            return dispatch(
+                stream,
+                lean_routes,
+                partial(hypercorn, first_head_by),
+                idle_seconds=config.keep_alive_timeout,
+            )
 
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:

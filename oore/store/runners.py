@@ -11,7 +11,7 @@ from oore.domain.ids import new_id
 from oore.domain.runners import Runner, RunnerStatus
 from oore.errors import Conflict, Unauthorized
 from oore.store.database import Connection, Database
-from oore.store.projects import as_uuid
+from oore.store.projects import as_uuid, like_pattern
 
 
 def runner_from_row(row: Any) -> Runner:
@@ -107,8 +107,8 @@ _SORTS = {
 async def _list(
     conn: Connection, q: str | None, sort: str, descending: bool, limit: int, offset: int
 ) -> tuple[list[Runner], int, int]:
-    condition = "true" if q is None else "name ILIKE '%' || $3 || '%'"
-    args: list[Any] = [limit, offset] + ([] if q is None else [q])
+    condition = "true" if q is None else "name ILIKE $3"
+    args: list[Any] = [limit, offset] + ([] if q is None else [like_pattern(q)])
     direction = "DESC" if descending else "ASC"
     rows = await conn.fetch(
         f"""SELECT *, {_CURRENT_BUILDS} FROM runners WHERE {condition}

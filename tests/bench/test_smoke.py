@@ -26,6 +26,24 @@ SCENARIOS = {
         "1",
     ],
     "memory": ["--runners", "20", "--viewers", "20", "--repeat", "1"],
+    "hostile": [
+        "--slow",
+        "10",
+        "--idle",
+        "50",
+        "--samples",
+        "5",
+        "--keepalive",
+        "1",
+        "--byte-every",
+        "0.2",
+        "--settle",
+        "0.1",
+        "--after",
+        "0.1",
+        "--repeat",
+        "1",
+    ],
     "peers": ["--runners", "4", "--builds", "40", "--procs", "1", "--repeat", "1"],
     "logs": [
         "--viewers",
@@ -99,6 +117,9 @@ def test_scenario_prints_its_table_and_writes_its_figures(
         assert run["runners_online"] == 20
     if scenario == "claims":
         assert run["daemon_cpu_us_per_claim"] > 0
+    if scenario == "hostile":  # every hostile connection was dropped by the daemon in time
+        assert run["slow_dropped"] >= 10 and run["idle_dropped"] >= 50
+        assert run["rss_idle_kb"] > 0 and run["idle_api_p99_ms"] > 0
     if scenario == "logs-fleet":  # every line stored, and seen by both viewers of its build
         assert run["lines_sent"] == run["lines_acknowledged"] == 4 * 20 * 2
         assert run["viewers_finished"] == 4 * 2 and run["viewers_ended_early"] == 0

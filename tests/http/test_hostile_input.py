@@ -12,6 +12,7 @@ import re
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from quart_trio import QuartTrio
@@ -310,3 +311,171 @@ async def test_webhooks_answer_a_hostile_payload_with_invalid_payload(api: Api, 
             headers={**headers, "Content-Type": "application/json"},
         )
         assert (reply.status, reply.code) == (400, "invalid_payload"), (path, reply.body)
+
+
+SQL_LIKE = "x' OR 1=1 -- %_\\ \"; DROP TABLE users; --"
+
+
+async def test_searches_take_like_wildcards_literally(api: Api, setup: Setup, repo: Path) -> None:
+    names = ["a_b", "axb", "p%q", "pxq", "s\\t", "sxt"]
+    for name in names:
+        await setup.runner(name)
+        reply = await api.post(
+            "/v1/projects",
+            json={"name": name, "local_repository_path": str(repo)},
+            token=setup.token,
+        )
+        assert reply.status in (200, 201), reply.body
+        reply = await api.post(
+            f"/v1/projects/{setup.project_id}/pipelines", json={"name": name}, token=setup.token
+        )
+        assert reply.status in (200, 201), reply.body
+    for search, found in (("_", "a_b"), ("%", "p%q"), ("\\", "s\\t"), ("' OR 1=1 --", None)):
+        query = urlencode({"q": search, "search": search})
+        for path, key in (
+            ("/v1/runners", "runners"),
+            ("/v1/projects", "projects"),
+            (f"/v1/projects/{setup.project_id}/pipelines", "pipelines"),
+        ):
+            reply = await api.get(f"{path}?{query}", token=setup.token)
+            assert reply.status == 200, (path, reply.body)
+            listed = [item["name"] for item in reply.body[key]]
+            assert listed == ([] if found is None else [found]), (path, search, listed)
+
+
+PAGING = {
+    "negative or zero": ("limit=-5&offset=-5&per_page=0", (200, 400)),
+    "huge": ("limit=9223372036854775807&offset=9223372036854775807", (200, 400)),
+    "not a number": ("limit=ten&offset=1e3&page=-1&per_page=abc", (200, 400)),
+    "empty or repeated": ("limit=&offset=&limit=1&offset=-1", (200, 400)),
+}
+
+
+async def test_every_list_route_takes_any_paging_without_failing(
+    app: QuartTrio, api: Api, setup: Setup
+) -> None:
+    # Every route without an id in its path (the lists among them), but the OpenAPI
+    # document, which takes no query and is slow to build.
+    lists = [
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if "<" not in rule.rule and rule.rule != "/v1/openapi.json"
+    ]
+    lists.append(f"/v1/projects/{setup.project_id}/pipelines")
+    for kind, (query, statuses) in PAGING.items():
+        for path in lists:
+            reply = await api.get(f"{path}?{query}", token=setup.token)
+            assert reply.status < 500, (kind, path, reply.status, reply.body)
+        for path in ("/v1/builds", "/v1/projects", "/v1/users", "/v1/runners", "/v1/audit-logs"):
+            reply = await api.get(f"{path}?{query}", token=setup.token)
+            assert reply.status in statuses, (kind, path, reply.status, reply.body)
+            if reply.status == 400:
+                assert reply.code in ("invalid_request", "invalid_input"), (path, reply.body)
+
+
+def _string_fields(schema: dict[str, Any], components: dict[str, Any]) -> list[str]:
+    """The top-level properties of a request schema that may hold a string."""
+    if "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[1]]
+    found = []
+    for name, prop in schema.get("properties", {}).items():
+        options = prop.get("anyOf", [prop])
+        if any(option.get("type") == "string" for option in options):
+            found.append(name)
+    return found
+
+
+# SQL_LIKE carries the LIKE wildcards and the backslash too.
+HOSTILE_STRINGS = [SQL_LIKE, "a\u0000b", "a\u001bb\u0007", "\u202e\u2066"]
+
+
+async def test_every_string_field_of_every_body_takes_sql_and_control_characters(
+    api: Api, setup: Setup
+) -> None:
+    """Each string field of each documented JSON body, alone, given each hostile string
+    (on the setup's project and pipeline where the path names one): a 4xx or an answer,
+    never a 500."""
+    document = (await api.get("/v1/openapi.json")).body
+    components = document.get("components", {}).get("schemas", {})
+    known = {"project_id": setup.project_id, "pipeline_id": setup.pipeline_id}
+    sent = 0
+    for template, operations in document["paths"].items():
+        path = re.sub(r"\{([^}]*)\}", lambda m: known.get(m[1], str(uuid.uuid4())), template)
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            schema = content.get("application/json", {}).get("schema")
+            if schema is None or template == "/v1/auth/logout" or method == "delete":
+                continue
+            for field in _string_fields(schema, components):
+                for value in HOSTILE_STRINGS:
+                    reply = await api.call(
+                        method.upper(),
+                        path,
+                        data=json.dumps({field: value}).encode(),
+                        token=setup.token,
+                        headers={"Content-Type": "application/json"},
+                    )
+                    where = (method, template, field, value)
+                    assert reply.status < 500, (*where, reply.status, reply.body)
+                    sent += 1
+    assert sent > 200
+
+
+async def test_sql_like_text_is_stored_and_returned_as_sent(api: Api, setup: Setup) -> None:
+    reply = await api.call(
+        "PATCH",
+        f"/v1/projects/{setup.project_id}",
+        json={"description": SQL_LIKE},
+        token=setup.token,
+    )
+    assert reply.status == 200, reply.body
+    shown = await api.get(f"/v1/projects/{setup.project_id}", token=setup.token)
+    assert shown.body["project"]["description"] == SQL_LIKE
+    runner = await setup.runner("r")
+    reply = await api.call(
+        "PATCH", f"/v1/runners/{runner.id}", json={"name": "r' OR 1=1 --"}, token=setup.token
+    )
+    assert reply.status == 200, reply.body
+    listed = await api.get("/v1/runners", token=setup.token)
+    assert [r["name"] for r in listed.body["runners"]] == ["r' OR 1=1 --"]
+
+
+TRAVERSALS = [
+    "..",
+    "..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e%2f%2e%2e%2f%2e%2e%2fpyproject.toml",
+    "..%5c..%5c..%5cetc%5cpasswd",
+    "a%00b",
+]
+LEAKED = ("root:x:0:0", "[project]", "BEGIN PRIVATE KEY", "encryption.key")
+
+
+async def test_every_route_that_takes_a_name_or_path_stays_inside(
+    app: QuartTrio, api: Api, setup: Setup
+) -> None:
+    """Each placeholder of every route (ids, names, tokens, the UI's asset paths) given a
+    path that would leave its directory: a clear answer, never a 500 nor a file's bytes."""
+    routes = {("GET", "/assets/<>"), ("GET", "/<>"), ("GET", "/install/<>")}
+    for rule in app.url_map.iter_rules():
+        if not rule.websocket and "<" in rule.rule:
+            template = re.sub(r"<[^>]*>", "<>", rule.rule)
+            routes.update((method, template) for method in (rule.methods or ()))
+    checked = 0
+    for method, template in sorted(routes):
+        if method not in ("GET", "PUT", "DELETE"):
+            continue
+        for traversal in TRAVERSALS:
+            path = template.replace("<>", traversal)
+            reply = await api.call(
+                method,
+                path,
+                data=b'{"value": "v"}' if method == "PUT" else None,
+                token=setup.token,
+                headers={"Content-Type": "application/json"} if method == "PUT" else None,
+            )
+            where = (method, path, reply.status)
+            assert reply.status < 500, (*where, reply.body)
+            text = json.dumps(reply.body) if isinstance(reply.body, dict) else reply.body
+            assert not any(mark in (text or "") for mark in LEAKED), where
+            checked += 1
+    assert checked > 200

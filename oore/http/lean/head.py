@@ -12,6 +12,8 @@ import trio
 # handed to it to refuse as it always has.
 MAX_HEAD = 16 * 1024
 RECEIVE_BYTES = 64 * 1024
+# Where the head ends when the peer did not finish sending it in time.
+TIMED_OUT = -1
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,12 @@ async def read_head(
     """Read while the bytes so far may begin a head ``wanted`` takes and it is incomplete.
 
     Answers the bytes read and where the head ends in them (0: no complete head, for
-    anyone). Stops at end of stream, after ``idle_seconds``, past :data:`MAX_HEAD`.
+    anyone; :data:`TIMED_OUT`: ``idle_seconds`` passed first, however many bytes came,
+    so a head sent a byte at a time is not read for longer than an idle connection is
+    kept). Stops at end of stream, after ``idle_seconds``, past :data:`MAX_HEAD`.
     """
     received = b""
-    with trio.move_on_after(idle_seconds):
+    with trio.move_on_after(idle_seconds) as waiting:
         while True:
             chunk = await stream.receive_some(RECEIVE_BYTES)
             if not chunk:
@@ -83,4 +87,4 @@ async def read_head(
                 return received, end + 4
             if not wanted(received) or len(received) >= MAX_HEAD:
                 break
-    return received, 0
+    return received, TIMED_OUT if waiting.cancelled_caught else 0

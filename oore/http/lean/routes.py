@@ -7,7 +7,7 @@ from typing import Protocol
 
 import trio
 
-from oore.http.lean.head import RequestHead, parse_head, read_head
+from oore.http.lean.head import TIMED_OUT, RequestHead, parse_head, read_head
 
 
 class LeanRoute(Protocol):
@@ -76,8 +76,9 @@ async def dispatch(
     """Serve ``stream`` by the lean route its first request head asks for, else by
     ``fallback`` (Hypercorn), which gets the bytes already read to handle first.
 
-    A connection that sends nothing within ``idle_seconds`` is closed, as Hypercorn closes an
-    idle one.
+    A connection that sends no whole head within ``idle_seconds`` is closed, as Hypercorn
+    closes one that sends none within its keep-alive timeout (the same time): handing a
+    slow head on would give it that time again.
     """
     if not routes.routes:
         await fallback(stream, b"")
@@ -89,7 +90,7 @@ async def dispatch(
     except BaseException:  # cancelled (the server stops): the socket is still ours to close
         await trio.aclose_forcefully(stream)
         raise
-    if not received:
+    if not received or end == TIMED_OUT:
         await trio.aclose_forcefully(stream)
         return
     if end and routes.may_take(received):
