@@ -8,6 +8,7 @@ a view names the others with :func:`errors`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Iterable
 from functools import wraps
 from typing import Any, TypeVar
@@ -167,12 +168,20 @@ def _error_answer(status: int, codes: Iterable[str]) -> dict[str, Any]:
 
 
 class Provider(OpenAPIProvider):
-    """Adds raw answers, error answers and declared query parameters to the operations."""
+    """Adds raw answers, error answers and declared query parameters to the operations.
+
+    The document is built once, on first request: the routes do not change while the app
+    runs, and building it walks every rule and model (seconds of CPU that any anonymous
+    client could otherwise ask for again and again)."""
+
+    _document: dict[str, Any] | None = None
 
     def schema(self) -> dict[str, Any]:
-        document = super().schema()
-        document["components"]["schemas"]["Error"] = ERROR_SCHEMA
-        return document
+        if self._document is None:
+            document = super().schema()
+            document["components"]["schemas"]["Error"] = ERROR_SCHEMA
+            self._document = document
+        return copy.deepcopy(self._document)
 
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)

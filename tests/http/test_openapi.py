@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 
 from oore.http import routes
 from oore.http.errors import install_error_handlers
+from oore.http.openapi import Provider
 from oore.http.query import (
     QUERY_ATTRIBUTE,
     UndeclaredQuery,
@@ -324,3 +325,25 @@ async def test_real_answers_fit_the_document(
     assert (await check("POST", f"/v1/builds/{queued['id']}/cancel")).status == 409
     token = "not-a-token"
     assert (await check("GET", "/v1/runners")).code == "invalid_session"
+
+
+async def test_the_document_is_built_once_and_served_as_a_copy(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str] = []
+    build_paths = Provider.build_paths
+
+    def counting(self: Provider, rule: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        built.append(rule.rule)
+        return build_paths(self, rule)
+
+    monkeypatch.setattr(Provider, "build_paths", counting)
+    first = await api.get("/v1/openapi.json")
+    rules = len(built)
+    assert rules > 100
+    second = await api.get("/v1/openapi.json")
+    assert len(built) == rules  # the second answer came from the first build
+    assert second.body == first.body
+    provider = api.app.extensions["QUART_SCHEMA"].openapi_provider
+    provider.schema()["paths"].clear()  # a caller changing its copy changes nothing served
+    assert (await api.get("/v1/openapi.json")).body == first.body
