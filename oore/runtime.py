@@ -14,6 +14,7 @@ from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.actors.due import DueTimes
 from oore.cluster import Leadership, Notices, cluster_state
 from oore.domain.builds import Build
+from oore.domain.rate_limit import GuessLimiter
 from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.live.events import EventsHandle, event_hub_spec
@@ -111,6 +112,7 @@ class Runtime:
     notices: Notices
     leadership: Leadership
     retention: Retention
+    guesses: GuessLimiter
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -145,6 +147,7 @@ class Runtime:
             cookie_secure=self.integrations.cookie_secure,
             cluster=partial(cluster_state, self.notices, self.leadership),
             retention=self.retention,
+            guesses=self.guesses,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
@@ -388,6 +391,7 @@ async def open_runtime(
                 notices=notices,
                 leadership=leadership,
                 retention=retention,
+                guesses=identity.guesses,
             )
         finally:
             resuming.cancel()

@@ -15,7 +15,7 @@ from http import HTTPStatus
 import orjson
 import trio
 
-from oore.errors import ApiError
+from oore.errors import ApiError, retry_after
 from oore.http.guard import DEFAULT_POLICY, HARDENING_HEADERS
 
 # After a refusal or a close frame: how long, and how much, the peer's last bytes are read.
@@ -35,6 +35,7 @@ def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
 def error_answer(error: ApiError, request_id: str, extra: Sequence[tuple[str, str]] = ()) -> bytes:
     """``error`` as the API answers it, with ``Connection: close`` (and ``extra`` headers)."""
     body = orjson.dumps({**error.to_json(), "request_id": request_id}) + b"\n"
+    wait = retry_after(error)
     headers = [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),
@@ -42,6 +43,7 @@ def error_answer(error: ApiError, request_id: str, extra: Sequence[tuple[str, st
         *HARDENING_HEADERS,
         ("Content-Security-Policy", DEFAULT_POLICY),
         *extra,
+        *([] if wait is None else [("Retry-After", str(wait))]),
         ("Connection", "close"),
     ]
     return _head(error.status, headers) + body
