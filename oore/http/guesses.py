@@ -2,7 +2,8 @@
 session cookie, a ``?token=``, a token in the path, a signing token) from a client that
 failed too many credential checks lately is answered 429 ``too_many_attempts`` with
 ``Retry-After`` before anything is looked up, and every 401 such a request gets counts as
-one failure of its client (see :class:`~oore.domain.rate_limit.GuessLimiter`).
+one failure of its client (see :class:`~oore.domain.rate_limit.GuessLimiter`); where the
+token is the path (a download link), a 404 is a wrong token too.
 
 Webhooks are left out: their secrets are checked by signature or per repository, and
 their senders' addresses are shared by everyone on GitHub or GitLab, so a lockout would let
@@ -22,6 +23,12 @@ UNCOUNTED_PREFIXES = ("/v1/webhooks/",)
 SIGNING_TOKEN_HEADER = "X-Oore-Signing-Token"
 
 
+def path_token() -> str | None:
+    """The token in the current request's path, on the routes a token opens."""
+    found = (request.view_args or {}).get("token")
+    return found if isinstance(found, str) and found else None
+
+
 def request_credentials() -> list[str]:
     """The credentials the current request presents, as sent."""
     found: list[str] = []
@@ -31,8 +38,8 @@ def request_credentials() -> list[str]:
     query = request.args.get("token")
     if query:
         found.append(query)
-    in_path = (request.view_args or {}).get("token")
-    if isinstance(in_path, str) and in_path:
+    in_path = path_token()
+    if in_path is not None:
         found.append(in_path)
     signing = request.headers.get(SIGNING_TOKEN_HEADER)
     if signing:
@@ -51,7 +58,8 @@ def install_guess_limit(app: Quart) -> None:
         credentials = request_credentials()
         if not credentials:
             return
-        g.oore_credentials = True
+        # The answers that say a credential failed its check.
+        g.oore_failed_statuses = (401, 404) if path_token() is not None else (401,)
         guesses = services().guesses
         if guesses.anyone_locked and not path.startswith(UPLOAD_PREFIX):
             refusal = guesses.refusal(client_ip(), credentials)
@@ -60,6 +68,6 @@ def install_guess_limit(app: Quart) -> None:
 
     @app.after_request
     async def count_failure(response: Response) -> Response:
-        if response.status_code == 401 and g.get("oore_credentials", False):
+        if response.status_code in g.get("oore_failed_statuses", ()):
             services().guesses.failed(client_ip())
         return response
