@@ -16,7 +16,7 @@ import orjson
 import trio
 
 from oore.errors import ApiError, retry_after
-from oore.http.guard import DEFAULT_POLICY, HARDENING_HEADERS
+from oore.http.guard import DEFAULT_CACHE, DEFAULT_POLICY, HARDENING_HEADERS
 
 # After a refusal or a close frame: how long, and how much, the peer's last bytes are read.
 LINGER_SECONDS = 1.0
@@ -42,6 +42,7 @@ def error_answer(error: ApiError, request_id: str, extra: Sequence[tuple[str, st
         ("X-Request-Id", request_id),
         *HARDENING_HEADERS,
         ("Content-Security-Policy", DEFAULT_POLICY),
+        ("Cache-Control", DEFAULT_CACHE),
         *extra,
         *([] if wait is None else [("Retry-After", str(wait))]),
         ("Connection", "close"),
