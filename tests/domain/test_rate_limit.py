@@ -92,9 +92,7 @@ def test_memory_is_bounded_oldest_forgotten_first() -> None:
         ("not-an-address", "not-an-address"),
     ],
 )
-def test_clients_are_addresses_and_ipv6_hosts_their_slash_64(
-    address: str | None, key: str
-) -> None:
+def test_clients_are_addresses_and_ipv6_hosts_their_slash_64(address: str | None, key: str) -> None:
     assert client_key(address) == key
 
 
