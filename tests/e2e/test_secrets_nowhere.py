@@ -131,9 +131,15 @@ def test_no_secret_reaches_the_logs_errors_or_metrics(
             },
             expect=201,
         )
-        registered = api.call("POST", "/v1/runners/register", {"name": "e2e"})
+        registered = api.call("POST", "/v1/runners/register", {"name": "by-hand"})
         secrets.append(registered["token"])
-        runners(daemon.url, registered["token"], "e2e", "any")
+        beat = client.post(
+            f"/v1/runners/{registered['runner']['id']}/heartbeat",
+            json={"status": "online"},
+            headers={"Authorization": f"Bearer {registered['token']}"},
+        )
+        assert beat.status_code == 204, beat.text
+        runners(daemon.url, api.token, "e2e", "any")  # it registers itself with the session
         build = api.trigger(project["id"], pipeline["id"])
         done = api.finished(build["id"])
         texts = [line["content"] for line in api.logs(build["id"])]
@@ -162,7 +168,9 @@ def test_no_secret_reaches_the_logs_errors_or_metrics(
         bearer = {"Authorization": f"Bearer {guesses[0]}"}
         for reply in (
             client.get("/v1/projects", headers=bearer),
-            client.get("/v1/projects", cookies={"oore_session": guesses[1]}),
+            plain.get(
+                daemon.url + "/v1/projects", headers={"Cookie": f"oore_session={guesses[1]}"}
+            ),
             client.post(
                 f"/v1/runners/{registered['runner']['id']}/heartbeat",
                 json={"status": "online"},
@@ -171,7 +179,10 @@ def test_no_secret_reaches_the_logs_errors_or_metrics(
             plain.get(daemon.url + f"/v1/builds/{build['id']}/logs/stream?token={guesses[3]}"),
             plain.get(daemon.url + f"/v1/artifacts/download/{guesses[4]}"),
             plain.get(daemon.url + f"/install/artifact/{guesses[5]}?token={guesses[5]}"),
-            client.post("/v1/auth/local/login", json={"recovery_capability": guesses[0]}),
+            client.post(
+                "/v1/auth/trusted-proxy/login",
+                headers={"X-Oore-Trusted-Proxy-Secret": guesses[0]},
+            ),
         ):
             assert 400 <= seen(reply).status_code < 500, reply.text
         metrics = client.get("/metrics").text
