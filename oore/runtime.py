@@ -14,7 +14,7 @@ from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.actors.due import DueTimes
 from oore.cluster import Leadership, Notices, cluster_state
 from oore.domain.builds import Build
-from oore.domain.rate_limit import GuessLimiter
+from oore.domain.rate_limit import GUESS_LIMIT, GuessLimiter
 from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.live.events import EventsHandle, event_hub_spec
@@ -195,6 +195,7 @@ async def open_runtime(
     cookie_secure: bool = False,
     events_config: EventsConfig | None = None,
     cluster_config: ClusterConfig | None = None,
+    guess_limit: int = GUESS_LIMIT,
 ) -> AsyncIterator[Runtime]:
     """Start the supervision tree; on exit stop it in reverse order within its grace."""
     cluster_config = cluster_config or ClusterConfig()
@@ -238,7 +239,12 @@ async def open_runtime(
             )
             await network.reload()
             identity = Identity(
-                store, clock, audit, artifacts_config.secrets, access_changed=grants.changed
+                store,
+                clock,
+                audit,
+                artifacts_config.secrets,
+                access_changed=grants.changed,
+                guess_limit=guess_limit,
             )
             integrations = Integrations(
                 store,

@@ -173,8 +173,11 @@ class GuessLimiter:
         return too_many_attempts(until - now)
 
     def failed(self, client_ip: str | None) -> None:
-        """Count one failed credential check; the ``limit``-th within the window locks."""
+        """Count one failed credential check; the ``limit``-th within the window locks
+        (a limit of 0 never locks)."""
         self.failed_checks += 1
+        if self.limit <= 0:
+            return
         key = client_key(client_ip)
         now = self._clock()
         stamps = self._failures.pop(key, None)

@@ -9,7 +9,7 @@ from typing import Protocol
 from oore.domain.api_tokens import token_session
 from oore.domain.client_ip import is_loopback
 from oore.domain.crypto import KEY_BYTES, SecretBox
-from oore.domain.rate_limit import GuessLimiter, LimitStatistics, WindowLimiter
+from oore.domain.rate_limit import GUESS_LIMIT, GuessLimiter, LimitStatistics, WindowLimiter
 from oore.domain.setup import (
     BOOTSTRAP_MAX_WRONG_GUESSES,
     LOCAL_OWNER_EMAIL,
@@ -81,6 +81,7 @@ class Identity:
         secrets: SecretBox | None = None,
         *,
         access_changed: Callable[[], None],
+        guess_limit: int = GUESS_LIMIT,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -98,7 +99,7 @@ class Identity:
         self._bootstrap_refused = 0
         # Every failed credential check of the daemon is counted here (the HTTP layer and
         # the lean listener); the checks below vouch for credentials that pass.
-        self.guesses = GuessLimiter(clock.now)
+        self.guesses = GuessLimiter(clock.now, limit=guess_limit)
 
     def rate_limits(self) -> list[LimitStatistics]:
         """The local-login and bootstrap-token limits, for ``/metrics``."""
@@ -279,7 +280,9 @@ class Identity:
         """
         bearer = parse_bearer(authorization)
         presented = hash_token(bearer) if bearer is not None else None
-        return await self._store.instance.touch_setup_session(presented, self._clock.now())
+        expires_at = await self._store.instance.touch_setup_session(presented, self._clock.now())
+        self.guesses.succeeded(authorization)
+        return expires_at
 
     async def logout(self, session: Session, client_ip: str | None) -> None:
         """End a user session (never an API token) and record it."""
