@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from oore import __version__
 from oore.domain.network import MAX_SECRET_LENGTH, host_name
+from oore.domain.rate_limit import GUESS_LIMIT
 from oore.eventlog import LOG_FORMATS, LogFormat
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
@@ -236,6 +237,13 @@ class Settings(BaseSettings):
         "text", validation_alias=AliasChoices("log_format", "OORED_LOG_FORMAT")
     )
     access_log: bool = Field(False, validation_alias=AliasChoices("access_log", "OORED_ACCESS_LOG"))
+    # Failed credential checks a client may make in a minute before it is locked out of
+    # credential checks for a minute (0: never locked out).
+    credential_guess_limit: int = Field(
+        GUESS_LIMIT,
+        ge=0,
+        validation_alias=AliasChoices("credential_guess_limit", "OORED_CREDENTIAL_GUESS_LIMIT"),
+    )
     workers: int = Field(
         1, ge=1, le=MAX_WORKERS, validation_alias=AliasChoices("workers", "OORED_WORKERS")
     )
@@ -361,6 +369,7 @@ _SOURCES = {
     "warpgate_ticket": "OORE_WARPGATE_TICKET",
     "log_format": "--log-format / OORED_LOG_FORMAT",
     "access_log": "OORED_ACCESS_LOG",
+    "credential_guess_limit": "OORED_CREDENTIAL_GUESS_LIMIT",
     "workers": "--workers / OORED_WORKERS",
 }
 

@@ -215,6 +215,7 @@ async def run_daemon(
                 cookie_secure=settings.cookie_secure,
                 events_config=events_config(settings),
                 cluster_config=ClusterConfig(leader_lease=settings.leader_lease_seconds),
+                guess_limit=settings.credential_guess_limit,
             )
         )
         app_services = runtime.app_services(store)

@@ -158,11 +158,23 @@ class Unprocessable(ApiError):
 
 
 class TooManyRequests(ApiError):
-    """A rate or capacity limit was hit; the client may retry later."""
+    """A rate or capacity limit was hit; the client may retry later (after
+    ``retry_after`` seconds, sent as ``Retry-After``, when the limit knows)."""
 
     status = 429
     default_code = "too_many_requests"
     default_message = "Too many requests"
+
+    def __init__(
+        self,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        details: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(code, message, details=details)
+        self.retry_after = retry_after
 
 
 class HeadersTooLarge(ApiError):
@@ -223,6 +235,15 @@ class StoreError(InternalError):
 
     default_code = "store_error"
     default_message = "Database error"
+
+
+def retry_after(error: ApiError) -> int | None:
+    """The seconds after which ``error``'s client may try again, when it says."""
+    if isinstance(error, StoreUnavailable):
+        return error.retry_after
+    if isinstance(error, TooManyRequests) and error.retry_after is not None:
+        return max(1, error.retry_after)
+    return None
 
 
 def lone_api_error(exc: BaseException) -> ApiError | None:

@@ -14,6 +14,7 @@ from oore.actors import ActorStatistics, GroupCommitter, Supervisor
 from oore.actors.due import DueTimes
 from oore.cluster import Leadership, Notices, cluster_state
 from oore.domain.builds import Build
+from oore.domain.rate_limit import GUESS_LIMIT, GuessLimiter
 from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.live.events import EventsHandle, event_hub_spec
@@ -111,6 +112,7 @@ class Runtime:
     notices: Notices
     leadership: Leadership
     retention: Retention
+    guesses: GuessLimiter
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
@@ -145,6 +147,7 @@ class Runtime:
             cookie_secure=self.integrations.cookie_secure,
             cluster=partial(cluster_state, self.notices, self.leadership),
             retention=self.retention,
+            guesses=self.guesses,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
@@ -192,6 +195,7 @@ async def open_runtime(
     cookie_secure: bool = False,
     events_config: EventsConfig | None = None,
     cluster_config: ClusterConfig | None = None,
+    guess_limit: int = GUESS_LIMIT,
 ) -> AsyncIterator[Runtime]:
     """Start the supervision tree; on exit stop it in reverse order within its grace."""
     cluster_config = cluster_config or ClusterConfig()
@@ -235,7 +239,12 @@ async def open_runtime(
             )
             await network.reload()
             identity = Identity(
-                store, clock, audit, artifacts_config.secrets, access_changed=grants.changed
+                store,
+                clock,
+                audit,
+                artifacts_config.secrets,
+                access_changed=grants.changed,
+                guess_limit=guess_limit,
             )
             integrations = Integrations(
                 store,
@@ -388,6 +397,7 @@ async def open_runtime(
                 notices=notices,
                 leadership=leadership,
                 retention=retention,
+                guesses=identity.guesses,
             )
         finally:
             resuming.cancel()

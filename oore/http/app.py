@@ -15,6 +15,7 @@ from oore.http.context import AppServices
 from oore.http.cors import install_cors
 from oore.http.errors import install_error_handlers
 from oore.http.guard import install_guard
+from oore.http.guesses import install_guess_limit
 from oore.http.metrics import Metrics
 from oore.http.openapi import Provider
 from oore.http.requests import RequestLog
@@ -101,6 +102,7 @@ def create_app(
     metrics.install(app)
     install_guard(app)
     install_cors(app)
+    install_guess_limit(app)
     install_json_only(app)
     install_ui(app, UiBundle(package_bundle() if ui_dist is None else ui_dist))
     install_error_handlers(app)

@@ -12,6 +12,7 @@ from oore import __version__
 from oore.actors import ActorStatistics
 from oore.cluster import ClusterState
 from oore.domain.client_ip import effective_client_ip
+from oore.domain.rate_limit import GuessLimiter, LimitStatistics
 from oore.domain.runners import Runner
 from oore.domain.users import Session
 from oore.services.access import Access
@@ -79,11 +80,22 @@ class AppServices:
     events: Events
     cluster: Callable[[], ClusterState]
     retention: Retention
+    # Failed credential checks per client (oore/domain/rate_limit.py), shared by the Quart
+    # app and the lean listener.
+    guesses: GuessLimiter
     version: str = __version__
     # Session cookies are marked Secure even on plain http (TLS ends at a proxy).
     cookie_secure: bool = False
     # CPU-bound work on client input (large JSON bodies) runs on at most this many threads.
     cpu: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(CPU_THREADS))
+
+    def rate_limits(self) -> list[LimitStatistics]:
+        """Every rate limit of this process, for ``/metrics``."""
+        return [
+            *self.identity.rate_limits(),
+            self.signin.limiter.statistics("oidc_start"),
+            self.guesses.statistics(),
+        ]
 
 
 def services() -> AppServices:

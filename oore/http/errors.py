@@ -11,7 +11,7 @@ from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from oore.errors import ApiError, InternalError, InvalidRequest, PayloadTooLarge, StoreUnavailable
+from oore.errors import ApiError, InternalError, InvalidRequest, PayloadTooLarge, retry_after
 from oore.eventlog import REQUEST_ID
 from oore.http.requests import note_failure
 
@@ -43,8 +43,9 @@ def error_response(
         log.error(
             "%s answered %d: %s", error.code, response.status_code, error.message, exc_info=cause
         )
-    if isinstance(error, StoreUnavailable):
-        response.headers["Retry-After"] = str(error.retry_after)
+    wait = retry_after(error)
+    if wait is not None:
+        response.headers["Retry-After"] = str(wait)
     return response
 
 

@@ -33,6 +33,9 @@ HARDENING_HEADERS = (
 )
 # Nothing the API answers is meant to run, load anything or be framed; HTML pages that need
 # more set their own policy.
+# Nor kept by a browser or a proxy: answers carry sessions, tokens and download links, and
+# what is not secret is still someone's; what may be cached (the web UI) says so itself.
+DEFAULT_CACHE = "no-store"
 DEFAULT_POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 _HTTP_SCHEMES = {"ws": "http", "wss": "https"}
 
@@ -105,4 +108,5 @@ def install_guard(app: Quart) -> None:
         for name, value in HARDENING_HEADERS:
             response.headers.setdefault(name, value)
         response.headers.setdefault("Content-Security-Policy", DEFAULT_POLICY)
+        response.headers.setdefault("Cache-Control", DEFAULT_CACHE)
         return response

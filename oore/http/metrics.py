@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -29,6 +29,7 @@ from quart import Quart, Response, g, request
 from oore.actors import ActorStatistics
 from oore.cluster import ClusterState
 from oore.domain.builds import BuildStatus, LiveBuilds
+from oore.domain.rate_limit import LimitStatistics
 from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
 from oore.http.context import AppServices
@@ -149,6 +150,38 @@ class _ClusterCollector(Collector):
             "Times this daemon caught up from the database after (re)connecting its listener",
             value=state.resyncs,
         )
+
+
+class _LimitsCollector(Collector):
+    """The rate limits of this process: what each allows and what it refused (labelled by
+    limit only, never by client)."""
+
+    def __init__(self, source: Callable[[], Sequence[LimitStatistics]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        limits = GaugeMetricFamily(
+            "oore_rate_limit_limit",
+            "Attempts a rate limit allows in its window, per client or (scope=global) overall",
+            labels=["limit", "scope"],
+        )
+        windows = GaugeMetricFamily(
+            "oore_rate_limit_window_seconds",
+            "The window a rate limit counts over (0: per minted token, no time window)",
+            labels=["limit"],
+        )
+        refused = CounterMetricFamily(
+            "oore_rate_limited",
+            "Requests a rate limit refused with 429",
+            labels=["limit"],
+        )
+        for stats in self._source():
+            limits.add_metric([stats.name, "client"], stats.per_client)
+            if stats.overall is not None:
+                limits.add_metric([stats.name, "global"], stats.overall)
+            windows.add_metric([stats.name], stats.window or 0)
+            refused.add_metric([stats.name], stats.refused)
+        yield from (limits, windows, refused)
 
 
 class _LiveCollector(Collector):
@@ -326,6 +359,7 @@ class Metrics:
         self.registry.register(_ActorCollector(app_services.actor_stats))
         self.registry.register(app_services.metrics)
         self.registry.register(_ClusterCollector(app_services.cluster))
+        self.registry.register(_LimitsCollector(app_services.rate_limits))
         self._live = _LiveCollector(app_services.database, app_services.logs, app_services.events)
         self.registry.register(self._live)
 

@@ -9,8 +9,14 @@ from typing import Protocol
 from oore.domain.api_tokens import token_session
 from oore.domain.client_ip import is_loopback
 from oore.domain.crypto import KEY_BYTES, SecretBox
-from oore.domain.rate_limit import WindowLimiter
-from oore.domain.setup import LOCAL_OWNER_EMAIL, RuntimeMode, SetupState, SetupStatus
+from oore.domain.rate_limit import GUESS_LIMIT, GuessLimiter, LimitStatistics, WindowLimiter
+from oore.domain.setup import (
+    BOOTSTRAP_MAX_WRONG_GUESSES,
+    LOCAL_OWNER_EMAIL,
+    RuntimeMode,
+    SetupState,
+    SetupStatus,
+)
 from oore.domain.tokens import (
     hash_token,
     looks_like_token,
@@ -29,7 +35,7 @@ from oore.domain.users import (
     UserStatus,
     local_subject,
 )
-from oore.errors import Forbidden, InvalidInput, Unauthorized
+from oore.errors import Forbidden, InvalidInput, TooManyRequests, Unauthorized
 from oore.services.clock import WallClock
 from oore.store import AuditEntry, Store
 
@@ -75,6 +81,7 @@ class Identity:
         secrets: SecretBox | None = None,
         *,
         access_changed: Callable[[], None],
+        guess_limit: int = GUESS_LIMIT,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -89,6 +96,19 @@ class Identity:
             "local_login_rate_limited",
             "Too many local sign-ins; try again in a minute",
         )
+        self._bootstrap_refused = 0
+        # Every failed credential check of the daemon is counted here (the HTTP layer and
+        # the lean listener); the checks below vouch for credentials that pass.
+        self.guesses = GuessLimiter(clock.now, limit=guess_limit)
+
+    def rate_limits(self) -> list[LimitStatistics]:
+        """The local-login and bootstrap-token limits, for ``/metrics``."""
+        return [
+            self._local_logins.statistics("local_login"),
+            LimitStatistics(
+                "bootstrap", BOOTSTRAP_MAX_WRONG_GUESSES, None, self._bootstrap_refused
+            ),
+        ]
 
     @property
     def can_encrypt(self) -> bool:
@@ -135,9 +155,13 @@ class Identity:
         """Exchange a bootstrap token for a setup session (30 min, sliding)."""
         session = new_token()
         now = self._clock.now()
-        expires_at = await self._store.instance.verify_bootstrap_token(
-            hash_token(token), hash_token(session), now
-        )
+        try:
+            expires_at = await self._store.instance.verify_bootstrap_token(
+                hash_token(token), hash_token(session), now
+            )
+        except TooManyRequests:
+            self._bootstrap_refused += 1
+            raise
         await self._record("bootstrap_token_verified", client_ip=client_ip, now=now)
         return IssuedToken(session, expires_at)
 
@@ -210,6 +234,7 @@ class Identity:
             session = await self._api_token_session(presented, now, touch=True)
         if session is None:
             raise Unauthorized("invalid_session", "Session token is invalid")
+        self.guesses.succeeded(authorization)
         return session
 
     async def authenticate_session(self, authorization: str | None) -> Session:
@@ -219,6 +244,7 @@ class Identity:
         session = await self._store.users.session(presented, self._clock.now())
         if session is None:
             raise Unauthorized("invalid_session", "Session token is invalid")
+        self.guesses.succeeded(authorization)
         return session
 
     async def recheck(self, credential_hash: str, *, via_api_token: bool) -> Session | None:
@@ -254,7 +280,9 @@ class Identity:
         """
         bearer = parse_bearer(authorization)
         presented = hash_token(bearer) if bearer is not None else None
-        return await self._store.instance.touch_setup_session(presented, self._clock.now())
+        expires_at = await self._store.instance.touch_setup_session(presented, self._clock.now())
+        self.guesses.succeeded(authorization)
+        return expires_at
 
     async def logout(self, session: Session, client_ip: str | None) -> None:
         """End a user session (never an API token) and record it."""

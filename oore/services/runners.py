@@ -169,6 +169,7 @@ class Runners:
             self._known.remember(digest, runner, epoch)
         if runner.id != runner_id:
             raise Forbidden("runner_mismatch", "The token belongs to another runner")
+        self._identity.guesses.succeeded(authorization)
         await self._scheduling.runner_seen(runner.id)
         return runner
 

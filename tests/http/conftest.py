@@ -13,6 +13,7 @@ from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
 from oore.domain.crypto import SecretBox
+from oore.domain.rate_limit import GUESS_LIMIT
 from oore.domain.tokens import hash_token, new_token
 from oore.domain.users import USER_SESSION_TTL, Role, User, UserStatus
 from oore.http.app import create_app
@@ -153,6 +154,14 @@ def apple_config() -> AppleConfig:
 
 
 @pytest.fixture
+def guess_limit(request: pytest.FixtureRequest) -> int:
+    """Failed credential checks per client and minute before a lockout. A test that walks
+    routes with :func:`refused_sessions` sends many wrong credentials from one address on
+    purpose and is not about the lockout: none for it (0); modules may override."""
+    return 0 if "refused_sessions" in request.fixturenames else GUESS_LIMIT
+
+
+@pytest.fixture
 async def runtime(
     store: Store,
     clock: FakeClock,
@@ -163,6 +172,7 @@ async def runtime(
     scm_config: ScmConfig,
     events_config: EventsConfig,
     apple_config: AppleConfig,
+    guess_limit: int,
 ) -> AsyncIterator[Runtime]:
     await store.instance.ensure(clock.now())
     async with open_runtime(
@@ -175,6 +185,7 @@ async def runtime(
         scm_config=scm_config,
         apple_config=apple_config,
         events_config=events_config,
+        guess_limit=guess_limit,
     ) as opened:
         yield opened
 

@@ -468,6 +468,13 @@ async def _upgrade(api: Api, path: str, authorization: str | None) -> Reply:
 
 
 @pytest.fixture
+def guess_limit() -> int:
+    """Every route is tried with wrong credentials from one address here: no lockout (the
+    lockout itself is tests/http/test_guesses.py's)."""
+    return 0
+
+
+@pytest.fixture
 async def world(
     api: Api, owner_token: str, make_user: UserFactory, repo: Path, store: Store, clock: FakeClock
 ) -> World:

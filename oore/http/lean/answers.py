@@ -15,8 +15,8 @@ from http import HTTPStatus
 import orjson
 import trio
 
-from oore.errors import ApiError
-from oore.http.guard import DEFAULT_POLICY, HARDENING_HEADERS
+from oore.errors import ApiError, retry_after
+from oore.http.guard import DEFAULT_CACHE, DEFAULT_POLICY, HARDENING_HEADERS
 
 # After a refusal or a close frame: how long, and how much, the peer's last bytes are read.
 LINGER_SECONDS = 1.0
@@ -35,13 +35,16 @@ def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
 def error_answer(error: ApiError, request_id: str, extra: Sequence[tuple[str, str]] = ()) -> bytes:
     """``error`` as the API answers it, with ``Connection: close`` (and ``extra`` headers)."""
     body = orjson.dumps({**error.to_json(), "request_id": request_id}) + b"\n"
+    wait = retry_after(error)
     headers = [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),
         ("X-Request-Id", request_id),
         *HARDENING_HEADERS,
         ("Content-Security-Policy", DEFAULT_POLICY),
+        ("Cache-Control", DEFAULT_CACHE),
         *extra,
+        *([] if wait is None else [("Retry-After", str(wait))]),
         ("Connection", "close"),
     ]
     return _head(error.status, headers) + body

@@ -82,3 +82,12 @@ def starts_like(start: bytes, prefix: bytes) -> bool:
     :meth:`~oore.http.lean.routes.LeanRoute.may_take` for the requests under a path)."""
     size = min(len(start), len(prefix))
     return start[:size] == prefix[:size]
+
+
+def peer_address(stream: trio.SocketStream) -> str | None:
+    """The address of the connection's peer, or None once it is gone."""
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None

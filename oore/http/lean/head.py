@@ -8,6 +8,8 @@ from urllib.parse import unquote
 
 import trio
 
+from oore.domain.client_ip import effective_client_ip
+
 # Hypercorn's own limit on a request head (h11_max_incomplete_size); a longer one is
 # handed to it to refuse as it always has.
 MAX_HEAD = 16 * 1024
@@ -35,6 +37,14 @@ class RequestHead:
             if key == name:
                 return value.decode("latin-1")
         return None
+
+    def client_ip(self, peer: str | None) -> str | None:
+        """The effective client IP of this request from ``peer`` (contract §0.3)."""
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1")
+            for key, value in reversed(self.headers)  # the first of repeated headers wins
+        }
+        return effective_client_ip(peer, headers)
 
     def tokens(self, name: bytes) -> set[str]:
         """The comma-separated tokens of every ``name`` header, lower-cased."""

@@ -32,12 +32,12 @@ from urllib.parse import parse_qs
 import trio
 from werkzeug.http import parse_cookie
 
-from oore.errors import ApiError, InvalidRequest
+from oore.errors import ApiError, InvalidRequest, Unauthorized
 from oore.http.context import SESSION_COOKIE, AppServices
 from oore.http.cors import cors_headers
 from oore.http.guard import check_request
 from oore.http.lean.answers import LINGER_SECONDS, event_stream_head, linger
-from oore.http.lean.exchange import BROKEN, Exchange, starts_like
+from oore.http.lean.exchange import BROKEN, Exchange, peer_address, starts_like
 from oore.http.lean.head import RequestHead
 from oore.http.lean.routes import Shutdown
 from oore.http.query import int_value
@@ -155,13 +155,26 @@ class LogStreamRoute:
         assert match is not None
         _, _, query = head.target.partition("?")
         args = parse_qs(query, keep_blank_values=True)
+        query_token = args["token"][0] if "token" in args else None
         socket = stream.socket
-        return await self._services.logs.open_stream(
-            match.group(1),
-            query_token=args["token"][0] if "token" in args else None,
-            authorization=credential,
-            last_event_id=head.header(b"last-event-id"),
-            tail=int_value("tail", args["tail"][0] if "tail" in args else None),
-            send=_send_now(socket),
-            wait=_watch_client(socket),
-        )
+        presented = [c for c in (credential, query_token) if c]
+        guesses = self._services.guesses
+        client = head.client_ip(peer_address(stream)) if presented else None
+        if presented and guesses.anyone_locked:
+            refusal = guesses.refusal(client, presented)
+            if refusal is not None:
+                raise refusal
+        try:
+            return await self._services.logs.open_stream(
+                match.group(1),
+                query_token=query_token,
+                authorization=credential,
+                last_event_id=head.header(b"last-event-id"),
+                tail=int_value("tail", args["tail"][0] if "tail" in args else None),
+                send=_send_now(socket),
+                wait=_watch_client(socket),
+            )
+        except Unauthorized:
+            if presented:
+                guesses.failed(client)
+            raise

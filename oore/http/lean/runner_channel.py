@@ -35,11 +35,13 @@ import orjson
 import trio
 
 from oore.domain.json_input import JsonInputError, decode_json
+from oore.domain.rate_limit import GuessLimiter
+from oore.domain.tokens import missing_auth
 from oore.errors import ApiError, InternalError, InvalidRequest, Unauthorized
 from oore.http.context import AppServices
 from oore.http.guard import check_request
 from oore.http.lean.answers import LINGER_SECONDS, linger, switching_protocols
-from oore.http.lean.exchange import Exchange, starts_like
+from oore.http.lean.exchange import Exchange, peer_address, starts_like
 from oore.http.lean.head import RequestHead
 from oore.http.lean.log_stream import LogStreamRoute
 from oore.http.lean.routes import LeanRoutes, Shutdown
@@ -218,9 +220,11 @@ class RunnerChannelRoute:
         shutdown: Shutdown,
         limits: ChannelLimits = ChannelLimits(),
         access_log: bool = False,
+        guesses: GuessLimiter,
     ) -> None:
         self._ops = ops
         self._network = network
+        self._guesses = guesses
         self._cpu = cpu
         self._shutdown = shutdown
         self._limits = limits
@@ -240,7 +244,7 @@ class RunnerChannelRoute:
         authorization = head.header(b"authorization")
         async with Exchange(stream, head, access_log=self._access_log) as exchange:
             try:
-                runner_id, key = await self._upgrade(head)
+                runner_id, key = await self._upgrade(stream, head)
             except ApiError as error:
                 await exchange.refuse(error)
                 return
@@ -269,7 +273,7 @@ class RunnerChannelRoute:
                 with trio.move_on_after(LINGER_SECONDS):
                     await linger(stream)
 
-    async def _upgrade(self, head: RequestHead) -> tuple[str, str]:
+    async def _upgrade(self, stream: trio.SocketStream, head: RequestHead) -> tuple[str, str]:
         """The runner id and the WebSocket key, once the upgrade passed every check."""
         problem = framing_problem(head.headers)
         if problem is not None:
@@ -289,7 +293,19 @@ class RunnerChannelRoute:
             raise InvalidRequest(details="Connection: Upgrade is required")
         match = _PATH.fullmatch(head.path)
         runner_id = match.group(1) if match else ""
-        await self._ops.runners.authenticate(head.header(b"authorization"), runner_id)
+        authorization = head.header(b"authorization")
+        if authorization is None:
+            raise missing_auth()
+        client = head.client_ip(peer_address(stream))
+        if self._guesses.anyone_locked:
+            refusal = self._guesses.refusal(client, (authorization,))
+            if refusal is not None:
+                raise refusal
+        try:
+            await self._ops.runners.authenticate(authorization, runner_id)
+        except Unauthorized:
+            self._guesses.failed(client)
+            raise
         return runner_id, key
 
 
@@ -305,6 +321,7 @@ def lean_routes(
         shutdown=shutdown,
         limits=limits,
         access_log=access_log,
+        guesses=services.guesses,
     )
     log_stream = LogStreamRoute(services, shutdown=shutdown, access_log=access_log)
     return LeanRoutes([channel, log_stream], shutdown)
