@@ -22,6 +22,7 @@ from oore.domain.json_input import INT_MAX, INT_MIN
 from oore.errors import ApiError, StoreUnavailable
 from oore.http.body import RAW_BODY
 from oore.http.guard import UNGUARDED_PREFIXES
+from oore.http.guesses import UNCOUNTED_PREFIXES
 from oore.http.query import QUERY_ATTRIBUTE, Param
 
 _RAW = "_oore_raw_responses"
@@ -214,7 +215,8 @@ class Provider(OpenAPIProvider):
         declared: dict[str, Param],
     ) -> list[tuple[int, str]]:
         """The errors an operation answers by the shape of its route: the guard's, its
-        credential's, its path's, its body's, its query's and the database's."""
+        credential's, its path's, its body's, its query's, the guess limit's and the
+        database's."""
         found: list[tuple[int, str]] = []
         if not rule.rule.startswith(UNGUARDED_PREFIXES):
             found.append((400, "invalid_host"))
@@ -243,6 +245,9 @@ class Provider(OpenAPIProvider):
                 for param in declared.values()
             ):
                 found.append((400, "invalid_input"))
+        if not rule.rule.startswith(UNCOUNTED_PREFIXES):
+            # any request presenting a credential, from a client that guessed too often
+            found.append((429, "too_many_attempts"))
         if not getattr(view, _STORELESS, False):
             found.append((503, StoreUnavailable.default_code))
         return found

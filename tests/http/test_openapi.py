@@ -84,6 +84,8 @@ async def test_every_operation_documents_its_error_answers(document: dict[str, A
             expected |= {400, 413}
         if any(parameter["in"] == "query" for parameter in operation["parameters"]):
             expected |= {400}
+        if not path.startswith("/v1/webhooks/"):
+            expected |= {429}  # a credential from a client that guessed too often
         if not failures or not expected <= failures:
             missing.append(f"{method} {path}: {sorted(expected - failures) or 'no 4xx'}")
         for status in failures:
