@@ -61,12 +61,12 @@ from bench.harness import (
     started_cluster,
 )
 from bench.logs import view
+from bench.logs_fleet import _StartGate
 from bench.rawhttp import FAILURES as HTTP_FAILURES
 from bench.rawhttp import RawConn
 
 PADDING = "x" * 80  # a line of about 100 bytes, as in bench/logs
 SEED_AT_ONCE = 16
-LEAD = 3.0  # seconds for the readers to connect before a phase starts
 READ_KINDS = ("build_list", "build", "log_page", "runners", "projects")
 # how often each kind is read: a dashboard lists builds and opens them and their logs
 READ_WEIGHTS = (4, 2, 2, 1, 1)
@@ -199,25 +199,31 @@ def _kind(path: str) -> str:
 
 
 def _readers(
-    results: Any, url: str, seeded: dict[str, Any], count: int, pace: float, at: float, until: float
+    results: Any,
+    url: str,
+    seeded: dict[str, Any],
+    count: int,
+    pace: float,
+    seconds: float,
+    gate: _StartGate,
 ) -> None:
-    results.put(trio.run(_read, url, seeded, count, pace, at, until))
+    results.put(trio.run(_read, url, seeded, count, pace, seconds, gate))
 
 
 async def _read(
-    url: str, seeded: dict[str, Any], count: int, pace: float, at: float, until: float
+    url: str, seeded: dict[str, Any], count: int, pace: float, seconds: float, gate: _StartGate
 ) -> dict[str, Any]:
-    """``count`` readers, connected before ``at`` (wall clock), reading until ``until``."""
+    """``count`` readers reading for ``seconds`` from the start ``gate`` sets, once every
+    reader process is ready."""
     host, port_text = url.removeprefix("http://").rsplit(":", 1)
     port = int(port_text)
     token: str = seeded["api_token"]
     latencies: dict[str, list[float]] = {kind: [] for kind in READ_KINDS}
     errors: list[str] = []
-    conns: list[RawConn] = []
-    for _ in range(count):
-        conns.append(await RawConn.open(host, port))
-    if time.time() > at:
-        raise SystemExit("the readers took longer to connect than the lead allowed")
+    at = await gate.arrive()
+    until = at + seconds
+    # connected only now: the server closes a connection idle for 5 s
+    conns = [await RawConn.open(host, port) for _ in range(count)]
 
     async def reader(index: int, conn: RawConn) -> None:
         rng = random.Random(index)
@@ -474,13 +480,13 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     cores_alone = {f"{k}_alone": v for k, v in meter.cores().items()}
 
     progress(f"with {args.readers} readers: {args.seconds:g}s")
-    at = time.time() + LEAD + args.readers / 200
-    until = at + args.seconds
+    gate = _StartGate.new()
     shares = [s for s in split(list(range(args.readers)), args.procs) if s]
     load = BackgroundLoad(
         _readers,
-        [(cluster.urls[0], seeded, len(share), args.pace, at, until) for share in shares],
+        [(cluster.urls[0], seeded, len(share), args.pace, args.seconds, gate) for share in shares],
     )
+    at = gate.open(len(shares), load, f"{args.readers} readers starting")
     time.sleep(max(0.0, at - time.time()))
     meter = cluster.meter()
     meter.start()
