@@ -41,6 +41,7 @@ PLAN: list[tuple[str, str, list[str]]] = [
     ("memory", "memory", []),
     ("memory-http", "memory", ["--transport", "http"]),
     ("peers", "peers", CLAIM_BUILDS),
+    ("readers", "readers", []),
 ]
 
 
