@@ -1,8 +1,8 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
 Scenarios: claims, crash, fleet, hostile, logs, logs-fleet, memory, peers (needs the
-``bench`` extra: pgqueuer), pickup; ``all`` runs every one of them at the issue's sizes,
-one after another;
+``bench`` extra: pgqueuer), pickup, readers; ``all`` runs every one of them at the issue's
+sizes, one after another;
 ``scaleout`` runs claims, fleet, logs and pickup with ``--workers 1``, ``--workers 2`` and
 ``--daemons 2`` (several daemons on one PostgreSQL) side by side. claims, fleet, logs and
 pickup take ``--daemons N`` and ``--workers M`` themselves too.
@@ -16,7 +16,19 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import claims, crash, fleet, hostile, logs, logs_fleet, memory, pickup, scaleout, suite
+from bench import (
+    claims,
+    crash,
+    fleet,
+    hostile,
+    logs,
+    logs_fleet,
+    memory,
+    pickup,
+    readers,
+    scaleout,
+    suite,
+)
 
 
 def _peers(argv: list[str] | None) -> dict[str, Any]:
@@ -35,6 +47,7 @@ SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "memory": memory.main,
     "peers": _peers,
     "pickup": pickup.main,
+    "readers": readers.main,
 }
 SCENARIOS["all"] = lambda argv: suite.main(SCENARIOS, argv)
 SCENARIOS["scaleout"] = lambda argv: scaleout.main(SCENARIOS, argv)

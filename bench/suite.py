@@ -42,6 +42,7 @@ PLAN: list[tuple[str, str, list[str]]] = [
     ("memory-http", "memory", ["--transport", "http"]),
     ("hostile", "hostile", []),
     ("peers", "peers", CLAIM_BUILDS),
+    ("readers", "readers", []),
 ]
 
 

@@ -16,6 +16,7 @@ from oore.http.cors import install_cors
 from oore.http.errors import install_error_handlers
 from oore.http.guard import install_guard
 from oore.http.guesses import install_guess_limit
+from oore.http.json_out import install_fast_json
 from oore.http.metrics import Metrics
 from oore.http.openapi import Provider
 from oore.http.requests import RequestLog
@@ -98,6 +99,7 @@ def create_app(
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="hex")},
         openapi_provider_class=Provider,
     )
+    install_fast_json(app)
     metrics = Metrics(app_services)
     metrics.install(app)
     install_guard(app)

@@ -228,14 +228,14 @@ class Identity:
         active); an API token's Session carries the effective role.
         """
         presented = self._presented(authorization)
-        now = self._clock.now()
-        session = await self._store.users.session(presented, now)
-        if session is None:
-            session = await self._api_token_session(presented, now, touch=True)
-        if session is None:
+        found = await self._store.api_tokens.credential(presented, self._clock.now())
+        if found is None:
             raise Unauthorized("invalid_session", "Session token is invalid")
         self.guesses.succeeded(authorization)
-        return session
+        if isinstance(found, Session):
+            return found
+        token, creator = found
+        return token_session(presented, token, creator)
 
     async def authenticate_session(self, authorization: str | None) -> Session:
         """Like :meth:`authenticate` but user sessions only: an API token is 401

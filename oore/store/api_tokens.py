@@ -8,10 +8,10 @@ from typing import Any
 
 from oore.domain.api_tokens import ApiToken
 from oore.domain.ids import new_id
-from oore.domain.users import Role, User
+from oore.domain.users import Role, Session, User
 from oore.store.database import Connection, Database
 from oore.store.projects import as_uuid
-from oore.store.users import USER_COLUMNS, user_from_row
+from oore.store.users import USER_COLUMNS, session_row, user_from_row
 
 # last_used_at is written at most this often per token, so a busy token costs no write
 # per request.
@@ -89,6 +89,15 @@ async def _holder(
     return token, user_from_row(row, "u_")
 
 
+async def _credential(
+    conn: Connection, token_hash: str, now: int
+) -> Session | tuple[ApiToken, User] | None:
+    session = await session_row(conn, token_hash, now)
+    if session is not None:
+        return session
+    return await _holder(conn, token_hash, now, True)
+
+
 async def _list(
     conn: Connection, user_id: uuid.UUID | None, limit: int, offset: int
 ) -> tuple[list[ApiToken], int]:
@@ -136,6 +145,11 @@ class ApiTokenStore:
     ) -> tuple[ApiToken, User] | None:
         """The unrevoked, unexpired token with this hash whose creator is active."""
         return await self._db.run(_holder, token_hash, now, touch)
+
+    async def credential(self, token_hash: str, now: int) -> Session | tuple[ApiToken, User] | None:
+        """The live user session with this hash, else the live API token (touched, as
+        :meth:`holder` does) and its creator: both looked up in one database call."""
+        return await self._db.run(_credential, token_hash, now)
 
     async def page(
         self, user_id: str | None, *, limit: int, offset: int

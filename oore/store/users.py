@@ -127,7 +127,8 @@ async def _active_users(conn: Connection, email: str | None) -> list[User]:
     return [user_from_row(row) for row in rows]
 
 
-async def _session(conn: Connection, token_hash: str, now: int) -> Session | None:
+async def session_row(conn: Connection, token_hash: str, now: int) -> Session | None:
+    """The live session with this hash whose user is active (see :meth:`UserStore.session`)."""
     row = await conn.fetchrow(
         f"""SELECT s.token_hash, s.expires_at, {USER_COLUMNS}
             FROM sessions s JOIN users u ON u.id = s.user_id
@@ -275,7 +276,7 @@ class UserStore:
 
     async def session(self, token_hash: str, now: int) -> Session | None:
         """The live session with this hash, if its user is active and it has not expired."""
-        return await self._db.run(_session, token_hash, now)
+        return await self._db.run(session_row, token_hash, now)
 
     async def delete_session(self, token_hash: str) -> bool:
         return await self._db.run(_delete_session, token_hash)

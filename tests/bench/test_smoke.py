@@ -57,6 +57,11 @@ SCENARIOS = {
         "--repeat",
         "1",
     ],
+    "readers": [
+        *("--readers", "4", "--seconds", "1", "--procs", "1"),
+        *("--projects", "2", "--builds", "8", "--lines", "20"),
+        *("--runners", "1", "--build-seconds", "0.5", "--repeat", "1"),
+    ],
     "logs-fleet": [
         "--builds",
         "4",
@@ -120,6 +125,11 @@ def test_scenario_prints_its_table_and_writes_its_figures(
     if scenario == "hostile":  # every hostile connection was dropped by the daemon in time
         assert run["slow_dropped"] >= 10 and run["idle_dropped"] >= 50
         assert run["rss_idle_kb"] > 0 and run["idle_api_p99_ms"] > 0
+    if scenario == "readers":  # reads of every kind, none refused, in the second phase
+        assert run["read_errors"] == 0
+        assert all(run[f"{kind}_p50_ms"] > 0 for kind in ("build_list", "build", "log_page"))
+        assert run["claims"] >= 1 and run["claims_alone"] >= 1
+        assert run["live_latency_p50_ms"] > 0 and run["live_latency_p50_ms_alone"] > 0
     if scenario == "logs-fleet":  # every line stored, and seen by both viewers of its build
         assert run["lines_sent"] == run["lines_acknowledged"] == 4 * 20 * 2
         assert run["viewers_finished"] == 4 * 2 and run["viewers_ended_early"] == 0
@@ -192,7 +202,7 @@ def test_an_unknown_scenario_lists_the_known_ones() -> None:
         [sys.executable, "-m", "bench", "nonsense"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 2
-    names = ("claims", "fleet", "logs", "logs-fleet", "memory", "peers", "pickup")
+    names = ("claims", "fleet", "logs", "logs-fleet", "memory", "peers", "pickup", "readers")
     assert all(name in done.stderr for name in names)
 
 
