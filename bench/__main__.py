@@ -1,12 +1,13 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
-Scenarios: claims, fleet, logs, logs-fleet, memory, peers (needs the ``bench`` extra:
-pgqueuer), pickup; ``all`` runs every one of them at the issue's sizes, one after another;
-``scaleout`` runs claims, fleet, logs and pickup with ``--workers 1``, ``--workers 2`` and
-``--daemons 2`` (several daemons on one PostgreSQL) side by side. claims, fleet, logs and
-pickup take ``--daemons N`` and ``--workers M`` themselves too.
-Each prints a table of medians (min..max over its repetitions) and writes
-bench/results/<scenario>.json. ``python -m bench <scenario> --help`` lists its options.
+Scenarios: claims, fleet, fuzz (schemathesis against the OpenAPI document), logs,
+logs-fleet, memory, peers (needs the ``bench`` extra: pgqueuer), pickup; ``all`` runs every
+one of them but fuzz at the issue's sizes, one after another; ``scaleout`` runs claims,
+fleet, logs and pickup with ``--workers 1``, ``--workers 2`` and ``--daemons 2`` (several
+daemons on one PostgreSQL) side by side. claims, fleet, logs and pickup take
+``--daemons N`` and ``--workers M`` themselves too. Each prints a table of medians
+(min..max over its repetitions) and writes bench/results/<scenario>.json.
+``python -m bench <scenario> --help`` lists its options.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import claims, fleet, logs, logs_fleet, memory, pickup, scaleout, suite
+from bench import claims, fleet, fuzz, logs, logs_fleet, memory, pickup, scaleout, suite
 
 
 def _peers(argv: list[str] | None) -> dict[str, Any]:
@@ -27,6 +28,7 @@ def _peers(argv: list[str] | None) -> dict[str, Any]:
 SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "claims": claims.main,
     "fleet": fleet.main,
+    "fuzz": fuzz.main,
     "logs": logs.main,
     "logs-fleet": logs_fleet.main,
     "memory": memory.main,
