@@ -6,7 +6,7 @@ and the long run (``python -m bench fuzz``) share.
 name (project, pipeline, build, runner, variables, tokens, a second user, a notification
 channel), so generated requests reach real rows as well as missing ones. :func:`run` then
 sends ``requests`` generated requests, split evenly over every operation, twice over: with
-the owner's Bearer token and with no credentials. Each answer goes through the checks in
+the owner's Bearer token (the runner's on the runner's own routes) and with no credentials. Each answer goes through the checks in
 :data:`CHECKS`; a request left without an answer (the connection dropped) is a finding of
 its own. Every finding keeps a curl command that sends the same request again.
 """
@@ -14,6 +14,7 @@ its own. Every finding keeps a curl command that sends the same request again.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from collections import Counter
@@ -39,6 +40,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bench.harness import make_repo
+from oore.domain.json_input import INT_MAX, INT_MIN, MAX_DEPTH
 
 Operation: TypeAlias = "schemathesis.APIOperation[Any, Any, Any, Any]"
 AnyCase: TypeAlias = "Case[Any]"
@@ -71,13 +73,16 @@ EXCLUDED: dict[tuple[str, str], tuple[str | None, str]] = {
     ("GET", "/v1/events/stream"): (OWNER, "an event stream stays open until the client leaves"),
     ("GET", "/v1/builds/{build_id}/logs/stream"): (
         OWNER,
-        "the seeded build's log stream stays open while the build is queued",
+        "the seeded build's log stream stays open while the build runs",
     ),
     ("POST", "/v1/runners/{runner_id}/claim"): (
         OWNER,
         "a claim waits up to wait_seconds for a build: the seeded runner would park",
     ),
 }
+
+# The runner's own routes, which take the runner's token rather than a user's.
+RUNNER_ROUTES = re.compile(r"/v1/runners/\{runner_id\}/(claim|heartbeat|jobs/.*)")
 
 # Methods a path does not declare, one per path in turn, sent with a JSON body: each must
 # get an answer (405, or a refusal of the credentials first), never a dropped connection.
@@ -90,6 +95,7 @@ class Seeded:
 
     url: str
     owner_token: str
+    runner_token: str  # the seeded runner's, which has claimed the seeded build and runs it
     ids: dict[str, str]  # path parameter name -> a real id (token_id per path prefix below)
     token_ids: dict[str, str]  # path prefix -> the token_id under it
 
@@ -111,7 +117,14 @@ def seed(url: str, workdir: Path | None = None) -> Seeded:
         project_id = project["project"]["id"]
         pipeline = post(f"/v1/projects/{project_id}/pipelines", {"name": "ci"})["pipeline"]
         build = post(f"/v1/projects/{project_id}/builds", {"pipeline_id": pipeline["id"]})
-        runner = post("/v1/runners/register", {"name": "fuzz-runner"})["runner"]
+        registered = post("/v1/runners/register", {"name": "fuzz-runner"})
+        runner = registered["runner"]
+        as_runner = {"Authorization": f"Bearer {registered['token']}"}
+        claim = {"protocol_version": 4, "wait_seconds": 5}
+        path = f"/v1/runners/{runner['id']}/claim"
+        claimed = _expect(client.post(path, json=claim, headers=as_runner))
+        job = f"/v1/runners/{runner['id']}/jobs/{claimed['job']['build_id']}/status"
+        _expect(client.post(job, json={"status": "running"}, headers=as_runner))
         post(f"/v1/projects/{project_id}/variables", {"name": "FUZZ_VAR", "value": "v"})
         post(f"/v1/pipelines/{pipeline['id']}/variables", {"name": "FUZZ_VAR", "value": "v"})
         api_token = post("/v1/api-tokens", {"name": "fuzz", "role": "developer"})
@@ -129,6 +142,7 @@ def seed(url: str, workdir: Path | None = None) -> Seeded:
     return Seeded(
         url=url,
         owner_token=token,
+        runner_token=registered["token"],
         ids={
             "project_id": project_id,
             "pipeline_id": pipeline["id"],
@@ -271,8 +285,13 @@ def run(
     return tally
 
 
-def _headers(seeded: Seeded, auth: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {seeded.owner_token}"} if auth == OWNER else {}
+def _headers(seeded: Seeded, auth: str, path: str) -> dict[str, str]:
+    """No credentials; else the owner's token, or the runner's on the runner's own routes."""
+    if auth != OWNER:
+        return {}
+    if RUNNER_ROUTES.fullmatch(path):
+        return {"Authorization": f"Bearer {seeded.runner_token}"}
+    return {"Authorization": f"Bearer {seeded.owner_token}"}
 
 
 def _unlisted_method(
@@ -286,12 +305,12 @@ def _unlisted_method(
     concrete = concrete.replace("{token_id}", "0" * 8).replace("{token}", "0" * 64)
     concrete = concrete.replace("{integration_id}", "0" * 8).replace("{artifact_id}", "0" * 8)
     concrete = concrete.replace("{repository_id}", "0" * 8)
-    headers = {**_headers(seeded, auth), "Content-Type": "application/json"}
+    headers = {**_headers(seeded, auth, path), "Content-Type": "application/json"}
     body = b'{"a": 1}'
     tally.requests += 1
     curl = (
         f"curl -X {method} '{seeded.url}{concrete}' -H 'Content-Type: application/json' "
-        + ("-H 'Authorization: Bearer <owner>' " if auth == OWNER else "")
+        + ("-H 'Authorization: Bearer <token>' " if auth == OWNER else "")
         + f"-d '{body.decode()}'"
     )
     label = f"{method} {path}"
@@ -323,7 +342,7 @@ def _fuzz_operation(
         strategies.append(operation.as_strategy(generation_mode=mode))
         if known:
             strategies.append(operation.as_strategy(generation_mode=mode, path_parameters=known))
-    headers = _headers(seeded, auth)
+    headers = _headers(seeded, auth, operation.path)
 
     @settings(
         max_examples=examples,
@@ -387,7 +406,7 @@ def _refused_positive(case: AnyCase, status: int, content: bytes) -> str | None:
     request is stricter than what it documents. Refusals for reasons the document gives
     (a missing row, a role, a semantic ``invalid_input``...) are not this."""
     meta = case.meta
-    if meta is None or not meta.generation.mode.is_positive:
+    if meta is None or not meta.generation.mode.is_positive or _beyond_json_limits(case.body):
         return None
     if status in (405, 415, 422):
         return f"valid request refused with {status}"
@@ -402,8 +421,25 @@ def _refused_positive(case: AnyCase, status: int, content: bytes) -> str | None:
     return None
 
 
+def _beyond_json_limits(value: object, depth: int = 0) -> bool:
+    """Whether a body holds what the daemon refuses in any JSON it reads (400
+    ``invalid_request``), which JSON Schema's ``integer`` and an untyped value leave open:
+    an integer outside 64 bits or nesting deeper than ``MAX_DEPTH``."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not INT_MIN <= value <= INT_MAX
+    if depth >= MAX_DEPTH and isinstance(value, dict | list):
+        return True
+    if isinstance(value, dict):
+        return any(_beyond_json_limits(item, depth + 1) for item in value.values())
+    if isinstance(value, list):
+        return any(_beyond_json_limits(item, depth + 1) for item in value)
+    return False
+
+
 def _curl(case: AnyCase, seeded: Seeded, headers: dict[str, str]) -> str:
-    shown = {k: ("Bearer <owner>" if k == "Authorization" else v) for k, v in headers.items()}
+    shown = {k: ("Bearer <token>" if k == "Authorization" else v) for k, v in headers.items()}
     try:
         return case.as_curl_command(headers=shown, base_url=seeded.url)
     except Exception as exc:
