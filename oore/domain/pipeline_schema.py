@@ -222,3 +222,62 @@ def pipeline_file_schema() -> dict[str, Any]:
             "timeout": _nullable(_timeout("Seconds the build's steps may take in all.")),
         },
     }
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` without the ``null`` an empty YAML key may hold."""
+    options = schema.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and options[1] == {"type": "null"}:
+        inner: dict[str, Any] = options[0]
+        return inner
+    return schema
+
+
+def execution_config_schema() -> dict[str, Any]:
+    """The JSON Schema of an API ``execution_config`` (§8.2); absent keys take defaults."""
+    file = pipeline_file_schema()["properties"]
+    shared = ("platforms", "flutter_version", "commands", "platform_build_args")
+    properties = {key: _not_null(file[key]) for key in (*shared, "platform_commands", "env")}
+    properties["artifact_patterns"] = {
+        "type": "array",
+        "maxItems": pc.MAX_ARTIFACT_PATTERNS,
+        "items": _artifact_pattern(),
+    }
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+def runner_labels_schema() -> dict[str, Any]:
+    """The JSON Schema of an API ``runner_labels``."""
+    return _not_null(pipeline_file_schema()["properties"]["runner_labels"])
+
+
+def trigger_config_schema() -> dict[str, Any]:
+    """The JSON Schema of an API ``trigger_config`` (§8.2)."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "events": {
+                "type": "array",
+                "maxItems": pc.MAX_TRIGGER_EVENTS,
+                "items": {"enum": list(pc.TRIGGER_EVENTS)},
+            },
+            "branches": _texts(
+                pc.MAX_TRIGGER_BRANCHES, pc.MAX_BRANCH_PATTERN_CHARS, "Branch patterns."
+            ),
+        },
+    }
+
+
+def concurrency_schema() -> dict[str, Any]:
+    """The JSON Schema of an API ``concurrency`` (§8.2)."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "cancel_previous": {"type": "boolean"},
+            "max_concurrent": _nullable(
+                {"type": "integer", "minimum": 1, "maximum": pc.MAX_CONCURRENT}
+            ),
+        },
+    }

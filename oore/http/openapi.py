@@ -60,6 +60,7 @@ _REASONS = {
     416: "Range not satisfiable",
     422: "Unprocessable",
     429: "Too many requests",
+    500: "Server failure",
     502: "Upstream failure",
     503: "Unavailable",
 }
@@ -183,7 +184,13 @@ class Provider(OpenAPIProvider):
         if method in _STATE_CHANGING and not getattr(view, RAW_BODY, False):
             found.append((400, "invalid_request"))  # a Content-Type other than JSON
         if operation.get("security"):
-            found += [(401, "missing_auth"), (401, "invalid_session"), (403, "permission_denied")]
+            found += [
+                (401, "missing_auth"),
+                (401, "invalid_session"),
+                (401, "invalid_token"),
+                (403, "permission_denied"),
+                (403, "insufficient_role"),
+            ]
         if rule.arguments:
             found.append((404, "not_found"))
         if getattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE, None) is not None:

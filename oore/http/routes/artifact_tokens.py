@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.errors import Gone, PreconditionFailed, ServiceUnavailable, Unauthorized, Unprocessable
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
-from oore.http.openapi import raw_response
+from oore.http.openapi import errors, raw_response
 
 blueprint = Blueprint("artifact_tokens", __name__)
 
@@ -32,7 +32,7 @@ class ScopedTokenOut(BaseModel):
 
 
 class ScopedTokenListOut(BaseModel):
-    tokens: list[dict[str, Any]]
+    tokens: list[shapes.ArtifactToken]
 
 
 class RevokedOut(BaseModel):
@@ -51,6 +51,7 @@ class InstallLinkOut(BaseModel):
 @security_scheme([{"bearer": []}])
 @json_body(ScopedTokenIn, optional=True)
 @document_response(ScopedTokenOut)
+@errors(Gone("artifact_expired"))
 async def create_scoped_token(artifact_id: str, body: ScopedTokenIn) -> Response:
     """A bearer download link (default 24 h, 60 s..7 d), optionally single use; the token
     is shown only here."""
@@ -83,6 +84,11 @@ async def revoke_token(token_id: str) -> Response:
 
 @blueprint.get("/install/artifact/<token>")
 @raw_response(307, "Redirect to a fresh 15-minute download URL")
+@errors(
+    Unauthorized("invalid_token"),
+    Gone("artifact_expired"),
+    ServiceUnavailable("storage_not_configured"),
+)
 async def redeem(token: str) -> Response:
     """Redeem a scoped or install token: 307 to the artifact's bytes."""
     return await _redirect(token)
@@ -90,6 +96,11 @@ async def redeem(token: str) -> Response:
 
 @blueprint.get("/v1/artifacts/dl/<token>")
 @raw_response(307, "Redirect to a fresh 15-minute download URL")
+@errors(
+    Unauthorized("invalid_token"),
+    Gone("artifact_expired"),
+    ServiceUnavailable("storage_not_configured"),
+)
 async def redeem_alias(token: str) -> Response:
     """The same as ``/install/artifact/{token}``."""
     return await _redirect(token)
@@ -105,6 +116,13 @@ async def _redirect(token: str) -> Response:
 @blueprint.post("/v1/artifacts/<artifact_id>/install-link")
 @security_scheme([{"bearer": []}])
 @document_response(InstallLinkOut)
+@errors(
+    Gone("artifact_expired"),
+    Unprocessable("artifact_not_installable"),
+    PreconditionFailed("external_access_required"),
+    PreconditionFailed("external_access_invalid"),
+    PreconditionFailed("ios_install_requires_https"),
+)
 async def install_link(artifact_id: str) -> Response:
     """An install link for an apk or ipa, valid up to one hour."""
     session = await require_session()
@@ -114,6 +132,11 @@ async def install_link(artifact_id: str) -> Response:
 
 @blueprint.get("/install/ios/<token>/manifest.plist")
 @raw_response(200, "The itms-services manifest", "application/xml")
+@errors(
+    Unauthorized("invalid_token"),
+    Gone("artifact_expired"),
+    Unprocessable("artifact_not_installable"),
+)
 async def ios_manifest(token: str) -> Response:
     """The over-the-air install manifest of an ipa behind an install token."""
     return await _manifest(token)
@@ -121,6 +144,11 @@ async def ios_manifest(token: str) -> Response:
 
 @blueprint.get("/v1/artifacts/install/ios/<token>/manifest.plist")
 @raw_response(200, "The itms-services manifest", "application/xml")
+@errors(
+    Unauthorized("invalid_token"),
+    Gone("artifact_expired"),
+    Unprocessable("artifact_not_installable"),
+)
 async def ios_manifest_alias(token: str) -> Response:
     """The same as ``/install/ios/{token}/manifest.plist``."""
     return await _manifest(token)

@@ -11,11 +11,20 @@ from quart_schema import document_response, security_scheme
 from quart_trio import QuartTrio
 
 from oore.domain.artifacts import content_disposition
-from oore.errors import InternalError, RangeNotSatisfiable
+from oore.errors import (
+    Conflict,
+    Gone,
+    InternalError,
+    RangeNotSatisfiable,
+    RequestTimeout,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from oore.http import shapes
 from oore.http.body import Body, json_body, raw_body
 from oore.http.context import AppServices, require_runner, require_session, services
 from oore.http.errors import error_response
-from oore.http.openapi import raw_response
+from oore.http.openapi import errors, raw_response
 from oore.http.query import integer, query_int
 from oore.http.query import query as declare_query
 from oore.http.ranges import Unsatisfiable, byte_range
@@ -41,16 +50,16 @@ class QueryIn(Body):
 
 
 class ReservationOut(BaseModel):
-    artifact: dict[str, Any]
+    artifact: shapes.Artifact
     upload_url: str
 
 
 class ArtifactOut(BaseModel):
-    artifact: dict[str, Any]
+    artifact: shapes.Artifact
 
 
 class ArtifactListOut(BaseModel):
-    artifacts: list[dict[str, Any]]
+    artifacts: list[shapes.Artifact]
 
 
 class DownloadLinkOut(BaseModel):
@@ -72,6 +81,7 @@ def install(app: QuartTrio, app_services: AppServices) -> None:
 @security_scheme([{"bearer": []}])
 @json_body(ReserveIn)
 @document_response(ReservationOut)
+@errors(ServiceUnavailable("storage_not_configured"))
 async def reserve(runner_id: str, build_id: str, body: ReserveIn) -> Response:
     """Reserve an artifact upload; ``upload_url`` is empty for a known checksum or when
     storage is disabled."""
@@ -94,6 +104,7 @@ async def reserve(runner_id: str, build_id: str, body: ReserveIn) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(FinishIn, optional=True)
 @document_response(ArtifactOut)
+@errors(Conflict("artifact_not_pending"))
 async def complete(runner_id: str, build_id: str, artifact_id: str, body: FinishIn) -> Response:
     """The bytes are uploaded: the artifact becomes available."""
     runner = await require_runner(runner_id)
@@ -105,6 +116,7 @@ async def complete(runner_id: str, build_id: str, artifact_id: str, body: Finish
 @security_scheme([{"bearer": []}])
 @json_body(FinishIn, optional=True)
 @document_response(ArtifactOut)
+@errors(Conflict("artifact_not_pending"))
 async def abort(runner_id: str, build_id: str, artifact_id: str, body: FinishIn) -> Response:
     """The upload failed: the artifact is failed with the runner's message."""
     runner = await require_runner(runner_id)
@@ -115,6 +127,11 @@ async def abort(runner_id: str, build_id: str, artifact_id: str, body: FinishIn)
 @blueprint.put("/v1/artifacts/local-upload/<token>")
 @raw_body
 @raw_response(200, "Stored (empty body)")
+@errors(
+    Unauthorized("invalid_upload_token"),
+    RequestTimeout(),
+    ServiceUnavailable("storage_not_configured"),
+)
 async def local_upload(token: str) -> Response:
     """The bytes of a reservation, at most 512 MiB (local storage; the URL is the token).
 
@@ -169,6 +186,7 @@ async def query(body: QueryIn) -> Response:
 @blueprint.post("/v1/artifacts/<artifact_id>/download-link")
 @security_scheme([{"bearer": []}])
 @document_response(DownloadLinkOut)
+@errors(Gone("artifact_expired"), ServiceUnavailable("storage_not_configured"))
 async def download_link(artifact_id: str) -> Response:
     """A download URL valid for 15 minutes (a presigned URL for S3 and R2)."""
     session = await require_session()
@@ -179,6 +197,12 @@ async def download_link(artifact_id: str) -> Response:
 @blueprint.get("/v1/artifacts/download/<token>")
 @raw_response(200, "The artifact's bytes", "application/octet-stream")
 @raw_response(206, "The requested range of the artifact's bytes", "application/octet-stream")
+@errors(
+    Unauthorized("invalid_token"),
+    Gone("artifact_expired"),
+    RangeNotSatisfiable(),
+    ServiceUnavailable("storage_not_configured"),
+)
 async def download(token: str) -> Response:
     """The bytes of a local artifact, streamed in 64 KiB chunks; honours one ``Range``."""
     return await _send(token)
@@ -187,6 +211,12 @@ async def download(token: str) -> Response:
 @blueprint.get("/v1/artifacts/local-download/<token>")
 @raw_response(200, "The artifact's bytes", "application/octet-stream")
 @raw_response(206, "The requested range of the artifact's bytes", "application/octet-stream")
+@errors(
+    Unauthorized("invalid_token"),
+    Gone("artifact_expired"),
+    RangeNotSatisfiable(),
+    ServiceUnavailable("storage_not_configured"),
+)
 async def local_download(token: str) -> Response:
     """The same as ``/v1/artifacts/download/{token}``."""
     return await _send(token)
@@ -195,6 +225,12 @@ async def local_download(token: str) -> Response:
 @blueprint.get("/install/download/<token>")
 @raw_response(200, "The artifact's bytes", "application/octet-stream")
 @raw_response(206, "The requested range of the artifact's bytes", "application/octet-stream")
+@errors(
+    Unauthorized("invalid_token"),
+    Gone("artifact_expired"),
+    RangeNotSatisfiable(),
+    ServiceUnavailable("storage_not_configured"),
+)
 async def install_download(token: str) -> Response:
     """The same as ``/v1/artifacts/download/{token}``; where redeemed scoped tokens lead."""
     return await _send(token)

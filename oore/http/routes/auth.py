@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
-from oore.errors import ApiError, Unauthorized
+from oore.errors import ApiError, Forbidden, TooManyRequests, Unauthorized
 from oore.eventlog import event
 from oore.http.body import Body, json_body
 from oore.http.context import (
@@ -21,6 +21,7 @@ from oore.http.context import (
 )
 from oore.http.cookies import signed_in, signed_out
 from oore.http.errors import error_response
+from oore.http.openapi import errors
 from oore.services.identity import LoginResult
 
 blueprint = Blueprint("auth", __name__)
@@ -97,6 +98,11 @@ class MeOut(BaseModel):
 @blueprint.post("/v1/auth/local/login")
 @json_body(LocalLoginIn, optional=True)
 @document_response(LoginOut)
+@errors(
+    Forbidden("mode_restricted"),
+    Forbidden("user_not_found"),
+    TooManyRequests("local_login_rate_limited"),
+)
 async def local_login(body: LocalLoginIn) -> Response:
     """Sign in from this machine; on a fresh local instance this finishes setup as owner.
     With ``X-Oore-Session: cookie`` the session is set as the HttpOnly ``oore_session``

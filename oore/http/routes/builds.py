@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.domain.builds import BuildStatus
-from oore.errors import BadGateway, Conflict, Forbidden, TooManyRequests, Unauthorized
+from oore.errors import (
+    BadGateway,
+    Conflict,
+    Forbidden,
+    InternalError,
+    TooManyRequests,
+    Unauthorized,
+)
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services, user_authorization
 from oore.http.openapi import errors, raw_response
@@ -44,21 +50,21 @@ class TriggerIn(Body):
 
 
 class BuildOut(BaseModel):
-    build: dict[str, Any]
+    build: shapes.Build
 
 
 class BuildDetailOut(BaseModel):
-    build: dict[str, Any]
-    events: list[dict[str, Any]]
+    build: shapes.Build
+    events: list[shapes.BuildEvent]
 
 
 class BuildListOut(BaseModel):
-    builds: list[dict[str, Any]]
+    builds: list[shapes.Build]
     total: int
 
 
 class LogsOut(BaseModel):
-    logs: list[dict[str, Any]]
+    logs: list[shapes.LogLine]
     total: int
     attempt: int
 
@@ -73,6 +79,7 @@ class LogsOut(BaseModel):
     Conflict("source_changed"),
     BadGateway("github_api_error"),
     BadGateway("gitlab_api_error"),
+    InternalError("git_error"),
 )
 async def trigger(project_id: str, body: TriggerIn) -> tuple[Response, int]:
     """Queue a manual build of one of the project's pipelines."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from quart import Blueprint, Response
 from quart_schema import security_scheme
 
+from oore.errors import ServiceUnavailable, TooManyRequests
 from oore.http.context import services, user_authorization
-from oore.http.openapi import raw_response
+from oore.http.openapi import errors, raw_response
 
 blueprint = Blueprint("events", __name__)
 
@@ -14,6 +15,7 @@ blueprint = Blueprint("events", __name__)
 @blueprint.get("/v1/events/stream")
 @security_scheme([{"bearer": []}])
 @raw_response(200, "Server-sent events: ready, build, runner, resync, done", "text/event-stream")
+@errors(TooManyRequests("stream_limit"), ServiceUnavailable("stream_capacity"))
 async def stream() -> Response:
     """Server-sent events of the changes the caller may see, as they happen: ``event:
     ready`` first (load your lists now); ``event: build`` with ``{"build": ...}`` (as

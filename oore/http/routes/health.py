@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, RootModel
+from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response
 
 from oore.http.context import services
 from oore.http.metrics import Metrics
+from oore.http.openapi import raw_response, storeless
 
 
 class Health(BaseModel):
@@ -26,15 +27,12 @@ class Ready(BaseModel):
     encryption: bool
 
 
-class MetricsText(RootModel[str]):
-    """Prometheus text exposition format."""
-
-
 def blueprint(metrics: Metrics) -> Blueprint:
     bp = Blueprint("health", __name__)
 
     @bp.get("/healthz")
     @document_response(Health)
+    @storeless
     async def healthz() -> Response:
         """Liveness: the process answers.
 
@@ -82,7 +80,7 @@ def blueprint(metrics: Metrics) -> Blueprint:
         return response
 
     @bp.get("/metrics")
-    @document_response(MetricsText)
+    @raw_response(200, "Prometheus text exposition format", "text/plain")
     async def metrics_text() -> Response:
         """Prometheus text exposition."""
         return Response(await metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

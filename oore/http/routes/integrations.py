@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
 
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify, request
@@ -20,9 +19,11 @@ from oore.domain.integrations import (
     IntegrationProvider,
 )
 from oore.domain.network import normalise_origin
+from oore.errors import BadGateway, Conflict, NotFound
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
-from oore.http.openapi import raw_response
+from oore.http.openapi import errors, raw_response
 from oore.http.query import (
     choice,
     direction,
@@ -75,30 +76,30 @@ class GitLabAuthorizeIn(Body):
 
 
 class IntegrationOut(BaseModel):
-    integration: dict[str, Any]
+    integration: shapes.Integration
 
 
 class IntegrationListOut(BaseModel):
-    integrations: list[dict[str, Any]]
+    integrations: list[shapes.Integration]
     total: int
     active_total: int
 
 
 class IntegrationDetailOut(BaseModel):
-    integration: dict[str, Any]
+    integration: shapes.Integration
     installation_count: int
     repository_count: int
     last_webhook_at: int | None = None
-    problem: dict[str, Any] | None = None
+    problem: shapes.Problem | None = None
 
 
 class RepositoryListOut(BaseModel):
-    repositories: list[dict[str, Any]]
+    repositories: list[shapes.Repository]
     total: int
 
 
 class InstallationListOut(BaseModel):
-    installations: list[dict[str, Any]]
+    installations: list[shapes.Installation]
     total: int
 
 
@@ -117,7 +118,7 @@ class WebhookSecretOut(BaseModel):
 
 
 class LocalGitOut(BaseModel):
-    integrations: list[dict[str, Any]]
+    integrations: list[shapes.LocalGitIntegration]
     total: int
 
 
@@ -282,6 +283,11 @@ async def list_installations(integration_id: str) -> Response:
 @blueprint.post("/v1/integrations/<integration_id>/installations")
 @security_scheme([{"bearer": []}])
 @document_response(InstallationListOut)
+@errors(
+    BadGateway("github_api_error"),
+    BadGateway("github_auth_failed"),
+    Conflict("invalid_source_state"),
+)
 async def sync_installations(integration_id: str) -> Response:
     """Fetch the installations and their repositories from the provider."""
     session = await require_session()
@@ -292,6 +298,13 @@ async def sync_installations(integration_id: str) -> Response:
 @blueprint.post("/v1/integrations/<integration_id>/gitlab-token/check")
 @security_scheme([{"bearer": []}])
 @document_response(IntegrationDetailOut)
+@errors(
+    BadGateway("gitlab_api_error"),
+    BadGateway("gitlab_auth_failed"),
+    BadGateway("gitlab_unreachable"),
+    BadGateway("gitlab_parse_error"),
+    Conflict("invalid_source_state"),
+)
 async def check_gitlab_token(integration_id: str) -> Response:
     session = await require_session()
     detail = await services().integrations.check_gitlab_token(session, integration_id)
@@ -301,6 +314,13 @@ async def check_gitlab_token(integration_id: str) -> Response:
 @blueprint.post("/v1/integration-repositories/<repository_id>/gitlab-webhook-secret")
 @security_scheme([{"bearer": []}])
 @document_response(WebhookSecretOut)
+@errors(
+    BadGateway("gitlab_api_error"),
+    BadGateway("gitlab_auth_failed"),
+    BadGateway("gitlab_unreachable"),
+    BadGateway("gitlab_parse_error"),
+    Conflict("invalid_source_state"),
+)
 async def rotate_webhook_secret(repository_id: str) -> Response:
     """A new webhook secret for a GitLab repository, shown this once."""
     session = await require_session()
@@ -333,6 +353,7 @@ async def github_create() -> Response:
 
 @blueprint.get("/v1/integrations/github/callback")
 @raw_response(200, "HTML: the app is stored, the browser sent on to install it", "text/html")
+@raw_response(303, "The app is stored: on to GitHub to install it")
 @query(text("code", "The code GitHub sends back"), text("state", "The flow's state"))
 async def github_callback() -> Response:
     """Where GitHub sends the browser after the app is created (contract §9.1 step 3)."""
@@ -352,6 +373,11 @@ async def github_installed() -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(GitHubCompleteIn)
 @document_response(IntegrationOut)
+@errors(
+    BadGateway("github_conversion_failed"),
+    BadGateway("github_api_error"),
+    BadGateway("github_auth_failed"),
+)
 async def github_complete(body: GitHubCompleteIn) -> Response:
     session = await require_session()
     integration = await services().integrations.github_complete(session, body.code)
@@ -365,6 +391,12 @@ async def github_complete(body: GitHubCompleteIn) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(GitLabStartIn)
 @document_response(IntegrationOut)
+@errors(
+    BadGateway("gitlab_api_error"),
+    BadGateway("gitlab_auth_failed"),
+    BadGateway("gitlab_unreachable"),
+    BadGateway("gitlab_parse_error"),
+)
 async def gitlab_start(body: GitLabStartIn) -> Response:
     session = await require_session()
     integration = await services().integrations.gitlab_start(
@@ -384,6 +416,7 @@ async def gitlab_start(body: GitLabStartIn) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(GitLabAuthorizeIn)
 @document_response(AuthorizeUrlOut)
+@errors(NotFound("not_found"), Conflict("invalid_source_state"))
 async def gitlab_authorize(body: GitLabAuthorizeIn) -> Response:
     session = await require_session()
     url = await services().integrations.gitlab_authorize(

@@ -8,9 +8,19 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.domain.oidc import ClientSettings
+from oore.errors import (
+    BadGateway,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
 from oore.http.cookies import signed_in
+from oore.http.openapi import errors
 from oore.http.query import query, query_str, text
 from oore.http.routes.auth import signing_in
 
@@ -110,6 +120,7 @@ def _authorization() -> str | None:
 @security_scheme([{"bearer": []}])
 @json_body(ConfigureOidcIn)
 @document_response(ConfigureOidcOut)
+@errors(Conflict("already_configured"), Conflict("invalid_state"))
 async def configure(body: ConfigureOidcIn) -> Response:
     """Choose the OpenID Provider (setup session); discovery must succeed."""
     configured = await services().signin.configure_setup(
@@ -126,6 +137,13 @@ async def configure(body: ConfigureOidcIn) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(StartOidcIn)
 @document_response(StartOidcOut)
+@errors(
+    Conflict("already_configured"),
+    Conflict("invalid_state"),
+    Conflict("oidc_not_configured"),
+    TooManyRequests("too_many_pending"),
+    BadGateway("oidc_discovery_error"),
+)
 async def start_owner(body: StartOidcIn) -> Response:
     """Begin the owner's sign-in at the provider (remote + oidc mode, setup session)."""
     started = await services().signin.start_setup(body.redirect_uri, _authorization())
@@ -135,6 +153,19 @@ async def start_owner(body: StartOidcIn) -> Response:
 @blueprint.post("/v1/setup/owner/verify-oidc")
 @json_body(CodeIn)
 @document_response(OwnerVerifiedOut)
+@errors(
+    Unauthorized("no_session"),
+    Unauthorized("invalid_session"),
+    Unauthorized("session_expired"),
+    Conflict("already_configured"),
+    Conflict("invalid_state"),
+    Conflict("stale_oidc_setup"),
+    BadGateway("oidc_discovery_error"),
+    BadGateway("token_exchange_error"),
+    BadGateway("id_token_verification_error"),
+    BadGateway("missing_id_token"),
+    BadGateway("missing_email"),
+)
 async def verify_owner(body: CodeIn) -> Response:
     """Finish the owner's sign-in; the setup session bound at start is used, not a header."""
     verified = await services().signin.verify_setup(body.code, body.state, client_ip())
@@ -144,6 +175,14 @@ async def verify_owner(body: CodeIn) -> Response:
 @blueprint.get("/v1/auth/oidc/start")
 @query(text("redirect_uri", "Where the provider sends the browser back (§7.3 rule)"))
 @document_response(StartOidcOut)
+@errors(
+    Conflict("setup_incomplete"),
+    Conflict("oidc_not_configured"),
+    TooManyRequests("too_many_pending"),
+    TooManyRequests("oidc_start_rate_limited"),
+    ServiceUnavailable("oidc_start_expired"),
+    BadGateway("oidc_discovery_error"),
+)
 async def start_sign_in() -> Response:
     """Begin a sign-in at the provider; answer with where to send the browser."""
     started = await services().signin.start(query_str("redirect_uri"), client_ip())
@@ -153,6 +192,16 @@ async def start_sign_in() -> Response:
 @blueprint.post("/v1/auth/oidc/callback")
 @json_body(CodeIn)
 @document_response(SignedInOut)
+@errors(
+    Forbidden("user_not_found"),
+    Conflict("setup_incomplete"),
+    Conflict("oidc_not_configured"),
+    BadGateway("oidc_discovery_error"),
+    BadGateway("token_exchange_error"),
+    BadGateway("id_token_verification_error"),
+    BadGateway("missing_id_token"),
+    BadGateway("missing_email"),
+)
 async def callback(body: CodeIn) -> Response:
     """Finish a sign-in: an active user, or an invited one (activated now), gets a session
     (as the ``oore_session`` cookie with ``X-Oore-Session: cookie``)."""
@@ -165,6 +214,7 @@ async def callback(body: CodeIn) -> Response:
 @blueprint.get("/v1/settings/external-access/oidc")
 @security_scheme([{"bearer": []}])
 @document_response(OidcSettingsOut)
+@errors(Conflict("invalid_state"), NotFound("oidc_not_configured"))
 async def get_settings() -> Response:
     """The provider in use and its discovered endpoints (owner/admin, after setup)."""
     session = await require_session()
@@ -175,6 +225,7 @@ async def get_settings() -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(OidcSettingsIn)
 @document_response(OidcSettingsSavedOut)
+@errors(Conflict("invalid_state"))
 async def put_settings(body: OidcSettingsIn) -> Response:
     """Replace the provider (owner); an omitted secret keeps the stored one."""
     session = await require_session()

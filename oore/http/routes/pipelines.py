@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, RootModel
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.domain import pipeline_schema
 from oore.domain.pipeline_schema import pipeline_file_schema
+from oore.errors import Conflict
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
+from oore.http.openapi import errors, storeless
 from oore.http.query import (
     choice,
     direction,
@@ -31,26 +35,41 @@ PAGE_DEFAULT = 50
 PAGE_MAX = 200
 
 
+def _documented(schema: dict[str, Any]) -> WithJsonSchema:
+    """Document a config part as its rules say (the rules, not pydantic, check it)."""
+    return WithJsonSchema({"anyOf": [schema, {"type": "null"}]})
+
+
+ExecutionConfigIn = Annotated[
+    dict[str, Any] | None, _documented(pipeline_schema.execution_config_schema())
+]
+TriggerConfigIn = Annotated[
+    dict[str, Any] | None, _documented(pipeline_schema.trigger_config_schema())
+]
+ConcurrencyIn = Annotated[dict[str, Any] | None, _documented(pipeline_schema.concurrency_schema())]
+RunnerLabelsIn = Annotated[list[Any] | None, _documented(pipeline_schema.runner_labels_schema())]
+
+
 class PipelineIn(Body):
     """The config parts are checked by the pipeline-config rules (400 ``invalid_*``)."""
 
     name: str
     config_path: str | None = None
     config_path_explicit: bool | None = None
-    execution_config: dict[str, Any] | None = None
-    trigger_config: dict[str, Any] | None = None
-    concurrency: dict[str, Any] | None = None
-    runner_labels: list[Any] | None = None
+    execution_config: ExecutionConfigIn = None
+    trigger_config: TriggerConfigIn = None
+    concurrency: ConcurrencyIn = None
+    runner_labels: RunnerLabelsIn = None
 
 
 class PipelinePatchIn(Body):
     name: str | None = None
     config_path: str | None = None
     config_path_explicit: bool | None = None
-    execution_config: dict[str, Any] | None = None
-    trigger_config: dict[str, Any] | None = None
-    concurrency: dict[str, Any] | None = None
-    runner_labels: list[Any] | None = None
+    execution_config: ExecutionConfigIn = None
+    trigger_config: TriggerConfigIn = None
+    concurrency: ConcurrencyIn = None
+    runner_labels: RunnerLabelsIn = None
     enabled: bool | None = None
 
 
@@ -69,16 +88,16 @@ class ValidateIn(Body):
 
 
 class PipelineOut(BaseModel):
-    pipeline: dict[str, Any]
+    pipeline: shapes.Pipeline
 
 
 class PipelineDetailOut(BaseModel):
-    pipeline: dict[str, Any]
+    pipeline: shapes.Pipeline
     build_count: int
 
 
 class PipelineListOut(BaseModel):
-    pipelines: list[dict[str, Any]]
+    pipelines: list[shapes.Pipeline]
     total: int
 
 
@@ -87,8 +106,14 @@ class ValidateOut(BaseModel):
     errors: list[str]
 
 
-class SchemaOut(RootModel[dict[str, Any]]):
+class SchemaOut(BaseModel):
     """A JSON Schema (draft 2020-12)."""
+
+    schema_: str = Field(alias="$schema")
+    title: str
+    type: Literal["object"]
+    required: list[str]
+    properties: dict[str, shapes.FreeObject] = Field(description="Each a JSON Schema")
 
 
 @blueprint.get("/v1/projects/<project_id>/pipelines")
@@ -151,6 +176,7 @@ async def validate(body: ValidateIn) -> Response:
 
 @blueprint.get("/v1/pipelines/schema")
 @document_response(SchemaOut)
+@storeless
 async def schema() -> Response:
     """The JSON Schema of a repository's ``.oore.yaml`` (public: editors fetch it as is).
 
@@ -197,6 +223,7 @@ async def update_pipeline(pipeline_id: str, body: PipelinePatchIn) -> Response:
 @blueprint.delete("/v1/pipelines/<pipeline_id>")
 @security_scheme([{"bearer": []}])
 @document_response(OkOut)
+@errors(Conflict("active_builds"))
 async def delete_pipeline(pipeline_id: str) -> Response:
     """Delete a pipeline and its finished builds (owner/admin)."""
     session = await require_session()

@@ -3,13 +3,14 @@ of the next build of a pipeline (§2.7)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.errors import BadGateway, Conflict
+from oore.http import shapes
 from oore.http.context import require_session, services
+from oore.http.openapi import errors
 from oore.http.query import query, query_str, text
 
 blueprint = Blueprint("previews", __name__)
@@ -19,7 +20,7 @@ class WorkflowOut(BaseModel):
     path: str
     valid: bool
     errors: list[str]
-    config: dict[str, Any] | None = None  # omitted when the file is invalid
+    config: shapes.WorkflowConfig | None = None  # omitted when the file is invalid
 
 
 class RepositoryWorkflowsOut(BaseModel):
@@ -43,6 +44,12 @@ class ChangelogPreviewOut(BaseModel):
     text("ref", "A branch, tag or commit (default: the default branch)"),
     text("path", "Only pipeline files at or under this path"),
 )
+@errors(
+    Conflict("source_not_configured"),
+    Conflict("source_unresolvable"),
+    BadGateway("github_api_error"),
+    BadGateway("gitlab_api_error"),
+)
 async def repository_workflows(project_id: str) -> Response:
     """The pipeline files of the project's repository at a ref (``ref``, default branch by
     default) at or under ``path``, parsed, with every environment value hidden."""
@@ -60,6 +67,12 @@ async def repository_workflows(project_id: str) -> Response:
     text("pipeline_id", "The pipeline whose last succeeded build is the base (required)"),
     text("branch", "Up to the head of this branch"),
     text("commit_sha", "Up to this commit"),
+)
+@errors(
+    Conflict("source_not_configured"),
+    Conflict("source_unresolvable"),
+    BadGateway("github_api_error"),
+    BadGateway("gitlab_api_error"),
 )
 async def changelog_preview(project_id: str) -> Response:
     """The changes since the pipeline's last succeeded build, up to ``commit_sha`` or the

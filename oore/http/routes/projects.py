@@ -8,8 +8,11 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.errors import Conflict
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
+from oore.http.openapi import errors
 from oore.http.query import (
     choice,
     direction,
@@ -56,32 +59,32 @@ class MemberPatchIn(Body):
 
 
 class ProjectOut(BaseModel):
-    project: dict[str, Any]
+    project: shapes.Project
 
 
 class ProjectDetailOut(BaseModel):
-    project: dict[str, Any]
+    project: shapes.Project
     pipeline_count: int
     build_count: int
     current_user_role: str
 
 
 class ProjectListOut(BaseModel):
-    projects: list[dict[str, Any]]
+    projects: list[shapes.Project]
     total: int
 
 
 class MemberOut(BaseModel):
-    member: dict[str, Any]
+    member: shapes.Member
 
 
 class MemberListOut(BaseModel):
-    members: list[dict[str, Any]]
+    members: list[shapes.Member]
     total: int
 
 
 class CandidateListOut(BaseModel):
-    candidates: list[dict[str, Any]]
+    candidates: list[shapes.Candidate]
     total: int
 
 
@@ -175,6 +178,7 @@ async def update_project(project_id: str, body: ProjectPatchIn) -> Response:
 @blueprint.delete("/v1/projects/<project_id>")
 @security_scheme([{"bearer": []}])
 @document_response(OkOut)
+@errors(Conflict("active_builds"))
 async def delete_project(project_id: str) -> Response:
     """Delete a project with its pipelines and finished builds."""
     session = await require_session()
@@ -214,6 +218,7 @@ async def list_candidates(project_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(MemberIn)
 @document_response(MemberOut, 201)
+@errors(Conflict("already_member"))
 async def add_member(project_id: str, body: MemberIn) -> tuple[Response, int]:
     """Give a developer or QA viewer a role on the project."""
     session = await require_session()
@@ -225,6 +230,7 @@ async def add_member(project_id: str, body: MemberIn) -> tuple[Response, int]:
 @security_scheme([{"bearer": []}])
 @json_body(MemberPatchIn)
 @document_response(MemberOut)
+@errors(Conflict("last_maintainer"))
 async def update_member(project_id: str, user_id: str, body: MemberPatchIn) -> Response:
     """Change a member's project role."""
     session = await require_session()
@@ -235,6 +241,7 @@ async def update_member(project_id: str, user_id: str, body: MemberPatchIn) -> R
 @blueprint.delete("/v1/projects/<project_id>/members/<user_id>")
 @security_scheme([{"bearer": []}])
 @document_response(OkOut)
+@errors(Conflict("last_maintainer"))
 async def remove_member(project_id: str, user_id: str) -> Response:
     """Remove a member from the project."""
     session = await require_session()

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
-from oore.errors import InvalidInput
+from oore.errors import Conflict, InvalidInput, ServiceUnavailable
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_runner, require_session, services
-from oore.http.openapi import no_content
+from oore.http.openapi import errors, no_content
 from oore.http.query import integer, query, query_int, query_str, text
 from oore.http.runner_ops import RunnerOps
 from oore.protocol import runner as protocol
 from oore.protocol.runner import (
     AppendedOut,
     ClaimIn,
-    ClaimOut,
     HeartbeatIn,
     JobStateIn,
     JobStateOut,
     JobStatusIn,
-    JobStatusOut,
     LogsIn,
 )
 
@@ -40,16 +39,16 @@ class RegisterIn(Body):
 
 
 class RegisterOut(BaseModel):
-    runner: dict[str, Any]
+    runner: shapes.Runner
     token: str
 
 
 class RunnerOut(BaseModel):
-    runner: dict[str, Any]
+    runner: shapes.Runner
 
 
 class RunnerListOut(BaseModel):
-    runners: list[dict[str, Any]]
+    runners: list[shapes.Runner]
     total: int
     online_total: int
 
@@ -69,13 +68,29 @@ class EnrollmentIn(Body):
 
 
 class EnrollmentOut(BaseModel):
-    enrollment_token: dict[str, Any]
+    enrollment_token: shapes.EnrollmentToken
     token: str
 
 
 class EnrollmentListOut(BaseModel):
-    tokens: list[dict[str, Any]]
+    tokens: list[shapes.EnrollmentToken]
     total: int
+
+
+class EnrollmentRevokedOut(BaseModel):
+    revoked: Literal[True]
+    enrollment_token: shapes.EnrollmentToken
+
+
+class ClaimAnswer(BaseModel):
+    """The claimed job, or ``{}`` when none came."""
+
+    job: shapes.Job | None = None
+
+
+class JobStatusAnswer(BaseModel):
+    build: shapes.Build
+    events: list[shapes.BuildEvent]
 
 
 # -- user side -------------------------------------------------------------------------
@@ -142,6 +157,7 @@ async def get_runner(runner_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(RunnerPatchIn)
 @document_response(RunnerOut)
+@errors(Conflict("managed_runner_locked"))
 async def patch_runner(runner_id: str, body: RunnerPatchIn) -> Response:
     """Rename a runner, change its labels or capacity, or drain it."""
     session = await require_session()
@@ -185,6 +201,7 @@ async def undrain(runner_id: str) -> Response:
 @blueprint.delete("/v1/runners/<runner_id>")
 @security_scheme([{"bearer": []}])
 @no_content
+@errors(Conflict("runner_has_builds"), Conflict("managed_runner_locked"))
 async def delete_runner(runner_id: str) -> None:
     """Delete a runner; 409 ``runner_has_builds`` while it holds builds (drain it first).
 
@@ -223,7 +240,7 @@ async def list_enrollment_tokens() -> Response:
 
 @blueprint.delete("/v1/runner-enrollment-tokens/<token_id>")
 @security_scheme([{"bearer": []}])
-@document_response(EnrollmentListOut)
+@document_response(EnrollmentRevokedOut)
 async def revoke_enrollment_token(token_id: str) -> Response:
     """Revoke an enrollment token; runners registered with it keep working."""
     session = await require_session()
@@ -260,7 +277,8 @@ async def heartbeat(runner_id: str, body: HeartbeatIn) -> None:
 @blueprint.post("/v1/runners/<runner_id>/claim")
 @security_scheme([{"bearer": []}])
 @json_body(ClaimIn)
-@document_response(ClaimOut)
+@document_response(ClaimAnswer)
+@errors(Conflict("dispatcher_restarting"), Conflict("runner_protocol_mismatch"))
 async def claim(runner_id: str, body: ClaimIn) -> Response:
     """The oldest eligible build, or ``{}``; ``wait_seconds`` (≤ 60) long-polls for one."""
     return jsonify(await _perform(runner_id, protocol.CLAIM, body))
@@ -280,7 +298,8 @@ async def job_state(runner_id: str, build_id: str) -> Response:
 @blueprint.post("/v1/runners/<runner_id>/jobs/<build_id>/status")
 @security_scheme([{"bearer": []}])
 @json_body(JobStatusIn)
-@document_response(JobStatusOut)
+@document_response(JobStatusAnswer)
+@errors(Conflict("invalid_transition"), Conflict("concurrent_modification"))
 async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Response:
     """Report running, succeeded or failed, with the exit code and per-step results."""
     return jsonify(await _perform(runner_id, protocol.JOB_STATUS, body, build_id))
@@ -290,6 +309,7 @@ async def job_status(runner_id: str, build_id: str, body: JobStatusIn) -> Respon
 @security_scheme([{"bearer": []}])
 @json_body(LogsIn)
 @document_response(AppendedOut)
+@errors(ServiceUnavailable("log_stream_unavailable"), ServiceUnavailable("shutting_down"))
 async def job_logs(runner_id: str, build_id: str, body: LogsIn) -> Response:
     """Append log lines; sequences the build already has are ignored."""
     return jsonify(await _perform(runner_id, protocol.LOGS, body, build_id))

@@ -3,7 +3,7 @@ access without OIDC (§10.3)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
@@ -12,8 +12,11 @@ from quart_schema import document_response, security_scheme
 from oore.domain.artifact_storage import StorageProvider, StorageUpdate
 from oore.domain.artifacts import blank_to_none
 from oore.domain.setup import RemoteAuthMode, RuntimeMode
+from oore.errors import Conflict
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
+from oore.http.openapi import errors
 
 blueprint = Blueprint("settings", __name__)
 
@@ -29,7 +32,7 @@ class ArtifactStorageIn(Body):
 
 
 class ArtifactStorageOut(BaseModel):
-    settings: dict[str, Any]
+    settings: shapes.StorageSettings
 
 
 @blueprint.get("/v1/settings/artifact-storage")
@@ -71,7 +74,7 @@ class PreferencesIn(Body):
 
 
 class PreferencesOut(BaseModel):
-    preferences: dict[str, Any]
+    preferences: shapes.Preferences
 
 
 class NetworkIn(Body):
@@ -81,7 +84,7 @@ class NetworkIn(Body):
 
 
 class NetworkOut(BaseModel):
-    settings: dict[str, Any]
+    settings: shapes.NetworkSettings
 
 
 class TrustedProxyIn(Body):
@@ -92,12 +95,12 @@ class TrustedProxyIn(Body):
 
 
 class TrustedProxyOut(BaseModel):
-    settings: dict[str, Any]
+    settings: shapes.TrustedProxySettings
 
 
 class PreflightOut(BaseModel):
     ready: bool
-    checks: list[dict[str, Any]]
+    checks: list[shapes.PreflightCheck]
 
 
 @blueprint.get("/v1/settings/preferences")
@@ -114,6 +117,7 @@ async def get_preferences() -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(PreferencesIn)
 @document_response(PreferencesOut)
+@errors(Conflict("preferences_changed"))
 async def put_preferences(body: PreferencesIn) -> Response:
     """Change preferences; a sign-in policy change is the owner's, must pass the preflight
     when it enables remote mode, and ends every session."""

@@ -9,9 +9,11 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.domain.setup import RemoteAuthMode, RuntimeMode
+from oore.errors import Conflict, Forbidden, Gone, ServiceUnavailable, TooManyRequests, Unauthorized
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, services
 from oore.http.cookies import signed_in
+from oore.http.openapi import errors
 from oore.http.routes.auth import LoginOut, signing_in
 
 blueprint = Blueprint("setup", __name__)
@@ -46,6 +48,14 @@ async def setup_status() -> Response:
 @blueprint.post("/v1/setup/bootstrap-token/verify")
 @json_body(VerifyBootstrapIn)
 @document_response(SetupSessionOut)
+@errors(
+    Unauthorized("no_bootstrap_token"),
+    Unauthorized("invalid_token"),
+    Gone("token_consumed"),
+    Gone("token_expired"),
+    TooManyRequests("too_many_attempts"),
+    Conflict("already_configured"),
+)
 async def verify_bootstrap(body: VerifyBootstrapIn) -> Response:
     """Exchange the out-of-band bootstrap token for a 30-minute setup session."""
     issued = await services().identity.verify_bootstrap_token(body.token, client_ip())
@@ -118,6 +128,7 @@ def lower_headers() -> dict[str, str]:
 @security_scheme([{"bearer": []}])
 @json_body(SetupPreferencesIn)
 @document_response(SetupPreferencesOut)
+@errors(Conflict("already_configured"), Conflict("invalid_state"))
 async def setup_preferences(body: SetupPreferencesIn) -> Response:
     """Choose local or remote mode (and the remote sign-in method) before an owner exists."""
     result = await services().setup.choose_preferences(
@@ -133,6 +144,7 @@ async def setup_preferences(body: SetupPreferencesIn) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(LocalOwnerIn)
 @document_response(OwnerOut)
+@errors(Conflict("already_configured"), Conflict("invalid_state"))
 async def create_local_owner(body: LocalOwnerIn) -> Response:
     """Name the owner of a local-mode instance."""
     result = await services().setup.create_local_owner(_authorization(), body.email, client_ip())
@@ -143,6 +155,7 @@ async def create_local_owner(body: LocalOwnerIn) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(TrustedProxyConfigureIn)
 @document_response(TrustedProxyConfigureOut)
+@errors(Conflict("already_configured"), Conflict("invalid_state"))
 async def configure_trusted_proxy(body: TrustedProxyConfigureIn) -> Response:
     """Describe the authenticating reverse proxy (remote + trusted_proxy mode)."""
     result = await services().setup.configure_trusted_proxy(
@@ -159,6 +172,12 @@ async def configure_trusted_proxy(body: TrustedProxyConfigureIn) -> Response:
 @blueprint.post("/v1/setup/owner/claim-trusted-proxy")
 @security_scheme([{"bearer": []}])
 @document_response(OwnerOut)
+@errors(
+    Conflict("already_configured"),
+    Conflict("invalid_state"),
+    Conflict("trusted_proxy_not_configured"),
+    ServiceUnavailable("trusted_proxy_config_invalid"),
+)
 async def claim_trusted_proxy() -> Response:
     """The identity the trusted proxy vouches for becomes the owner."""
     result = await services().setup.claim_trusted_proxy(
@@ -170,6 +189,12 @@ async def claim_trusted_proxy() -> Response:
 @blueprint.post("/v1/setup/complete")
 @security_scheme([{"bearer": []}])
 @document_response(CompleteOut)
+@errors(
+    Conflict("already_configured"),
+    Conflict("invalid_state"),
+    Conflict("remote_auth_not_configured"),
+    Conflict("trusted_proxy_config_invalid"),
+)
 async def complete_setup() -> Response:
     """Finish setup: the owner becomes a user and the setup API closes for good."""
     result = await services().setup.complete(_authorization(), client_ip())
@@ -186,6 +211,19 @@ async def setup_summary() -> Response:
 
 @blueprint.post("/v1/auth/trusted-proxy/login")
 @document_response(LoginOut)
+@errors(
+    Unauthorized("trusted_proxy_shared_secret_missing"),
+    Unauthorized("trusted_proxy_shared_secret_invalid"),
+    Unauthorized("trusted_proxy_identity_missing"),
+    Unauthorized("trusted_proxy_identity_invalid"),
+    Forbidden("trusted_proxy_peer_not_allowed"),
+    Forbidden("trusted_proxy_owner_email_mismatch"),
+    Forbidden("mode_restricted"),
+    Forbidden("user_not_found"),
+    Conflict("setup_incomplete"),
+    Conflict("trusted_proxy_not_configured"),
+    ServiceUnavailable("trusted_proxy_config_invalid"),
+)
 async def trusted_proxy_login() -> Response:
     """Sign in as the user the trusted proxy vouches for (remote + trusted_proxy mode);
     as the ``oore_session`` cookie with ``X-Oore-Session: cookie``."""

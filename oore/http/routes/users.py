@@ -10,8 +10,10 @@ from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
 from oore.domain.users import USER_SORTS
+from oore.errors import Conflict, NotFound
 from oore.http.body import Body, json_body
 from oore.http.context import client_ip, require_session, services
+from oore.http.openapi import errors
 from oore.http.query import integer, query, query_int, query_str, text
 from oore.http.routes.auth import OkOut, UserOut
 from oore.services.users import LIST_DEFAULT, LIST_MAX, UserQuery
@@ -69,6 +71,7 @@ async def list_users() -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(InviteIn)
 @document_response(UserEnvelopeOut, 201)
+@errors(Conflict("email_exists"))
 async def invite(body: InviteIn) -> tuple[Response, int]:
     """Invite someone by email; they become active at their first sign-in."""
     session = await require_session()
@@ -84,6 +87,7 @@ async def invite(body: InviteIn) -> tuple[Response, int]:
 @security_scheme([{"bearer": []}])
 @json_body(RoleIn)
 @document_response(UserEnvelopeOut)
+@errors(NotFound("user_not_found"))
 async def change_role(user_id: str, body: RoleIn) -> Response:
     """Give a user another instance role (admin only by the owner; never the owner's)."""
     session = await require_session()
@@ -96,6 +100,7 @@ async def change_role(user_id: str, body: RoleIn) -> Response:
 @blueprint.delete("/v1/users/<user_id>")
 @security_scheme([{"bearer": []}])
 @document_response(OkOut)
+@errors(NotFound("user_not_found"))
 async def disable(user_id: str) -> Response:
     """Disable a user: their sessions end and their API tokens are revoked for good."""
     session = await require_session()
@@ -106,6 +111,7 @@ async def disable(user_id: str) -> Response:
 @blueprint.post("/v1/users/<user_id>/enable")
 @security_scheme([{"bearer": []}])
 @document_response(UserEnvelopeOut)
+@errors(NotFound("user_not_found"), Conflict("not_disabled"))
 async def enable(user_id: str) -> Response:
     """Re-enable a disabled user (their old tokens and sessions stay revoked)."""
     session = await require_session()

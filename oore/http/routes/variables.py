@@ -7,38 +7,59 @@ create or replace one (201 when created, 200 when replaced); ``DELETE`` removes 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.domain.variables import MAX_NAME_CHARS, MAX_VALUE_CHARS, NAME
+from oore.errors import Conflict
+from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
+from oore.http.openapi import errors
 from oore.http.routes.auth import OkOut
 
 blueprint = Blueprint("variables", __name__)
 
 
+# The variable rules check these (400 ``invalid_input``), so any JSON decodes; the
+# document says what they accept.
+NameIn = Annotated[
+    Any,
+    WithJsonSchema({"type": "string", "pattern": f"^{NAME.pattern}$", "maxLength": MAX_NAME_CHARS}),
+]
+ValueIn = Annotated[
+    Any,
+    WithJsonSchema({"type": "string", "pattern": "^[^\\u0000]*$", "maxLength": MAX_VALUE_CHARS}),
+]
+SecretIn = Annotated[Any, WithJsonSchema({"type": "boolean", "default": False})]
+
+
 class VariableIn(Body):
     """Types are checked by the variable rules (400 ``invalid_input``)."""
 
-    name: Any = None
-    value: Any = None
-    secret: Any = False
+    model_config = ConfigDict(json_schema_extra={"required": ["name", "value"]})
+
+    name: NameIn = None
+    value: ValueIn = None
+    secret: SecretIn = False
 
 
 class NamedVariableIn(Body):
-    value: Any = None
-    secret: Any = False
+    model_config = ConfigDict(json_schema_extra={"required": ["value"]})
+
+    value: ValueIn = None
+    secret: SecretIn = False
 
 
 class VariableOut(BaseModel):
-    variable: dict[str, Any]
+    variable: shapes.Variable
 
 
 class VariableListOut(BaseModel):
-    variables: list[dict[str, Any]]
+    variables: list[shapes.Variable]
 
 
 def _scope(kind: str, scope_id: str) -> dict[str, str]:
@@ -75,6 +96,8 @@ async def list_project_variables(project_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(VariableIn)
 @document_response(VariableOut)
+@document_response(VariableOut, 201)
+@errors(Conflict("too_many_variables"))
 async def post_project_variable(project_id: str, body: VariableIn) -> tuple[Response, int]:
     """Create or replace a project variable (maintainer)."""
     return await _put("projects", project_id, body.model_dump())
@@ -84,6 +107,8 @@ async def post_project_variable(project_id: str, body: VariableIn) -> tuple[Resp
 @security_scheme([{"bearer": []}])
 @json_body(NamedVariableIn)
 @document_response(VariableOut)
+@document_response(VariableOut, 201)
+@errors(Conflict("too_many_variables"))
 async def put_project_variable(
     project_id: str, name: str, body: NamedVariableIn
 ) -> tuple[Response, int]:
@@ -111,6 +136,8 @@ async def list_pipeline_variables(pipeline_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(VariableIn)
 @document_response(VariableOut)
+@document_response(VariableOut, 201)
+@errors(Conflict("too_many_variables"))
 async def post_pipeline_variable(pipeline_id: str, body: VariableIn) -> tuple[Response, int]:
     """Create or replace a pipeline variable (maintainer)."""
     return await _put("pipelines", pipeline_id, body.model_dump())
@@ -120,6 +147,8 @@ async def post_pipeline_variable(pipeline_id: str, body: VariableIn) -> tuple[Re
 @security_scheme([{"bearer": []}])
 @json_body(NamedVariableIn)
 @document_response(VariableOut)
+@document_response(VariableOut, 201)
+@errors(Conflict("too_many_variables"))
 async def put_pipeline_variable(
     pipeline_id: str, name: str, body: NamedVariableIn
 ) -> tuple[Response, int]:

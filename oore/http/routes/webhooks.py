@@ -9,9 +9,10 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response
 
 from oore.domain.webhooks import MAX_BODY_BYTES, Provider
-from oore.errors import ApiError, PayloadTooLarge
+from oore.errors import ApiError, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from oore.http.body import raw_body
 from oore.http.context import services
+from oore.http.openapi import errors
 from oore.services.webhooks import Accepted
 
 blueprint = Blueprint("webhooks", __name__)
@@ -53,6 +54,13 @@ async def _answer(provider: Provider, receive: Callable[[], Awaitable[Accepted]]
 @blueprint.post("/v1/webhooks/github")
 @raw_body
 @document_response(WebhookOut)
+@errors(
+    Unauthorized("missing_signature"),
+    Unauthorized("invalid_signature"),
+    PayloadTooLarge(),
+    ServiceUnavailable("webhook_queue_unavailable"),
+    Forbidden("mode_restricted"),
+)
 async def github() -> Response:
     """A GitHub delivery signed with ``X-Hub-Signature-256``."""
 
@@ -70,6 +78,13 @@ async def github() -> Response:
 @blueprint.post("/v1/webhooks/gitlab")
 @raw_body
 @document_response(WebhookOut)
+@errors(
+    Unauthorized("missing_token"),
+    Unauthorized("invalid_token"),
+    PayloadTooLarge(),
+    ServiceUnavailable("webhook_queue_unavailable"),
+    Forbidden("mode_restricted"),
+)
 async def gitlab() -> Response:
     """A GitLab delivery carrying its repository's ``X-Gitlab-Token``."""
 
