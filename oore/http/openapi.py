@@ -160,6 +160,8 @@ class Provider(OpenAPIProvider):
                 for status in sorted(by_status):
                     answers.setdefault(status, _error_answer(status, by_status[status]))
                 operation["responses"] = dict(sorted(answers.items(), key=lambda a: int(a[0])))
+                if "requestBody" in operation:
+                    operation["requestBody"]["required"] = True  # no body: 400 invalid_request
                 operation["parameters"] = [
                     *operation["parameters"],
                     *(query_parameter(param) for param in declared.values()),
