@@ -3,12 +3,15 @@ daemon's own ``/v1/openapi.json``: what the suite's bounded run (``tests/e2e/tes
 and the long run (``python -m bench fuzz``) share.
 
 :func:`seed` signs the owner in on a fresh daemon and makes one of each thing the paths
-name (project, pipeline, build, runner, variables, tokens, a second user, a notification
-channel), so generated requests reach real rows as well as missing ones. :func:`run` then
-sends ``requests`` generated requests, split evenly over every operation, twice over: with
-the owner's Bearer token (the runner's on the runner's own routes) and with no credentials. Each answer goes through the checks in
-:data:`CHECKS`; a request left without an answer (the connection dropped) is a finding of
-its own. Every finding keeps a curl command that sends the same request again.
+name (project, pipeline, a build a registered runner has claimed and runs, variables,
+tokens, a second user, a notification channel), so generated requests reach real rows as
+well as missing ones. :func:`run` first sends every path a method it does not declare, with
+a JSON body; then about ``requests_total`` generated requests (valid and invalid by the
+document), split evenly over the operations, once with the owner's Bearer token (the
+runner's on the runner's own routes) and once with no credentials. Each answer goes through
+the checks in :data:`CHECKS` and the refusal of valid data; a request left without an
+answer (the connection dropped or reset) is a finding of its own. Every finding keeps a
+curl command that sends the same request again.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ EXCLUDED: dict[tuple[str, str], tuple[str | None, str]] = {
 
 # The runner's own routes, which take the runner's token rather than a user's.
 RUNNER_ROUTES = re.compile(r"/v1/runners/\{runner_id\}/(claim|heartbeat|jobs/.*)")
+
+_PARAMETER = re.compile(r"\{([^}/]+)\}")
 
 # Methods a path does not declare, one per path in turn, sent with a JSON body: each must
 # get an answer (405, or a refusal of the credentials first), never a dropped connection.
@@ -235,10 +240,6 @@ def _known_path_parameters(seeded: Seeded, operation: Operation) -> dict[str, st
     return known
 
 
-def _modes(operation: Operation) -> list[GenerationMode]:
-    return [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
-
-
 def run(
     seeded: Seeded,
     *,
@@ -299,12 +300,7 @@ def _unlisted_method(
 ) -> None:
     """A method no route takes, with a JSON body: answered (405 or a refusal), never a
     dropped connection or a server error."""
-    concrete = path
-    for name, value in seeded.ids.items():
-        concrete = concrete.replace("{" + name + "}", value)
-    concrete = concrete.replace("{token_id}", "0" * 8).replace("{token}", "0" * 64)
-    concrete = concrete.replace("{integration_id}", "0" * 8).replace("{artifact_id}", "0" * 8)
-    concrete = concrete.replace("{repository_id}", "0" * 8)
+    concrete = _PARAMETER.sub(lambda match: seeded.ids.get(match[1], "0"), path)
     headers = {**_headers(seeded, auth, path), "Content-Type": "application/json"}
     body = b'{"a": 1}'
     tally.requests += 1
@@ -338,7 +334,7 @@ def _fuzz_operation(
 ) -> None:
     known = _known_path_parameters(seeded, operation)
     strategies = []
-    for mode in _modes(operation):
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         strategies.append(operation.as_strategy(generation_mode=mode))
         if known:
             strategies.append(operation.as_strategy(generation_mode=mode, path_parameters=known))
