@@ -9,7 +9,14 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response
 
 from oore.domain.webhooks import MAX_BODY_BYTES, Provider
-from oore.errors import ApiError, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from oore.errors import (
+    ApiError,
+    Forbidden,
+    InvalidInput,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from oore.http.body import raw_body
 from oore.http.context import services
 from oore.http.openapi import errors
@@ -58,6 +65,8 @@ async def _answer(provider: Provider, receive: Callable[[], Awaitable[Accepted]]
     Unauthorized("missing_signature"),
     Unauthorized("invalid_signature"),
     PayloadTooLarge(),
+    InvalidInput("invalid_payload"),
+    InvalidInput("stale_event"),
     ServiceUnavailable("webhook_queue_unavailable"),
     Forbidden("mode_restricted"),
 )
@@ -82,6 +91,8 @@ async def github() -> Response:
     Unauthorized("missing_token"),
     Unauthorized("invalid_token"),
     PayloadTooLarge(),
+    InvalidInput("invalid_payload"),
+    InvalidInput("stale_event"),
     ServiceUnavailable("webhook_queue_unavailable"),
     Forbidden("mode_restricted"),
 )
