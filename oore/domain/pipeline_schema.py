@@ -237,7 +237,10 @@ def execution_config_schema() -> dict[str, Any]:
     """The JSON Schema of an API ``execution_config`` (§8.2); absent keys take defaults."""
     file = pipeline_file_schema()["properties"]
     shared = ("platforms", "flutter_version", "commands", "platform_build_args")
-    properties = {key: _not_null(file[key]) for key in (*shared, "platform_commands", "env")}
+    properties = {key: _not_null(file[key]) for key in (*shared, "platform_commands")}
+    env = _env()  # an API entry is a key and a value; only a pipeline file marks secrets
+    del env["items"]["properties"]["secret"]
+    properties["env"] = env
     properties["artifact_patterns"] = {
         "type": "array",
         "maxItems": pc.MAX_ARTIFACT_PATTERNS,

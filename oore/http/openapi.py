@@ -18,7 +18,7 @@ from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 from werkzeug.routing import Rule
 
 from oore.domain.json_input import INT_MIN
-from oore.errors import ApiError
+from oore.errors import ApiError, StoreUnavailable
 from oore.http.body import RAW_BODY
 from oore.http.guard import UNGUARDED_PREFIXES
 from oore.http.query import QUERY_ATTRIBUTE, Param
@@ -49,7 +49,7 @@ _PRINTABLE = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REASONS = {
     400: "Bad request",
-    401: "Not signed in",
+    401: "Missing or invalid credential",
     403: "Not allowed",
     404: "Not found",
     408: "Request body too slow",
@@ -66,12 +66,24 @@ _REASONS = {
 }
 
 
-def raw_response(status: int, description: str, media_type: str | None = None) -> Callable[[F], F]:
-    """Decorator: document an answer without a JSON model (an event stream, no content)."""
+def raw_response(
+    status: int,
+    description: str,
+    media_type: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> Callable[[F], F]:
+    """Decorator: document an answer without a JSON model (an event stream, a download, a
+    redirect, no content); ``headers``: the headers it carries, by name, with what they say."""
 
     def decorate(view: F) -> F:
         documented: dict[int, dict[str, Any]] = dict(getattr(view, _RAW, {}))
         answer: dict[str, Any] = {"description": description}
+        if headers:
+            answer["headers"] = {
+                name: {"description": said, "schema": {"type": "string"}}
+                for name, said in headers.items()
+            }
         if media_type is not None:
             schema: dict[str, Any] = {"type": "string"}
             if not media_type.startswith("text/"):
@@ -129,11 +141,16 @@ def query_parameter(param: Param) -> dict[str, Any]:
 
 
 def _error_answer(status: int, codes: Iterable[str]) -> dict[str, Any]:
-    listed = ", ".join(f"`{code}`" for code in sorted(set(codes)))
-    return {
+    named = set(codes)
+    listed = ", ".join(f"`{code}`" for code in sorted(named))
+    answer: dict[str, Any] = {
         "description": f"{_REASONS.get(status, 'Error')}: {listed}",
         "content": {"application/json": {"schema": ERROR_REF}},
     }
+    if StoreUnavailable.default_code in named:
+        said = f"Seconds to wait before retrying (with {StoreUnavailable.default_code})"
+        answer["headers"] = {"Retry-After": {"description": said, "schema": {"type": "string"}}}
+    return answer
 
 
 class Provider(OpenAPIProvider):
@@ -202,5 +219,5 @@ class Provider(OpenAPIProvider):
             if any(param.choices or param.minimum > INT_MIN for param in declared.values()):
                 found.append((400, "invalid_input"))
         if not getattr(view, _STORELESS, False):
-            found.append((503, "store_unavailable"))
+            found.append((503, StoreUnavailable.default_code))
         return found

@@ -10,8 +10,20 @@ import jsonschema
 import pytest
 import yaml
 
-from oore.domain.pipeline_config import parse_repository_yaml
-from oore.domain.pipeline_schema import pipeline_file_schema
+from oore.domain.pipeline_config import (
+    parse_concurrency,
+    parse_execution_config,
+    parse_repository_yaml,
+    parse_runner_labels,
+    parse_trigger_config,
+)
+from oore.domain.pipeline_schema import (
+    concurrency_schema,
+    execution_config_schema,
+    pipeline_file_schema,
+    runner_labels_schema,
+    trigger_config_schema,
+)
 
 SHELL = """\
 version: 1
@@ -269,3 +281,57 @@ def test_schema_and_validator_agree_on_the_classic_corpus() -> None:
             continue
         assert config is None and problems, text
         assert all(any(blind in p for blind in SCHEMA_BLIND) for p in problems), (text, problems)
+
+
+# -- the API's config parts, as the OpenAPI document describes them -------------------------
+
+API_PARTS = [
+    (
+        execution_config_schema,
+        parse_execution_config,
+        [
+            {},
+            {"platforms": ["ios"], "commands": {"build": ["make"]}, "flutter_version": "3.22"},
+            {"env": [{"key": "A_1", "value": "x"}], "artifact_patterns": ["*.apk"]},
+            {"platform_commands": {"android": "make apk"}, "platform_build_args": {"ios": []}},
+        ],
+        [
+            {"platforms": ["linux"]},
+            {"env": [{"key": "1A", "value": "x"}]},
+            {"env": [{"key": "A", "value": "x", "secret": True}]},
+            {"artifact_patterns": ["/abs/*.apk"]},
+            {"unknown": 1},
+        ],
+    ),
+    (
+        trigger_config_schema,
+        parse_trigger_config,
+        [{}, {"events": ["push", "tag_push"], "branches": ["main", "release/*"]}],
+        [{"events": ["deploy"]}, {"branches": [" "]}, {"other": []}],
+    ),
+    (
+        concurrency_schema,
+        parse_concurrency,
+        [{}, {"cancel_previous": True, "max_concurrent": 3}, {"max_concurrent": None}],
+        [{"max_concurrent": 0}, {"max_concurrent": 101}, {"cancel_previous": "yes"}],
+    ),
+    (
+        runner_labels_schema,
+        parse_runner_labels,
+        [[], ["macos", "arm64", "team/ios"]],
+        [["has space"], [""]],
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "parse", "accepted", "refused"), API_PARTS)
+def test_the_api_config_schemas_agree_with_the_rules(
+    schema: Any, parse: Any, accepted: list[Any], refused: list[Any]
+) -> None:
+    validator = jsonschema.Draft202012Validator(schema())
+    for value in accepted:
+        assert validator.is_valid(value), value
+        assert parse(value)[1] == [], value
+    for value in refused:
+        assert not validator.is_valid(value), value
+        assert parse(value)[1], value

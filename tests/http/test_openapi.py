@@ -113,6 +113,7 @@ async def test_route_specific_errors_are_named_with_their_codes(document: dict[s
     cancel = document["paths"]["/v1/builds/{build_id}/cancel"]["post"]["responses"]
     assert "`invalid_transition`" in cancel["409"]["description"]
     assert "`store_unavailable`" in cancel["503"]["description"]
+    assert "Retry-After" in cancel["503"]["headers"]
     stream = document["paths"]["/v1/builds/{build_id}/logs/stream"]["get"]["responses"]
     assert "`stream_limit`" in stream["429"]["description"]
     # The guard skips webhooks, and a public schema needs no database.

@@ -83,7 +83,9 @@ async def revoke_token(token_id: str) -> Response:
 
 
 @blueprint.get("/install/artifact/<token>")
-@raw_response(307, "Redirect to a fresh 15-minute download URL")
+@raw_response(
+    307, "Redirect to a fresh 15-minute download URL", headers={"Location": "The download URL"}
+)
 @errors(
     Unauthorized("invalid_token"),
     Gone("artifact_expired"),
@@ -95,7 +97,9 @@ async def redeem(token: str) -> Response:
 
 
 @blueprint.get("/v1/artifacts/dl/<token>")
-@raw_response(307, "Redirect to a fresh 15-minute download URL")
+@raw_response(
+    307, "Redirect to a fresh 15-minute download URL", headers={"Location": "The download URL"}
+)
 @errors(
     Unauthorized("invalid_token"),
     Gone("artifact_expired"),

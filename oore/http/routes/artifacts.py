@@ -196,7 +196,12 @@ async def download_link(artifact_id: str) -> Response:
 
 @blueprint.get("/v1/artifacts/download/<token>")
 @raw_response(200, "The artifact's bytes", "application/octet-stream")
-@raw_response(206, "The requested range of the artifact's bytes", "application/octet-stream")
+@raw_response(
+    206,
+    "The requested range of the artifact's bytes",
+    "application/octet-stream",
+    headers={"Content-Range": "Which bytes of the whole these are"},
+)
 @errors(
     Unauthorized("invalid_token"),
     Gone("artifact_expired"),
@@ -210,7 +215,12 @@ async def download(token: str) -> Response:
 
 @blueprint.get("/v1/artifacts/local-download/<token>")
 @raw_response(200, "The artifact's bytes", "application/octet-stream")
-@raw_response(206, "The requested range of the artifact's bytes", "application/octet-stream")
+@raw_response(
+    206,
+    "The requested range of the artifact's bytes",
+    "application/octet-stream",
+    headers={"Content-Range": "Which bytes of the whole these are"},
+)
 @errors(
     Unauthorized("invalid_token"),
     Gone("artifact_expired"),
@@ -224,7 +234,12 @@ async def local_download(token: str) -> Response:
 
 @blueprint.get("/install/download/<token>")
 @raw_response(200, "The artifact's bytes", "application/octet-stream")
-@raw_response(206, "The requested range of the artifact's bytes", "application/octet-stream")
+@raw_response(
+    206,
+    "The requested range of the artifact's bytes",
+    "application/octet-stream",
+    headers={"Content-Range": "Which bytes of the whole these are"},
+)
 @errors(
     Unauthorized("invalid_token"),
     Gone("artifact_expired"),

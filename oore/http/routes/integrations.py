@@ -353,7 +353,11 @@ async def github_create() -> Response:
 
 @blueprint.get("/v1/integrations/github/callback")
 @raw_response(200, "HTML: the app is stored, the browser sent on to install it", "text/html")
-@raw_response(303, "The app is stored: on to GitHub to install it")
+@raw_response(
+    303,
+    "The app is stored: on to GitHub to install it",
+    headers={"Location": "GitHub's installation page of the app"},
+)
 @query(text("code", "The code GitHub sends back"), text("state", "The flow's state"))
 async def github_callback() -> Response:
     """Where GitHub sends the browser after the app is created (contract §9.1 step 3)."""

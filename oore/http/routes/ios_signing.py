@@ -34,8 +34,10 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.errors import BadGateway, Conflict
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
+from oore.http.openapi import errors
 
 blueprint = Blueprint("ios_signing", __name__)
 
@@ -159,6 +161,7 @@ async def put_ios_signing(pipeline_id: str, body: IosSigningIn) -> Response:
 @blueprint.post("/v1/pipelines/<pipeline_id>/ios-signing/sync")
 @security_scheme([{"bearer": []}])
 @document_response(IosSyncOut)
+@errors(BadGateway("apple_api_error"))
 async def sync_ios_signing(pipeline_id: str) -> Response:
     """Fetch and store the newest provisioning profiles from App Store Connect."""
     session = await require_session()
@@ -168,6 +171,7 @@ async def sync_ios_signing(pipeline_id: str) -> Response:
 @blueprint.get("/v1/pipelines/<pipeline_id>/ios-signing/devices")
 @security_scheme([{"bearer": []}])
 @document_response(DeviceListOut)
+@errors(BadGateway("apple_api_error"))
 async def list_ios_devices(pipeline_id: str) -> Response:
     """The devices registered with Apple on the API key's team."""
     session = await require_session()
@@ -179,6 +183,7 @@ async def list_ios_devices(pipeline_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @json_body(DeviceIn)
 @document_response(RegisteredDeviceOut, 201)
+@errors(BadGateway("apple_api_error"), Conflict("device_already_registered"))
 async def register_ios_device(pipeline_id: str, body: DeviceIn) -> tuple[Response, int]:
     """Register a device with Apple (for ad-hoc and development profiles)."""
     session = await require_session()

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
-from oore.errors import BadGateway, Conflict
+from oore.errors import BadGateway, Conflict, InternalError
 from oore.http import shapes
 from oore.http.context import require_session, services
 from oore.http.openapi import errors
@@ -49,6 +49,7 @@ class ChangelogPreviewOut(BaseModel):
     Conflict("source_unresolvable"),
     BadGateway("github_api_error"),
     BadGateway("gitlab_api_error"),
+    InternalError("git_error"),
 )
 async def repository_workflows(project_id: str) -> Response:
     """The pipeline files of the project's repository at a ref (``ref``, default branch by
@@ -73,6 +74,7 @@ async def repository_workflows(project_id: str) -> Response:
     Conflict("source_unresolvable"),
     BadGateway("github_api_error"),
     BadGateway("gitlab_api_error"),
+    InternalError("git_error"),
 )
 async def changelog_preview(project_id: str) -> Response:
     """The changes since the pipeline's last succeeded build, up to ``commit_sha`` or the

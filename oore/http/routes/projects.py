@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
-from oore.errors import Conflict
+from oore.errors import Conflict, InternalError
 from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import require_session, services
@@ -178,7 +178,7 @@ async def update_project(project_id: str, body: ProjectPatchIn) -> Response:
 @blueprint.delete("/v1/projects/<project_id>")
 @security_scheme([{"bearer": []}])
 @document_response(OkOut)
-@errors(Conflict("active_builds"))
+@errors(Conflict("active_builds"), InternalError("storage_error"))
 async def delete_project(project_id: str) -> Response:
     """Delete a project with its pipelines and finished builds."""
     session = await require_session()

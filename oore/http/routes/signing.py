@@ -21,8 +21,10 @@ from oore.domain.signing import (
     AndroidProfileChange,
     check_android_change,
 )
+from oore.errors import Conflict, Unauthorized
 from oore.http.body import Body, json_body
 from oore.http.context import require_runner, require_session, services
+from oore.http.openapi import errors
 
 blueprint = Blueprint("signing", __name__)
 
@@ -146,6 +148,7 @@ async def put_android_signing(pipeline_id: str, body: AndroidSigningIn) -> Respo
 @security_scheme([{"bearer": []}])
 @document_headers(SigningGrantHeaders)
 @document_response(RunnerAndroidSigningOut)
+@errors(Unauthorized("invalid_signing_grant"), Conflict("job_not_active"))
 async def runner_android_signing(runner_id: str, build_id: str) -> Response:
     """The enabled Android profiles, in clear, for the runner holding the build."""
     runner = await require_runner(runner_id)
@@ -160,6 +163,7 @@ async def runner_android_signing(runner_id: str, build_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @document_headers(SigningGrantHeaders)
 @document_response(RunnerIosSigningOut)
+@errors(Unauthorized("invalid_signing_grant"), Conflict("job_not_active"))
 async def runner_ios_signing(runner_id: str, build_id: str) -> Response:
     """The iOS signing material, in clear, for the runner holding the build (``{}`` when
     iOS signing is not enabled); the grant is checked as for ``android-signing``."""
