@@ -137,7 +137,10 @@ def query_parameter(param: Param) -> dict[str, Any]:
         schema["maximum"] = param.maximum
     else:
         schema = {"type": "string", "pattern": param.pattern or _PRINTABLE}
-    return {"name": param.name, "in": "query", "description": param.description, "schema": schema}
+    found = {"name": param.name, "in": "query", "description": param.description, "schema": schema}
+    if param.required:
+        found["required"] = True
+    return found
 
 
 def _error_answer(status: int, codes: Iterable[str]) -> dict[str, Any]:

@@ -43,10 +43,13 @@ class Param:
     minimum: int = INT_MIN
     maximum: int = INT_MAX
     pattern: str | None = None  # a text value the code accepts matches it
+    required: bool = False  # without it the view answers 400 invalid_request
 
 
-def text(name: str, description: str, *, pattern: str | None = None) -> Param:
-    return Param(name, description, pattern=pattern)
+def text(
+    name: str, description: str, *, pattern: str | None = None, required: bool = False
+) -> Param:
+    return Param(name, description, pattern=pattern, required=required)
 
 
 def integer(name: str, description: str, *, minimum: int = INT_MIN) -> Param:

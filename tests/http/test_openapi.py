@@ -84,6 +84,17 @@ async def test_a_declared_body_is_required_as_the_server_requires_it(
     assert (no_body.status, no_body.code) == (400, "invalid_request")
 
 
+async def test_a_query_parameter_the_view_needs_is_documented_as_required(
+    document: dict[str, Any],
+) -> None:
+    """Found by the fuzz run: the changelog preview without ``pipeline_id`` is refused
+    with 400 invalid_request, so the document must not offer it as optional."""
+    path = "/v1/projects/{project_id}/builds/changelog-preview"
+    parameters = document["paths"][path]["get"]["parameters"]
+    required = {p["name"] for p in parameters if p["in"] == "query" and p.get("required")}
+    assert required == {"pipeline_id"}
+
+
 async def test_every_operation_documents_its_error_answers(document: dict[str, Any]) -> None:
     missing = []
     for method, path, operation in operations(document):

@@ -65,7 +65,7 @@ async def repository_workflows(project_id: str) -> Response:
 @security_scheme([{"bearer": []}])
 @document_response(ChangelogPreviewOut)
 @query(
-    text("pipeline_id", "The pipeline whose last succeeded build is the base (required)"),
+    text("pipeline_id", "The pipeline whose last succeeded build is the base", required=True),
     text("branch", "Up to the head of this branch"),
     text("commit_sha", "Up to this commit"),
 )
