@@ -379,14 +379,16 @@ def _send(
         return
     status = response.status_code
     tally.statuses[status] += 1
-    for name, check in CHECKS.items():
-        try:
-            case.validate_response(response, checks=[check], headers=headers)
-        except FailureGroup as group:
-            message = "; ".join(_said(failure) for failure in group.exceptions)
-            tally.fail(Finding(name, case.operation.label, auth, status, message, curl))
-        except Failure as failure:
-            tally.fail(Finding(name, case.operation.label, auth, status, _said(failure), curl))
+    failures: list[Failure] = []
+    try:
+        case.validate_response(response, checks=list(CHECKS.values()), headers=headers)
+    except FailureGroup as group:
+        failures = list(group.exceptions)
+    except Failure as single:
+        failures = [single]
+    for found in failures:
+        name = next((name for name in found.checks if name in CHECKS), SERVER_ERROR)
+        tally.fail(Finding(name, case.operation.label, auth, status, _said(found), curl))
     refused = _refused_positive(case, response.status_code, response.content)
     if refused is not None:
         tally.fail(Finding(ACCEPTANCE, case.operation.label, auth, status, refused, curl))
