@@ -17,7 +17,7 @@ from quart_schema import OpenAPIProvider
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 from werkzeug.routing import Rule
 
-from oore.domain.json_input import INT_MIN
+from oore.domain.json_input import INT_MAX, INT_MIN
 from oore.errors import ApiError, StoreUnavailable
 from oore.http.body import RAW_BODY
 from oore.http.guard import UNGUARDED_PREFIXES
@@ -137,10 +137,20 @@ def query_parameter(param: Param) -> dict[str, Any]:
         schema["maximum"] = param.maximum
     else:
         schema = {"type": "string", "pattern": param.pattern or _PRINTABLE}
-    found = {"name": param.name, "in": "query", "description": param.description, "schema": schema}
+    parameter: dict[str, Any] = {
+        "name": param.name,
+        "in": "query",
+        "description": param.description,
+    }
     if param.required:
-        found["required"] = True
-    return found
+        parameter["required"] = True
+    return {**parameter, "schema": schema}
+
+
+def _refuses(param: Param) -> bool:
+    """Does the code answer 400 ``invalid_input`` to some values of ``param``?"""
+    bounded = (param.minimum, param.maximum) != (INT_MIN, INT_MAX)
+    return bool(param.choices) or param.required or bounded
 
 
 def _error_answer(status: int, codes: Iterable[str]) -> dict[str, Any]:
@@ -219,7 +229,12 @@ class Provider(OpenAPIProvider):
             found += [(400, "invalid_request"), (400, "invalid_input"), (413, "payload_too_large")]
         if declared:
             found.append((400, "invalid_request"))
-            if any(param.choices or param.minimum > INT_MIN for param in declared.values()):
+            if any(
+                param.choices
+                or param.required
+                or (param.minimum, param.maximum) != (INT_MIN, INT_MAX)
+                for param in declared.values()
+            ):
                 found.append((400, "invalid_input"))
         if not getattr(view, _STORELESS, False):
             found.append((503, StoreUnavailable.default_code))

@@ -43,7 +43,7 @@ class Param:
     minimum: int = INT_MIN
     maximum: int = INT_MAX
     pattern: str | None = None  # a text value the code accepts matches it
-    required: bool = False  # without it the view answers 400 invalid_request
+    required: bool = False  # the code refuses a request without it (400)
 
 
 def text(
@@ -52,8 +52,10 @@ def text(
     return Param(name, description, pattern=pattern, required=required)
 
 
-def integer(name: str, description: str, *, minimum: int = INT_MIN) -> Param:
-    return Param(name, description, "integer", minimum=minimum)
+def integer(
+    name: str, description: str, *, minimum: int = INT_MIN, maximum: int = INT_MAX
+) -> Param:
+    return Param(name, description, "integer", minimum=minimum, maximum=maximum)
 
 
 def choice(name: str, choices: tuple[str, ...], description: str) -> Param:

@@ -28,6 +28,8 @@ blueprint = Blueprint("audit_logs", __name__)
 
 AUDIT_DEFAULT = 50
 AUDIT_MAX = 200
+HEX = "[0-9a-fA-F]"
+UUID = f"^ *{HEX}{{8}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{12}} *$"
 
 
 class EntryOut(BaseModel):
@@ -62,7 +64,7 @@ def _actor_id() -> uuid.UUID | None:
 @document_response(EntryListOut)
 @query(
     page_params(default=AUDIT_DEFAULT, maximum=AUDIT_MAX, strict=True),
-    text("actor_id", "Only entries by this user (a UUID, else 400 invalid_input)"),
+    text("actor_id", "Only entries by this user (a UUID, else 400 invalid_input)", pattern=UUID),
     text("action", "Only entries of this action"),
     text("resource_type", "Only entries about this kind of resource"),
     integer("from_ts", "Only entries at or after this time (Unix seconds)"),

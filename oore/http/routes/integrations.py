@@ -356,6 +356,7 @@ async def github_create() -> Response:
 @raw_response(
     303,
     "The app is stored: on to GitHub to install it",
+    "text/html",
     headers={"Location": "GitHub's installation page of the app"},
 )
 @query(text("code", "The code GitHub sends back"), text("state", "The flow's state"))

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
+from oore.domain.runners import MAX_WAIT_SECONDS
 from oore.errors import Conflict, InvalidInput, ServiceUnavailable
 from oore.http import shapes
 from oore.http.body import Body, json_body
@@ -287,7 +288,14 @@ async def claim(runner_id: str, body: ClaimIn) -> Response:
 @blueprint.get("/v1/runners/<runner_id>/jobs/<build_id>")
 @security_scheme([{"bearer": []}])
 @document_response(JobStateOut)
-@query(integer("wait_seconds", "Answer as soon as the status changes, waiting at most this long"))
+@query(
+    integer(
+        "wait_seconds",
+        "Answer as soon as the status changes, waiting at most this long (default 0)",
+        minimum=0,
+        maximum=MAX_WAIT_SECONDS,
+    )
+)
 async def job_state(runner_id: str, build_id: str) -> Response:
     """The build's status; ``wait_seconds`` (≤ 60) answers as soon as it changes."""
     runner = await require_runner(runner_id)
