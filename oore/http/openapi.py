@@ -46,6 +46,10 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 # Control characters and lone surrogates are refused (oore/http/query.py).
 _PRINTABLE = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_PRINTABLE_NOT_BLANK = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f]*"
+    "[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+)
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REASONS = {
     400: "Bad request",
@@ -135,6 +139,8 @@ def query_parameter(param: Param) -> dict[str, Any]:
         schema = {"type": "integer", "format": "int64"}
         schema["minimum"] = param.minimum
         schema["maximum"] = param.maximum
+    elif param.required and param.pattern is None:
+        schema = {"type": "string", "pattern": _PRINTABLE_NOT_BLANK}  # blank reads as absent
     else:
         schema = {"type": "string", "pattern": param.pattern or _PRINTABLE}
     parameter: dict[str, Any] = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,17 @@ async def test_a_query_parameter_the_view_needs_is_documented_as_required(
     with 400 invalid_request, so the document must not offer it as optional."""
     path = "/v1/projects/{project_id}/builds/changelog-preview"
     parameters = document["paths"][path]["get"]["parameters"]
-    required = {p["name"] for p in parameters if p["in"] == "query" and p.get("required")}
-    assert required == {"pipeline_id"}
+    required = {p["name"]: p for p in parameters if p["in"] == "query" and p.get("required")}
+    assert list(required) == ["pipeline_id"]
+    pattern = re.compile(required["pipeline_id"]["schema"]["pattern"])
+    # a blank value reads as none (400 invalid_request): the document does not offer it
+    assert [bool(pattern.search(v)) for v in ("", "  ", "\t", "p-1", " p ")] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 async def test_every_operation_documents_its_error_answers(document: dict[str, Any]) -> None:
