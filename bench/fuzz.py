@@ -40,7 +40,14 @@ def main(argv: list[str] | None) -> dict[str, Any]:
     seconds = time.monotonic() - started
     params = {"requests": args.requests, "seed": args.seed}
     show(tally, seconds, params)
-    result = {"scenario": "fuzz", "params": params, "seconds": round(seconds, 1)}
+    command = f"python -m bench fuzz --requests {args.requests} --seed {args.seed}"
+    result = {
+        "scenario": "fuzz",
+        "command": command,
+        "cores": os.cpu_count(),
+        "params": params,
+        "seconds": round(seconds, 1),
+    }
     result |= tally.as_dict()
     results = Path(os.environ.get(RESULTS_ENV) or Path(__file__).parent / "results")
     results.mkdir(parents=True, exist_ok=True)
