@@ -1,12 +1,13 @@
 """``python -m bench <scenario> [options]``: run one benchmark scenario against a fresh oored.
 
-Scenarios: claims, crash, fleet, hostile, logs, logs-fleet, memory, peers (needs the
-``bench`` extra: pgqueuer), pickup, readers; ``all`` runs every one of them at the issue's
-sizes, one after another;
-``scaleout`` runs claims, fleet, logs and pickup with ``--workers 1``, ``--workers 2`` and
-``--daemons 2`` (several daemons on one PostgreSQL) side by side. claims, fleet, logs and
-pickup take ``--daemons N`` and ``--workers M`` themselves too.
-Each prints a table of medians (min..max over its repetitions) and writes
+Scenarios: claims, crash (SIGKILLs of oored while real runners build), fleet, fuzz
+(schemathesis against the OpenAPI document), hostile (slow and idle connections), logs,
+logs-fleet, memory, peers (needs the ``bench`` extra: pgqueuer), pickup, readers (API
+readers beside runners); ``all`` runs every one of them but crash and fuzz at the issue's
+sizes, one after another; ``scaleout`` runs claims, fleet, logs and pickup with
+``--workers 1``, ``--workers 2`` and ``--daemons 2`` (several daemons on one PostgreSQL)
+side by side. claims, fleet, logs and pickup take ``--daemons N`` and ``--workers M``
+themselves too. Each prints a table of medians (min..max over its repetitions) and writes
 bench/results/<scenario>.json. ``python -m bench <scenario> --help`` lists its options.
 """
 
@@ -20,6 +21,7 @@ from bench import (
     claims,
     crash,
     fleet,
+    fuzz,
     hostile,
     logs,
     logs_fleet,
@@ -41,6 +43,7 @@ SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
     "claims": claims.main,
     "crash": crash.main,
     "fleet": fleet.main,
+    "fuzz": fuzz.main,
     "hostile": hostile.main,
     "logs": logs.main,
     "logs-fleet": logs_fleet.main,

@@ -48,6 +48,10 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 # Control characters and lone surrogates are refused (oore/http/query.py).
 _PRINTABLE = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_PRINTABLE_NOT_BLANK = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f]*"
+    "[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+)
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _REASONS = {
     400: "Bad request",
@@ -137,6 +141,8 @@ def query_parameter(param: Param) -> dict[str, Any]:
         schema = {"type": "integer", "format": "int64"}
         schema["minimum"] = param.minimum
         schema["maximum"] = param.maximum
+    elif param.required and param.pattern is None:
+        schema = {"type": "string", "pattern": _PRINTABLE_NOT_BLANK}  # blank reads as absent
     else:
         schema = {"type": "string", "pattern": param.pattern or _PRINTABLE}
     parameter: dict[str, Any] = {
@@ -200,6 +206,8 @@ class Provider(OpenAPIProvider):
                 for status in sorted(by_status):
                     answers.setdefault(status, _error_answer(status, by_status[status]))
                 operation["responses"] = dict(sorted(answers.items(), key=lambda a: int(a[0])))
+                if "requestBody" in operation:
+                    operation["requestBody"]["required"] = True  # no body: 400 invalid_request
                 operation["parameters"] = [
                     *operation["parameters"],
                     *(query_parameter(param) for param in declared.values()),
