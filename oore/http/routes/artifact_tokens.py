@@ -14,6 +14,13 @@ from oore.http.openapi import errors, raw_response
 
 blueprint = Blueprint("artifact_tokens", __name__)
 
+# What redeeming a scoped or install token may answer.
+REDEEM_ERRORS = (
+    Unauthorized("invalid_token"),
+    Gone("artifact_expired"),
+    ServiceUnavailable("storage_not_configured"),
+)
+
 MANIFEST_TYPE = "application/xml; charset=utf-8"
 
 
@@ -86,11 +93,7 @@ async def revoke_token(token_id: str) -> Response:
 @raw_response(
     307, "Redirect to a fresh 15-minute download URL", headers={"Location": "The download URL"}
 )
-@errors(
-    Unauthorized("invalid_token"),
-    Gone("artifact_expired"),
-    ServiceUnavailable("storage_not_configured"),
-)
+@errors(*REDEEM_ERRORS)
 async def redeem(token: str) -> Response:
     """Redeem a scoped or install token: 307 to the artifact's bytes."""
     return await _redirect(token)
@@ -100,11 +103,7 @@ async def redeem(token: str) -> Response:
 @raw_response(
     307, "Redirect to a fresh 15-minute download URL", headers={"Location": "The download URL"}
 )
-@errors(
-    Unauthorized("invalid_token"),
-    Gone("artifact_expired"),
-    ServiceUnavailable("storage_not_configured"),
-)
+@errors(*REDEEM_ERRORS)
 async def redeem_alias(token: str) -> Response:
     """The same as ``/install/artifact/{token}``."""
     return await _redirect(token)

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response, jsonify, request
@@ -29,6 +30,8 @@ from oore.http.query import integer, query_int
 from oore.http.query import query as declare_query
 from oore.http.ranges import Unsatisfiable, byte_range
 from oore.http.uploads import ASGIApp, LocalUploads, upload_outcome
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 blueprint = Blueprint("artifacts", __name__)
 
@@ -194,58 +197,40 @@ async def download_link(artifact_id: str) -> Response:
     return jsonify({"download_url": link.download_url, "expires_at": link.expires_at})
 
 
+def _download_answers(view: F) -> F:
+    """Documents what a local artifact download answers: its bytes, a range of them, or
+    why not (the three routes that serve them answer alike)."""
+    documented = errors(
+        Unauthorized("invalid_token"),
+        Gone("artifact_expired"),
+        RangeNotSatisfiable(),
+        ServiceUnavailable("storage_not_configured"),
+    )(view)
+    documented = raw_response(
+        206,
+        "The requested range of the artifact's bytes",
+        "application/octet-stream",
+        headers={"Content-Range": "Which bytes of the whole these are"},
+    )(documented)
+    return raw_response(200, "The artifact's bytes", "application/octet-stream")(documented)
+
+
 @blueprint.get("/v1/artifacts/download/<token>")
-@raw_response(200, "The artifact's bytes", "application/octet-stream")
-@raw_response(
-    206,
-    "The requested range of the artifact's bytes",
-    "application/octet-stream",
-    headers={"Content-Range": "Which bytes of the whole these are"},
-)
-@errors(
-    Unauthorized("invalid_token"),
-    Gone("artifact_expired"),
-    RangeNotSatisfiable(),
-    ServiceUnavailable("storage_not_configured"),
-)
+@_download_answers
 async def download(token: str) -> Response:
     """The bytes of a local artifact, streamed in 64 KiB chunks; honours one ``Range``."""
     return await _send(token)
 
 
 @blueprint.get("/v1/artifacts/local-download/<token>")
-@raw_response(200, "The artifact's bytes", "application/octet-stream")
-@raw_response(
-    206,
-    "The requested range of the artifact's bytes",
-    "application/octet-stream",
-    headers={"Content-Range": "Which bytes of the whole these are"},
-)
-@errors(
-    Unauthorized("invalid_token"),
-    Gone("artifact_expired"),
-    RangeNotSatisfiable(),
-    ServiceUnavailable("storage_not_configured"),
-)
+@_download_answers
 async def local_download(token: str) -> Response:
     """The same as ``/v1/artifacts/download/{token}``."""
     return await _send(token)
 
 
 @blueprint.get("/install/download/<token>")
-@raw_response(200, "The artifact's bytes", "application/octet-stream")
-@raw_response(
-    206,
-    "The requested range of the artifact's bytes",
-    "application/octet-stream",
-    headers={"Content-Range": "Which bytes of the whole these are"},
-)
-@errors(
-    Unauthorized("invalid_token"),
-    Gone("artifact_expired"),
-    RangeNotSatisfiable(),
-    ServiceUnavailable("storage_not_configured"),
-)
+@_download_answers
 async def install_download(token: str) -> Response:
     """The same as ``/v1/artifacts/download/{token}``; where redeemed scoped tokens lead."""
     return await _send(token)

@@ -45,6 +45,15 @@ from oore.services.integrations import (
 
 blueprint = Blueprint("integrations", __name__)
 
+# What a route that calls GitLab with the integration's token may answer.
+GITLAB_CALL_ERRORS = (
+    BadGateway("gitlab_api_error"),
+    BadGateway("gitlab_auth_failed"),
+    BadGateway("gitlab_unreachable"),
+    BadGateway("gitlab_parse_error"),
+    Conflict("invalid_source_state"),
+)
+
 INSTALLED_PATH = "/v1/integrations/github/installed"
 # The provider pages run nothing, load nothing, post nowhere and are never framed; the
 # manifest page may run its one script and post to GitHub, nothing else.
@@ -298,13 +307,7 @@ async def sync_installations(integration_id: str) -> Response:
 @blueprint.post("/v1/integrations/<integration_id>/gitlab-token/check")
 @security_scheme([{"bearer": []}])
 @document_response(IntegrationDetailOut)
-@errors(
-    BadGateway("gitlab_api_error"),
-    BadGateway("gitlab_auth_failed"),
-    BadGateway("gitlab_unreachable"),
-    BadGateway("gitlab_parse_error"),
-    Conflict("invalid_source_state"),
-)
+@errors(*GITLAB_CALL_ERRORS)
 async def check_gitlab_token(integration_id: str) -> Response:
     session = await require_session()
     detail = await services().integrations.check_gitlab_token(session, integration_id)
@@ -314,13 +317,7 @@ async def check_gitlab_token(integration_id: str) -> Response:
 @blueprint.post("/v1/integration-repositories/<repository_id>/gitlab-webhook-secret")
 @security_scheme([{"bearer": []}])
 @document_response(WebhookSecretOut)
-@errors(
-    BadGateway("gitlab_api_error"),
-    BadGateway("gitlab_auth_failed"),
-    BadGateway("gitlab_unreachable"),
-    BadGateway("gitlab_parse_error"),
-    Conflict("invalid_source_state"),
-)
+@errors(*GITLAB_CALL_ERRORS)
 async def rotate_webhook_secret(repository_id: str) -> Response:
     """A new webhook secret for a GitLab repository, shown this once."""
     session = await require_session()

@@ -15,6 +15,15 @@ from oore.http.query import query, query_str, text
 
 blueprint = Blueprint("previews", __name__)
 
+# What a preview that reads the project's repository may answer.
+SOURCE_ERRORS = (
+    Conflict("source_not_configured"),
+    Conflict("source_unresolvable"),
+    BadGateway("github_api_error"),
+    BadGateway("gitlab_api_error"),
+    InternalError("git_error"),
+)
+
 
 class WorkflowOut(BaseModel):
     path: str
@@ -44,13 +53,7 @@ class ChangelogPreviewOut(BaseModel):
     text("ref", "A branch, tag or commit (default: the default branch)"),
     text("path", "Only pipeline files at or under this path"),
 )
-@errors(
-    Conflict("source_not_configured"),
-    Conflict("source_unresolvable"),
-    BadGateway("github_api_error"),
-    BadGateway("gitlab_api_error"),
-    InternalError("git_error"),
-)
+@errors(*SOURCE_ERRORS)
 async def repository_workflows(project_id: str) -> Response:
     """The pipeline files of the project's repository at a ref (``ref``, default branch by
     default) at or under ``path``, parsed, with every environment value hidden."""
@@ -69,13 +72,7 @@ async def repository_workflows(project_id: str) -> Response:
     text("branch", "Up to the head of this branch"),
     text("commit_sha", "Up to this commit"),
 )
-@errors(
-    Conflict("source_not_configured"),
-    Conflict("source_unresolvable"),
-    BadGateway("github_api_error"),
-    BadGateway("gitlab_api_error"),
-    InternalError("git_error"),
-)
+@errors(*SOURCE_ERRORS)
 async def changelog_preview(project_id: str) -> Response:
     """The changes since the pipeline's last succeeded build, up to ``commit_sha`` or the
     head of ``branch``, as Markdown for a build's ``changelog``."""
