@@ -36,7 +36,7 @@ async def _dispatch_trickled(head: bytes, every: float) -> tuple[Runners, list[b
     route = Runners()
     handed: list[bytes] = []
 
-    async def fallback(stream: trio.SocketStream, received: bytes) -> None:
+    async def fallback(stream: trio.SocketStream, received: bytes, head_by: float) -> None:
         handed.append(received)
         await stream.aclose()
 
