@@ -1,5 +1,6 @@
 """The hottest API reads served on the lean listener: ``GET /v1/projects``,
-``GET /v1/builds`` and ``GET /v1/builds/{build_id}``.
+``GET /v1/builds``, ``GET /v1/builds/{build_id}``, a page of a build's log
+(``GET /v1/builds/{build_id}/logs``) and ``GET /v1/runners``.
 
 Under Hypercorn and Quart a read cost the daemon 2.7 to 4.1 ms of CPU, most of it the
 general HTTP stack (Hypercorn, Quart's request and response objects, its hooks), against
@@ -14,9 +15,10 @@ the Quart route takes, from the same code:
 - the guess limiter (oore/http/guesses.py): a locked client presenting a credential is
   refused, a 401 counts as a failed guess;
 - the session from the Bearer header or the session cookie (``Identity.authenticate``);
-- the view's own answer function (``project_list``, ``build_list``, ``build_detail`` in
-  oore/http/routes), which validates the query from the view's ``@query`` declarations
-  (:class:`~oore.http.query.QueryArgs`) and calls the services;
+- the view's own answer function (``project_list``, ``build_list``, ``build_detail``,
+  ``log_page``, ``runner_list`` in oore/http/routes), which validates the query from
+  the view's ``@query`` declarations (:class:`~oore.http.query.QueryArgs`) and calls
+  the services;
 - the JSON encoding of oore/http/json_out.py, the error envelope of oore/http/errors.py,
   the ``http.request`` access line, the ``http.error`` line of a 5xx, and
   ``http_requests_total`` / ``http_request_duration_seconds`` under the route's template.
@@ -62,7 +64,7 @@ from oore.http.requests import (
     loggable_path,
     request_id_from,
 )
-from oore.http.routes import builds, projects
+from oore.http.routes import builds, projects, runners
 from oore.http.server import framing_problem
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,18 @@ async def _builds(
     return await builds.build_list(app, session, args)
 
 
+async def _log_page(
+    app: AppServices, session: Session, args: QueryArgs, path: Sequence[str]
+) -> dict[str, Any]:
+    return await builds.log_page(app, session, args, path[0])
+
+
+async def _runners(
+    app: AppServices, session: Session, args: QueryArgs, _: Sequence[str]
+) -> dict[str, Any]:
+    return await runners.runner_list(app, session, args)
+
+
 async def _build(
     app: AppServices, session: Session, _: QueryArgs, path: Sequence[str]
 ) -> dict[str, Any]:
@@ -127,6 +141,20 @@ def hot_reads() -> tuple[Read, ...]:
             "builds.get_build",
             declarations(builds.get_build),
             _build,
+        ),
+        Read(
+            re.compile(r"/v1/builds/([^/]+)/logs"),
+            "/v1/builds/{build_id}/logs",
+            "builds.logs",
+            declarations(builds.logs),
+            _log_page,
+        ),
+        Read(
+            re.compile(r"/v1/runners"),
+            "/v1/runners",
+            "runners.list_runners",
+            declarations(runners.list_runners),
+            _runners,
         ),
     )
 

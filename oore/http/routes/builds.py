@@ -29,7 +29,6 @@ from oore.http.query import (
     direction,
     integer,
     query,
-    query_choice,
     query_int,
     query_raw,
     text,
@@ -207,27 +206,32 @@ async def logs(build_id: str) -> Response:
     printed carries ``step`` (its position among the build's steps, from 0) and
     ``step_name``."""
     session = await require_session()
-    timestamps = query_choice("timestamps") == "true"
-    after = query_int("after_sequence")
-    before = query_int("before_sequence")
-    limit = query_int("limit")
+    return jsonify(await log_page(services(), session, current_query(), build_id))
+
+
+async def log_page(
+    app: AppServices, session: Session, args: QueryArgs, build_id: str
+) -> dict[str, Any]:
+    """The answer of ``GET /v1/builds/{build_id}/logs`` (also served by the lean listener)."""
+    timestamps = args.choice("timestamps") == "true"
+    after = args.number("after_sequence")
+    before = args.number("before_sequence")
+    limit = args.number("limit")
     if limit is None:
         limit = 1000
-    lines, total, attempt = await services().logs.lines(
+    lines, total, attempt = await app.logs.lines(
         session,
         build_id,
         after=-1 if after is None else after,
         limit=None if limit < 0 else limit,
-        attempt=query_int("attempt"),
+        attempt=args.number("attempt"),
         before=before,
     )
-    return jsonify(
-        {
-            "logs": [line.fields() | ({"at": line.at} if timestamps else {}) for line in lines],
-            "total": total,
-            "attempt": attempt,
-        }
-    )
+    return {
+        "logs": [line.fields() | ({"at": line.at} if timestamps else {}) for line in lines],
+        "total": total,
+        "attempt": attempt,
+    }
 
 
 class StreamTokenOut(BaseModel):

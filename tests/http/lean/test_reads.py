@@ -179,6 +179,59 @@ async def test_build_lists_and_details_answer_alike(both: Both, setup: Setup) ->
         await both.same(f"/v1/builds/{missing}", bearer(setup.token))
 
 
+LOG_QUERIES = [
+    "",
+    "?timestamps=true",
+    "?timestamps=yes",
+    "?after_sequence=0",
+    "?after_sequence=-5",
+    "?after_sequence=x",
+    "?before_sequence=2",
+    "?before_sequence=-1",
+    "?before_sequence=2&after_sequence=0&limit=1",
+    "?limit=1",
+    "?limit=0",
+    "?limit=-1",
+    "?limit=9999",
+    "?attempt=1",
+    "?attempt=2",
+    "?attempt=0",
+]
+
+RUNNER_QUERIES = [
+    "",
+    "?q=r",
+    "?q=%00",
+    "?sort=name",
+    "?sort=bogus&direction=asc",
+    "?direction=x",
+    "?limit=0",
+    "?limit=1000",
+    "?limit=-3",
+    "?offset=-1",
+    "?offset=1",
+    "?limit=1.5",
+]
+
+
+async def test_log_pages_and_runner_lists_answer_alike(both: Both, setup: Setup) -> None:
+    build = await setup.trigger()
+    runner = await setup.runner()
+    assert await runner.claim() is not None
+    assert (await runner.report(build["id"], "running")).status == 200
+    lines = [{"sequence": n, "content": f"line {n}", "stream": "stdout"} for n in range(3)]
+    assert (await runner.logs(build["id"], lines)).body == {"appended": 3}
+    for query in LOG_QUERIES:
+        await both.same(f"/v1/builds/{build['id']}/logs{query}", bearer(setup.token))
+    answer = await both.same(f"/v1/builds/{build['id']}/logs", bearer(setup.token))
+    assert answer.status == 200 and b'"total":3' in answer.body
+    await both.same(f"/v1/builds/{MISSING}/logs", bearer(setup.token))
+    for query in RUNNER_QUERIES:
+        await both.same("/v1/runners" + query, bearer(setup.token))
+    answer = await both.same("/v1/runners", bearer(setup.token))
+    assert answer.status == 200 and b'"total":1' in answer.body
+
+
 async def test_credentials_are_checked_alike(
     both: Both,
     setup: Setup,
@@ -186,7 +239,14 @@ async def test_credentials_are_checked_alike(
     make_user: UserFactory,
 ) -> None:
     build = await setup.trigger()
-    for target in ("/v1/projects", "/v1/builds", f"/v1/builds/{build['id']}"):
+    targets = (
+        "/v1/projects",
+        "/v1/builds",
+        f"/v1/builds/{build['id']}",
+        f"/v1/builds/{build['id']}/logs",
+        "/v1/runners",
+    )
+    for target in targets:
         for token, code in refused_sessions:
             answer = await both.same(target, {} if token is None else bearer(token))
             assert answer.status == 401 and code.encode() in answer.body
