@@ -95,14 +95,25 @@ async def dispatch(
         await fallback(stream, b"", head_by)
         return
     received = b""
+    kept_alive = False
     while True:
-        try:
-            received, end = await read_head(stream, routes.may_take, idle_seconds, received)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            received, end = b"", 0
-        except BaseException:  # cancelled (the server stops): the socket is still ours to close
+        # Between requests a kept-alive connection is idle: a stopping server closes it
+        # at once, as Hypercorn closes its idle ones.
+        with trio.CancelScope() as idle:
+            if kept_alive:
+                routes.shutdown.add(idle)
+            try:
+                received, end = await read_head(stream, routes.may_take, idle_seconds, received)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                received, end = b"", 0
+            except BaseException:  # cancelled (the server stops): the socket is ours to close
+                await trio.aclose_forcefully(stream)
+                raise
+            finally:
+                routes.shutdown.discard(idle)
+        if idle.cancelled_caught:
             await trio.aclose_forcefully(stream)
-            raise
+            return
         if not received or end == TIMED_OUT:
             await trio.aclose_forcefully(stream)
             return
@@ -117,6 +128,7 @@ async def dispatch(
                     return
                 received = left
                 head_by = trio.current_time() + idle_seconds
+                kept_alive = True
                 continue
         await fallback(stream, received, head_by)
         return
