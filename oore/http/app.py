@@ -17,7 +17,7 @@ from oore.http.errors import install_error_handlers
 from oore.http.guard import install_guard
 from oore.http.guesses import install_guess_limit
 from oore.http.json_out import install_fast_json
-from oore.http.metrics import Metrics
+from oore.http.metrics import METRICS, Metrics
 from oore.http.openapi import Provider
 from oore.http.requests import RequestLog
 from oore.http.routes import (
@@ -101,6 +101,7 @@ def create_app(
     )
     install_fast_json(app)
     metrics = Metrics(app_services)
+    app.extensions[METRICS] = metrics
     metrics.install(app)
     install_guard(app)
     install_cors(app)

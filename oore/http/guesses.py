@@ -37,24 +37,36 @@ def request_credentials(req: Request) -> list[str]:
     """The credentials the request presents, as sent (the hot path, a runner's Bearer
     header and nothing else, is a few header lookups, no parsing)."""
     headers = req.headers
-    found: list[str] = []
     authorization = headers.get("Authorization")
+    cookie = None if authorization or "Cookie" not in headers else req.cookies.get(SESSION_COOKIE)
+    query = req.args.get("token") if b"token=" in req.query_string else None
+    return presented_credentials(
+        authorization=authorization,
+        cookie_token=cookie,
+        query_token=query,
+        path_token=path_token(req),
+        signing_token=headers.get(SIGNING_TOKEN_HEADER),
+    )
+
+
+def presented_credentials(
+    *,
+    authorization: str | None,
+    cookie_token: str | None,
+    query_token: str | None,
+    path_token: str | None,
+    signing_token: str | None,
+) -> list[str]:
+    """The credentials a request presents, from its parts (Quart's requests and the lean
+    listener's both count them here)."""
+    found: list[str] = []
     if authorization:
         found.append(authorization)
-    elif "Cookie" in headers:
-        token = req.cookies.get(SESSION_COOKIE)
-        if token:
-            found.append(f"Bearer {token}")
-    if b"token=" in req.query_string:
-        query = req.args.get("token")
-        if query:
-            found.append(query)
-    in_path = path_token(req)
-    if in_path is not None:
-        found.append(in_path)
-    signing = headers.get(SIGNING_TOKEN_HEADER)
-    if signing:
-        found.append(signing)
+    elif cookie_token:
+        found.append(f"Bearer {cookie_token}")
+    for value in (query_token, path_token, signing_token):
+        if value:
+            found.append(value)
     return found
 
 

@@ -53,7 +53,16 @@ LIVE_STATUSES = (
     BuildStatus.RUNNING,
 )
 
+# Where the app keeps its Metrics (app.extensions), for the lean listener's requests.
+METRICS = "oore_metrics"
+
 ActorStatsSource = Callable[[], Mapping[str, ActorStatistics]]
+
+
+def app_metrics(app: Quart) -> Metrics:
+    """The metrics of an app made by oore.http.app.create_app."""
+    found: Metrics = app.extensions[METRICS]
+    return found
 
 
 def method_label(method: str) -> str:

@@ -11,7 +11,7 @@ a programming error, so the code and the document cannot drift apart.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -98,33 +98,106 @@ def query(*params: Param | tuple[Param, ...]) -> Callable[[F], F]:
     return decorate
 
 
+class QueryArgs:
+    """The query of one request read against the parameters its view declares: what the
+    Quart views read through the functions below and the lean listener reads directly, so
+    both validate from the same :class:`Param` declarations."""
+
+    __slots__ = ("_args", "_declared", "_where")
+
+    def __init__(self, declared: Mapping[str, Param], args: Mapping[str, str], where: str) -> None:
+        self._declared = declared
+        self._args = args  # the first value of each name
+        self._where = where
+
+    def declared(self, name: str) -> Param:
+        """The declaration of ``name``; :class:`UndeclaredQuery` without one."""
+        found = self._declared.get(name)
+        if found is None:
+            raise UndeclaredQuery(f"{self._where} reads ?{name} but does not declare it")
+        return found
+
+    def raw(self, name: str) -> str | None:
+        """A query value exactly as sent (a token, an OAuth code), or None."""
+        self.declared(name)
+        return self._args.get(name)
+
+    def text(self, name: str) -> str | None:
+        """A trimmed query value, or None when absent or blank; 400 ``invalid_request``
+        when it holds a control character or a lone surrogate."""
+        return text_value(name, self.raw(name))
+
+    def number(self, name: str) -> int | None:
+        """An integer query value; one that is not an integer, or is outside the signed
+        64-bit range, is 400 ``invalid_request``."""
+        if self.declared(name).kind != "integer":
+            raise UndeclaredQuery(f"{self._where} reads ?{name} as an integer, declared text")
+        return int_value(name, self._args.get(name))
+
+    def choice(self, name: str) -> str | None:
+        """One of the declared choices or None; anything else is 400 ``invalid_input``."""
+        choices = self.declared(name).choices
+        if not choices:
+            raise UndeclaredQuery(f"{self._where} reads ?{name} as a choice, declared none")
+        value = self.text(name)
+        if value is not None and value not in choices:
+            raise InvalidInput(
+                "invalid_input", f"{name} must be one of: {', '.join(sorted(choices))}"
+            )
+        return value
+
+    def page(self, *, default: int, maximum: int, strict: bool = False) -> Page:
+        """``limit``/``offset``; ``strict`` refuses limit <= 0 and offset < 0 (400
+        invalid_input).
+
+        Without ``strict`` a negative limit means "no limit" (contract §2.5 quirk) and a
+        limit over the maximum is clamped.
+        """
+        limit = self.number("limit")
+        offset = self.number("offset") or 0
+        if strict:
+            if limit is not None and limit <= 0:
+                raise InvalidInput("invalid_input", "limit must be positive")
+            if offset < 0:
+                raise InvalidInput("invalid_input", "offset must not be negative")
+        offset = max(offset, 0)
+        if limit is None:
+            return Page(default, offset)
+        if limit < 0:
+            return Page(None, offset)
+        return Page(min(limit, maximum), offset)
+
+
+def declarations(view: object) -> Mapping[str, Param]:
+    """The query parameters ``view`` declares with :func:`query`."""
+    found: Mapping[str, Param] = getattr(view, QUERY_ATTRIBUTE, {})
+    return found
+
+
+def current_query() -> QueryArgs:
+    """The current request's query, read against its view's declarations."""
+    endpoint = request.endpoint or ""
+    return QueryArgs(declarations(current_app.view_functions.get(endpoint)), request.args, endpoint)
+
+
 def declared(name: str) -> Param:
     """The current view's declaration of ``name``; :class:`UndeclaredQuery` without one."""
-    view = current_app.view_functions.get(request.endpoint or "")
-    found: Param | None = getattr(view, QUERY_ATTRIBUTE, {}).get(name)
-    if found is None:
-        raise UndeclaredQuery(f"{request.endpoint} reads ?{name} but does not declare it")
-    return found
+    return current_query().declared(name)
 
 
 def query_raw(name: str) -> str | None:
     """A query value exactly as sent (a token, an OAuth code), or None."""
-    declared(name)
-    return request.args.get(name)
+    return current_query().raw(name)
 
 
 def query_str(name: str) -> str | None:
-    """A trimmed query value, or None when absent or blank; 400 ``invalid_request`` when it
-    holds a control character or a lone surrogate."""
-    return text_value(name, query_raw(name))
+    """See :meth:`QueryArgs.text`."""
+    return current_query().text(name)
 
 
 def query_int(name: str) -> int | None:
-    """An integer query value; one that is not an integer, or is outside the signed 64-bit
-    range, is 400 ``invalid_request``."""
-    if declared(name).kind != "integer":
-        raise UndeclaredQuery(f"{request.endpoint} reads ?{name} as an integer, declared text")
-    return int_value(name, request.args.get(name))
+    """See :meth:`QueryArgs.number`."""
+    return current_query().number(name)
 
 
 def text_value(name: str, value: str | None) -> str | None:
@@ -152,14 +225,8 @@ def int_value(name: str, raw: str | None) -> int | None:
 
 
 def query_choice(name: str) -> str | None:
-    """One of the declared choices or None; anything else is 400 ``invalid_input``."""
-    choices = declared(name).choices
-    if not choices:
-        raise UndeclaredQuery(f"{request.endpoint} reads ?{name} as a choice, declared none")
-    value = query_str(name)
-    if value is not None and value not in choices:
-        raise InvalidInput("invalid_input", f"{name} must be one of: {', '.join(sorted(choices))}")
-    return value
+    """See :meth:`QueryArgs.choice`."""
+    return current_query().choice(name)
 
 
 @dataclass(frozen=True)
@@ -169,21 +236,5 @@ class Page:
 
 
 def query_page(*, default: int, maximum: int, strict: bool = False) -> Page:
-    """``limit``/``offset``; ``strict`` refuses limit <= 0 and offset < 0 (400 invalid_input).
-
-    Without ``strict`` a negative limit means "no limit" (contract §2.5 quirk) and a limit
-    over the maximum is clamped.
-    """
-    limit = query_int("limit")
-    offset = query_int("offset") or 0
-    if strict:
-        if limit is not None and limit <= 0:
-            raise InvalidInput("invalid_input", "limit must be positive")
-        if offset < 0:
-            raise InvalidInput("invalid_input", "offset must not be negative")
-    offset = max(offset, 0)
-    if limit is None:
-        return Page(default, offset)
-    if limit < 0:
-        return Page(None, offset)
-    return Page(min(limit, maximum), offset)
+    """See :meth:`QueryArgs.page`."""
+    return current_query().page(default=default, maximum=maximum, strict=strict)

@@ -65,6 +65,22 @@ def access_line(method: str, path: str, status: int | None, started: float) -> N
     )
 
 
+def error_line(method: str, path: str, status: int, failure: Failure) -> None:
+    """The ``http.error`` line of a request answered ``status`` (a 5xx)."""
+    event(
+        log,
+        "http.error",
+        # A 503 (database away, overloaded) is a condition, not a fault.
+        level=logging.ERROR if status == 500 else logging.WARNING,
+        method=method,
+        path=path,
+        status=status,
+        code=failure.code,
+        error=failure.message,
+        exc_info=failure.exception,
+    )
+
+
 def loggable_path(path: str) -> str:
     """``path`` with credential-shaped segments replaced (the query is never passed in)."""
     return "/".join(
@@ -143,18 +159,7 @@ class RequestLog:
             path = loggable_path(scope.get("path", ""))
             method = scope.get("method", "GET")
             if status is not None and status >= 500:
-                event(
-                    log,
-                    "http.error",
-                    # A 503 (database away, overloaded) is a condition, not a fault.
-                    level=logging.ERROR if status == 500 else logging.WARNING,
-                    method=method,
-                    path=path,
-                    status=status,
-                    code=failure.code,
-                    error=failure.message,
-                    exc_info=failure.exception,
-                )
+                error_line(method, path, status, failure)
             if self.access_log:
                 access_line(method, path, status, started)
             REQUEST_ID.reset(token)

@@ -472,7 +472,7 @@ async def serve(
         lean_routes = lean or LeanRoutes()
 
         async def hypercorn(
-            first_head_by: float, stream: trio.SocketStream, received: bytes
+            stream: trio.SocketStream, received: bytes, first_head_by: float
         ) -> None:
             # Hypercorn types the stream as TLS; a plain one is what it gets without TLS.
             plain: Any = stream
@@ -491,13 +491,7 @@ async def serve(
                 await trio.aclose_forcefully(stream)
 
         def connection(stream: trio.SocketStream) -> Awaitable[None]:
-            first_head_by = trio.current_time() + config.keep_alive_timeout
-            return dispatch(
-                stream,
-                lean_routes,
-                partial(hypercorn, first_head_by),
-                idle_seconds=config.keep_alive_timeout,
-            )
+            return dispatch(stream, lean_routes, hypercorn, idle_seconds=config.keep_alive_timeout)
 
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:

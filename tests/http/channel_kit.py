@@ -19,6 +19,7 @@ from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from oore.http.context import AppServices
 from oore.http.lean.runner_channel import ChannelLimits, lean_routes
+from oore.http.metrics import METRICS, app_metrics
 from oore.http.server import ConnectionLimits, serve
 from oore.protocol.runner import MAX_FRAME
 
@@ -48,7 +49,12 @@ async def serve_app(
     """Serve ``app`` (with the runner channel on the lean listener unless ``lean`` is
     False) until ``shutdown_trigger`` returns; reports the bound URLs."""
     routes = (
-        lean_routes(services, access_log=access_log, limits=channel or ChannelLimits())
+        lean_routes(
+            services,
+            access_log=access_log,
+            limits=channel or ChannelLimits(),
+            metrics=app_metrics(app) if METRICS in app.extensions else None,
+        )
         if lean
         else None
     )

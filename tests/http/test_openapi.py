@@ -41,6 +41,9 @@ __all__ = ["repo", "setup"]
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ROUTES = Path(routes.__file__).parent
 READERS = {"query_str", "query_int", "query_choice", "query_raw"}
+# The same reads through a QueryArgs (``args.text("q")``), as the views' answer functions
+# shared with the lean listener make them.
+ARGS_READERS = {"text", "number", "choice", "raw"}
 # What the contract calls free JSON; nothing else in the document may be an untyped object.
 FREE_FORM = {
     "settings": "a project's settings (contract §2.5: a free JSON object)",
@@ -205,7 +208,20 @@ def reads_in(function: ast.AsyncFunctionDef | ast.FunctionDef) -> set[str]:
     """The query parameter names a view's body reads through the helpers."""
     names = set()
     for node in ast.walk(function):
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+            if node.func.value.id != "args":
+                continue
+            if node.func.attr == "page":
+                names |= {"limit", "offset"}
+            elif node.func.attr in ARGS_READERS:
+                argument = node.args[0]
+                assert isinstance(argument, ast.Constant), ast.dump(node)
+                assert isinstance(argument.value, str)
+                names.add(argument.value)
+            continue
+        if not isinstance(node.func, ast.Name):
             continue
         if node.func.id == "query_page":
             names |= {"limit", "offset"}
@@ -243,8 +259,8 @@ def route_views() -> Iterator[tuple[str, str, set[str], set[str]]]:
                 for called in calls_in(current) & set(functions) - seen:
                     seen.add(called)
                     waiting.append(functions[called])
-            if name.startswith("_"):
-                continue  # a helper: checked through its callers
+            if name.startswith("_") or not function.decorator_list:
+                continue  # a helper (or a view's answer function): checked through its callers
             declared = set(getattr(getattr(module, name), QUERY_ATTRIBUTE, {}))
             yield source.stem, name, reads, declared
 
@@ -288,6 +304,16 @@ def test_the_drift_check_sees_an_undeclared_read() -> None:
     [function] = ast.parse(source).body
     assert isinstance(function, ast.AsyncFunctionDef)
     assert reads_in(function) == {"limit", "offset", "q", "sort"}
+    source = inspect.cleandoc(
+        """
+        async def answer(app, session, args):
+            page = args.page(default=1, maximum=2)
+            return args.text("q"), args.number("n"), args.choice("sort"), args.raw("t")
+        """
+    )
+    [function] = ast.parse(source).body
+    assert isinstance(function, ast.AsyncFunctionDef)
+    assert reads_in(function) == {"limit", "offset", "q", "n", "sort", "t"}
 
 
 async def test_reading_an_undeclared_parameter_is_a_programming_error() -> None:

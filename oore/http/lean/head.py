@@ -25,6 +25,7 @@ class RequestHead:
     method: str
     target: str
     headers: list[tuple[bytes, bytes]]
+    version: str = "HTTP/1.1"
 
     @property
     def path(self) -> str:
@@ -70,13 +71,18 @@ def parse_head(raw: bytes) -> RequestHead | None:
             return None
         headers.append((name.lower(), value.strip()))
     try:
-        return RequestHead(parts[0].decode("ascii"), parts[1].decode("ascii"), headers)
+        return RequestHead(
+            parts[0].decode("ascii"), parts[1].decode("ascii"), headers, parts[2].decode("ascii")
+        )
     except UnicodeDecodeError:
         return None
 
 
 async def read_head(
-    stream: trio.abc.ReceiveStream, wanted: Callable[[bytes], bool], idle_seconds: float
+    stream: trio.abc.ReceiveStream,
+    wanted: Callable[[bytes], bool],
+    idle_seconds: float,
+    received: bytes = b"",
 ) -> tuple[bytes, int]:
     """Read while the bytes so far may begin a head ``wanted`` takes and it is incomplete.
 
@@ -84,8 +90,14 @@ async def read_head(
     anyone; :data:`TIMED_OUT`: ``idle_seconds`` passed first, however many bytes came,
     so a head sent a byte at a time is not read for longer than an idle connection is
     kept). Stops at end of stream, after ``idle_seconds``, past :data:`MAX_HEAD`.
+    ``received``: bytes already read (after a previous request on the connection).
     """
-    received = b""
+    if received:  # what a kept-alive connection read after its last request
+        end = received.find(b"\r\n\r\n", 0, MAX_HEAD)
+        if end >= 0:
+            return received, end + 4
+        if not wanted(received) or len(received) >= MAX_HEAD:
+            return received, 0
     with trio.move_on_after(idle_seconds) as waiting:
         while True:
             chunk = await stream.receive_some(RECEIVE_BYTES)

@@ -20,10 +20,14 @@ class LeanRoute(Protocol):
     def takes(self, head: RequestHead) -> bool:
         """Whether this route serves ``head``."""
 
-    async def serve(self, stream: trio.SocketStream, head: RequestHead, received: bytes) -> None:
-        """Serve the connection (``received``: bytes read after the head); it owns
-        ``stream`` and closes it. A long-lived connection drops ``head`` once it has read
-        it, so it is not kept for its whole life."""
+    async def serve(
+        self, stream: trio.SocketStream, head: RequestHead, received: bytes
+    ) -> bytes | None:
+        """Serve the request (``received``: bytes read after the head). None: the route
+        owned ``stream`` and closed it. Bytes: the request was answered and the connection
+        stays open (keep-alive); the bytes are what was read after the request, and the
+        dispatch reads the next request from there. A long-lived connection drops ``head``
+        once it has read it, so it is not kept for its whole life."""
 
 
 class Shutdown:
@@ -69,36 +73,62 @@ class LeanRoutes:
 async def dispatch(
     stream: trio.SocketStream,
     routes: LeanRoutes,
-    fallback: Callable[[trio.SocketStream, bytes], Awaitable[None]],
+    fallback: Callable[[trio.SocketStream, bytes, float], Awaitable[None]],
     *,
     idle_seconds: float,
 ) -> None:
-    """Serve ``stream`` by the lean route its first request head asks for, else by
-    ``fallback`` (Hypercorn), which gets the bytes already read to handle first.
+    """Serve ``stream`` by the lean route each request head asks for, else by
+    ``fallback`` (Hypercorn), which gets the bytes already read to handle first and the
+    time by which its first head must be whole.
 
-    A connection that sends no whole head within ``idle_seconds`` is closed, as Hypercorn
-    closes one that sends none within its keep-alive timeout (the same time): handing a
-    slow head on would give it that time again.
+    A lean route may keep the connection open after its answer (HTTP/1.1 keep-alive):
+    the next request is dispatched the same way, so a connection goes to Hypercorn at its
+    first request no lean route takes, and stays there.
+
+    A connection that sends no whole head within ``idle_seconds`` (from its start, or from
+    the end of the answer before) is closed, as Hypercorn closes one that sends none
+    within its keep-alive timeout (the same time): handing a slow head on would give it
+    that time again.
     """
+    head_by = trio.current_time() + idle_seconds
     if not routes.routes:
-        await fallback(stream, b"")
+        await fallback(stream, b"", head_by)
         return
-    try:
-        received, end = await read_head(stream, routes.may_take, idle_seconds)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        received, end = b"", 0
-    except BaseException:  # cancelled (the server stops): the socket is still ours to close
-        await trio.aclose_forcefully(stream)
-        raise
-    if not received or end == TIMED_OUT:
-        await trio.aclose_forcefully(stream)
-        return
-    if end and routes.may_take(received):
-        head = parse_head(received[:end])
-        route = None if head is None else routes.route(head)
-        if head is not None and route is not None:
-            serving = route.serve(stream, head, received[end:])
-            del received, head  # the route keeps what it needs, for as long as it needs it
-            await serving
+    received = b""
+    kept_alive = False
+    while True:
+        # Between requests a kept-alive connection is idle: a stopping server closes it
+        # at once, as Hypercorn closes its idle ones.
+        with trio.CancelScope() as idle:
+            if kept_alive:
+                routes.shutdown.add(idle)
+            try:
+                received, end = await read_head(stream, routes.may_take, idle_seconds, received)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                received, end = b"", 0
+            except BaseException:  # cancelled (the server stops): the socket is ours to close
+                await trio.aclose_forcefully(stream)
+                raise
+            finally:
+                routes.shutdown.discard(idle)
+        if idle.cancelled_caught:
+            await trio.aclose_forcefully(stream)
             return
-    await fallback(stream, received)
+        if not received or end == TIMED_OUT:
+            await trio.aclose_forcefully(stream)
+            return
+        if end and routes.may_take(received):
+            head = parse_head(received[:end])
+            route = None if head is None else routes.route(head)
+            if head is not None and route is not None:
+                serving = route.serve(stream, head, received[end:])
+                del received, head  # the route keeps what it needs, for as long as it needs it
+                left = await serving
+                if left is None:
+                    return
+                received = left
+                head_by = trio.current_time() + idle_seconds
+                kept_alive = True
+                continue
+        await fallback(stream, received, head_by)
+        return

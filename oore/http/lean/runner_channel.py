@@ -44,8 +44,10 @@ from oore.http.lean.answers import LINGER_SECONDS, linger, switching_protocols
 from oore.http.lean.exchange import Exchange, peer_address, starts_like
 from oore.http.lean.head import RequestHead
 from oore.http.lean.log_stream import LogStreamRoute
+from oore.http.lean.reads import ReadRoute
 from oore.http.lean.routes import LeanRoutes, Shutdown
 from oore.http.lean.websocket import WebSocket
+from oore.http.metrics import Metrics
 from oore.http.runner_ops import RunnerOps
 from oore.http.server import framing_problem
 from oore.protocol import runner as protocol
@@ -310,9 +312,14 @@ class RunnerChannelRoute:
 
 
 def lean_routes(
-    services: AppServices, *, access_log: bool = False, limits: ChannelLimits = ChannelLimits()
+    services: AppServices,
+    *,
+    access_log: bool = False,
+    limits: ChannelLimits = ChannelLimits(),
+    metrics: Metrics | None = None,
 ) -> LeanRoutes:
-    """The daemon's lean routes: the runner channel and the build log stream."""
+    """The daemon's lean routes: the runner channel, the build log stream and the hot
+    reads (``metrics``: the app's, which count the reads as Quart's requests)."""
     shutdown = Shutdown()
     channel = RunnerChannelRoute(
         RunnerOps(services.runners, services.builds, services.logs),
@@ -324,4 +331,5 @@ def lean_routes(
         guesses=services.guesses,
     )
     log_stream = LogStreamRoute(services, shutdown=shutdown, access_log=access_log)
-    return LeanRoutes([channel, log_stream], shutdown)
+    reads = ReadRoute(services, metrics=metrics, access_log=access_log)
+    return LeanRoutes([channel, log_stream, reads], shutdown)

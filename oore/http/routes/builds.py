@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.domain.builds import BuildStatus
+from oore.domain.users import Session
 from oore.errors import (
     BadGateway,
     Conflict,
@@ -17,17 +20,17 @@ from oore.errors import (
 )
 from oore.http import shapes
 from oore.http.body import Body, json_body
-from oore.http.context import require_session, services, user_authorization
+from oore.http.context import AppServices, require_session, services, user_authorization
 from oore.http.openapi import errors, raw_response
 from oore.http.query import (
+    QueryArgs,
     choice,
+    current_query,
     direction,
     integer,
     query,
-    query_choice,
     query_int,
     query_raw,
-    query_str,
     text,
 )
 from oore.services.builds import BuildQuery, TriggerRequest
@@ -119,21 +122,24 @@ async def trigger(project_id: str, body: TriggerIn) -> tuple[Response, int]:
 async def list_builds() -> Response:
     """Builds of the projects the caller may see, newest first unless sorted otherwise."""
     session = await require_session()
-    limit = query_int("limit")
+    return jsonify(await build_list(services(), session, current_query()))
+
+
+async def build_list(app: AppServices, session: Session, args: QueryArgs) -> dict[str, Any]:
+    """The answer of ``GET /v1/builds`` (also served by the lean listener)."""
+    limit = args.number("limit")
     query = BuildQuery(
-        project_id=query_str("project_id"),
-        pipeline_id=query_str("pipeline_id"),
-        status=query_str("status"),
-        branch=query_str("branch"),
-        sort=query_choice("sort") or "created_at",
-        descending=(query_choice("direction") or "desc") == "desc",
+        project_id=args.text("project_id"),
+        pipeline_id=args.text("pipeline_id"),
+        status=args.text("status"),
+        branch=args.text("branch"),
+        sort=args.choice("sort") or "created_at",
+        descending=(args.choice("direction") or "desc") == "desc",
         limit=50 if limit is None else limit,
-        offset=query_int("offset") or 0,
+        offset=args.number("offset") or 0,
     )
-    builds, total = await services().builds.page(session, query)
-    return jsonify(
-        {"builds": [b.to_json(redact=True, with_context=True) for b in builds], "total": total}
-    )
+    builds, total = await app.builds.page(session, query)
+    return {"builds": [b.to_json(redact=True, with_context=True) for b in builds], "total": total}
 
 
 @blueprint.get("/v1/builds/<build_id>")
@@ -142,13 +148,16 @@ async def list_builds() -> Response:
 async def get_build(build_id: str) -> Response:
     """One build with its events, oldest first."""
     session = await require_session()
-    build, events = await services().builds.detail(session, build_id)
-    return jsonify(
-        {
-            "build": build.to_json(redact=True, with_context=True),
-            "events": [event.to_json() for event in events],
-        }
-    )
+    return jsonify(await build_detail(services(), session, build_id))
+
+
+async def build_detail(app: AppServices, session: Session, build_id: str) -> dict[str, Any]:
+    """The answer of ``GET /v1/builds/{build_id}`` (also served by the lean listener)."""
+    build, events = await app.builds.detail(session, build_id)
+    return {
+        "build": build.to_json(redact=True, with_context=True),
+        "events": [event.to_json() for event in events],
+    }
 
 
 @blueprint.post("/v1/builds/<build_id>/cancel")
@@ -197,27 +206,32 @@ async def logs(build_id: str) -> Response:
     printed carries ``step`` (its position among the build's steps, from 0) and
     ``step_name``."""
     session = await require_session()
-    timestamps = query_choice("timestamps") == "true"
-    after = query_int("after_sequence")
-    before = query_int("before_sequence")
-    limit = query_int("limit")
+    return jsonify(await log_page(services(), session, current_query(), build_id))
+
+
+async def log_page(
+    app: AppServices, session: Session, args: QueryArgs, build_id: str
+) -> dict[str, Any]:
+    """The answer of ``GET /v1/builds/{build_id}/logs`` (also served by the lean listener)."""
+    timestamps = args.choice("timestamps") == "true"
+    after = args.number("after_sequence")
+    before = args.number("before_sequence")
+    limit = args.number("limit")
     if limit is None:
         limit = 1000
-    lines, total, attempt = await services().logs.lines(
+    lines, total, attempt = await app.logs.lines(
         session,
         build_id,
         after=-1 if after is None else after,
         limit=None if limit < 0 else limit,
-        attempt=query_int("attempt"),
+        attempt=args.number("attempt"),
         before=before,
     )
-    return jsonify(
-        {
-            "logs": [line.fields() | ({"at": line.at} if timestamps else {}) for line in lines],
-            "total": total,
-            "attempt": attempt,
-        }
-    )
+    return {
+        "logs": [line.fields() | ({"at": line.at} if timestamps else {}) for line in lines],
+        "total": total,
+        "attempt": attempt,
+    }
 
 
 class StreamTokenOut(BaseModel):

@@ -8,19 +8,19 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response, security_scheme
 
+from oore.domain.users import Session
 from oore.errors import Conflict, InternalError
 from oore.http import shapes
 from oore.http.body import Body, json_body
-from oore.http.context import require_session, services
+from oore.http.context import AppServices, require_session, services
 from oore.http.openapi import errors
 from oore.http.query import (
+    QueryArgs,
     choice,
+    current_query,
     direction,
     page_params,
     query,
-    query_choice,
-    query_page,
-    query_str,
     text,
 )
 from oore.http.routes.auth import OkOut
@@ -101,19 +101,22 @@ class CandidateListOut(BaseModel):
 async def list_projects() -> Response:
     """Projects the caller may see (members only, unless owner or admin)."""
     session = await require_session()
-    page = query_page(default=PAGE_DEFAULT, maximum=PAGE_MAX)
+    return jsonify(await project_list(services(), session, current_query()))
+
+
+async def project_list(app: AppServices, session: Session, args: QueryArgs) -> dict[str, Any]:
+    """The answer of ``GET /v1/projects`` (also served by the lean listener)."""
+    page = args.page(default=PAGE_DEFAULT, maximum=PAGE_MAX)
     query = ProjectQuery(
         limit=page.limit,
         offset=page.offset,
-        search=query_str("search"),
-        integration_id=query_str("integration_id"),
-        sort=query_choice("sort") or "created_at",
-        descending=(query_choice("direction") or "desc") == "desc",
+        search=args.text("search"),
+        integration_id=args.text("integration_id"),
+        sort=args.choice("sort") or "created_at",
+        descending=(args.choice("direction") or "desc") == "desc",
     )
-    found, total = await services().projects.page(session, query)
-    return jsonify(
-        {"projects": [item.project.to_json(item.role) for item in found], "total": total}
-    )
+    found, total = await app.projects.page(session, query)
+    return {"projects": [item.project.to_json(item.role) for item in found], "total": total}
 
 
 @blueprint.post("/v1/projects")

@@ -9,12 +9,13 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.domain.runners import MAX_WAIT_SECONDS
+from oore.domain.users import Session
 from oore.errors import Conflict, InvalidInput, ServiceUnavailable
 from oore.http import shapes
 from oore.http.body import Body, json_body
-from oore.http.context import require_runner, require_session, services
+from oore.http.context import AppServices, require_runner, require_session, services
 from oore.http.openapi import errors, no_content
-from oore.http.query import integer, query, query_int, query_str, text
+from oore.http.query import QueryArgs, current_query, integer, query, query_int, text
 from oore.http.runner_ops import RunnerOps
 from oore.protocol import runner as protocol
 from oore.protocol.runner import (
@@ -126,22 +127,25 @@ async def register(body: RegisterIn) -> Response:
 async def list_runners() -> Response:
     """Runners, with how many are online or busy."""
     session = await require_session()
-    limit = query_int("limit")
-    page = await services().runners.page(
+    return jsonify(await runner_list(services(), session, current_query()))
+
+
+async def runner_list(app: AppServices, session: Session, args: QueryArgs) -> dict[str, Any]:
+    """The answer of ``GET /v1/runners`` (also served by the lean listener)."""
+    limit = args.number("limit")
+    page = await app.runners.page(
         session,
-        q=query_str("q"),
-        sort=sort if (sort := query_str("sort")) in RUNNER_SORTS and sort else "created_at",
-        descending=query_str("direction") != "asc",
+        q=args.text("q"),
+        sort=sort if (sort := args.text("sort")) in RUNNER_SORTS and sort else "created_at",
+        descending=args.text("direction") != "asc",
         limit=20 if limit is None else max(1, min(limit, 100)),
-        offset=max(0, query_int("offset") or 0),
+        offset=max(0, args.number("offset") or 0),
     )
-    return jsonify(
-        {
-            "runners": [runner.to_json() for runner in page.runners],
-            "total": page.total,
-            "online_total": page.online_total,
-        }
-    )
+    return {
+        "runners": [runner.to_json() for runner in page.runners],
+        "total": page.total,
+        "online_total": page.online_total,
+    }
 
 
 @blueprint.get("/v1/runners/<runner_id>")

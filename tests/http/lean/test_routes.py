@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from oore.http.lean.exchange import starts_like
 from oore.http.lean.head import RequestHead
@@ -36,7 +37,7 @@ async def _dispatch_trickled(head: bytes, every: float) -> tuple[Runners, list[b
     route = Runners()
     handed: list[bytes] = []
 
-    async def fallback(stream: trio.SocketStream, received: bytes) -> None:
+    async def fallback(stream: trio.SocketStream, received: bytes, head_by: float) -> None:
         handed.append(received)
         await stream.aclose()
 
@@ -84,3 +85,62 @@ async def test_a_head_in_time_is_served_by_its_route_or_handed_on() -> None:
     other = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
     route, handed, _ = await _dispatch_trickled(other, every=0.001)
     assert route.served == [] and len(handed) == 1 and other.startswith(handed[0])
+
+
+class KeptAlive:
+    """A lean route that answers ``ok`` and keeps the connection open."""
+
+    def __init__(self) -> None:
+        self.served: list[str] = []
+
+    def may_take(self, start: bytes) -> bool:
+        return starts_like(start, PREFIX)
+
+    def takes(self, head: RequestHead) -> bool:
+        return head.target.startswith("/v1/runners/")
+
+    async def serve(self, stream: trio.SocketStream, head: RequestHead, received: bytes) -> bytes:
+        self.served.append(head.target)
+        await stream.send_all(b"ok\n")
+        return received
+
+
+async def test_a_kept_alive_connection_is_served_on_then_handed_on_with_what_it_sent() -> None:
+    route = KeptAlive()
+    handed: list[bytes] = []
+
+    async def fallback(stream: trio.SocketStream, received: bytes, head_by: float) -> None:
+        handed.append(received)
+        await stream.aclose()
+
+    server, client = await pair()
+    two = b"".join(PREFIX + b"r%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % n for n in (1, 2))
+    other = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    async with client, trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: dispatch(server, LeanRoutes([route]), fallback, idle_seconds=IDLE_SECONDS)
+        )
+        await client.send_all(two + other)  # pipelined: the second head arrives with the first
+        assert await read_all(client) == b"ok\nok\n"
+    assert route.served == ["/v1/runners/r1", "/v1/runners/r2"]
+    assert handed == [other]
+
+
+async def test_a_kept_alive_connection_closes_when_the_server_stops() -> None:
+    route = KeptAlive()
+    routes = LeanRoutes([route])
+    handed: list[bytes] = []
+
+    async def fallback(stream: trio.SocketStream, received: bytes, head_by: float) -> None:
+        handed.append(received)
+
+    server, client = await pair()
+    async with client, trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: dispatch(server, routes, fallback, idle_seconds=60))
+        await client.send_all(PREFIX + b"r1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        with trio.fail_after(5):
+            assert await client.receive_some(10) == b"ok\n"
+        await trio.testing.wait_all_tasks_blocked()
+        routes.shutdown.stop()
+        assert await read_all(client) == b""
+    assert handed == []
