@@ -202,8 +202,8 @@ def test_an_unknown_scenario_lists_the_known_ones() -> None:
         [sys.executable, "-m", "bench", "nonsense"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 2
-    names = ("claims", "crash", "fleet", "fuzz", "hostile", "logs", "logs-fleet", "memory")
-    names += ("peers", "pickup", "readers")
+    names = ["claims", "crash", "fleet", "fuzz", "hostile", "logs", "logs-fleet", "memory"]
+    names += ["peers", "pickup", "readers"]
     assert all(name in done.stderr for name in names)
 
 
