@@ -60,7 +60,8 @@ class Connection:
 
     async def get(self, target: str, headers: dict[str, str]) -> Answer:
         lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
-        await self.stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+        # latin-1: a header value may carry any byte, as on the wire
+        await self.stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         with trio.fail_after(WITHIN):
             while b"\r\n\r\n" not in self.pending:
                 await self._more()
@@ -253,6 +254,10 @@ async def test_credentials_are_checked_alike(
         await both.same(target, {"Authorization": "Basic abc"})
         await both.same(target, {"Cookie": f"oore_session={setup.token}"})
         await both.same(target, {"Cookie": "oore_session=" + "ab" * 32})
+        # bytes outside UTF-8: a token that checks out as nothing (was a 500 on the lean path)
+        answer = await both.same(target, {"Cookie": "oore_session=\xff\xfe"})
+        assert answer.status == 401
+        await both.same(target, {"Cookie": f"theme=dark; oore_session={setup.token}; x=\xff"})
         # Someone who is not a member of the project sees none of it.
         outsider = await make_user(Role.DEVELOPER)
         await both.same(target, bearer(outsider.token))
