@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 import trio
+from werkzeug.sansio.http import parse_cookie
 
 from oore.domain.client_ip import effective_client_ip
 
@@ -38,6 +39,14 @@ class RequestHead:
             if key == name:
                 return value.decode("latin-1")
         return None
+
+    def cookie(self, name: str) -> str | None:
+        """Cookie ``name``, read as Quart reads cookies: every Cookie header, joined, taken
+        as sent (bytes outside UTF-8 make a value that matches nothing, not an error)."""
+        joined = ";".join(
+            value.decode("latin-1") for key, value in self.headers if key == b"cookie"
+        )
+        return parse_cookie(joined).get(name) if joined else None
 
     def client_ip(self, peer: str | None) -> str | None:
         """The effective client IP of this request from ``peer`` (contract §0.3)."""

@@ -30,7 +30,6 @@ from contextlib import aclosing, suppress
 from urllib.parse import parse_qs
 
 import trio
-from werkzeug.http import parse_cookie
 
 from oore.errors import ApiError, InvalidRequest, Unauthorized
 from oore.http.context import SESSION_COOKIE, AppServices
@@ -79,8 +78,7 @@ def _credential(head: RequestHead) -> str | None:
     header = head.header(b"authorization")
     if header is not None:
         return header
-    cookies = head.header(b"cookie")
-    token = parse_cookie(cookies).get(SESSION_COOKIE) if cookies else None
+    token = head.cookie(SESSION_COOKIE)
     return f"Bearer {token}" if token else None
 
 

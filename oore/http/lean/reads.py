@@ -42,7 +42,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import trio
-from werkzeug.sansio.http import parse_cookie
 
 from oore.domain.users import Session
 from oore.errors import ApiError, InternalError, retry_after
@@ -194,11 +193,7 @@ def _credential(head: RequestHead) -> tuple[str | None, str | None]:
     header = head.header(b"authorization")
     if header is not None:
         return header, None
-    # As Quart reads them: every Cookie header, joined, taken as sent (bytes outside
-    # UTF-8 are then a token that checks out as nothing, not an error).
-    cookies = ";".join(value.decode("latin-1") for key, value in head.headers if key == b"cookie")
-    token = parse_cookie(cookies).get(SESSION_COOKIE) if cookies else None
-    return None, token or None
+    return None, head.cookie(SESSION_COOKIE) or None
 
 
 class ReadRoute:

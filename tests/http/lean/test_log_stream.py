@@ -329,6 +329,9 @@ async def test_the_session_cookie_signs_a_stream_in(api: Api, setup: Setup, serv
     assert b'"line 0"' in backlog
     forged = await exchange(served, stream_path(build_id), {"Cookie": "oore_session=forged"})
     assert (forged.status, forged.json()["code"]) == (401, "invalid_session")
+    # bytes outside UTF-8: a token that checks out as nothing (was an error on this path)
+    garbled = await exchange(served, stream_path(build_id), {"Cookie": "oore_session=\xff\xfe"})
+    assert (garbled.status, garbled.json()["code"]) == (401, "invalid_session")
 
 
 # -- how a stream ends ---------------------------------------------------------------------
