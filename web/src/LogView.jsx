@@ -198,12 +198,28 @@ export function LogView({
 
   // Follow: stay at the bottom as lines arrive.
   // (After every render: a new line, a new width or a folded step can all move the end.)
+  // `pinned` is where the view was left at the bottom. A view above it and above the end
+  // was moved by the reader (a scrollbar drag, Home) before their scroll event arrived:
+  // that stops following instead of being pulled back down by the next render.
+  const pinned = useRef(-1);
   useLayoutEffect(() => {
     const el = scroller.current;
-    if (follow && el && el.scrollTop < el.scrollHeight - el.clientHeight - 1) {
+    if (!follow || !el) {
+      pinned.current = -1;
+      return;
+    }
+    const end = el.scrollHeight - el.clientHeight;
+    if (pinned.current >= 0 && el.scrollTop < pinned.current - 1 && el.scrollTop < end - 1) {
+      pinned.current = -1;
+      setView((v) => ({ ...v, top: el.scrollTop }));
+      onFollow(false);
+      return;
+    }
+    if (el.scrollTop < end - 1) {
       el.scrollTop = el.scrollHeight;
       if (el.scrollTop !== view.top) setView((v) => ({ ...v, top: el.scrollTop }));
     }
+    pinned.current = el.scrollTop;
   });
 
   // A request to show one line (a #L link, a search hit, the first error).
