@@ -244,6 +244,7 @@ async def open_runtime(
                 audit,
                 artifacts_config.secrets,
                 access_changed=grants.changed,
+                grant_epoch=grants.epoch,
                 guess_limit=guess_limit,
             )
             integrations = Integrations(
