@@ -349,7 +349,10 @@ class Builds:
 
     async def visible(self, session: Session, build_id: str) -> Build:
         """The build if the caller may read its project; 404 otherwise."""
-        build = await self._store.builds.get(build_id)
+        return await self.readable(session, await self._store.builds.get(build_id))
+
+    async def readable(self, session: Session, build: Build | None) -> Build:
+        """``build`` (read already) if the caller may read its project; 404 otherwise."""
         if build is None:
             raise NotFound("not_found", "Build not found")
         role = await self._access.role_on(session, build.project_id)
@@ -358,9 +361,10 @@ class Builds:
         return build
 
     async def detail(self, session: Session, build_id: str) -> tuple[Build, list[BuildEvent]]:
-        build = await self.visible(session, build_id)
-        [build] = await self._scheduling.waiting.explain([build])
-        return build, await self._store.builds.events(build.id)
+        found = await self._store.builds.get_with_events(build_id)
+        stored, events = (None, []) if found is None else found
+        [build] = await self._scheduling.waiting.explain([await self.readable(session, stored)])
+        return build, events
 
     async def page(self, session: Session, query: BuildQuery) -> tuple[list[Build], int]:
         """``GET /v1/builds``: filters, stable order, only projects the caller may see."""

@@ -342,19 +342,18 @@ class Logs:
         the lines a reader already has."""
         if before is not None and before < 0:
             raise InvalidInput("invalid_input", "before_sequence must not be negative")
-        build = await self._builds.visible(session, build_id)
-        if attempt is None:
-            attempt = build.attempt
-        elif attempt < 1:
-            raise InvalidInput("invalid_input", "attempt must be at least 1")
-        elif attempt > build.attempt:
-            raise NotFound("not_found", f"This build has no attempt {attempt}")
         if limit is not None:
             limit = min(limit, MAX_READ_LIMIT)
-        lines, total = await self.store.builds.logs(
-            build.id, attempt=attempt, after=after, limit=limit, before=before
+        found = await self.store.builds.get_with_logs(
+            build_id, attempt=attempt, after=after, limit=limit, before=before
         )
-        return lines, total, attempt
+        build, page = (None, None) if found is None else found
+        await self._builds.readable(session, build)  # 404 before any other answer
+        if attempt is not None and attempt < 1:
+            raise InvalidInput("invalid_input", "attempt must be at least 1")
+        if page is None:
+            raise NotFound("not_found", f"This build has no attempt {attempt}")
+        return page.lines, page.total, page.attempt
 
     # -- stream tokens --------------------------------------------------------------------
 

@@ -156,6 +156,15 @@ class NewBuild:
 _PROJECT_NAME = "(SELECT p.name FROM projects p WHERE p.id = project_id) AS project_name"
 
 
+@dataclass(frozen=True)
+class LogPage:
+    """Lines of one attempt, how many that attempt has, and its number."""
+
+    lines: list[LogLine]
+    total: int
+    attempt: int
+
+
 def _log_line(r: Any) -> LogLine:
     """A stored log line as its row reads."""
     return LogLine(
@@ -809,6 +818,31 @@ async def _log_state(conn: Connection, build_id: uuid.UUID) -> LogState | None:
     return None if row is None else LogState(BuildStatus(row["status"]), row["attempt"])
 
 
+async def _get_with_events(
+    conn: Connection, build_id: uuid.UUID
+) -> tuple[Build, list[BuildEvent]] | None:
+    build = await _get(conn, build_id)
+    return None if build is None else (build, await _events(conn, build_id))
+
+
+async def _get_with_logs(
+    conn: Connection,
+    build_id: uuid.UUID,
+    attempt: int | None,
+    after: int,
+    before: int | None,
+    limit: int | None,
+) -> tuple[Build, LogPage | None] | None:
+    build = await _get(conn, build_id)
+    if build is None:
+        return None
+    wanted = build.attempt if attempt is None else attempt
+    if not 1 <= wanted <= build.attempt:
+        return build, None
+    lines, total = await _logs(conn, build_id, wanted, after, before, limit)
+    return build, LogPage(lines, total, wanted)
+
+
 async def _logs(
     conn: Connection,
     build_id: uuid.UUID,
@@ -937,6 +971,28 @@ class BuildStore:
     async def get(self, build_id: str) -> Build | None:
         key = as_uuid(build_id)
         return None if key is None else await self._db.run(_get, key)
+
+    async def get_with_events(self, build_id: str) -> tuple[Build, list[BuildEvent]] | None:
+        """The build and its events, oldest first, in one database call."""
+        key = as_uuid(build_id)
+        return None if key is None else await self._db.run(_get_with_events, key)
+
+    async def get_with_logs(
+        self,
+        build_id: str,
+        *,
+        attempt: int | None,
+        after: int,
+        limit: int | None,
+        before: int | None = None,
+    ) -> tuple[Build, LogPage | None] | None:
+        """The build and, in the same database call, a page of one attempt's lines as
+        :meth:`logs` reads it (the build's current attempt unless named); the page is None
+        when the build has no such attempt."""
+        key = as_uuid(build_id)
+        if key is None:
+            return None
+        return await self._db.run(_get_with_logs, key, attempt, after, before, limit)
 
     async def events(self, build_id: str) -> list[BuildEvent]:
         key = as_uuid(build_id)

@@ -92,6 +92,39 @@ async def test_every_attempt_has_the_whole_line_limit(store: Store) -> None:
     assert (await contents(store, w.build_id, 1))[1] == 6  # five lines and the notice
 
 
+async def test_a_build_is_read_with_a_page_of_its_log_or_its_events_in_one_call(
+    store: Store,
+) -> None:
+    w = await world(store)
+    await append(store, w.build_id, LogWrite(w.runner_id, 1, lines("a", 0, 12)))
+    await requeue(store, w.build_id)
+    other = await claim_by_another(store, w.build_id)
+    await append(store, w.build_id, LogWrite(other, 2, lines("b", 0, 4)))
+
+    found = await store.builds.get_with_logs(w.build_id, attempt=None, after=1, limit=2)
+    assert found is not None
+    build, page = found
+    assert build.id == w.build_id and build.attempt == 2  # the current attempt by default
+    assert page is not None and (page.attempt, page.total) == (2, 4)
+    assert [line.content for line in page.lines] == ["b2", "b3"]
+    earlier = await store.builds.get_with_logs(
+        w.build_id, attempt=1, after=-1, limit=3, before=12
+    )
+    assert earlier is not None and earlier[1] is not None
+    assert [line.content for line in earlier[1].lines] == ["a9", "a10", "a11"]
+    for missing in (0, 3):  # no such attempt: the build, and no page
+        beyond = await store.builds.get_with_logs(w.build_id, attempt=missing, after=-1, limit=1)
+        assert beyond is not None and beyond[0].id == w.build_id and beyond[1] is None
+    for unknown in (new_id(), "not-a-uuid"):
+        assert await store.builds.get_with_logs(unknown, attempt=None, after=-1, limit=1) is None
+        assert await store.builds.get_with_events(unknown) is None
+
+    with_events = await store.builds.get_with_events(w.build_id)
+    assert with_events is not None
+    assert with_events[0] == await store.builds.get(w.build_id)
+    assert with_events[1] == await store.builds.events(w.build_id) != []
+
+
 async def _runner_history_columns(conn: Connection, change: str) -> None:
     types = {"ADD COLUMN": (" uuid", " text"), "DROP COLUMN": ("", "")}[change]
     await conn.execute(

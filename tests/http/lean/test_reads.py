@@ -9,17 +9,26 @@ paths from drifting apart.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import trio
+import trio.testing
 from quart_trio import QuartTrio
 
-from oore.domain.users import Role
+from oore.domain.users import Role, Session
+from oore.http.context import AppServices
+from oore.http.lean.reads import Read, ReadRoute
+from oore.http.lean.routes import LeanRoutes, dispatch
 from oore.http.metrics import app_metrics
+from oore.http.query import QueryArgs
 from tests.http.builds_kit import Setup, repo, setup
+from tests.http.channel_kit import services_of
 from tests.http.conftest import UserFactory
 from tests.http.sse_kit import serving
 
@@ -314,3 +323,55 @@ async def test_connection_close_is_honoured(both: Both, setup: Setup) -> None:
     assert answer.status == 200 and answer.header("connection") == "close"
     with trio.fail_after(WITHIN):
         assert await both.lean.stream.receive_some(10) == b""
+
+
+async def test_reads_beyond_the_bound_wait_their_turn(app: QuartTrio, owner_token: str) -> None:
+    """Four reads at once on a route that answers two at a time: two are answered while
+    the other two wait, having had no work done for them; then all four are answered."""
+    inside = most = 0
+    release = trio.Event()
+
+    async def held(
+        _: AppServices, session: Session, args: QueryArgs, path: Sequence[str]
+    ) -> dict[str, Any]:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        await release.wait()
+        inside -= 1
+        return {"user": session.user.email}
+
+    route = ReadRoute(
+        services_of(app),
+        reads=(Read(re.compile(r"/v1/held"), "/v1/held", "held", {}, held),),
+        at_once=2,
+    )
+
+    async def nowhere(stream: trio.SocketStream, received: bytes, head_by: float) -> None:
+        await stream.aclose()
+
+    def handler(stream: trio.SocketStream) -> Any:
+        return dispatch(stream, LeanRoutes([route]), nowhere, idle_seconds=WITHIN)
+
+    answers: list[Answer] = []
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        connections = [Connection(await trio.open_tcp_stream("127.0.0.1", port)) for _ in range(4)]
+
+        async def ask(connection: Connection) -> None:
+            headers = {"Host": "localhost", **bearer(owner_token)}
+            answers.append(await connection.get("/v1/held", headers))
+
+        async with trio.open_nursery() as asking:
+            for connection in connections:
+                asking.start_soon(ask, connection)
+            with trio.fail_after(WITHIN):
+                while route.in_flight.statistics().tasks_waiting < 2:
+                    await trio.testing.wait_all_tasks_blocked(0.01)
+            assert inside == 2 and route.in_flight.borrowed_tokens == 2
+            release.set()
+        assert most == 2 and [answer.status for answer in answers] == [200] * 4
+        for connection in connections:
+            await connection.stream.aclose()
+        nursery.cancel_scope.cancel()
