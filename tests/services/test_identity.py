@@ -65,11 +65,19 @@ def people(store: Store, clock: Clock) -> People:
     return People(store, clock)
 
 
+@pytest.fixture
+def epoch() -> GrantEpoch:
+    return GrantEpoch()
+
+
+@pytest.fixture
+def identity(store: Store, clock: Clock, epoch: GrantEpoch) -> Identity:
+    return Identity(store, clock, Audit(), access_changed=epoch.moved, grant_epoch=epoch)
+
+
 async def test_an_ended_session_holds_only_until_the_epoch_moves(
-    store: Store, clock: Clock, people: People
+    identity: Identity, epoch: GrantEpoch, people: People
 ) -> None:
-    epoch = GrantEpoch()
-    identity = Identity(store, clock, Audit(), access_changed=epoch.moved, grant_epoch=epoch)
     user_id, header = await people.signed_in()
     assert (await identity.authenticate(header)).user.id == user_id
 
@@ -86,10 +94,8 @@ async def test_an_ended_session_holds_only_until_the_epoch_moves(
 
 
 async def test_trust_ends_after_its_seconds_and_at_the_credentials_own_expiry(
-    store: Store, clock: Clock, people: People
+    identity: Identity, clock: Clock, people: People
 ) -> None:
-    epoch = GrantEpoch()
-    identity = Identity(store, clock, Audit(), access_changed=epoch.moved, grant_epoch=epoch)
     _, header = await people.signed_in()
     await identity.authenticate(header)
     await people.end(header)
