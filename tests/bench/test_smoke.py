@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import scratch_dir
 
 SCENARIOS = {
     "claims": [
@@ -95,18 +98,26 @@ RUNS: list[tuple[str, list[str]]] = [
 
 
 def bench(results: Path, args: list[str], **daemon_env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m bench *args`` writing its JSON into ``results``; it must succeed."""
+    """``python -m bench *args`` writing its JSON into ``results``; it must succeed. Its
+    daemons' data directories (and PostgreSQL's) go where the test server's do, in
+    memory where there is room: the sizes here are too small for a disk to matter."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
     env["OORE_BENCH_RESULTS"] = str(results)
     env.update(daemon_env)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
+    scratch = scratch_dir("oore-bench-smoke-")
+    scratch.chmod(0o755)  # run as root, PostgreSQL runs as a user of its own
+    env["TMPDIR"] = str(scratch)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 

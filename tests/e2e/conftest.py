@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 from oore.datadir import PGDATA_DIR
 from oore.store.embedded import EmbeddedPostgres
+from tests.conftest import scratch_dir
 
 START_TIMEOUT = 30.0
 # The daemon's output ends when it exits, unless a child it left behind holds the pipe.
@@ -175,14 +177,20 @@ def initialised_cluster(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def make_daemon(
-    tmp_path: Path, daemon_env: dict[str, str], initialised_cluster: Path
-) -> Iterator[DaemonFactory]:
-    """Daemons started by a test are stopped by it, and so is any embedded PostgreSQL left."""
+def make_daemon(daemon_env: dict[str, str], initialised_cluster: Path) -> Iterator[DaemonFactory]:
+    """Daemons started by a test are stopped by it, and so is any embedded PostgreSQL left.
+    A daemon's data directory is by default the test's own, where the test server keeps
+    its files (in memory where there is room), removed after the test."""
     started: list[Daemon] = []
+    scratch: list[Path] = []
 
     def make(data_dir: Path | None = None) -> Daemon:
-        daemon = Daemon(data_dir or tmp_path / "data", daemon_env, initialised_cluster)
+        if data_dir is None:
+            if not scratch:
+                scratch.append(scratch_dir("oore-e2e-"))
+                scratch[0].chmod(0o755)  # run as root, PostgreSQL runs as a user of its own
+            data_dir = scratch[0] / "data"
+        daemon = Daemon(data_dir, daemon_env, initialised_cluster)
         started.append(daemon)
         return daemon
 
@@ -193,6 +201,26 @@ def make_daemon(
         pid = _postgres_pid(daemon.data_dir)
         if pid is not None and _alive(pid):
             os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid)
+    for root in scratch:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Until ``pid`` has exited (at most ``timeout`` seconds): a PostgreSQL told to stop
+    still writes its files for a moment."""
+    deadline = time.monotonic() + timeout
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (one that nobody reaps has exited all the same)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return _alive(pid)
+    return state != "Z"
 
 
 postgres_pid = _postgres_pid
