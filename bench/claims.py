@@ -191,7 +191,8 @@ def healthz_rate(cluster: Cluster, connections: int, procs: int, seconds: float)
     parts = split(round_robin([("", "")] * connections, cluster.urls), procs)
     load = BackgroundLoad(_worker, [("healthz", part, gate, seconds) for part in parts])
     gate.open(len(parts), load, "trivial endpoint rate", lead=START_LEAD)
-    return sum(r["count"] for r in load.results(timeout=600 + seconds)) / seconds
+    count: int = sum(r["count"] for r in load.results(timeout=600 + seconds))
+    return count / seconds
 
 
 def repetition(
