@@ -32,7 +32,7 @@ SCENARIOS = {
         "--repeat",
         "1",
     ],
-    "memory": ["--runners", "20", "--viewers", "20", "--repeat", "1"],
+    "memory": ["--runners", "20", "--viewers", "20", "--settle", "0", "--repeat", "1"],
     "hostile": [
         "--slow",
         "10",
