@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -156,11 +157,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture
-def daemon_env() -> dict[str, str]:
+def _clean_env() -> dict[str, str]:
+    """This process's environment without oored's or oore's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def daemon_env() -> dict[str, str]:
+    return _clean_env()
 
 
 class DaemonFactory(Protocol):
@@ -176,11 +182,11 @@ def initialised_cluster(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return server.pgdata
 
 
-@pytest.fixture
-def make_daemon(daemon_env: dict[str, str], initialised_cluster: Path) -> Iterator[DaemonFactory]:
-    """Daemons started by a test are stopped by it, and so is any embedded PostgreSQL left.
-    A daemon's data directory is by default the test's own, where the test server keeps
-    its files (in memory where there is room), removed after the test."""
+@contextmanager
+def _daemons(env: dict[str, str], cluster: Path) -> Iterator[DaemonFactory]:
+    """Makes daemons; on exit each still running is killed, and so is any embedded
+    PostgreSQL left. A daemon's data directory is by default one of its own where the
+    test server keeps its files (in memory where there is room), removed on exit."""
     started: list[Daemon] = []
     scratch: list[Path] = []
 
@@ -190,20 +196,41 @@ def make_daemon(daemon_env: dict[str, str], initialised_cluster: Path) -> Iterat
                 scratch.append(scratch_dir("oore-e2e-"))
                 scratch[0].chmod(0o755)  # run as root, PostgreSQL runs as a user of its own
             data_dir = scratch[0] / "data"
-        daemon = Daemon(data_dir, daemon_env, initialised_cluster)
+        daemon = Daemon(data_dir, env, cluster)
         started.append(daemon)
         return daemon
 
-    yield make
-    for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.kill()
-        pid = _postgres_pid(daemon.data_dir)
-        if pid is not None and _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            _wait_gone(pid)
-    for root in scratch:
-        shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield make
+    finally:
+        for daemon in started:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.kill()
+            pid = _postgres_pid(daemon.data_dir)
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                _wait_gone(pid)
+        for root in scratch:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(daemon_env: dict[str, str], initialised_cluster: Path) -> Iterator[DaemonFactory]:
+    """Daemons started by a test are stopped by it, and so is any embedded PostgreSQL left."""
+    with _daemons(daemon_env, initialised_cluster) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(initialised_cluster: Path) -> Iterator[Daemon]:
+    """One daemon with the default settings for the tests of a module that only send it
+    requests on connections of their own and change nothing it keeps (no sign-in, no
+    setting): starting a daemon each would be most of their time. Stopped cleanly after
+    the module's last test."""
+    with _daemons(_clean_env(), initialised_cluster) as make:
+        daemon = make().start()
+        yield daemon
+        assert daemon.stop() == 0, daemon.text()
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
