@@ -84,11 +84,12 @@ SCENARIOS = {
 }
 
 
-# The scenarios whose runners can speak either transport also run over plain HTTP where
-# that is code of their own: fleet's shared keep-alive connections, memory's parked HTTP
-# claims, logs-fleet's reconnecting appends. claims over HTTP (the same HttpLink claims as
-# pickup's) runs in test_smoke_cluster.py.
-TRANSPORTS = ["claims", "fleet", "logs-fleet", "memory", "pickup"]
+# The scenarios whose runners can speak either transport (EITHER_TRANSPORT) also run over
+# plain HTTP where that is code of their own: fleet's beats over shared keep-alive
+# connections, memory's runners parking claims on raw HTTP connections, logs-fleet's
+# appends that reconnect. pickup's runners over HTTP are bench/channel.py's HttpLink, whose
+# claims run over HTTP in test_smoke_cluster.py (claims --daemons 2 --transport http).
+EITHER_TRANSPORT = ["claims", "fleet", "logs-fleet", "memory", "pickup"]
 OVER_HTTP = ["fleet", "logs-fleet", "memory"]
 RUNS: list[tuple[str, list[str]]] = [
     *[(name, []) for name in sorted(SCENARIOS)],
@@ -130,7 +131,7 @@ def test_scenario_prints_its_table_and_writes_its_figures(
     assert f"{scenario}:" in done.stdout and "median" in done.stdout
     written = json.loads((tmp_path / f"{scenario}.json").read_text())
     assert written["scenario"] == scenario and len(written["runs"]) == 1
-    if scenario in TRANSPORTS:
+    if scenario in EITHER_TRANSPORT:
         over_http = extra[-2:] == ["--transport", "http"]
         assert written["params"]["transport"] == ("http" if over_http else "channel")
     assert all(fig["min"] <= fig["median"] <= fig["max"] for fig in written["summary"].values())
