@@ -378,9 +378,14 @@ class StartGate:
         return cls(context.Queue(), context.Event(), context.Value("d", 0.0))
 
     async def arrive(self) -> float:
-        """In a load process: ready; answers the start instant."""
+        """In a load process running trio: ready; answers the start instant."""
+        at: float = await trio.to_thread.run_sync(self.arrive_blocking)
+        return at
+
+    def arrive_blocking(self) -> float:
+        """:meth:`arrive` for a thread of its own (e.g. under another event loop)."""
         self.ready.put(True)
-        if not await trio.to_thread.run_sync(self.go.wait, SET_UP_TIMEOUT):
+        if not self.go.wait(SET_UP_TIMEOUT):
             raise SystemExit("the start never came")
         at: float = self.at.value
         return at
