@@ -15,45 +15,46 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
-from bench import (
-    claims,
-    crash,
-    fleet,
-    fuzz,
-    hostile,
-    logs,
-    logs_fleet,
-    memory,
-    pickup,
-    readers,
-    scaleout,
-    suite,
-)
+Scenario = Callable[[list[str] | None], dict[str, Any]]
 
-
-def _peers(argv: list[str] | None) -> dict[str, Any]:
-    from bench import peers  # pgqueuer is an optional extra: the others run without it
-
-    return peers.main(argv)
-
-
-SCENARIOS: dict[str, Callable[[list[str] | None], dict[str, Any]]] = {
-    "claims": claims.main,
-    "crash": crash.main,
-    "fleet": fleet.main,
-    "fuzz": fuzz.main,
-    "hostile": hostile.main,
-    "logs": logs.main,
-    "logs-fleet": logs_fleet.main,
-    "memory": memory.main,
-    "peers": _peers,
-    "pickup": pickup.main,
-    "readers": readers.main,
+# Each scenario's module, imported only when it runs: one scenario's imports (fuzz's
+# schemathesis, peers' pgqueuer, an optional extra) cost nothing to the others or to --help.
+MODULES = {
+    "claims": "claims",
+    "crash": "crash",
+    "fleet": "fleet",
+    "fuzz": "fuzz",
+    "hostile": "hostile",
+    "logs": "logs",
+    "logs-fleet": "logs_fleet",
+    "memory": "memory",
+    "peers": "peers",
+    "pickup": "pickup",
+    "readers": "readers",
+    "all": "suite",
+    "scaleout": "scaleout",
 }
-SCENARIOS["all"] = lambda argv: suite.main(SCENARIOS, argv)
-SCENARIOS["scaleout"] = lambda argv: scaleout.main(SCENARIOS, argv)
+RUNNING_OTHERS = {"all", "scaleout"}  # these run the other scenarios in turn
+
+
+def _scenario(name: str) -> Scenario:
+    """The one scenario named (imported now) that answers its parameters and runs."""
+
+    def run(argv: list[str] | None) -> dict[str, Any]:
+        module = import_module(f"bench.{MODULES[name]}")
+        if name in RUNNING_OTHERS:
+            result: dict[str, Any] = module.main(SCENARIOS, argv)
+        else:
+            result = module.main(argv)
+        return result
+
+    return run
+
+
+SCENARIOS: dict[str, Scenario] = {name: _scenario(name) for name in MODULES}
 
 
 def usage() -> str:

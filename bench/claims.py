@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -29,7 +28,9 @@ import trio
 
 from bench.channel import TRANSPORTS, RunnerLink, open_link
 from bench.harness import (
+    BackgroundLoad,
     Cluster,
+    StartGate,
     Target,
     add_cluster_options,
     done_progress,
@@ -38,7 +39,6 @@ from bench.harness import (
     register_runners,
     report,
     round_robin,
-    run_processes,
     split,
     started_cluster,
 )
@@ -46,26 +46,32 @@ from bench.rawhttp import RawConn
 
 MAX_CONCURRENT = 64
 HEALTHZ_SECONDS = 3.0
-START = 3.0  # seconds for the load processes to start
+START_LEAD = 0.25  # seconds from the last load process ready (its links open) to the start
 
 
 Runner = tuple[str, tuple[str, str]]  # the daemon's URL it speaks to, its id and token
 
 
-def _worker(results: Any, mode: str, runners: list[Runner], at: float) -> None:
-    results.put(trio.run(_load, mode, runners, at))
+def _worker(
+    results: Any, mode: str, runners: list[Runner], gate: StartGate, seconds: float
+) -> None:
+    results.put(trio.run(_load, mode, runners, gate, seconds))
 
 
-async def _load(mode: str, runners: list[Runner], at: float) -> dict[str, Any]:
-    """``mode``: ``healthz``, or a transport: each runner on a link of its own (as a real
-    fleet holds them) to its daemon, opened before ``at``, claiming until it gets nothing.
-    Answers the count, when the last claim came and this process's CPU from ``at`` on."""
+async def _load(
+    mode: str, runners: list[Runner], gate: StartGate, seconds: float
+) -> dict[str, Any]:
+    """``mode``: ``healthz`` (for ``seconds``), or a transport: each runner on a link of its
+    own (as a real fleet holds them) to its daemon, opened before the start the ``gate``
+    sets once every load process has its links open, claiming until it gets nothing.
+    Answers the count, when the last claim came and this process's CPU from the start on."""
     count = 0
     last = time.time()
+    at = 0.0
 
     async def healthz(conn: RawConn) -> None:
         nonlocal count
-        stop = at + HEALTHZ_SECONDS
+        stop = at + seconds
         while time.time() < stop:
             status, _ = await conn.request("GET", "/healthz", "-")
             if status != 200:
@@ -88,9 +94,8 @@ async def _load(mode: str, runners: list[Runner], at: float) -> dict[str, Any]:
                     links.append(await RawConn.open(host, port))
                 else:
                     links.append(await open_link(mode, readers, url, runner_id, token))
-            if time.time() > at:
-                raise SystemExit("the links took longer to open than the start allowed")
-            await trio.sleep(at - time.time())
+            at = await gate.arrive()
+            await trio.sleep(max(0.0, at - time.time()))
             cpu_before, wall_before = _own_cpu(), time.monotonic()
             async with trio.open_nursery() as nursery:
                 for link in links:
@@ -156,16 +161,19 @@ def drain(
 ) -> Drained:
     """Every runner of ``fleet`` claims over ``transport`` (through the cluster's daemons
     in turn) until none of the ``builds`` queued is left, from ``procs`` load processes."""
-    progress(f"{len(fleet)} runners claiming {builds} builds over {transport}")
-    at = time.time() + START + len(fleet) / 200  # every link open by then
-    meter = cluster.meter()
-    sampler = threading.Timer(at - time.time(), meter.start)
-    sampler.start()
     runners = round_robin(fleet, cluster.urls)
-    claimed = run_processes(_worker, [(transport, part, at) for part in split(runners, procs)])
+    gate = StartGate.new()
+    parts = split(runners, procs)
+    load = BackgroundLoad(_worker, [(transport, part, gate, 0.0) for part in parts])
+    waiting = f"{len(fleet)} runners opening their links over {transport}"
+    at = gate.open(len(parts), load, waiting, lead=START_LEAD)
+    progress(f"{len(fleet)} runners claiming {builds} builds over {transport}")
+    meter = cluster.meter()
+    time.sleep(max(0.0, at - time.time()))
+    meter.start()
+    claimed = load.results(timeout=3600)
     cores = meter.cores()
     took_all = time.time() - at
-    sampler.join()
     total: int = sum(r["count"] for r in claimed)
     if total != builds:
         raise SystemExit(f"claimed {total} of {builds} builds")
@@ -175,22 +183,35 @@ def drain(
     return Drained(total / took, cores, took_all)
 
 
+def healthz_rate(cluster: Cluster, connections: int, procs: int, seconds: float) -> float:
+    """``GET /healthz`` per second over ``connections`` connections (dealt over the
+    cluster's daemons) from ``procs`` load processes, all starting together."""
+    progress("trivial endpoint rate")
+    gate = StartGate.new()
+    parts = split(round_robin([("", "")] * connections, cluster.urls), procs)
+    load = BackgroundLoad(_worker, [("healthz", part, gate, seconds) for part in parts])
+    gate.open(len(parts), load, "trivial endpoint rate", lead=START_LEAD)
+    count: int = sum(r["count"] for r in load.results(timeout=600 + seconds))
+    return count / seconds
+
+
 def repetition(
-    cluster: Cluster, runners: int, builds: int, procs: int, transport: str
+    cluster: Cluster,
+    runners: int,
+    builds: int,
+    procs: int,
+    transport: str,
+    healthz_seconds: float = HEALTHZ_SECONDS,
 ) -> dict[str, float]:
     target = prepare(cluster.servers[0])
     fleet = queue_fleet(target, runners, builds)
-    progress("trivial endpoint rate")
-    at = time.time() + START
-    connections = round_robin([("", "")] * min(runners, 64 * procs), cluster.urls)
-    healthz = run_processes(_worker, [("healthz", part, at) for part in split(connections, procs)])
-    healthz_rate = sum(r["count"] for r in healthz) / HEALTHZ_SECONDS
+    healthz = healthz_rate(cluster, min(runners, 64 * procs), procs, healthz_seconds)
     drained = drain(cluster, fleet, builds, procs, transport)
     per_claim = drained.took / builds * 1e6  # core-seconds per claim, in microseconds
     figures = {
         "claims_per_s": drained.claims_per_s,
-        "healthz_per_s": healthz_rate,
-        "claims_to_healthz": drained.claims_per_s / healthz_rate,
+        "healthz_per_s": healthz,
+        "claims_to_healthz": drained.claims_per_s / healthz,
         "daemon_cpu_us_per_claim": drained.cores["server_cpu_cores"] * per_claim,
     }
     if "postgres_cpu_cores" in drained.cores:
@@ -207,19 +228,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
     )
+    parser.add_argument(
+        "--healthz-seconds",
+        type=float,
+        default=HEALTHZ_SECONDS,
+        help="how long the trivial endpoint rate is measured",
+    )
     add_cluster_options(parser)
     args = parser.parse_args(argv)
+    if args.healthz_seconds <= 0:
+        parser.error("--healthz-seconds must be above 0")
     runs = []
     for _ in range(args.repeat):
         # A fresh cluster each time: the builds claimed before are still assigned, and
         # their assignment timeout would hand them out again in a later repetition.
         with started_cluster(args.daemons, args.workers) as cluster:
-            runs.append(repetition(cluster, args.runners, args.builds, args.procs, args.transport))
+            runs.append(
+                repetition(
+                    cluster,
+                    args.runners,
+                    args.builds,
+                    args.procs,
+                    args.transport,
+                    args.healthz_seconds,
+                )
+            )
     params = {
         "runners": args.runners,
         "builds": args.builds,
         "procs": args.procs,
         "transport": args.transport,
+        "healthz_seconds": args.healthz_seconds,
         "daemons": args.daemons,
         "workers": args.workers,
     }

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -357,6 +357,58 @@ class BackgroundLoad:
         if len(self._reported) != self._expected:
             raise SystemExit("a load process did not report (its error is above)")
         return self._reported
+
+
+SET_UP_TIMEOUT = 600.0  # seconds the load processes may take to set up
+START_LEAD = 1.0  # seconds from the last load process ready to the start
+
+
+@dataclass(frozen=True)
+class StartGate:
+    """How the load processes start together once all are set up, however long that
+    takes: each says it is ready, then waits for the start instant this process sets."""
+
+    ready: Any  # a queue: one item per load process set up
+    go: Any  # an event: the start instant is set
+    at: Any  # a shared double: the start instant (wall clock)
+
+    @classmethod
+    def new(cls) -> StartGate:
+        context = multiprocessing.get_context("spawn")  # as run_processes starts them
+        return cls(context.Queue(), context.Event(), context.Value("d", 0.0))
+
+    async def arrive(self) -> float:
+        """In a load process running trio: ready; answers the start instant."""
+        at: float = await trio.to_thread.run_sync(self.arrive_blocking)
+        return at
+
+    def arrive_blocking(self) -> float:
+        """:meth:`arrive` for a thread of its own (e.g. under another event loop)."""
+        self.ready.put(True)
+        if not self.go.wait(SET_UP_TIMEOUT):
+            raise SystemExit("the start never came")
+        at: float = self.at.value
+        return at
+
+    def open(
+        self, processes: int, load: BackgroundLoad, waiting: str, lead: float = START_LEAD
+    ) -> float:
+        """Here: wait until ``processes`` load processes are ready, then set the start,
+        ``lead`` seconds later (time for each to hear it and for what it does first)."""
+        began, ready = time.monotonic(), 0
+        while ready < processes:
+            progress(f"{waiting}: {ready} of {processes} load processes ready")
+            with suppress(queue.Empty):
+                self.ready.get(timeout=1.0)
+                ready += 1
+            if not load.is_alive():
+                raise SystemExit("a load process failed (its error is above)")
+            if time.monotonic() - began > SET_UP_TIMEOUT:
+                raise SystemExit(f"the load took over {SET_UP_TIMEOUT:.0f}s to set up")
+        self.at.value = time.time() + lead
+        self.go.set()
+        at: float = self.at.value
+        return at
 
 
 def daemon_counters(url: str, names: Mapping[str, str]) -> dict[str, float]:

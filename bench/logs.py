@@ -21,6 +21,7 @@ then.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import resource
 import select
@@ -33,8 +34,10 @@ import trio
 
 from bench.channel import TRANSPORTS, open_link
 from bench.harness import (
+    SET_UP_TIMEOUT,
     BackgroundLoad,
     Cluster,
+    StartGate,
     Target,
     add_cluster_options,
     daemon_counters,
@@ -48,6 +51,7 @@ from bench.harness import (
 
 BATCH_INTERVAL = 0.05
 CONNECT_AT_ONCE = 200
+START_LEAD = 0.25  # seconds from the last viewer process ready (its streams open) to the start
 _EVENT = re.compile(rb'id: (\d+)\ndata: \{"sequence":\d+,"content":"\d+ ([0-9.]+)')
 
 
@@ -135,10 +139,17 @@ async def view(
 
 
 def _viewers(
-    results: Any, urls: list[str], path: str, token: str, count: int, stalled: int, until: float
+    results: Any,
+    urls: list[str],
+    path: str,
+    token: str,
+    count: int,
+    stalled: int,
+    gate: StartGate,
+    seconds: float,
 ) -> None:
     cpu_before, wall_before = _own_cpu(), time.monotonic()
-    watched = _watch(urls, path, token, count, stalled, until)
+    watched = _watch(urls, path, token, count, stalled, gate, seconds)
     cores = (_own_cpu() - cpu_before) / (time.monotonic() - wall_before)
     results.put({**watched, "cpu_cores": cores})
 
@@ -229,12 +240,21 @@ class _Reader:
 
 
 def _watch(
-    urls: list[str], path: str, token: str, count: int, stalled: int, until: float
+    urls: list[str],
+    path: str,
+    token: str,
+    count: int,
+    stalled: int,
+    gate: StartGate,
+    seconds: float,
 ) -> dict[str, Any]:
     """``count`` viewers in one epoll loop, dealt over ``urls`` in turn, the first
-    ``stalled`` of which read nothing before ``until`` (wall clock). Cheaper per read than
-    a task per viewer, so that ten thousand viewers of a busy build measure the server
-    rather than themselves."""
+    ``stalled`` of which read nothing until a second after the run (``seconds`` from the
+    start the ``gate`` sets once every viewer process has all its streams open). Cheaper
+    per read than a task per viewer, so that ten thousand viewers of a busy build measure
+    the server rather than themselves."""
+    until = math.inf  # when the stalled ones read again: known once the start is
+    said_ready = 0.0  # when this process told the gate all its streams are open
     addresses = []
     for url in urls:
         host, port_text = url.removeprefix("http://").rsplit(":", 1)
@@ -255,7 +275,7 @@ def _watch(
         while started + opened < count and len(opening) < CONNECT_AT_ONCE:
             index = started + opened
             sock = socket.socket()
-            stall = until if index < stalled else None
+            stall = math.inf if index < stalled else None  # a stalled reader
             if stall is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             address, request = addresses[index % len(addresses)]
@@ -272,6 +292,14 @@ def _watch(
     started += open_more()
     while len(finished) < count:
         now = time.time()
+        if not said_ready and started == count and not opening:
+            gate.ready.put(True)  # every head is in: the viewers are all there
+            said_ready = time.monotonic()
+        elif said_ready and until == math.inf:
+            if gate.go.is_set():
+                until = gate.at.value + seconds + 1
+            elif time.monotonic() - said_ready > SET_UP_TIMEOUT:
+                raise SystemExit("the start never came")
         if waiting and now >= until:
             for fd in waiting:
                 poll.register(fd, select.EPOLLIN)
@@ -397,19 +425,17 @@ def repetition(
     stalls = [
         stalled_count // procs + (1 if i < stalled_count % procs else 0) for i in range(procs)
     ]
-    progress(f"{viewers} viewers connecting, then {rate} lines/s for {seconds:g}s")
-    lead = 2 + viewers / 500  # time for the viewers to connect
-    until = time.time() + lead + seconds + 1
     watched = cluster.urls[1:] or cluster.urls  # not the runner's daemon, if there are others
-    load = BackgroundLoad(
-        _viewers,
-        [
-            (watched, path, target.token, share, stall, until)
-            for share, stall in zip(shares, stalls, strict=True)
-            if share
-        ],
-    )
-    time.sleep(lead)
+    gate = StartGate.new()
+    args = [
+        (watched, path, target.token, share, stall, gate, seconds)
+        for share, stall in zip(shares, stalls, strict=True)
+        if share
+    ]
+    load = BackgroundLoad(_viewers, args)
+    at = gate.open(len(args), load, f"{viewers} viewers connecting", lead=START_LEAD)
+    progress(f"{viewers} viewers, {rate} lines/s for {seconds:g}s")
+    time.sleep(max(0.0, at - time.time()))
     counted = _counters(cluster)
     meter = cluster.meter()
     meter.start()

@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
-import queue
 import random
 import resource
 import time
-from contextlib import suppress
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -46,6 +42,7 @@ from bench.claims import queue_builds
 from bench.harness import (
     BackgroundLoad,
     Server,
+    StartGate,
     Target,
     daemon_counters,
     done_progress,
@@ -61,51 +58,9 @@ from bench.logs import CONNECT_AT_ONCE, view
 
 BATCH_INTERVAL = 0.25  # what the agent waits after a batch's first line (oore/runner/logs.py)
 OPEN_AT_ONCE = 64  # runners a load process sets up concurrently
-SET_UP_TIMEOUT = 600.0  # seconds the load processes may take to claim and connect
-START = 1.0  # seconds from the last load process ready to the first line
 PADDING = "x" * 80  # a line of about 100 bytes, as in bench/logs
 COUNT_AT_ONCE = 32
 PAGE = 5000  # the most lines GET /v1/builds/{id}/logs answers at once
-
-
-@dataclass(frozen=True)
-class _StartGate:
-    """How the load processes start together once all are set up, however long that
-    takes: each says it is ready, then waits for the start instant this process sets."""
-
-    ready: Any  # a queue: one item per load process set up
-    go: Any  # an event: the start instant is set
-    at: Any  # a shared double: the start instant (wall clock)
-
-    @classmethod
-    def new(cls) -> _StartGate:
-        context = multiprocessing.get_context("spawn")  # as run_processes starts them
-        return cls(context.Queue(), context.Event(), context.Value("d", 0.0))
-
-    async def arrive(self) -> float:
-        """In a load process: ready; answers the start instant."""
-        self.ready.put(True)
-        if not await trio.to_thread.run_sync(self.go.wait, SET_UP_TIMEOUT):
-            raise SystemExit("the start never came")
-        at: float = self.at.value
-        return at
-
-    def open(self, processes: int, load: BackgroundLoad, waiting: str) -> float:
-        """Here: wait until ``processes`` load processes are ready, then set the start."""
-        began, ready = time.monotonic(), 0
-        while ready < processes:
-            progress(f"{waiting}: {ready} of {processes} load processes ready")
-            with suppress(queue.Empty):
-                self.ready.get(timeout=1.0)
-                ready += 1
-            if not load.is_alive():
-                raise SystemExit("a load process failed (its error is above)")
-            if time.monotonic() - began > SET_UP_TIMEOUT:
-                raise SystemExit(f"the load took over {SET_UP_TIMEOUT:.0f}s to set up")
-        self.at.value = time.time() + START
-        self.go.set()
-        at: float = self.at.value
-        return at
 
 
 def _worker(
@@ -118,7 +73,7 @@ def _worker(
     rate: int,
     seconds: float,
     interval: float,
-    gate: _StartGate,
+    gate: StartGate,
 ) -> None:
     results.put(
         trio.run(_load, url, session, transport, runners, viewers, rate, seconds, interval, gate)
@@ -150,7 +105,7 @@ async def _load(
     rate: int,
     seconds: float,
     interval: float,
-    start: _StartGate,
+    start: StartGate,
 ) -> dict[str, Any]:
     """Every runner claims a build and its viewers connect; once every load process is
     ready, every runner appends to its build and ends it, and the viewers read to the end."""
@@ -297,7 +252,7 @@ def repetition(
     progress(f"queueing {builds} builds")
     trio.run(queue_builds, target, builds)
     parts = split(fleet, procs)
-    gate = _StartGate.new()
+    gate = StartGate.new()
     args = [
         (target.url, target.token, transport, part, viewers, rate, seconds, interval, gate)
         for part in parts

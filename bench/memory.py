@@ -40,6 +40,7 @@ from bench.harness import (
 )
 from bench.rawhttp import FAILURES, RawConn
 
+SETTLE = 1.0  # seconds waited once the daemon is idle before reading its RSS
 CONNECT_AT_ONCE = 50  # the server's listen backlog is finite
 STEP_TIMEOUT = 300.0
 CLAIM = json.dumps({"protocol_version": 4, "wait_seconds": 60}).encode()
@@ -231,9 +232,10 @@ async def _first_stream(client: httpx.AsyncClient, target: Target, build_id: str
     return build_id
 
 
-def _settled_rss_kb(server: Server) -> int:
+def _settled_rss_kb(server: Server, settle: float) -> int:
+    """The daemon's RSS once it is idle and ``settle`` seconds more have passed."""
     procfs.wait_idle(server.pid)
-    time.sleep(1.0)
+    time.sleep(settle)
     return procfs.rss_kb(server.pid)
 
 
@@ -244,28 +246,30 @@ def _wait(event: Any, what: str, loader: BackgroundLoad) -> None:
             raise SystemExit(f"the load process never got {what}")
 
 
-def repetition(runners: int, viewers: int, transport: str) -> dict[str, float]:
+def repetition(
+    runners: int, viewers: int, transport: str, settle: float = SETTLE
+) -> dict[str, float]:
     context = multiprocessing.get_context("spawn")
     events = {name: context.Event() for name in ("runners", "go", "viewers", "stop")}
     with started_daemon() as server:
         target = prepare(server)
         progress("a running build")
         build_id = trio.run(_running_build, target, transport)
-        start_kb = _settled_rss_kb(server)
+        start_kb = _settled_rss_kb(server, settle)
         progress(f"registering {runners} runners")
         fleet = trio.run(partial(register_runners, target, runners, "memory"))
-        baseline_kb = _settled_rss_kb(server)
+        baseline_kb = _settled_rss_kb(server, settle)
         progress(f"{runners} runners: a heartbeat each, then a parked claim")
         path = f"/v1/builds/{build_id}/logs/stream"
         args = [(target.url, fleet, path, target.token, viewers, events, transport)]
         loader = BackgroundLoad(_holder, args)
         try:
             _wait(events["runners"], "its runners parked", loader)
-            runners_kb = _settled_rss_kb(server)
+            runners_kb = _settled_rss_kb(server, settle)
             progress(f"{viewers} viewers opening the running build's log")
             events["go"].set()
             _wait(events["viewers"], "its viewers open", loader)
-            viewers_kb = _settled_rss_kb(server)
+            viewers_kb = _settled_rss_kb(server, settle)
         finally:
             for event in events.values():
                 event.set()
@@ -299,11 +303,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE,
+        help="seconds waited once the daemon is idle before each RSS reading",
+    )
     args = parser.parse_args(argv)
+    if args.settle < 0:
+        parser.error("--settle must not be negative")
     runs = []
     for i in range(args.repeat):
         progress(f"repetition {i + 1}/{args.repeat}: a fresh oored")
-        runs.append(repetition(args.runners, args.viewers, args.transport))
-    params = {"runners": args.runners, "viewers": args.viewers, "transport": args.transport}
+        runs.append(repetition(args.runners, args.viewers, args.transport, args.settle))
+    params = {
+        "runners": args.runners,
+        "viewers": args.viewers,
+        "transport": args.transport,
+        "settle": args.settle,
+    }
     report("memory", params, runs)
     return {"params": params, "runs": runs}

@@ -43,12 +43,13 @@ from pgqueuer.types import JOB_STATUS, QueueExecutionMode
 from bench import claims
 from bench.channel import TRANSPORTS
 from bench.harness import (
+    BackgroundLoad,
+    StartGate,
     done_progress,
     postgres_url,
     prepare,
     progress,
     report,
-    run_processes,
     split,
     started_cluster,
 )
@@ -85,13 +86,13 @@ async def _nothing(job: Job) -> None:
     """The job: nothing past being handed out and acknowledged."""
 
 
-def _worker(results: Any, dsn: str, caps: list[int], at: float) -> None:
-    results.put(uvloop.run(_consume(dsn, caps, at)))  # the loop pgqueuer's own CLI runs on
+def _worker(results: Any, dsn: str, caps: list[int], gate: StartGate) -> None:
+    results.put(uvloop.run(_consume(dsn, caps, gate)))  # the loop pgqueuer's own CLI runs on
 
 
-async def _consume(dsn: str, caps: list[int], at: float) -> dict[str, Any]:
+async def _consume(dsn: str, caps: list[int], gate: StartGate) -> dict[str, Any]:
     """One QueueManager per cap, each on a connection of its own, draining the queue from
-    ``at`` (wall clock) until it is empty."""
+    the start the ``gate`` sets once every load process is connected, until it is empty."""
     connections = [await asyncpg.connect(dsn) for _ in caps]
     try:
         managers: list[tuple[QueueManager, _Acknowledging, int]] = []
@@ -100,6 +101,7 @@ async def _consume(dsn: str, caps: list[int], at: float) -> dict[str, Any]:
             manager = QueueManager(queries)
             manager.entrypoint(ENTRYPOINT)(_nothing)
             managers.append((manager, queries, cap))
+        at = await asyncio.to_thread(gate.arrive_blocking)
         await asyncio.sleep(max(0.0, at - time.time()))
         await asyncio.gather(
             *(
@@ -202,8 +204,11 @@ def consumer_caps(runners: int, connections: int) -> list[int]:
 def pgqueuer_rate(dsn: str, caps: list[int], jobs: int, procs: int) -> float:
     asyncio.run(_enqueue(dsn, jobs))
     progress(f"{len(caps)} pgqueuer consumers draining {jobs} jobs")
-    at = time.time() + 1.0
-    drained = run_processes(_worker, [(dsn, part, at) for part in split(caps, procs)])
+    gate = StartGate.new()
+    parts = split(caps, procs)
+    load = BackgroundLoad(_worker, [(dsn, part, gate) for part in parts])
+    at = gate.open(len(parts), load, "pgqueuer consumers connecting", lead=claims.START_LEAD)
+    drained = load.results(timeout=3600)
     total: int = sum(r["count"] for r in drained)
     left = asyncio.run(_left(dsn))
     if total != jobs or left:

@@ -49,6 +49,7 @@ from bench.channel import TRANSPORTS, RunnerLink, open_link
 from bench.harness import (
     BackgroundLoad,
     Cluster,
+    StartGate,
     Target,
     done_progress,
     make_repo,
@@ -61,7 +62,6 @@ from bench.harness import (
     started_cluster,
 )
 from bench.logs import view
-from bench.logs_fleet import _StartGate
 from bench.rawhttp import FAILURES as HTTP_FAILURES
 from bench.rawhttp import RawConn
 
@@ -205,13 +205,13 @@ def _readers(
     count: int,
     pace: float,
     seconds: float,
-    gate: _StartGate,
+    gate: StartGate,
 ) -> None:
     results.put(trio.run(_read, url, seeded, count, pace, seconds, gate))
 
 
 async def _read(
-    url: str, seeded: dict[str, Any], count: int, pace: float, seconds: float, gate: _StartGate
+    url: str, seeded: dict[str, Any], count: int, pace: float, seconds: float, gate: StartGate
 ) -> dict[str, Any]:
     """``count`` readers reading for ``seconds`` from the start ``gate`` sets, once every
     reader process is ready."""
@@ -480,7 +480,7 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     cores_alone = {f"{k}_alone": v for k, v in meter.cores().items()}
 
     progress(f"with {args.readers} readers: {args.seconds:g}s")
-    gate = _StartGate.new()
+    gate = StartGate.new()
     shares = [s for s in split(list(range(args.readers)), args.procs) if s]
     load = BackgroundLoad(
         _readers,

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,23 @@ from oore.store.admin import (
 from oore.store.embedded import EmbeddedPostgres
 
 TEMPLATE = "oore_template"
+MEMORY_DIR = Path("/dev/shm")
+MEMORY_DIR_ROOM = 2 << 30  # bytes free that /dev/shm must have to hold the test servers
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new directory for a test PostgreSQL server's files, in memory where the machine
+    has room there (``/dev/shm``): on a disk each ``CREATE DATABASE`` of a test waits for
+    the checkpoints it makes, ten times as long (0.3-0.5 s against 30 ms here). A server
+    that is killed loses nothing it would not lose on a disk with ``fsync`` off.
+    Elsewhere (no ``/dev/shm``, or a small one, as in a container), the system's
+    temporary directory. The caller removes it."""
+    memory: str | None = None
+    with suppress(OSError):
+        room = shutil.disk_usage(MEMORY_DIR).free
+        if room >= MEMORY_DIR_ROOM and os.access(MEMORY_DIR, os.W_OK | os.X_OK):
+            memory = str(MEMORY_DIR)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=memory))
 
 
 class PostgresForTests:
@@ -48,10 +66,11 @@ class PostgresForTests:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresForTests]:
     external = os.environ.get("OORE_TEST_DATABASE_URL")
+    root: Path | None = None
     if external:
         pg = PostgresForTests(EmbeddedPostgres(Path("/nonexistent")), external)
     else:
-        root = Path(tempfile.mkdtemp(prefix="oore-test-pg-"))
+        root = scratch_dir("oore-test-pg-")
         server = EmbeddedPostgres(root / "pg")
         pg = PostgresForTests(server, server.start())
 
@@ -62,11 +81,13 @@ def postgres() -> Iterator[PostgresForTests]:
         async with open_store(pg.url(TEMPLATE)):
             pass
 
-    trio.run(prepare)
     try:
+        trio.run(prepare)
         yield pg
     finally:
         pg.server.stop()
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -93,7 +114,7 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
     Kept outside pytest's temporary root: another pytest run may make that private
     (0700) at any moment, cutting the server's own user off.
     """
-    root = Path(tempfile.mkdtemp(prefix="oore-outage-"))
+    root = scratch_dir("oore-outage-")
     root.chmod(0o755)
     server = EmbeddedPostgres(root / "pg")
     server.start()

@@ -323,11 +323,22 @@ class AppleSession:
 
 
 class AppleClient:
-    """Opens :class:`AppleSession` s sharing one TLS configuration (built once per runtime)."""
+    """Opens :class:`AppleSession` s sharing one TLS configuration, built at the first
+    session (loading the CA bundle costs tens of milliseconds that a runtime which never
+    speaks to Apple need not pay), then kept for the runtime's life."""
 
     def __init__(self, config: AppleConfig, ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config
-        self._ssl = ssl_context or httpx.create_ssl_context()
+        self._given_ssl = ssl_context
+        self._built_ssl: ssl.SSLContext | None = None
+
+    @property
+    def _ssl(self) -> ssl.SSLContext:
+        if self._given_ssl is not None:
+            return self._given_ssl
+        if self._built_ssl is None:
+            self._built_ssl = httpx.create_ssl_context()
+        return self._built_ssl
 
     @asynccontextmanager
     async def session(self, key: AppleKey, now: int) -> AsyncIterator[AppleSession]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +21,7 @@ import pytest
 
 from oore.datadir import PGDATA_DIR
 from oore.store.embedded import EmbeddedPostgres
+from tests.conftest import scratch_dir
 
 START_TIMEOUT = 30.0
 # The daemon's output ends when it exits, unless a child it left behind holds the pipe.
@@ -154,11 +157,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture
-def daemon_env() -> dict[str, str]:
+def _clean_env() -> dict[str, str]:
+    """This process's environment without oored's or oore's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OORED_", "OORE_"))}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def daemon_env() -> dict[str, str]:
+    return _clean_env()
 
 
 class DaemonFactory(Protocol):
@@ -174,25 +182,72 @@ def initialised_cluster(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return server.pgdata
 
 
-@pytest.fixture
-def make_daemon(
-    tmp_path: Path, daemon_env: dict[str, str], initialised_cluster: Path
-) -> Iterator[DaemonFactory]:
-    """Daemons started by a test are stopped by it, and so is any embedded PostgreSQL left."""
+@contextmanager
+def _daemons(env: dict[str, str], cluster: Path) -> Iterator[DaemonFactory]:
+    """Makes daemons; on exit each still running is killed, and so is any embedded
+    PostgreSQL left. A daemon's data directory is by default one of its own where the
+    test server keeps its files (in memory where there is room), removed on exit."""
     started: list[Daemon] = []
+    scratch: list[Path] = []
 
     def make(data_dir: Path | None = None) -> Daemon:
-        daemon = Daemon(data_dir or tmp_path / "data", daemon_env, initialised_cluster)
+        if data_dir is None:
+            if not scratch:
+                scratch.append(scratch_dir("oore-e2e-"))
+                scratch[0].chmod(0o755)  # run as root, PostgreSQL runs as a user of its own
+            data_dir = scratch[0] / "data"
+        daemon = Daemon(data_dir, env, cluster)
         started.append(daemon)
         return daemon
 
-    yield make
-    for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.kill()
-        pid = _postgres_pid(daemon.data_dir)
-        if pid is not None and _alive(pid):
-            os.kill(pid, signal.SIGTERM)
+    try:
+        yield make
+    finally:
+        for daemon in started:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.kill()
+            pid = _postgres_pid(daemon.data_dir)
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                _wait_gone(pid)
+        for root in scratch:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(daemon_env: dict[str, str], initialised_cluster: Path) -> Iterator[DaemonFactory]:
+    """Daemons started by a test are stopped by it, and so is any embedded PostgreSQL left."""
+    with _daemons(daemon_env, initialised_cluster) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(initialised_cluster: Path) -> Iterator[Daemon]:
+    """One daemon with the default settings for the tests of a module that only send it
+    requests on connections of their own and change nothing it keeps (no sign-in, no
+    setting): starting a daemon each would be most of their time. Stopped cleanly after
+    the module's last test."""
+    with _daemons(_clean_env(), initialised_cluster) as make:
+        daemon = make().start()
+        yield daemon
+        assert daemon.stop() == 0, daemon.text()
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Until ``pid`` has exited (at most ``timeout`` seconds): a PostgreSQL told to stop
+    still writes its files for a moment."""
+    deadline = time.monotonic() + timeout
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (one that nobody reaps has exited all the same)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return _alive(pid)
+    return state != "Z"
 
 
 postgres_pid = _postgres_pid

@@ -1,4 +1,7 @@
-"""Connections as a client on the wire makes them: keep-alive, early answers, caps, framing."""
+"""Connections as a client on the wire makes them: keep-alive, early answers, caps, framing.
+
+The tests that only send requests on connections of their own share one daemon with the
+default settings (``shared_daemon``); those that set or stop it start their own."""
 
 from __future__ import annotations
 
@@ -108,10 +111,10 @@ def test_idle_keepalive_connection_is_closed_after_its_request(
     ],
 )
 def test_connection_answered_before_its_body_arrived_answers_the_next_request(
-    make_daemon: DaemonFactory, request_head: bytes, status: int
+    shared_daemon: Daemon, request_head: bytes, status: int
 ) -> None:
     """Like clients that send the head and the body apart, the body comes after the answer."""
-    daemon = make_daemon().start()
+    daemon = shared_daemon
     for _ in range(20):
         with _connect(daemon) as sock:
             sock.sendall(request_head)
@@ -120,8 +123,8 @@ def test_connection_answered_before_its_body_arrived_answers_the_next_request(
             assert _read_reply(sock).status == 200
 
 
-def test_early_answer_to_a_large_body_closes_the_connection(make_daemon: DaemonFactory) -> None:
-    daemon = make_daemon().start()
+def test_early_answer_to_a_large_body_closes_the_connection(shared_daemon: Daemon) -> None:
+    daemon = shared_daemon
     head = (
         b"POST /v1/auth/local/login HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/json\r\nContent-Length: 3000000\r\n\r\n"
@@ -142,9 +145,9 @@ CL_AND_TE = (
 
 
 def test_content_length_with_transfer_encoding_is_refused_and_closed(
-    make_daemon: DaemonFactory,
+    shared_daemon: Daemon,
 ) -> None:
-    daemon = make_daemon().start()
+    daemon = shared_daemon
     with _connect(daemon) as sock:
         sock.sendall(CL_AND_TE)
         reply = _read_reply(sock)
@@ -162,10 +165,8 @@ def test_content_length_with_transfer_encoding_is_refused_and_closed(
 
 
 @pytest.mark.parametrize("host", [b"local\xffhost", b"localhost\x7f", b"a b"])
-def test_host_with_bytes_outside_a_host_name_is_refused(
-    make_daemon: DaemonFactory, host: bytes
-) -> None:
-    daemon = make_daemon().start()
+def test_host_with_bytes_outside_a_host_name_is_refused(shared_daemon: Daemon, host: bytes) -> None:
+    daemon = shared_daemon
     with _connect(daemon) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
         reply = _read_reply(sock)

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 import trio
 
 from oore.store.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres, server_lock
+from tests.conftest import scratch_dir
 from tests.e2e.conftest import Daemon, DaemonFactory, postgres_pid
 
 WAIT = 60.0  # seconds any one condition may take on a loaded machine
@@ -49,7 +49,7 @@ def make_repo(root: Path) -> Path:
 def pg_root() -> Iterator[Path]:
     """A directory for PostgreSQL data outside pytest's, whose root another pytest run may
     make private (0700) at any moment, cutting the server's own user off mid-test."""
-    root = Path(tempfile.mkdtemp(prefix="oore-outage-"))
+    root = scratch_dir("oore-outage-")  # in memory where there is room, as the test server
     root.chmod(0o755)
     try:
         yield root

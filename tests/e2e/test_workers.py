@@ -9,13 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import scratch_dir
 from tests.e2e.conftest import Daemon, DaemonFactory, alive, postgres_pid
 from tests.e2e.test_claims_survive_a_crash import make_repo
 
@@ -152,7 +152,7 @@ def test_workers_do_not_outlive_a_killed_supervisor(make_daemon: DaemonFactory) 
 
 
 def test_the_supervisor_restarts_a_killed_embedded_postgres(make_daemon: DaemonFactory) -> None:
-    root = Path(tempfile.mkdtemp(prefix="oore-workers-"))
+    root = scratch_dir("oore-workers-")
     root.chmod(0o755)  # PostgreSQL's own user reads its data under it
     try:
         daemon = make_daemon(root / "data").start("--workers", "2")
