@@ -107,9 +107,7 @@ async def test_a_build_is_read_with_a_page_of_its_log_or_its_events_in_one_call(
     assert build.id == w.build_id and build.attempt == 2  # the current attempt by default
     assert page is not None and (page.attempt, page.total) == (2, 4)
     assert [line.content for line in page.lines] == ["b2", "b3"]
-    earlier = await store.builds.get_with_logs(
-        w.build_id, attempt=1, after=-1, limit=3, before=12
-    )
+    earlier = await store.builds.get_with_logs(w.build_id, attempt=1, after=-1, limit=3, before=12)
     assert earlier is not None and earlier[1] is not None
     assert [line.content for line in earlier[1].lines] == ["a9", "a10", "a11"]
     for missing in (0, 3):  # no such attempt: the build, and no page
