@@ -143,11 +143,15 @@ class BuildMachines:
             return
         async with bound.lock:
             before = bound.build
-            if bound.ended or (
-                (build.status, build.runner_id, build.attempt)
-                == (before.status, before.runner_id, before.attempt)
-            ):
+            if bound.ended or _same_state(build, before):
                 return
+            # ``build`` was read before the lock was taken: a change committed here since
+            # (a runner's report) would be undone by it. Read it again now that no change
+            # here can come in between.
+            fresh = await self._store.builds.get(build.id)
+            if fresh is None or _same_state(fresh, before):
+                return
+            build = fresh
             if build.status.active and build.runner_id != before.runner_id:
                 # Requeued and claimed again meanwhile: it left its runner, then came back.
                 self._end(bound, before, None)
@@ -401,3 +405,12 @@ def _running_bound(build: Build, timeouts: BuildTimeouts) -> float:
     if type(own) is int and own > 0:
         return min(timeouts.running, float(own))
     return timeouts.running
+
+
+def _same_state(build: Build, held: Build) -> bool:
+    """Whether ``build`` says what ``held`` says of its status, runner and attempt."""
+    return (build.status, build.runner_id, build.attempt) == (
+        held.status,
+        held.runner_id,
+        held.attempt,
+    )

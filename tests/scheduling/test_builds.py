@@ -117,3 +117,27 @@ async def test_a_restart_recovers_deadlines_and_leases(store: Store, tmp_path: P
         assert await scheduling.claim(holder, 0) is None
         again = await scheduling.claim(idle, 0)
         assert again is not None
+
+
+async def test_a_change_read_before_a_report_here_does_not_undo_it(
+    store: Store, tmp_path: Path
+) -> None:
+    """Another daemon's notice makes this one read the build and apply what it read. A
+    runner's report committed here between that read and its application must stand: the
+    build is read again under the build's lock (before, the stale read moved the build
+    back to assigned here, and the runner's next report was refused with 409)."""
+    w = await world(store)
+    [runner] = await runners(store, 1)
+    async with runtime(store, tmp_path, SchedulingConfig()) as rt:
+        scheduling = rt.scheduling
+        with trio.fail_after(BOUND):
+            await scheduling.queue(w.build())
+            job = await scheduling.claim(runner, 0)
+            assert job is not None and job.build.status is BuildStatus.ASSIGNED
+            read_before = await store.builds.get(job.build.id)
+            assert read_before is not None
+            running = await scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
+            await scheduling.builds.refresh(read_before)
+            assert scheduling.builds.status_of(job.build.id) is BuildStatus.RUNNING
+            done = await scheduling.report(runner.id, running, BuildStatus.SUCCEEDED, exit_code=0)
+            assert done.status is BuildStatus.SUCCEEDED
