@@ -17,6 +17,7 @@ from oore.domain.builds import Build
 from oore.domain.rate_limit import GUESS_LIMIT, GuessLimiter
 from oore.errors import ApiError
 from oore.http.context import AppServices
+from oore.http.lean.cache import AnswerCache
 from oore.live.events import EventsHandle, event_hub_spec
 from oore.live.logpeers import LogPeers
 from oore.scheduling import Scheduling, SchedulingConfig, start_scheduling
@@ -30,6 +31,7 @@ from oore.services.artifact_tokens import ArtifactTokens
 from oore.services.artifacts import Artifacts
 from oore.services.audit_log import AuditLog
 from oore.services.builds import Builds
+from oore.services.changes import SharedChanges
 from oore.services.clock import WallClock
 from oore.services.database import DatabaseStatus
 from oore.services.events import Events, EventsConfig, HubRecords
@@ -110,12 +112,15 @@ class Runtime:
     metrics: ServiceMetrics
     events: Events
     notices: Notices
+    changes: SharedChanges
     leadership: Leadership
     retention: Retention
     guesses: GuessLimiter
 
     def app_services(self, store: Store) -> AppServices:
         """What the HTTP layer needs from this runtime."""
+        answers = AnswerCache()
+        self.changes.listen(answers.forget)
         return AppServices(
             database=DatabaseStatus(store),
             identity=self.identity,
@@ -148,6 +153,7 @@ class Runtime:
             cluster=partial(cluster_state, self.notices, self.leadership),
             retention=self.retention,
             guesses=self.guesses,
+            answers=answers,
         )
 
     def actor_statistics(self) -> Mapping[str, ActorStatistics]:
@@ -208,6 +214,7 @@ async def open_runtime(
     listening, leading = trio.CancelScope(), trio.CancelScope()
     notices = Notices(store)
     grants = GrantChanges(notices)
+    changes = SharedChanges(store.db.changes, notices)
     grants.subscribe()
     async with trio.open_nursery() as nursery:
         await nursery.start(root.run)
@@ -396,6 +403,7 @@ async def open_runtime(
                     grants.epoch,
                 ),
                 notices=notices,
+                changes=changes,
                 leadership=leadership,
                 retention=retention,
                 guesses=identity.guesses,

@@ -7,6 +7,7 @@ encoded once and the same bytes go to every viewer.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -216,3 +217,22 @@ def done_event(reason: str) -> bytes:
 
 
 KEEP_ALIVE = b": keep-alive\n\n"
+
+
+def page_of(
+    lines: Sequence[LogLine], after: int, before: int | None, limit: int | None
+) -> list[LogLine]:
+    """The page of an attempt's ``lines`` (all of them, by sequence) that the store's read
+    of the same window gives: the first ``limit`` after ``after``; with ``before``, the
+    last ``limit`` between the two, in order. ``limit`` None: no limit."""
+    start = bisect_right(lines, after, key=_sequence)
+    if before is None:
+        return list(lines[start : None if limit is None else start + limit])
+    end = max(start, bisect_left(lines, before, key=_sequence))
+    if limit is not None:
+        start = max(start, end - limit)
+    return list(lines[start:end])
+
+
+def _sequence(line: LogLine) -> int:
+    return line.sequence

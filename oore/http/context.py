@@ -15,6 +15,7 @@ from oore.domain.client_ip import effective_client_ip
 from oore.domain.rate_limit import GuessLimiter, LimitStatistics
 from oore.domain.runners import Runner
 from oore.domain.users import Session
+from oore.http.lean.cache import AnswerCache
 from oore.services.access import Access
 from oore.services.api_tokens import ApiTokens
 from oore.services.artifact_storage import ArtifactStorageService
@@ -83,6 +84,8 @@ class AppServices:
     # Failed credential checks per client (oore/domain/rate_limit.py), shared by the Quart
     # app and the lean listener.
     guesses: GuessLimiter
+    # The hot reads' answers kept until what they show changes (oore/http/lean/cache.py).
+    answers: AnswerCache
     version: str = __version__
     # Session cookies are marked Secure even on plain http (TLS ends at a proxy).
     cookie_secure: bool = False

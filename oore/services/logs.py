@@ -65,6 +65,7 @@ from oore.services.builds import Builds
 from oore.services.identity import Identity
 from oore.services.signing import Signing
 from oore.services.variables import Variables
+from oore.store.builds import LogPage as LogPage
 from oore.store.stream_tokens import StreamToken, TokenLimits
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,19 @@ STREAM_TOKEN_TTL = 300
 # Unused, unexpired stream tokens at most, counted over every daemon of the database.
 TOKEN_LIMITS = TokenLimits(total=256, per_user=16, per_build=32)
 MAX_READ_LIMIT = 5000
+
+
+def check_window(before: int | None) -> None:
+    """Refuse a window of a log read that cannot be (before any other check)."""
+    if before is not None and before < 0:
+        raise InvalidInput("invalid_input", "before_sequence must not be negative")
+
+
+def read_limit(limit: int | None) -> int | None:
+    """The lines one read gives at most (None: all)."""
+    return None if limit is None else min(limit, MAX_READ_LIMIT)
+
+
 HOLDERS_KEPT = 4096  # (build, runner, attempt) whose lines need no read of the build
 REVOKED = "authorization_ended"
 
@@ -335,17 +349,23 @@ class Logs:
         limit: int | None,
         attempt: int | None = None,
         before: int | None = None,
-    ) -> tuple[list[LogLine], int, int]:
+        whole_up_to: int | None = None,
+    ) -> LogPage:
         """Stored lines after a sequence (§6.2) of one attempt, the current one unless
         named, with how many lines that attempt has and its number. With ``before``, the
         last ``limit`` lines before that sequence (and after ``after``): the page above
-        the lines a reader already has."""
-        if before is not None and before < 0:
-            raise InvalidInput("invalid_input", "before_sequence must not be negative")
-        if limit is not None:
-            limit = min(limit, MAX_READ_LIMIT)
+        the lines a reader already has. With ``whole_up_to``, a finished attempt of at
+        most that many lines comes whole instead (``LogPage.whole``), for a cache to
+        slice pages from."""
+        check_window(before)
+        limit = read_limit(limit)
         found = await self.store.builds.get_with_logs(
-            build_id, attempt=attempt, after=after, limit=limit, before=before
+            build_id,
+            attempt=attempt,
+            after=after,
+            limit=limit,
+            before=before,
+            whole_up_to=whole_up_to,
         )
         build, page = (None, None) if found is None else found
         await self._builds.readable(session, build)  # 404 before any other answer
@@ -353,7 +373,7 @@ class Logs:
             raise InvalidInput("invalid_input", "attempt must be at least 1")
         if page is None:
             raise NotFound("not_found", f"This build has no attempt {attempt}")
-        return page.lines, page.total, page.attempt
+        return page
 
     # -- stream tokens --------------------------------------------------------------------
 

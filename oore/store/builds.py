@@ -113,8 +113,9 @@ class EventRow:
 
 
 async def _insert_events(conn: Connection, events: Sequence[EventRow]) -> None:
-    # One statement for any number of events, in order; PostgreSQL makes their ids.
-    await conn.execute(
+    # One statement for any number of events, in order; PostgreSQL makes their ids. The
+    # builds it returns name what changed for the answer caches (oore/store/changes.py).
+    await conn.fetch(
         """INSERT INTO build_events (id, build_id, from_status, to_status, actor, reason,
                                      created_at)
            SELECT gen_random_uuid(), e.build_id, e.from_status, e.to_status, e.actor,
@@ -122,7 +123,8 @@ async def _insert_events(conn: Connection, events: Sequence[EventRow]) -> None:
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                        $6::bigint[]) WITH ORDINALITY
                 AS e(build_id, from_status, to_status, actor, reason, created_at, n)
-           ORDER BY e.n""",
+           ORDER BY e.n
+           RETURNING build_id""",
         [e.build_id for e in events],
         [e.from_status.value if e.from_status else None for e in events],
         [e.to_status.value for e in events],
@@ -158,11 +160,13 @@ _PROJECT_NAME = "(SELECT p.name FROM projects p WHERE p.id = project_id) AS proj
 
 @dataclass(frozen=True)
 class LogPage:
-    """Lines of one attempt, how many that attempt has, and its number."""
+    """Lines of one attempt, how many that attempt has, and its number; ``whole``: the
+    lines are all the attempt's, and it has finished (they will not change)."""
 
     lines: list[LogLine]
     total: int
     attempt: int
+    whole: bool = False
 
 
 def _log_line(r: Any) -> LogLine:
@@ -832,6 +836,7 @@ async def _get_with_logs(
     after: int,
     before: int | None,
     limit: int | None,
+    whole_up_to: int | None,
 ) -> tuple[Build, LogPage | None] | None:
     build = await _get(conn, build_id)
     if build is None:
@@ -839,6 +844,17 @@ async def _get_with_logs(
     wanted = build.attempt if attempt is None else attempt
     if not 1 <= wanted <= build.attempt:
         return build, None
+    finished = wanted < build.attempt or build.status.terminal
+    if whole_up_to is not None and finished:
+        rows = await conn.fetch(
+            f"""SELECT {_LINE_COLUMNS} FROM build_logs WHERE build_id = $1 AND attempt = $2
+               ORDER BY sequence LIMIT $3""",
+            build_id,
+            wanted,
+            whole_up_to + 1,
+        )
+        if len(rows) <= whole_up_to:
+            return build, LogPage([_log_line(r) for r in rows], len(rows), wanted, whole=True)
     lines, total = await _logs(conn, build_id, wanted, after, before, limit)
     return build, LogPage(lines, total, wanted)
 
@@ -985,14 +1001,16 @@ class BuildStore:
         after: int,
         limit: int | None,
         before: int | None = None,
+        whole_up_to: int | None = None,
     ) -> tuple[Build, LogPage | None] | None:
         """The build and, in the same database call, a page of one attempt's lines as
         :meth:`logs` reads it (the build's current attempt unless named); the page is None
-        when the build has no such attempt."""
+        when the build has no such attempt. With ``whole_up_to``, a finished attempt of
+        at most that many lines is read whole instead (``LogPage.whole``)."""
         key = as_uuid(build_id)
         if key is None:
             return None
-        return await self._db.run(_get_with_logs, key, attempt, after, before, limit)
+        return await self._db.run(_get_with_logs, key, attempt, after, before, limit, whole_up_to)
 
     async def events(self, build_id: str) -> list[BuildEvent]:
         key = as_uuid(build_id)

@@ -23,6 +23,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
@@ -32,6 +33,7 @@ import trio
 from oore.domain.json_input import has_long_digit_run
 from oore.errors import ApiError, InvalidInput, StoreError, StoreUnavailable
 from oore.store.bridge import AsyncioBridge, open_bridge
+from oore.store.changes import Changes, TrackedConnection
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,8 @@ class Database:
         self._recovered = trio.Event()
         self.outages = 0
         self.recoveries = 0
+        # What the writes of each call may have changed (oore/store/changes.py).
+        self.changes = Changes()
 
     @property
     def bridge(self) -> AsyncioBridge:
@@ -166,7 +170,7 @@ class Database:
         """Run ``query(conn, ...)`` on a pooled connection, outside a transaction."""
 
         async def on_loop() -> T:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire() as conn, self._tracking(conn):
                 return await query(conn, *args, **kwargs)
 
         return await self._call(on_loop)
@@ -175,10 +179,25 @@ class Database:
         """Run ``query(conn, ...)`` inside one transaction; it commits when query returns."""
 
         async def on_loop() -> T:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire() as conn, self._tracking(conn), conn.transaction():
                 return await query(conn, *args, **kwargs)
 
         return await self._call(on_loop)
+
+    @asynccontextmanager
+    async def _tracking(self, conn: Connection) -> AsyncIterator[None]:
+        """Note the marks of the writes run inside; once the block is done (committed or
+        rolled back) hand them to :attr:`changes` on the trio side, ahead of the call's
+        result, and even when the trio caller was cancelled meanwhile."""
+        tracked: TrackedConnection = conn  # the pool's connection class
+        marks: set[str] = set()
+        tracked.track(marks)
+        try:
+            yield
+        finally:
+            tracked.track(None)
+            if marks:
+                self._bridge.to_trio(partial(self.changes.committed, frozenset(marks)))
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         if self._down_since is not None:
@@ -342,6 +361,7 @@ async def _open_database(
                 min_size=min(2, pool_size),
                 max_size=pool_size,
                 init=_init_connection,
+                connection_class=TrackedConnection,
                 reset=_keep_session,
                 command_timeout=60,
                 timeout=CONNECT_TIMEOUT,

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -43,6 +44,8 @@ from urllib.parse import parse_qsl
 
 import trio
 
+from oore.domain.builds import BuildStatus
+from oore.domain.changes import BUILDS, RUNNERS, build_mark
 from oore.domain.users import Session
 from oore.errors import ApiError, InternalError, retry_after
 from oore.eventlog import REQUEST_ID
@@ -52,6 +55,7 @@ from oore.http.guard import DEFAULT_CACHE, DEFAULT_POLICY, HARDENING_HEADERS, ch
 from oore.http.guesses import SIGNING_TOKEN_HEADER, presented_credentials
 from oore.http.json_out import answer_body
 from oore.http.lean.answers import LINGER_SECONDS, linger
+from oore.http.lean.cache import KEPT_LINES, QUEUED_SECONDS
 from oore.http.lean.exchange import BROKEN, peer_address, starts_like
 from oore.http.lean.head import RequestHead
 from oore.http.metrics import Metrics, method_label
@@ -65,6 +69,7 @@ from oore.http.requests import (
 )
 from oore.http.routes import builds, projects, runners
 from oore.http.server import framing_problem
+from oore.services.logs import LogPage
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +80,61 @@ _START = b"GET /v1/"
 # milliseconds, and more reads are answered a second, not fewer (fewer of them contend
 # for the database driver's thread).
 READS_AT_ONCE = 8
+# Rough sizes of a kept answer and of a kept line beyond its text, in bytes.
+ENTRY_BYTES = 200
+LINE_BYTES = 120
 
 # The answer of one read: the services, the caller's session, the query read against the
 # view's declarations, and the path's parameters.
 ReadAnswer = Callable[[AppServices, Session, QueryArgs, Sequence[str]], Awaitable[dict[str, Any]]]
+# What a read's answer depends on (oore/domain/changes.py), and for how long at most it
+# may be kept (None: until one of those changes).
+Keeping = tuple[frozenset[str], float | None]
+Keep = Callable[[dict[str, Any]], Keeping]
 
 
 @dataclass(frozen=True)
 class Read:
     """One read the lean listener serves: its path, its route template (the metrics label,
-    as Quart's rule gives it), the query its Quart view declares, and its answer."""
+    as Quart's rule gives it), the query its Quart view declares, its answer, and what
+    the answer depends on while kept (oore/http/lean/cache.py)."""
 
     path: re.Pattern[str]
     template: str
     endpoint: str
     params: Mapping[str, Param]
     answer: ReadAnswer
+    keep: Keep | None  # None: kept as the lines of a finished attempt (a log page)
+
+
+def _queued(builds: Sequence[dict[str, Any]]) -> bool:
+    return any(build["status"] == BuildStatus.QUEUED.value for build in builds)
+
+
+def _waiting(marks: frozenset[str], builds: Sequence[dict[str, Any]]) -> Keeping:
+    """Why a queued build waits depends on the runners and on the time since each was
+    last heard from: an answer showing one is kept a short while, and not past a
+    runner's change."""
+    if _queued(builds):
+        return marks | {RUNNERS}, QUEUED_SECONDS
+    return marks, None
+
+
+def _projects_keep(_: dict[str, Any]) -> Keeping:
+    return frozenset(), None  # projects, members, repositories: any change is ``world``
+
+
+def _builds_keep(answer: dict[str, Any]) -> Keeping:
+    return _waiting(frozenset({BUILDS}), answer["builds"])
+
+
+def _build_keep(answer: dict[str, Any]) -> Keeping:
+    build = answer["build"]
+    return _waiting(frozenset({build_mark(build["id"])}), [build])
+
+
+def _runners_keep(_: dict[str, Any]) -> Keeping:
+    return frozenset({RUNNERS, BUILDS}), None  # a runner shows its current builds
 
 
 async def _projects(
@@ -132,6 +176,7 @@ def hot_reads() -> tuple[Read, ...]:
             "projects.list_projects",
             declarations(projects.list_projects),
             _projects,
+            _projects_keep,
         ),
         Read(
             re.compile(r"/v1/builds"),
@@ -139,6 +184,7 @@ def hot_reads() -> tuple[Read, ...]:
             "builds.list_builds",
             declarations(builds.list_builds),
             _builds,
+            _builds_keep,
         ),
         Read(
             re.compile(r"/v1/builds/([^/]+)"),
@@ -146,6 +192,7 @@ def hot_reads() -> tuple[Read, ...]:
             "builds.get_build",
             declarations(builds.get_build),
             _build,
+            _build_keep,
         ),
         Read(
             re.compile(r"/v1/builds/([^/]+)/logs"),
@@ -153,6 +200,7 @@ def hot_reads() -> tuple[Read, ...]:
             "builds.logs",
             declarations(builds.logs),
             _log_page,
+            None,
         ),
         Read(
             re.compile(r"/v1/runners"),
@@ -160,6 +208,7 @@ def hot_reads() -> tuple[Read, ...]:
             "runners.list_runners",
             declarations(runners.list_runners),
             _runners,
+            _runners_keep,
         ),
     )
 
@@ -218,7 +267,35 @@ class ReadRoute:
         self._metrics = metrics
         self._access_log = access_log
         self._reads = tuple(hot_reads() if reads is None else reads)
+        self._answers = services.answers
         self.in_flight = trio.CapacityLimiter(at_once)
+
+    async def _log_page(
+        self, session: Session, viewer: Hashable, args: QueryArgs, build_id: str
+    ) -> bytes:
+        """A page of a build's log: cut from its attempt's lines when they are kept (a
+        finished attempt), else read, and the attempt's lines kept when they came whole."""
+        window = builds.log_window(args)
+        key = ("logs", build_id, window.attempt, viewer)
+        kept = self._answers.get(key)
+        if isinstance(kept, LogPage):
+            return answer_body(builds.log_answer(window, kept))
+        since = self._answers.version
+        async with self.in_flight:
+            page = await self._services.logs.lines(
+                session,
+                build_id,
+                after=window.after,
+                limit=window.limit,
+                attempt=window.attempt,
+                before=window.before,
+                whole_up_to=KEPT_LINES,
+            )
+        if page.whole:
+            size = ENTRY_BYTES + sum(LINE_BYTES + len(line.content) for line in page.lines)
+            mark = build_mark(str(uuid.UUID(build_id)))
+            self._answers.put(key, page, (mark,), since=since, size=size)
+        return answer_body(builds.log_answer(window, page))
 
     def may_take(self, start: bytes) -> bool:
         return starts_like(start, _START)
@@ -271,9 +348,7 @@ class ReadRoute:
             )
             failure = Failure()
             try:
-                async with self.in_flight:
-                    found = await self._answer(stream, head, read, groups)
-                body = answer_body(found)
+                body = await self._answer(stream, head, read, groups)
                 status = 200
                 answer = json_answer(200, body, request_id, cors, close=close)
             except Exception as exc:
@@ -305,7 +380,7 @@ class ReadRoute:
 
     async def _answer(
         self, stream: trio.SocketStream, head: RequestHead, read: Read, groups: Sequence[str]
-    ) -> dict[str, Any]:
+    ) -> bytes:
         """What the Quart route answers, in the order it decides it."""
         authorization, cookie_token = _credential(head)
         check_request(
@@ -337,9 +412,23 @@ class ReadRoute:
         credential = authorization or (None if cookie_token is None else f"Bearer {cookie_token}")
         try:
             session = await self._services.identity.authenticate(credential)
-            return await read.answer(
-                self._services, session, QueryArgs(read.params, args, read.endpoint), groups
+            found = QueryArgs(read.params, args, read.endpoint)
+            viewer = (session.user.id, session.user.role, session.via_api_token)
+            if read.keep is None:
+                return await self._log_page(session, viewer, found, groups[0])
+            key = (read.template, tuple(groups), query, viewer)
+            kept = self._answers.get(key)
+            if isinstance(kept, bytes):
+                return kept
+            since = self._answers.version
+            async with self.in_flight:
+                answer = await read.answer(self._services, session, found, groups)
+            body = answer_body(answer)
+            marks, seconds = read.keep(answer)
+            self._answers.put(
+                key, body, marks, since=since, size=len(body) + ENTRY_BYTES, seconds=seconds
             )
+            return body
         except ApiError as error:
             if presented and error.status == 401:
                 guesses.failed(client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -9,6 +10,7 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.domain.builds import BuildStatus
+from oore.domain.logs import page_of
 from oore.domain.users import Session
 from oore.errors import (
     BadGateway,
@@ -34,6 +36,7 @@ from oore.http.query import (
     text,
 )
 from oore.services.builds import BuildQuery, TriggerRequest
+from oore.services.logs import LogPage, check_window, read_limit
 
 blueprint = Blueprint("builds", __name__)
 
@@ -209,28 +212,60 @@ async def logs(build_id: str) -> Response:
     return jsonify(await log_page(services(), session, current_query(), build_id))
 
 
-async def log_page(
-    app: AppServices, session: Session, args: QueryArgs, build_id: str
-) -> dict[str, Any]:
-    """The answer of ``GET /v1/builds/{build_id}/logs`` (also served by the lean listener)."""
-    timestamps = args.choice("timestamps") == "true"
+@dataclass(frozen=True)
+class LogWindow:
+    """Which lines of which attempt a log read asks for, and how they are shown."""
+
+    timestamps: bool
+    after: int
+    before: int | None
+    limit: int | None  # None: all
+    attempt: int | None  # None: the build's current one
+
+
+def log_window(args: QueryArgs) -> LogWindow:
+    """The window of ``GET /v1/builds/{build_id}/logs`` read from its query."""
+    check_window(args.number("before_sequence"))
     after = args.number("after_sequence")
-    before = args.number("before_sequence")
     limit = args.number("limit")
     if limit is None:
         limit = 1000
-    lines, total, attempt = await app.logs.lines(
-        session,
-        build_id,
+    return LogWindow(
+        timestamps=args.choice("timestamps") == "true",
         after=-1 if after is None else after,
+        before=args.number("before_sequence"),
         limit=None if limit < 0 else limit,
         attempt=args.number("attempt"),
-        before=before,
     )
+
+
+async def log_page(
+    app: AppServices, session: Session, args: QueryArgs, build_id: str
+) -> dict[str, Any]:
+    """The answer of ``GET /v1/builds/{build_id}/logs``."""
+    window = log_window(args)
+    page = await app.logs.lines(
+        session,
+        build_id,
+        after=window.after,
+        limit=window.limit,
+        attempt=window.attempt,
+        before=window.before,
+    )
+    return log_answer(window, page)
+
+
+def log_answer(window: LogWindow, page: LogPage) -> dict[str, Any]:
+    """The answer of a log read from the page read for it, or from a whole finished
+    attempt (the lean listener keeps those and answers each window from them)."""
+    lines = page.lines
+    if page.whole:
+        lines = page_of(lines, window.after, window.before, read_limit(window.limit))
+    stamped = window.timestamps
     return {
-        "logs": [line.fields() | ({"at": line.at} if timestamps else {}) for line in lines],
-        "total": total,
-        "attempt": attempt,
+        "logs": [line.fields() | ({"at": line.at} if stamped else {}) for line in lines],
+        "total": page.total,
+        "attempt": page.attempt,
     }
 
 

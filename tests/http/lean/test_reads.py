@@ -325,6 +325,10 @@ async def test_connection_close_is_honoured(both: Both, setup: Setup) -> None:
         assert await both.lean.stream.receive_some(10) == b""
 
 
+def _kept_for_ever(_: dict[str, Any]) -> tuple[frozenset[str], float | None]:
+    return frozenset(), None
+
+
 async def test_reads_beyond_the_bound_wait_their_turn(app: QuartTrio, owner_token: str) -> None:
     """Four reads at once on a route that answers two at a time: two are answered while
     the other two wait, having had no work done for them; then all four are answered."""
@@ -343,7 +347,7 @@ async def test_reads_beyond_the_bound_wait_their_turn(app: QuartTrio, owner_toke
 
     route = ReadRoute(
         services_of(app),
-        reads=(Read(re.compile(r"/v1/held"), "/v1/held", "held", {}, held),),
+        reads=(Read(re.compile(r"/v1/held"), "/v1/held", "held", {}, held, _kept_for_ever),),
         at_once=2,
     )
 
