@@ -33,6 +33,7 @@ from oore.domain.rate_limit import LimitStatistics
 from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
 from oore.http.context import AppServices
+from oore.http.lean.cache import AnswerCache
 from oore.live.logpeers import LogPeers
 from oore.services.database import DatabaseStatus
 from oore.services.events import Events
@@ -191,6 +192,33 @@ class _LimitsCollector(Collector):
             windows.add_metric([stats.name], stats.window or 0)
             refused.add_metric([stats.name], stats.refused)
         yield from (limits, windows, refused)
+
+
+class _AnswersCollector(Collector):
+    """The hot reads' kept answers (oore/http/lean/cache.py): found, not found, dropped."""
+
+    def __init__(self, answers: AnswerCache) -> None:
+        self._answers = answers
+
+    def collect(self) -> Iterator[Metric]:
+        kept = self._answers
+        yield CounterMetricFamily(
+            "oore_answers_kept_hits", "Hot reads answered from memory", value=kept.hits
+        )
+        yield CounterMetricFamily(
+            "oore_answers_kept_misses",
+            "Hot reads that found no kept answer (and read the database)",
+            value=kept.misses,
+        )
+        yield CounterMetricFamily(
+            "oore_answers_kept_dropped",
+            "Kept answers dropped because a write changed what they show",
+            value=kept.dropped,
+        )
+        yield GaugeMetricFamily("oore_answers_kept", "Answers kept now", value=len(kept))
+        yield GaugeMetricFamily(
+            "oore_answers_kept_bytes", "Memory the kept answers take, roughly", value=kept.size
+        )
 
 
 class _LiveCollector(Collector):
@@ -369,6 +397,7 @@ class Metrics:
         self.registry.register(app_services.metrics)
         self.registry.register(_ClusterCollector(app_services.cluster))
         self.registry.register(_LimitsCollector(app_services.rate_limits))
+        self.registry.register(_AnswersCollector(app_services.answers))
         self._live = _LiveCollector(app_services.database, app_services.logs, app_services.events)
         self.registry.register(self._live)
 

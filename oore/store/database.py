@@ -190,12 +190,14 @@ class Database:
         rolled back) hand them to :attr:`changes` on the trio side, ahead of the call's
         result, and even when the trio caller was cancelled meanwhile."""
         tracked: TrackedConnection = conn  # the pool's connection class
+        # bound now: the pool's proxy lets go of a connection that died mid-call
+        track = tracked.track
         marks: set[str] = set()
-        tracked.track(marks)
+        track(marks)
         try:
             yield
         finally:
-            tracked.track(None)
+            track(None)
             if marks:
                 self._bridge.to_trio(partial(self.changes.committed, frozenset(marks)))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from oore.domain.builds import BuildStatus, Transition
 from oore.domain.ids import new_id
-from oore.domain.logs import LogLine, LogWrite
+from oore.domain.logs import LogLine, LogWrite, page_of
 from oore.domain.tokens import hash_token, new_token
 from oore.store import Store
 from oore.store.admin import drop_database, recreate_database
@@ -269,3 +269,34 @@ async def test_lines_of_several_builds_keep_their_steps(store: Store) -> None:
     (b,), _ = await store.builds.logs(two.build_id, attempt=1, after=-1, limit=None)
     assert (a.content, a.stream, a.step, a.step_name, a.at) == ("a", "stdout", 1, None, NOW)
     assert (b.content, b.stream, b.step, b.step_name, b.at) == ("b", "stderr", 0, "lint", NOW)
+
+
+async def test_a_finished_attempt_comes_whole_and_cuts_like_the_store_reads(store: Store) -> None:
+    """Asked for whole, a finished attempt's lines come whole (a running one, or one over
+    the bound, as the page asked); every window cut from them is the store's own page."""
+    w = await world(store)
+    await append(store, w.build_id, LogWrite(w.runner_id, 1, lines("a", 0, 12)))
+    running = await store.builds.get_with_logs(
+        w.build_id, attempt=None, after=1, limit=2, whole_up_to=100
+    )
+    assert running is not None and running[1] is not None and not running[1].whole
+    await requeue(store, w.build_id)  # attempt 1 is over
+    other = await claim_by_another(store, w.build_id)
+    await append(store, w.build_id, LogWrite(other, 2, lines("b", 0, 3)))
+    found = await store.builds.get_with_logs(
+        w.build_id, attempt=1, after=5, limit=1, whole_up_to=100
+    )
+    assert found is not None and found[1] is not None
+    whole = found[1]
+    assert whole.whole and whole.total == 12 and len(whole.lines) == 12
+    over = await store.builds.get_with_logs(w.build_id, attempt=1, after=5, limit=1, whole_up_to=11)
+    assert over is not None and over[1] is not None and not over[1].whole
+    assert [line.content for line in over[1].lines] == ["a6"] and over[1].total == 12
+    for after in (-5, -1, 0, 3, 11, 12, 40):
+        for before in (None, 0, 1, 4, 12, 13, 100):
+            for limit in (None, 0, 1, 5, 100):
+                read = await store.builds.logs(
+                    w.build_id, attempt=1, after=after, limit=limit, before=before
+                )
+                cut = page_of(whole.lines, after, before, limit)
+                assert cut == read[0], (after, before, limit)

@@ -10,7 +10,7 @@ paths from drifting apart.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -27,6 +27,7 @@ from oore.http.lean.reads import Read, ReadRoute
 from oore.http.lean.routes import LeanRoutes, dispatch
 from oore.http.metrics import app_metrics
 from oore.http.query import QueryArgs
+from oore.store import Store
 from tests.http.builds_kit import Setup, repo, setup
 from tests.http.channel_kit import services_of
 from tests.http.conftest import UserFactory
@@ -379,3 +380,86 @@ async def test_reads_beyond_the_bound_wait_their_turn(app: QuartTrio, owner_toke
         for connection in connections:
             await connection.stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def _all_alike(both: Both, token: str, build_id: str) -> None:
+    """The five hot reads answer on the lean side (from what it keeps) as Quart does."""
+    for target in (
+        "/v1/projects",
+        "/v1/builds",
+        "/v1/builds?status=queued",
+        f"/v1/builds/{build_id}",
+        f"/v1/builds/{build_id}/logs",
+        f"/v1/builds/{build_id}/logs?after_sequence=0&limit=1",
+        f"/v1/builds/{build_id}/logs?before_sequence=2&limit=1&timestamps=true",
+        f"/v1/builds/{build_id}/logs?attempt=1",
+        "/v1/runners",
+    ):
+        await both.same(target, bearer(token))
+
+
+async def test_kept_answers_follow_every_change(
+    both: Both, setup: Setup, app: QuartTrio, make_user: UserFactory
+) -> None:
+    """Each write below changes what some hot read shows; right after it, every hot read
+    answers on the lean side as Quart does (Quart keeps nothing), so nothing kept
+    outlived what it showed. The reads between the writes are answered from memory."""
+    answers = services_of(app).answers
+    api, token = setup.api, setup.token
+    build = await setup.trigger()
+    await _all_alike(both, token, build["id"])
+    await _all_alike(both, token, build["id"])
+    assert answers.hits > 0
+
+    runner = await setup.runner()
+    member = await make_user(Role.DEVELOPER)
+
+    async def patched(path: str, body: dict[str, Any]) -> None:
+        reply = await api.call("PATCH", path, json=body, token=token)
+        assert reply.status == 200, reply.body
+
+    lines = [{"sequence": n, "content": f"line {n}", "stream": "stdout"} for n in range(3)]
+    writes: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("claim", lambda: runner.claim()),
+        ("running", lambda: runner.report(build["id"], "running")),
+        ("lines", lambda: runner.logs(build["id"], lines)),
+        ("finished", lambda: runner.report(build["id"], "succeeded", exit_code=0)),
+        ("project renamed", lambda: patched(f"/v1/projects/{setup.project_id}", {"name": "b"})),
+        ("pipeline renamed", lambda: patched(f"/v1/pipelines/{setup.pipeline_id}", {"name": "p"})),
+        ("runner renamed", lambda: patched(f"/v1/runners/{runner.id}", {"name": "other"})),
+        ("second build", lambda: setup.trigger(branch="main")),
+        (
+            "member added",
+            lambda: api.post(
+                f"/v1/projects/{setup.project_id}/members",
+                json={"user_id": member.user.id, "role": "viewer"},
+                token=token,
+            ),
+        ),
+        ("rerun", lambda: api.post(f"/v1/builds/{build['id']}/rerun", token=token)),
+        ("runner deleted", lambda: api.call("DELETE", f"/v1/runners/{runner.id}", token=token)),
+    ]
+    for name, write in writes:
+        hits = answers.hits
+        await _all_alike(both, member.token, build["id"])  # kept for the member too
+        await write()
+        await _all_alike(both, token, build["id"])
+        await _all_alike(both, member.token, build["id"])
+        assert answers.hits > hits, name
+    # the finished attempt's lines are kept whole, and each page is cut from them
+    page = await both.same(f"/v1/builds/{build['id']}/logs?after_sequence=1", bearer(token))
+    assert b'"content":"line 2"' in page.body and b'"total":3' in page.body
+
+
+async def test_a_kept_answer_costs_no_database_call(
+    both: Both, setup: Setup, app: QuartTrio, store: Store
+) -> None:
+    build = await setup.trigger()
+    targets = ["/v1/projects", "/v1/builds", f"/v1/builds/{build['id']}", "/v1/runners"]
+    sent = {"Host": both.host, **bearer(setup.token)}
+    for target in targets:
+        assert (await both.lean.get(target, sent)).status == 200
+    crossings = store.db.bridge.crossings
+    for target in targets:
+        assert (await both.lean.get(target, sent)).status == 200
+    assert store.db.bridge.crossings == crossings
