@@ -26,7 +26,8 @@ the second with them:
 Figures: the reads per second and their p50/p99 (overall and per kind of read), errors;
 per phase the runners' claim and append p50/p99, the live log's line latency p50/p99,
 the lines stored per second (counted from the server's logs afterwards: every line sent
-must be stored), and the cores used by the daemon, PostgreSQL and the load processes.
+must be stored), the cores used by the daemon, PostgreSQL and the load processes, and
+how many reads the daemon answered from memory (one daemon only).
 ``--workers M`` starts the daemon with ``--workers M``.
 """
 
@@ -51,6 +52,7 @@ from bench.harness import (
     Cluster,
     StartGate,
     Target,
+    daemon_counters,
     done_progress,
     make_repo,
     percentile,
@@ -65,6 +67,8 @@ from bench.logs import view
 from bench.rawhttp import FAILURES as HTTP_FAILURES
 from bench.rawhttp import RawConn
 
+# the hot reads answered from memory or not (oore/http/lean/cache.py)
+_KEPT = {"oore_answers_kept_hits_total": "hits", "oore_answers_kept_misses_total": "misses"}
 PADDING = "x" * 80  # a line of about 100 bytes, as in bench/logs
 SEED_AT_ONCE = 16
 READ_KINDS = ("build_list", "build", "log_page", "runners", "projects")
@@ -480,6 +484,7 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     cores_alone = {f"{k}_alone": v for k, v in meter.cores().items()}
 
     progress(f"with {args.readers} readers: {args.seconds:g}s")
+    kept_before = daemon_counters(cluster.urls[0], _KEPT)
     gate = StartGate.new()
     shares = [s for s in split(list(range(args.readers)), args.procs) if s]
     load = BackgroundLoad(
@@ -493,6 +498,7 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     together = trio.run(phase)
     cores = meter.cores()
     read = load.results(timeout=120 + args.seconds)
+    kept_after = daemon_counters(cluster.urls[0], _KEPT)
     done_progress()
 
     latencies = {k: [x for r in read for x in r["latencies"][k]] for k in READ_KINDS}
@@ -514,6 +520,10 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     figures.update(cores_alone)
     figures.update(cores)
     figures["readers_cpu_cores"] = sum(r["cpu_cores"] for r in read)
+    if args.workers == 1:  # /metrics of a daemon with workers is one worker's
+        kept = {k: kept_after[k] - kept_before[k] for k in _KEPT.values()}
+        figures["kept_hit_ratio"] = kept["hits"] / max(1.0, kept["hits"] + kept["misses"])
+        figures["kept_misses_per_s"] = kept["misses"] / args.seconds
     return figures
 
 

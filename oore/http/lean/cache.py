@@ -20,12 +20,17 @@ depends on when the runners were last heard from.
 A read that was under way while a mark it depends on came is not kept (it may have read
 from before the change). The cache holds at most :data:`MAX_BYTES` (roughly), the least
 recently used going first.
+
+One read per answer at a time (:meth:`AnswerCache.read_once`): when a change drops an
+answer that many read, the first reader reads it again and the others, arriving while
+no change came since that read began, wait for its result instead of each reading the
+same from the database.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -39,6 +44,17 @@ QUEUED_SECONDS = 1.0
 RECENT_CHANGES = 512  # marks remembered to judge the reads under way
 
 V = TypeVar("V")
+R = TypeVar("R")
+
+
+class _Reading:
+    """A read under way: the version it began at, and its result once done."""
+
+    def __init__(self, since: int) -> None:
+        self.since = since
+        self.done = trio.Event()
+        self.result: object = None
+        self.ok = False
 
 
 @dataclass
@@ -64,8 +80,10 @@ class AnswerCache:
         self._bytes = 0
         self._version = 0
         self._recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=RECENT_CHANGES)
+        self._reading: dict[Hashable, _Reading] = {}
         self.hits = 0
         self.misses = 0
+        self.joined = 0  # reads that waited for the same read under way
         self.dropped = 0  # answers dropped by a mark
 
     @property
@@ -92,6 +110,33 @@ class AnswerCache:
         self._kept.move_to_end(key)
         self.hits += 1
         return kept.value
+
+    async def read_once(
+        self,
+        key: Hashable,
+        read: Callable[[int], Awaitable[R]],
+        usable: Callable[[R], bool] = lambda _: True,
+    ) -> R:
+        """``read(since)``: the read of ``key`` from version ``since`` on; or, when the same
+        read is under way and no change came since it began, its result (if ``usable``
+        by this caller too, else this caller reads)."""
+        under_way = self._reading.get(key)
+        if under_way is not None and under_way.since == self._version:
+            self.joined += 1
+            await under_way.done.wait()
+            result: R = under_way.result  # type: ignore[assignment]
+            if under_way.ok and usable(result):
+                return result
+        reading = _Reading(self._version)
+        self._reading[key] = reading
+        try:
+            found = await read(reading.since)
+            reading.result, reading.ok = found, True
+            return found
+        finally:
+            if self._reading.get(key) is reading:
+                del self._reading[key]
+            reading.done.set()
 
     def put(
         self,

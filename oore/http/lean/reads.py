@@ -280,21 +280,26 @@ class ReadRoute:
         kept = self._answers.get(key)
         if isinstance(kept, LogPage):
             return answer_body(builds.log_answer(window, kept))
-        since = self._answers.version
-        async with self.in_flight:
-            page = await self._services.logs.lines(
-                session,
-                build_id,
-                after=window.after,
-                limit=window.limit,
-                attempt=window.attempt,
-                before=window.before,
-                whole_up_to=KEPT_LINES,
-            )
-        if page.whole:
-            size = ENTRY_BYTES + sum(LINE_BYTES + len(line.content) for line in page.lines)
-            mark = build_mark(str(uuid.UUID(build_id)))
-            self._answers.put(key, page, (mark,), since=since, size=size)
+
+        async def read(since: int) -> LogPage:
+            async with self.in_flight:
+                page = await self._services.logs.lines(
+                    session,
+                    build_id,
+                    after=window.after,
+                    limit=window.limit,
+                    attempt=window.attempt,
+                    before=window.before,
+                    whole_up_to=KEPT_LINES,
+                )
+            if page.whole:
+                size = ENTRY_BYTES + sum(LINE_BYTES + len(line.content) for line in page.lines)
+                mark = build_mark(str(uuid.UUID(build_id)))
+                self._answers.put(key, page, (mark,), since=since, size=size)
+            return page
+
+        # another reader's page serves this one only when it is the whole attempt
+        page = await self._answers.read_once(key, read, lambda page: page.whole)
         return answer_body(builds.log_answer(window, page))
 
     def may_take(self, start: bytes) -> bool:
@@ -420,15 +425,19 @@ class ReadRoute:
             kept = self._answers.get(key)
             if isinstance(kept, bytes):
                 return kept
-            since = self._answers.version
-            async with self.in_flight:
-                answer = await read.answer(self._services, session, found, groups)
-            body = answer_body(answer)
-            marks, seconds = read.keep(answer)
-            self._answers.put(
-                key, body, marks, since=since, size=len(body) + ENTRY_BYTES, seconds=seconds
-            )
-            return body
+            keep = read.keep
+
+            async def answered(since: int) -> bytes:
+                async with self.in_flight:
+                    answer = await read.answer(self._services, session, found, groups)
+                body = answer_body(answer)
+                marks, seconds = keep(answer)
+                self._answers.put(
+                    key, body, marks, since=since, size=len(body) + ENTRY_BYTES, seconds=seconds
+                )
+                return body
+
+            return await self._answers.read_once(key, answered)
         except ApiError as error:
             if presented and error.status == 401:
                 guesses.failed(client)

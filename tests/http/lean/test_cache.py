@@ -3,6 +3,10 @@ while they were read, bounded in size, and short-lived when asked."""
 
 from __future__ import annotations
 
+import pytest
+import trio
+import trio.testing
+
 from oore.domain.changes import ANY_BUILD, BUILDS, RUNNERS, WORLD, build_mark
 from oore.http.lean.cache import RECENT_CHANGES, AnswerCache
 
@@ -103,3 +107,69 @@ def test_a_key_kept_again_replaces_the_old_answer() -> None:
     assert cache.get("one") == b"new"
     cache.forget({build_mark("b")})
     assert cache.get("one") is None and cache.size == 0
+
+
+async def test_readers_of_one_answer_share_the_read_under_way() -> None:
+    """Three readers at once: one reads, two wait for its result; a reader arriving after
+    a change reads for itself, and so does one whose leader failed or whose result it
+    cannot use."""
+    cache = AnswerCache()
+    reads: list[int] = []
+    release = trio.Event()
+
+    async def read(since: int) -> str:
+        reads.append(since)
+        await release.wait()
+        return f"read at {since}"
+
+    results: list[str] = []
+
+    async def reader() -> None:
+        results.append(await cache.read_once("key", read))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert reads == [0] and cache.joined == 2
+        cache.forget({RUNNERS})  # a change: whoever comes now reads again
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert reads == [0, 1]
+        release.set()
+    assert sorted(results) == ["read at 0"] * 3 + ["read at 1"]
+
+    async def failing(since: int) -> str:
+        await trio.sleep(0.01)
+        raise RuntimeError("gone")
+
+    async def fine(since: int) -> str:
+        return "mine"
+
+    outcome: list[str] = []
+
+    async def leader() -> None:
+        with pytest.raises(RuntimeError):
+            await cache.read_once("other", failing)
+
+    async def follower() -> None:
+        outcome.append(await cache.read_once("other", fine))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leader)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(follower)
+    assert outcome == ["mine"]
+
+    async def partial(since: int) -> str:
+        await trio.sleep(0.01)
+        return "a window of its own"
+
+    async def unusable() -> None:
+        outcome.append(await cache.read_once("third", fine, lambda found: found == "whole"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cache.read_once, "third", partial)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(unusable)
+    assert outcome == ["mine", "mine"]
