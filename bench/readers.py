@@ -23,7 +23,8 @@ the second with them:
   send until its whole answer. Any answer but 200, and any broken connection, is an
   error. The readers run in ``--procs`` load processes, never the server's.
 
-Figures: the reads per second and their p50/p99 (overall and per kind of read), errors;
+Figures: the reads per second and their p50/p99 (overall and per kind of read; and the p99
+of the reads sent after the first 10 s, once most answers were read once), errors;
 per phase the runners' claim and append p50/p99, the live log's line latency p50/p99,
 the lines stored per second (counted from the server's logs afterwards: every line sent
 must be stored), the cores used by the daemon, PostgreSQL and the load processes, and
@@ -74,6 +75,9 @@ SEED_AT_ONCE = 16
 READ_KINDS = ("build_list", "build", "log_page", "runners", "projects")
 # how often each kind is read: a dashboard lists builds and opens them and their logs
 READ_WEIGHTS = (4, 2, 2, 1, 1)
+# After this many seconds of reading, most answers were read once (and are kept): the
+# p99 of the reads sent later is shown apart (``read_p99_ms_warm``).
+WARM_SECONDS = 10.0
 
 
 def _cpu_seconds() -> float:
@@ -223,6 +227,7 @@ async def _read(
     port = int(port_text)
     token: str = seeded["api_token"]
     latencies: dict[str, list[float]] = {kind: [] for kind in READ_KINDS}
+    late: list[float] = []  # the latencies of reads sent after the first WARM_SECONDS
     errors: list[str] = []
     at = await gate.arrive()
     until = at + seconds
@@ -251,6 +256,8 @@ async def _read(
             took = time.perf_counter() - began
             if status == 200:
                 latencies[_kind(path)].append(took)
+                if sent >= at + WARM_SECONDS:
+                    late.append(took)
             elif status:
                 errors.append(f"GET {path}: {status} {body[:200]!r}")
             tick = max(tick + 1 / pace, time.time()) if pace else time.time()
@@ -261,7 +268,7 @@ async def _read(
         for index, conn in enumerate(conns):
             nursery.start_soon(reader, index, conn)
     cores = (_cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
-    return {"latencies": latencies, "errors": errors, "cpu_cores": cores}
+    return {"latencies": latencies, "late": late, "errors": errors, "cpu_cores": cores}
 
 
 # --- runners ------------------------------------------------------------------------
@@ -510,6 +517,7 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
         "reads_per_s": len(every) / args.seconds,
         "read_p50_ms": _ms(every, 0.5),
         "read_p99_ms": _ms(every, 0.99),
+        "read_p99_ms_warm": _ms([x for r in read for x in r["late"]], 0.99),
         "read_errors": float(len(errors)),
     }
     for kind in READ_KINDS:

@@ -219,20 +219,25 @@ def done_event(reason: str) -> bytes:
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
+def window_bounds(
+    sequences: Sequence[int], after: int, before: int | None, limit: int | None
+) -> tuple[int, int]:
+    """Where the page of a log read lies among an attempt's lines (their ``sequences``, in
+    order), as the store reads the same window: the first ``limit`` after ``after``; with
+    ``before``, the last ``limit`` between the two. ``limit`` None: no limit."""
+    start = bisect_right(sequences, after)
+    if before is None:
+        return start, len(sequences) if limit is None else min(len(sequences), start + limit)
+    end = max(start, bisect_left(sequences, before))
+    if limit is not None:
+        start = max(start, end - limit)
+    return start, end
+
+
 def page_of(
     lines: Sequence[LogLine], after: int, before: int | None, limit: int | None
 ) -> list[LogLine]:
-    """The page of an attempt's ``lines`` (all of them, by sequence) that the store's read
-    of the same window gives: the first ``limit`` after ``after``; with ``before``, the
-    last ``limit`` between the two, in order. ``limit`` None: no limit."""
-    start = bisect_right(lines, after, key=_sequence)
-    if before is None:
-        return list(lines[start : None if limit is None else start + limit])
-    end = max(start, bisect_left(lines, before, key=_sequence))
-    if limit is not None:
-        start = max(start, end - limit)
+    """The page of an attempt's ``lines`` (all of them, in order) for a window
+    (:func:`window_bounds`)."""
+    start, end = window_bounds([line.sequence for line in lines], after, before, limit)
     return list(lines[start:end])
-
-
-def _sequence(line: LogLine) -> int:
-    return line.sequence

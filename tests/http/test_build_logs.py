@@ -13,10 +13,12 @@ import httpx
 import pytest
 import trio
 
-from oore.domain.logs import MASK
+from oore.domain.logs import MASK, LogLine, page_of
 from oore.domain.users import Role, Session
+from oore.http.json_out import answer_body
+from oore.http.routes.builds import KeptLog, LogWindow, log_answer
 from oore.runtime import Runtime
-from oore.services.logs import Grant, LogConfig
+from oore.services.logs import Grant, LogConfig, LogPage
 from tests.http.builds_kit import Runner, Setup, make_setup, repo, setup
 from tests.http.conftest import Api, UserFactory
 from tests.http.sse_kit import served
@@ -671,3 +673,30 @@ async def test_a_change_elsewhere_leaves_other_viewers_streaming(
         nursery.cancel_scope.cancel()
     for events in viewers:
         assert events.done is None and events.sequences == list(range(6))
+
+
+def test_a_kept_attempt_answers_every_window_as_the_read_of_that_window_does() -> None:
+    """The lean listener answers pages of a finished attempt from its lines encoded once:
+    byte for byte what the page read from the store for that window gives."""
+    every = [
+        LogLine(n, text, stream, at=1_700_000_000 + n, step=step, step_name=name)
+        for n, (text, stream, step, name) in enumerate(
+            [
+                ("plain", "stdout", None, None),
+                ('quotes " and \\ and \t', "stderr", 0, "build"),
+                ("unicode é 字 🚀", "stdout", 0, "build"),
+                ("", "stdout", 1, 'step "two"'),
+                ("\u0000 control", "stderr", None, None),
+            ]
+        )
+    ]
+    whole = LogPage(every, len(every), 2, whole=True)
+    kept = KeptLog(whole)
+    for after in (-1, 0, 2, 4, 9):
+        for before in (None, 0, 1, 3, 5, 8):
+            for limit in (None, 0, 1, 2, 10):
+                for timestamps in (False, True):
+                    window = LogWindow(timestamps, after, before, limit, None)
+                    cut = page_of(every, after, before, limit)
+                    read = answer_body(log_answer(window, LogPage(cut, len(every), 2)))
+                    assert kept.answer(window) == read, (after, before, limit, timestamps)

@@ -36,16 +36,18 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 import trio
 
 from oore.domain.builds import BuildStatus
 from oore.domain.changes import BUILDS, RUNNERS, build_mark
+from oore.domain.logs import page_of
 from oore.domain.users import Session
 from oore.errors import ApiError, InternalError, retry_after
 from oore.eventlog import REQUEST_ID
@@ -69,7 +71,7 @@ from oore.http.requests import (
 )
 from oore.http.routes import builds, projects, runners
 from oore.http.server import framing_problem
-from oore.services.logs import LogPage
+from oore.services.logs import LogPage, read_limit
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,8 @@ _START = b"GET /v1/"
 # milliseconds, and more reads are answered a second, not fewer (fewer of them contend
 # for the database driver's thread).
 READS_AT_ONCE = 8
-# Rough sizes of a kept answer and of a kept line beyond its text, in bytes.
+# Rough size of a kept answer beyond its body, in bytes.
 ENTRY_BYTES = 200
-LINE_BYTES = 120
 
 # The answer of one read: the services, the caller's session, the query read against the
 # view's declarations, and the path's parameters.
@@ -278,10 +279,10 @@ class ReadRoute:
         window = builds.log_window(args)
         key = ("logs", build_id, window.attempt, viewer)
         kept = self._answers.get(key)
-        if isinstance(kept, LogPage):
-            return answer_body(builds.log_answer(window, kept))
+        if isinstance(kept, builds.KeptLog):
+            return kept.answer(window)
 
-        async def read(since: int) -> LogPage:
+        async def read(since: int) -> builds.KeptLog | LogPage:
             async with self.in_flight:
                 page = await self._services.logs.lines(
                     session,
@@ -292,15 +293,24 @@ class ReadRoute:
                     before=window.before,
                     whole_up_to=KEPT_LINES,
                 )
-            if page.whole:
-                size = ENTRY_BYTES + sum(LINE_BYTES + len(line.content) for line in page.lines)
-                mark = build_mark(str(uuid.UUID(build_id)))
-                self._answers.put(key, page, (mark,), since=since, size=size)
-            return page
+            if not page.whole:
+                return page
+            try:
+                whole = builds.KeptLog(page)
+            except orjson.JSONEncodeError:  # answered by the standard encoder instead
+                cut = page_of(page.lines, window.after, window.before, read_limit(window.limit))
+                return replace(page, whole=False, lines=cut)
+            mark = build_mark(str(uuid.UUID(build_id)))
+            self._answers.put(key, whole, (mark,), since=since, size=ENTRY_BYTES + whole.size)
+            return whole
 
-        # another reader's page serves this one only when it is the whole attempt
-        page = await self._answers.read_once(key, read, lambda page: page.whole)
-        return answer_body(builds.log_answer(window, page))
+        # another reader's result serves this one only when it is the whole attempt
+        found = await self._answers.read_once(
+            key, read, lambda found: isinstance(found, builds.KeptLog)
+        )
+        if isinstance(found, builds.KeptLog):
+            return found.answer(window)
+        return answer_body(builds.log_answer(window, found))
 
     def may_take(self, start: bytes) -> bool:
         return starts_like(start, _START)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, security_scheme
 
 from oore.domain.builds import BuildStatus
-from oore.domain.logs import page_of
+from oore.domain.logs import window_bounds
 from oore.domain.users import Session
 from oore.errors import (
     BadGateway,
@@ -23,6 +24,7 @@ from oore.errors import (
 from oore.http import shapes
 from oore.http.body import Body, json_body
 from oore.http.context import AppServices, require_session, services, user_authorization
+from oore.http.json_out import answer_part
 from oore.http.openapi import errors, raw_response
 from oore.http.query import (
     QueryArgs,
@@ -256,17 +258,41 @@ async def log_page(
 
 
 def log_answer(window: LogWindow, page: LogPage) -> dict[str, Any]:
-    """The answer of a log read from the page read for it, or from a whole finished
-    attempt (the lean listener keeps those and answers each window from them)."""
-    lines = page.lines
-    if page.whole:
-        lines = page_of(lines, window.after, window.before, read_limit(window.limit))
+    """The answer of a log read from the page read for it."""
     stamped = window.timestamps
     return {
-        "logs": [line.fields() | ({"at": line.at} if stamped else {}) for line in lines],
+        "logs": [line.fields() | ({"at": line.at} if stamped else {}) for line in page.lines],
         "total": page.total,
         "attempt": page.attempt,
     }
+
+
+class KeptLog:
+    """A finished attempt's lines as the lean listener keeps them: each line encoded once
+    (with and without ``at``), so that the answer of any window is their join (byte for
+    byte :func:`log_answer`'s); plain bytes and an array of sequences, which the garbage
+    collector never walks."""
+
+    def __init__(self, page: LogPage) -> None:
+        """Raises ``orjson.JSONEncodeError`` for a line the compact encoding refuses."""
+        self.attempt = page.attempt
+        self.total = page.total
+        self.sequences = array("q", (line.sequence for line in page.lines))
+        self.plain = [answer_part(line.fields()) for line in page.lines]
+        self.stamped = [answer_part(line.fields() | {"at": line.at}) for line in page.lines]
+        self.size = sum(len(a) + len(b) for a, b in zip(self.plain, self.stamped, strict=True))
+
+    def answer(self, window: LogWindow) -> bytes:
+        """The body of the answer of ``window``."""
+        start, end = window_bounds(
+            self.sequences, window.after, window.before, read_limit(window.limit)
+        )
+        lines = (self.stamped if window.timestamps else self.plain)[start:end]
+        return b'{"attempt":%d,"logs":[%b],"total":%d}\n' % (
+            self.attempt,
+            b",".join(lines),
+            self.total,
+        )
 
 
 class StreamTokenOut(BaseModel):
