@@ -279,7 +279,11 @@ class KeptLog:
         self.total = page.total
         self.sequences = array("q", (line.sequence for line in page.lines))
         self.plain = [answer_part(line.fields()) for line in page.lines]
-        self.stamped = [answer_part(line.fields() | {"at": line.at}) for line in page.lines]
+        # "at" sorts before every other key of a line: it opens the object
+        self.stamped = [
+            b'{"at":' + answer_part(line.at) + b"," + plain[1:]
+            for line, plain in zip(page.lines, self.plain, strict=True)
+        ]
         self.size = sum(len(a) + len(b) for a, b in zip(self.plain, self.stamped, strict=True))
 
     def answer(self, window: LogWindow) -> bytes:
