@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
-import trio
 
-from tests.http.test_shared_settings import BOUND, bearer, daemon, login
+from tests.http.test_shared_settings import bearer, daemon, login, until
 
 
 def _kept_hits(metrics: str) -> float:
@@ -29,21 +29,30 @@ async def test_a_runner_registered_on_one_daemon_shows_in_the_others_kept_list(
         # the reader's connections carry only the hot reads, so the lean listener keeps
         # them (a connection goes to Quart for good at its first other request)
         token = await login(client, a)
-        with trio.fail_after(BOUND):  # until b answers from memory (the login's own
-            while True:  # changes may reach it meanwhile, and drop what it kept)
-                hits = _kept_hits((await client.get(f"{b}/metrics")).text)
-                before = (await reader.get(f"{b}/v1/runners", headers=bearer(token))).json()
-                if _kept_hits((await client.get(f"{b}/metrics")).text) > hits:
-                    break
-                await trio.sleep(0.02)
+        seen: dict[str, Any] = {}
+
+        async def read() -> int:
+            found: dict[str, Any] = (
+                await reader.get(f"{b}/v1/runners", headers=bearer(token))
+            ).json()
+            seen.update(found)
+            return int(found["total"])
+
+        async def kept_on_b() -> bool:
+            # the login's own changes may reach b meanwhile, and drop what it kept
+            hits = _kept_hits((await client.get(f"{b}/metrics")).text)
+            await read()
+            return _kept_hits((await client.get(f"{b}/metrics")).text) > hits
+
+        await until(kept_on_b)
+        before = int(seen["total"])
         made = await client.post(
             f"{a}/v1/runners/register", json={"name": "elsewhere"}, headers=bearer(token)
         )
         assert made.status_code == 200, made.text
-        with trio.fail_after(BOUND):
-            while True:
-                seen = (await reader.get(f"{b}/v1/runners", headers=bearer(token))).json()
-                if seen["total"] == before["total"] + 1:
-                    break
-                await trio.sleep(0.02)
+
+        async def registered() -> bool:
+            return await read() == before + 1
+
+        await until(registered)
         assert [runner["name"] for runner in seen["runners"]] == ["elsewhere"]

@@ -291,14 +291,8 @@ class ReadRoute:
 
         async def read(since: int) -> builds.KeptLog | LogPage:
             async with self.in_flight:
-                page = await self._services.logs.lines(
-                    session,
-                    build_id,
-                    after=window.after,
-                    limit=window.limit,
-                    attempt=window.attempt,
-                    before=window.before,
-                    whole_up_to=KEPT_LINES,
+                page = await builds.read_window(
+                    self._services, session, build_id, window, whole_up_to=KEPT_LINES
                 )
             if not page.whole:
                 return page

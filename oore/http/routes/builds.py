@@ -246,15 +246,27 @@ async def log_page(
 ) -> dict[str, Any]:
     """The answer of ``GET /v1/builds/{build_id}/logs``."""
     window = log_window(args)
-    page = await app.logs.lines(
+    return log_answer(window, await read_window(app, session, build_id, window))
+
+
+async def read_window(
+    app: AppServices,
+    session: Session,
+    build_id: str,
+    window: LogWindow,
+    *,
+    whole_up_to: int | None = None,
+) -> LogPage:
+    """The lines of ``window`` (or, with ``whole_up_to``, a finished attempt whole)."""
+    return await app.logs.lines(
         session,
         build_id,
         after=window.after,
         limit=window.limit,
         attempt=window.attempt,
         before=window.before,
+        whole_up_to=whole_up_to,
     )
-    return log_answer(window, page)
 
 
 def log_answer(window: LogWindow, page: LogPage) -> dict[str, Any]:
