@@ -7,7 +7,9 @@ The tests drive what people do: create a project and a pipeline, trigger a build
 its log arrive (ANSI colours rendered), search it, open a line link, cancel, rerun,
 download an artifact, drain the runner; a 100,000-line log opens at its last line with a
 few hundred line elements in the page; a developer is not offered the admin pages. The
-screenshots in docs/screenshots are taken here so that they stay current.
+screenshots in docs/screenshots are taken here: into the temporary directory on every
+run, and into docs/screenshots with ``OORE_UPDATE_SCREENSHOTS=1`` (so that a run of the
+suite leaves the checkout as it was).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +39,7 @@ from tests.e2e.test_runner_agent import git, wait_until
 from tests.e2e.web.conftest import WAIT_MS
 
 ROOT = Path(__file__).resolve().parents[3]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 BIG = 100_500  # a little over 100,000 lines
 
 PIPELINES = {
@@ -271,8 +274,11 @@ def page(context: BrowserContext) -> Iterator[Page]:
 
 
 def shoot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    """A screenshot of the page: kept for the docs when asked to update them."""
+    updating = os.environ.get("OORE_UPDATE_SCREENSHOTS") == "1"
+    into = DOCS_SCREENSHOTS if updating else Path(tempfile.gettempdir()) / "oore-screenshots"
+    into.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(into / f"{name}.png"))
 
 
 def log_line(page: Page, number: int) -> Locator:
