@@ -420,9 +420,12 @@ class ReadRoute:
             signing_token=head.header(SIGNING_TOKEN_HEADER.lower().encode()),
         )
         guesses = self._services.guesses
-        client = head.client_ip(peer_address(stream)) if presented else None
+
+        def client() -> str | None:  # asked for only when a guess limit is concerned
+            return head.client_ip(peer_address(stream))
+
         if presented and guesses.anyone_locked:
-            refusal = guesses.refusal(client, presented)
+            refusal = guesses.refusal(client(), presented)
             if refusal is not None:
                 raise refusal
         credential = authorization or (None if cookie_token is None else f"Bearer {cookie_token}")
@@ -451,5 +454,5 @@ class ReadRoute:
             return await self._answers.read_once(key, answered)
         except ApiError as error:
             if presented and error.status == 401:
-                guesses.failed(client)
+                guesses.failed(client())
             raise
