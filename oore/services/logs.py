@@ -74,6 +74,8 @@ STREAM_TOKEN_TTL = 300
 # Unused, unexpired stream tokens at most, counted over every daemon of the database.
 TOKEN_LIMITS = TokenLimits(total=256, per_user=16, per_build=32)
 MAX_READ_LIMIT = 5000
+HOLDERS_KEPT = 4096  # (build, runner, attempt) whose lines need no read of the build
+REVOKED = "authorization_ended"
 
 
 def check_window(before: int | None) -> None:
@@ -85,10 +87,6 @@ def check_window(before: int | None) -> None:
 def read_limit(limit: int | None) -> int | None:
     """The lines one read gives at most (None: all)."""
     return None if limit is None else min(limit, MAX_READ_LIMIT)
-
-
-HOLDERS_KEPT = 4096  # (build, runner, attempt) whose lines need no read of the build
-REVOKED = "authorization_ended"
 
 
 @dataclass(frozen=True)

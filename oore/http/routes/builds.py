@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from array import array
 from dataclasses import dataclass
 from typing import Any
@@ -296,7 +297,9 @@ class KeptLog:
             b'{"at":' + answer_part(line.at) + b"," + plain[1:]
             for line, plain in zip(page.lines, self.plain, strict=True)
         ]
+        # the encoded text, and what Python spends on each encoded line and its place
         self.size = sum(len(a) + len(b) for a, b in zip(self.plain, self.stamped, strict=True))
+        self.size += len(self.plain) * 2 * (sys.getsizeof(b"") + 8) + 8 * len(self.sequences)
 
     def answer(self, window: LogWindow) -> bytes:
         """The body of the answer of ``window``."""
