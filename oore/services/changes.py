@@ -28,7 +28,6 @@ class SharedChanges:
     def __init__(self, local: Changes, notices: Notices) -> None:
         self._notices = notices
         self._listeners: list[Listener] = []
-        self.noticed = 0  # notices of other daemons' changes
         local.listen(self._committed)
         notices.subscribe(CHANGES, Subscription(self._noticed, resync=self._resync))
 
@@ -44,7 +43,6 @@ class SharedChanges:
         self._notices.publish(CHANGES, sorted(marks))
 
     async def _noticed(self, items: list[str]) -> None:
-        self.noticed += 1
         self._tell(frozenset(items))
 
     async def _resync(self) -> None:

@@ -231,7 +231,6 @@ class Changes:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
-        self.calls = 0  # database calls that wrote something shown
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -240,6 +239,5 @@ class Changes:
         found = frozenset(marks)
         if not found:
             return
-        self.calls += 1
         for listener in self._listeners:
             listener(found)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import trio
 
@@ -43,7 +43,6 @@ KEPT_LINES = 20_000  # lines of one attempt, at most, kept whole
 QUEUED_SECONDS = 1.0
 RECENT_CHANGES = 512  # marks remembered to judge the reads under way
 
-V = TypeVar("V")
 R = TypeVar("R")
 
 
@@ -58,10 +57,10 @@ class _Reading:
 
 
 @dataclass
-class Kept(Generic[V]):
+class Kept:
     """One kept answer: its value, what it depends on, until when, and its rough size."""
 
-    value: V
+    value: object
     marks: frozenset[str]
     until: float | None
     size: int
@@ -75,7 +74,7 @@ class AnswerCache:
     ) -> None:
         self._max_bytes = max_bytes
         self._now = now
-        self._kept: OrderedDict[Hashable, Kept[object]] = OrderedDict()
+        self._kept: OrderedDict[Hashable, Kept] = OrderedDict()
         self._by_mark: dict[str, set[Hashable]] = {}
         self._bytes = 0
         self._version = 0

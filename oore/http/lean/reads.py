@@ -111,8 +111,10 @@ class Read:
     template: str
     endpoint: str
     params: Mapping[str, Param]
-    answer: ReadAnswer
-    keep: Keep | None  # None: kept as the lines of a finished attempt (a log page)
+    # Both None: a page of a build's log, cut from its finished attempt's kept lines
+    # (:meth:`ReadRoute._log_page`).
+    answer: ReadAnswer | None
+    keep: Keep | None
 
 
 def _queued(builds: Sequence[dict[str, Any]]) -> bool:
@@ -155,12 +157,6 @@ async def _builds(
     app: AppServices, session: Session, args: QueryArgs, _: Sequence[str]
 ) -> dict[str, Any]:
     return await builds.build_list(app, session, args)
-
-
-async def _log_page(
-    app: AppServices, session: Session, args: QueryArgs, path: Sequence[str]
-) -> dict[str, Any]:
-    return await builds.log_page(app, session, args, path[0])
 
 
 async def _runners(
@@ -207,7 +203,7 @@ def hot_reads() -> tuple[Read, ...]:
             "/v1/builds/{build_id}/logs",
             "builds.logs",
             declarations(builds.logs),
-            _log_page,
+            None,
             None,
         ),
         Read(
@@ -433,8 +429,9 @@ class ReadRoute:
             session = await self._services.identity.authenticate(credential)
             found = QueryArgs(read.params, args, read.endpoint)
             viewer = (session.user.id, session.user.role, session.via_api_token)
-            if read.keep is None:
+            if read.answer is None or read.keep is None:
                 return await self._log_page(session, viewer, found, groups[0])
+            answer_of = read.answer
             key = (read.template, tuple(groups), query, viewer)
             kept = self._answers.get(key)
             if isinstance(kept, bytes):
@@ -443,7 +440,7 @@ class ReadRoute:
 
             async def answered(since: int) -> bytes:
                 async with self.in_flight:
-                    answer = await read.answer(self._services, session, found, groups)
+                    answer = await answer_of(self._services, session, found, groups)
                 body = answer_body(answer)
                 marks, seconds = keep(answer)
                 self._answers.put(

@@ -228,7 +228,8 @@ class LogWindow:
 
 def log_window(args: QueryArgs) -> LogWindow:
     """The window of ``GET /v1/builds/{build_id}/logs`` read from its query."""
-    check_window(args.number("before_sequence"))
+    before = args.number("before_sequence")
+    check_window(before)
     after = args.number("after_sequence")
     limit = args.number("limit")
     if limit is None:
@@ -236,7 +237,7 @@ def log_window(args: QueryArgs) -> LogWindow:
     return LogWindow(
         timestamps=args.choice("timestamps") == "true",
         after=-1 if after is None else after,
-        before=args.number("before_sequence"),
+        before=before,
         limit=None if limit < 0 else limit,
         attempt=args.number("attempt"),
     )
