@@ -393,6 +393,8 @@ class WorkerRole:
 
     slot: int
     channel: int
+    # The name the workers' lane sockets start with (see oore/http/lean/lanes.py).
+    lanes: str = ""
 
 
 def settings_from_argv(argv: list[str] | None) -> Settings:
@@ -415,6 +417,7 @@ def daemon_args(argv: list[str] | None) -> tuple[Settings, WorkerRole | None]:
     # Given by the supervisor to the processes it starts; not for people.
     parser.add_argument("--worker-slot", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-channel", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-lanes", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = load_settings(
         listen=args.listen,
@@ -424,4 +427,4 @@ def daemon_args(argv: list[str] | None) -> tuple[Settings, WorkerRole | None]:
     )
     if args.worker_slot is None or args.worker_channel is None:
         return settings, None
-    return settings, WorkerRole(args.worker_slot, args.worker_channel)
+    return settings, WorkerRole(args.worker_slot, args.worker_channel, args.worker_lanes)

@@ -27,6 +27,7 @@ from oore.domain.artifact_storage import EnvironmentStorage
 from oore.domain.crypto import SecretBox
 from oore.eventlog import configure_logging
 from oore.http.app import create_app
+from oore.http.lean.lanes import Lanes
 from oore.http.lean.runner_channel import lean_routes
 from oore.http.metrics import app_metrics
 from oore.http.server import (
@@ -221,7 +222,13 @@ async def run_daemon(
         )
         app_services = runtime.app_services(store)
         app = create_app(app_services, access_log=settings.access_log)
-        lean = lean_routes(app_services, access_log=settings.access_log, metrics=app_metrics(app))
+        lanes = None
+        if role is not None and role.lanes and settings.workers > 1:
+            lanes = Lanes(role.lanes, role.slot, settings.workers)
+            stack.callback(lanes.close)
+        lean = lean_routes(
+            app_services, access_log=settings.access_log, metrics=app_metrics(app), lanes=lanes
+        )
         stop = trio.Event()
         supervisor = None if role is None else SupervisorChannel(role.channel)
         async with trio.open_nursery() as background:

@@ -7,8 +7,9 @@ against the database, and reserves the listening port (port 0 becomes a real por
 Then it starts N workers, each ``python -m oore.daemon`` in worker mode given the
 database's URL: a whole daemon but for the lock and the embedded server, its listening
 socket bound to the same port with SO_REUSEPORT, so the kernel spreads new connections
-over the workers. Worker 0 also serves the control socket. "oored listening on ..." is
-printed once, when every worker serves.
+over the workers. Worker 0 serves the runners' lane (their channels and the live logs: the
+other workers hand it those connections, see oore/http/lean/lanes.py) and the control
+socket. "oored listening on ..." is printed once, when every worker serves.
 
 Each worker has a channel to the supervisor, one end of a Unix socket pair. The worker
 writes the address it serves on once it is ready; the supervisor closing its end asks
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -188,6 +190,9 @@ class Supervisor:
         self.listen = listen
         self.command = command
         self.env = {**os.environ, "OORED_DATABASE_URL": database_url}
+        # The workers' lane sockets are named from this (oore/http/lean/lanes.py): unique
+        # to this supervisor, so two daemons on one machine never hand each other anything.
+        self.lanes = f"oored-lanes-{os.getpid()}-{secrets.token_hex(8)}"
         self.failure: str | None = None
         self.exit_code = 0
         self._stopping = trio.Event()
@@ -320,6 +325,8 @@ class Supervisor:
                     str(slot),
                     "--worker-channel",
                     str(theirs.fileno()),
+                    "--worker-lanes",
+                    self.lanes,
                 ],
                 env=self.env,
                 pass_fds=(theirs.fileno(),),

@@ -67,7 +67,7 @@ from oore.errors import (
     ServiceUnavailable,
 )
 from oore.http.guard import DEFAULT_POLICY, HARDENING_HEADERS
-from oore.http.lean.routes import LeanRoutes, dispatch
+from oore.http.lean.routes import Handed, LeanRoutes, dispatch
 from oore.http.requests import new_request_id, request_id_from
 
 log = logging.getLogger(__name__)
@@ -281,14 +281,23 @@ class ConnectionGate:
                     with trio.move_on_after(ACCEPT_RETRY_SECONDS):
                         await self._closed.wait()
                     continue
-                if self.open >= self.limit:
-                    self._became_full(f"{self.open} open, the cap; the excess gets 503")
-                    self.refused += 1
-                    connections.start_soon(self._refuse, stream)
-                    continue
-                self._has_room()
-                self.open += 1
-                connections.start_soon(self._run, handler, stream)
+                self.admit(stream, handler, connections)
+
+    def admit(
+        self,
+        stream: trio.SocketStream,
+        handler: Callable[[trio.SocketStream], Awaitable[None]],
+        connections: trio.Nursery,
+    ) -> None:
+        """Run ``handler`` on a new connection in ``connections``, or refuse it at the cap."""
+        if self.open >= self.limit:
+            self._became_full(f"{self.open} open, the cap; the excess gets 503")
+            self.refused += 1
+            connections.start_soon(self._refuse, stream)
+            return
+        self._has_room()
+        self.open += 1
+        connections.start_soon(self._run, handler, stream)
 
     async def _run(
         self, handler: Callable[[trio.SocketStream], Awaitable[None]], stream: trio.SocketStream
@@ -494,7 +503,20 @@ async def serve(
             return dispatch(stream, lean_routes, hypercorn, idle_seconds=config.keep_alive_timeout)
 
         async with trio.open_nursery() as connections:
+
+            def handed(stream: trio.SocketStream, received: bytes, head_by: float) -> None:
+                serve_handed = partial(
+                    dispatch,
+                    routes=lean_routes,
+                    fallback=hypercorn,
+                    idle_seconds=config.keep_alive_timeout,
+                    handed=Handed(received, head_by),
+                )
+                gate.admit(stream, serve_handed, connections)
+
             async with trio.open_nursery() as acceptors:
+                if lean_routes.lanes is not None:
+                    await acceptors.start(lean_routes.lanes.take, handed)
                 for listener in listeners:
                     acceptors.start_soon(gate.serve, listener, connection, connections)
                 task_status.started(binds)

@@ -21,6 +21,8 @@ from tests.e2e.test_claims_survive_a_crash import make_repo
 
 _SERVING = re.compile(r"worker\.serving .*worker=(\d+) worker_pid=(\d+)")
 _ACCESS = re.compile(r"http\.request pid=(\d+) .*path=/healthz")
+_STREAM_ACCESS = re.compile(r"http\.request pid=(\d+) .*path=/v1/builds/none/logs/stream")
+CONNECTIONS = 20
 OORE_CLI = (sys.executable, "-m", "oore.cli")
 # Long enough for a loaded machine; the tests wait on conditions, never this long.
 WITHIN = 30.0
@@ -71,14 +73,21 @@ def test_two_workers_serve_one_port_and_share_the_database(
     assert minted.returncode == 0, minted.stderr
     assert re.fullmatch(r"[0-9a-f]{64}", minted.stdout.strip())
 
-    # New connections reach both workers: each names its pid in its access lines.
-    answered_by: set[int] = set()
-    deadline = time.monotonic() + WITHIN
+    # Every worker accepts from the port, and each new connection is served in its lane:
+    # the API by worker 1, a build's live log (as a runner's channel) by worker 0. Each
+    # worker names its pid in its access lines.
     with fresh_connections(daemon) as client:
-        while answered_by != set(workers.values()) and time.monotonic() < deadline:
+        for _ in range(CONNECTIONS):
             assert client.get("/healthz").json()["ok"] is True
-            answered_by = {int(pid) for pid in _ACCESS.findall(daemon.text())}
-    assert answered_by == set(workers.values()), daemon.text()
+            assert client.get("/v1/builds/none/logs/stream").status_code == 401
+    deadline = time.monotonic() + WITHIN
+    while time.monotonic() < deadline and (
+        len(_ACCESS.findall(daemon.text())) < CONNECTIONS
+        or len(_STREAM_ACCESS.findall(daemon.text())) < CONNECTIONS
+    ):
+        time.sleep(0.05)
+    assert [int(pid) for pid in _ACCESS.findall(daemon.text())] == [workers[1]] * CONNECTIONS
+    assert [int(pid) for pid in _STREAM_ACCESS.findall(daemon.text())] == [workers[0]] * CONNECTIONS
 
     # A session made through one worker works through any other, and so does what it made.
     with fresh_connections(daemon) as client:

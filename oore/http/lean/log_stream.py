@@ -38,6 +38,7 @@ from oore.http.guard import check_request
 from oore.http.lean.answers import LINGER_SECONDS, event_stream_head, linger
 from oore.http.lean.exchange import BROKEN, Exchange, peer_address, starts_like
 from oore.http.lean.head import RequestHead
+from oore.http.lean.lanes import RUNNERS
 from oore.http.lean.routes import Shutdown
 from oore.http.query import int_value
 from oore.http.server import framing_problem
@@ -84,6 +85,8 @@ def _credential(head: RequestHead) -> str | None:
 
 class LogStreamRoute:
     """The lean route of a build's log stream."""
+
+    lane = RUNNERS
 
     def __init__(
         self, services: AppServices, *, shutdown: Shutdown, access_log: bool = False

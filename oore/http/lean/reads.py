@@ -65,6 +65,7 @@ from oore.http.lean.answers import LINGER_SECONDS, linger
 from oore.http.lean.cache import KEPT_LINES, QUEUED_SECONDS
 from oore.http.lean.exchange import BROKEN, peer_address, starts_like
 from oore.http.lean.head import RequestHead
+from oore.http.lean.lanes import API
 from oore.http.metrics import Metrics, method_label
 from oore.http.query import Param, QueryArgs, declarations
 from oore.http.requests import (
@@ -257,6 +258,8 @@ def _credential(head: RequestHead) -> tuple[str | None, str | None]:
 
 class ReadRoute:
     """The lean route of the hot reads (see the module's docstring)."""
+
+    lane = API
 
     def __init__(
         self,

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
 from oore.http.lean.head import TIMED_OUT, RequestHead, parse_head, read_head
+from oore.http.lean.lanes import API, Lanes
 
 
 class LeanRoute(Protocol):
     """A kind of request served by the lean listener."""
+
+    # Where a connection whose first request this route takes is served, with
+    # ``oored --workers N`` (see :mod:`.lanes`).
+    lane: str
 
     def may_take(self, start: bytes) -> bool:
         """Whether a head beginning with ``start`` (possibly only its first bytes) may be
@@ -54,11 +60,18 @@ class Shutdown:
 
 
 class LeanRoutes:
-    """The lean routes, tried in order, and how they learn the server is stopping."""
+    """The lean routes, tried in order, how they learn the server is stopping, and this
+    worker's lanes (``oored --workers N``)."""
 
-    def __init__(self, routes: Sequence[LeanRoute] = (), shutdown: Shutdown | None = None) -> None:
+    def __init__(
+        self,
+        routes: Sequence[LeanRoute] = (),
+        shutdown: Shutdown | None = None,
+        lanes: Lanes | None = None,
+    ) -> None:
         self.routes = tuple(routes)
         self.shutdown = shutdown or Shutdown()
+        self.lanes = lanes
 
     def may_take(self, start: bytes) -> bool:
         return any(route.may_take(start) for route in self.routes)
@@ -70,12 +83,22 @@ class LeanRoutes:
         return None
 
 
+@dataclass(frozen=True)
+class Handed:
+    """A connection another worker accepted and handed to this one: the bytes it read, and
+    the time by which the first head must be whole."""
+
+    received: bytes
+    head_by: float
+
+
 async def dispatch(
     stream: trio.SocketStream,
     routes: LeanRoutes,
     fallback: Callable[[trio.SocketStream, bytes, float], Awaitable[None]],
     *,
     idle_seconds: float,
+    handed: Handed | None = None,
 ) -> None:
     """Serve ``stream`` by the lean route each request head asks for, else by
     ``fallback`` (Hypercorn), which gets the bytes already read to handle first and the
@@ -89,12 +112,17 @@ async def dispatch(
     the end of the answer before) is closed, as Hypercorn closes one that sends none
     within its keep-alive timeout (the same time): handing a slow head on would give it
     that time again.
+
+    With lanes, a new connection whose first request belongs to another worker's lane is
+    handed to that worker once its head is read (or known not to be a lean route's);
+    ``handed``: this worker got the connection so, and serves it.
     """
-    head_by = trio.current_time() + idle_seconds
+    head_by = trio.current_time() + idle_seconds if handed is None else handed.head_by
+    received = b"" if handed is None else handed.received
     if not routes.routes:
-        await fallback(stream, b"", head_by)
+        await fallback(stream, received, head_by)
         return
-    received = b""
+    lanes = routes.lanes if handed is None else None
     kept_alive = False
     while True:
         # Between requests a kept-alive connection is idle: a stopping server closes it
@@ -117,18 +145,26 @@ async def dispatch(
         if not received or end == TIMED_OUT:
             await trio.aclose_forcefully(stream)
             return
+        head: RequestHead | None = None
+        route: LeanRoute | None = None
         if end and routes.may_take(received):
             head = parse_head(received[:end])
             route = None if head is None else routes.route(head)
-            if head is not None and route is not None:
-                serving = route.serve(stream, head, received[end:])
-                del received, head  # the route keeps what it needs, for as long as it needs it
-                left = await serving
-                if left is None:
-                    return
-                received = left
-                head_by = trio.current_time() + idle_seconds
-                kept_alive = True
-                continue
+        if lanes is not None:
+            lane = API if route is None else route.lane
+            if await lanes.hand_over(lane, stream, received, head_by):
+                await trio.aclose_forcefully(stream)
+                return
+            lanes = None  # later requests stay where the connection is
+        if head is not None and route is not None:
+            serving = route.serve(stream, head, received[end:])
+            del received, head  # the route keeps what it needs, for as long as it needs it
+            left = await serving
+            if left is None:
+                return
+            received = left
+            head_by = trio.current_time() + idle_seconds
+            kept_alive = True
+            continue
         await fallback(stream, received, head_by)
         return

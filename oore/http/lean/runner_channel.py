@@ -43,6 +43,7 @@ from oore.http.guard import check_request
 from oore.http.lean.answers import LINGER_SECONDS, linger, switching_protocols
 from oore.http.lean.exchange import Exchange, peer_address, starts_like
 from oore.http.lean.head import RequestHead
+from oore.http.lean.lanes import RUNNERS, Lanes
 from oore.http.lean.log_stream import LogStreamRoute
 from oore.http.lean.reads import ReadRoute
 from oore.http.lean.routes import LeanRoutes, Shutdown
@@ -213,6 +214,8 @@ def encode(reply: dict[str, Any]) -> bytes:
 class RunnerChannelRoute:
     """The lean route of the runner channel's upgrade."""
 
+    lane = RUNNERS
+
     def __init__(
         self,
         ops: RunnerOps,
@@ -317,9 +320,11 @@ def lean_routes(
     access_log: bool = False,
     limits: ChannelLimits = ChannelLimits(),
     metrics: Metrics | None = None,
+    lanes: Lanes | None = None,
 ) -> LeanRoutes:
     """The daemon's lean routes: the runner channel, the build log stream and the hot
-    reads (``metrics``: the app's, which count the reads as Quart's requests)."""
+    reads (``metrics``: the app's, which count the reads as Quart's requests); ``lanes``:
+    this worker's, with ``oored --workers N``."""
     shutdown = Shutdown()
     channel = RunnerChannelRoute(
         RunnerOps(services.runners, services.builds, services.logs),
@@ -332,4 +337,4 @@ def lean_routes(
     )
     log_stream = LogStreamRoute(services, shutdown=shutdown, access_log=access_log)
     reads = ReadRoute(services, metrics=metrics, access_log=access_log)
-    return LeanRoutes([channel, log_stream, reads], shutdown)
+    return LeanRoutes([channel, log_stream, reads], shutdown, lanes)

@@ -7,6 +7,7 @@ import trio.testing
 
 from oore.http.lean.exchange import starts_like
 from oore.http.lean.head import RequestHead
+from oore.http.lean.lanes import RUNNERS
 from oore.http.lean.routes import LeanRoutes, dispatch
 from tests.http.lean.test_exchange import pair, read_all
 
@@ -16,6 +17,8 @@ IDLE_SECONDS = 0.5
 
 class Runners:
     """A lean route for heads under ``/v1/runners/`` that records what it served."""
+
+    lane = RUNNERS
 
     def __init__(self) -> None:
         self.served: list[str] = []
@@ -89,6 +92,8 @@ async def test_a_head_in_time_is_served_by_its_route_or_handed_on() -> None:
 
 class KeptAlive:
     """A lean route that answers ``ok`` and keeps the connection open."""
+
+    lane = RUNNERS
 
     def __init__(self) -> None:
         self.served: list[str] = []
