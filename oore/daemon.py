@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from oore.domain.artifact_storage import EnvironmentStorage
 from oore.domain.crypto import SecretBox
 from oore.eventlog import configure_logging
 from oore.http.app import create_app
-from oore.http.lean.lanes import Lanes
+from oore.http.lean.lanes import API_NICENESS, RUNNERS_SLOT, Lanes
 from oore.http.lean.runner_channel import lean_routes
 from oore.http.metrics import app_metrics
 from oore.http.server import (
@@ -222,12 +223,14 @@ async def run_daemon(
         )
         app_services = runtime.app_services(store)
         app = create_app(app_services, access_log=settings.access_log)
+        metrics = app_metrics(app)
         lanes = None
         if role is not None and role.lanes and settings.workers > 1:
             lanes = Lanes(role.lanes, role.slot, settings.workers)
             stack.callback(lanes.close)
+            metrics.count_lanes(lanes)
         lean = lean_routes(
-            app_services, access_log=settings.access_log, metrics=app_metrics(app), lanes=lanes
+            app_services, access_log=settings.access_log, metrics=metrics, lanes=lanes
         )
         stop = trio.Event()
         supervisor = None if role is None else SupervisorChannel(role.channel)
@@ -313,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, role: WorkerRole | None) -> int:
+    if role is not None and role.lanes and role.slot != RUNNERS_SLOT:
+        # On a busy machine the runners' worker comes first: set before any thread starts,
+        # as every thread of the process takes it.
+        os.nice(API_NICENESS)
     if role is not None:  # the supervisor holds the lock and the embedded PostgreSQL
         trio.run(run_daemon, settings, role)
     else:

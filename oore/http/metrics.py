@@ -34,6 +34,7 @@ from oore.domain.runners import RunnerStatus
 from oore.errors import ApiError
 from oore.http.context import AppServices
 from oore.http.lean.cache import AnswerCache
+from oore.http.lean.lanes import Lanes
 from oore.live.logpeers import LogPeers
 from oore.services.database import DatabaseStatus
 from oore.services.events import Events
@@ -221,6 +222,26 @@ class _AnswersCollector(Collector):
         )
 
 
+class _LanesCollector(Collector):
+    """Connections this worker of ``oored --workers N`` handed to, took from, or could not
+    hand to another worker (oore/http/lean/lanes.py)."""
+
+    def __init__(self, lanes: Lanes) -> None:
+        self._lanes = lanes
+
+    def collect(self) -> Iterator[Metric]:
+        counted = CounterMetricFamily(
+            "oore_lane_connections",
+            "New connections handed to the worker of their lane (handed), taken from another"
+            " worker (taken), or served here because their worker could not take them (kept)",
+            labels=["way"],
+        )
+        counted.add_metric(["handed"], self._lanes.handed)
+        counted.add_metric(["taken"], self._lanes.taken)
+        counted.add_metric(["kept"], self._lanes.kept)
+        yield counted
+
+
 class _LiveCollector(Collector):
     """Gauges of what is true now: the database's counts, its pool, the live streams."""
 
@@ -400,6 +421,10 @@ class Metrics:
         self.registry.register(_AnswersCollector(app_services.answers))
         self._live = _LiveCollector(app_services.database, app_services.logs, app_services.events)
         self.registry.register(self._live)
+
+    def count_lanes(self, lanes: Lanes) -> None:
+        """Show this worker's lanes (``oored --workers N``) too."""
+        self.registry.register(_LanesCollector(lanes))
 
     async def exposition(self) -> bytes:
         """The text format, the database's counts read afresh (left out if it cannot say)."""

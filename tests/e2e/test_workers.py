@@ -22,6 +22,7 @@ from tests.e2e.test_claims_survive_a_crash import make_repo
 _SERVING = re.compile(r"worker\.serving .*worker=(\d+) worker_pid=(\d+)")
 _ACCESS = re.compile(r"http\.request pid=(\d+) .*path=/healthz")
 _STREAM_ACCESS = re.compile(r"http\.request pid=(\d+) .*path=/v1/builds/none/logs/stream")
+_LANES = re.compile(r'^oore_lane_connections_total\{way="(\w+)"\} (\S+)$', re.M)
 CONNECTIONS = 20
 OORE_CLI = (sys.executable, "-m", "oore.cli")
 # Long enough for a loaded machine; the tests wait on conditions, never this long.
@@ -88,6 +89,15 @@ def test_two_workers_serve_one_port_and_share_the_database(
         time.sleep(0.05)
     assert [int(pid) for pid in _ACCESS.findall(daemon.text())] == [workers[1]] * CONNECTIONS
     assert [int(pid) for pid in _STREAM_ACCESS.findall(daemon.text())] == [workers[0]] * CONNECTIONS
+    # Worker 1 (which answers /metrics) took the API connections worker 0 accepted, and
+    # handed over the live logs it accepted (the kernel gave each worker some of the 40).
+    with fresh_connections(daemon) as client:
+        counted = dict(_LANES.findall(client.get("/metrics").text))
+    assert float(counted["taken"]) > 0 and float(counted["handed"]) > 0, counted
+    assert counted["kept"] == "0.0"
+    # On a busy machine the runners' worker comes first.
+    priority = {slot: os.getpriority(os.PRIO_PROCESS, pid) for slot, pid in workers.items()}
+    assert priority[1] > priority[0], priority
 
     # A session made through one worker works through any other, and so does what it made.
     with fresh_connections(daemon) as client:

@@ -42,6 +42,8 @@ RUNNERS = "runners"
 API = "api"
 LANES = (RUNNERS, API)
 RUNNERS_SLOT = 0
+# The API workers' niceness: when the CPUs are all busy, the runners' worker is run first.
+API_NICENESS = 10
 # What goes with a connection: the seconds left for its head, then the bytes read so far
 # (at most a head and one read after it; a connection that read more is served where it is).
 _DEADLINE = struct.Struct("!d")
