@@ -29,7 +29,8 @@ per phase the runners' claim and append p50/p99, the live log's line latency p50
 the lines stored per second (counted from the server's logs afterwards: every line sent
 must be stored), the cores used by the daemon, PostgreSQL and the load processes, and
 how many reads the daemon answered from memory (one daemon only).
-``--workers M`` starts the daemon with ``--workers M``.
+``--workers M`` starts the daemon with ``--workers M`` (with two or more, worker 0 serves
+the runners' channels and the live log, the others the reads).
 """
 
 from __future__ import annotations
@@ -528,7 +529,8 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     figures.update(cores_alone)
     figures.update(cores)
     figures["readers_cpu_cores"] = sum(r["cpu_cores"] for r in read)
-    if args.workers == 1:  # /metrics of a daemon with workers is one worker's
+    # /metrics of a daemon with workers is one worker's: with two, the one that serves reads
+    if args.workers <= 2:
         kept = {k: kept_after[k] - kept_before[k] for k in _KEPT.values()}
         figures["kept_hit_ratio"] = kept["hits"] / max(1.0, kept["hits"] + kept["misses"])
         figures["kept_misses_per_s"] = kept["misses"] / args.seconds

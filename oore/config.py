@@ -32,7 +32,8 @@ DEFAULT_CORS_ORIGINS = (
 MAX_WORKERS = 64
 WORKERS_HELP = (
     "worker processes serving the one port (OORED_WORKERS; default 1: a single process, "
-    "no supervisor); on a machine of its own, up to one per core, leaving a core to "
+    "no supervisor); with 2 or more, worker 0 serves the runners and the live logs, the "
+    "others the API; on a machine of its own, up to one per core, leaving a core to "
     "PostgreSQL"
 )
 
