@@ -40,7 +40,6 @@ from oore.http.lean.head import MAX_HEAD, RECEIVE_BYTES
 
 RUNNERS = "runners"
 API = "api"
-LANES = (RUNNERS, API)
 RUNNERS_SLOT = 0
 # The API workers' niceness: when the CPUs are all busy, the runners' worker is run first.
 API_NICENESS = 10
@@ -150,10 +149,6 @@ class Lanes:
         self.handed = 0  # connections handed to another worker
         self.taken = 0  # connections taken from another worker
         self.kept = 0  # connections served here because their worker could not take them
-
-    @property
-    def lane(self) -> str:
-        return RUNNERS if self.slot == RUNNERS_SLOT else API
 
     def home(self, lane: str) -> int:
         """The worker that serves a new connection of ``lane``."""

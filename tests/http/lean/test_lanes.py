@@ -80,7 +80,6 @@ async def test_a_connection_handed_over_is_the_same_connection_in_the_other_work
 def test_the_runners_go_to_slot_0_and_the_api_to_the_others_in_turn() -> None:
     name = prefix()
     first, second, third = (Lanes(name, slot, 3) for slot in range(3))
-    assert first.lane == RUNNERS and second.lane == API
     assert [first.home(API) for _ in range(4)] == [1, 2, 1, 2]
     assert (second.home(API), third.home(API)) == (1, 2)
     assert {lanes.home(RUNNERS) for lanes in (first, second, third)} == {0}
