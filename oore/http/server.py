@@ -499,20 +499,20 @@ async def serve(
                 # Cancelled while closing (the server stops), Hypercorn leaves it open.
                 await trio.aclose_forcefully(stream)
 
-        def connection(stream: trio.SocketStream) -> Awaitable[None]:
-            return dispatch(stream, lean_routes, hypercorn, idle_seconds=config.keep_alive_timeout)
+        def connection(stream: trio.SocketStream, handed: Handed | None = None) -> Awaitable[None]:
+            return dispatch(
+                stream,
+                lean_routes,
+                hypercorn,
+                idle_seconds=config.keep_alive_timeout,
+                handed=handed,
+            )
 
         async with trio.open_nursery() as connections:
 
             def handed(stream: trio.SocketStream, received: bytes, head_by: float) -> None:
-                serve_handed = partial(
-                    dispatch,
-                    routes=lean_routes,
-                    fallback=hypercorn,
-                    idle_seconds=config.keep_alive_timeout,
-                    handed=Handed(received, head_by),
-                )
-                gate.admit(stream, serve_handed, connections)
+                handler = partial(connection, handed=Handed(received, head_by))
+                gate.admit(stream, handler, connections)
 
             async with trio.open_nursery() as acceptors:
                 if lean_routes.lanes is not None:

@@ -133,52 +133,47 @@ class Recorder:
         await stream.aclose()
 
 
+class Worker:
+    """One worker's dispatch: its routes with its lanes, and a fallback that says which
+    worker served."""
+
+    def __init__(
+        self, name: str, lanes: Lanes, served: list[tuple[str, str]], nursery: trio.Nursery
+    ) -> None:
+        self.name = name
+        self.routes = LeanRoutes([Recorder(name, served)], lanes=lanes)
+        self._served = served
+        self._nursery = nursery
+
+    async def fallback(self, stream: trio.SocketStream, received: bytes, head_by: float) -> None:
+        self._served.append((self.name, received.decode()))
+        await stream.send_all(self.name.encode())
+        await stream.aclose()
+
+    async def dispatch(self, stream: trio.SocketStream, handed: Handed | None = None) -> None:
+        await dispatch(stream, self.routes, self.fallback, idle_seconds=IDLE_SECONDS, handed=handed)
+
+    def admit(self, stream: trio.SocketStream, received: bytes, head_by: float) -> None:
+        self._nursery.start_soon(self.dispatch, stream, Handed(received, head_by))
+
+
 async def test_dispatch_hands_each_connection_to_the_worker_of_its_lane() -> None:
     """A runner's channel accepted by an API worker is served by the runners' worker, and
     any other request accepted by the runners' worker by an API worker, with the bytes
     the first read."""
     name = prefix()
     served: list[tuple[str, str]] = []
-    workers = {}
+    workers: dict[str, Worker] = {}
     async with trio.open_nursery() as nursery:
         for slot, worker in enumerate(("runners", "api")):
             lanes = Lanes(name, slot, 2)
-            routes = LeanRoutes([Recorder(worker, served)], lanes=lanes)
-
-            async def fallback(
-                stream: trio.SocketStream, received: bytes, head_by: float, worker: str = worker
-            ) -> None:
-                served.append((worker, received.decode()))
-                await stream.send_all(worker.encode())
-                await stream.aclose()
-
-            def admit(
-                stream: trio.SocketStream,
-                received: bytes,
-                head_by: float,
-                routes: LeanRoutes = routes,
-                fallback: object = fallback,
-            ) -> None:
-                nursery.start_soon(
-                    lambda: dispatch(
-                        stream,
-                        routes,
-                        fallback,  # type: ignore[arg-type]
-                        idle_seconds=IDLE_SECONDS,
-                        handed=Handed(received, head_by),
-                    )
-                )
-
-            await nursery.start(lanes.take, admit)
-            workers[worker] = (routes, fallback)
+            workers[worker] = Worker(worker, lanes, served, nursery)
+            await nursery.start(lanes.take, workers[worker].admit)
 
         async def request(accepted_by: str, sent: bytes) -> bytes:
-            routes, fallback = workers[accepted_by]
             async with tcp_pair() as (server, client):
                 await client.send_all(sent)
-                nursery.start_soon(
-                    lambda: dispatch(server, routes, fallback, idle_seconds=IDLE_SECONDS)
-                )
+                nursery.start_soon(workers[accepted_by].dispatch, server)
                 return await read_all(client)
 
         post = b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
@@ -193,6 +188,6 @@ async def test_dispatch_hands_each_connection_to_the_worker_of_its_lane() -> Non
         ("api", post.decode()),
         ("api", post.decode()),
     ]
-    for routes, _ in workers.values():
-        assert routes.lanes is not None
-        routes.lanes.close()
+    for each in workers.values():
+        assert each.routes.lanes is not None
+        each.routes.lanes.close()
