@@ -6,9 +6,14 @@ tables it writes, and each write gives marks:
 
 - ``world``: anything may have changed (a project, a pipeline, a member, a user, a
   setting, a runner renamed or deleted, a table this module does not know);
-- ``builds``: some build changed (a list of builds may read differently);
 - ``build:<id>``: that build, its events or its lines changed; ``build:*``: any build may
   have (a write to builds that does not return the ids of the rows it wrote);
+- ``builds+:<scope>``: a build came or went, and ``builds~:<scope>``: a build's status
+  or runner changed, in each scope it is in (every build's, its project's, its
+  pipeline's); the lists of builds narrowed to that scope may read differently;
+- ``builds``: builds changed in a way not told apart (the rows do not say which builds, or
+  which project and pipeline, or a column a list filters or sorts by was set): every list
+  of builds may read differently;
 - ``runners``: some runner's state changed (a runner list, and why a queued build waits).
 
 Writes that no cached answer shows give none: sessions, tokens, the audit log, deliveries
@@ -19,7 +24,10 @@ attempts only; removed lines are ``build:*``.
 The ids come from the rows the statement returns: a statement that changes builds and
 returns rows with an ``id`` column (``build_id`` for one that writes only events) returns
 every build it changed (``RETURNING``, or the final ``SELECT`` of a ``WITH``). One that
-returns nothing, or rows without that column, changes any build: ``build:*``.
+returns nothing, or rows without that column, changes any build: ``build:*``. The scopes
+come from the same rows' ``project_id`` and ``pipeline_id``; rows without them give
+``builds``. Events show only in their build's own answer: a write of events alone gives
+the builds' marks and no other.
 
 :class:`Changes` hands the marks of each database call to its listeners on the trio side,
 after the call's commit and before the caller resumes, so a read that follows a write in
@@ -35,7 +43,16 @@ from typing import Any
 
 import asyncpg
 
-from oore.domain.changes import ANY_BUILD, BUILDS, RUNNERS, WORLD, build_mark
+from oore.domain.changes import (
+    ANY_BUILD,
+    BUILDS,
+    RUNNERS,
+    WORLD,
+    build_mark,
+    came_mark,
+    moved_mark,
+    scopes_of,
+)
 
 # Tables none of the cached answers (projects, builds, a build, its log, runners) read.
 UNSHOWN = frozenset(
@@ -60,6 +77,38 @@ UNSHOWN = frozenset(
 )
 # Columns of builds that no answer shows: a running build's line count and cut-off flag.
 UNSHOWN_BUILD_COLUMNS = frozenset({"log_lines", "log_truncated"})
+# Columns of builds a list of builds filters or sorts by that do change: a build written
+# there may enter or leave a list, or move in it (``builds~``). The others a list narrows
+# or sorts by (project, pipeline, branch, creation) are set once, at its creation.
+MOVING_BUILD_COLUMNS = frozenset({"status", "runner_id"})
+# Columns of builds that only the lists showing the build read (no list filters or sorts
+# by them): written, they change the build's own answers and no other.
+OWN_BUILD_COLUMNS = frozenset(
+    {
+        "build_number",
+        "trigger_type",
+        "trigger_actor",
+        "trigger_event",
+        "trigger_ref",
+        "commit_sha",
+        "changelog",
+        "source_build_id",
+        "config_snapshot",
+        "required_labels",
+        "step_results",
+        "exit_code",
+        "attempt",
+        "lease_expires_at",
+        "signing_token_hash",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+        "last_runner_id",
+        "last_runner_name",
+        "logs_removed_at",
+    }
+)
 
 _WRITE = re.compile(
     r"\b(INSERT\s+INTO|DELETE\s+FROM|UPDATE|TRUNCATE(?:\s+TABLE)?)\s+(?:ONLY\s+)?(\w+)",
@@ -135,6 +184,7 @@ def marks_of(statement: Statement, rows: Sequence[Any] | None) -> set[str]:
     give them: ``execute``, ``executemany``, ``fetchval``)."""
     marks: set[str] = set()
     family: set[str] = set()
+    lists: set[str] = set()  # how the lists of builds are touched: came, moved, any
     for write in statement.writes:
         if write.table in UNSHOWN:
             continue
@@ -144,6 +194,7 @@ def marks_of(statement: Statement, rows: Sequence[Any] | None) -> set[str]:
         elif write.table == "builds":
             if not (write.verb == "update" and write.columns <= UNSHOWN_BUILD_COLUMNS):
                 family.add(write.table)
+                lists.add(_list_change(write))
         elif write.table == "build_events":
             family.add(write.table)
         elif write.table == "runners":
@@ -152,14 +203,41 @@ def marks_of(statement: Statement, rows: Sequence[Any] | None) -> set[str]:
         else:
             marks.add(WORLD)
     if family:
-        column = "id" if "builds" in family else "build_id"
-        # the rows of one statement have the same columns
-        named = rows is not None and (not rows or column in list(rows[0].keys()))
-        if rows is None or not statement.returning or not named:
-            marks.update((BUILDS, ANY_BUILD))
-        elif rows:  # none returned: none written
-            marks.add(BUILDS)
-            marks.update(build_mark(str(row[column])) for row in rows)
+        marks.update(_build_marks(statement, rows, family, lists))
+    return marks
+
+
+def _list_change(write: Write) -> str:
+    """How a write to builds touches the lists of builds: ``came`` (a build came or went),
+    ``moved`` (its status or runner changed), ``own`` (only the lists showing it), ``any``."""
+    if write.verb != "update":
+        return "came"
+    columns = write.columns - UNSHOWN_BUILD_COLUMNS
+    if columns <= OWN_BUILD_COLUMNS:
+        return "own"
+    if columns <= OWN_BUILD_COLUMNS | MOVING_BUILD_COLUMNS:
+        return "moved"
+    return "any"
+
+
+def _build_marks(
+    statement: Statement, rows: Sequence[Any] | None, family: set[str], lists: set[str]
+) -> set[str]:
+    """The marks of the builds a statement wrote (or of their events), from its rows."""
+    column = "id" if "builds" in family else "build_id"
+    # the rows of one statement have the same columns
+    keys = [] if not rows else list(rows[0].keys())
+    if rows is None or not statement.returning or (rows and column not in keys):
+        return {BUILDS, ANY_BUILD}
+    marks = {build_mark(str(row[column])) for row in rows}
+    if not rows or lists <= {"own"}:  # none returned: none written
+        return marks
+    if "any" in lists or "project_id" not in keys or "pipeline_id" not in keys:
+        return marks | {BUILDS}
+    kinds = [mark for kind, mark in (("came", came_mark), ("moved", moved_mark)) if kind in lists]
+    for row in rows:
+        for scope in scopes_of(str(row["project_id"]), str(row["pipeline_id"])):
+            marks.update(mark(scope) for mark in kinds)
     return marks
 
 

@@ -3,10 +3,21 @@ and handed to the listeners as each database call commits."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from oore.domain.builds import BuildStatus, Transition
-from oore.domain.changes import ANY_BUILD, BUILDS, RUNNERS, WORLD, build_mark
+from oore.domain.changes import (
+    ANY_BUILD,
+    BUILDS,
+    EVERY,
+    RUNNERS,
+    WORLD,
+    build_mark,
+    came_mark,
+    moved_mark,
+    scopes_of,
+)
 from oore.domain.logs import LogLine, LogWrite
 from oore.store import Store
 from oore.store.changes import ANY_COLUMN, Write, marks_of, statement_of
@@ -55,13 +66,13 @@ def test_the_tables_a_statement_writes_and_the_columns_it_sets() -> None:
 
 
 def test_a_build_written_with_its_rows_returned_is_named() -> None:
-    sql = "UPDATE builds SET status = $2 WHERE id = $1 RETURNING *"
-    assert marks(sql, [{"id": "b1", "status": "running"}]) == {BUILDS, build_mark("b1")}
+    sql = "UPDATE builds SET exit_code = $2 WHERE id = $1 RETURNING *"
+    assert marks(sql, [{"id": "b1", "exit_code": 0}]) == {build_mark("b1")}
     assert marks(sql, []) == set()  # nothing matched: nothing written
     assert marks(sql, None) == {BUILDS, ANY_BUILD}  # rows not seen (execute)
     events = "INSERT INTO build_events (build_id) SELECT unnest($1::uuid[]) RETURNING build_id"
+    # events show only in their build's own answer
     assert marks(events, [{"build_id": "b1"}, {"build_id": "b2"}]) == {
-        BUILDS,
         build_mark("b1"),
         build_mark("b2"),
     }
@@ -71,6 +82,42 @@ def test_a_build_written_with_its_rows_returned_is_named() -> None:
         ANY_BUILD,
     }
     assert marks("DELETE FROM builds WHERE project_id = $1") == {BUILDS, ANY_BUILD}
+
+
+def _in(mark: Callable[[str], str], project: str, pipeline: str) -> set[str]:
+    return {mark(scope) for scope in scopes_of(project, pipeline)}
+
+
+def test_a_build_that_comes_or_moves_is_told_in_its_project_and_pipeline() -> None:
+    row = {"id": "b1", "project_id": "p1", "pipeline_id": "q1", "status": "running"}
+    moved = "UPDATE builds SET status = $2, updated_at = $3 WHERE id = $1 RETURNING *"
+    assert marks(moved, [row]) == {build_mark("b1"), *_in(moved_mark, "p1", "q1")}
+    runner = "UPDATE builds SET runner_id = NULL WHERE id = $1 RETURNING *"
+    assert marks(runner, [row]) == {build_mark("b1"), *_in(moved_mark, "p1", "q1")}
+    came = "INSERT INTO builds (id, project_id) VALUES ($1, $2) RETURNING *"
+    other = {"id": "b2", "project_id": "p2", "pipeline_id": "q2"}
+    assert marks(came, [row, other]) == {
+        build_mark("b1"),
+        build_mark("b2"),
+        *_in(came_mark, "p1", "q1"),
+        *_in(came_mark, "p2", "q2"),
+    }
+    assert scopes_of("p1", "q1") == (EVERY, "project:p1", "pipeline:q1")
+
+
+def test_a_build_write_lists_cannot_place_is_told_to_every_list() -> None:
+    row = {"id": "b1", "project_id": "p1", "pipeline_id": "q1"}
+    # the rows do not say the project and pipeline
+    assert marks("UPDATE builds SET status = $2 RETURNING id", [{"id": "b1"}]) == {
+        BUILDS,
+        build_mark("b1"),
+    }
+    # a column a list narrows or sorts by, set: lists cannot tell where the build went
+    for column in ("branch", "project_id", "created_at", "some_new_column"):
+        sql = f"UPDATE builds SET {column} = $2 WHERE id = $1 RETURNING *"
+        assert marks(sql, [row]) == {BUILDS, build_mark("b1")}, column
+    cut = "UPDATE builds SET status = (SELECT s FROM x) WHERE id = $1 RETURNING *"
+    assert marks(cut, [row]) == {BUILDS, build_mark("b1")}
 
 
 def test_writes_no_answer_shows_give_nothing() -> None:
@@ -105,7 +152,8 @@ async def test_each_call_tells_its_marks_before_its_caller_goes_on(store: Store)
         Transition(w.build_id, BuildStatus.ASSIGNED, BuildStatus.RUNNING, "r", "started", NOW)
     )
     assert moved is not None
-    assert heard == [frozenset({BUILDS, build_mark(w.build_id)})]
+    scopes = scopes_of(w.project_id, moved.pipeline_id)
+    assert heard == [frozenset({build_mark(w.build_id), *map(moved_mark, scopes)})]
     heard.clear()
     lines = (LogLine(0, "hello", "stdout"),)
     appended = await store.builds.append_logs(

@@ -51,7 +51,15 @@ import orjson
 import trio
 
 from oore.domain.builds import BuildStatus
-from oore.domain.changes import BUILDS, RUNNERS, build_mark
+from oore.domain.changes import (
+    BUILDS,
+    EVERY,
+    RUNNERS,
+    build_mark,
+    came_mark,
+    list_scope,
+    moved_mark,
+)
 from oore.domain.logs import page_of
 from oore.domain.users import Session
 from oore.errors import ApiError, InternalError, retry_after
@@ -97,9 +105,9 @@ ENTRY_BYTES = 200
 # view's declarations, and the path's parameters.
 ReadAnswer = Callable[[AppServices, Session, QueryArgs, Sequence[str]], Awaitable[dict[str, Any]]]
 # What a read's answer depends on (oore/domain/changes.py), and for how long at most it
-# may be kept (None: until one of those changes).
+# may be kept (None: until one of those changes), from the answer and the read's query.
 Keeping = tuple[frozenset[str], float | None]
-Keep = Callable[[dict[str, Any]], Keeping]
+Keep = Callable[[dict[str, Any], QueryArgs], Keeping]
 
 
 @dataclass(frozen=True)
@@ -131,21 +139,40 @@ def _waiting(marks: frozenset[str], builds: Sequence[dict[str, Any]]) -> Keeping
     return marks, None
 
 
-def _projects_keep(_: dict[str, Any]) -> Keeping:
+def _projects_keep(_: dict[str, Any], __: QueryArgs) -> Keeping:
     return frozenset(), None  # projects, members, repositories: any change is ``world``
 
 
-def _builds_keep(answer: dict[str, Any]) -> Keeping:
-    return _waiting(frozenset({BUILDS}), answer["builds"])
+def _uuid_or_none(value: str | None) -> str | None:
+    """An id as PostgreSQL writes it, or None when it is none."""
+    try:
+        return None if value is None else str(uuid.UUID(value))
+    except ValueError:
+        return None
 
 
-def _build_keep(answer: dict[str, Any]) -> Keeping:
+def _builds_keep(answer: dict[str, Any], args: QueryArgs) -> Keeping:
+    """A list of builds changes when a build it shows does, when a build comes or goes in
+    the scope it is narrowed to, and, filtered or sorted by status, when a build's status
+    changes there (oore/domain/changes.py). A project or pipeline that is not an id
+    narrows to nothing known: every build's scope."""
+    scope = list_scope(
+        _uuid_or_none(args.text("project_id")), _uuid_or_none(args.text("pipeline_id"))
+    )
+    marks = {BUILDS, came_mark(scope), *(build_mark(build["id"]) for build in answer["builds"])}
+    if args.text("status") is not None or args.choice("sort") == "status":
+        marks.add(moved_mark(scope))
+    return _waiting(frozenset(marks), answer["builds"])
+
+
+def _build_keep(answer: dict[str, Any], _: QueryArgs) -> Keeping:
     build = answer["build"]
     return _waiting(frozenset({build_mark(build["id"])}), [build])
 
 
-def _runners_keep(_: dict[str, Any]) -> Keeping:
-    return frozenset({RUNNERS, BUILDS}), None  # a runner shows its current builds
+def _runners_keep(_: dict[str, Any], __: QueryArgs) -> Keeping:
+    # a runner shows its current builds: a build's runner changes with its status
+    return frozenset({RUNNERS, BUILDS, came_mark(EVERY), moved_mark(EVERY)}), None
 
 
 async def _projects(
@@ -445,7 +472,7 @@ class ReadRoute:
                 async with self.in_flight:
                     answer = await answer_of(self._services, session, found, groups)
                 body = answer_body(answer)
-                marks, seconds = keep(answer)
+                marks, seconds = keep(answer, found)
                 self._answers.put(
                     key, body, marks, since=since, size=len(body) + ENTRY_BYTES, seconds=seconds
                 )

@@ -325,7 +325,7 @@ async def test_connection_close_is_honoured(both: Both, setup: Setup) -> None:
         assert await both.lean.stream.receive_some(10) == b""
 
 
-def _kept_for_ever(_: dict[str, Any]) -> tuple[frozenset[str], float | None]:
+def _kept_for_ever(_: dict[str, Any], __: QueryArgs) -> tuple[frozenset[str], float | None]:
     return frozenset(), None
 
 
@@ -382,12 +382,21 @@ async def test_reads_beyond_the_bound_wait_their_turn(app: QuartTrio, owner_toke
         nursery.cancel_scope.cancel()
 
 
-async def _all_alike(both: Both, token: str, build_id: str) -> None:
+async def _all_alike(both: Both, token: str, build_id: str, setup: Setup) -> None:
     """The five hot reads answer on the lean side (from what it keeps) as Quart does."""
+    project, pipeline = setup.project_id, setup.pipeline_id
     for target in (
         "/v1/projects",
         "/v1/builds",
         "/v1/builds?status=queued",
+        "/v1/builds?status=running,succeeded",
+        "/v1/builds?limit=1",
+        "/v1/builds?limit=1&offset=1",
+        f"/v1/builds?project_id={project}",
+        f"/v1/builds?project_id={project.upper()}",
+        f"/v1/builds?pipeline_id={pipeline}&sort=status",
+        f"/v1/builds?project_id={project}&branch=main&direction=asc",
+        f"/v1/builds?project_id={MISSING}",
         f"/v1/builds/{build_id}",
         f"/v1/builds/{build_id}/logs",
         f"/v1/builds/{build_id}/logs?after_sequence=0&limit=1",
@@ -407,8 +416,8 @@ async def test_kept_answers_follow_every_change(
     answers = services_of(app).answers
     api, token = setup.api, setup.token
     build = await setup.trigger()
-    await _all_alike(both, token, build["id"])
-    await _all_alike(both, token, build["id"])
+    await _all_alike(both, token, build["id"], setup)
+    await _all_alike(both, token, build["id"], setup)
     assert answers.hits > 0
 
     runner = await setup.runner()
@@ -441,14 +450,71 @@ async def test_kept_answers_follow_every_change(
     ]
     for name, write in writes:
         hits = answers.hits
-        await _all_alike(both, member.token, build["id"])  # kept for the member too
+        await _all_alike(both, member.token, build["id"], setup)  # kept for the member too
         await write()
-        await _all_alike(both, token, build["id"])
-        await _all_alike(both, member.token, build["id"])
+        await _all_alike(both, token, build["id"], setup)
+        await _all_alike(both, member.token, build["id"], setup)
         assert answers.hits > hits, name
     # the finished attempt's lines are kept whole, and each page is cut from them
     page = await both.same(f"/v1/builds/{build['id']}/logs?after_sequence=1", bearer(token))
     assert b'"content":"line 2"' in page.body and b'"total":3' in page.body
+
+
+async def test_lists_of_other_builds_stay_kept_while_a_build_moves(
+    both: Both, setup: Setup, app: QuartTrio, repo: Any
+) -> None:
+    """A build claimed, started and finished drops the lists that show it or that its
+    project, pipeline or status narrow to; a list of another project's builds, and a page
+    that shows other builds, are still answered from memory, and still as Quart answers."""
+    answers = services_of(app).answers
+    api, token = setup.api, setup.token
+    moving = await setup.trigger()
+    created = await api.post(
+        "/v1/projects", json={"name": "other", "local_repository_path": str(repo)}, token=token
+    )
+    other = created.body["project"]["id"]
+    body = {"name": "ci", "execution_config": {"commands": {"build": ["true"]}}}
+    made = await api.post(f"/v1/projects/{other}/pipelines", json=body, token=token)
+    pipeline = made.body["pipeline"]["id"]
+    reply = await api.post(
+        f"/v1/projects/{other}/builds", json={"pipeline_id": pipeline}, token=token
+    )
+    assert reply.status == 201, reply.body
+    still = reply.body["build"]["id"]
+    assert (await api.post(f"/v1/builds/{still}/cancel", token=token)).status == 200
+    runner = await setup.runner()
+    kept = [
+        f"/v1/builds?project_id={other}",
+        f"/v1/builds?pipeline_id={pipeline}&sort=status",
+        f"/v1/builds?project_id={other}&status=canceled",
+        "/v1/builds?limit=1",  # the newest: the other project's
+    ]
+    dropped = [
+        f"/v1/builds?project_id={setup.project_id}",
+        f"/v1/builds?pipeline_id={setup.pipeline_id}",
+        "/v1/builds?status=running",
+        "/v1/builds?limit=1&offset=1",
+        "/v1/runners",
+    ]
+    for target in kept + dropped:
+        await both.same(target, bearer(token))
+    steps: list[Callable[[], Awaitable[object]]] = [
+        lambda: runner.claim(),
+        lambda: runner.report(moving["id"], "running"),
+        lambda: runner.report(moving["id"], "succeeded", exit_code=0),
+    ]
+    for step in steps:
+        await step()
+        for target in kept:
+            hits, misses = answers.hits, answers.misses
+            await both.same(target, bearer(token))
+            assert (answers.hits - hits, answers.misses - misses) == (1, 0), target
+        for target in dropped:
+            misses = answers.misses
+            await both.same(target, bearer(token))
+            assert answers.misses - misses == 1, target
+    finished = await both.same(f"/v1/builds?project_id={setup.project_id}", bearer(token))
+    assert b'"status":"succeeded"' in finished.body
 
 
 async def test_a_kept_answer_is_found_without_reading_it_again(
