@@ -6,7 +6,8 @@ API token of the owner's (role admin: it sees every project) that every reader p
 as ``Authorization: Bearer``, as an API client does.
 
 Then two phases of ``--seconds`` each, on the same daemon, the first without readers and
-the second with them:
+the second with them. Before each, the builds its runners will run are queued (not
+measured: not by the runners' figures, nor while the readers read):
 
 - ``--runners`` runners, each on its channel (``--transport``), claim a queued build,
   report it running, append ``--rate`` lines/s to it in batches every
@@ -381,8 +382,6 @@ async def _phase(
             trio.Semaphore(1),
             seen,
         )
-        per_runner = math.ceil(seconds / build_seconds) + 1
-        await _queue(target, per_runner * len(runners))
         until = time.time() + seconds
         live_timings = _Timings()
 
@@ -488,13 +487,18 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
         args.build_seconds,
         args.batch_interval,
     )
+    # the builds the runners run in a phase, queued before it (not measured, and not
+    # while the readers read: the runners' figures do not count it either)
+    queued = (math.ceil(args.seconds / args.build_seconds) + 1) * args.runners
     progress(f"without readers: {args.runners} runners and a live log for {args.seconds:g}s")
+    trio.run(_queue, target, queued)
     meter = cluster.meter()
     meter.start()
     alone = trio.run(phase)
     cores_alone = {f"{k}_alone": v for k, v in meter.cores().items()}
 
     progress(f"with {args.readers} readers: {args.seconds:g}s")
+    trio.run(_queue, target, queued)
     kept_before = daemon_counters(cluster.urls[0], _KEPT)
     gate = StartGate.new()
     shares = [s for s in split(list(range(args.readers)), args.procs) if s]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -88,6 +88,16 @@ class _Vouched(NamedTuple):
     wall_until: int  # and by the wall clock (whichever says it is over first)
 
 
+class _LookUp:
+    """A credential's lookup under way: the epoch it began at, and what it found."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.done = trio.Event()
+        self.found: Session | None = None
+        self.ok = False
+
+
 class CredentialCache:
     """Credentials found good lately, so that a client sending many requests is not looked
     up in the database for each (one lookup was a third of a hot read's database work).
@@ -97,6 +107,10 @@ class CredentialCache:
     or demoted, a sign-in policy change; on this daemon at once, on the others by notice),
     for at most :data:`CREDENTIAL_TRUST_SECONDS` (a change that adds access, such as a
     promotion, is seen by then), and never past the credential's own expiry.
+
+    A credential is looked up once for all the requests that present it meanwhile
+    (:meth:`find`): 200 clients of one API token starting at once, or arriving as its
+    entry ends, make one lookup, not 200 (each touching the token's row).
     """
 
     def __init__(
@@ -110,10 +124,38 @@ class CredentialCache:
         self._trust = trust_seconds
         self._size = size
         self._known: dict[str, _Vouched] = {}
+        self._looking: dict[str, _LookUp] = {}
 
     def epoch(self) -> int:
         """The epoch to remember a credential at: read it before looking the credential up."""
         return self._epoch.value
+
+    async def find(
+        self, token_hash: str, now: int, look_up: Callable[[], Awaitable[Session | None]]
+    ) -> Session | None:
+        """The session of a credential: remembered, else what ``look_up`` finds (None:
+        no such credential), once for every caller presenting it while no change that
+        may end a credential came."""
+        session = self.get(token_hash, now)
+        if session is not None:
+            return session
+        under_way = self._looking.get(token_hash)
+        if under_way is not None and under_way.epoch == self._epoch.value:
+            await under_way.done.wait()
+            if under_way.ok and under_way.epoch == self._epoch.value:
+                return under_way.found
+        lookup = _LookUp(self._epoch.value)
+        self._looking[token_hash] = lookup
+        try:
+            lookup.found = await look_up()
+            lookup.ok = True
+        finally:
+            if self._looking.get(token_hash) is lookup:
+                del self._looking[token_hash]
+            lookup.done.set()
+        if lookup.found is not None and lookup.epoch == self._epoch.value:
+            self.put(lookup.found, lookup.epoch, now)  # (one a change overtook: never trusted)
+        return lookup.found
 
     def get(self, token_hash: str, now: int) -> Session | None:
         known = self._known.get(token_hash)
@@ -299,18 +341,17 @@ class Identity:
         """
         presented = self._presented(authorization)
         now = self._clock.now()
-        session = self._credentials.get(presented, now)
-        if session is None:
-            epoch = self._credentials.epoch()
+
+        async def look_up() -> Session | None:
             found = await self._store.api_tokens.credential(presented, now)
-            if found is None:
-                raise Unauthorized("invalid_session", "Session token is invalid")
-            if isinstance(found, Session):
-                session = found
-            else:
-                token, creator = found
-                session = token_session(presented, token, creator)
-            self._credentials.put(session, epoch, now)
+            if found is None or isinstance(found, Session):
+                return found
+            token, creator = found
+            return token_session(presented, token, creator)
+
+        session = await self._credentials.find(presented, now, look_up)
+        if session is None:
+            raise Unauthorized("invalid_session", "Session token is invalid")
         self.guesses.succeeded(authorization)
         return session
 

@@ -8,9 +8,12 @@ both win one transition.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import trio
 
 from oore.domain.builds import (
     TERMINAL,
@@ -973,16 +976,44 @@ async def _live(conn: Connection) -> LiveBuilds:
     return LiveBuilds(by_status, by_labels)
 
 
+class _Turns:
+    """One caller at a time per key; the others wait here, in memory."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[trio.Lock, list[int]]] = {}
+
+    @asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        lock, callers = self._locks.setdefault(key, (trio.Lock(), [0]))
+        callers[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            callers[0] -= 1
+            if not callers[0]:
+                del self._locks[key]
+
+
 class BuildStore:
-    """Builds, build events, claims and log lines."""
+    """Builds, build events, claims and log lines.
+
+    The builds of one project are made one at a time (their numbers follow each other),
+    under a lock on the project's row. Here they also take turns per project before they
+    take a pooled connection: a burst of builds for one project (a push that starts many
+    pipelines, a script queueing a hundred) would otherwise hold every connection of the
+    pool waiting for that lock, and every other database call would wait behind them.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._creating = _Turns()
 
     async def create(self, new: NewBuild) -> Build | None:
         """Insert a queued build with the next number of its project; None if no project,
         409 ``source_changed`` if the project no longer links the snapshot's repository."""
-        return await self._db.transaction(_create, new)
+        async with self._creating.turn(str(new.project_id)):
+            return await self._db.transaction(_create, new)
 
     async def get(self, build_id: str) -> Build | None:
         key = as_uuid(build_id)
@@ -1025,7 +1056,8 @@ class BuildStore:
         """Insert a queued build and, in the same transaction, assign it to ``to`` (a
         compare-and-set like any claim); the build as committed and the claim's outcome,
         None if there is no project."""
-        return await self._db.transaction(_create_claimed, new, to)
+        async with self._creating.turn(str(new.project_id)):
+            return await self._db.transaction(_create_claimed, new, to)
 
     async def commit_claims(self, claims: Sequence[ClaimRow]) -> list[ClaimOutcome]:
         """Commit a batch of claims in one transaction; one outcome per claim, in order."""

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import trio
+import trio.testing
 
 from oore.domain.tokens import hash_token, new_token
 from oore.domain.users import Role, Session, User, UserStatus
@@ -144,6 +145,90 @@ async def test_a_flood_of_credentials_does_not_grow_it_without_bound(clock: Cloc
         cache.put(session, cache.epoch(), clock.now())
     assert cache.get(sessions[3].token_hash, clock.now()) is sessions[3]
     assert [cache.get(s.token_hash, clock.now()) for s in sessions[:3]] == [None] * 3
+
+
+FAR = 10**12
+
+
+class _Lookups:
+    """A credential's lookups: each held until released, each finding a new session."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.begun: list[int] = []
+        self.release = trio.Event()
+        self.fail = fail
+
+    async def __call__(self) -> Session | None:
+        self.begun.append(len(self.begun))
+        number = len(self.begun)
+        await self.release.wait()
+        if self.fail:
+            raise OSError("the database went away")
+        return Session("h" * 64, _user(), FAR + number)  # the expiry tells them apart
+
+
+async def test_callers_presenting_one_credential_at_once_share_one_lookup(clock: Clock) -> None:
+    cache = CredentialCache(GrantEpoch())
+    lookups = _Lookups()
+    found: list[Session | None] = []
+
+    async def present() -> None:
+        found.append(await cache.find("h" * 64, clock.now(), lookups))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(present)
+        await trio.testing.wait_all_tasks_blocked()
+        lookups.release.set()
+    assert len(lookups.begun) == 1
+    assert len(found) == 50 and all(s is found[0] for s in found) and found[0] is not None
+    assert await cache.find("h" * 64, clock.now(), lookups) is found[0]  # remembered
+
+
+async def test_a_caller_after_a_change_does_not_share_a_lookup_from_before_it(
+    clock: Clock,
+) -> None:
+    epoch = GrantEpoch()
+    cache = CredentialCache(epoch)
+    lookups = _Lookups()
+    found: dict[str, Session | None] = {}
+
+    async def present(who: str) -> None:
+        found[who] = await cache.find("h" * 64, clock.now(), lookups)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(present, "before")
+        await trio.testing.wait_all_tasks_blocked()
+        epoch.moved()  # a token revoked while the first lookup ran
+        nursery.start_soon(present, "after")
+        await trio.testing.wait_all_tasks_blocked()
+        lookups.release.set()
+    assert len(lookups.begun) == 2
+    after = found["after"]
+    assert after is not None and after.expires_at == FAR + 2
+    assert cache.get("h" * 64, clock.now()) is after  # not what was found before it
+
+
+async def test_a_lookup_that_fails_leaves_the_others_to_look_up_themselves(
+    clock: Clock,
+) -> None:
+    cache = CredentialCache(GrantEpoch())
+    lookups = _Lookups(fail=True)
+    failed = 0
+
+    async def present() -> None:
+        nonlocal failed
+        try:
+            await cache.find("h" * 64, clock.now(), lookups)
+        except OSError:
+            failed += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(present)
+        await trio.testing.wait_all_tasks_blocked()
+        lookups.release.set()
+    assert failed == 3 and len(lookups.begun) >= 2
 
 
 def _user() -> User:
