@@ -43,9 +43,9 @@ from oore.http.guard import check_request
 from oore.http.lean.answers import LINGER_SECONDS, linger, switching_protocols
 from oore.http.lean.exchange import Exchange, peer_address, starts_like
 from oore.http.lean.head import RequestHead
-from oore.http.lean.lanes import RUNNERS, Lanes
+from oore.http.lean.lanes import RUNNERS, RUNNERS_SLOT, Lanes
 from oore.http.lean.log_stream import LogStreamRoute
-from oore.http.lean.reads import ReadRoute
+from oore.http.lean.reads import API_WORKER_READS_AT_ONCE, READS_AT_ONCE, ReadRoute
 from oore.http.lean.routes import LeanRoutes, Shutdown
 from oore.http.lean.websocket import WebSocket
 from oore.http.metrics import Metrics
@@ -336,5 +336,11 @@ def lean_routes(
         guesses=services.guesses,
     )
     log_stream = LogStreamRoute(services, shutdown=shutdown, access_log=access_log)
-    reads = ReadRoute(services, metrics=metrics, access_log=access_log)
+    api_only = lanes is not None and lanes.slot != RUNNERS_SLOT
+    reads = ReadRoute(
+        services,
+        metrics=metrics,
+        access_log=access_log,
+        at_once=API_WORKER_READS_AT_ONCE if api_only else READS_AT_ONCE,
+    )
     return LeanRoutes([channel, log_stream, reads], shutdown, lanes)

@@ -10,6 +10,7 @@ paths from drifting apart.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -23,8 +24,10 @@ from quart_trio import QuartTrio
 
 from oore.domain.users import Role, Session
 from oore.http.context import AppServices
-from oore.http.lean.reads import Read, ReadRoute
+from oore.http.lean.lanes import RUNNERS_SLOT, Lanes
+from oore.http.lean.reads import API_WORKER_READS_AT_ONCE, READS_AT_ONCE, Read, ReadRoute
 from oore.http.lean.routes import LeanRoutes, dispatch
+from oore.http.lean.runner_channel import lean_routes
 from oore.http.metrics import app_metrics
 from oore.http.query import QueryArgs
 from tests.http.builds_kit import Setup, repo, setup
@@ -380,6 +383,21 @@ async def test_reads_beyond_the_bound_wait_their_turn(app: QuartTrio, owner_toke
         for connection in connections:
             await connection.stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_serving_only_the_api_reads_more_at_once(app: QuartTrio) -> None:
+    """The bound is 2 in a process that serves the runners too, and higher in an API
+    worker of ``oored --workers N``, whose runners are in another process."""
+
+    def bound(lanes: Lanes | None) -> float:
+        [reads] = [
+            r for r in lean_routes(services_of(app), lanes=lanes).routes if isinstance(r, ReadRoute)
+        ]
+        return reads.in_flight.total_tokens
+
+    name = f"oore-test-{secrets.token_hex(4)}"
+    assert bound(None) == bound(Lanes(name, RUNNERS_SLOT, 2)) == READS_AT_ONCE == 2
+    assert bound(Lanes(name, 1, 2)) == API_WORKER_READS_AT_ONCE > READS_AT_ONCE
 
 
 async def _all_alike(both: Both, token: str, build_id: str, setup: Setup) -> None:
