@@ -126,10 +126,6 @@ class CredentialCache:
         self._known: dict[str, _Vouched] = {}
         self._looking: dict[str, _LookUp] = {}
 
-    def epoch(self) -> int:
-        """The epoch to remember a credential at: read it before looking the credential up."""
-        return self._epoch.value
-
     async def find(
         self, token_hash: str, now: int, look_up: Callable[[], Awaitable[Session | None]]
     ) -> Session | None:
@@ -153,8 +149,9 @@ class CredentialCache:
             if self._looking.get(token_hash) is lookup:
                 del self._looking[token_hash]
             lookup.done.set()
+        # what a change overtook would never be trusted: not remembered
         if lookup.found is not None and lookup.epoch == self._epoch.value:
-            self.put(lookup.found, lookup.epoch, now)  # (one a change overtook: never trusted)
+            self.put(lookup.found, lookup.epoch, now)
         return lookup.found
 
     def get(self, token_hash: str, now: int) -> Session | None:

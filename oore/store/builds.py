@@ -980,18 +980,17 @@ class _Turns:
     """One caller at a time per key; the others wait here, in memory."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[trio.Lock, list[int]]] = {}
+        self._locks: dict[str, trio.Lock] = {}
 
     @asynccontextmanager
     async def turn(self, key: str) -> AsyncIterator[None]:
-        lock, callers = self._locks.setdefault(key, (trio.Lock(), [0]))
-        callers[0] += 1
+        lock = self._locks.setdefault(key, trio.Lock())
         try:
             async with lock:
                 yield
         finally:
-            callers[0] -= 1
-            if not callers[0]:
+            unused = not lock.locked() and not lock.statistics().tasks_waiting
+            if unused and self._locks.get(key) is lock:
                 del self._locks[key]
 
 

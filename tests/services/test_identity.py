@@ -117,7 +117,7 @@ async def test_the_monotonic_clock_ends_trust_too(clock: Clock) -> None:
     epoch = GrantEpoch()
     cache = CredentialCache(epoch, trust_seconds=0.05)
     session = Session("h" * 64, _user(), None)
-    cache.put(session, cache.epoch(), clock.now())
+    cache.put(session, epoch.value, clock.now())
     assert cache.get(session.token_hash, clock.now()) is session
     clock.value -= 3600
     await trio.sleep(0.06)
@@ -131,7 +131,7 @@ async def test_an_epoch_read_before_a_lookup_that_a_change_overtook_is_not_trust
     after, so what the lookup found is never trusted past it."""
     epoch = GrantEpoch()
     cache = CredentialCache(epoch)
-    before = cache.epoch()
+    before = epoch.value
     epoch.moved()  # a logout committed while the lookup ran
     session = Session("h" * 64, _user(), None)
     cache.put(session, before, clock.now())
@@ -139,10 +139,11 @@ async def test_an_epoch_read_before_a_lookup_that_a_change_overtook_is_not_trust
 
 
 async def test_a_flood_of_credentials_does_not_grow_it_without_bound(clock: Clock) -> None:
-    cache = CredentialCache(GrantEpoch(), size=3)
+    epoch = GrantEpoch()
+    cache = CredentialCache(epoch, size=3)
     sessions = [Session(f"{i:064d}", _user(), None) for i in range(4)]
     for session in sessions:
-        cache.put(session, cache.epoch(), clock.now())
+        cache.put(session, epoch.value, clock.now())
     assert cache.get(sessions[3].token_hash, clock.now()) is sessions[3]
     assert [cache.get(s.token_hash, clock.now()) for s in sessions[:3]] == [None] * 3
 
