@@ -41,6 +41,7 @@ from oore.domain.users import (
 from oore.errors import Forbidden, InvalidInput, TooManyRequests, Unauthorized
 from oore.live.fanout import GrantEpoch
 from oore.services.clock import WallClock
+from oore.services.shared_reads import SharedReads
 from oore.store import AuditEntry, Store
 
 
@@ -88,16 +89,6 @@ class _Vouched(NamedTuple):
     wall_until: int  # and by the wall clock (whichever says it is over first)
 
 
-class _LookUp:
-    """A credential's lookup under way: the epoch it began at, and what it found."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.done = trio.Event()
-        self.found: Session | None = None
-        self.ok = False
-
-
 class CredentialCache:
     """Credentials found good lately, so that a client sending many requests is not looked
     up in the database for each (one lookup was a third of a hot read's database work).
@@ -124,7 +115,7 @@ class CredentialCache:
         self._trust = trust_seconds
         self._size = size
         self._known: dict[str, _Vouched] = {}
-        self._looking: dict[str, _LookUp] = {}
+        self._looking: SharedReads[Session | None] = SharedReads(lambda: epoch.value)
 
     async def find(
         self, token_hash: str, now: int, look_up: Callable[[], Awaitable[Session | None]]
@@ -135,24 +126,17 @@ class CredentialCache:
         session = self.get(token_hash, now)
         if session is not None:
             return session
-        under_way = self._looking.get(token_hash)
-        if under_way is not None and under_way.epoch == self._epoch.value:
-            await under_way.done.wait()
-            if under_way.ok and under_way.epoch == self._epoch.value:
-                return under_way.found
-        lookup = _LookUp(self._epoch.value)
-        self._looking[token_hash] = lookup
-        try:
-            lookup.found = await look_up()
-            lookup.ok = True
-        finally:
-            if self._looking.get(token_hash) is lookup:
-                del self._looking[token_hash]
-            lookup.done.set()
-        # what a change overtook would never be trusted: not remembered
-        if lookup.found is not None and lookup.epoch == self._epoch.value:
-            self.put(lookup.found, lookup.epoch, now)
-        return lookup.found
+        began = self._epoch.value
+
+        async def look(since: int) -> Session | None:
+            found = await look_up()
+            # what a change overtook would never be trusted: not remembered
+            if found is not None and since == self._epoch.value:
+                self.put(found, since, now)
+            return found
+
+        # another caller's lookup serves only while no change came since this one asked
+        return await self._looking.read(token_hash, look, lambda _: self._epoch.value == began)
 
     def get(self, token_hash: str, now: int) -> Session | None:
         known = self._known.get(token_hash)

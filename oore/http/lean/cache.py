@@ -32,11 +32,12 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from oore.domain.changes import ANY_BUILD, WORLD, is_build_mark
+from oore.services.shared_reads import SharedReads
 
 MAX_BYTES = 64 * 1024 * 1024
 KEPT_LINES = 20_000  # lines of one attempt, at most, kept whole
@@ -44,16 +45,6 @@ QUEUED_SECONDS = 1.0
 RECENT_CHANGES = 512  # marks remembered to judge the reads under way
 
 R = TypeVar("R")
-
-
-class _Reading:
-    """A read under way: the version it began at, and its result once done."""
-
-    def __init__(self, since: int) -> None:
-        self.since = since
-        self.done = trio.Event()
-        self.result: object = None
-        self.ok = False
 
 
 @dataclass
@@ -79,16 +70,20 @@ class AnswerCache:
         self._bytes = 0
         self._version = 0
         self._recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=RECENT_CHANGES)
-        self._reading: dict[Hashable, _Reading] = {}
+        self._reading: SharedReads[Any] = SharedReads(lambda: self._version)
         self.hits = 0
         self.misses = 0
-        self.joined = 0  # reads that waited for the same read under way
         self.dropped = 0  # answers dropped by a mark
 
     @property
     def version(self) -> int:
         """Moves on at every change heard of; a read notes it before it starts."""
         return self._version
+
+    @property
+    def joined(self) -> int:
+        """Reads that waited for the same read under way."""
+        return self._reading.joined
 
     @property
     def size(self) -> int:
@@ -119,23 +114,8 @@ class AnswerCache:
         """``read(since)``: the read of ``key`` from version ``since`` on; or, when the same
         read is under way and no change came since it began, its result (if ``usable``
         by this caller too, else this caller reads)."""
-        under_way = self._reading.get(key)
-        if under_way is not None and under_way.since == self._version:
-            self.joined += 1
-            await under_way.done.wait()
-            result: R = under_way.result  # type: ignore[assignment]
-            if under_way.ok and usable(result):
-                return result
-        reading = _Reading(self._version)
-        self._reading[key] = reading
-        try:
-            found = await read(reading.since)
-            reading.result, reading.ok = found, True
-            return found
-        finally:
-            if self._reading.get(key) is reading:
-                del self._reading[key]
-            reading.done.set()
+        found: R = await self._reading.read(key, read, usable)
+        return found
 
     def put(
         self,
