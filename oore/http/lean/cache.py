@@ -111,9 +111,8 @@ class AnswerCache:
         read: Callable[[int], Awaitable[R]],
         usable: Callable[[R], bool] = lambda _: True,
     ) -> R:
-        """``read(since)``: the read of ``key`` from version ``since`` on; or, when the same
-        read is under way and no change came since it began, its result (if ``usable``
-        by this caller too, else this caller reads)."""
+        """The answer of ``key`` read once for all who ask meanwhile
+        (:meth:`SharedReads.read`, against this cache's version)."""
         found: R = await self._reading.read(key, read, usable)
         return found
 
