@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -700,3 +701,20 @@ def test_a_kept_attempt_answers_every_window_as_the_read_of_that_window_does() -
                     cut = page_of(every, after, before, limit)
                     read = answer_body(log_answer(window, LogPage(cut, len(every), 2)))
                     assert kept.answer(window) == read, (after, before, limit, timestamps)
+
+
+def test_a_kept_attempt_holds_about_the_memory_it_is_counted_for() -> None:
+    """The kept answers' bound counts a kept attempt by its ``size``: the memory it holds
+    is that, not the buffer of about 4 KB orjson gives each encoded line."""
+    lines = [
+        LogLine(n, f"step {n}: " + "x" * 80, "stdout", at=1_700_000_000 + n) for n in range(500)
+    ]
+    page = LogPage(lines, len(lines), 1, whole=True)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        kept = KeptLog(page)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept.size * 0.8 <= held <= kept.size * 1.25, (held, kept.size)
