@@ -28,8 +28,9 @@ Figures: the reads per second and their p50/p99 (overall and per kind of read; a
 of the reads sent after the first 10 s, once most answers were read once), errors;
 per phase the runners' claim and append p50/p99, the live log's line latency p50/p99,
 the lines stored per second (counted from the server's logs afterwards: every line sent
-must be stored), the cores used by the daemon, PostgreSQL and the load processes, and
-how many reads the daemon answered from memory (one daemon only).
+must be stored), the cores used by the daemon, PostgreSQL and the load processes, the
+daemon's resident memory at the end of the readers' phase, and how many reads the daemon
+answered from memory (one daemon only).
 ``--workers M`` starts the daemon with ``--workers M`` (with two or more, worker 0 serves
 the runners' channels and the live log, the others the reads).
 """
@@ -512,6 +513,7 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     meter.start()
     together = trio.run(phase)
     cores = meter.cores()
+    rss_kb = cluster.rss_kb()  # the daemon with what it keeps after the readers
     read = load.results(timeout=120 + args.seconds)
     kept_after = daemon_counters(cluster.urls[0], _KEPT)
     done_progress()
@@ -536,6 +538,7 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     figures.update(cores_alone)
     figures.update(cores)
     figures["readers_cpu_cores"] = sum(r["cpu_cores"] for r in read)
+    figures["server_rss_mb"] = rss_kb / 1024
     # /metrics of a daemon with workers is one worker's: with two, the one that serves reads
     if args.workers <= 2:
         kept = {k: kept_after[k] - kept_before[k] for k in _KEPT.values()}
