@@ -290,7 +290,7 @@ class KeptLog:
 
     Kept one by one, the encoded lines cost far more than their text: orjson gives each
     in a buffer of about 4 KB whatever its length, so 500 lines of 100 bytes held 2 MB
-    (the kept answers' memory bound counted a twentieth of that), and a miss spent a
+    (the kept answers' memory bound counted about a tenth of that), and a miss spent a
     page fault on each line. Joined, the encodings are let go at once."""
 
     __slots__ = (
