@@ -152,15 +152,18 @@ class Cluster:
 
 
 def worker_pids(server: Server) -> list[int]:
-    """The worker processes of ``oored --workers N`` (its children running oore.daemon)."""
+    """The worker processes of ``oored --workers N`` (its children running oore.daemon), in
+    the order of their slots (``--worker-slot``): the supervisor starts them all at once,
+    so their pids may come in any order."""
     found = []
     for pid in procfs.children(server.pid):
         try:
-            if b"oore.daemon" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-    return found
+        if b"oore.daemon" in args and b"--worker-slot" in args:
+            found.append((int(args[args.index(b"--worker-slot") + 1]), pid))
+    return [pid for _, pid in sorted(found)]
 
 
 @contextmanager
