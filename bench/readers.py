@@ -22,7 +22,11 @@ measured: not by the runners' figures, nor while the readers read):
   a build's log, the runners, the projects. Each reader sends at most ``--pace`` requests
   a second (0: one after the other as fast as answered); a request is timed from its
   send until its whole answer. Any answer but 200, and any broken connection, is an
-  error. The readers run in ``--procs`` load processes, never the server's.
+  error. The readers run in ``--procs`` load processes, never the server's. They stand
+  for clients on other machines: with ``--load-cpus api`` (the default) they run on the
+  CPUs the daemon's API workers run on (with ``--workers`` 2 or more, every CPU but the
+  one left to the runners' worker), so that what they cost themselves lands where the
+  reads are served; ``any`` lets them run on every CPU.
 
 Figures: the reads per second and their p50/p99 (overall and per kind of read; and the p99
 of the reads sent after the first 10 s, once most answers were read once), errors;
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import resource
 import tempfile
@@ -70,6 +75,7 @@ from bench.harness import (
 from bench.logs import view
 from bench.rawhttp import FAILURES as HTTP_FAILURES
 from bench.rawhttp import RawConn
+from oore.http.lean.lanes import api_cpus
 
 # the hot reads answered from memory or not (oore/http/lean/cache.py)
 _KEPT = {"oore_answers_kept_hits_total": "hits", "oore_answers_kept_misses_total": "misses"}
@@ -220,7 +226,9 @@ def _readers(
     pace: float,
     seconds: float,
     gate: StartGate,
+    cpus: set[int],
 ) -> None:
+    os.sched_setaffinity(0, cpus)
     results.put(trio.run(_read, url, seeded, count, pace, seconds, gate))
 
 
@@ -503,9 +511,15 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     kept_before = daemon_counters(cluster.urls[0], _KEPT)
     gate = StartGate.new()
     shares = [s for s in split(list(range(args.readers)), args.procs) if s]
+    cpus = os.sched_getaffinity(0)
+    if args.load_cpus == "api" and args.workers > 1:
+        cpus = api_cpus(cpus)
     load = BackgroundLoad(
         _readers,
-        [(cluster.urls[0], seeded, len(share), args.pace, args.seconds, gate) for share in shares],
+        [
+            (cluster.urls[0], seeded, len(share), args.pace, args.seconds, gate, cpus)
+            for share in shares
+        ],
     )
     at = gate.open(len(shares), load, f"{args.readers} readers starting")
     time.sleep(max(0.0, at - time.time()))
@@ -566,6 +580,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--batch-interval", type=float, default=0.25, help="seconds between appends"
     )
     parser.add_argument("--procs", type=int, default=2, help="reader processes")
+    parser.add_argument(
+        "--load-cpus",
+        choices=("api", "any"),
+        default="api",
+        help="where the reader processes run: on the daemon's API workers' CPUs, or on any",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument(
         "--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="what the runners speak"
@@ -596,6 +616,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "build_seconds",
             "batch_interval",
             "procs",
+            "load_cpus",
             "transport",
             "workers",
         )
