@@ -451,8 +451,14 @@ def summarize(runs: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]
     }
 
 
-def report(scenario: str, params: Mapping[str, Any], runs: Sequence[Mapping[str, float]]) -> Path:
-    """Print the table and write ``bench/results/<scenario>.json``; answers its path."""
+def report(
+    scenario: str,
+    params: Mapping[str, Any],
+    runs: Sequence[Mapping[str, float]],
+    pooled: Mapping[str, float] | None = None,
+) -> Path:
+    """Print the table and write ``bench/results/<scenario>.json``; answers its path.
+    ``pooled``: figures over the samples of every repetition at once, shown after."""
     summary = summarize(runs)
     cores = os.cpu_count()
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
@@ -460,10 +466,16 @@ def report(scenario: str, params: Mapping[str, Any], runs: Sequence[Mapping[str,
     print(f"{'figure':<34} {'median':>12} {'min':>12} {'max':>12}")
     for key, fig in summary.items():
         print(f"{key:<34} {fig['median']:>12.2f} {fig['min']:>12.2f} {fig['max']:>12.2f}")
+    if pooled:
+        print(f"\nover the samples of all {len(runs)} repetitions")
+        for key, value in pooled.items():
+            print(f"{key:<34} {value:>12.2f}")
     results = Path(os.environ.get(RESULTS_ENV) or Path(__file__).parent / "results")
     results.mkdir(parents=True, exist_ok=True)
     out = results / f"{scenario}.json"
     body = {"scenario": scenario, "cores": cores, "params": dict(params), "runs": list(runs)}
+    if pooled:
+        body["pooled"] = dict(pooled)
     out.write_text(json.dumps({**body, "summary": summary}, indent=2))
     print(f"wrote {out}")
     return out

@@ -34,7 +34,9 @@ per phase the runners' claim and append p50/p99, the live log's line latency p50
 the lines stored per second (counted from the server's logs afterwards: every line sent
 must be stored), the cores used by the daemon, PostgreSQL and the load processes, the
 daemon's resident memory at the end of the readers' phase, and how many reads the daemon
-answered from memory (one daemon only).
+answered from memory (one daemon only). The runners' p99 under the readers over their p99
+alone is shown per run (``*_ratio``) and over the samples of every run at once: a claim's
+p99 in one run is about its slowest of 80, so one slow claim moves it.
 ``--workers M`` starts the daemon with ``--workers M`` (with two or more, worker 0 serves
 the runners' channels and the live log, the others the reads).
 """
@@ -458,6 +460,32 @@ def _ms(values: list[float], q: float) -> float:
     return percentile(values, q) * 1000 if values else 0.0
 
 
+_RUNNER_SAMPLES = {"claim": "claims", "append": "appends", "live_latency": "live"}
+
+
+def _ratios(alone: dict[str, float], together: dict[str, float]) -> dict[str, float]:
+    """Each runner figure's p99 with the readers over its p99 without them."""
+    return {
+        f"{name}_p99_ratio": together[f"{name}_p99_ms"] / alone[f"{name}_p99_ms_alone"]
+        if alone[f"{name}_p99_ms_alone"]
+        else 0.0
+        for name in _RUNNER_SAMPLES
+    }
+
+
+def _pooled(phases: list[tuple[_Timings, _Timings]]) -> dict[str, float]:
+    """The runners' p50 and p99 over the samples of every run's phase without readers, and
+    of every run's phase with them, and the ratios of the p99s."""
+    alone: dict[str, float] = {}
+    together: dict[str, float] = {}
+    for name, attribute in _RUNNER_SAMPLES.items():
+        for index, figures, suffix in ((0, alone, "_alone"), (1, together, "")):
+            samples = [x for pair in phases for x in getattr(pair[index], attribute)]
+            figures[f"{name}_p50_ms{suffix}"] = _ms(samples, 0.5)
+            figures[f"{name}_p99_ms{suffix}"] = _ms(samples, 0.99)
+    return {**alone, **together, **_ratios(alone, together)}
+
+
 def _runner_figures(
     target: Target, timings: _Timings, seconds: float, suffix: str
 ) -> dict[str, float]:
@@ -477,7 +505,10 @@ def _runner_figures(
     }
 
 
-def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
+def repetition(
+    cluster: Cluster, args: argparse.Namespace
+) -> tuple[dict[str, float], tuple[_Timings, _Timings]]:
+    """One run's figures, and its runners' timings without and with the readers."""
     target = prepare(cluster.servers[0])
     progress(f"seeding {args.projects} projects, {args.builds} builds of {args.lines} lines")
     seeded = trio.run(_seed, target, args.projects, args.builds, args.lines, args.transport)
@@ -547,8 +578,11 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
     for kind in READ_KINDS:
         figures[f"{kind}_p50_ms"] = _ms(latencies[kind], 0.5)
         figures[f"{kind}_p99_ms"] = _ms(latencies[kind], 0.99)
-    figures.update(_runner_figures(target, alone, args.seconds, "_alone"))
-    figures.update(_runner_figures(target, together, args.seconds, ""))
+    without = _runner_figures(target, alone, args.seconds, "_alone")
+    under = _runner_figures(target, together, args.seconds, "")
+    figures.update(without)
+    figures.update(under)
+    figures.update(_ratios(without, under))
     figures.update(cores_alone)
     figures.update(cores)
     figures["readers_cpu_cores"] = sum(r["cpu_cores"] for r in read)
@@ -558,7 +592,7 @@ def repetition(cluster: Cluster, args: argparse.Namespace) -> dict[str, float]:
         kept = {k: kept_after[k] - kept_before[k] for k in _KEPT.values()}
         figures["kept_hit_ratio"] = kept["hits"] / max(1.0, kept["hits"] + kept["misses"])
         figures["kept_misses_per_s"] = kept["misses"] / args.seconds
-    return figures
+    return figures, (alone, together)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -599,9 +633,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.pace < 0 or args.lines < 1 or args.projects < 1 or args.build_seconds <= 0:
         parser.error("--pace 0 or more; --lines, --projects at least 1; --build-seconds above 0")
     runs = []
+    phases = []
     for _ in range(args.repeat):
         with started_cluster(1, args.workers) as cluster:
-            runs.append(repetition(cluster, args))
+            figures, timings = repetition(cluster, args)
+        runs.append(figures)
+        phases.append(timings)
     params = {
         key: getattr(args, key)
         for key in (
@@ -621,5 +658,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "workers",
         )
     }
-    report("readers", params, runs)
-    return {"params": params, "runs": runs}
+    pooled = _pooled(phases)
+    report("readers", params, runs, pooled)
+    return {"params": params, "runs": runs, "pooled": pooled}

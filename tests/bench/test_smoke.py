@@ -150,6 +150,12 @@ def test_scenario_prints_its_table_and_writes_its_figures(
         assert all(run[f"{kind}_p50_ms"] > 0 for kind in ("build_list", "build", "log_page"))
         assert run["claims"] >= 1 and run["claims_alone"] >= 1
         assert run["live_latency_p50_ms"] > 0 and run["live_latency_p50_ms_alone"] > 0
+        assert run["append_p99_ratio"] == run["append_p99_ms"] / run["append_p99_ms_alone"]
+        # one run: its samples pooled are its own
+        pooled = written["pooled"]
+        assert pooled["claim_p99_ms"] == run["claim_p99_ms"]
+        assert pooled["live_latency_p50_ms_alone"] == run["live_latency_p50_ms_alone"]
+        assert pooled["append_p99_ratio"] == run["append_p99_ratio"]
     if scenario == "logs-fleet":  # every line stored, and seen by both viewers of its build
         assert run["lines_sent"] == run["lines_acknowledged"] == 4 * 20 * 2
         assert run["viewers_finished"] == 4 * 2 and run["viewers_ended_early"] == 0
