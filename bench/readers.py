@@ -23,10 +23,10 @@ measured: not by the runners' figures, nor while the readers read):
   a second (0: one after the other as fast as answered); a request is timed from its
   send until its whole answer. Any answer but 200, and any broken connection, is an
   error. The readers run in ``--procs`` load processes, never the server's. They stand
-  for clients on other machines: with ``--load-cpus api`` (the default) they run on the
-  CPUs the daemon's API workers run on (with ``--workers`` 2 or more, every CPU but the
-  one left to the runners' worker), so that what they cost themselves lands where the
-  reads are served; ``any`` lets them run on every CPU.
+  for clients on other machines, whose own work takes none of the server's CPUs: with
+  ``--load-cpus apart`` (the default) they run on every CPU but the lowest (given two or
+  more), so that one CPU is left to the daemon, PostgreSQL and the runners; ``any`` lets
+  them run on every CPU.
 
 Figures: the reads per second and their p50/p99 (overall and per kind of read; and the p99
 of the reads sent after the first 10 s, once most answers were read once), errors;
@@ -77,7 +77,6 @@ from bench.harness import (
 from bench.logs import view
 from bench.rawhttp import FAILURES as HTTP_FAILURES
 from bench.rawhttp import RawConn
-from oore.http.lean.lanes import api_cpus
 
 # the hot reads answered from memory or not (oore/http/lean/cache.py)
 _KEPT = {"oore_answers_kept_hits_total": "hits", "oore_answers_kept_misses_total": "misses"}
@@ -543,8 +542,8 @@ def repetition(
     gate = StartGate.new()
     shares = [s for s in split(list(range(args.readers)), args.procs) if s]
     cpus = os.sched_getaffinity(0)
-    if args.load_cpus == "api" and args.workers > 1:
-        cpus = api_cpus(cpus)
+    if args.load_cpus == "apart" and len(cpus) > 1:
+        cpus = cpus - {min(cpus)}
     load = BackgroundLoad(
         _readers,
         [
@@ -616,9 +615,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--procs", type=int, default=2, help="reader processes")
     parser.add_argument(
         "--load-cpus",
-        choices=("api", "any"),
-        default="api",
-        help="where the reader processes run: on the daemon's API workers' CPUs, or on any",
+        choices=("apart", "any"),
+        default="apart",
+        help="where the reader processes run: on every CPU but the lowest, or on any",
     )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument(

@@ -28,7 +28,7 @@ from oore.domain.artifact_storage import EnvironmentStorage
 from oore.domain.crypto import SecretBox
 from oore.eventlog import configure_logging
 from oore.http.app import create_app
-from oore.http.lean.lanes import API_NICENESS, RUNNERS_SLOT, Lanes, leave_a_cpu_to_the_runners
+from oore.http.lean.lanes import API_NICENESS, RUNNERS_SLOT, Lanes
 from oore.http.lean.runner_channel import lean_routes
 from oore.http.metrics import app_metrics
 from oore.http.server import (
@@ -317,11 +317,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(settings: Settings, role: WorkerRole | None) -> int:
     if role is not None and role.lanes and role.slot != RUNNERS_SLOT:
-        # On a busy machine the runners' worker comes first, and has a core the API workers
-        # leave to it: set before any thread starts, as every thread of the process takes
-        # both.
+        # On a busy machine the runners' worker comes first: set before any thread starts,
+        # as every thread of the process takes it.
         os.nice(API_NICENESS)
-        leave_a_cpu_to_the_runners()
     if role is not None:  # the supervisor holds the lock and the embedded PostgreSQL
         trio.run(run_daemon, settings, role)
     else:

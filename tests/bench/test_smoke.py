@@ -151,6 +151,7 @@ def test_scenario_prints_its_table_and_writes_its_figures(
         assert run["claims"] >= 1 and run["claims_alone"] >= 1
         assert run["live_latency_p50_ms"] > 0 and run["live_latency_p50_ms_alone"] > 0
         assert run["append_p99_ratio"] == run["append_p99_ms"] / run["append_p99_ms_alone"]
+        assert written["params"]["load_cpus"] == "apart"
         # one run: its samples pooled are its own
         pooled = written["pooled"]
         assert pooled["claim_p99_ms"] == run["claim_p99_ms"]

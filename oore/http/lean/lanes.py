@@ -28,7 +28,6 @@ The handing worker closes its copy; the client sees one connection throughout.
 from __future__ import annotations
 
 import array
-import logging
 import os
 import socket
 import struct
@@ -38,8 +37,6 @@ from contextlib import suppress
 import trio
 
 from oore.http.lean.head import MAX_HEAD, RECEIVE_BYTES
-
-log = logging.getLogger(__name__)
 
 RUNNERS = "runners"
 API = "api"
@@ -56,30 +53,6 @@ HAND_SECONDS = 1.0
 RETRY_SECONDS = 1.0
 _FD_SPACE = socket.CMSG_SPACE(array.array("i").itemsize)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
-
-
-def api_cpus(allowed: set[int]) -> set[int]:
-    """The CPUs an API worker runs on, of the ``allowed`` ones: all but the lowest, which is
-    left to the runners' worker, when there are two or more."""
-    if len(allowed) < 2:
-        return set(allowed)
-    return allowed - {min(allowed)}
-
-
-def leave_a_cpu_to_the_runners() -> None:
-    """Keep this process (an API worker: call it before any thread starts) off the runners'
-    CPU (:func:`api_cpus`).
-
-    Why: priority decides who runs first, not how fast. A core shared with a busy API
-    worker runs the runners' work slower, since its caches hold the API worker's data when
-    the runners' turn comes: under 200 readers, with the runners' worker and PostgreSQL at
-    real-time priority, an append's p99 still rose by 40 %. The runners' worker itself is
-    not pinned: it may use every CPU, and the others leave it one.
-    """
-    try:
-        os.sched_setaffinity(0, api_cpus(os.sched_getaffinity(0)))
-    except OSError as exc:  # a CPU set changed under us: share the CPUs, as without lanes
-        log.warning("this API worker shares every CPU with the runners' worker: %s", exc)
 
 
 def lane_address(prefix: str, slot: int) -> str:

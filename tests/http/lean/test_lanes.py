@@ -10,7 +10,7 @@ import trio
 
 from oore.http.lean.exchange import starts_like
 from oore.http.lean.head import RequestHead
-from oore.http.lean.lanes import API, RUNNERS, Lanes, api_cpus
+from oore.http.lean.lanes import API, RUNNERS, Lanes
 from oore.http.lean.routes import Handed, LeanRoutes, dispatch
 from tests.http.lean.test_exchange import read_all
 
@@ -83,13 +83,6 @@ def test_the_runners_go_to_slot_0_and_the_api_to_the_others_in_turn() -> None:
     assert [first.home(API) for _ in range(4)] == [1, 2, 1, 2]
     assert (second.home(API), third.home(API)) == (1, 2)
     assert {lanes.home(RUNNERS) for lanes in (first, second, third)} == {0}
-
-
-def test_the_api_workers_leave_the_lowest_cpu_to_the_runners_when_there_are_two() -> None:
-    assert api_cpus({0, 1}) == {1}
-    assert api_cpus({2, 5, 7, 3}) == {3, 5, 7}
-    # one CPU (a container's cpuset, say) is shared: an API worker must run somewhere
-    assert api_cpus({4}) == {4}
 
 
 async def test_a_connection_whose_worker_is_away_stays_and_a_worker_back_is_reached() -> None:
