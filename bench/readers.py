@@ -472,16 +472,21 @@ def _ratios(alone: dict[str, float], together: dict[str, float]) -> dict[str, fl
     }
 
 
+def _latencies(timings: list[_Timings], suffix: str) -> dict[str, float]:
+    """The runners' claim, append and live line p50 and p99 over the samples of ``timings``."""
+    figures: dict[str, float] = {}
+    for name, attribute in _RUNNER_SAMPLES.items():
+        samples = [x for phase in timings for x in getattr(phase, attribute)]
+        figures[f"{name}_p50_ms{suffix}"] = _ms(samples, 0.5)
+        figures[f"{name}_p99_ms{suffix}"] = _ms(samples, 0.99)
+    return figures
+
+
 def _pooled(phases: list[tuple[_Timings, _Timings]]) -> dict[str, float]:
     """The runners' p50 and p99 over the samples of every run's phase without readers, and
     of every run's phase with them, and the ratios of the p99s."""
-    alone: dict[str, float] = {}
-    together: dict[str, float] = {}
-    for name, attribute in _RUNNER_SAMPLES.items():
-        for index, figures, suffix in ((0, alone, "_alone"), (1, together, "")):
-            samples = [x for pair in phases for x in getattr(pair[index], attribute)]
-            figures[f"{name}_p50_ms{suffix}"] = _ms(samples, 0.5)
-            figures[f"{name}_p99_ms{suffix}"] = _ms(samples, 0.99)
+    alone = _latencies([pair[0] for pair in phases], "_alone")
+    together = _latencies([pair[1] for pair in phases], "")
     return {**alone, **together, **_ratios(alone, together)}
 
 
@@ -493,12 +498,7 @@ def _runner_figures(
     if stored != sent:
         raise SystemExit(f"the server stored {stored} of the {sent} lines sent")
     return {
-        f"claim_p50_ms{suffix}": _ms(timings.claims, 0.5),
-        f"claim_p99_ms{suffix}": _ms(timings.claims, 0.99),
-        f"append_p50_ms{suffix}": _ms(timings.appends, 0.5),
-        f"append_p99_ms{suffix}": _ms(timings.appends, 0.99),
-        f"live_latency_p50_ms{suffix}": _ms(timings.live, 0.5),
-        f"live_latency_p99_ms{suffix}": _ms(timings.live, 0.99),
+        **_latencies([timings], suffix),
         f"stored_lines_per_s{suffix}": stored / seconds,
         f"claims{suffix}": float(len(timings.claims)),
     }
