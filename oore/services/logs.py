@@ -105,6 +105,15 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class _Held:
+    """What a runner's committed append found of the build, for its next appends."""
+
+    build_id: str  # as stored
+    attempt: int
+    secrets: tuple[str, ...]  # the values to mask, longest first
+
+
+@dataclass(frozen=True)
 class Grant:
     """Why a viewer may watch: a credential, its user, the project, and until when."""
 
@@ -257,10 +266,10 @@ class Logs:
         self._open = 0
         self.catch_ups = 0  # times a viewer fell behind and read the database to catch up
         self.access_checks = _AccessChecks(config.check_every / 4, self.grants)
-        # (build id as asked, runner, attempt) -> (build id, secrets to mask) of appends
-        # that committed: that runner's next lines of that attempt need no read of the
+        # (build id as asked, runner, attempt named or None) -> (build id, attempt, secrets
+        # to mask) of appends that committed: that runner's next lines need no read of the
         # build (the commit checks the holder and attempt itself).
-        self._holding: dict[tuple[str, str, int], tuple[str, tuple[str, ...]]] = {}
+        self._holding: dict[tuple[str, str, int | None], _Held] = {}
 
     @property
     def open_streams(self) -> int:
@@ -284,16 +293,36 @@ class Logs:
         and, if it names an ``attempt`` (ours does), holds it at that attempt: the lines
         of an attempt that was requeued (the runner was lost) are refused, even when the
         same runner claimed the build again.
+
+        Once one of its appends committed, the runner's next ones are a single store call:
+        the build, attempt and secrets found for the first are reused, and the commit
+        checks, under the build's row lock, that the runner still holds that attempt. A
+        refusal is then made precise from the build, or, for a runner that names no
+        attempt and took the build again, its lines go to the attempt it holds now.
         """
         for line in lines:
             if line.stream not in STREAMS:
                 raise InvalidInput("invalid_input", "stream must be stdout or stderr")
             if line.step is not None and not 0 <= line.step <= MAX_STEP:
                 raise InvalidInput("invalid_input", f"step must be from 0 to {MAX_STEP}")
-        if lines and attempt is not None:
-            known = self._holding.get((build_id, runner.id, attempt))
-            if known is not None:
-                return await self._append_held(runner, build_id, attempt, lines, *known)
+        held = (build_id, runner.id, attempt)
+        known = self._holding.get(held) if lines else None
+        if known is not None:
+            try:
+                return await self.streams.append(
+                    known.build_id, runner.id, known.attempt, _prepared(lines, known.secrets)
+                )
+            except Forbidden as refused:
+                self._holding.pop(held, None)
+                if attempt is not None:
+                    build = await self._builds.bound(runner, build_id)
+                    if attempt != build.attempt:
+                        raise Forbidden(
+                            "runner_mismatch", "This attempt of the build is over"
+                        ) from None
+                    raise refused
+                # No attempt named: the runner may hold a later attempt now (it took the
+                # build again); the lines go to whichever it holds, as below.
         build = await self._builds.bound(runner, build_id)
         if attempt is not None and attempt != build.attempt:
             raise Forbidden("runner_mismatch", "This attempt of the build is over")
@@ -306,35 +335,10 @@ class Logs:
         count = await self.streams.append(
             build.id, runner.id, build.attempt, _prepared(lines, secrets)
         )
-        if attempt is not None:
-            self._holding[(build_id, runner.id, attempt)] = (build.id, secrets)
-            if len(self._holding) > HOLDERS_KEPT:
-                del self._holding[next(iter(self._holding))]
+        self._holding[held] = _Held(build.id, build.attempt, secrets)
+        if len(self._holding) > HOLDERS_KEPT:
+            del self._holding[next(iter(self._holding))]
         return count
-
-    async def _append_held(
-        self,
-        runner: Runner,
-        build_id: str,
-        attempt: int,
-        lines: Sequence[LogLine],
-        canonical: str,
-        secrets: tuple[str, ...],
-    ) -> int:
-        """:meth:`append` for a runner whose earlier lines of this attempt committed: no
-        read of the build first, as the commit checks, under the build's row lock, that
-        the runner still holds it at that attempt. A refusal is made precise from the build
-        (not found, ended in this runner's hands, attempt over)."""
-        try:
-            return await self.streams.append(
-                canonical, runner.id, attempt, _prepared(lines, secrets)
-            )
-        except Forbidden as refused:
-            self._holding.pop((build_id, runner.id, attempt), None)
-            build = await self._builds.bound(runner, build_id)
-            if attempt != build.attempt:
-                raise Forbidden("runner_mismatch", "This attempt of the build is over") from None
-            raise refused
 
     # -- reads ----------------------------------------------------------------------------
 

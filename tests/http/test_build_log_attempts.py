@@ -189,3 +189,38 @@ async def test_the_same_runner_taking_the_build_again_cannot_mix_in_its_old_atte
     assert [line["content"] for line in current.body["logs"]] == ["b0", "b1", "b2"]
     earlier = await setup.api.get(f"/v1/builds/{build_id}/logs?attempt=1", token=setup.token)
     assert [line["content"] for line in earlier.body["logs"]] == [f"a{n}" for n in range(5)]
+
+
+async def test_a_runner_naming_no_attempt_writes_to_the_attempt_it_holds_now(
+    setup: Setup,
+) -> None:
+    build, runner = await claimed(setup)
+    build_id = build["id"]
+    assert (await append(runner, build_id, chunks("a", 0, 2))).body == {"appended": 2}
+    assert (await append(runner, build_id, chunks("a", 2, 2))).body == {"appended": 2}
+    await eventually(setup, build_id, "queued")  # the runner went quiet past its lease
+    refused = await append(runner, build_id, chunks("a", 4, 1))
+    assert (refused.status, refused.code) == (403, "runner_mismatch")
+    job = await runner.claim()
+    assert job is not None and job["build_id"] == build_id and job["attempt"] == 2
+    assert (await append(runner, build_id, chunks("b", 0, 3))).body == {"appended": 3}
+    assert (await append(runner, build_id, chunks("b", 3, 1))).body == {"appended": 1}
+    current = await setup.api.get(f"/v1/builds/{build_id}/logs", token=setup.token)
+    assert [line["content"] for line in current.body["logs"]] == ["b0", "b1", "b2", "b3"]
+    earlier = await setup.api.get(f"/v1/builds/{build_id}/logs?attempt=1", token=setup.token)
+    assert [line["content"] for line in earlier.body["logs"]] == [f"a{n}" for n in range(4)]
+
+
+async def test_a_runner_naming_no_attempt_takes_the_build_again_between_two_appends(
+    setup: Setup,
+) -> None:
+    build, runner = await claimed(setup)
+    build_id = build["id"]
+    assert (await append(runner, build_id, chunks("a", 0, 2))).body == {"appended": 2}
+    await eventually(setup, build_id, "queued")
+    job = await runner.claim()
+    assert job is not None and job["attempt"] == 2
+    # its first append since: the attempt it appended to before is over, this one is not
+    assert (await append(runner, build_id, chunks("b", 0, 2))).body == {"appended": 2}
+    current = await setup.api.get(f"/v1/builds/{build_id}/logs", token=setup.token)
+    assert [line["content"] for line in current.body["logs"]] == ["b0", "b1"]
