@@ -675,6 +675,135 @@ class _LogTarget:
     added: int = 0
 
 
+def _offered(
+    writes: Sequence[LogWrite], holder: str | None, attempt: int
+) -> tuple[list[int | None], dict[int, tuple[int, LogLine]]]:
+    """A group's counts (0 for a write whose runner holds the build at its attempt, None
+    for one refused) and, per sequence, the first line the kept writes offer for it."""
+    counts: list[int | None] = [
+        0 if w.runner_id == holder and w.attempt == attempt else None for w in writes
+    ]
+    owners: dict[int, tuple[int, LogLine]] = {}
+    for index, write in enumerate(writes):
+        if counts[index] is not None:
+            for line in write.lines:
+                owners.setdefault(line.sequence, (index, line))
+    return counts, owners
+
+
+# Every line of a batch in one statement, when each build's lines fit under its cap:
+# lock the builds (in id order), keep the first line offered per sequence among the
+# writes whose runner holds the build at its attempt, insert those not stored yet and
+# add them to the builds' counts. If any build's kept lines could pass its cap, nothing
+# is written (``fits`` is false) and the batch takes the exact path.
+_APPEND_AT_ONCE = """
+    WITH held AS (
+        SELECT id, runner_id, attempt, log_lines, log_truncated FROM builds
+        WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE),
+    offered AS (
+        SELECT * FROM unnest($2::uuid[], $3::text[], $4::integer[], $5::bigint[],
+                             $6::text[], $7::text[], $8::integer[], $9::text[])
+            WITH ORDINALITY AS o(build_id, runner_id, attempt, sequence, content, stream,
+                                 step, step_name, n)),
+    kept AS (
+        SELECT DISTINCT ON (o.build_id, o.sequence) o.*
+        FROM offered o JOIN held h ON h.id = o.build_id AND h.runner_id::text = o.runner_id
+            AND h.attempt = o.attempt
+        WHERE NOT h.log_truncated
+        ORDER BY o.build_id, o.sequence, o.n),
+    over AS (
+        SELECT 1 FROM held h
+        JOIN (SELECT build_id, count(*) AS lines FROM kept GROUP BY build_id) AS k
+            ON k.build_id = h.id
+        WHERE h.log_lines + k.lines > $10),
+    stored AS (
+        INSERT INTO build_logs
+            (build_id, attempt, sequence, content, stream, created_at, step, step_name)
+        SELECT build_id, attempt, sequence, content, stream, $11, step, step_name FROM kept
+        WHERE NOT EXISTS (SELECT 1 FROM over)
+        ON CONFLICT DO NOTHING
+        RETURNING build_id, sequence),
+    counted AS (
+        UPDATE builds SET log_lines = log_lines + c.lines
+        FROM (SELECT build_id, count(*) AS lines FROM stored GROUP BY build_id) AS c
+        WHERE builds.id = c.build_id)
+    SELECT h.id, h.runner_id, h.attempt, h.log_truncated,
+           NOT EXISTS (SELECT 1 FROM over) AS fits,
+           ARRAY(SELECT s.sequence FROM stored s WHERE s.build_id = h.id) AS stored
+    FROM held h"""
+
+
+async def _append_logs(
+    conn: Connection,
+    groups: Sequence[tuple[str, Sequence[LogWrite]]],
+    cap: int,
+    notice: str,
+    now: int,
+) -> list[LogAppend]:
+    """A batch of appends in one statement (one round trip, atomic on its own) when its
+    lines fit under their caps; otherwise in the exact, cutting transaction."""
+    quick = await _append_logs_at_once(conn, groups, cap, now)
+    if quick is not None:
+        return quick
+    async with conn.transaction():
+        return await _append_logs_many(conn, groups, cap, notice, now)
+
+
+async def _append_logs_at_once(
+    conn: Connection,
+    groups: Sequence[tuple[str, Sequence[LogWrite]]],
+    cap: int,
+    now: int,
+) -> list[LogAppend] | None:
+    """:data:`_APPEND_AT_ONCE` for the batch: its answers, or None if nothing was written
+    (a build's lines could pass its cap)."""
+    keys = {build_id: as_uuid(build_id) for build_id, _ in groups}
+    offered = [
+        (key, write, line)
+        for build_id, writes in groups
+        if (key := keys[build_id]) is not None
+        for write in writes
+        for line in write.lines
+    ]
+    rows = await conn.fetch(
+        _APPEND_AT_ONCE,
+        sorted({key for key in keys.values() if key is not None}),
+        [key for key, _, _ in offered],
+        [write.runner_id for _, write, _ in offered],
+        [write.attempt for _, write, _ in offered],
+        [line.sequence for _, _, line in offered],
+        [line.content for _, _, line in offered],
+        [line.stream for _, _, line in offered],
+        [line.step for _, _, line in offered],
+        [line.step_name for _, _, line in offered],
+        cap,
+        now,
+    )
+    if rows and not rows[0]["fits"]:
+        return None
+    found = {row["id"]: row for row in rows}
+    new = {row["id"]: set(row["stored"]) for row in rows}  # left to count, per build
+    results: list[LogAppend] = []
+    for build_id, writes in groups:
+        key = keys[build_id]
+        row = found.get(key) if key is not None else None
+        if row is None or key is None:
+            results.append(LogAppend([None] * len(writes), [], 0))
+            continue
+        holder = str(row["runner_id"]) if row["runner_id"] is not None else None
+        counts, owners = _offered(writes, holder, row["attempt"])
+        stored: list[LogLine] = []
+        if not row["log_truncated"]:
+            for sequence, (index, line) in owners.items():
+                if sequence in new[key]:  # an earlier group of the build takes it first
+                    new[key].discard(sequence)
+                    counts[index] = (counts[index] or 0) + 1
+                    stored.append(line)
+        stored.sort(key=lambda line: line.sequence)
+        results.append(LogAppend(counts, stored, row["attempt"]))
+    return results
+
+
 async def _append_logs_many(
     conn: Connection,
     groups: Sequence[tuple[str, Sequence[LogWrite]]],
@@ -706,19 +835,13 @@ async def _append_logs_many(
     for build_id, writes in groups:
         key = keys[build_id]
         target = targets.get(key) if key is not None else None
-        owners: dict[int, tuple[int, LogLine]] = {}
         if target is None:
-            offered.append(([None] * len(writes), owners))
+            offered.append(([None] * len(writes), {}))
             continue
-        counts: list[int | None] = [
-            0 if w.runner_id == target.holder and w.attempt == target.attempt else None
-            for w in writes
-        ]
-        if not target.truncated:
-            for index, write in enumerate(writes):
-                if counts[index] is not None:
-                    for line in write.lines:
-                        owners.setdefault(line.sequence, (index, line))
+        counts, owners = _offered(writes, target.holder, target.attempt)
+        if target.truncated:
+            owners = {}
+        else:
             assert key is not None
             asked[0].extend([key] * len(owners))
             asked[1].extend([target.attempt] * len(owners))
@@ -1152,7 +1275,7 @@ class BuildStore:
         a few set-based statements: one answer per group, each under the same rules as if
         alone (a build listed twice takes its groups in order). A build that no longer
         exists refuses its group's writes (counts None) and leaves the others be."""
-        return await self._db.transaction(_append_logs_many, groups, cap, notice, now)
+        return await self._db.run(_append_logs, groups, cap, notice, now)
 
     async def log_state(self, build_id: str) -> LogState | None:
         """The build's status and current attempt, or None once it is gone."""

@@ -249,6 +249,63 @@ async def test_appends_of_several_builds_commit_together_each_under_its_own_rule
     assert more.counts == [0]  # the batch marked the log truncated
 
 
+async def test_a_batch_far_from_its_caps_keeps_the_same_rules(store: Store) -> None:
+    # far from the cap, a batch is written by one statement: the same answers as above
+    one = await world(store, "/srv/one")
+    two = await world(store, "/srv/two")
+    lost = await world(store, "/srv/lost")
+    await append(store, two.build_id, LogWrite(two.runner_id, 1, lines("c", 0, 2)))
+    await requeue(store, lost.build_id)
+    answers = await store.builds.append_logs_of_builds(
+        [
+            (
+                one.build_id,
+                (
+                    LogWrite(one.runner_id, 1, lines("a", 0, 4)),
+                    LogWrite(two.runner_id, 1, lines("other", 4, 1)),  # not its holder
+                    LogWrite(one.runner_id, 1, lines("dup", 2, 3)),
+                ),
+            ),
+            (two.build_id, (LogWrite(two.runner_id, 1, lines("c", 1, 3)),)),  # one stored
+            (lost.build_id, (LogWrite(lost.runner_id, 1, lines("late", 0, 2)),)),
+            (new_id(), (LogWrite(one.runner_id, 1, lines("x", 0, 1)),)),
+            ("not-an-id", (LogWrite(one.runner_id, 1, lines("x", 0, 1)),)),
+            (one.build_id, (LogWrite(one.runner_id, 1, lines("again", 3, 3)),)),
+        ],
+        cap=CAP,
+        notice="cut",
+        now=NOW,
+    )
+    first, second, late, missing, malformed, again = answers
+    assert first.counts == [4, None, 1] and first.attempt == 1
+    assert [line.content for line in first.lines] == ["a0", "a1", "a2", "a3", "dup4"]
+    assert second.counts == [2] and [line.content for line in second.lines] == ["c2", "c3"]
+    assert (late.counts, late.lines, late.attempt) == ([None], [], 2)
+    assert (missing.counts, missing.lines, missing.attempt) == ([None], [], 0)
+    assert (malformed.counts, malformed.lines) == ([None], [])
+    assert again.counts == [1] and [line.content for line in again.lines] == ["again5"]
+    assert await contents(store, one.build_id, 1) == (
+        ["a0", "a1", "a2", "a3", "dup4", "again5"],
+        6,
+    )
+    assert await contents(store, two.build_id, 1) == (["c0", "c1", "c2", "c3"], 4)
+    assert await contents(store, lost.build_id, 2) == ([], 0)
+    # the counts the statement added are the builds' own: five more fill a cap of ten
+    full = await append(store, two.build_id, LogWrite(two.runner_id, 1, lines("c", 4, 7)), cap=10)
+    assert full.counts == [6] and [line.content for line in full.lines][-2:] == ["c9", "cut"]
+
+
+async def test_lines_stored_already_do_not_count_against_the_room_left(store: Store) -> None:
+    w = await world(store)
+    await append(store, w.build_id, LogWrite(w.runner_id, 1, lines("a", 0, 3)), cap=5)
+    # four offered, two of them stored: the two new ones fill the log without a cut
+    filled = await append(store, w.build_id, LogWrite(w.runner_id, 1, lines("a", 1, 4)), cap=5)
+    assert filled.counts == [2] and [line.content for line in filled.lines] == ["a3", "a4"]
+    assert await contents(store, w.build_id, 1) == ([f"a{n}" for n in range(5)], 5)
+    cut = await append(store, w.build_id, LogWrite(w.runner_id, 1, lines("a", 5, 1)), cap=5)
+    assert cut.counts == [0] and [line.content for line in cut.lines] == ["cut"]
+
+
 async def test_lines_of_several_builds_keep_their_steps(store: Store) -> None:
     one = await world(store, "/srv/one")
     two = await world(store, "/srv/two")
