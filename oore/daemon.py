@@ -28,7 +28,7 @@ from oore.domain.artifact_storage import EnvironmentStorage
 from oore.domain.crypto import SecretBox
 from oore.eventlog import configure_logging
 from oore.http.app import create_app
-from oore.http.lean.lanes import API_NICENESS, RUNNERS_SLOT, Lanes
+from oore.http.lean.lanes import API_NICENESS, API_SESSION_NICENESS, RUNNERS_SLOT, Lanes
 from oore.http.lean.runner_channel import lean_routes
 from oore.http.metrics import app_metrics
 from oore.http.server import (
@@ -51,7 +51,7 @@ from oore.services.network import NetworkDefaults
 from oore.services.scm import ScmConfig
 from oore.store import Store, open_store
 from oore.store.database import Revive
-from oore.store.embedded import embedded_postgres
+from oore.store.embedded import embedded_postgres, reaches_embedded
 from oore.workers import SupervisorChannel, check_shared_key, exit_status, supervise
 
 log = logging.getLogger("oored")
@@ -190,6 +190,7 @@ async def run_daemon(
                 pool_size=settings.database_pool_size,
                 revive=target.revive,
                 watch_interval=DATABASE_CHECK_INTERVAL,
+                session_niceness=_session_niceness(settings, role, target.url),
             )
         )
         await store.instance.ensure(clock.now())
@@ -313,6 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     # below what a fleet of runners and browsers keeps open.
     log.info("open files limit %d", raise_open_files_limit())
     return exit_status(lambda: _serve(settings, role))
+
+
+def _session_niceness(settings: Settings, role: WorkerRole | None, url: str) -> int | None:
+    """An API worker's sessions in the embedded PostgreSQL run at a lower priority than the
+    runners' worker's, as the worker itself does; an external server's are left alone."""
+    if role is None or not role.lanes or role.slot == RUNNERS_SLOT:
+        return None
+    return API_SESSION_NICENESS if reaches_embedded(url, settings.data_dir / PGDATA_DIR) else None
 
 
 def _serve(settings: Settings, role: WorkerRole | None) -> int:

@@ -102,14 +102,19 @@ async def open_store(
     pool_size: int = 10,
     revive: Revive | None = None,
     watch_interval: float | None = None,
+    session_niceness: int | None = None,
 ) -> AsyncIterator[Store]:
     """Connect, migrate under the advisory lock, and yield the store.
 
-    ``revive`` and ``watch_interval``: how the database rides out an outage (see
-    :mod:`oore.store.database`).
+    ``revive``, ``watch_interval`` (how the database rides out an outage) and
+    ``session_niceness``: see :func:`oore.store.database.open_database`.
     """
     async with open_database(
-        url, pool_size=pool_size, revive=revive, watch_interval=watch_interval
+        url,
+        pool_size=pool_size,
+        revive=revive,
+        watch_interval=watch_interval,
+        session_niceness=session_niceness,
     ) as db:
         await migrate(db)
         yield Store(db)

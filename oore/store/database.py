@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -288,10 +289,16 @@ class Database:
         return None
 
 
-async def _init_connection(conn: Connection) -> None:
+async def _init_connection(conn: Connection, *, niceness: int | None) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog"
     )
+    if niceness is not None:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        try:
+            os.setpriority(os.PRIO_PROCESS, backend, niceness)
+        except OSError as exc:  # not ours after all: the session keeps its priority
+            log.warning("cannot set the niceness of database session %s: %s", backend, exc)
 
 
 def _json_dumps(value: Any) -> str:
@@ -335,17 +342,20 @@ async def open_database(
     pool_size: int = 10,
     revive: Revive | None = None,
     watch_interval: float | None = None,
+    session_niceness: int | None = None,
 ) -> AsyncIterator[Database]:
     """Connect a pool (on a fresh bridge), watch for outages, close it on exit.
 
     Raises StoreUnavailable if the server cannot be reached at all, StoreError if it
-    refuses us. See :meth:`Database.watch` for ``watch_interval``.
+    refuses us. See :meth:`Database.watch` for ``watch_interval``. With
+    ``session_niceness``, the server's process for each of the pool's sessions is given
+    that niceness: only for a server on this machine, run by this user (the embedded one).
     """
     quiet = _QuietFloorRetries()
     pool_log = logging.getLogger("asyncpg.pool")
     pool_log.addFilter(quiet)
     try:
-        async with _open_database(url, pool_size, revive, watch_interval) as db:
+        async with _open_database(url, pool_size, revive, watch_interval, session_niceness) as db:
             yield db
     finally:
         pool_log.removeFilter(quiet)
@@ -353,7 +363,11 @@ async def open_database(
 
 @asynccontextmanager
 async def _open_database(
-    url: str, pool_size: int, revive: Revive | None, watch_interval: float | None
+    url: str,
+    pool_size: int,
+    revive: Revive | None,
+    watch_interval: float | None,
+    session_niceness: int | None,
 ) -> AsyncIterator[Database]:
     async with open_bridge() as bridge:
 
@@ -362,7 +376,7 @@ async def _open_database(
                 url,
                 min_size=min(2, pool_size),
                 max_size=pool_size,
-                init=_init_connection,
+                init=partial(_init_connection, niceness=session_niceness),
                 connection_class=TrackedConnection,
                 reset=_keep_session,
                 command_timeout=60,

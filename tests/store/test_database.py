@@ -81,3 +81,32 @@ async def test_an_outage_is_503_fails_fast_is_logged_once_and_ends_on_its_own(
     assert sum("database unavailable" in m for m in messages) == 1, messages
     assert sum("database available again" in m for m in messages) == 1, messages
     assert not [m for m in messages if "database failure" in m], messages
+
+
+async def _backend(conn: Connection) -> object:
+    # held a moment, so that calls made at once take every session of the pool
+    return await conn.fetchval("SELECT pg_backend_pid() FROM pg_sleep(0.05)")
+
+
+async def _backends(store: Store, sessions: int) -> set[int]:
+    found: set[int] = set()
+
+    async def one() -> None:
+        found.add(int(str(await store.db.run(_backend))))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(sessions):
+            nursery.start_soon(one)
+    return found
+
+
+async def test_each_session_of_the_pool_can_run_at_a_lower_priority(database_url: str) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    async with open_store(database_url, pool_size=3, session_niceness=own + 7) as low:
+        lowered = await _backends(low, 6)
+        assert len(lowered) == 3
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in lowered} == {own + 7}
+    async with open_store(database_url, pool_size=3) as plain:
+        kept = await _backends(plain, 6)
+        assert len(kept) == 3
+        assert all(os.getpriority(os.PRIO_PROCESS, pid) < own + 7 for pid in kept)
