@@ -26,6 +26,7 @@ from oore.actors import Reply
 from oore.domain.builds import (
     MAX_ATTEMPTS,
     Build,
+    BuildEvent,
     BuildStatus,
     QueuedBuild,
     StepResult,
@@ -75,7 +76,14 @@ class BuildRecords:
         self._events = events
 
     async def transition(self, t: Transition) -> Build:
-        build = await self._store.builds.transition(t)
+        return self._told(t, await self._store.builds.transition(t))
+
+    async def transition_with_events(self, t: Transition) -> tuple[Build, list[BuildEvent]]:
+        """:meth:`transition`, and the build's events with the new one, in one call."""
+        build, events = await self._store.builds.transition_with_events(t)
+        return self._told(t, build), events
+
+    def _told(self, t: Transition, build: Build) -> Build:
         self._events.build_changed(build)
         if t.expected.active and not build.status.active and build.last_runner_id:
             self._events.runner_changed(build.last_runner_id)  # its current builds changed
@@ -177,9 +185,9 @@ class BuildMachines:
         exit_code: int | None,
         error_message: str | None,
         steps: Sequence[StepResult] | None,
-    ) -> Build:
-        """The runner's report, committed; 403 ``runner_mismatch`` once the build is not
-        bound to it, 409 as the store decides."""
+    ) -> tuple[Build, list[BuildEvent]]:
+        """The runner's report, committed, and the build's events with it; 403
+        ``runner_mismatch`` once the build is not bound to it, 409 as the store decides."""
         bound = self._of(build)
         if bound is None:
             raise not_yours()
@@ -190,8 +198,8 @@ class BuildMachines:
             if status is current.status:
                 # A retried report whose first answer was lost (the daemon restarted after
                 # committing it): already true, so acknowledge it instead of oored's 409.
-                return current
-            return await self._move(
+                return current, await self._store.builds.events(current.id)
+            after, events = await self._move(
                 bound,
                 status,
                 f"runner:{runner_id}",
@@ -199,7 +207,17 @@ class BuildMachines:
                 exit_code=exit_code,
                 steps=steps,
                 runner_id=runner_id,
+                events=True,
             )
+            assert events is not None
+            return after, events
+
+    def held(self, build_id: str, runner_id: str) -> Build | None:
+        """The build as last known here, if it is bound to ``runner_id`` (no read)."""
+        bound = self._bound.get(build_id)
+        if bound is None or bound.ended or bound.build.runner_id != runner_id:
+            return None
+        return bound.build
 
     async def cancel(self, build: Build, *, actor: str, reason: str) -> Build:
         """Cancel a bound build; 409 ``concurrent_modification`` if it left meanwhile."""
@@ -209,7 +227,8 @@ class BuildMachines:
         async with bound.lock:
             if bound.ended:
                 raise concurrent_modification()
-            return await self._move(bound, BuildStatus.CANCELED, actor, reason)
+            canceled, _ = await self._move(bound, BuildStatus.CANCELED, actor, reason)
+            return canceled
 
     async def watch(self, build: Build, wait: float) -> Build:
         """The build once its status is not ``build.status``, or as it is after ``wait``."""
@@ -306,7 +325,10 @@ class BuildMachines:
         steps: Sequence[StepResult] | None = None,
         requeue: bool = False,
         runner_id: str | None = None,
-    ) -> Build:
+        events: bool = False,
+    ) -> tuple[Build, list[BuildEvent] | None]:
+        """Commit the move; the build as committed and, with ``events``, its events with
+        the new one (read in the same transaction)."""
         before = bound.build
         transition = Transition(
             build_id=before.id,
@@ -320,14 +342,18 @@ class BuildMachines:
             requeue=requeue,
             runner_id=runner_id,
         )
+        history: list[BuildEvent] | None = None
         try:
-            after = await self._records.transition(transition)
+            if events:
+                after, history = await self._records.transition_with_events(transition)
+            else:
+                after = await self._records.transition(transition)
         except Conflict as exc:
             if exc.code == "concurrent_modification":
                 await self._reload(bound)
             raise
         self._changed(bound, before, after)
-        return after
+        return after, history
 
     async def _reload(self, bound: _Bound) -> None:
         before = bound.build

@@ -22,6 +22,7 @@ import trio
 from oore.actors import GroupCommitter
 from oore.domain.builds import (
     Build,
+    BuildEvent,
     BuildStatus,
     QueuedBuild,
     StepResult,
@@ -477,6 +478,10 @@ class Scheduling:
 
     # -- builds bound to a runner ----------------------------------------------------------
 
+    def held(self, build_id: str, runner_id: str) -> Build | None:
+        """The build as this daemon last knew it, if bound here to ``runner_id``."""
+        return self.builds.held(build_id, runner_id)
+
     async def report(
         self,
         runner_id: str,
@@ -486,10 +491,11 @@ class Scheduling:
         exit_code: int | None = None,
         error_message: str | None = None,
         steps: Sequence[StepResult] | None = None,
-    ) -> Build:
+    ) -> tuple[Build, list[BuildEvent]]:
         """The runner reports ``running``, ``succeeded`` or ``failed``; the build as
-        committed. 403 ``runner_mismatch`` once it is not bound to that runner, 409
-        ``invalid_transition`` / ``concurrent_modification`` as the store decides."""
+        committed and its events with the new one. 403 ``runner_mismatch`` once it is not
+        bound to that runner, 409 ``invalid_transition`` / ``concurrent_modification`` as
+        the store decides."""
         return await self.builds.report(
             runner_id,
             build,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from oore.domain.builds import (
@@ -461,13 +462,20 @@ class Builds:
             raise InvalidInput(
                 "invalid_runner_status", "A runner may report running, succeeded or failed"
             )
-        build = await self.bound(runner, build_id)
-        updated = await self._scheduling.report(
+        report = partial(
+            self._scheduling.report,
             runner.id,
-            build,
-            target,
+            status=target,
             exit_code=exit_code,
             error_message=_blank_to_none(error_message),
             steps=steps or None,
         )
-        return updated, await self._store.builds.events(build_id)
+        held = self._scheduling.held(build_id, runner.id)
+        if held is not None:  # as known here: no read first, the commit checks it
+            try:
+                return await report(held)
+            except Conflict as exc:
+                if exc.code != "concurrent_modification":
+                    raise
+                # changed by another daemon meanwhile: answered as the build now is
+        return await report(await self.bound(runner, build_id))

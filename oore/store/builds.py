@@ -583,6 +583,13 @@ async def _transition(conn: Connection, t: Transition) -> Build:
     return build_from_row(row)
 
 
+async def _transition_with_events(
+    conn: Connection, t: Transition
+) -> tuple[Build, list[BuildEvent]]:
+    build = await _transition(conn, t)
+    return build, await _events(conn, uuid.UUID(build.id))
+
+
 async def _queued(conn: Connection, limit: int | None) -> list[QueuedBuild]:
     rows = await conn.fetch(
         """SELECT id, required_labels, queued_at FROM builds WHERE status = 'queued'
@@ -1199,6 +1206,10 @@ class BuildStore:
     async def transition(self, t: Transition) -> Build:
         """Compare-and-set; 409 ``invalid_transition`` / ``concurrent_modification``."""
         return await self._db.transaction(_transition, t)
+
+    async def transition_with_events(self, t: Transition) -> tuple[Build, list[BuildEvent]]:
+        """:meth:`transition`, and the build's events with the new one, in one call."""
+        return await self._db.transaction(_transition_with_events, t)
 
     async def queued(self, limit: int | None = None) -> list[QueuedBuild]:
         """The queued builds, oldest first (all of them: the dispatcher's start-up index)."""

@@ -152,7 +152,7 @@ async def two_daemons(
                 await a.scheduling.queue(w.build())
                 job = await a.scheduling.claim(runner, 0)
                 assert job is not None
-                build = await a.scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
+                build, _ = await a.scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
             yield Daemons(a, b, runner, build, token, store_b, spare)
 
 

@@ -136,8 +136,12 @@ async def test_a_change_read_before_a_report_here_does_not_undo_it(
             assert job is not None and job.build.status is BuildStatus.ASSIGNED
             read_before = await store.builds.get(job.build.id)
             assert read_before is not None
-            running = await scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
+            running, events = await scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
+            # the events come with the report, the new one last
+            assert [e.to_status for e in events][-2:] == [BuildStatus.ASSIGNED, BuildStatus.RUNNING]
             await scheduling.builds.refresh(read_before)
             assert scheduling.builds.status_of(job.build.id) is BuildStatus.RUNNING
-            done = await scheduling.report(runner.id, running, BuildStatus.SUCCEEDED, exit_code=0)
+            done, _ = await scheduling.report(
+                runner.id, running, BuildStatus.SUCCEEDED, exit_code=0
+            )
             assert done.status is BuildStatus.SUCCEEDED

@@ -68,7 +68,7 @@ async def test_a_cancel_through_one_daemon_answers_the_runner_watching_on_anothe
             await b.scheduling.queue(w.build())
             job = await b.scheduling.claim(runner, 5)
             assert job is not None
-            running = await b.scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
+            running, _ = await b.scheduling.report(runner.id, job.build, BuildStatus.RUNNING)
             heard: list[BuildStatus] = []
 
             async def watch() -> None:
