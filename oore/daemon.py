@@ -319,13 +319,18 @@ def main(argv: list[str] | None = None) -> int:
 def _session_niceness(settings: Settings, role: WorkerRole | None, url: str) -> int | None:
     """An API worker's sessions in the embedded PostgreSQL run at a lower priority than the
     runners' worker's, as the worker itself does; an external server's are left alone."""
-    if role is None or not role.lanes or role.slot == RUNNERS_SLOT:
+    if not _serves_api_lane(role):
         return None
     return API_SESSION_NICENESS if reaches_embedded(url, settings.data_dir / PGDATA_DIR) else None
 
 
+def _serves_api_lane(role: WorkerRole | None) -> bool:
+    """Whether this process is a worker of ``oored --workers N`` that serves the API lane."""
+    return role is not None and bool(role.lanes) and role.slot != RUNNERS_SLOT
+
+
 def _serve(settings: Settings, role: WorkerRole | None) -> int:
-    if role is not None and role.lanes and role.slot != RUNNERS_SLOT:
+    if _serves_api_lane(role):
         # On a busy machine the runners' worker comes first: set before any thread starts,
         # as every thread of the process takes it.
         os.nice(API_NICENESS)
