@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import trio
 
+from oore.domain.builds import Build
 from oore.domain.logs import (
     KEEP_ALIVE,
     MAX_STEP,
@@ -294,7 +295,11 @@ class Logs:
         of an attempt that was requeued (the runner was lost) are refused, even when the
         same runner claimed the build again.
 
-        Once one of its appends committed, the runner's next ones are a single store call:
+        The first append of an attempt to a build that this daemon handed the runner
+        starts from the build as claimed, without reading it again (a build changed
+        meanwhile by another daemon is refused by the commit, then read and answered as it
+        now is). Once one of its appends committed, the runner's next ones are a single
+        store call:
         the build, attempt and secrets found for the first are reused, and the commit
         checks, under the build's row lock, that the runner still holds that attempt. A
         refusal is then made precise from the build, or, for a runner that names no
@@ -323,11 +328,29 @@ class Logs:
                     raise refused
                 # No attempt named: the runner may hold a later attempt now (it took the
                 # build again); the lines go to whichever it holds, as below.
+        claimed = self._scheduling.held(build_id, runner.id) if lines else None
+        if claimed is not None and attempt in (None, claimed.attempt):
+            try:  # as this daemon knows it from the claim: no read first
+                return await self._first_append(runner, claimed, lines, held)
+            except Forbidden:
+                pass  # changed meanwhile (by another daemon): answered from the build as stored
         build = await self._builds.bound(runner, build_id)
         if attempt is not None and attempt != build.attempt:
             raise Forbidden("runner_mismatch", "This attempt of the build is over")
         if not lines:
             return 0
+        return await self._first_append(runner, build, lines, held)
+
+    async def _first_append(
+        self,
+        runner: Runner,
+        build: Build,
+        lines: Sequence[LogLine],
+        held: tuple[str, str, int | None],
+    ) -> int:
+        """The first append of ``runner`` to this attempt of ``build``: its secrets found,
+        its lines committed (the commit checks the holder and attempt), the rest kept for
+        the runner's next appends."""
         found = secret_values(build.config_snapshot) + await self._variables.secrets_to_mask(build)
         if self._signing is not None:
             found += await self._signing.secrets_to_mask(build)
