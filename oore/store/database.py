@@ -17,6 +17,7 @@ acknowledged as done.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
@@ -50,7 +52,9 @@ Revive = Callable[[], Awaitable[object]]
 CONNECT_TIMEOUT = 10.0  # seconds for a new connection, pooled or probe
 RETRY_INITIAL = 0.1  # seconds between probes at the start of an outage, doubling...
 RETRY_MAX = 2.0  # ...up to this
-# A run of digits long enough to be an integer beyond 64 bits.
+# how often, and how far apart, a session's scheduling group is tried (_lower_autogroup)
+_AUTOGROUP_TRIES = 30
+_AUTOGROUP_PAUSE = 0.05
 
 # Failures to reach the server, as opposed to failures of a query.
 _UNREACHABLE = (
@@ -297,8 +301,38 @@ async def _init_connection(conn: Connection, *, niceness: int | None) -> None:
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         try:
             os.setpriority(os.PRIO_PROCESS, backend, niceness)
+            await _lower_autogroup(backend, niceness)
         except OSError as exc:  # not ours after all: the session keeps its priority
             log.warning("cannot set the niceness of database session %s: %s", backend, exc)
+
+
+async def _lower_autogroup(pid: int, niceness: int) -> None:
+    """Give the scheduler's group of the server process ``pid`` that niceness too.
+
+    With Linux's autogroups (``kernel.sched_autogroup_enabled``), the CPUs are shared
+    between sessions first, and a process's niceness weighs only against the processes of
+    its own session. Each PostgreSQL server process leads a session of its own, so its
+    niceness alone changes nothing: its group's niceness (``/proc/<pid>/autogroup``) does.
+    Only a process that leads its session is changed, so that no other process's group
+    is. The kernel takes such a change from an unprivileged user at most every 100 ms.
+    """
+    for _ in range(_AUTOGROUP_TRIES):
+        if _set_autogroup(pid, niceness):
+            return
+        await asyncio.sleep(_AUTOGROUP_PAUSE)
+    log.warning("cannot set the niceness of database session %s's group: busy", pid)
+
+
+def _set_autogroup(pid: int, niceness: int) -> bool:
+    """False if the kernel refused the change for now (another less than 100 ms ago)."""
+    group = Path(f"/proc/{pid}/autogroup")
+    if not group.exists() or os.getsid(pid) != pid:
+        return True  # no autogroups, or not a group of its own: nothing to change
+    try:
+        group.write_text(f"{niceness}\n")
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _json_dumps(value: Any) -> str:
