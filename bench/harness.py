@@ -4,6 +4,7 @@ load processes, repetitions summarised as median/min/max, a table and a JSON fil
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import asyncpg
 import httpx
 import trio
 
@@ -73,6 +75,9 @@ def started_daemon(
 
     Its log goes to a file, as under a service manager, not to a pipe: a pipe that this
     process drains too slowly would block the daemon's writes and slow what is measured.
+    It runs in a session of its own, as under a service manager too: where the kernel
+    shares the CPUs between sessions first (Linux's autogroups), this process and its
+    load processes are not counted as the daemon's.
     """
     data = data_dir or Path(tempfile.mkdtemp(prefix="oore-bench-"))
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("OORE_")}
@@ -90,7 +95,13 @@ def started_daemon(
     if workers > 1:
         command += ["--workers", str(workers)]
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=child_env)
+        proc = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            start_new_session=True,  # as a service manager starts it
+        )
     try:
         url = _listening(proc, log_path)
         if url is None:
@@ -105,6 +116,28 @@ def started_daemon(
             proc.kill()
             proc.wait()
         shutil.rmtree(data, ignore_errors=True)  # the embedded PostgreSQL went with oored
+
+
+def settle(server: Server) -> None:
+    """The database's upkeep, done now: ``VACUUM (ANALYZE)`` and a ``CHECKPOINT``.
+
+    Before each measured phase of a scenario that compares phases: the writes of the
+    set-up and of the phase before make PostgreSQL's upkeep due (autovacuum, autoanalyze,
+    the next checkpoint), and without this it falls into the next phase only. A checkpoint
+    needs a superuser or ``pg_checkpoint``: for an external database whose role has
+    neither, it is left out.
+    """
+
+    async def upkeep() -> None:
+        connection = await asyncpg.connect(postgres_url(server))
+        try:
+            await connection.execute("VACUUM (ANALYZE)")
+            with suppress(asyncpg.InsufficientPrivilegeError):
+                await connection.execute("CHECKPOINT")
+        finally:
+            await connection.close()
+
+    asyncio.run(upkeep())
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ as ``Authorization: Bearer``, as an API client does.
 
 Then two phases of ``--seconds`` each, on the same daemon, the first without readers and
 the second with them. Before each, the builds its runners will run are queued (not
-measured: not by the runners' figures, nor while the readers read):
+measured: not by the runners' figures, nor while the readers read), then the database's
+upkeep is done (``VACUUM (ANALYZE)`` and a checkpoint, not measured either): without it,
+the upkeep that the set-up's and the first phase's writes make due falls into the second
+phase only.
 
 - ``--runners`` runners, each on its channel (``--transport``), claim a queued build,
   report it running, append ``--rate`` lines/s to it in batches every
@@ -22,8 +25,12 @@ measured: not by the runners' figures, nor while the readers read):
   a build's log, the runners, the projects. Each reader sends at most ``--pace`` requests
   a second (0: one after the other as fast as answered); a request is timed from its
   send until its whole answer. Any answer but 200, and any broken connection, is an
-  error. The readers run in ``--procs`` load processes, never the server's. They stand
-  for clients on other machines, whose own work takes none of the server's CPUs: with
+  error. The readers connect and start reading ``READERS_AHEAD`` seconds before the
+  runners start, and read until the phase ends: the runners run under 200 readers
+  connected and reading, not under 200 connections opened in the same instant. The
+  readers run in ``--procs`` load processes, never the server's, each in a session of its
+  own. They stand for clients on other machines, whose own work takes none of the
+  server's CPUs: with
   ``--load-cpus apart`` (the default) they run on every CPU but the lowest (given two or
   more), so that one CPU is left to the daemon, PostgreSQL and the runners; ``any`` lets
   them run on every CPU.
@@ -71,6 +78,7 @@ from bench.harness import (
     progress,
     register_runners,
     report,
+    settle,
     split,
     started_cluster,
 )
@@ -88,6 +96,8 @@ READ_WEIGHTS = (4, 2, 2, 1, 1)
 # After this many seconds of reading, most answers were read once (and are kept): the
 # p99 of the reads sent later is shown apart (``read_p99_ms_warm``).
 WARM_SECONDS = 10.0
+# The readers connect and start this many seconds before the runners of their phase.
+READERS_AHEAD = 2.0
 # A runner claims as the agent does, waiting for a build: with workers, a build queued
 # through one worker reaches the runners' worker by a notice, which may come just after.
 CLAIM_WAIT = 5
@@ -230,6 +240,9 @@ def _readers(
     cpus: set[int],
 ) -> None:
     os.sched_setaffinity(0, cpus)
+    # a session of its own, as a client on another machine: where the kernel shares the
+    # CPUs between sessions first, the readers are not counted with the bench's runners
+    os.setsid()
     results.put(trio.run(_read, url, seeded, count, pace, seconds, gate))
 
 
@@ -531,6 +544,7 @@ def repetition(
     queued = (math.ceil(args.seconds / args.build_seconds) + 1) * args.runners
     progress(f"without readers: {args.runners} runners and a live log for {args.seconds:g}s")
     trio.run(_queue, target, queued)
+    settle(cluster.servers[0])
     meter = cluster.meter()
     meter.start()
     alone = trio.run(phase)
@@ -538,27 +552,26 @@ def repetition(
 
     progress(f"with {args.readers} readers: {args.seconds:g}s")
     trio.run(_queue, target, queued)
+    settle(cluster.servers[0])
     kept_before = daemon_counters(cluster.urls[0], _KEPT)
     gate = StartGate.new()
+    reading = READERS_AHEAD + args.seconds
     shares = [s for s in split(list(range(args.readers)), args.procs) if s]
     cpus = os.sched_getaffinity(0)
     if args.load_cpus == "apart" and len(cpus) > 1:
         cpus = cpus - {min(cpus)}
     load = BackgroundLoad(
         _readers,
-        [
-            (cluster.urls[0], seeded, len(share), args.pace, args.seconds, gate, cpus)
-            for share in shares
-        ],
+        [(cluster.urls[0], seeded, len(share), args.pace, reading, gate, cpus) for share in shares],
     )
     at = gate.open(len(shares), load, f"{args.readers} readers starting")
-    time.sleep(max(0.0, at - time.time()))
+    time.sleep(max(0.0, at + READERS_AHEAD - time.time()))
     meter = cluster.meter()
     meter.start()
     together = trio.run(phase)
     cores = meter.cores()
     rss_kb = cluster.rss_kb()  # the daemon with what it keeps after the readers
-    read = load.results(timeout=120 + args.seconds)
+    read = load.results(timeout=120 + reading)
     kept_after = daemon_counters(cluster.urls[0], _KEPT)
     done_progress()
 
@@ -568,7 +581,7 @@ def repetition(
     for line in errors[:5]:
         print(f"\n  read error: {line}")
     figures = {
-        "reads_per_s": len(every) / args.seconds,
+        "reads_per_s": len(every) / reading,
         "read_p50_ms": _ms(every, 0.5),
         "read_p99_ms": _ms(every, 0.99),
         "read_p99_ms_warm": _ms([x for r in read for x in r["late"]], 0.99),

@@ -1,10 +1,14 @@
-"""The bench harness's view of a daemon with workers, against a real ``oored --workers 2``."""
+"""The bench harness's view of a daemon and its database, against a real ``oored``."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
-from bench.harness import started_daemon, worker_pids
+import asyncpg
+
+from bench.harness import postgres_url, settle, started_daemon, worker_pids
 
 
 def test_worker_pids_come_in_the_order_of_their_slots() -> None:
@@ -17,3 +21,33 @@ def test_worker_pids_come_in_the_order_of_their_slots() -> None:
             args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             slots.append(args[args.index(b"--worker-slot") + 1])
     assert slots == [b"0", b"1"]
+
+
+def test_the_daemon_runs_in_a_session_of_its_own() -> None:
+    with started_daemon() as server:
+        assert os.getsid(server.pid) == server.pid
+        assert os.getsid(server.pid) != os.getsid(0)
+
+
+async def _upkeep_seen(url: str) -> tuple[int, int, int]:
+    connection = await asyncpg.connect(url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT count(*) FILTER (WHERE last_vacuum IS NULL) AS unvacuumed,"
+            " count(*) FILTER (WHERE last_analyze IS NULL) AS unanalyzed,"
+            " (SELECT checkpoints_req FROM pg_stat_bgwriter) AS checkpoints"
+            " FROM pg_stat_user_tables"
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    return int(row["unvacuumed"]), int(row["unanalyzed"]), int(row["checkpoints"])
+
+
+def test_settle_vacuums_analyzes_and_checkpoints_the_daemons_database() -> None:
+    with started_daemon() as server:
+        url = postgres_url(server)
+        unvacuumed, unanalyzed, checkpoints = asyncio.run(_upkeep_seen(url))
+        assert unvacuumed > 0 and unanalyzed > 0  # a fresh database: no upkeep done yet
+        settle(server)
+        assert asyncio.run(_upkeep_seen(url)) == (0, 0, checkpoints + 1)
