@@ -96,6 +96,8 @@ READ_WEIGHTS = (4, 2, 2, 1, 1)
 # After this many seconds of reading, most answers were read once (and are kept): the
 # p99 of the reads sent later is shown apart (``read_p99_ms_warm``).
 WARM_SECONDS = 10.0
+# The reader processes' niceness, and their session's.
+LOAD_NICENESS = 19
 # The readers connect and start this many seconds before the runners of their phase.
 READERS_AHEAD = 2.0
 # A runner claims as the agent does, waiting for a build: with workers, a build queued
@@ -240,9 +242,14 @@ def _readers(
     cpus: set[int],
 ) -> None:
     os.sched_setaffinity(0, cpus)
-    # a session of its own, as a client on another machine: where the kernel shares the
-    # CPUs between sessions first, the readers are not counted with the bench's runners
+    # A client on another machine takes nothing from the server's CPUs: the readers run
+    # last, in a session of their own (where the kernel shares the CPUs between sessions
+    # first, Linux's autogroups, the session's niceness is what counts).
     os.setsid()
+    os.nice(LOAD_NICENESS)
+    group = Path("/proc/self/autogroup")
+    if group.exists():
+        group.write_text(f"{LOAD_NICENESS}\n")
     results.put(trio.run(_read, url, seeded, count, pace, seconds, gate))
 
 
