@@ -28,7 +28,7 @@ from oore.domain.artifact_storage import EnvironmentStorage
 from oore.domain.crypto import SecretBox
 from oore.eventlog import configure_logging
 from oore.http.app import create_app
-from oore.http.lean.lanes import API_NICENESS, API_SESSION_NICENESS, RUNNERS_SLOT, Lanes
+from oore.http.lean.lanes import API_NICENESS, RUNNERS_SLOT, Lanes
 from oore.http.lean.runner_channel import lean_routes
 from oore.http.metrics import app_metrics
 from oore.http.server import (
@@ -51,7 +51,7 @@ from oore.services.network import NetworkDefaults
 from oore.services.scm import ScmConfig
 from oore.store import Store, open_store
 from oore.store.database import Revive
-from oore.store.embedded import embedded_postgres, reaches_embedded
+from oore.store.embedded import embedded_postgres
 from oore.workers import SupervisorChannel, check_shared_key, exit_status, supervise
 
 log = logging.getLogger("oored")
@@ -190,7 +190,6 @@ async def run_daemon(
                 pool_size=settings.database_pool_size,
                 revive=target.revive,
                 watch_interval=DATABASE_CHECK_INTERVAL,
-                session_niceness=_session_niceness(settings, role, target.url),
             )
         )
         await store.instance.ensure(clock.now())
@@ -316,21 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     return exit_status(lambda: _serve(settings, role))
 
 
-def _session_niceness(settings: Settings, role: WorkerRole | None, url: str) -> int | None:
-    """An API worker's sessions in the embedded PostgreSQL run at a lower priority than the
-    runners' worker's, as the worker itself does; an external server's are left alone."""
-    if not _serves_api_lane(role):
-        return None
-    return API_SESSION_NICENESS if reaches_embedded(url, settings.data_dir / PGDATA_DIR) else None
-
-
-def _serves_api_lane(role: WorkerRole | None) -> bool:
-    """Whether this process is a worker of ``oored --workers N`` that serves the API lane."""
-    return role is not None and bool(role.lanes) and role.slot != RUNNERS_SLOT
-
-
 def _serve(settings: Settings, role: WorkerRole | None) -> int:
-    if _serves_api_lane(role):
+    if role is not None and role.lanes and role.slot != RUNNERS_SLOT:
         # On a busy machine the runners' worker comes first: set before any thread starts,
         # as every thread of the process takes it.
         os.nice(API_NICENESS)

@@ -102,19 +102,14 @@ async def open_store(
     pool_size: int = 10,
     revive: Revive | None = None,
     watch_interval: float | None = None,
-    session_niceness: int | None = None,
 ) -> AsyncIterator[Store]:
     """Connect, migrate under the advisory lock, and yield the store.
 
-    ``revive``, ``watch_interval`` (how the database rides out an outage) and
-    ``session_niceness``: see :func:`oore.store.database.open_database`.
+    ``revive`` and ``watch_interval``: how the database rides out an outage (see
+    :mod:`oore.store.database`).
     """
     async with open_database(
-        url,
-        pool_size=pool_size,
-        revive=revive,
-        watch_interval=watch_interval,
-        session_niceness=session_niceness,
+        url, pool_size=pool_size, revive=revive, watch_interval=watch_interval
     ) as db:
         await migrate(db)
         yield Store(db)

@@ -17,16 +17,13 @@ acknowledged as done.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
 
 import asyncpg
@@ -52,9 +49,7 @@ Revive = Callable[[], Awaitable[object]]
 CONNECT_TIMEOUT = 10.0  # seconds for a new connection, pooled or probe
 RETRY_INITIAL = 0.1  # seconds between probes at the start of an outage, doubling...
 RETRY_MAX = 2.0  # ...up to this
-# how often, and how far apart, a session's scheduling group is tried (_lower_autogroup)
-_AUTOGROUP_TRIES = 30
-_AUTOGROUP_PAUSE = 0.05
+# A run of digits long enough to be an integer beyond 64 bits.
 
 # Failures to reach the server, as opposed to failures of a query.
 _UNREACHABLE = (
@@ -293,46 +288,10 @@ class Database:
         return None
 
 
-async def _init_connection(conn: Connection, *, niceness: int | None) -> None:
+async def _init_connection(conn: Connection) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog"
     )
-    if niceness is not None:
-        backend = await conn.fetchval("SELECT pg_backend_pid()")
-        try:
-            os.setpriority(os.PRIO_PROCESS, backend, niceness)
-            await _lower_autogroup(backend, niceness)
-        except OSError as exc:  # not ours after all: the session keeps its priority
-            log.warning("cannot set the niceness of database session %s: %s", backend, exc)
-
-
-async def _lower_autogroup(pid: int, niceness: int) -> None:
-    """Give the scheduler's group of the server process ``pid`` that niceness too.
-
-    With Linux's autogroups (``kernel.sched_autogroup_enabled``), the CPUs are shared
-    between sessions first, and a process's niceness weighs only against the processes of
-    its own session. Each PostgreSQL server process leads a session of its own, so its
-    niceness alone changes nothing: its group's niceness (``/proc/<pid>/autogroup``) does.
-    Only a process that leads its session is changed, so that no other process's group
-    is. The kernel takes such a change from an unprivileged user at most every 100 ms.
-    """
-    for _ in range(_AUTOGROUP_TRIES):
-        if _set_autogroup(pid, niceness):
-            return
-        await asyncio.sleep(_AUTOGROUP_PAUSE)
-    log.warning("cannot set the niceness of database session %s's group: busy", pid)
-
-
-def _set_autogroup(pid: int, niceness: int) -> bool:
-    """False if the kernel refused the change for now (another less than 100 ms ago)."""
-    group = Path(f"/proc/{pid}/autogroup")
-    if not group.exists() or os.getsid(pid) != pid:
-        return True  # no autogroups, or not a group of its own: nothing to change
-    try:
-        group.write_text(f"{niceness}\n")
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _json_dumps(value: Any) -> str:
@@ -376,20 +335,17 @@ async def open_database(
     pool_size: int = 10,
     revive: Revive | None = None,
     watch_interval: float | None = None,
-    session_niceness: int | None = None,
 ) -> AsyncIterator[Database]:
     """Connect a pool (on a fresh bridge), watch for outages, close it on exit.
 
     Raises StoreUnavailable if the server cannot be reached at all, StoreError if it
-    refuses us. See :meth:`Database.watch` for ``watch_interval``. With
-    ``session_niceness``, the server's process for each of the pool's sessions is given
-    that niceness: only for a server on this machine, run by this user (the embedded one).
+    refuses us. See :meth:`Database.watch` for ``watch_interval``.
     """
     quiet = _QuietFloorRetries()
     pool_log = logging.getLogger("asyncpg.pool")
     pool_log.addFilter(quiet)
     try:
-        async with _open_database(url, pool_size, revive, watch_interval, session_niceness) as db:
+        async with _open_database(url, pool_size, revive, watch_interval) as db:
             yield db
     finally:
         pool_log.removeFilter(quiet)
@@ -397,11 +353,7 @@ async def open_database(
 
 @asynccontextmanager
 async def _open_database(
-    url: str,
-    pool_size: int,
-    revive: Revive | None,
-    watch_interval: float | None,
-    session_niceness: int | None,
+    url: str, pool_size: int, revive: Revive | None, watch_interval: float | None
 ) -> AsyncIterator[Database]:
     async with open_bridge() as bridge:
 
@@ -410,7 +362,7 @@ async def _open_database(
                 url,
                 min_size=min(2, pool_size),
                 max_size=pool_size,
-                init=partial(_init_connection, niceness=session_niceness),
+                init=_init_connection,
                 connection_class=TrackedConnection,
                 reset=_keep_session,
                 command_timeout=60,

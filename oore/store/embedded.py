@@ -17,7 +17,6 @@ import warnings
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import trio
 
@@ -225,10 +224,3 @@ async def embedded_postgres(
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(server.stop)
-
-
-def reaches_embedded(url: str, pgdata: Path) -> bool:
-    """Whether ``url`` connects through the socket directory of the embedded cluster in
-    ``pgdata`` (its server is then a process of this machine and this user)."""
-    host = parse_qs(urlsplit(url).query).get("host", [])
-    return len(host) == 1 and Path(host[0]).resolve() == pgdata.resolve()

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import trio
 
 from oore.errors import StoreError, StoreUnavailable
 from oore.store import Store, open_store
-from oore.store.database import Connection, _lower_autogroup
+from oore.store.database import Connection
 from oore.store.embedded import POSTGRES_BIN_PATH, EmbeddedPostgres
 
 WAIT = 60.0
@@ -83,63 +81,3 @@ async def test_an_outage_is_503_fails_fast_is_logged_once_and_ends_on_its_own(
     assert sum("database unavailable" in m for m in messages) == 1, messages
     assert sum("database available again" in m for m in messages) == 1, messages
     assert not [m for m in messages if "database failure" in m], messages
-
-
-async def _backend(conn: Connection) -> object:
-    # held a moment, so that calls made at once take every session of the pool
-    return await conn.fetchval("SELECT pg_backend_pid() FROM pg_sleep(0.05)")
-
-
-async def _backends(store: Store, sessions: int) -> set[int]:
-    found: set[int] = set()
-
-    async def one() -> None:
-        found.add(int(str(await store.db.run(_backend))))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(sessions):
-            nursery.start_soon(one)
-    return found
-
-
-def _autogroup_niceness(pid: int) -> int | None:
-    """The niceness of the kernel's scheduling group of ``pid`` (None without autogroups)."""
-    group = Path(f"/proc/{pid}/autogroup")
-    return int(group.read_text().split()[-1]) if group.exists() else None
-
-
-async def test_each_session_of_the_pool_can_run_at_a_lower_priority(database_url: str) -> None:
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    async with open_store(database_url, pool_size=3, session_niceness=own + 7) as low:
-        lowered = await _backends(low, 6)
-        assert len(lowered) == 3
-        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in lowered} == {own + 7}
-        # each server process leads a session of its own: with the kernel's autogroups,
-        # that session's group is lowered as well
-        if _autogroup_niceness(os.getpid()) is not None:
-            assert all(os.getsid(pid) == pid for pid in lowered)
-            assert {_autogroup_niceness(pid) for pid in lowered} == {own + 7}
-    async with open_store(database_url, pool_size=3) as plain:
-        kept = await _backends(plain, 6)
-        assert len(kept) == 3
-        assert all(os.getpriority(os.PRIO_PROCESS, pid) < own + 7 for pid in kept)
-        assert all((_autogroup_niceness(pid) or 0) < own + 7 for pid in kept)
-
-
-@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroups")
-def test_only_a_process_that_leads_its_session_has_its_group_lowered() -> None:
-    own = _autogroup_niceness(os.getpid())
-    assert own is not None
-    with subprocess.Popen(["sleep", "30"]) as follower:
-        try:
-            asyncio.run(_lower_autogroup(follower.pid, own + 3))
-            assert _autogroup_niceness(os.getpid()) == own  # ours: left alone
-        finally:
-            follower.kill()
-    with subprocess.Popen(["sleep", "30"], start_new_session=True) as leader:
-        try:
-            asyncio.run(_lower_autogroup(leader.pid, own + 3))
-            assert _autogroup_niceness(leader.pid) == own + 3
-            assert _autogroup_niceness(os.getpid()) == own
-        finally:
-            leader.kill()

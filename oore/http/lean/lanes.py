@@ -43,9 +43,6 @@ API = "api"
 RUNNERS_SLOT = 0
 # The API workers' niceness: when the CPUs are all busy, the runners' worker is run first.
 API_NICENESS = 10
-# The niceness of an API worker's sessions in the embedded PostgreSQL (their server
-# processes): the reads they run give the CPUs up to the runners' claims and appends first.
-API_SESSION_NICENESS = 19
 # What goes with a connection: the seconds left for its head, then the bytes read so far
 # (at most a head and one read after it; a connection that read more is served where it is).
 _DEADLINE = struct.Struct("!d")
