@@ -97,6 +97,20 @@ async def runtime(store: Store, tmp_path: Path, config: SchedulingConfig) -> Asy
         yield opened
 
 
+@asynccontextmanager
+async def claimed_here(store: Store, tmp_path: Path) -> AsyncIterator[tuple[Runtime, Runner, str]]:
+    """A runtime through which one runner claimed one build: the runtime, the runner and
+    the build's id."""
+    w = await world(store)
+    [runner] = await runners(store, 1)
+    async with runtime(store, tmp_path, SchedulingConfig()) as rt:
+        with trio.fail_after(BOUND):
+            await rt.scheduling.queue(w.build())
+            job = await rt.scheduling.claim(runner, 0)
+        assert job is not None
+        yield rt, runner, job.build.id
+
+
 async def until(condition: Callable[[], bool]) -> None:
     """Until ``condition()`` holds (the caller bounds the wait)."""
     while not condition():  # noqa: ASYNC110

@@ -9,22 +9,15 @@ import trio
 
 from oore.domain.builds import BuildStatus, Transition
 from oore.errors import Forbidden
-from oore.scheduling import SchedulingConfig
 from oore.store import Store
-from tests.scheduling.kit import BOUND, CLOCK, runners, runtime, world
+from tests.scheduling.kit import BOUND, CLOCK, claimed_here
 
 
 async def test_a_report_of_a_build_changed_behind_the_daemons_back_is_answered_as_it_is(
     store: Store, tmp_path: Path
 ) -> None:
-    w = await world(store)
-    [runner] = await runners(store, 1)
-    async with runtime(store, tmp_path, SchedulingConfig()) as rt:
+    async with claimed_here(store, tmp_path) as (rt, runner, build_id):
         with trio.fail_after(BOUND):
-            await rt.scheduling.queue(w.build())
-            job = await rt.scheduling.claim(runner, 0)
-            assert job is not None
-            build_id = job.build.id
             running, events = await rt.builds.report(
                 runner, build_id, status="running", exit_code=None, error_message=None, steps=None
             )

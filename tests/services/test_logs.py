@@ -11,9 +11,8 @@ import trio
 from oore.domain.builds import BuildStatus, Transition
 from oore.domain.logs import LogLine
 from oore.errors import Forbidden
-from oore.scheduling import SchedulingConfig
 from oore.store import Store
-from tests.scheduling.kit import BOUND, CLOCK, runners, runtime, world
+from tests.scheduling.kit import BOUND, CLOCK, claimed_here
 
 
 def _lines(start: int, count: int) -> list[LogLine]:
@@ -36,14 +35,8 @@ def _counting_reads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 async def test_the_first_append_after_a_claim_here_reads_no_build(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    w = await world(store)
-    [runner] = await runners(store, 1)
-    async with runtime(store, tmp_path, SchedulingConfig()) as rt:
+    async with claimed_here(store, tmp_path) as (rt, runner, build_id):
         with trio.fail_after(BOUND):
-            await rt.scheduling.queue(w.build())
-            job = await rt.scheduling.claim(runner, 0)
-            assert job is not None
-            build_id = job.build.id
             read = _counting_reads(store, monkeypatch)
             assert await rt.logs.append(runner, build_id, _lines(0, 3)) == 3
             assert await rt.logs.append(runner, build_id, _lines(3, 2), attempt=1) == 2
@@ -56,14 +49,8 @@ async def test_the_first_append_after_a_claim_here_reads_no_build(
 async def test_a_first_append_to_a_build_changed_behind_the_daemons_back_is_refused_as_it_is(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    w = await world(store)
-    [runner] = await runners(store, 1)
-    async with runtime(store, tmp_path, SchedulingConfig()) as rt:
+    async with claimed_here(store, tmp_path) as (rt, runner, build_id):
         with trio.fail_after(BOUND):
-            await rt.scheduling.queue(w.build())
-            job = await rt.scheduling.claim(runner, 0)
-            assert job is not None
-            build_id = job.build.id
             # canceled by a write this daemon never hears of (no notice): the build as
             # claimed is out of date, and the commit finds it so
             await store.builds.transition(
