@@ -29,8 +29,8 @@ phase only.
   runners start, and read until the phase ends: the runners run under 200 readers
   connected and reading, not under 200 connections opened in the same instant. The
   readers run in ``--procs`` load processes, never the server's, each in a session of its
-  own. They stand for clients on other machines, whose own work takes none of the
-  server's CPUs: with
+  own, last (niceness 19, the session's too). They stand for clients on other machines,
+  whose own work takes none of the server's CPUs: with
   ``--load-cpus apart`` (the default) they run on every CPU but the lowest (given two or
   more), so that one CPU is left to the daemon, PostgreSQL and the runners; ``any`` lets
   them run on every CPU.
