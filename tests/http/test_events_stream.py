@@ -184,9 +184,13 @@ async def test_runner_events_go_only_to_those_who_may_read_runners(
         watching(served, bearer(viewer.token)) as blind,
         watching(served, bearer(developer.token)) as sees,
     ):
+        # An event carries the runner as it is when the hub gets to it, so each change
+        # waits for the event of the one before (a busy hub would fold them together).
         runner = await setup.runner("fleet-1")
+        await until(lambda: len(runner_events(sees)) == 1)
         path = f"/v1/runners/{runner.id}"
         assert (await setup.api.post(f"{path}/drain", token=setup.token)).status == 200
+        await until(lambda: len(runner_events(sees)) == 2)
         assert (await setup.api.call("DELETE", path, token=setup.token)).status == 204
         await until(lambda: len(runner_events(sees)) == 3)
     registered, drained, deleted = runner_events(sees)
