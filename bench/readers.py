@@ -14,8 +14,9 @@ phase only.
 
 - ``--runners`` runners, each on its channel (``--transport``), claim a queued build,
   report it running, append ``--rate`` lines/s to it in batches every
-  ``--batch-interval`` seconds for ``--build-seconds``, end it and claim the next. Each
-  claim and each append is timed (request until answer).
+  ``--batch-interval`` seconds for ``--build-seconds``, end it and claim the next. They
+  start one after another, spread over a build's length, so that they claim at different
+  instants. Each claim and each append is timed (request until answer).
 - One more runner appends ``--rate`` lines/s to one build for the whole phase, and one
   viewer follows that build's live log (SSE, the owner's session) and measures each
   line's latency (sent until received).
@@ -42,8 +43,10 @@ the lines stored per second (counted from the server's logs afterwards: every li
 must be stored), the cores used by the daemon, PostgreSQL and the load processes, the
 daemon's resident memory at the end of the readers' phase, and how many reads the daemon
 answered from memory (one daemon only). The runners' p99 under the readers over their p99
-alone is shown per run (``*_ratio``) and over the samples of every run at once: a claim's
-p99 in one run is about its slowest of 80, so one slow claim moves it.
+alone is shown per run (``*_ratio``) and over the samples of every run at once, there with
+the lowest and the highest ratio that the two p99s' 95 % bounds allow
+(``*_p99_ratio_low``, ``*_p99_ratio_high``, from the samples' ranks): four runners' claims
+in a 60 s run are 80, whose p99 is about the slowest, so one slow claim moves it.
 ``--workers M`` starts the daemon with ``--workers M`` (with two or more, worker 0 serves
 the runners' channels and the live log, the others the reads).
 """
@@ -74,6 +77,7 @@ from bench.harness import (
     done_progress,
     make_repo,
     percentile,
+    percentile_bounds,
     prepare,
     progress,
     register_runners,
@@ -357,9 +361,11 @@ async def _runner(
     interval: float,
     until: float,
     timings: _Timings,
+    start_in: float = 0.0,
 ) -> None:
-    """Claim, run and end builds until ``until`` (wall clock)."""
+    """Claim, run and end builds from ``start_in`` seconds on until ``until`` (wall clock)."""
     runner_id, token = runner
+    await trio.sleep(start_in)
     async with trio.open_nursery() as nursery:
         link = await open_link(transport, nursery, url, runner_id, token)
         while time.time() < until:
@@ -420,7 +426,9 @@ async def _phase(
             await link.aclose()
 
         nursery.start_soon(live_log)
-        for runner in runners:
+        # Spread over a build's length, the runners claim one at a time: started in the
+        # same instant, they claimed, appended and ended together all the phase long.
+        for index, runner in enumerate(runners):
             nursery.start_soon(
                 _runner,
                 target.url,
@@ -431,6 +439,7 @@ async def _phase(
                 interval,
                 until,
                 timings,
+                index * build_seconds / len(runners),
             )
     # the viewer has read to the stream's end (its task is done): the nursery waited for it
     timings.sent.update(live_timings.sent)
@@ -504,10 +513,23 @@ def _latencies(timings: list[_Timings], suffix: str) -> dict[str, float]:
 
 def _pooled(phases: list[tuple[_Timings, _Timings]]) -> dict[str, float]:
     """The runners' p50 and p99 over the samples of every run's phase without readers, and
-    of every run's phase with them, and the ratios of the p99s."""
+    of every run's phase with them, and the ratios of the p99s; with how many samples
+    each p99 comes from, and the lowest and highest ratio their 95 % bounds allow."""
     alone = _latencies([pair[0] for pair in phases], "_alone")
     together = _latencies([pair[1] for pair in phases], "")
-    return {**alone, **together, **_ratios(alone, together)}
+    bounds: dict[str, float] = {}
+    for name, attribute in _RUNNER_SAMPLES.items():
+        without = [x for pair in phases for x in getattr(pair[0], attribute)]
+        under = [x for pair in phases for x in getattr(pair[1], attribute)]
+        if not without or not under:
+            continue
+        without_low, without_high = percentile_bounds(without, 0.99)
+        under_low, under_high = percentile_bounds(under, 0.99)
+        bounds[f"{name}_samples_alone"] = float(len(without))
+        bounds[f"{name}_samples"] = float(len(under))
+        bounds[f"{name}_p99_ratio_low"] = under_low / without_high
+        bounds[f"{name}_p99_ratio_high"] = under_high / without_low
+    return {**alone, **together, **_ratios(alone, together), **bounds}
 
 
 def _runner_figures(

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.harness import postgres_url, settle, started_daemon, worker_pids
+from bench.harness import (
+    percentile,
+    percentile_bounds,
+    postgres_url,
+    settle,
+    started_daemon,
+    worker_pids,
+)
 
 
 def test_worker_pids_come_in_the_order_of_their_slots() -> None:
@@ -51,3 +58,16 @@ def test_settle_vacuums_analyzes_and_checkpoints_the_daemons_database() -> None:
         assert unvacuumed > 0 and unanalyzed > 0  # a fresh database: no upkeep done yet
         settle(server)
         assert asyncio.run(_upkeep_seen(url)) == (0, 0, checkpoints + 1)
+
+
+def test_a_p99s_bounds_widen_as_its_samples_thin() -> None:
+    # 240 samples: the p99 is the third slowest, and it may be anything from the seventh
+    # slowest to the slowest; of 24,000: the 241st slowest, between the 272nd and 210th.
+    few = [float(i) for i in range(240)]
+    assert percentile(few, 0.99) == 237
+    assert percentile_bounds(few, 0.99) == (233, 239)
+    many = [float(i) for i in range(24_000)]
+    low, high = percentile_bounds(many, 0.99)
+    assert low < percentile(many, 0.99) < high
+    assert (24_000 - low, 24_000 - high) == (272, 210)
+    assert percentile_bounds([5.0], 0.99) == (5.0, 5.0)

@@ -67,7 +67,7 @@ SCENARIOS = {
     "readers": [
         *("--readers", "4", "--seconds", "1", "--procs", "1"),
         *("--projects", "2", "--builds", "8", "--lines", "20"),
-        *("--runners", "1", "--build-seconds", "0.5", "--repeat", "1"),
+        *("--runners", "2", "--build-seconds", "0.5", "--repeat", "1"),
     ],
     "logs-fleet": [
         "--builds",
@@ -157,6 +157,10 @@ def test_scenario_prints_its_table_and_writes_its_figures(
         assert pooled["claim_p99_ms"] == run["claim_p99_ms"]
         assert pooled["live_latency_p50_ms_alone"] == run["live_latency_p50_ms_alone"]
         assert pooled["append_p99_ratio"] == run["append_p99_ratio"]
+        assert pooled["claim_samples"] == run["claims"]
+        for name in ("claim", "append", "live_latency"):
+            ratio = pooled[f"{name}_p99_ratio"]
+            assert pooled[f"{name}_p99_ratio_low"] <= ratio <= pooled[f"{name}_p99_ratio_high"]
     if scenario == "logs-fleet":  # every line stored, and seen by both viewers of its build
         assert run["lines_sent"] == run["lines_acknowledged"] == 4 * 20 * 2
         assert run["viewers_finished"] == 4 * 2 and run["viewers_ended_early"] == 0
