@@ -37,6 +37,7 @@ from oore.errors import Conflict, Forbidden
 from oore.eventlog import event
 from oore.scheduling.deadlines import Deadlines
 from oore.scheduling.dispatcher import Dispatcher
+from oore.scheduling.job import Job
 from oore.scheduling.ports import Clock, Events, Metrics
 from oore.store import Store
 
@@ -62,6 +63,7 @@ class _Bound:
     lock: trio.Lock = field(default_factory=trio.Lock)
     watchers: list[Reply[Build]] = field(default_factory=list)
     ended: bool = False
+    job: Job | None = None  # as this daemon handed it to the runner, when it did
 
 
 def not_yours() -> Forbidden:
@@ -214,10 +216,28 @@ class BuildMachines:
 
     def held(self, build_id: str, runner_id: str) -> Build | None:
         """The build as last known here, if it is bound to ``runner_id`` (no read)."""
+        bound = self._held(build_id, runner_id)
+        return None if bound is None else bound.build
+
+    def handed(self, job: Job) -> None:
+        """Keep the job handed to the build's runner with the build, while it is bound."""
+        bound = self._bound.get(job.build.id)
+        if bound is not None and not bound.ended:
+            bound.job = job
+
+    def job_of(self, build_id: str, runner_id: str) -> Job | None:
+        """The job this daemon handed to ``runner_id`` for the attempt it holds, if any."""
+        bound = self._held(build_id, runner_id)
+        job = None if bound is None else bound.job
+        if job is None or bound is None or job.build.attempt != bound.build.attempt:
+            return None
+        return job
+
+    def _held(self, build_id: str, runner_id: str) -> _Bound | None:
         bound = self._bound.get(build_id)
         if bound is None or bound.ended or bound.build.runner_id != runner_id:
             return None
-        return bound.build
+        return bound
 
     async def cancel(self, build: Build, *, actor: str, reason: str) -> Build:
         """Cancel a bound build; 409 ``concurrent_modification`` if it left meanwhile."""

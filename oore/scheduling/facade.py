@@ -387,7 +387,17 @@ class Scheduling:
             queued_s=now - build.queued_at,
             attempt=build.attempt,
         )
-        return Job(build, signing, lease, variables, outcome.android_signing, outcome.ios_signing)
+        job = Job(
+            build,
+            signing,
+            lease,
+            variables,
+            outcome.android_signing,
+            outcome.ios_signing,
+            outcome.sealed_passwords,
+        )
+        self.builds.handed(job)
+        return job
 
     async def _handed(self, job: Job) -> Job:
         """The job, unless the claimant was cancelled meanwhile: then it goes back."""
@@ -481,6 +491,10 @@ class Scheduling:
     def held(self, build_id: str, runner_id: str) -> Build | None:
         """The build as this daemon last knew it, if bound here to ``runner_id``."""
         return self.builds.held(build_id, runner_id)
+
+    def job_of(self, build_id: str, runner_id: str) -> Job | None:
+        """The job this daemon handed to ``runner_id`` for the attempt it holds, if it did."""
+        return self.builds.job_of(build_id, runner_id)
 
     async def report(
         self,

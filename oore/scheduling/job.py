@@ -25,6 +25,9 @@ class Job:
     # Whether the runner is to fetch the pipeline's Android and iOS signing material (§5.6).
     android_signing: bool = False
     ios_signing: bool = False
+    # The pipeline's signing passwords, sealed: what the build's log must not show. Kept
+    # for the log, never in the answer.
+    sealed_passwords: tuple[str, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, Any]:
         build = self.build

@@ -61,6 +61,7 @@ from oore.live.logstream import (
     LogStreamTimings,
 )
 from oore.scheduling import Scheduling
+from oore.scheduling.job import Job
 from oore.services.access import Access
 from oore.services.builds import Builds
 from oore.services.identity import Identity
@@ -330,8 +331,9 @@ class Logs:
                 # build again); the lines go to whichever it holds, as below.
         claimed = self._scheduling.held(build_id, runner.id) if lines else None
         if claimed is not None and attempt in (None, claimed.attempt):
+            job = self._scheduling.job_of(build_id, runner.id)
             try:  # as this daemon knows it from the claim: no read first
-                return await self._first_append(runner, claimed, lines, held)
+                return await self._first_append(runner, claimed, lines, held, job)
             except Forbidden:
                 pass  # changed meanwhile (by another daemon): answered from the build as stored
         build = await self._builds.bound(runner, build_id)
@@ -347,13 +349,21 @@ class Logs:
         build: Build,
         lines: Sequence[LogLine],
         held: tuple[str, str, int | None],
+        job: Job | None = None,
     ) -> int:
-        """The first append of ``runner`` to this attempt of ``build``: its secrets found,
-        its lines committed (the commit checks the holder and attempt), the rest kept for
-        the runner's next appends."""
-        found = secret_values(build.config_snapshot) + await self._variables.secrets_to_mask(build)
+        """The first append of ``runner`` to this attempt of ``build``: its secrets found
+        (from the ``job`` this daemon handed over, else read), its lines committed (the
+        commit checks the holder and attempt), the rest kept for the runner's next
+        appends."""
+        given = None if job is None else job.variables
+        found = secret_values(build.config_snapshot)
+        found += await self._variables.secrets_to_mask(build, given)
         if self._signing is not None:
-            found += await self._signing.secrets_to_mask(build)
+            # A runner told to fetch signing material gets the passwords as they are when
+            # it fetches: those are read now, not taken from the claim.
+            fetches = job is None or job.android_signing or job.ios_signing
+            sealed = None if fetches or job is None else job.sealed_passwords
+            found += await self._signing.secrets_to_mask(build, sealed)
         secrets = tuple(sorted(set(found), key=len, reverse=True))
         count = await self.streams.append(
             build.id, runner.id, build.attempt, _prepared(lines, secrets)

@@ -11,6 +11,7 @@ build is assigned or running). Changes are audited with the parts changed, never
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,11 +216,14 @@ class Signing:
             )
         return material
 
-    async def secrets_to_mask(self, build: Build) -> tuple[str, ...]:
+    async def secrets_to_mask(
+        self, build: Build, sealed: Sequence[str] | None = None
+    ) -> tuple[str, ...]:
         """The signing passwords of the build's pipeline (Android's and the iOS P12's),
         which its log must never show (whether or not its runner fetched them), longest
-        first."""
-        sealed = await self._store.signing.sealed_passwords(build.pipeline_id)
+        first: from ``sealed`` (as the claim read them), else read now."""
+        if sealed is None:
+            sealed = await self._store.signing.sealed_passwords(build.pipeline_id)
         if not sealed:
             return ()
         box = self._box()

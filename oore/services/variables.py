@@ -10,6 +10,7 @@ build attempt) so that the log service masks them in every line it stores.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from oore.domain.builds import Build
@@ -181,11 +182,17 @@ class Variables:
         while len(self._masks) > REMEMBERED_BUILDS:
             self._masks.popitem(last=False)
 
-    async def secrets_to_mask(self, build: Build) -> tuple[str, ...]:
+    async def secrets_to_mask(
+        self, build: Build, given: Sequence[BuildVariable] | None = None
+    ) -> tuple[str, ...]:
         """The secret values to mask in the log of the build's current attempt: those its
-        runner was given, or (after a restart of the daemon) the stored ones now."""
+        runner was given (``given``, when this daemon handed them over), or (after a
+        restart of the daemon) the stored ones now."""
         known = self._masks.get((build.id, build.attempt))
         if known is not None:
             return known
-        await self.for_build(build)
+        if given is not None:
+            self._remember(build, maskable(var.value for var in given if var.secret))
+        else:
+            await self.for_build(build)
         return self._masks.get((build.id, build.attempt), ())

@@ -373,6 +373,8 @@ class ClaimOutcome:
     # iOS signing.
     android_signing: bool = False
     ios_signing: bool = False
+    # The pipeline's signing passwords, sealed (see :func:`sealed_passwords_of`).
+    sealed_passwords: tuple[str, ...] = ()
 
 
 # The stored variables a claimed build's runner gets: its project's and its pipeline's.
@@ -380,13 +382,30 @@ _CLAIMED_VARIABLES = """(SELECT COALESCE(jsonb_agg(v), '[]') FROM variables v
                          WHERE v.project_id = b.project_id
                            AND (v.pipeline_id IS NULL OR v.pipeline_id = b.pipeline_id))
                         AS claimed_variables"""
-# Whether the runner is to fetch signing material: one probe of a primary key per platform.
-_CLAIMED_SIGNING = """EXISTS (SELECT 1 FROM android_signing_profiles s
+
+
+def sealed_passwords_of(pipeline: str) -> str:
+    """A query of the sealed signing passwords of the pipeline whose id is ``pipeline`` (an
+    SQL expression): Android's and the iOS P12's, enabled or not, in one column
+    ``sealed`` (NULL where a profile has none). What a build's log must never show."""
+    return f"""SELECT store_password_encrypted AS sealed FROM android_signing_profiles
+                   WHERE pipeline_id = {pipeline}
+               UNION ALL SELECT key_password_encrypted FROM android_signing_profiles
+                   WHERE pipeline_id = {pipeline}
+               UNION ALL SELECT p12_password_encrypted FROM pipeline_ios_signing
+                   WHERE pipeline_id = {pipeline}"""
+
+
+# Whether the runner is to fetch signing material (one probe of a primary key per
+# platform), and the passwords to mask in the build's log, sealed.
+_CLAIMED_SIGNING = f"""EXISTS (SELECT 1 FROM android_signing_profiles s
                               WHERE s.pipeline_id = b.pipeline_id AND s.enabled)
                       AS claimed_android_signing,
                       EXISTS (SELECT 1 FROM pipeline_ios_signing i
                               WHERE i.pipeline_id = b.pipeline_id AND i.enabled)
-                      AS claimed_ios_signing"""
+                      AS claimed_ios_signing,
+                      ARRAY(SELECT p.sealed FROM ({sealed_passwords_of("b.pipeline_id")}) AS p
+                            WHERE p.sealed IS NOT NULL) AS claimed_sealed_passwords"""
 
 
 def _claiming(pairs: str, source: str) -> str:
@@ -475,6 +494,7 @@ async def _outcomes(
                 variables=variables,
                 android_signing=row["claimed_android_signing"],
                 ios_signing=row["claimed_ios_signing"],
+                sealed_passwords=tuple(row["claimed_sealed_passwords"]),
             )
         )
     return outcomes

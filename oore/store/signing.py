@@ -11,7 +11,7 @@ from typing import Any
 from oore.domain.builds import Build
 from oore.domain.signing import SealedAndroidProfile
 from oore.errors import NotFound
-from oore.store.builds import build_from_row
+from oore.store.builds import build_from_row, sealed_passwords_of
 from oore.store.database import Connection, Database
 from oore.store.projects import as_uuid
 
@@ -100,15 +100,7 @@ async def _grant(conn: Connection, build_id: uuid.UUID) -> GrantedBuild | None:
 
 
 async def _sealed_passwords(conn: Connection, pipeline_id: uuid.UUID) -> list[str]:
-    rows = await conn.fetch(
-        """SELECT store_password_encrypted AS sealed FROM android_signing_profiles
-               WHERE pipeline_id = $1
-           UNION ALL SELECT key_password_encrypted FROM android_signing_profiles
-               WHERE pipeline_id = $1
-           UNION ALL SELECT p12_password_encrypted FROM pipeline_ios_signing
-               WHERE pipeline_id = $1""",
-        pipeline_id,
-    )
+    rows = await conn.fetch(sealed_passwords_of("$1"), pipeline_id)
     return [row["sealed"] for row in rows if row["sealed"] is not None]
 
 

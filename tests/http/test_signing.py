@@ -272,6 +272,27 @@ async def test_the_runner_holding_the_build_gets_the_enabled_profiles(setup: Set
     )
 
 
+async def test_a_password_changed_after_the_claim_is_masked_as_the_runner_fetches_it(
+    setup: Setup,
+) -> None:
+    # The claim read the pipeline's passwords; the runner fetches the material later, as
+    # it is then: the log masks the password it could have fetched.
+    assert (await put(setup, {"release": full()})).status == 200
+    build = await setup.trigger()
+    runner = await setup.runner()
+    job = await runner.claim()
+    assert job is not None and job["signing"]["android"] is True
+    changed = "store-pass-changed-51f0"
+    assert (await put(setup, {"release": {"store_password": changed}})).status == 200
+    fetched = await fetch(setup.api, runner, build["id"], job["signing_token"])
+    assert fetched.body["release"]["store_password"] == changed
+    assert (await runner.report(build["id"], "running")).status == 200
+    line = {"sequence": 0, "content": f"store={changed}", "stream": "stdout"}
+    assert (await runner.logs(build["id"], [line])).status == 200
+    stored = await setup.api.get(f"/v1/builds/{build['id']}/logs", token=setup.token)
+    assert [entry["content"] for entry in stored.body["logs"]] == [f"store={MASK}"]
+
+
 async def test_the_runner_holding_the_build_gets_the_ios_material(setup: Setup) -> None:
     api = setup.api
     runner = await setup.runner()
@@ -288,8 +309,11 @@ async def test_the_runner_holding_the_build_gets_the_ios_material(setup: Setup) 
     await put_ios(setup, manual_body(enabled=False, export_method="app_store"))
     nothing = await fetch(api, runner, build_id, token, "ios")
     assert (nothing.status, nothing.body) == (200, {})
+    assert (await runner.report(build_id, "running")).status == 200
+    assert (await runner.report(build_id, "succeeded", exit_code=0)).status == 200
     # A runner that does not mask what the build prints: the server masks the password,
     # stored even while signing is disabled.
+    build_id, token = await held()
     assert (await runner.report(build_id, "running")).status == 200
     line = f"p12 password={P12_PASSWORD}"
     printed = await runner.logs(build_id, [{"sequence": 0, "content": line, "stream": "stdout"}])

@@ -46,6 +46,30 @@ async def test_the_first_append_after_a_claim_here_reads_no_build(
             assert total == 5
 
 
+async def test_the_first_append_after_a_claim_here_reads_nothing_to_mask_its_lines(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim read the variables the runner was given and the pipeline's sealed signing
+    # passwords (none are fetched: signing is off); the first append masks from those.
+    async with claimed_here(store, tmp_path) as (rt, runner, build_id):
+        with trio.fail_after(BOUND):
+            reads: list[str] = []
+            for_build, sealed = store.variables.for_build, store.signing.sealed_passwords
+
+            async def variables_read(*args: Any) -> Any:
+                reads.append("variables")
+                return await for_build(*args)
+
+            async def passwords_read(*args: Any) -> Any:
+                reads.append("signing")
+                return await sealed(*args)
+
+            monkeypatch.setattr(store.variables, "for_build", variables_read)
+            monkeypatch.setattr(store.signing, "sealed_passwords", passwords_read)
+            assert await rt.logs.append(runner, build_id, _lines(0, 3)) == 3
+            assert reads == []
+
+
 async def test_a_first_append_to_a_build_changed_behind_the_daemons_back_is_refused_as_it_is(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -128,17 +128,21 @@ async def _runner_history_columns(conn: Connection, change: str) -> None:
     await conn.execute(
         f"ALTER TABLE builds {change} last_runner_id{types[0]}, {change} last_runner_name{types[1]}"
     )
-    # Today's claims also read the build's variables and whether its pipeline signs
-    # (later migrations' tables).
+    # Today's claims also read the build's variables, whether its pipeline signs and its
+    # signing passwords (later migrations' tables).
     if change == "ADD COLUMN":
         await conn.execute(
             """CREATE TABLE variables (id uuid, project_id uuid, pipeline_id uuid, name text,
                    value_encrypted text, secret boolean, created_at bigint, updated_at bigint)"""
         )
         await conn.execute(
-            "CREATE TABLE android_signing_profiles (pipeline_id uuid, enabled boolean)"
+            """CREATE TABLE android_signing_profiles (pipeline_id uuid, enabled boolean,
+                   store_password_encrypted text, key_password_encrypted text)"""
         )
-        await conn.execute("CREATE TABLE pipeline_ios_signing (pipeline_id uuid, enabled boolean)")
+        await conn.execute(
+            """CREATE TABLE pipeline_ios_signing (pipeline_id uuid, enabled boolean,
+                   p12_password_encrypted text)"""
+        )
     else:
         await conn.execute("DROP TABLE variables, android_signing_profiles, pipeline_ios_signing")
 

@@ -1,4 +1,5 @@
-"""Builds made in a burst: they take turns per project before they take a connection."""
+"""Builds made in a burst take turns per project before they take a connection; a claim
+reads what its build's log is to mask."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 import trio
 
 from oore.domain.builds import TriggerType
+from oore.domain.tokens import hash_token, new_token
 from oore.store import Store, open_store
-from oore.store.builds import NewBuild
+from oore.store.builds import NewBuild, PickRow
 from oore.store.database import Connection
+from tests.scheduling import kit
 from tests.store.test_artifacts import NOW, world
 
 HELD_SECONDS = 5  # how long another daemon holds the project's row
@@ -85,3 +88,37 @@ async def test_a_burst_of_builds_for_one_project_leaves_the_pool_to_others(
             read = await store.builds.get(w.build_id)
             assert read is not None and not released and made == []
         assert released and sorted(made) == [2, 3, 4, 5, 6]
+
+
+async def _signing_passwords(conn: Connection, pipeline_id: str) -> None:
+    """A disabled Android profile with one password and disabled iOS signing with its own."""
+    key = uuid.UUID(pipeline_id)
+    await conn.execute(
+        """INSERT INTO android_signing_profiles (pipeline_id, build_type, enabled,
+                                                 store_password_encrypted, updated_at)
+           VALUES ($1, 'debug', false, 'sealed-store', $2)""",
+        key,
+        NOW,
+    )
+    await conn.execute(
+        """INSERT INTO pipeline_ios_signing (pipeline_id, enabled, mode, export_method,
+                                             bundle_ids, p12_password_encrypted, updated_at)
+           VALUES ($1, false, 'manual', 'app_store', '{}', 'sealed-p12', $2)""",
+        key,
+        NOW,
+    )
+
+
+async def test_a_claim_reads_the_sealed_passwords_of_its_builds_pipeline(store: Store) -> None:
+    w = await kit.world(store)
+    [runner] = await kit.runners(store, 1)
+    await store.db.run(_signing_passwords, w.pipeline_id)
+    await store.builds.create(w.build())
+    now = kit.CLOCK.now()
+    pick = PickRow(runner.id, frozenset(), hash_token(new_token()), now + 120, now)
+    [outcome] = await store.builds.pick_claims([pick])
+    assert outcome.build is not None
+    # what the log is to mask, enabled or not, as the signing store reads it
+    read = await store.signing.sealed_passwords(w.pipeline_id)
+    assert sorted(outcome.sealed_passwords) == sorted(read) == ["sealed-p12", "sealed-store"]
+    assert (outcome.android_signing, outcome.ios_signing) == (False, False)
