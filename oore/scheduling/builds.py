@@ -228,10 +228,9 @@ class BuildMachines:
     def job_of(self, build_id: str, runner_id: str) -> Job | None:
         """The job this daemon handed to ``runner_id`` for the attempt it holds, if any."""
         bound = self._held(build_id, runner_id)
-        job = None if bound is None else bound.job
-        if job is None or bound is None or job.build.attempt != bound.build.attempt:
+        if bound is None or bound.job is None or bound.job.build.attempt != bound.build.attempt:
             return None
-        return job
+        return bound.job
 
     def _held(self, build_id: str, runner_id: str) -> _Bound | None:
         bound = self._bound.get(build_id)

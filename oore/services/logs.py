@@ -361,8 +361,9 @@ class Logs:
         if self._signing is not None:
             # A runner told to fetch signing material gets the passwords as they are when
             # it fetches: those are read now, not taken from the claim.
-            fetches = job is None or job.android_signing or job.ios_signing
-            sealed = None if fetches or job is None else job.sealed_passwords
+            sealed = None
+            if job is not None and not (job.android_signing or job.ios_signing):
+                sealed = job.sealed_passwords
             found += await self._signing.secrets_to_mask(build, sealed)
         secrets = tuple(sorted(set(found), key=len, reverse=True))
         count = await self.streams.append(
