@@ -285,6 +285,7 @@ class Target:
     project_id: str
     pipeline_id: str
     commit_sha: str
+    repo: Path  # the project's local repository, in the server's data directory
 
     @property
     def auth(self) -> dict[str, str]:
@@ -295,7 +296,8 @@ def prepare(server: Server) -> Target:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         token = client.post("/v1/auth/local/login", json={}).json()["session_token"]
         auth = {"Authorization": f"Bearer {token}"}
-        repo, head = make_repo(Path(tempfile.mkdtemp(prefix="oore-bench-repo-")))
+        # in the data directory, which goes when the server stops
+        repo, head = make_repo(Path(tempfile.mkdtemp(prefix="bench-repo-", dir=server.data_dir)))
         project = client.post(
             "/v1/projects",
             json={"name": f"bench-{time.time_ns()}", "local_repository_path": str(repo)},
@@ -305,7 +307,8 @@ def prepare(server: Server) -> Target:
         pipeline = client.post(
             f"/v1/projects/{project_id}/pipelines", json={"name": "bench"}, headers=auth
         )
-        return Target(server.url, token, project_id, pipeline.json()["pipeline"]["id"], head)
+        pipeline_id = pipeline.json()["pipeline"]["id"]
+        return Target(server.url, token, project_id, pipeline_id, head, repo)
 
 
 REGISTER_AT_ONCE = 64

@@ -46,9 +46,23 @@ async def measure(
 ) -> dict[str, list[float]]:
     """Builds triggered through ``base``, claims parked on ``parked_on`` (default: the
     same daemon)."""
+    with tempfile.TemporaryDirectory(prefix="oore-bench-repo-") as scratch:
+        return await _measure(
+            base, token, samples, runners, transport, parked_on, make_repo(Path(scratch))[0]
+        )
+
+
+async def _measure(
+    base: str,
+    token: str,
+    samples: int,
+    runners: int,
+    transport: str,
+    parked_on: str,
+    repo: Path,
+) -> dict[str, list[float]]:
     async with httpx.AsyncClient(base_url=base, timeout=90) as client:
         bench = Bench(client, token)
-        repo, _ = make_repo(Path(tempfile.mkdtemp(prefix="oore-bench-repo-")))
         project = await bench.post(
             "/v1/projects", {"name": f"pickup-{time.time_ns()}", "local_repository_path": str(repo)}
         )

@@ -58,7 +58,6 @@ import math
 import os
 import random
 import resource
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -75,7 +74,6 @@ from bench.harness import (
     Target,
     daemon_counters,
     done_progress,
-    make_repo,
     percentile,
     percentile_bounds,
     prepare,
@@ -122,13 +120,15 @@ async def _seed(
 ) -> dict[str, Any]:
     """The projects with a pipeline each, ``builds`` builds over them, each claimed, given
     ``lines`` lines and ended; an API token for the readers. Answers what readers read."""
-    repo, head = make_repo(Path(tempfile.mkdtemp(prefix="oore-bench-readers-")))
     pipelines = [(target.project_id, target.pipeline_id)]
     async with httpx.AsyncClient(base_url=target.url, timeout=60, headers=target.auth) as client:
         for i in range(1, projects):
             reply = await client.post(
                 "/v1/projects",
-                json={"name": f"readers-{time.time_ns()}-{i}", "local_repository_path": str(repo)},
+                json={
+                    "name": f"readers-{time.time_ns()}-{i}",
+                    "local_repository_path": str(target.repo),
+                },
             )
             reply.raise_for_status()
             project_id = reply.json()["project"]["id"]
@@ -146,11 +146,14 @@ async def _seed(
 
         async def queue(i: int) -> None:
             project_id, pipeline_id = pipelines[i % len(pipelines)]
-            sha = target.commit_sha if project_id == target.project_id else head
             async with limiter:
                 reply = await client.post(
                     f"/v1/projects/{project_id}/builds",
-                    json={"pipeline_id": pipeline_id, "commit_sha": sha, "branch": "main"},
+                    json={
+                        "pipeline_id": pipeline_id,
+                        "commit_sha": target.commit_sha,
+                        "branch": "main",
+                    },
                 )
             reply.raise_for_status()
 

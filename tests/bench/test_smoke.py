@@ -117,9 +117,12 @@ def bench(results: Path, args: list[str], **daemon_env: str) -> subprocess.Compl
             timeout=180,
             check=False,
         )
+        # what the bench made there (data directories, repositories) went with its run
+        left = sorted(path.name for path in scratch.iterdir() if path.name.startswith("oore-"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert left == [], f"left in the temporary directory: {left}"
     return done
 
 
