@@ -504,11 +504,16 @@ def _ratios(alone: dict[str, float], together: dict[str, float]) -> dict[str, fl
     }
 
 
+def _samples(timings: list[_Timings], attribute: str) -> list[float]:
+    """One kind of the runners' samples (``claims``, ``appends``, ``live``) of ``timings``."""
+    return [x for phase in timings for x in getattr(phase, attribute)]
+
+
 def _latencies(timings: list[_Timings], suffix: str) -> dict[str, float]:
     """The runners' claim, append and live line p50 and p99 over the samples of ``timings``."""
     figures: dict[str, float] = {}
     for name, attribute in _RUNNER_SAMPLES.items():
-        samples = [x for phase in timings for x in getattr(phase, attribute)]
+        samples = _samples(timings, attribute)
         figures[f"{name}_p50_ms{suffix}"] = _ms(samples, 0.5)
         figures[f"{name}_p99_ms{suffix}"] = _ms(samples, 0.99)
     return figures
@@ -518,12 +523,12 @@ def _pooled(phases: list[tuple[_Timings, _Timings]]) -> dict[str, float]:
     """The runners' p50 and p99 over the samples of every run's phase without readers, and
     of every run's phase with them, and the ratios of the p99s; with how many samples
     each p99 comes from, and the lowest and highest ratio their 95 % bounds allow."""
-    alone = _latencies([pair[0] for pair in phases], "_alone")
-    together = _latencies([pair[1] for pair in phases], "")
+    quiet, read = [pair[0] for pair in phases], [pair[1] for pair in phases]
+    alone = _latencies(quiet, "_alone")
+    together = _latencies(read, "")
     bounds: dict[str, float] = {}
     for name, attribute in _RUNNER_SAMPLES.items():
-        without = [x for pair in phases for x in getattr(pair[0], attribute)]
-        under = [x for pair in phases for x in getattr(pair[1], attribute)]
+        without, under = _samples(quiet, attribute), _samples(read, attribute)
         if not without or not under:
             continue
         without_low, without_high = percentile_bounds(without, 0.99)
