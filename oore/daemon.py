@@ -52,6 +52,7 @@ from oore.services.scm import ScmConfig
 from oore.store import Store, open_store
 from oore.store.database import Revive
 from oore.store.embedded import embedded_postgres
+from oore.timeslice import request_slice
 from oore.workers import SupervisorChannel, check_shared_key, exit_status, supervise
 
 log = logging.getLogger("oored")
@@ -190,6 +191,8 @@ async def run_daemon(
                 pool_size=settings.database_pool_size,
                 revive=target.revive,
                 watch_interval=DATABASE_CHECK_INTERVAL,
+                # and for the database sessions a runner's claim waits on, too
+                short_slices=_runs_runners_lane(role),
             )
         )
         await store.instance.ensure(clock.now())
@@ -315,11 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     return exit_status(lambda: _serve(settings, role))
 
 
+def _runs_runners_lane(role: WorkerRole | None) -> bool:
+    return role is not None and bool(role.lanes) and role.slot == RUNNERS_SLOT
+
+
 def _serve(settings: Settings, role: WorkerRole | None) -> int:
+    # Both set before any thread starts, as every thread of the process takes them.
     if role is not None and role.lanes and role.slot != RUNNERS_SLOT:
-        # On a busy machine the runners' worker comes first: set before any thread starts,
-        # as every thread of the process takes it.
+        # On a busy machine the runners' worker comes first.
         os.nice(API_NICENESS)
+    if _runs_runners_lane(role):
+        # A runner's claim waits on this worker's wake-ups; short slices shorten them.
+        granted = request_slice()
+        log.info("short CPU slices for the runners' lane: %s", "yes" if granted else "no")
     if role is not None:  # the supervisor holds the lock and the embedded PostgreSQL
         trio.run(run_daemon, settings, role)
     else:

@@ -10,6 +10,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -25,6 +26,7 @@ from oore.store.admin import (
     relax_durability,
 )
 from oore.store.embedded import EmbeddedPostgres
+from oore.timeslice import request_slice
 
 TEMPLATE = "oore_template"
 MEMORY_DIR = Path("/dev/shm")
@@ -123,3 +125,13 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def kernel_takes_short_slices() -> bool:
+    """Whether this kernel runs a normal task in the slice it asks for (Linux 6.12 and
+    later): asked from a thread of its own, which ends with it."""
+    granted: list[bool] = []
+    thread = threading.Thread(target=lambda: granted.append(request_slice()))
+    thread.start()
+    thread.join()
+    return granted == [True]

@@ -102,14 +102,20 @@ async def open_store(
     pool_size: int = 10,
     revive: Revive | None = None,
     watch_interval: float | None = None,
+    short_slices: bool = False,
 ) -> AsyncIterator[Store]:
     """Connect, migrate under the advisory lock, and yield the store.
 
-    ``revive`` and ``watch_interval``: how the database rides out an outage (see
+    ``revive`` and ``watch_interval``: how the database rides out an outage;
+    ``short_slices``: for the server processes of its sessions (see
     :mod:`oore.store.database`).
     """
     async with open_database(
-        url, pool_size=pool_size, revive=revive, watch_interval=watch_interval
+        url,
+        pool_size=pool_size,
+        revive=revive,
+        watch_interval=watch_interval,
+        short_slices=short_slices,
     ) as db:
         await migrate(db)
         yield Store(db)

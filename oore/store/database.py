@@ -17,6 +17,7 @@ acknowledged as done.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Concatenate, ParamSpec, TypeAlias, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 import orjson
@@ -34,6 +36,7 @@ from oore.domain.json_input import has_long_digit_run
 from oore.errors import ApiError, InvalidInput, StoreError, StoreUnavailable
 from oore.store.bridge import AsyncioBridge, open_bridge
 from oore.store.changes import Changes, TrackedConnection
+from oore.timeslice import request_slice, runs_command
 
 log = logging.getLogger(__name__)
 
@@ -288,10 +291,47 @@ class Database:
         return None
 
 
-async def _init_connection(conn: Connection) -> None:
+async def _init_connection(conn: Connection, *, short_slices: bool = False) -> None:
     await conn.set_type_codec(
         "jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog"
     )
+    if short_slices:
+        _shorten_session_slices(conn.get_server_pid())
+
+
+def _shorten_session_slices(server_pid: int) -> None:
+    """Ask for short CPU slices for the server process of one of our sessions (see
+    :mod:`oore.timeslice`), if it is a PostgreSQL process on this machine (the caller
+    connects to a local server only) the kernel lets us change."""
+    if server_pid > 0 and runs_command(server_pid, "postgres"):
+        request_slice(server_pid)
+
+
+def local_server(url: str) -> bool:
+    """Whether every host ``url`` names is on this machine: a Unix socket, ``localhost``,
+    a loopback address, or none (the driver's default sockets). A session's server process
+    id then names a process here."""
+    parts = urlsplit(url)
+    hosts = [host for value in parse_qs(parts.query).get("host", []) for host in value.split(",")]
+    netloc = parts.netloc.rpartition("@")[2]
+    hosts += [_host_of(address) for address in netloc.split(",")]
+    return all(_is_local_host(host) for host in hosts)
+
+
+def _host_of(address: str) -> str:
+    if address.startswith("["):  # [::1]:5432
+        return address[1 : address.find("]")]
+    return address.rpartition(":")[0] if address.count(":") == 1 else address
+
+
+def _is_local_host(host: str) -> bool:
+    host = unquote(host)
+    if host in ("", "localhost") or host.startswith("/"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _json_dumps(value: Any) -> str:
@@ -335,17 +375,21 @@ async def open_database(
     pool_size: int = 10,
     revive: Revive | None = None,
     watch_interval: float | None = None,
+    short_slices: bool = False,
 ) -> AsyncIterator[Database]:
     """Connect a pool (on a fresh bridge), watch for outages, close it on exit.
 
     Raises StoreUnavailable if the server cannot be reached at all, StoreError if it
-    refuses us. See :meth:`Database.watch` for ``watch_interval``.
+    refuses us. See :meth:`Database.watch` for ``watch_interval``. ``short_slices``: ask
+    for short CPU slices for each session's server process when the server is on this
+    machine (see :mod:`oore.timeslice`).
     """
     quiet = _QuietFloorRetries()
     pool_log = logging.getLogger("asyncpg.pool")
     pool_log.addFilter(quiet)
     try:
-        async with _open_database(url, pool_size, revive, watch_interval) as db:
+        init = partial(_init_connection, short_slices=short_slices and local_server(url))
+        async with _open_database(url, pool_size, revive, watch_interval, init) as db:
             yield db
     finally:
         pool_log.removeFilter(quiet)
@@ -353,7 +397,11 @@ async def open_database(
 
 @asynccontextmanager
 async def _open_database(
-    url: str, pool_size: int, revive: Revive | None, watch_interval: float | None
+    url: str,
+    pool_size: int,
+    revive: Revive | None,
+    watch_interval: float | None,
+    init: Callable[[Connection], Awaitable[None]],
 ) -> AsyncIterator[Database]:
     async with open_bridge() as bridge:
 
@@ -362,7 +410,7 @@ async def _open_database(
                 url,
                 min_size=min(2, pool_size),
                 max_size=pool_size,
-                init=_init_connection,
+                init=init,
                 connection_class=TrackedConnection,
                 reset=_keep_session,
                 command_timeout=60,

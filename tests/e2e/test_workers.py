@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import scratch_dir
+from oore.timeslice import SHORT_SLICE_NS, slice_of
+from tests.conftest import kernel_takes_short_slices, scratch_dir
 from tests.e2e.conftest import Daemon, DaemonFactory, alive, postgres_pid
 from tests.e2e.test_claims_survive_a_crash import make_repo
 
@@ -43,6 +44,20 @@ def wait_gone(pid: int, within: float) -> None:
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(pid), f"pid {pid} still runs"
+
+
+def thread_slices(pid: int) -> list[int | None]:
+    """The CPU slice of each thread of process ``pid``."""
+    return [slice_of(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as listed:
+            found += [int(child) for child in listed.read().split()]
+    return found
 
 
 def fresh_connections(daemon: Daemon) -> httpx.Client:
@@ -98,6 +113,13 @@ def test_two_workers_serve_one_port_and_share_the_database(
     # On a busy machine the runners' worker comes first.
     priority = {slot: os.getpriority(os.PRIO_PROCESS, pid) for slot, pid in workers.items()}
     assert priority[1] > priority[0], priority
+    if kernel_takes_short_slices():  # and its wake-ups, and its sessions', wait less
+        assert set(thread_slices(workers[0])) == {SHORT_SLICE_NS}
+        assert SHORT_SLICE_NS not in thread_slices(workers[1])
+        postmaster = postgres_pid(daemon.data_dir)
+        assert postmaster is not None
+        sessions = [slice_of(pid) for pid in children(postmaster)]
+        assert 1 <= sessions.count(SHORT_SLICE_NS) < len(sessions), sessions
 
     # A session made through one worker works through any other, and so does what it made.
     with fresh_connections(daemon) as client:
