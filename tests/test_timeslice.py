@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -19,10 +20,20 @@ needs_short_slices = pytest.mark.skipif(
 )
 
 
+def _command_of(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as comm:
+        return comm.read().strip()
+
+
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A ``sleep`` of our own, once its name is ``sleep`` (the kernel names a process late
+    in its ``exec``, after ``Popen`` has returned)."""
     proc = subprocess.Popen(["sleep", "30"])
     try:
+        deadline = time.monotonic() + 10
+        while _command_of(proc.pid) != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.01)
         yield proc
     finally:
         proc.kill()
