@@ -563,10 +563,13 @@ async def _create_claimed(
     return (created if outcome.build is None else outcome.build), outcome
 
 
-async def _transition(conn: Connection, t: Transition) -> Build:
+async def _transition(conn: Connection, t: Transition, *, events: bool = False) -> Any:
+    """One statement (atomic on its own, one round trip): the compare-and-set, its event,
+    and with ``events`` the build's events with the new one (``moved_events``, in order).
+    The row as committed."""
     check_transition(t.expected, t.target)
     sets = ["status = $3", "updated_at = $4"]
-    args: list[Any] = [t.build_id, t.expected.value, t.target.value, t.now]
+    args: list[Any] = [t.build_id, t.expected.value, t.target.value, t.now, t.actor, t.reason]
     if t.target is BuildStatus.RUNNING:
         sets.append("started_at = COALESCE(started_at, $4)")
     if t.target in TERMINAL and t.expected not in TERMINAL:
@@ -587,9 +590,25 @@ async def _transition(conn: Connection, t: Transition) -> Build:
     if t.runner_id is not None:
         args.append(t.runner_id)
         guard = f" AND runner_id = ${len(args)}"
+    # The statement's own snapshot does not show the event it inserts: the history is the
+    # events before it and the one it returns.
+    history = (
+        """, (SELECT jsonb_agg(to_jsonb(e) ORDER BY e.seq)
+              FROM (SELECT * FROM build_events WHERE build_id = $1
+                    UNION ALL SELECT * FROM logged) AS e) AS moved_events"""
+        if events
+        else ""
+    )
     row = await conn.fetchrow(
-        f"""UPDATE builds SET {", ".join(sets)}
-            WHERE id = $1 AND status = $2{guard} RETURNING *, {_PROJECT_NAME}""",
+        f"""WITH moved AS (
+                UPDATE builds SET {", ".join(sets)}
+                WHERE id = $1 AND status = $2{guard} RETURNING *, {_PROJECT_NAME}),
+            logged AS (
+                INSERT INTO build_events (id, build_id, from_status, to_status, actor,
+                                          reason, created_at)
+                SELECT gen_random_uuid(), moved.id, $2, $3, $5, $6, $4 FROM moved
+                RETURNING *)
+            SELECT moved.*{history} FROM moved""",
         *args,
     )
     if row is None:
@@ -597,17 +616,18 @@ async def _transition(conn: Connection, t: Transition) -> Build:
         if not exists:
             raise NotFound("not_found", "Build not found")
         raise concurrent_modification()
-    await _insert_events(
-        conn, [EventRow(t.build_id, t.expected, t.target, t.actor, t.reason, t.now)]
-    )
-    return build_from_row(row)
+    return row
+
+
+async def _transition_build(conn: Connection, t: Transition) -> Build:
+    return build_from_row(await _transition(conn, t))
 
 
 async def _transition_with_events(
     conn: Connection, t: Transition
 ) -> tuple[Build, list[BuildEvent]]:
-    build = await _transition(conn, t)
-    return build, await _events(conn, uuid.UUID(build.id))
+    row = await _transition(conn, t, events=True)
+    return build_from_row(row), [_event_from_row(e) for e in row["moved_events"]]
 
 
 async def _queued(conn: Connection, limit: int | None) -> list[QueuedBuild]:
@@ -1225,11 +1245,11 @@ class BuildStore:
 
     async def transition(self, t: Transition) -> Build:
         """Compare-and-set; 409 ``invalid_transition`` / ``concurrent_modification``."""
-        return await self._db.transaction(_transition, t)
+        return await self._db.run(_transition_build, t)
 
     async def transition_with_events(self, t: Transition) -> tuple[Build, list[BuildEvent]]:
         """:meth:`transition`, and the build's events with the new one, in one call."""
-        return await self._db.transaction(_transition_with_events, t)
+        return await self._db.run(_transition_with_events, t)
 
     async def queued(self, limit: int | None = None) -> list[QueuedBuild]:
         """The queued builds, oldest first (all of them: the dispatcher's start-up index)."""

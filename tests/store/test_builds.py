@@ -1,15 +1,18 @@
 """Builds made in a burst take turns per project before they take a connection; a claim
-reads what its build's log is to mask."""
+reads what its build's log is to mask; a transition and its event are one statement."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
+import pytest
 import trio
 
-from oore.domain.builds import TriggerType
+from oore.domain.builds import BuildStatus, Transition, TriggerType
 from oore.domain.tokens import hash_token, new_token
+from oore.errors import Conflict, NotFound
 from oore.store import Store, open_store
 from oore.store.builds import NewBuild, PickRow
 from oore.store.database import Connection
@@ -122,3 +125,53 @@ async def test_a_claim_reads_the_sealed_passwords_of_its_builds_pipeline(store: 
     read = await store.signing.sealed_passwords(w.pipeline_id)
     assert sorted(outcome.sealed_passwords) == sorted(read) == ["sealed-p12", "sealed-store"]
     assert (outcome.android_signing, outcome.ios_signing) == (False, False)
+
+
+async def test_a_transition_returns_the_whole_history_with_its_own_event_last(
+    store: Store,
+) -> None:
+    w = await world(store)
+    running = Transition(
+        w.build_id, BuildStatus.ASSIGNED, BuildStatus.RUNNING, "runner:r", "started", NOW + 1
+    )
+    build, history = await store.builds.transition_with_events(running)
+    assert build.status is BuildStatus.RUNNING and build.started_at == NOW + 1
+    assert build.context["project_name"] == "app"
+    assert [(e.from_status, e.to_status) for e in history] == [
+        (None, BuildStatus.QUEUED),
+        (BuildStatus.QUEUED, BuildStatus.SCHEDULED),
+        (BuildStatus.SCHEDULED, BuildStatus.ASSIGNED),
+        (BuildStatus.ASSIGNED, BuildStatus.RUNNING),
+    ]
+    assert (history[-1].actor, history[-1].reason, history[-1].created_at) == (
+        "runner:r",
+        "started",
+        NOW + 1,
+    )
+    assert history == await store.builds.events(w.build_id)  # as stored, in order
+
+    # A compare-and-set that loses writes nothing: no event without its change.
+    with pytest.raises(Conflict) as lost:
+        await store.builds.transition_with_events(running)
+    assert lost.value.code == "concurrent_modification"
+    with pytest.raises(Conflict):
+        await store.builds.transition(replace(running, runner_id=str(uuid.uuid4())))
+    assert await store.builds.events(w.build_id) == history
+    with pytest.raises(NotFound):
+        await store.builds.transition(replace(running, build_id=str(uuid.uuid4())))
+
+    done, _ = await store.builds.transition_with_events(
+        Transition(
+            w.build_id,
+            BuildStatus.RUNNING,
+            BuildStatus.SUCCEEDED,
+            "runner:r",
+            None,
+            NOW + 2,
+            exit_code=0,
+            runner_id=w.runner_id,
+        )
+    )
+    assert (done.status, done.exit_code, done.finished_at) == (BuildStatus.SUCCEEDED, 0, NOW + 2)
+    assert (done.runner_id, done.last_runner_id) == (None, w.runner_id)
+    assert len(await store.builds.events(w.build_id)) == 5
