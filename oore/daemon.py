@@ -324,13 +324,13 @@ def _runs_runners_lane(role: WorkerRole | None) -> bool:
 
 def _serve(settings: Settings, role: WorkerRole | None) -> int:
     # Both set before any thread starts, as every thread of the process takes them.
-    if role is not None and role.lanes and role.slot != RUNNERS_SLOT:
-        # On a busy machine the runners' worker comes first.
-        os.nice(API_NICENESS)
     if _runs_runners_lane(role):
         # A runner's claim waits on this worker's wake-ups; short slices shorten them.
         granted = request_slice()
         log.info("short CPU slices for the runners' lane: %s", "yes" if granted else "no")
+    elif role is not None and role.lanes:
+        # On a busy machine the runners' worker comes first.
+        os.nice(API_NICENESS)
     if role is not None:  # the supervisor holds the lock and the embedded PostgreSQL
         trio.run(run_daemon, settings, role)
     else:

@@ -51,10 +51,17 @@ class _SchedAttr(ctypes.Structure):
 _SCHED_OTHER = 0
 
 
-def _syscalls() -> tuple[int, int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    return _SYSCALLS.get(platform.machine())
+def _syscall(which: int, *args: object) -> bool:
+    """Make system call ``which`` (0: sched_setattr, 1: sched_getattr); False where there
+    is none to make or it failed."""
+    calls = _SYSCALLS.get(platform.machine()) if sys.platform.startswith("linux") else None
+    if calls is None:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(calls[which], *args) != 0:
+        log.debug("sched system call %d failed: %s", which, os.strerror(ctypes.get_errno()))
+        return False
+    return True
 
 
 def request_slice(pid: int = 0, slice_ns: int = SHORT_SLICE_NS) -> bool:
@@ -65,9 +72,6 @@ def request_slice(pid: int = 0, slice_ns: int = SHORT_SLICE_NS) -> bool:
     Returns whether the task now runs in such slices (an older kernel takes the request
     and ignores it).
     """
-    calls = _syscalls()
-    if calls is None:
-        return False
     current = _get_attr(pid)
     if current is None or current.sched_policy != _SCHED_OTHER:
         return False
@@ -77,11 +81,7 @@ def request_slice(pid: int = 0, slice_ns: int = SHORT_SLICE_NS) -> bool:
         sched_nice=current.sched_nice,
         sched_runtime=slice_ns,
     )
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(calls[0], pid, ctypes.byref(attr), 0) != 0:
-        log.debug("no short slice for task %d: %s", pid, os.strerror(ctypes.get_errno()))
-        return False
-    return slice_of(pid) == slice_ns
+    return _syscall(0, pid, ctypes.byref(attr), 0) and slice_of(pid) == slice_ns
 
 
 def slice_of(pid: int = 0) -> int | None:
@@ -92,12 +92,8 @@ def slice_of(pid: int = 0) -> int | None:
 
 
 def _get_attr(pid: int) -> _SchedAttr | None:
-    calls = _syscalls()
-    if calls is None:
-        return None
     attr = _SchedAttr()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(calls[1], pid, ctypes.byref(attr), ctypes.sizeof(_SchedAttr), 0) != 0:
+    if not _syscall(1, pid, ctypes.byref(attr), ctypes.sizeof(_SchedAttr), 0):
         return None
     return attr
 

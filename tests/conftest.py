@@ -11,9 +11,10 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
@@ -29,6 +30,7 @@ from oore.store.embedded import EmbeddedPostgres
 from oore.timeslice import request_slice
 
 TEMPLATE = "oore_template"
+T = TypeVar("T")
 MEMORY_DIR = Path("/dev/shm")
 MEMORY_DIR_ROOM = 2 << 30  # bytes free that /dev/shm must have to hold the test servers
 
@@ -127,11 +129,17 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def kernel_takes_short_slices() -> bool:
-    """Whether this kernel runs a normal task in the slice it asks for (Linux 6.12 and
-    later): asked from a thread of its own, which ends with it."""
-    granted: list[bool] = []
-    thread = threading.Thread(target=lambda: granted.append(request_slice()))
+def in_a_thread(work: Callable[[], T]) -> T:
+    """``work()``, run on a thread of its own (what it asks of the kernel for its thread
+    ends with it)."""
+    results: list[T] = []
+    thread = threading.Thread(target=lambda: results.append(work()))
     thread.start()
     thread.join()
-    return granted == [True]
+    return results[0]
+
+
+def kernel_takes_short_slices() -> bool:
+    """Whether this kernel runs a normal task in the slice it asks for (Linux 6.12 and
+    later): asked from a thread of its own."""
+    return in_a_thread(request_slice)

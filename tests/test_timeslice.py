@@ -6,15 +6,13 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
 
 from oore.timeslice import SHORT_SLICE_NS, request_slice, runs_command, slice_of
-from tests.conftest import kernel_takes_short_slices
+from tests.conftest import in_a_thread, kernel_takes_short_slices
 
-T = TypeVar("T")
 needs_short_slices = pytest.mark.skipif(
     not kernel_takes_short_slices(), reason="the kernel has no slices per task (Linux < 6.12)"
 )
@@ -40,23 +38,14 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(timeout=10)
 
 
-def _in_a_thread(work: Callable[[], T]) -> T:
-    """Run ``work`` on a thread of its own (what it asks for ends with the thread)."""
-    results: list[T] = []
-    thread = threading.Thread(target=lambda: results.append(work()))
-    thread.start()
-    thread.join()
-    return results[0]
-
-
 @needs_short_slices
 def test_a_thread_runs_in_short_slices_and_so_does_each_thread_it_starts() -> None:
     def ask_then_start() -> tuple[bool, int | None, int | None]:
         granted = request_slice()
-        started = _in_a_thread(lambda: slice_of(threading.get_native_id()))
+        started = in_a_thread(lambda: slice_of(threading.get_native_id()))
         return granted, slice_of(), started
 
-    assert _in_a_thread(ask_then_start) == (True, SHORT_SLICE_NS, SHORT_SLICE_NS)
+    assert in_a_thread(ask_then_start) == (True, SHORT_SLICE_NS, SHORT_SLICE_NS)
     assert slice_of() != SHORT_SLICE_NS  # the test's own thread is as it was
 
 

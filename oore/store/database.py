@@ -17,7 +17,6 @@ acknowledged as done.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ import asyncpg
 import orjson
 import trio
 
+from oore.domain.client_ip import is_loopback
 from oore.domain.json_input import has_long_digit_run
 from oore.errors import ApiError, InvalidInput, StoreError, StoreUnavailable
 from oore.store.bridge import AsyncioBridge, open_bridge
@@ -313,25 +313,16 @@ def local_server(url: str) -> bool:
     id then names a process here."""
     parts = urlsplit(url)
     hosts = [host for value in parse_qs(parts.query).get("host", []) for host in value.split(",")]
-    netloc = parts.netloc.rpartition("@")[2]
-    hosts += [_host_of(address) for address in netloc.split(",")]
-    return all(_is_local_host(host) for host in hosts)
+    hosts += parts.netloc.rpartition("@")[2].split(",")
+    return all(_is_local(host) for host in hosts)
 
 
-def _host_of(address: str) -> str:
-    if address.startswith("["):  # [::1]:5432
-        return address[1 : address.find("]")]
-    return address.rpartition(":")[0] if address.count(":") == 1 else address
-
-
-def _is_local_host(host: str) -> bool:
-    host = unquote(host)
-    if host in ("", "localhost") or host.startswith("/"):
+def _is_local(address: str) -> bool:
+    """Whether a host of a database URL (with its port or not) is on this machine."""
+    address = unquote(address)
+    if address == "" or address.startswith("/"):
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return address.partition(":")[0] == "localhost" or is_loopback(address)
 
 
 def _json_dumps(value: Any) -> str:
