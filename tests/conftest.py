@@ -131,11 +131,21 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
 
 def in_a_thread(work: Callable[[], T]) -> T:
     """``work()``, run on a thread of its own (what it asks of the kernel for its thread
-    ends with it)."""
+    ends with it); what it raised is raised here."""
     results: list[T] = []
-    thread = threading.Thread(target=lambda: results.append(work()))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(work())
+        except BaseException as exc:  # handed to the caller, not lost with the thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join()
+    if errors:
+        raise errors[0]
     return results[0]
 
 
